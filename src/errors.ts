@@ -1,0 +1,28 @@
+// Errors Stasis reports to its user. Each has a stable code and its own exit status, so a
+// script can tell a usage mistake from a bad module from a missing directory.
+
+/** Exit statuses of the `stasis` command itself (the program's own status passes through). */
+export const EXIT = {
+  USAGE: 64, // unknown option, missing argument
+  BAD_MODULE: 65, // not a WebAssembly binary, or an invalid one
+  NOT_FOUND: 66, // the module file does not exist or cannot be read
+  UNSUPPORTED: 67, // valid wasm, but not a WASI preview-1 command Stasis can run
+  BAD_DIR: 68, // a --dir host path that is missing or not a directory
+  INTERNAL: 70, // a bug in Stasis
+  TRAP: 134, // the program trapped (128 + SIGABRT, as a native abort() would)
+} as const;
+
+export type StasisErrorCode =
+  | 'USAGE' | 'BAD_MODULE' | 'NOT_FOUND' | 'UNSUPPORTED' | 'BAD_DIR' | 'INTERNAL';
+
+export class StasisError extends Error {
+  readonly exitCode: number;
+  constructor(
+    readonly code: StasisErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'StasisError';
+    this.exitCode = EXIT[code];
+  }
+}

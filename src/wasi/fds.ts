@@ -1,0 +1,361 @@
+// One class per kind of file descriptor, all with the same methods; the syscall layer
+// (host.ts) checks rights and dispatches to them instead of switching on the kind.
+// Each fd holds its plain state (offset, flags, rights, location) next to its live host handle,
+// and state() returns the former as data.
+import * as fs from 'node:fs';
+import { Errno, Fdflags, Filetype, Whence } from './constants.js';
+import { WasiError } from './errno.js';
+import type { GuestMemory } from './memory.js';
+import type { DirFdState, FdState, FileFdState, Location, StdioFdState } from './state.js';
+import type { StdinSource } from './stdin.js';
+
+export abstract class Fd {
+  constructor(
+    public rightsBase: number,
+    public rightsInheriting: number,
+    public fdflags: number,
+  ) {}
+
+  abstract readonly filetype: number;
+  abstract state(fd: number): FdState;
+  /** Releases the live host handle. */
+  abstract close(): void;
+  /** Host metadata, for fd_filestat_get. */
+  abstract stat(): fs.BigIntStats;
+
+  /** Reads into the guest's iovecs; returns bytes read. */
+  read(_mem: GuestMemory, _iovs: number, _n: number): number {
+    throw new WasiError(Errno.BADF);
+  }
+  /** Writes the guest's ciovecs; returns bytes written. */
+  write(_mem: GuestMemory, _iovs: number, _n: number): number {
+    throw new WasiError(Errno.BADF);
+  }
+  pread(_mem: GuestMemory, _iovs: number, _n: number, _pos: number): number {
+    throw new WasiError(Errno.SPIPE);
+  }
+  pwrite(_mem: GuestMemory, _iovs: number, _n: number, _pos: number): number {
+    throw new WasiError(Errno.SPIPE);
+  }
+  seek(_delta: number, _whence: number): number {
+    throw new WasiError(Errno.SPIPE);
+  }
+  setSize(_size: number): void {
+    throw new WasiError(Errno.BADF);
+  }
+  allocate(_offset: number, _len: number): void {
+    throw new WasiError(Errno.BADF);
+  }
+  setTimes(atime: number | Date, mtime: number | Date): void {
+    void atime, mtime;
+    throw new WasiError(Errno.BADF);
+  }
+  sync(_dataOnly: boolean): void {}
+  /** Bytes that a read would return without blocking, for poll_oneoff (0 = not ready). */
+  readReady(_timeoutMs: number): { ready: boolean; nbytes: number } {
+    return { ready: true, nbytes: 0 };
+  }
+  /** Makes pending writes visible on the host. */
+  flush(): void {}
+}
+
+/**
+ * Positional I/O between the guest's iovecs and a host fd, starting at pos (null = the host's
+ * own file position). Stops at the first short transfer. Written as a plain loop, not with
+ * callbacks: this is the fd_read/fd_write hot path.
+ */
+function iovecIo(
+  mem: GuestMemory, iovs: number, n: number, handle: number, pos: number | null, write: boolean,
+): number {
+  const view = mem.view;
+  const bytes = mem.bytes;
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    const ptr = view.getUint32(iovs + i * 8, true);
+    const len = view.getUint32(iovs + i * 8 + 4, true);
+    if (len === 0) continue;
+    mem.check(ptr, len);
+    const done = write
+      ? fs.writeSync(handle, bytes, ptr, len, pos)
+      : fs.readSync(handle, bytes, ptr, len, pos);
+    total += done;
+    if (pos !== null) pos += done;
+    if (done < len) break;
+  }
+  return total;
+}
+
+export function filetypeOf(st: fs.Stats | fs.BigIntStats): number {
+  if (st.isFile()) return Filetype.REGULAR_FILE;
+  if (st.isDirectory()) return Filetype.DIRECTORY;
+  if (st.isSymbolicLink()) return Filetype.SYMBOLIC_LINK;
+  if (st.isCharacterDevice()) return Filetype.CHARACTER_DEVICE;
+  if (st.isBlockDevice()) return Filetype.BLOCK_DEVICE;
+  if (st.isSocket()) return Filetype.SOCKET_STREAM;
+  return Filetype.UNKNOWN;
+}
+
+/** A regular file (or another non-directory node opened by path). */
+export class FileFd extends Fd {
+  constructor(
+    public handle: number,
+    public location: Location,
+    public readonly access: 'r' | 'w' | 'rw',
+    public readonly filetype: number,
+    rightsBase: number,
+    rightsInheriting: number,
+    fdflags: number,
+    public offset = 0,
+  ) {
+    super(rightsBase, rightsInheriting, fdflags);
+  }
+
+  state(fd: number): FileFdState {
+    return {
+      kind: 'file', fd, location: { ...this.location }, access: this.access,
+      offset: this.offset, filetype: this.filetype, rightsBase: this.rightsBase,
+      rightsInheriting: this.rightsInheriting, fdflags: this.fdflags,
+    };
+  }
+
+  close(): void {
+    fs.closeSync(this.handle);
+  }
+
+  stat(): fs.BigIntStats {
+    return fs.fstatSync(this.handle, { bigint: true });
+  }
+
+  override read(mem: GuestMemory, iovs: number, n: number): number {
+    const got = this.pread(mem, iovs, n, this.offset);
+    this.offset += got;
+    return got;
+  }
+
+  override pread(mem: GuestMemory, iovs: number, n: number, pos: number): number {
+    return iovecIo(mem, iovs, n, this.handle, pos, false);
+  }
+
+  override write(mem: GuestMemory, iovs: number, n: number): number {
+    // Append mode is kept here, not in the host handle, so that it is plain state.
+    if (this.fdflags & Fdflags.APPEND) this.offset = Number(this.stat().size);
+    const put = this.pwrite(mem, iovs, n, this.offset);
+    this.offset += put;
+    return put;
+  }
+
+  override pwrite(mem: GuestMemory, iovs: number, n: number, pos: number): number {
+    const sync = this.fdflags & (Fdflags.SYNC | Fdflags.DSYNC | Fdflags.RSYNC);
+    const put = iovecIo(mem, iovs, n, this.handle, pos, true);
+    if (sync) this.sync((sync & Fdflags.SYNC) === 0);
+    return put;
+  }
+
+  override seek(delta: number, whence: number): number {
+    let base: number;
+    if (whence === Whence.SET) base = 0;
+    else if (whence === Whence.CUR) base = this.offset;
+    else if (whence === Whence.END) base = Number(this.stat().size);
+    else throw new WasiError(Errno.INVAL);
+    const next = base + delta;
+    if (next < 0 || !Number.isSafeInteger(next)) throw new WasiError(Errno.INVAL);
+    this.offset = next;
+    return next;
+  }
+
+  override setSize(size: number): void {
+    fs.ftruncateSync(this.handle, size);
+  }
+
+  override allocate(offset: number, len: number): void {
+    // Node has no posix_fallocate: extending the file gives the same visible result.
+    const end = offset + len;
+    if (end > Number(this.stat().size)) fs.ftruncateSync(this.handle, end);
+  }
+
+  override setTimes(atime: number | Date, mtime: number | Date): void {
+    fs.futimesSync(this.handle, atime, mtime);
+  }
+
+  override sync(dataOnly: boolean): void {
+    if (dataOnly) fs.fdatasyncSync(this.handle);
+    else fs.fsyncSync(this.handle);
+  }
+
+  override readReady(): { ready: boolean; nbytes: number } {
+    const size = Number(this.stat().size);
+    return { ready: true, nbytes: Math.max(0, size - this.offset) };
+  }
+}
+
+/** A directory: no host handle, a path and a readdir listing. */
+export class DirFd extends Fd {
+  readonly filetype = Filetype.DIRECTORY;
+  /** Sorted entry names that readdir cookies index into; taken when a listing starts. */
+  listing: string[] | null = null;
+
+  constructor(
+    public hostPath: string,
+    public location: Location,
+    rightsBase: number,
+    rightsInheriting: number,
+    fdflags: number,
+    /** For preopens: the guest-visible name reported by fd_prestat_dir_name. */
+    public readonly preopenName?: string,
+  ) {
+    super(rightsBase, rightsInheriting, fdflags);
+  }
+
+  state(fd: number): DirFdState {
+    const s: DirFdState = {
+      kind: 'dir', fd, location: { ...this.location }, listing: this.listing,
+      rightsBase: this.rightsBase, rightsInheriting: this.rightsInheriting, fdflags: this.fdflags,
+    };
+    if (this.preopenName !== undefined) s.preopenName = this.preopenName;
+    return s;
+  }
+
+  close(): void {}
+
+  stat(): fs.BigIntStats {
+    return fs.statSync(this.hostPath, { bigint: true });
+  }
+
+  override read(): number {
+    throw new WasiError(Errno.ISDIR);
+  }
+  override write(): number {
+    throw new WasiError(Errno.ISDIR);
+  }
+  override pread(): number {
+    throw new WasiError(Errno.ISDIR);
+  }
+  override pwrite(): number {
+    throw new WasiError(Errno.ISDIR);
+  }
+  override seek(): number {
+    throw new WasiError(Errno.ISDIR);
+  }
+  override setSize(): void {
+    throw new WasiError(Errno.ISDIR);
+  }
+  override allocate(): void {
+    throw new WasiError(Errno.ISDIR);
+  }
+  override setTimes(atime: number | Date, mtime: number | Date): void {
+    fs.utimesSync(this.hostPath, atime, mtime);
+  }
+  override sync(): void {
+    const h = fs.openSync(this.hostPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    try {
+      fs.fsyncSync(h);
+    } finally {
+      fs.closeSync(h);
+    }
+  }
+
+  /**
+   * The entries from cookie on, '.' and '..' first, then the names in sorted order, so a cookie
+   * names the same entry as long as the directory is unchanged (even across a restart).
+   */
+  entries(cookie: number): string[] {
+    if (cookie === 0 || this.listing === null) {
+      this.listing = fs.readdirSync(this.hostPath).sort();
+    }
+    return ['.', '..', ...this.listing].slice(cookie);
+  }
+}
+
+/** One of the process's standard streams (terminal, pipe, or a file the shell redirected). */
+export class StdioFd extends Fd {
+  constructor(
+    public readonly stream: 0 | 1 | 2,
+    public readonly filetype: number,
+    rightsBase: number,
+    rightsInheriting: number,
+    fdflags: number,
+    private readonly stdin: StdinSource | null,
+  ) {
+    super(rightsBase, rightsInheriting, fdflags);
+  }
+
+  state(fd: number): StdioFdState {
+    return {
+      kind: 'stdio', fd, stream: this.stream, filetype: this.filetype,
+      rightsBase: this.rightsBase, rightsInheriting: this.rightsInheriting, fdflags: this.fdflags,
+    };
+  }
+
+  close(): void {}
+
+  stat(): fs.BigIntStats {
+    return fs.fstatSync(this.stream, { bigint: true });
+  }
+
+  override read(mem: GuestMemory, iovs: number, n: number): number {
+    if (this.stdin === null) throw new WasiError(Errno.BADF);
+    const nonblock = (this.fdflags & Fdflags.NONBLOCK) !== 0;
+    // Like read(2) on a pipe: fill iovecs from what is there, stop at the first short one.
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      const ptr = mem.u32(iovs + i * 8);
+      const len = mem.u32(iovs + i * 8 + 4);
+      if (len === 0) continue;
+      mem.check(ptr, len);
+      const done = this.stdin.read(mem.bytes, ptr, len, nonblock && total === 0);
+      total += done;
+      if (done < len || this.stdin.available() === 0) break;
+    }
+    return total;
+  }
+
+  override write(mem: GuestMemory, iovs: number, n: number): number {
+    if (this.stream === 0) throw new WasiError(Errno.BADF);
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      const ptr = mem.u32(iovs + i * 8);
+      const len = mem.u32(iovs + i * 8 + 4);
+      mem.check(ptr, len);
+      total += writeAll(this.stream, mem.bytes, ptr, len);
+    }
+    return total;
+  }
+
+  override sync(dataOnly: boolean): void {
+    try {
+      if (dataOnly) fs.fdatasyncSync(this.stream);
+      else fs.fsyncSync(this.stream);
+    } catch (e) {
+      // Terminals and pipes cannot be synced; there is nothing to make durable.
+      if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+    }
+  }
+
+  override readReady(timeoutMs: number): { ready: boolean; nbytes: number } {
+    if (this.stdin === null) return { ready: true, nbytes: 0 };
+    return this.stdin.ready(timeoutMs);
+  }
+}
+
+/** Writes all of buf[ptr, ptr+len) to a stream, waiting out EAGAIN on non-blocking pipes. */
+function writeAll(h: number, buf: Buffer, ptr: number, len: number): number {
+  let done = 0;
+  while (done < len) {
+    try {
+      done += fs.writeSync(h, buf, ptr + done, len - done);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') {
+        if (done > 0) return done;
+        throw e;
+      }
+      sleepMs(1);
+    }
+  }
+  return done;
+}
+
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+/** Blocks the calling thread (the guest's) for ms milliseconds. */
+export function sleepMs(ms: number): void {
+  if (ms > 0) Atomics.wait(sleepCell, 0, 0, ms);
+}

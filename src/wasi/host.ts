@@ -1,0 +1,655 @@
+// The WASI preview-1 host: every wasi_snapshot_preview1 function, over the real file system.
+// Calls check rights here and dispatch to the fd objects (fds.ts); paths are resolved by
+// paths.ts. Errors travel as WasiError / Node errors and become errnos at the boundary.
+import * as fs from 'node:fs';
+import { randomFillSync } from 'node:crypto';
+import {
+  Errno, Eventtype, EVENTRW_HANGUP, Fdflags, FDFLAGS_ALL, Filetype, Fstflags, Lookupflags,
+  Oflags, OFLAGS_ALL, Right, RIGHTS_ALL, RIGHTS_DIR, RIGHTS_FILE, RIGHTS_NEED_WRITE,
+  RIGHTS_STDIO, SIGNAL_TO_HOST, SIGNALS_IGNORED, SUBCLOCK_ABSTIME, Whence,
+} from './constants.js';
+import { Clocks } from './clocks.js';
+import { errnoOf, WasiError } from './errno.js';
+import { DirFd, Fd, FileFd, filetypeOf, sleepMs, StdioFd } from './fds.js';
+import { GuestMemory, utf8 } from './memory.js';
+import { joinRel, resolvePath } from './paths.js';
+import type { Preopen, WasiState } from './state.js';
+import { openStdin } from './stdin.js';
+
+/** Thrown by proc_exit (and fatal proc_raise) to leave the guest; carries the exit status. */
+export class ProcExit {
+  constructor(
+    readonly code: number,
+    readonly signal?: string,
+  ) {}
+}
+
+export interface HostOptions {
+  args: string[];
+  /** "KEY=VALUE" strings. */
+  env: string[];
+  preopens: Preopen[];
+}
+
+const O = fs.constants;
+const SIGNAL_NAMES = [
+  '', 'SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGILL', 'SIGTRAP', 'SIGABRT', 'SIGBUS', 'SIGFPE', 'SIGKILL',
+  'SIGUSR1', 'SIGSEGV', 'SIGUSR2', 'SIGPIPE', 'SIGALRM', 'SIGTERM', 'SIGCHLD', 'SIGCONT',
+  'SIGSTOP', 'SIGTSTP', 'SIGTTIN', 'SIGTTOU', 'SIGURG', 'SIGXCPU', 'SIGXFSZ', 'SIGVTALRM',
+  'SIGPROF', 'SIGWINCH', 'SIGPOLL', 'SIGPWR', 'SIGSYS',
+];
+
+export class WasiHost {
+  readonly fds: (Fd | undefined)[] = [];
+  readonly clocks = new Clocks();
+  private mem!: GuestMemory;
+  private readonly args: string[];
+  private readonly env: string[];
+  private readonly preopens: Preopen[];
+  /** Reused scratch space for dirents and other small structs. */
+  private readonly scratch = Buffer.alloc(64);
+
+  constructor(opts: HostOptions) {
+    this.args = opts.args;
+    this.env = opts.env;
+    this.preopens = opts.preopens;
+    const stdin = openStdin();
+    for (const stream of [0, 1, 2] as const) {
+      this.fds.push(new StdioFd(stream, stdioFiletype(stream), RIGHTS_STDIO, 0, 0, stream === 0 ? stdin : null));
+    }
+    for (const p of opts.preopens) {
+      this.fds.push(new DirFd(p.host, { preopen: p.guest, rel: '' }, RIGHTS_DIR, RIGHTS_ALL, 0, p.guest));
+    }
+  }
+
+  /** Gives the host the guest's memory; call once the instance exists. */
+  attach(memory: WebAssembly.Memory): void {
+    this.mem = new GuestMemory(memory);
+  }
+
+  /** The host's state as plain data (see state.ts). */
+  state(): WasiState {
+    const fds = [];
+    for (let i = 0; i < this.fds.length; i++) {
+      const f = this.fds[i];
+      if (f) fds.push(f.state(i));
+    }
+    return {
+      args: [...this.args], env: [...this.env],
+      preopens: this.preopens.map((p) => ({ ...p })), fds,
+    };
+  }
+
+  /** Makes every pending write visible on the host (at exit, trap, checkpoint). */
+  flushAll(): void {
+    for (const f of this.fds) f?.flush();
+  }
+
+  // ---- helpers ---------------------------------------------------------------------------
+
+  private get(fd: number, rights: number): Fd {
+    const f = this.fds[fd];
+    if (f === undefined) throw new WasiError(Errno.BADF);
+    if ((f.rightsBase & rights) !== rights) throw new WasiError(Errno.NOTCAPABLE);
+    return f;
+  }
+
+  private dir(fd: number, rights: number): DirFd {
+    const f = this.fds[fd];
+    if (f === undefined) throw new WasiError(Errno.BADF);
+    if (!(f instanceof DirFd)) throw new WasiError(Errno.NOTDIR);
+    if ((f.rightsBase & rights) !== rights) throw new WasiError(Errno.NOTCAPABLE);
+    return f;
+  }
+
+  private insert(f: Fd): number {
+    let i = 0;
+    while (this.fds[i] !== undefined) i++;
+    this.fds[i] = f;
+    return i;
+  }
+
+  private path(ptr: number, len: number): string {
+    return this.mem.string(ptr, len);
+  }
+
+  private writeFilestat(ptr: number, st: fs.BigIntStats): void {
+    const m = this.mem;
+    m.check(ptr, 64);
+    m.bytes.fill(0, ptr, ptr + 64);
+    m.setU64(ptr, st.dev);
+    m.setU64(ptr + 8, st.ino);
+    m.view.setUint8(ptr + 16, filetypeOf(st));
+    m.setU64(ptr + 24, st.nlink);
+    m.setU64(ptr + 32, st.size);
+    m.setU64(ptr + 40, st.atimeNs);
+    m.setU64(ptr + 48, st.mtimeNs);
+    m.setU64(ptr + 56, st.ctimeNs);
+  }
+
+  /** Computes (atime, mtime) for a set-times call; fetches current values only if needed. */
+  private times(atim: bigint, mtim: bigint, flags: number, current: () => fs.BigIntStats): [number, number] {
+    if (flags & ~15) throw new WasiError(Errno.INVAL);
+    if ((flags & Fstflags.ATIM && flags & Fstflags.ATIM_NOW) || (flags & Fstflags.MTIM && flags & Fstflags.MTIM_NOW)) {
+      throw new WasiError(Errno.INVAL);
+    }
+    const now = Date.now() / 1000;
+    let st: fs.BigIntStats | null = null;
+    const pick = (set: number, setNow: number, value: bigint, old: (s: fs.BigIntStats) => bigint): number => {
+      if (flags & set) return nsToSeconds(value);
+      if (flags & setNow) return now;
+      st ??= current();
+      return nsToSeconds(old(st));
+    };
+    return [
+      pick(Fstflags.ATIM, Fstflags.ATIM_NOW, atim, (s) => s.atimeNs),
+      pick(Fstflags.MTIM, Fstflags.MTIM_NOW, mtim, (s) => s.mtimeNs),
+    ];
+  }
+
+  // ---- the imports -----------------------------------------------------------------------
+
+  /** The wasi_snapshot_preview1 import object. */
+  imports(): Record<string, (...a: never[]) => number> {
+    const calls = this.calls();
+    const wrapped: Record<string, (...a: never[]) => number> = {};
+    for (const [name, fn] of Object.entries(calls)) {
+      wrapped[name] = this.boundary(fn as Call);
+    }
+    return wrapped;
+  }
+
+  /**
+   * Wraps a call for the import boundary: refresh memory views, turn errors into errnos.
+   * Fixed arities rather than rest parameters, so the hot path allocates nothing.
+   */
+  private boundary(f: Call): (...a: never[]) => number {
+    const mem = (): GuestMemory => {
+      this.mem.refresh();
+      return this.mem;
+    };
+    const done = (r: number | void): number => r ?? 0;
+    switch (f.length) {
+      case 0: return () => { try { mem(); return done(f()); } catch (e) { return errnoOf(e); } };
+      case 1: return (a: never) => { try { mem(); return done(f(a)); } catch (e) { return errnoOf(e); } };
+      case 2: return (a: never, b: never) => { try { mem(); return done(f(a, b)); } catch (e) { return errnoOf(e); } };
+      case 3: return (a: never, b: never, c: never) => { try { mem(); return done(f(a, b, c)); } catch (e) { return errnoOf(e); } };
+      case 4: return (a: never, b: never, c: never, d: never) => { try { mem(); return done(f(a, b, c, d)); } catch (e) { return errnoOf(e); } };
+      default: return (...a: never[]) => { try { mem(); return done(f(...a)); } catch (e) { return errnoOf(e); } };
+    }
+  }
+
+  private calls() {
+    const h = this;
+    return {
+      args_sizes_get(argc: number, size: number) {
+        h.mem.setU32(argc, h.args.length);
+        h.mem.setU32(size, byteSize(h.args));
+      },
+      args_get(argv: number, buf: number) {
+        writeStrings(h.mem, h.args, argv, buf);
+      },
+      environ_sizes_get(count: number, size: number) {
+        h.mem.setU32(count, h.env.length);
+        h.mem.setU32(size, byteSize(h.env));
+      },
+      environ_get(environ: number, buf: number) {
+        writeStrings(h.mem, h.env, environ, buf);
+      },
+
+      clock_res_get(id: number, out: number) {
+        h.mem.setU64(out, h.clocks.resolution(id));
+      },
+      clock_time_get(id: number, _precision: bigint, out: number) {
+        h.mem.setU64(out, h.clocks.now(id));
+      },
+
+      fd_advise(fd: number, _offset: bigint, _len: bigint, advice: number) {
+        const f = h.get(fd, Right.FD_ADVISE);
+        if (advice > 5) throw new WasiError(Errno.INVAL);
+        if (f instanceof StdioFd && f.filetype !== Filetype.REGULAR_FILE) throw new WasiError(Errno.SPIPE);
+      },
+      fd_allocate(fd: number, offset: bigint, len: bigint) {
+        const f = h.get(fd, Right.FD_ALLOCATE);
+        if (len === 0n) throw new WasiError(Errno.INVAL);
+        f.allocate(u64ToNumber(offset), u64ToNumber(len));
+      },
+      fd_close(fd: number) {
+        const f = h.get(fd, 0);
+        f.flush();
+        h.fds[fd] = undefined;
+        f.close();
+      },
+      fd_datasync(fd: number) {
+        h.get(fd, Right.FD_DATASYNC).sync(true);
+      },
+      fd_sync(fd: number) {
+        h.get(fd, Right.FD_SYNC).sync(false);
+      },
+      fd_fdstat_get(fd: number, out: number) {
+        const f = h.get(fd, 0);
+        const m = h.mem;
+        m.check(out, 24);
+        m.bytes.fill(0, out, out + 24);
+        m.view.setUint8(out, f.filetype);
+        m.view.setUint16(out + 2, f.fdflags, true);
+        m.setU64(out + 8, f.rightsBase);
+        m.setU64(out + 16, f.rightsInheriting);
+      },
+      fd_fdstat_set_flags(fd: number, flags: number) {
+        const f = h.get(fd, Right.FD_FDSTAT_SET_FLAGS);
+        if (flags & ~FDFLAGS_ALL) throw new WasiError(Errno.INVAL);
+        f.flush();
+        f.fdflags = flags;
+      },
+      fd_fdstat_set_rights(fd: number, base: bigint, inheriting: bigint) {
+        const f = h.get(fd, 0);
+        const b = rightsOf(base);
+        const i = rightsOf(inheriting);
+        if ((b & ~f.rightsBase) !== 0 || (i & ~f.rightsInheriting) !== 0) {
+          throw new WasiError(Errno.NOTCAPABLE);
+        }
+        f.rightsBase = b;
+        f.rightsInheriting = i;
+      },
+      fd_filestat_get(fd: number, out: number) {
+        const f = h.get(fd, Right.FD_FILESTAT_GET);
+        f.flush();
+        h.writeFilestat(out, f.stat());
+      },
+      fd_filestat_set_size(fd: number, size: bigint) {
+        const f = h.get(fd, Right.FD_FILESTAT_SET_SIZE);
+        f.flush();
+        f.setSize(u64ToNumber(size));
+      },
+      fd_filestat_set_times(fd: number, atim: bigint, mtim: bigint, flags: number) {
+        const f = h.get(fd, Right.FD_FILESTAT_SET_TIMES);
+        f.flush();
+        const [a, m] = h.times(atim, mtim, flags, () => f.stat());
+        f.setTimes(a, m);
+      },
+      fd_pread(fd: number, iovs: number, n: number, offset: bigint, out: number) {
+        const f = h.get(fd, Right.FD_READ | Right.FD_SEEK);
+        f.flush();
+        h.mem.setU32(out, f.pread(h.mem, iovs, n, u64ToNumber(offset)));
+      },
+      fd_pwrite(fd: number, iovs: number, n: number, offset: bigint, out: number) {
+        const f = h.get(fd, Right.FD_WRITE | Right.FD_SEEK);
+        f.flush();
+        h.mem.setU32(out, f.pwrite(h.mem, iovs, n, u64ToNumber(offset)));
+      },
+      fd_read(fd: number, iovs: number, n: number, out: number) {
+        const f = h.get(fd, Right.FD_READ);
+        f.flush();
+        h.mem.setU32(out, f.read(h.mem, iovs, n));
+      },
+      fd_write(fd: number, iovs: number, n: number, out: number) {
+        const f = h.get(fd, Right.FD_WRITE);
+        h.mem.setU32(out, f.write(h.mem, iovs, n));
+      },
+      fd_seek(fd: number, delta: bigint, whence: number, out: number) {
+        const tellOnly = delta === 0n && whence === Whence.CUR;
+        const f = h.get(fd, tellOnly ? Right.FD_TELL : Right.FD_SEEK);
+        f.flush();
+        h.mem.setU64(out, f.seek(Number(BigInt.asIntN(64, delta)), whence));
+      },
+      fd_tell(fd: number, out: number) {
+        const f = h.get(fd, Right.FD_TELL);
+        f.flush();
+        h.mem.setU64(out, f.seek(0, Whence.CUR));
+      },
+      fd_prestat_get(fd: number, out: number) {
+        const f = h.get(fd, 0);
+        if (!(f instanceof DirFd) || f.preopenName === undefined) throw new WasiError(Errno.BADF);
+        h.mem.check(out, 8);
+        h.mem.bytes.fill(0, out, out + 8);
+        h.mem.setU32(out + 4, utf8(f.preopenName).length);
+      },
+      fd_prestat_dir_name(fd: number, buf: number, len: number) {
+        const f = h.get(fd, 0);
+        if (!(f instanceof DirFd) || f.preopenName === undefined) throw new WasiError(Errno.BADF);
+        const name = utf8(f.preopenName);
+        if (len < name.length) throw new WasiError(Errno.NAMETOOLONG);
+        h.mem.write(buf, name);
+      },
+      fd_readdir(fd: number, buf: number, len: number, cookie: bigint, out: number) {
+        const d = h.dir(fd, Right.FD_READDIR);
+        h.mem.setU32(out, h.readdir(d, buf, len, cookie));
+      },
+      fd_renumber(from: number, to: number) {
+        const f = h.get(from, 0);
+        const g = h.get(to, 0);
+        if (from === to) return;
+        f.flush();
+        g.flush();
+        g.close();
+        h.fds[to] = f;
+        h.fds[from] = undefined;
+      },
+
+      path_create_directory(fd: number, p: number, l: number) {
+        const d = h.dir(fd, Right.PATH_CREATE_DIRECTORY);
+        const r = resolvePath(d.hostPath, h.path(p, l), false);
+        if (r.rel === '') throw new WasiError(Errno.EXIST);
+        fs.mkdirSync(r.host);
+      },
+      path_filestat_get(fd: number, flags: number, p: number, l: number, out: number) {
+        const d = h.dir(fd, Right.PATH_FILESTAT_GET);
+        const r = resolvePath(d.hostPath, h.path(p, l), (flags & Lookupflags.SYMLINK_FOLLOW) !== 0);
+        h.flushAll();
+        h.writeFilestat(out, fs.lstatSync(r.host, { bigint: true }));
+      },
+      path_filestat_set_times(
+        fd: number, flags: number, p: number, l: number, atim: bigint, mtim: bigint, fst: number,
+      ) {
+        const d = h.dir(fd, Right.PATH_FILESTAT_SET_TIMES);
+        const follow = (flags & Lookupflags.SYMLINK_FOLLOW) !== 0;
+        const r = resolvePath(d.hostPath, h.path(p, l), follow);
+        const [a, m] = h.times(atim, mtim, fst, () => fs.lstatSync(r.host, { bigint: true }));
+        fs.lutimesSync(r.host, a, m);
+      },
+      path_link(
+        oldFd: number, oldFlags: number, op: number, ol: number, newFd: number, np: number, nl: number,
+      ) {
+        const src = h.dir(oldFd, Right.PATH_LINK_SOURCE);
+        const dst = h.dir(newFd, Right.PATH_LINK_TARGET);
+        const from = resolvePath(src.hostPath, h.path(op, ol), (oldFlags & Lookupflags.SYMLINK_FOLLOW) !== 0);
+        const to = resolvePath(dst.hostPath, h.path(np, nl), false);
+        if (from.dirOnly || to.dirOnly) {
+          // link(2) never applies to directories; a trailing slash names one.
+          throw new WasiError(fs.lstatSync(from.host).isDirectory() ? Errno.PERM : Errno.NOTDIR);
+        }
+        fs.linkSync(from.host, to.host);
+      },
+      path_open(
+        fd: number, dirflags: number, p: number, l: number, oflags: number,
+        base: bigint, inheriting: bigint, fdflags: number, out: number,
+      ) {
+        const d = h.dir(fd, Right.PATH_OPEN);
+        const newFd = h.open(d, dirflags, h.path(p, l), oflags, rightsOf(base), rightsOf(inheriting), fdflags);
+        h.mem.setU32(out, h.insert(newFd));
+      },
+      path_readlink(fd: number, p: number, l: number, buf: number, len: number, out: number) {
+        const d = h.dir(fd, Right.PATH_READLINK);
+        const r = resolvePath(d.hostPath, h.path(p, l), false);
+        const target = fs.readlinkSync(r.host, { encoding: 'buffer' });
+        h.mem.setU32(out, h.mem.write(buf, target, len));
+      },
+      path_remove_directory(fd: number, p: number, l: number) {
+        const d = h.dir(fd, Right.PATH_REMOVE_DIRECTORY);
+        const r = resolvePath(d.hostPath, h.path(p, l), false);
+        if (r.rel === '') throw new WasiError(Errno.BUSY);
+        fs.rmdirSync(r.host);
+      },
+      path_rename(fd: number, op: number, ol: number, newFd: number, np: number, nl: number) {
+        const src = h.dir(fd, Right.PATH_RENAME_SOURCE);
+        const dst = h.dir(newFd, Right.PATH_RENAME_TARGET);
+        const from = resolvePath(src.hostPath, h.path(op, ol), false);
+        const to = resolvePath(dst.hostPath, h.path(np, nl), false);
+        if (from.rel === '' || to.rel === '') throw new WasiError(Errno.BUSY);
+        if (from.dirOnly || to.dirOnly) {
+          // rename(2) accepts a trailing slash only when the source is a directory.
+          if (!fs.lstatSync(from.host).isDirectory()) throw new WasiError(Errno.NOTDIR);
+        }
+        h.flushAll();
+        fs.renameSync(from.host, to.host);
+      },
+      path_symlink(op: number, ol: number, fd: number, np: number, nl: number) {
+        const d = h.dir(fd, Right.PATH_SYMLINK);
+        const target = h.path(op, ol);
+        if (target.includes('\0')) throw new WasiError(Errno.INVAL);
+        const r = resolvePath(d.hostPath, h.path(np, nl), false);
+        if (r.dirOnly) {
+          throw new WasiError(fs.existsSync(r.host) ? Errno.EXIST : Errno.NOENT);
+        }
+        fs.symlinkSync(target, r.host);
+      },
+      path_unlink_file(fd: number, p: number, l: number) {
+        const d = h.dir(fd, Right.PATH_UNLINK_FILE);
+        const r = resolvePath(d.hostPath, h.path(p, l), false);
+        if (r.dirOnly) {
+          throw new WasiError(fs.lstatSync(r.host).isDirectory() ? Errno.ISDIR : Errno.NOTDIR);
+        }
+        fs.unlinkSync(r.host);
+      },
+
+      poll_oneoff(inPtr: number, outPtr: number, n: number, outCount: number) {
+        h.mem.setU32(outCount, h.poll(inPtr, outPtr, n));
+      },
+      proc_exit(code: number): number {
+        h.flushAll();
+        throw new ProcExit(code >>> 0);
+      },
+      proc_raise(sig: number) {
+        if (sig < 0 || sig > 30) throw new WasiError(Errno.INVAL);
+        if (sig === 0 || SIGNALS_IGNORED.has(sig)) return;
+        if (sig >= 18 && sig <= 21) throw new WasiError(Errno.NOTSUP); // stop signals
+        h.flushAll();
+        throw new ProcExit(128 + SIGNAL_TO_HOST[sig]!, SIGNAL_NAMES[sig]);
+      },
+      sched_yield() {},
+      random_get(buf: number, len: number) {
+        h.mem.check(buf, len);
+        for (let off = 0; off < len; off += 65536) {
+          randomFillSync(h.mem.bytes, buf + off, Math.min(65536, len - off));
+        }
+      },
+
+      sock_accept(fd: number, _flags: number, _out: number) {
+        h.get(fd, 0);
+        throw new WasiError(Errno.NOTSOCK);
+      },
+      sock_recv(fd: number) {
+        h.get(fd, 0);
+        throw new WasiError(Errno.NOTSOCK);
+      },
+      sock_send(fd: number) {
+        h.get(fd, 0);
+        throw new WasiError(Errno.NOTSOCK);
+      },
+      sock_shutdown(fd: number) {
+        h.get(fd, 0);
+        throw new WasiError(Errno.NOTSOCK);
+      },
+    };
+  }
+
+  // ---- larger calls ----------------------------------------------------------------------
+
+  private open(
+    d: DirFd, dirflags: number, path: string, oflags: number, base: number, inheriting: number,
+    fdflags: number,
+  ): Fd {
+    if (oflags & ~OFLAGS_ALL || fdflags & ~FDFLAGS_ALL) throw new WasiError(Errno.INVAL);
+    let need = 0;
+    if (oflags & Oflags.CREAT) need |= Right.PATH_CREATE_FILE;
+    if (oflags & Oflags.TRUNC) need |= Right.PATH_FILESTAT_SET_SIZE;
+    if ((d.rightsBase & need) !== need) throw new WasiError(Errno.NOTCAPABLE);
+    if ((base & ~d.rightsInheriting) !== 0 || (inheriting & ~d.rightsInheriting) !== 0) {
+      throw new WasiError(Errno.NOTCAPABLE);
+    }
+    const follow = (dirflags & Lookupflags.SYMLINK_FOLLOW) !== 0;
+    const r = resolvePath(d.hostPath, path, follow);
+    const wantDir = r.dirOnly || (oflags & Oflags.DIRECTORY) !== 0;
+    const location = { preopen: d.location.preopen, rel: joinRel(d.location.rel, r.rel) };
+    const st = fs.lstatSync(r.host, { throwIfNoEntry: false });
+
+    if (st?.isDirectory()) {
+      if (oflags & Oflags.CREAT && oflags & Oflags.EXCL) throw new WasiError(Errno.EXIST);
+      if (oflags & (Oflags.CREAT | Oflags.TRUNC) || base & RIGHTS_NEED_WRITE) {
+        throw new WasiError(Errno.ISDIR);
+      }
+      return new DirFd(r.host, location, base & RIGHTS_DIR, inheriting, fdflags);
+    }
+    if (st?.isSymbolicLink() && !follow) {
+      if (oflags & Oflags.CREAT && oflags & Oflags.EXCL) throw new WasiError(Errno.EXIST);
+      throw new WasiError(Errno.LOOP);
+    }
+    if (wantDir) {
+      if (st === undefined) {
+        throw new WasiError(oflags & Oflags.CREAT ? Errno.INVAL : Errno.NOENT);
+      }
+      throw new WasiError(Errno.NOTDIR);
+    }
+
+    const read = (base & Right.FD_READ) !== 0;
+    const write = (base & RIGHTS_NEED_WRITE) !== 0;
+    let flags = O.O_NOFOLLOW | (write ? (read ? O.O_RDWR : O.O_WRONLY) : O.O_RDONLY);
+    if (oflags & Oflags.CREAT) flags |= O.O_CREAT;
+    if (oflags & Oflags.EXCL) flags |= O.O_EXCL;
+    if (oflags & Oflags.TRUNC) flags |= O.O_TRUNC;
+    if (fdflags & Fdflags.NONBLOCK) flags |= O.O_NONBLOCK;
+    const handle = fs.openSync(r.host, flags, 0o666);
+    const filetype = st === undefined ? Filetype.REGULAR_FILE : filetypeOf(st);
+    const access = write ? (read ? 'rw' : 'w') : 'r';
+    return new FileFd(handle, location, access, filetype, base & RIGHTS_FILE, inheriting, fdflags);
+  }
+
+  /** Fills buf with dirents from cookie on; returns bytes used (== len means maybe more). */
+  private readdir(d: DirFd, buf: number, len: number, cookie: bigint): number {
+    const m = this.mem;
+    m.check(buf, len);
+    const start = Number(cookie);
+    const names = d.entries(start);
+    const head = this.scratch;
+    let used = 0;
+    for (let i = 0; i < names.length && used < len; i++) {
+      const name = names[i]!;
+      const st = fs.lstatSync(name === '.' || name === '..' ? d.hostPath + '/' + name : d.hostPath + '/' + name, {
+        bigint: true, throwIfNoEntry: false,
+      });
+      if (st === undefined) continue; // removed since the listing was taken
+      const nameBytes = utf8(name);
+      head.fill(0, 0, 24);
+      head.writeBigUInt64LE(BigInt(start + i + 1), 0);
+      head.writeBigUInt64LE(st.ino, 8);
+      head.writeUInt32LE(nameBytes.length, 16);
+      head.writeUInt8(filetypeOf(st), 20);
+      used += m.write(buf + used, head.subarray(0, 24), len - used);
+      used += m.write(buf + used, nameBytes, len - used);
+    }
+    return used;
+  }
+
+  private poll(inPtr: number, outPtr: number, n: number): number {
+    if (n === 0) throw new WasiError(Errno.INVAL);
+    const m = this.mem;
+    m.check(inPtr, n * 48);
+    m.check(outPtr, n * 32);
+    interface Sub { userdata: bigint; type: number; deadline?: bigint; clock?: number; fd?: Fd }
+    const subs: Sub[] = [];
+    let count = 0;
+    const emit = (s: Sub, error: number, nbytes = 0, flags = 0): void => {
+      const o = outPtr + count++ * 32;
+      m.bytes.fill(0, o, o + 32);
+      m.setU64(o, s.userdata);
+      m.view.setUint16(o + 8, error, true);
+      m.view.setUint8(o + 10, s.type);
+      m.setU64(o + 16, nbytes);
+      m.view.setUint16(o + 24, flags, true);
+    };
+    let waitStdin: { sub: Sub; fd: Fd } | null = null;
+    for (let i = 0; i < n; i++) {
+      const base = inPtr + i * 48;
+      const sub: Sub = { userdata: m.u64(base), type: m.view.getUint8(base + 8) };
+      if (sub.type === Eventtype.CLOCK) {
+        const id = m.u32(base + 16);
+        const timeout = m.u64(base + 24);
+        const abs = (m.view.getUint16(base + 40, true) & SUBCLOCK_ABSTIME) !== 0;
+        try {
+          const now = this.clocks.now(id);
+          sub.clock = id;
+          sub.deadline = abs ? timeout : now + timeout;
+          subs.push(sub);
+        } catch (e) {
+          emit(sub, errnoOf(e));
+        }
+      } else if (sub.type === Eventtype.FD_READ || sub.type === Eventtype.FD_WRITE) {
+        const f = this.fds[m.u32(base + 16)];
+        if (f === undefined) emit(sub, Errno.BADF);
+        else if (!(f.rightsBase & Right.POLL_FD_READWRITE)) emit(sub, Errno.NOTCAPABLE);
+        else if (sub.type === Eventtype.FD_WRITE) emit(sub, 0);
+        else if (f instanceof StdioFd) {
+          const r = f.readReady(0);
+          if (r.ready) emit(sub, 0, r.nbytes, r.nbytes === 0 ? EVENTRW_HANGUP : 0);
+          else waitStdin ??= { sub, fd: f };
+        } else if (f instanceof DirFd) emit(sub, Errno.ISDIR);
+        else {
+          try {
+            emit(sub, 0, f.readReady(0).nbytes);
+          } catch (e) {
+            emit(sub, errnoOf(e));
+          }
+        }
+      } else {
+        emit(sub, Errno.INVAL);
+      }
+    }
+    // Clocks already due count as ready now; otherwise wait for the first deadline or input.
+    const expired = (): void => {
+      for (const s of subs) {
+        if (s.deadline !== undefined && this.clocks.now(s.clock!) >= s.deadline) {
+          emit(s, 0);
+          s.deadline = undefined;
+        }
+      }
+    };
+    expired();
+    while (count === 0) {
+      let waitMs = Infinity;
+      for (const s of subs) {
+        if (s.deadline === undefined) continue;
+        const ms = Number(s.deadline - this.clocks.now(s.clock!)) / 1e6;
+        if (ms < waitMs) waitMs = ms;
+      }
+      if (waitStdin !== null) {
+        const r = waitStdin.fd.readReady(Math.max(0, waitMs));
+        if (r.ready) emit(waitStdin.sub, 0, r.nbytes, r.nbytes === 0 ? EVENTRW_HANGUP : 0);
+      } else if (waitMs === Infinity) {
+        throw new WasiError(Errno.INVAL); // nothing can ever become ready
+      } else {
+        sleepMs(waitMs);
+      }
+      expired();
+    }
+    return count;
+  }
+}
+
+type Call = (...a: never[]) => number | void;
+
+function stdioFiletype(stream: number): number {
+  try {
+    return filetypeOf(fs.fstatSync(stream));
+  } catch {
+    return Filetype.UNKNOWN;
+  }
+}
+
+function byteSize(strings: string[]): number {
+  let n = 0;
+  for (const s of strings) n += Buffer.byteLength(s) + 1;
+  return n;
+}
+
+function writeStrings(mem: GuestMemory, strings: string[], ptrs: number, buf: number): void {
+  for (const s of strings) {
+    mem.setU32(ptrs, buf);
+    ptrs += 4;
+    buf += mem.write(buf, utf8(s));
+    mem.write(buf++, new Uint8Array(1));
+  }
+}
+
+function rightsOf(v: bigint): number {
+  return Number(v & BigInt(RIGHTS_ALL));
+}
+
+function u64ToNumber(v: bigint): number {
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new WasiError(Errno.FBIG);
+  return Number(v);
+}
+
+function nsToSeconds(ns: bigint): number {
+  return Number(ns / 1000n) / 1e6;
+}

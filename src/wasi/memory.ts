@@ -1,0 +1,68 @@
+import { Errno } from './constants.js';
+import { WasiError } from './errno.js';
+
+const decoder = new TextDecoder('utf-8', { fatal: true });
+const encoder = new TextEncoder();
+
+/**
+ * Views over the guest's linear memory. Growing memory detaches the old ArrayBuffer, so every
+ * call starts with refresh(), which re-derives the views only when the buffer changed.
+ */
+export class GuestMemory {
+  private buffer: ArrayBuffer | null = null;
+  view!: DataView;
+  bytes!: Buffer;
+
+  constructor(private readonly memory: WebAssembly.Memory) {
+    this.refresh();
+  }
+
+  refresh(): void {
+    const buf = this.memory.buffer;
+    if (buf !== this.buffer) {
+      this.buffer = buf;
+      this.view = new DataView(buf);
+      this.bytes = Buffer.from(buf);
+    }
+  }
+
+  /** Throws EFAULT unless [ptr, ptr+len) lies inside memory. */
+  check(ptr: number, len: number): void {
+    if (ptr < 0 || len < 0 || ptr + len > this.bytes.length) throw new WasiError(Errno.FAULT);
+  }
+
+  u32(ptr: number): number {
+    return this.view.getUint32(ptr, true);
+  }
+  setU32(ptr: number, v: number): void {
+    this.view.setUint32(ptr, v, true);
+  }
+  setU64(ptr: number, v: bigint | number): void {
+    this.view.setBigUint64(ptr, typeof v === 'bigint' ? v : BigInt(v), true);
+  }
+  u64(ptr: number): bigint {
+    return this.view.getBigUint64(ptr, true);
+  }
+
+  /** Decodes a guest string; invalid UTF-8 is EILSEQ. */
+  string(ptr: number, len: number): string {
+    this.check(ptr, len);
+    try {
+      return decoder.decode(this.bytes.subarray(ptr, ptr + len));
+    } catch {
+      throw new WasiError(Errno.ILSEQ);
+    }
+  }
+
+  /** Copies bytes into guest memory at ptr, truncated to max bytes; returns bytes written. */
+  write(ptr: number, data: Uint8Array, max = data.length): number {
+    const n = Math.min(max, data.length);
+    this.check(ptr, n);
+    this.bytes.set(n === data.length ? data : data.subarray(0, n), ptr);
+    return n;
+  }
+}
+
+export function utf8(s: string): Uint8Array {
+  return encoder.encode(s);
+}

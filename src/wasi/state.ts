@@ -1,0 +1,58 @@
+// The WASI host's state as plain data. Everything a restart needs to rebuild the program's
+// view of the outside world is here; live host handles (OS fds, worker threads) are not.
+
+/** Where a file or directory lives: a preopen (by guest name) and a path below it. */
+export interface Location {
+  /** Guest name of the preopen the path is resolved under. */
+  preopen: string;
+  /** Path below the preopen's host directory, '/'-separated; '' is the preopen itself. */
+  rel: string;
+}
+
+interface FdStateCommon {
+  fd: number;
+  rightsBase: number;
+  rightsInheriting: number;
+  fdflags: number;
+}
+
+export interface FileFdState extends FdStateCommon {
+  kind: 'file';
+  location: Location;
+  /** Access the host handle was opened with. */
+  access: 'r' | 'w' | 'rw';
+  offset: number;
+  filetype: number;
+}
+
+export interface DirFdState extends FdStateCommon {
+  kind: 'dir';
+  location: Location;
+  /** Set for preopened directories: the name the guest sees in fd_prestat_dir_name. */
+  preopenName?: string;
+  /** Sorted names of the listing that readdir cookies index into (null = none taken yet). */
+  listing: string[] | null;
+}
+
+export interface StdioFdState extends FdStateCommon {
+  kind: 'stdio';
+  /** Which of the process's standard streams backs this fd. */
+  stream: 0 | 1 | 2;
+  filetype: number;
+}
+
+export type FdState = FileFdState | DirFdState | StdioFdState;
+
+export interface Preopen {
+  /** The name the guest sees (e.g. "/data"). */
+  guest: string;
+  /** The host directory it maps to. */
+  host: string;
+}
+
+export interface WasiState {
+  args: string[];
+  env: string[];
+  preopens: Preopen[];
+  fds: FdState[];
+}
