@@ -3,7 +3,7 @@
 // Each fd holds its plain state (offset, flags, rights, location) next to its live host handle,
 // and state() returns the former as data.
 import * as fs from 'node:fs';
-import { Errno, Fdflags, Filetype, Whence } from './constants.js';
+import { Errno, Fdflags, Filetype, RIGHTS_FILE, Whence } from './constants.js';
 import { WasiError } from './errno.js';
 import type { GuestMemory } from './memory.js';
 import type { DirFdState, FdState, FileFdState, Location, StdioFdState } from './state.js';
@@ -95,19 +95,31 @@ export function filetypeOf(st: fs.Stats | fs.BigIntStats): number {
   return Filetype.UNKNOWN;
 }
 
-/** A regular file (or another non-directory node opened by path). */
+/**
+ * A file opened by path: usually a regular file; rights keep what was asked for at open, and
+ * the type is looked up lazily (an fd opened without O_DIRECTORY may turn out a directory).
+ */
 export class FileFd extends Fd {
+  private type: number | undefined;
+
   constructor(
     public handle: number,
     public location: Location,
     public readonly access: 'r' | 'w' | 'rw',
-    public readonly filetype: number,
+    filetype: number | undefined,
     rightsBase: number,
     rightsInheriting: number,
     fdflags: number,
     public offset = 0,
   ) {
     super(rightsBase, rightsInheriting, fdflags);
+    this.type = filetype;
+  }
+
+  get filetype(): number {
+    this.type ??= filetypeOf(fs.fstatSync(this.handle));
+    if (this.type !== Filetype.DIRECTORY) this.rightsBase &= RIGHTS_FILE;
+    return this.type;
   }
 
   state(fd: number): FileFdState {

@@ -12,7 +12,7 @@ import { Clocks } from './clocks.js';
 import { errnoOf, WasiError } from './errno.js';
 import { DirFd, Fd, FileFd, filetypeOf, sleepMs, StdioFd } from './fds.js';
 import { GuestMemory, utf8 } from './memory.js';
-import { joinRel, resolvePath } from './paths.js';
+import { joinRel, resolvePath, type Resolved } from './paths.js';
 import type { Preopen, WasiState } from './state.js';
 import { openStdin } from './stdin.js';
 
@@ -95,8 +95,9 @@ export class WasiHost {
   }
 
   private dir(fd: number, rights: number): DirFd {
-    const f = this.fds[fd];
+    let f = this.fds[fd];
     if (f === undefined) throw new WasiError(Errno.BADF);
+    f = this.asDir(fd, f);
     if (!(f instanceof DirFd)) throw new WasiError(Errno.NOTDIR);
     if ((f.rightsBase & rights) !== rights) throw new WasiError(Errno.NOTCAPABLE);
     return f;
@@ -227,7 +228,7 @@ export class WasiHost {
         h.get(fd, Right.FD_SYNC).sync(false);
       },
       fd_fdstat_get(fd: number, out: number) {
-        const f = h.get(fd, 0);
+        const f = h.asDir(fd, h.get(fd, 0));
         const m = h.mem;
         m.check(out, 24);
         m.bytes.fill(0, out, out + 24);
@@ -355,11 +356,7 @@ export class WasiHost {
         const dst = h.dir(newFd, Right.PATH_LINK_TARGET);
         const from = resolvePath(src.hostPath, h.path(op, ol), (oldFlags & Lookupflags.SYMLINK_FOLLOW) !== 0);
         const to = resolvePath(dst.hostPath, h.path(np, nl), false);
-        if (from.dirOnly || to.dirOnly) {
-          // link(2) never applies to directories; a trailing slash names one.
-          throw new WasiError(fs.lstatSync(from.host).isDirectory() ? Errno.PERM : Errno.NOTDIR);
-        }
-        fs.linkSync(from.host, to.host);
+        fs.linkSync(hostArg(from), hostArg(to));
       },
       path_open(
         fd: number, dirflags: number, p: number, l: number, oflags: number,
@@ -387,30 +384,20 @@ export class WasiHost {
         const from = resolvePath(src.hostPath, h.path(op, ol), false);
         const to = resolvePath(dst.hostPath, h.path(np, nl), false);
         if (from.rel === '' || to.rel === '') throw new WasiError(Errno.BUSY);
-        if (from.dirOnly || to.dirOnly) {
-          // rename(2) accepts a trailing slash only when the source is a directory.
-          if (!fs.lstatSync(from.host).isDirectory()) throw new WasiError(Errno.NOTDIR);
-        }
         h.flushAll();
-        fs.renameSync(from.host, to.host);
+        fs.renameSync(hostArg(from), hostArg(to));
       },
       path_symlink(op: number, ol: number, fd: number, np: number, nl: number) {
         const d = h.dir(fd, Right.PATH_SYMLINK);
         const target = h.path(op, ol);
         if (target.includes('\0')) throw new WasiError(Errno.INVAL);
         const r = resolvePath(d.hostPath, h.path(np, nl), false);
-        if (r.dirOnly) {
-          throw new WasiError(fs.existsSync(r.host) ? Errno.EXIST : Errno.NOENT);
-        }
-        fs.symlinkSync(target, r.host);
+        fs.symlinkSync(target, hostArg(r));
       },
       path_unlink_file(fd: number, p: number, l: number) {
         const d = h.dir(fd, Right.PATH_UNLINK_FILE);
         const r = resolvePath(d.hostPath, h.path(p, l), false);
-        if (r.dirOnly) {
-          throw new WasiError(fs.lstatSync(r.host).isDirectory() ? Errno.ISDIR : Errno.NOTDIR);
-        }
-        fs.unlinkSync(r.host);
+        fs.unlinkSync(hostArg(r));
       },
 
       poll_oneoff(inPtr: number, outPtr: number, n: number, outCount: number) {
@@ -469,40 +456,63 @@ export class WasiHost {
       throw new WasiError(Errno.NOTCAPABLE);
     }
     const follow = (dirflags & Lookupflags.SYMLINK_FOLLOW) !== 0;
-    const r = resolvePath(d.hostPath, path, follow);
-    const wantDir = r.dirOnly || (oflags & Oflags.DIRECTORY) !== 0;
-    const location = { preopen: d.location.preopen, rel: joinRel(d.location.rel, r.rel) };
-    const st = fs.lstatSync(r.host, { throwIfNoEntry: false });
-
-    if (st?.isDirectory()) {
-      if (oflags & Oflags.CREAT && oflags & Oflags.EXCL) throw new WasiError(Errno.EXIST);
-      if (oflags & (Oflags.CREAT | Oflags.TRUNC) || base & RIGHTS_NEED_WRITE) {
-        throw new WasiError(Errno.ISDIR);
-      }
-      return new DirFd(r.host, location, base & RIGHTS_DIR, inheriting, fdflags);
-    }
-    if (st?.isSymbolicLink() && !follow) {
-      if (oflags & Oflags.CREAT && oflags & Oflags.EXCL) throw new WasiError(Errno.EXIST);
-      throw new WasiError(Errno.LOOP);
-    }
-    if (wantDir) {
-      if (st === undefined) {
-        throw new WasiError(oflags & Oflags.CREAT ? Errno.INVAL : Errno.NOENT);
-      }
-      throw new WasiError(Errno.NOTDIR);
-    }
-
     const read = (base & Right.FD_READ) !== 0;
     const write = (base & RIGHTS_NEED_WRITE) !== 0;
     let flags = O.O_NOFOLLOW | (write ? (read ? O.O_RDWR : O.O_WRONLY) : O.O_RDONLY);
     if (oflags & Oflags.CREAT) flags |= O.O_CREAT;
     if (oflags & Oflags.EXCL) flags |= O.O_EXCL;
     if (oflags & Oflags.TRUNC) flags |= O.O_TRUNC;
+    if (oflags & Oflags.DIRECTORY) flags |= O.O_DIRECTORY;
     if (fdflags & Fdflags.NONBLOCK) flags |= O.O_NONBLOCK;
-    const handle = fs.openSync(r.host, flags, 0o666);
-    const filetype = st === undefined ? Filetype.REGULAR_FILE : filetypeOf(st);
+
+    // Resolve all but the last component, open that one O_NOFOLLOW, and only if it turns out
+    // to be a symlink that should be followed, resolve it too: one syscall in the common case.
+    let r = resolvePath(d.hostPath, path, false);
+    let handle: number;
+    try {
+      handle = this.openHost(r, flags);
+    } catch (e) {
+      // O_NOFOLLOW met a symlink: ELOOP, or ENOTDIR when O_DIRECTORY was asked for.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (!follow || (code !== 'ELOOP' && code !== 'ENOTDIR')) throw e;
+      r = resolvePath(d.hostPath, path, true);
+      handle = this.openHost(r, flags);
+    }
+    const location = { preopen: d.location.preopen, rel: joinRel(d.location.rel, r.rel) };
+    if (r.dirOnly || oflags & Oflags.DIRECTORY) {
+      fs.closeSync(handle); // opened O_DIRECTORY: the kernel has checked it is one
+      if (oflags & (Oflags.CREAT | Oflags.TRUNC) || write) throw new WasiError(Errno.ISDIR);
+      return new DirFd(r.host, location, base & RIGHTS_DIR, inheriting, fdflags);
+    }
+    // Without O_DIRECTORY a read-only open may still have found a directory; its type is
+    // looked up when first needed (asDir), saving an fstat on every open.
     const access = write ? (read ? 'rw' : 'w') : 'r';
-    return new FileFd(handle, location, access, filetype, base & RIGHTS_FILE, inheriting, fdflags);
+    const filetype = oflags & Oflags.CREAT ? Filetype.REGULAR_FILE : undefined;
+    return new FileFd(handle, location, access, filetype, base, inheriting, fdflags);
+  }
+
+  /** If fd is a FileFd that turns out to be a directory, replaces it by a DirFd. */
+  private asDir(fd: number, f: Fd): Fd {
+    if (!(f instanceof FileFd) || f.filetype !== Filetype.DIRECTORY) return f;
+    const host = this.preopenHost(f.location.preopen) + (f.location.rel === '' ? '' : '/' + f.location.rel);
+    const d = new DirFd(host, f.location, f.rightsBase & RIGHTS_DIR, f.rightsInheriting, f.fdflags);
+    f.close();
+    this.fds[fd] = d;
+    return d;
+  }
+
+  private preopenHost(guest: string): string {
+    const p = this.preopens.find((q) => q.guest === guest);
+    if (p === undefined) throw new Error(`no preopen named ${guest}`);
+    return p.host;
+  }
+
+  private openHost(r: Resolved, flags: number): number {
+    if (r.dirOnly) flags |= O.O_DIRECTORY;
+    if (r.rel === '' && flags & O.O_CREAT) {
+      throw new WasiError(flags & O.O_EXCL ? Errno.EXIST : Errno.ISDIR);
+    }
+    return fs.openSync(r.host, flags, 0o666);
   }
 
   /** Fills buf with dirents from cookie on; returns bytes used (== len means maybe more). */
@@ -614,6 +624,11 @@ export class WasiHost {
     }
     return count;
   }
+}
+
+/** The host path to hand the kernel, keeping a trailing slash so it applies its own rules. */
+function hostArg(r: Resolved): string {
+  return r.dirOnly && r.rel !== '' ? r.host + '/' : r.host;
 }
 
 type Call = (...a: never[]) => number | void;
