@@ -1,10 +1,13 @@
-// Running a WASI command to completion in this thread: `stasis run`.
+// `stasis run`: runs a WASI command to completion. The guest runs in a worker thread; this
+// thread flushes the guest's coalesced writes once they go stale and on fatal signals.
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { EXIT, StasisError } from './errors.js';
+import { Worker } from 'node:worker_threads';
+import { StasisError } from './errors.js';
+import type { GuestData, GuestResult } from './guest.js';
 import { loadModule } from './module.js';
-import { ProcExit, WasiHost } from './wasi/host.js';
 import type { Preopen } from './wasi/state.js';
+import { WriteBehind } from './wasi/writebehind.js';
 
 export interface RunOptions {
   /** Path of the .wasm file. */
@@ -16,11 +19,10 @@ export interface RunOptions {
   preopens: Preopen[];
 }
 
-export interface RunResult {
-  exitCode: number;
-  /** Set when the program trapped: a one-line description. */
-  trap?: string;
-}
+export type RunResult = GuestResult;
+
+/** How often buffered writes are checked for staleness. */
+const FLUSH_INTERVAL_MS = 5;
 
 /** Checks that every preopen's host directory exists before anything runs. */
 export function checkPreopens(preopens: Preopen[]): Preopen[] {
@@ -36,35 +38,45 @@ export function checkPreopens(preopens: Preopen[]): Preopen[] {
   });
 }
 
-export function runCommand(opts: RunOptions): RunResult {
+export async function runCommand(opts: RunOptions): Promise<RunResult> {
   const loaded = loadModule(opts.module);
-  const host = new WasiHost({
-    args: [opts.module, ...opts.args], env: opts.env, preopens: checkPreopens(opts.preopens),
+  const writeBehind = new WriteBehind();
+  const data: GuestData = {
+    module: loaded.module, modulePath: opts.module, args: [opts.module, ...opts.args],
+    env: opts.env, preopens: checkPreopens(opts.preopens), writeBehind: writeBehind.shared,
+  };
+  const worker = new Worker(new URL('./guest.js', import.meta.url), {
+    workerData: { kind: 'guest', data }, stdin: false, stdout: false, stderr: false,
   });
-  const instance = new WebAssembly.Instance(loaded.module, { wasi_snapshot_preview1: host.imports() });
-  host.attach(instance.exports.memory as WebAssembly.Memory);
-  try {
-    (instance.exports._start as () => void)();
-    return { exitCode: 0 };
-  } catch (e) {
-    if (e instanceof ProcExit) return { exitCode: e.code & 0xff };
-    return { exitCode: EXIT.TRAP, trap: describeTrap(e, opts.module) };
-  } finally {
-    host.flushAll();
-  }
-}
 
-/** "unreachable executed in function 'main' (prog.wasm)": the message and first wasm frame. */
-export function describeTrap(e: unknown, modulePath: string): string {
-  if (!(e instanceof Error)) return `program failed: ${String(e)}`;
-  if (!(e instanceof WebAssembly.RuntimeError) && !(e instanceof RangeError)) throw e;
-  const frame = (e.stack ?? '').split('\n').find((l) => l.includes('wasm://') || l.includes('wasm-function'));
-  let where = '';
-  if (frame !== undefined) {
-    const named = /at (\S+) \(wasm:/.exec(frame);
-    const index = /wasm-function\[(\d+)\]/.exec(frame);
-    if (named) where = ` in function '${named[1]}'`;
-    else if (index) where = ` in function #${index[1]} (module has no name section)`;
+  // Flush a burst of small writes once no new one has come for a tick.
+  let lastSeq = writeBehind.sequence();
+  const timer = setInterval(() => {
+    const seq = writeBehind.sequence();
+    if (seq === lastSeq && writeBehind.pending) writeBehind.flush();
+    lastSeq = seq;
+  }, FLUSH_INTERVAL_MS);
+
+  // A signal ends the program as it would a native one, but nothing it wrote is lost.
+  const onSignal = (signal: NodeJS.Signals, status: number) => () => {
+    writeBehind.flush();
+    process.exit(status);
+  };
+  const handlers = new Map<NodeJS.Signals, () => void>([
+    ['SIGINT', onSignal('SIGINT', 130)], ['SIGTERM', onSignal('SIGTERM', 143)], ['SIGHUP', onSignal('SIGHUP', 129)],
+  ]);
+  for (const [sig, h] of handlers) process.on(sig, h);
+
+  try {
+    return await new Promise<RunResult>((resolveRun, reject) => {
+      worker.once('message', (r: GuestResult) => resolveRun(r));
+      worker.once('error', reject);
+      worker.once('exit', (code) => reject(new StasisError('INTERNAL', `guest thread exited (${code}) without a result`)));
+    });
+  } finally {
+    clearInterval(timer);
+    for (const [sig, h] of handlers) process.off(sig, h);
+    writeBehind.flush();
+    await worker.terminate();
   }
-  return `trap: ${e.message}${where} (${modulePath})`;
 }

@@ -40,7 +40,7 @@ function parseEnv(spec: string): [string, string] {
   return [spec.slice(0, eq), spec.slice(eq + 1)];
 }
 
-function cmdRun(argv: string[]): number {
+async function cmdRun(argv: string[]): Promise<number> {
   const { options, operands } = parseArgs('run', argv, {
     '--dir': { value: true, repeat: true },
     '--env': { value: true, repeat: true },
@@ -62,7 +62,7 @@ function cmdRun(argv: string[]): number {
     const [k, v] = parseEnv(spec);
     env.set(k, v);
   }
-  const result = runCommand({
+  const result = await runCommand({
     module, args,
     env: [...env].map(([k, v]) => `${k}=${v}`),
     preopens: (options.get('--dir') ?? []).map(parseDir),
@@ -71,7 +71,7 @@ function cmdRun(argv: string[]): number {
   return result.exitCode;
 }
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'run':
@@ -93,7 +93,7 @@ function main(argv: string[]): number {
 
 let status: number;
 try {
-  status = main(process.argv.slice(2));
+  status = await main(process.argv.slice(2));
 } catch (e) {
   if (e instanceof StasisError) {
     process.stderr.write(`stasis: ${e.message.replace(/^stasis:? /, '')}\n`);

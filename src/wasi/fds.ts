@@ -8,6 +8,7 @@ import { WasiError } from './errno.js';
 import type { GuestMemory } from './memory.js';
 import type { DirFdState, FdState, FileFdState, Location, StdioFdState } from './state.js';
 import type { StdinSource } from './stdin.js';
+import type { WriteBehind } from './writebehind.js';
 
 export abstract class Fd {
   constructor(
@@ -55,8 +56,6 @@ export abstract class Fd {
   readReady(_timeoutMs: number): { ready: boolean; nbytes: number } {
     return { ready: true, nbytes: 0 };
   }
-  /** Makes pending writes visible on the host. */
-  flush(): void {}
 }
 
 /**
@@ -103,6 +102,7 @@ export class FileFd extends Fd {
   private type: number | undefined;
 
   constructor(
+    private readonly writeBehind: WriteBehind,
     public handle: number,
     public location: Location,
     public readonly access: 'r' | 'w' | 'rw',
@@ -122,6 +122,12 @@ export class FileFd extends Fd {
     return this.type;
   }
 
+  /** Regular files take positional I/O at our offset; pipes and terminals opened by path don't. */
+  private get seekable(): boolean {
+    const t = this.filetype;
+    return t === Filetype.REGULAR_FILE || t === Filetype.BLOCK_DEVICE;
+  }
+
   state(fd: number): FileFdState {
     return {
       kind: 'file', fd, location: { ...this.location }, access: this.access,
@@ -132,6 +138,7 @@ export class FileFd extends Fd {
 
   close(): void {
     fs.closeSync(this.handle);
+    this.writeBehind.takeError(this.handle);
   }
 
   stat(): fs.BigIntStats {
@@ -139,6 +146,7 @@ export class FileFd extends Fd {
   }
 
   override read(mem: GuestMemory, iovs: number, n: number): number {
+    if (!this.seekable) return iovecIo(mem, iovs, n, this.handle, null, false);
     const got = this.pread(mem, iovs, n, this.offset);
     this.offset += got;
     return got;
@@ -149,6 +157,29 @@ export class FileFd extends Fd {
   }
 
   override write(mem: GuestMemory, iovs: number, n: number): number {
+    const wb = this.writeBehind;
+    wb.takeError(this.handle);
+    if (!this.seekable) return iovecIo(mem, iovs, n, this.handle, null, true);
+    if (this.fdflags === 0) {
+      // Small writes at the current offset are gathered (see writebehind.ts).
+      const view = mem.view;
+      let total = 0;
+      for (let i = 0; i < n; i++) {
+        const ptr = view.getUint32(iovs + i * 8, true);
+        const len = view.getUint32(iovs + i * 8 + 4, true);
+        if (len === 0) continue;
+        mem.check(ptr, len);
+        if (!wb.add(this.handle, mem.bytes, ptr, len, this.offset + total)) {
+          wb.flush();
+          const rest = iovecIo(mem, iovs + i * 8, n - i, this.handle, this.offset + total, true);
+          total += rest;
+          break;
+        }
+        total += len;
+      }
+      this.offset += total;
+      return total;
+    }
     // Append mode is kept here, not in the host handle, so that it is plain state.
     if (this.fdflags & Fdflags.APPEND) this.offset = Number(this.stat().size);
     const put = this.pwrite(mem, iovs, n, this.offset);
@@ -190,6 +221,7 @@ export class FileFd extends Fd {
   }
 
   override sync(dataOnly: boolean): void {
+    this.writeBehind.takeError(this.handle);
     if (dataOnly) fs.fdatasyncSync(this.handle);
     else fs.fsyncSync(this.handle);
   }

@@ -15,6 +15,7 @@ import { GuestMemory, utf8 } from './memory.js';
 import { joinRel, resolvePath, type Resolved } from './paths.js';
 import type { Preopen, WasiState } from './state.js';
 import { openStdin } from './stdin.js';
+import { WriteBehind } from './writebehind.js';
 
 /** Thrown by proc_exit (and fatal proc_raise) to leave the guest; carries the exit status. */
 export class ProcExit {
@@ -29,6 +30,8 @@ export interface HostOptions {
   /** "KEY=VALUE" strings. */
   env: string[];
   preopens: Preopen[];
+  /** Shared write-behind buffer; pass one whose memory another thread can flush. */
+  writeBehind?: WriteBehind;
 }
 
 const O = fs.constants;
@@ -46,6 +49,7 @@ export class WasiHost {
   private readonly args: string[];
   private readonly env: string[];
   private readonly preopens: Preopen[];
+  private readonly writeBehind: WriteBehind;
   /** Reused scratch space for dirents and other small structs. */
   private readonly scratch = Buffer.alloc(64);
 
@@ -53,6 +57,7 @@ export class WasiHost {
     this.args = opts.args;
     this.env = opts.env;
     this.preopens = opts.preopens;
+    this.writeBehind = opts.writeBehind ?? new WriteBehind();
     const stdin = openStdin();
     for (const stream of [0, 1, 2] as const) {
       this.fds.push(new StdioFd(stream, stdioFiletype(stream), RIGHTS_STDIO, 0, 0, stream === 0 ? stdin : null));
@@ -82,7 +87,7 @@ export class WasiHost {
 
   /** Makes every pending write visible on the host (at exit, trap, checkpoint). */
   flushAll(): void {
-    for (const f of this.fds) f?.flush();
+    this.writeBehind.flush();
   }
 
   // ---- helpers ---------------------------------------------------------------------------
@@ -155,7 +160,7 @@ export class WasiHost {
     const calls = this.calls();
     const wrapped: Record<string, (...a: never[]) => number> = {};
     for (const [name, fn] of Object.entries(calls)) {
-      wrapped[name] = this.boundary(fn as Call);
+      wrapped[name] = this.boundary(fn as Call, name !== 'fd_write');
     }
     return wrapped;
   }
@@ -164,10 +169,11 @@ export class WasiHost {
    * Wraps a call for the import boundary: refresh memory views, turn errors into errnos.
    * Fixed arities rather than rest parameters, so the hot path allocates nothing.
    */
-  private boundary(f: Call): (...a: never[]) => number {
-    const mem = (): GuestMemory => {
+  private boundary(f: Call, flushFirst: boolean): (...a: never[]) => number {
+    const wb = this.writeBehind;
+    const mem = (): void => {
+      if (flushFirst && wb.pending) wb.flush();
       this.mem.refresh();
-      return this.mem;
     };
     const done = (r: number | void): number => r ?? 0;
     switch (f.length) {
@@ -217,7 +223,6 @@ export class WasiHost {
       },
       fd_close(fd: number) {
         const f = h.get(fd, 0);
-        f.flush();
         h.fds[fd] = undefined;
         f.close();
       },
@@ -240,7 +245,6 @@ export class WasiHost {
       fd_fdstat_set_flags(fd: number, flags: number) {
         const f = h.get(fd, Right.FD_FDSTAT_SET_FLAGS);
         if (flags & ~FDFLAGS_ALL) throw new WasiError(Errno.INVAL);
-        f.flush();
         f.fdflags = flags;
       },
       fd_fdstat_set_rights(fd: number, base: bigint, inheriting: bigint) {
@@ -255,48 +259,41 @@ export class WasiHost {
       },
       fd_filestat_get(fd: number, out: number) {
         const f = h.get(fd, Right.FD_FILESTAT_GET);
-        f.flush();
         h.writeFilestat(out, f.stat());
       },
       fd_filestat_set_size(fd: number, size: bigint) {
         const f = h.get(fd, Right.FD_FILESTAT_SET_SIZE);
-        f.flush();
         f.setSize(u64ToNumber(size));
       },
       fd_filestat_set_times(fd: number, atim: bigint, mtim: bigint, flags: number) {
         const f = h.get(fd, Right.FD_FILESTAT_SET_TIMES);
-        f.flush();
         const [a, m] = h.times(atim, mtim, flags, () => f.stat());
         f.setTimes(a, m);
       },
       fd_pread(fd: number, iovs: number, n: number, offset: bigint, out: number) {
         const f = h.get(fd, Right.FD_READ | Right.FD_SEEK);
-        f.flush();
         h.mem.setU32(out, f.pread(h.mem, iovs, n, u64ToNumber(offset)));
       },
       fd_pwrite(fd: number, iovs: number, n: number, offset: bigint, out: number) {
         const f = h.get(fd, Right.FD_WRITE | Right.FD_SEEK);
-        f.flush();
         h.mem.setU32(out, f.pwrite(h.mem, iovs, n, u64ToNumber(offset)));
       },
       fd_read(fd: number, iovs: number, n: number, out: number) {
         const f = h.get(fd, Right.FD_READ);
-        f.flush();
         h.mem.setU32(out, f.read(h.mem, iovs, n));
       },
       fd_write(fd: number, iovs: number, n: number, out: number) {
         const f = h.get(fd, Right.FD_WRITE);
+        if (!(f instanceof FileFd) && h.writeBehind.pending) h.writeBehind.flush();
         h.mem.setU32(out, f.write(h.mem, iovs, n));
       },
       fd_seek(fd: number, delta: bigint, whence: number, out: number) {
         const tellOnly = delta === 0n && whence === Whence.CUR;
         const f = h.get(fd, tellOnly ? Right.FD_TELL : Right.FD_SEEK);
-        f.flush();
         h.mem.setU64(out, f.seek(Number(BigInt.asIntN(64, delta)), whence));
       },
       fd_tell(fd: number, out: number) {
         const f = h.get(fd, Right.FD_TELL);
-        f.flush();
         h.mem.setU64(out, f.seek(0, Whence.CUR));
       },
       fd_prestat_get(fd: number, out: number) {
@@ -321,8 +318,6 @@ export class WasiHost {
         const f = h.get(from, 0);
         const g = h.get(to, 0);
         if (from === to) return;
-        f.flush();
-        g.flush();
         g.close();
         h.fds[to] = f;
         h.fds[from] = undefined;
@@ -337,7 +332,6 @@ export class WasiHost {
       path_filestat_get(fd: number, flags: number, p: number, l: number, out: number) {
         const d = h.dir(fd, Right.PATH_FILESTAT_GET);
         const r = resolvePath(d.hostPath, h.path(p, l), (flags & Lookupflags.SYMLINK_FOLLOW) !== 0);
-        h.flushAll();
         h.writeFilestat(out, fs.lstatSync(r.host, { bigint: true }));
       },
       path_filestat_set_times(
@@ -384,13 +378,14 @@ export class WasiHost {
         const from = resolvePath(src.hostPath, h.path(op, ol), false);
         const to = resolvePath(dst.hostPath, h.path(np, nl), false);
         if (from.rel === '' || to.rel === '') throw new WasiError(Errno.BUSY);
-        h.flushAll();
         fs.renameSync(hostArg(from), hostArg(to));
       },
       path_symlink(op: number, ol: number, fd: number, np: number, nl: number) {
         const d = h.dir(fd, Right.PATH_SYMLINK);
         const target = h.path(op, ol);
         if (target.includes('\0')) throw new WasiError(Errno.INVAL);
+        // An absolute target could never be followed inside the sandbox (as in wasmtime: EPERM).
+        if (target.startsWith('/')) throw new WasiError(Errno.PERM);
         const r = resolvePath(d.hostPath, h.path(np, nl), false);
         fs.symlinkSync(target, hostArg(r));
       },
@@ -404,14 +399,12 @@ export class WasiHost {
         h.mem.setU32(outCount, h.poll(inPtr, outPtr, n));
       },
       proc_exit(code: number): number {
-        h.flushAll();
         throw new ProcExit(code >>> 0);
       },
       proc_raise(sig: number) {
         if (sig < 0 || sig > 30) throw new WasiError(Errno.INVAL);
         if (sig === 0 || SIGNALS_IGNORED.has(sig)) return;
         if (sig >= 18 && sig <= 21) throw new WasiError(Errno.NOTSUP); // stop signals
-        h.flushAll();
         throw new ProcExit(128 + SIGNAL_TO_HOST[sig]!, SIGNAL_NAMES[sig]);
       },
       sched_yield() {},
@@ -488,7 +481,7 @@ export class WasiHost {
     // looked up when first needed (asDir), saving an fstat on every open.
     const access = write ? (read ? 'rw' : 'w') : 'r';
     const filetype = oflags & Oflags.CREAT ? Filetype.REGULAR_FILE : undefined;
-    return new FileFd(handle, location, access, filetype, base, inheriting, fdflags);
+    return new FileFd(this.writeBehind, handle, location, access, filetype, base, inheriting, fdflags);
   }
 
   /** If fd is a FileFd that turns out to be a directory, replaces it by a DirFd. */

@@ -1,0 +1,206 @@
+// Nanosecond-exact file timestamps.
+//
+// Node's fs.utimes/futimes/lutimes take seconds as doubles and libuv truncates
+// them to whole microseconds, and they always set both times. WASI's
+// fd_filestat_set_times / path_filestat_set_times need exact nanoseconds and
+// per-field "leave unchanged" / "now". The optional native addon
+// (native/utimens.c, built at install time by scripts/build-native.mjs) calls
+// futimens/utimensat directly. Without it we fall back to the fs functions:
+// times are then accurate to within 0.5 µs and a "leave unchanged" time is
+// re-written from its current value (so it, too, is rounded to the µs).
+import { createRequire } from 'node:module';
+import * as fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { getSystemErrorName } from 'node:util';
+
+/** A time to set: nanoseconds since the epoch, null = leave unchanged, 'now'. */
+export type TimeSpec = bigint | null | 'now';
+
+/** The addon's raw interface (see native/utimens.c). */
+interface Addon {
+  futimens(fd: number, atimeNs: bigint, mtimeNs: bigint, flags: number): void;
+  utimensat(
+    path: string | Buffer,
+    atimeNs: bigint,
+    mtimeNs: bigint,
+    flags: number,
+    nofollow: boolean,
+  ): void;
+}
+
+// Flag encoding shared with native/utimens.c.
+const ATIME_OMIT = 1;
+const ATIME_NOW = 2;
+const MTIME_OMIT = 4;
+const MTIME_NOW = 8;
+
+// Compiled to dist/src/wasi/native.js, so the repo root is three levels up;
+// the two-levels-up candidate covers running the .ts source directly.
+const CANDIDATES = [
+  '../../../native/build/stasis_native.node',
+  '../../../native/build/Release/stasis_native.node',
+  '../../native/build/stasis_native.node',
+];
+
+let loadError: string | null = null;
+
+function loadAddon(): Addon | null {
+  if (process.env.STASIS_NO_NATIVE) {
+    loadError = 'disabled by STASIS_NO_NATIVE';
+    return null;
+  }
+  const require = createRequire(import.meta.url);
+  for (const rel of CANDIDATES) {
+    const file = new URL(rel, import.meta.url);
+    if (!fs.existsSync(file)) continue;
+    try {
+      const m = require(fileURLToPath(file)) as Partial<Addon>;
+      if (typeof m.futimens === 'function' && typeof m.utimensat === 'function') {
+        return m as Addon;
+      }
+      loadError = `${rel}: missing exports`;
+    } catch (e) {
+      loadError = `${rel}: ${(e as Error).message.split('\n')[0]}`;
+    }
+  }
+  loadError ??= 'native/build/stasis_native.node not built';
+  return null;
+}
+
+const addon: Addon | null = loadAddon();
+
+/** True when the native addon is in use (nanosecond-exact timestamps). */
+export const nativeTimestamps: boolean = addon !== null;
+
+/** Why the addon is not in use (null when it is). For diagnostics. */
+export const nativeLoadError: string | null = addon ? null : loadError;
+
+function flagsFor(atime: TimeSpec, mtime: TimeSpec): number {
+  let f = 0;
+  if (atime === null) f |= ATIME_OMIT;
+  else if (atime === 'now') f |= ATIME_NOW;
+  if (mtime === null) f |= MTIME_OMIT;
+  else if (mtime === 'now') f |= MTIME_NOW;
+  return f;
+}
+
+const ns = (t: TimeSpec): bigint => (typeof t === 'bigint' ? t : 0n);
+
+/** Native errors carry code 'UNKNOWN' for errnos missing from the C name table. */
+function fixCode(e: unknown): unknown {
+  const err = e as NodeJS.ErrnoException;
+  if (err && err.code === 'UNKNOWN' && typeof err.errno === 'number') {
+    try {
+      err.code = getSystemErrorName(err.errno);
+    } catch {
+      /* keep UNKNOWN */
+    }
+  }
+  return err;
+}
+
+// ---- fallback (fs.*utimes*) -------------------------------------------------
+
+const floorDiv = (a: bigint, b: bigint): bigint => {
+  const q = a / b;
+  return a % b !== 0n && a < 0n !== b < 0n ? q - 1n : q;
+};
+
+/**
+ * Nanoseconds -> seconds as a Number for fs.utimes. libuv converts the double
+ * to a timespec and truncates to whole microseconds, and a double near the
+ * present epoch only resolves ~240 ns. So round to the nearest µs in exact
+ * bigint arithmetic and aim at the middle of that µs: the double's rounding
+ * error can't then push libuv's truncation into a neighbouring µs.
+ * Result: within 0.5 µs of the requested time.
+ */
+export function nsToSeconds(t: bigint): number {
+  const us = floorDiv(t + 500n, 1000n);
+  const sec = floorDiv(us, 1_000_000n);
+  const frac = us - sec * 1_000_000n;
+  return Number(sec) + (Number(frac) + 0.5) / 1e6;
+}
+
+function fallbackTime(t: TimeSpec, current: () => bigint): number {
+  if (t === 'now') return Date.now() / 1000;
+  const v = t === null ? current() : t;
+  if (v < 0n) {
+    // Node's fs.utimes treats negative times as "now"; refuse instead.
+    const err = new Error('EINVAL: pre-1970 timestamps need the native addon, utimes') as NodeJS.ErrnoException;
+    err.code = 'EINVAL';
+    err.errno = -22;
+    err.syscall = 'utimes';
+    throw err;
+  }
+  return nsToSeconds(v);
+}
+
+function fallback(
+  atime: TimeSpec,
+  mtime: TimeSpec,
+  stat: () => fs.BigIntStats,
+  set: (a: number, m: number) => void,
+): void {
+  let st: fs.BigIntStats | undefined;
+  const cur = (): fs.BigIntStats => (st ??= stat());
+  const a = fallbackTime(atime, () => cur().atimeNs);
+  const m = fallbackTime(mtime, () => cur().mtimeNs);
+  set(a, m);
+}
+
+// ---- public API -------------------------------------------------------------
+
+/** Sets an open file's access/modification times (futimens). */
+export function setTimesFd(fd: number, atimeNs: TimeSpec, mtimeNs: TimeSpec): void {
+  if (atimeNs === null && mtimeNs === null) {
+    fs.fstatSync(fd); // nothing to change, but still report a bad fd
+    return;
+  }
+  if (addon) {
+    try {
+      addon.futimens(fd, ns(atimeNs), ns(mtimeNs), flagsFor(atimeNs, mtimeNs));
+    } catch (e) {
+      throw fixCode(e);
+    }
+    return;
+  }
+  fallback(
+    atimeNs,
+    mtimeNs,
+    () => fs.fstatSync(fd, { bigint: true }),
+    (a, m) => fs.futimesSync(fd, a, m),
+  );
+}
+
+/**
+ * Sets a path's access/modification times (utimensat relative to the cwd).
+ * followSymlinks=false changes a symlink's own times (AT_SYMLINK_NOFOLLOW).
+ */
+export function setTimesPath(
+  path: string | Buffer,
+  atimeNs: TimeSpec,
+  mtimeNs: TimeSpec,
+  followSymlinks: boolean,
+): void {
+  if (atimeNs === null && mtimeNs === null) {
+    // Nothing to change, but report a missing path (Linux utimensat with both
+    // UTIME_OMIT succeeds even when the file does not exist).
+    if (followSymlinks) fs.statSync(path);
+    else fs.lstatSync(path);
+    return;
+  }
+  if (addon) {
+    try {
+      addon.utimensat(path, ns(atimeNs), ns(mtimeNs), flagsFor(atimeNs, mtimeNs), !followSymlinks);
+    } catch (e) {
+      throw fixCode(e);
+    }
+    return;
+  }
+  fallback(
+    atimeNs,
+    mtimeNs,
+    () => (followSymlinks ? fs.statSync(path, { bigint: true }) : fs.lstatSync(path, { bigint: true })),
+    (a, m) => (followSymlinks ? fs.utimesSync(path, a, m) : fs.lutimesSync(path, a, m)),
+  );
+}
