@@ -13,6 +13,7 @@ export interface GuestData {
   env: string[];
   preopens: Preopen[];
   writeBehind: SharedArrayBuffer;
+  stdin: SharedArrayBuffer | null;
 }
 
 export interface GuestResult {
@@ -23,7 +24,7 @@ export interface GuestResult {
 function run(data: GuestData): GuestResult {
   const host = new WasiHost({
     args: data.args, env: data.env, preopens: data.preopens,
-    writeBehind: new WriteBehind(data.writeBehind),
+    writeBehind: new WriteBehind(data.writeBehind), stdin: data.stdin,
   });
   const instance = new WebAssembly.Instance(data.module, { wasi_snapshot_preview1: host.imports() });
   host.attach(instance.exports.memory as WebAssembly.Memory);

@@ -7,6 +7,7 @@ import { StasisError } from './errors.js';
 import type { GuestData, GuestResult } from './guest.js';
 import { loadModule } from './module.js';
 import type { Preopen } from './wasi/state.js';
+import { StdinPump, stdinChannel, stdinIsFile } from './wasi/stdin.js';
 import { WriteBehind } from './wasi/writebehind.js';
 
 export interface RunOptions {
@@ -41,10 +42,12 @@ export function checkPreopens(preopens: Preopen[]): Preopen[] {
 export async function runCommand(opts: RunOptions): Promise<RunResult> {
   const loaded = loadModule(opts.module);
   const writeBehind = new WriteBehind();
+  const stdin = stdinIsFile() ? null : stdinChannel();
   const data: GuestData = {
     module: loaded.module, modulePath: opts.module, args: [opts.module, ...opts.args],
-    env: opts.env, preopens: checkPreopens(opts.preopens), writeBehind: writeBehind.shared,
+    env: opts.env, preopens: checkPreopens(opts.preopens), writeBehind: writeBehind.shared, stdin,
   };
+  if (stdin !== null) new StdinPump(stdin).start();
   const worker = new Worker(new URL('./guest.js', import.meta.url), {
     workerData: { kind: 'guest', data }, stdin: false, stdout: false, stderr: false,
   });
@@ -77,6 +80,7 @@ export async function runCommand(opts: RunOptions): Promise<RunResult> {
     clearInterval(timer);
     for (const [sig, h] of handlers) process.off(sig, h);
     writeBehind.flush();
-    await worker.terminate();
+    // Not awaited: a stdin reader thread blocked in read(2) cannot be stopped; the CLI exits.
+    void worker.terminate();
   }
 }

@@ -103,4 +103,5 @@ try {
     status = EXIT.INTERNAL;
   }
 }
-process.exitCode = status;
+// Exit now: a thread blocked reading stdin for the program must not keep the process alive.
+process.exit(status);

@@ -7,6 +7,7 @@ import { Errno, Fdflags, Filetype, RIGHTS_FILE, Whence } from './constants.js';
 import { WasiError } from './errno.js';
 import type { GuestMemory } from './memory.js';
 import type { DirFdState, FdState, FileFdState, Location, StdioFdState } from './state.js';
+import { setTimesFd, setTimesPath, type TimeSpec } from './native.js';
 import type { StdinSource } from './stdin.js';
 import type { WriteBehind } from './writebehind.js';
 
@@ -47,8 +48,7 @@ export abstract class Fd {
   allocate(_offset: number, _len: number): void {
     throw new WasiError(Errno.BADF);
   }
-  setTimes(atime: number | Date, mtime: number | Date): void {
-    void atime, mtime;
+  setTimes(_atime: TimeSpec, _mtime: TimeSpec): void {
     throw new WasiError(Errno.BADF);
   }
   sync(_dataOnly: boolean): void {}
@@ -216,8 +216,8 @@ export class FileFd extends Fd {
     if (end > Number(this.stat().size)) fs.ftruncateSync(this.handle, end);
   }
 
-  override setTimes(atime: number | Date, mtime: number | Date): void {
-    fs.futimesSync(this.handle, atime, mtime);
+  override setTimes(atime: TimeSpec, mtime: TimeSpec): void {
+    setTimesFd(this.handle, atime, mtime);
   }
 
   override sync(dataOnly: boolean): void {
@@ -286,8 +286,8 @@ export class DirFd extends Fd {
   override allocate(): void {
     throw new WasiError(Errno.ISDIR);
   }
-  override setTimes(atime: number | Date, mtime: number | Date): void {
-    fs.utimesSync(this.hostPath, atime, mtime);
+  override setTimes(atime: TimeSpec, mtime: TimeSpec): void {
+    setTimesPath(this.hostPath, atime, mtime, false);
   }
   override sync(): void {
     const h = fs.openSync(this.hostPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
@@ -373,6 +373,10 @@ export class StdioFd extends Fd {
       // Terminals and pipes cannot be synced; there is nothing to make durable.
       if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
     }
+  }
+
+  override setTimes(atime: TimeSpec, mtime: TimeSpec): void {
+    setTimesFd(this.stream, atime, mtime);
   }
 
   override readReady(timeoutMs: number): { ready: boolean; nbytes: number } {

@@ -14,6 +14,7 @@ import { DirFd, Fd, FileFd, filetypeOf, sleepMs, StdioFd } from './fds.js';
 import { GuestMemory, utf8 } from './memory.js';
 import { joinRel, resolvePath, type Resolved } from './paths.js';
 import type { Preopen, WasiState } from './state.js';
+import { setTimesPath, type TimeSpec } from './native.js';
 import { openStdin } from './stdin.js';
 import { WriteBehind } from './writebehind.js';
 
@@ -32,6 +33,8 @@ export interface HostOptions {
   preopens: Preopen[];
   /** Shared write-behind buffer; pass one whose memory another thread can flush. */
   writeBehind?: WriteBehind;
+  /** Channel from a StdinPump (stdin.ts), or null when stdin is a regular file. */
+  stdin: SharedArrayBuffer | null;
 }
 
 const O = fs.constants;
@@ -58,7 +61,7 @@ export class WasiHost {
     this.env = opts.env;
     this.preopens = opts.preopens;
     this.writeBehind = opts.writeBehind ?? new WriteBehind();
-    const stdin = openStdin();
+    const stdin = openStdin(opts.stdin);
     for (const stream of [0, 1, 2] as const) {
       this.fds.push(new StdioFd(stream, stdioFiletype(stream), RIGHTS_STDIO, 0, 0, stream === 0 ? stdin : null));
     }
@@ -133,24 +136,15 @@ export class WasiHost {
     m.setU64(ptr + 56, st.ctimeNs);
   }
 
-  /** Computes (atime, mtime) for a set-times call; fetches current values only if needed. */
-  private times(atim: bigint, mtim: bigint, flags: number, current: () => fs.BigIntStats): [number, number] {
+  /** Decodes the (atim, mtim, fstflags) of a set-times call. */
+  private times(atim: bigint, mtim: bigint, flags: number): [TimeSpec, TimeSpec] {
     if (flags & ~15) throw new WasiError(Errno.INVAL);
     if ((flags & Fstflags.ATIM && flags & Fstflags.ATIM_NOW) || (flags & Fstflags.MTIM && flags & Fstflags.MTIM_NOW)) {
       throw new WasiError(Errno.INVAL);
     }
-    const now = Date.now() / 1000;
-    let st: fs.BigIntStats | null = null;
-    const pick = (set: number, setNow: number, value: bigint, old: (s: fs.BigIntStats) => bigint): number => {
-      if (flags & set) return nsToSeconds(value);
-      if (flags & setNow) return now;
-      st ??= current();
-      return nsToSeconds(old(st));
-    };
-    return [
-      pick(Fstflags.ATIM, Fstflags.ATIM_NOW, atim, (s) => s.atimeNs),
-      pick(Fstflags.MTIM, Fstflags.MTIM_NOW, mtim, (s) => s.mtimeNs),
-    ];
+    const pick = (set: number, setNow: number, value: bigint): TimeSpec =>
+      flags & set ? value : flags & setNow ? 'now' : null;
+    return [pick(Fstflags.ATIM, Fstflags.ATIM_NOW, atim), pick(Fstflags.MTIM, Fstflags.MTIM_NOW, mtim)];
   }
 
   // ---- the imports -----------------------------------------------------------------------
@@ -267,7 +261,7 @@ export class WasiHost {
       },
       fd_filestat_set_times(fd: number, atim: bigint, mtim: bigint, flags: number) {
         const f = h.get(fd, Right.FD_FILESTAT_SET_TIMES);
-        const [a, m] = h.times(atim, mtim, flags, () => f.stat());
+        const [a, m] = h.times(atim, mtim, flags);
         f.setTimes(a, m);
       },
       fd_pread(fd: number, iovs: number, n: number, offset: bigint, out: number) {
@@ -340,8 +334,8 @@ export class WasiHost {
         const d = h.dir(fd, Right.PATH_FILESTAT_SET_TIMES);
         const follow = (flags & Lookupflags.SYMLINK_FOLLOW) !== 0;
         const r = resolvePath(d.hostPath, h.path(p, l), follow);
-        const [a, m] = h.times(atim, mtim, fst, () => fs.lstatSync(r.host, { bigint: true }));
-        fs.lutimesSync(r.host, a, m);
+        const [a, m] = h.times(atim, mtim, fst);
+        setTimesPath(r.host, a, m, false); // any symlink to follow was expanded by resolvePath
       },
       path_link(
         oldFd: number, oldFlags: number, op: number, ol: number, newFd: number, np: number, nl: number,
@@ -658,6 +652,3 @@ function u64ToNumber(v: bigint): number {
   return Number(v);
 }
 
-function nsToSeconds(ns: bigint): number {
-  return Number(ns / 1000n) / 1e6;
-}

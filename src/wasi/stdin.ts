@@ -1,10 +1,9 @@
-// Standard input for the guest. A regular file is read directly. A terminal or pipe is read by a
-// small helper thread, on demand, into shared memory: the guest's thread can then wait for
-// input with a timeout (poll_oneoff) or without blocking (fdflags.nonblock), which a plain
-// blocking read(2) from JavaScript cannot do. At most one chunk is read ahead, and only when
-// the guest asked for input.
+// Standard input for the guest. A regular file is read directly. A terminal, pipe or socket is
+// read by the launcher's main thread (StdinPump, with Node's non-blocking streams) and handed to
+// the guest's thread through shared memory, on demand: the guest can then wait for input with a
+// timeout (poll_oneoff) or not at all (fdflags.nonblock), which a blocking read(2) cannot do,
+// and no thread is ever stuck in a read that would keep the process from exiting.
 import * as fs from 'node:fs';
-import { Worker } from 'node:worker_threads';
 import { Errno } from './constants.js';
 import { WasiError } from './errno.js';
 
@@ -17,14 +16,30 @@ export interface StdinSource {
   available(): number;
 }
 
-export function openStdin(): StdinSource {
-  let isFile = false;
+const CHUNK = 64 * 1024;
+// Control words at the start of the shared buffer.
+const STATE = 0;
+const LENGTH = 1; // bytes filled; 0 = end of input; -1 = read error
+const IDLE = 0; // nothing asked
+const REQUESTED = 1; // the guest wants input
+const FILLED = 2; // the pump has put a chunk (or EOF) in
+
+/** Shared memory between the guest's StreamStdin and the main thread's StdinPump. */
+export function stdinChannel(): SharedArrayBuffer {
+  return new SharedArrayBuffer(16 + CHUNK);
+}
+
+/** True if standard input is a regular file, which the guest reads directly. */
+export function stdinIsFile(): boolean {
   try {
-    isFile = fs.fstatSync(0).isFile();
+    return fs.fstatSync(0).isFile();
   } catch {
-    // stdin closed: reads will fail with EBADF from the stream reader
+    return false;
   }
-  return isFile ? new FileStdin() : new StreamStdin();
+}
+
+export function openStdin(channel: SharedArrayBuffer | null): StdinSource {
+  return channel === null ? new FileStdin() : new StreamStdin(channel);
 }
 
 class FileStdin implements StdinSource {
@@ -39,51 +54,25 @@ class FileStdin implements StdinSource {
   }
 }
 
-const CHUNK = 64 * 1024;
-// Control words in the shared buffer.
-const STATE = 0; // IDLE, REQUESTED or FILLED
-const LENGTH = 1; // bytes filled, 0 = EOF, -1 = error
-const IDLE = 0;
-const REQUESTED = 1;
-const FILLED = 2;
-
-const READER_SOURCE = `
-const { workerData } = require('node:worker_threads');
-const fs = require('node:fs');
-const ctl = new Int32Array(workerData, 0, 4);
-const data = new Uint8Array(workerData, 16);
-for (;;) {
-  Atomics.wait(ctl, ${STATE}, ${IDLE});
-  if (Atomics.load(ctl, ${STATE}) !== ${REQUESTED}) continue;
-  let n;
-  for (;;) {
-    try { n = fs.readSync(0, data, 0, data.length, null); break; }
-    catch (e) {
-      if (e.code === 'EAGAIN') { Atomics.wait(ctl, 3, 0, 5); continue; }
-      n = e.code === 'EOF' ? 0 : -1; break;
-    }
-  }
-  ctl[${LENGTH}] = n;
-  Atomics.store(ctl, ${STATE}, ${FILLED});
-  Atomics.notify(ctl, ${STATE});
-}
-`;
-
+/** The guest's side: asks for a chunk and waits for the pump to fill it. */
 class StreamStdin implements StdinSource {
-  private readonly shared = new SharedArrayBuffer(16 + CHUNK);
-  private readonly ctl = new Int32Array(this.shared, 0, 4);
-  private readonly data = Buffer.from(this.shared, 16, CHUNK);
-  private worker: Worker | null = null;
-  /** Bytes read from the stream and not yet given to the guest. */
+  private readonly ctl: Int32Array;
+  private readonly data: Buffer;
+  /** Bytes received and not yet given to the guest. */
   private pending = Buffer.alloc(0);
   private eof = false;
+
+  constructor(channel: SharedArrayBuffer) {
+    this.ctl = new Int32Array(channel, 0, 4);
+    this.data = Buffer.from(channel, 16, CHUNK);
+  }
 
   read(buf: Buffer, ptr: number, len: number, nonblock: boolean): number {
     if (this.pending.length === 0 && !this.eof) {
       if (!this.fill(nonblock ? 0 : Infinity)) throw new WasiError(Errno.AGAIN);
     }
     if (this.pending.length === 0) {
-      this.eof = false; // a terminal may give more input after an end-of-file
+      this.eof = false; // report end of input once per read, as read(2) does
       return 0;
     }
     const n = Math.min(len, this.pending.length);
@@ -103,27 +92,87 @@ class StreamStdin implements StdinSource {
     return this.pending.length;
   }
 
-  /** Asks the reader for a chunk and waits up to timeoutMs; true once data or EOF arrived. */
+  /** Asks for a chunk and waits up to timeoutMs; true once data or EOF arrived. */
   private fill(timeoutMs: number): boolean {
-    if (this.worker === null) {
-      this.worker = new Worker(READER_SOURCE, { eval: true, workerData: this.shared });
-      this.worker.unref();
-    }
-    if (Atomics.compareExchange(this.ctl, STATE, IDLE, REQUESTED) === IDLE) {
-      Atomics.notify(this.ctl, STATE);
-    }
-    if (Atomics.load(this.ctl, STATE) === REQUESTED) {
-      Atomics.wait(this.ctl, STATE, REQUESTED, timeoutMs);
-    }
-    if (Atomics.load(this.ctl, STATE) !== FILLED) return false;
-    const n = this.ctl[LENGTH]!;
-    if (n < 0) {
-      Atomics.store(this.ctl, STATE, IDLE);
-      throw new WasiError(Errno.IO);
-    }
-    if (n === 0) this.eof = true;
-    else this.pending = Buffer.concat([this.pending, this.data.subarray(0, n)]);
-    Atomics.store(this.ctl, STATE, IDLE);
+    const ctl = this.ctl;
+    if (Atomics.compareExchange(ctl, STATE, IDLE, REQUESTED) === IDLE) Atomics.notify(ctl, STATE);
+    if (Atomics.load(ctl, STATE) === REQUESTED) Atomics.wait(ctl, STATE, REQUESTED, timeoutMs);
+    if (Atomics.load(ctl, STATE) !== FILLED) return false;
+    const n = ctl[LENGTH]!;
+    if (n > 0) this.pending = Buffer.concat([this.pending, this.data.subarray(0, n)]);
+    else if (n === 0) this.eof = true;
+    Atomics.store(ctl, STATE, IDLE);
+    if (n < 0) throw new WasiError(Errno.IO);
     return true;
+  }
+}
+
+/**
+ * The main thread's side: reads process.stdin only while the guest is asking, so at most one
+ * chunk is read ahead of the program.
+ */
+export class StdinPump {
+  private readonly ctl: Int32Array;
+  private readonly data: Buffer;
+  private readonly queue: Buffer[] = [];
+  private ended = false;
+  private failed = false;
+  private wake: (() => void) | null = null;
+
+  constructor(channel: SharedArrayBuffer) {
+    this.ctl = new Int32Array(channel, 0, 4);
+    this.data = Buffer.from(channel, 16, CHUNK);
+  }
+
+  start(): void {
+    const input = process.stdin;
+    input.pause();
+    input.on('data', (chunk: Buffer) => {
+      this.queue.push(chunk);
+      input.pause();
+      this.wake?.();
+    });
+    input.on('end', () => {
+      this.ended = true;
+      this.wake?.();
+    });
+    input.on('error', () => {
+      this.failed = true;
+      this.wake?.();
+    });
+    void this.serve(input);
+  }
+
+  private async serve(input: NodeJS.ReadStream): Promise<void> {
+    const ctl = this.ctl;
+    for (;;) {
+      await this.waitWhile(IDLE);
+      while (this.queue.length === 0 && !this.ended && !this.failed) {
+        input.resume();
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = null;
+      }
+      let n: number;
+      if (this.queue.length > 0) {
+        const chunk = this.queue[0]!;
+        n = Math.min(chunk.length, CHUNK);
+        chunk.copy(this.data, 0, 0, n);
+        if (n === chunk.length) this.queue.shift();
+        else this.queue[0] = chunk.subarray(n);
+      } else {
+        n = this.failed ? -1 : 0;
+      }
+      ctl[LENGTH] = n;
+      Atomics.store(ctl, STATE, FILLED);
+      Atomics.notify(ctl, STATE);
+      await this.waitWhile(FILLED);
+    }
+  }
+
+  private async waitWhile(value: number): Promise<void> {
+    while (Atomics.load(this.ctl, STATE) === value) {
+      const r = Atomics.waitAsync(this.ctl, STATE, value);
+      if (r.async) await r.value;
+    }
   }
 }

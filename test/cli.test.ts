@@ -1,0 +1,145 @@
+// `stasis run` as a user drives it: exit codes, stdio, traps, bad input, signals.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
+
+/** A minimal wasm binary: header plus the given sections. */
+function wasm(...sections: number[][]): Buffer {
+  return Buffer.from([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, ...sections.flat()]);
+}
+const typeSection = [0x01, 0x04, 0x01, 0x60, 0x00, 0x00]; // one type: () -> ()
+const importEnvFoo = [0x02, 0x0b, 0x01, 0x03, 0x65, 0x6e, 0x76, 0x03, 0x66, 0x6f, 0x6f, 0x00, 0x00]; // env.foo
+
+/** Lists a directory tree, to check that a failed command changed nothing. */
+function snapshot(dir: string): string[] {
+  return readdirSync(dir, { recursive: true }).map(String).sort();
+}
+
+test('program output, arguments and exit status pass through', () => {
+  const r = stasis(['run', fixture('cli_trap'), 'x', 'y'].slice(0, 2));
+  // cli_trap with argc == 1 still traps (explode(1)); covered below. Here: stdin→stdout.
+  assert.equal(r.stdout, 'before trap\n');
+  const data = Buffer.from('hello, stasis\n'.repeat(1000));
+  const cat = stasis(['run', fixture('cli_cat')], { input: data });
+  assert.equal(cat.code, 0);
+  assert.deepEqual(cat.stdoutBytes, data);
+  assert.equal(cat.stderr, `cat: ${data.length} bytes\n`);
+});
+
+test('a trap prints one line naming the function and exits 134', () => {
+  const r = stasis(['run', fixture('cli_trap')]);
+  assert.equal(r.code, 134);
+  assert.equal(r.stdout, 'before trap\n');
+  assert.match(r.stderr, /^stasis: trap: unreachable.* in function 'explode' \(.*cli_trap\.wasm\)\n$/);
+});
+
+test('poll_oneoff on stdin: times out on an idle pipe, wakes on data and on EOF', async () => {
+  // An idle pipe that stays open: the 200 ms clock must fire first.
+  const child = spawn(process.execPath, [stasisBin, 'run', fixture('cli_poll_stdin')], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  child.stdin.end();
+  assert.equal(code, 0);
+  assert.equal(out, 'timeout\n');
+  assert.equal(stasis(['run', fixture('cli_poll_stdin')], { input: 'abc\n' }).stdout, 'ready abc\n');
+  assert.equal(stasis(['run', fixture('cli_poll_stdin')], { input: '' }).stdout, 'ready eof\n');
+});
+
+test('coalesced writes reach the file while the program computes, and survive SIGINT', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const child = spawn(process.execPath, [stasisBin, 'run', '--dir', `${dir}::/out`, fixture('cli_spin'), '/out/log.txt', '3'], { stdio: 'ignore' });
+    const expected = 'line 0\nline 1\nline 2\n';
+    // The program never makes another syscall: the data must still show up on its own.
+    const deadline = Date.now() + 10_000;
+    let seen = '';
+    while (Date.now() < deadline) {
+      try {
+        seen = readFileSync(join(dir, 'log.txt'), 'utf8');
+      } catch { /* not created yet */ }
+      if (seen === expected) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(seen, expected);
+    child.kill('SIGINT');
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+    assert.equal(signal, null);
+    assert.equal(code, 130);
+    assert.equal(readFileSync(join(dir, 'log.txt'), 'utf8'), expected);
+  } finally {
+    cleanup();
+  }
+});
+
+test('SIGTERM while writing: every byte written before it is on disk', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const lines = 20000;
+    const child = spawn(process.execPath, [stasisBin, 'run', '--dir', `${dir}::/out`, fixture('cli_spin'), '/out/log.txt', String(lines)], { stdio: 'ignore' });
+    const expected = Array.from({ length: lines }, (_, i) => `line ${i}\n`).join('');
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      let size = 0;
+      try {
+        size = readFileSync(join(dir, 'log.txt')).length;
+      } catch { /* not yet */ }
+      if (size === expected.length) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    assert.equal(code, 143);
+    assert.equal(readFileSync(join(dir, 'log.txt'), 'utf8'), expected);
+  } finally {
+    cleanup();
+  }
+});
+
+test('bad input: one-line error, distinct exit code, nothing written', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    writeFileSync(join(dir, 'notwasm.wasm'), 'this is text, not wasm\n');
+    writeFileSync(join(dir, 'empty-module.wasm'), wasm());
+    writeFileSync(join(dir, 'imports-env.wasm'), wasm(typeSection, importEnvFoo));
+    writeFileSync(join(dir, 'truncated.wasm'), wasm([0x01, 0x10, 0x01]));
+    mkdirSync(join(dir, 'box'));
+    const before = snapshot(dir);
+    const cases: [string[], number, RegExp][] = [
+      [['run', '--bogus', fixture('cli_cat')], 64, /unknown option --bogus/],
+      [['run'], 64, /missing PROG\.wasm/],
+      [['frobnicate'], 64, /unknown command 'frobnicate'/],
+      [['run', '--env', 'NOEQUALS', fixture('cli_cat')], 64, /expected KEY=VALUE/],
+      [['run', '--dir'], 64, /--dir needs a value/],
+      [['run', join(dir, 'missing.wasm')], 66, /cannot read module .*missing\.wasm: no such file/],
+      [['run', join(dir, 'notwasm.wasm')], 65, /not a WebAssembly module \(no \\0asm header\)/],
+      [['run', join(dir, 'truncated.wasm')], 65, /not a valid WebAssembly module/],
+      [['run', join(dir, 'empty-module.wasm')], 67, /no _start export/],
+      [['run', join(dir, 'imports-env.wasm')], 67, /imports function env\.foo, which Stasis does not provide/],
+      [['run', '--dir', join(dir, 'nope'), fixture('cli_cat')], 68, /--dir .*nope: no such directory/],
+      [['run', '--dir', join(dir, 'notwasm.wasm'), fixture('cli_cat')], 68, /not a directory/],
+    ];
+    for (const [args, code, message] of cases) {
+      const r = stasis(args, { input: '' });
+      assert.equal(r.code, code, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.match(r.stderr, /^stasis: [^\n]+\n$/, 'exactly one line');
+      assert.equal(r.stdout, '');
+    }
+    assert.deepEqual(snapshot(dir), before);
+  } finally {
+    cleanup();
+  }
+});
+
+test('--help and --version', () => {
+  const help = stasis(['run', '--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /--dir HOST\[::GUEST\]/);
+  const v = stasis(['--version']);
+  assert.equal(v.code, 0);
+  assert.match(v.stdout, /^stasis \d+\.\d+\.\d+\n$/);
+});
