@@ -7,7 +7,7 @@ import { Errno, Fdflags, Filetype, RIGHTS_FILE, Whence } from './constants.js';
 import { WasiError } from './errno.js';
 import type { GuestMemory } from './memory.js';
 import type { DirFdState, FdState, FileFdState, Location, StdioFdState } from './state.js';
-import { setTimesFd, setTimesPath, type TimeSpec } from './native.js';
+import { setTimesFd, type TimeSpec } from './native.js';
 import type { StdinSource } from './stdin.js';
 import type { WriteBehind } from './writebehind.js';
 
@@ -104,6 +104,8 @@ export class FileFd extends Fd {
   constructor(
     private readonly writeBehind: WriteBehind,
     public handle: number,
+    /** The host path it was opened by (may go stale; location is what is kept). */
+    public readonly openedAt: string,
     public location: Location,
     public readonly access: 'r' | 'w' | 'rw',
     filetype: number | undefined,
@@ -232,14 +234,24 @@ export class FileFd extends Fd {
   }
 }
 
-/** A directory: no host handle, a path and a readdir listing. */
+/**
+ * Where a directory handle can be reached by path. On Linux, /proc/self/fd/N names the very
+ * directory the handle was opened on, even after it (or a parent) is renamed or replaced by a
+ * symlink; elsewhere the path it was opened at is the best there is.
+ */
+const PROC_FD = fs.existsSync('/proc/self/fd') ? '/proc/self/fd/' : null;
+
+/** A directory: an open host handle (its identity), and a readdir listing. */
 export class DirFd extends Fd {
   readonly filetype = Filetype.DIRECTORY;
+  /** Host path that reaches this directory, and the root paths are resolved under. */
+  readonly root: string;
   /** Sorted entry names that readdir cookies index into; taken when a listing starts. */
   listing: string[] | null = null;
 
   constructor(
-    public hostPath: string,
+    public readonly handle: number,
+    openedAt: string,
     public location: Location,
     rightsBase: number,
     rightsInheriting: number,
@@ -248,6 +260,13 @@ export class DirFd extends Fd {
     public readonly preopenName?: string,
   ) {
     super(rightsBase, rightsInheriting, fdflags);
+    this.root = PROC_FD === null ? openedAt : PROC_FD + handle;
+  }
+
+  /** Opens a host directory (for a preopen). */
+  static open(host: string, location: Location, rightsBase: number, rightsInheriting: number, name?: string): DirFd {
+    const handle = fs.openSync(host, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    return new DirFd(handle, host, location, rightsBase, rightsInheriting, 0, name);
   }
 
   state(fd: number): DirFdState {
@@ -259,10 +278,12 @@ export class DirFd extends Fd {
     return s;
   }
 
-  close(): void {}
+  close(): void {
+    fs.closeSync(this.handle);
+  }
 
   stat(): fs.BigIntStats {
-    return fs.statSync(this.hostPath, { bigint: true });
+    return fs.fstatSync(this.handle, { bigint: true });
   }
 
   override read(): number {
@@ -287,15 +308,10 @@ export class DirFd extends Fd {
     throw new WasiError(Errno.ISDIR);
   }
   override setTimes(atime: TimeSpec, mtime: TimeSpec): void {
-    setTimesPath(this.hostPath, atime, mtime, false);
+    setTimesFd(this.handle, atime, mtime);
   }
   override sync(): void {
-    const h = fs.openSync(this.hostPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-    try {
-      fs.fsyncSync(h);
-    } finally {
-      fs.closeSync(h);
-    }
+    fs.fsyncSync(this.handle);
   }
 
   /**
@@ -304,7 +320,7 @@ export class DirFd extends Fd {
    */
   entries(cookie: number): string[] {
     if (cookie === 0 || this.listing === null) {
-      this.listing = fs.readdirSync(this.hostPath).sort();
+      this.listing = fs.readdirSync(this.root).sort();
     }
     return ['.', '..', ...this.listing].slice(cookie);
   }

@@ -66,7 +66,7 @@ export class WasiHost {
       this.fds.push(new StdioFd(stream, stdioFiletype(stream), RIGHTS_STDIO, 0, 0, stream === 0 ? stdin : null));
     }
     for (const p of opts.preopens) {
-      this.fds.push(new DirFd(p.host, { preopen: p.guest, rel: '' }, RIGHTS_DIR, RIGHTS_ALL, 0, p.guest));
+      this.fds.push(DirFd.open(p.host, { preopen: p.guest, rel: '' }, RIGHTS_DIR, RIGHTS_ALL, p.guest));
     }
   }
 
@@ -99,6 +99,13 @@ export class WasiHost {
     const f = this.fds[fd];
     if (f === undefined) throw new WasiError(Errno.BADF);
     if ((f.rightsBase & rights) !== rights) throw new WasiError(Errno.NOTCAPABLE);
+    return f;
+  }
+
+  /** For fd_tell: the spec says the fd_seek right implies fd_tell. */
+  private getTell(fd: number): Fd {
+    const f = this.get(fd, 0);
+    if (!(f.rightsBase & (Right.FD_TELL | Right.FD_SEEK))) throw new WasiError(Errno.NOTCAPABLE);
     return f;
   }
 
@@ -283,11 +290,11 @@ export class WasiHost {
       },
       fd_seek(fd: number, delta: bigint, whence: number, out: number) {
         const tellOnly = delta === 0n && whence === Whence.CUR;
-        const f = h.get(fd, tellOnly ? Right.FD_TELL : Right.FD_SEEK);
+        const f = tellOnly ? h.getTell(fd) : h.get(fd, Right.FD_SEEK);
         h.mem.setU64(out, f.seek(Number(BigInt.asIntN(64, delta)), whence));
       },
       fd_tell(fd: number, out: number) {
-        const f = h.get(fd, Right.FD_TELL);
+        const f = h.getTell(fd);
         h.mem.setU64(out, f.seek(0, Whence.CUR));
       },
       fd_prestat_get(fd: number, out: number) {
@@ -319,21 +326,21 @@ export class WasiHost {
 
       path_create_directory(fd: number, p: number, l: number) {
         const d = h.dir(fd, Right.PATH_CREATE_DIRECTORY);
-        const r = resolvePath(d.hostPath, h.path(p, l), false);
+        const r = resolvePath(d.root, h.path(p, l), false);
         if (r.rel === '') throw new WasiError(Errno.EXIST);
         fs.mkdirSync(r.host);
       },
       path_filestat_get(fd: number, flags: number, p: number, l: number, out: number) {
         const d = h.dir(fd, Right.PATH_FILESTAT_GET);
-        const r = resolvePath(d.hostPath, h.path(p, l), (flags & Lookupflags.SYMLINK_FOLLOW) !== 0);
+        const r = resolvePath(d.root, h.path(p, l), follows(flags));
         h.writeFilestat(out, fs.lstatSync(r.host, { bigint: true }));
       },
       path_filestat_set_times(
         fd: number, flags: number, p: number, l: number, atim: bigint, mtim: bigint, fst: number,
       ) {
         const d = h.dir(fd, Right.PATH_FILESTAT_SET_TIMES);
-        const follow = (flags & Lookupflags.SYMLINK_FOLLOW) !== 0;
-        const r = resolvePath(d.hostPath, h.path(p, l), follow);
+        const follow = follows(flags);
+        const r = resolvePath(d.root, h.path(p, l), follow);
         const [a, m] = h.times(atim, mtim, fst);
         setTimesPath(r.host, a, m, false); // any symlink to follow was expanded by resolvePath
       },
@@ -342,8 +349,8 @@ export class WasiHost {
       ) {
         const src = h.dir(oldFd, Right.PATH_LINK_SOURCE);
         const dst = h.dir(newFd, Right.PATH_LINK_TARGET);
-        const from = resolvePath(src.hostPath, h.path(op, ol), (oldFlags & Lookupflags.SYMLINK_FOLLOW) !== 0);
-        const to = resolvePath(dst.hostPath, h.path(np, nl), false);
+        const from = resolvePath(src.root, h.path(op, ol), follows(oldFlags));
+        const to = resolvePath(dst.root, h.path(np, nl), false);
         fs.linkSync(hostArg(from), hostArg(to));
       },
       path_open(
@@ -356,21 +363,21 @@ export class WasiHost {
       },
       path_readlink(fd: number, p: number, l: number, buf: number, len: number, out: number) {
         const d = h.dir(fd, Right.PATH_READLINK);
-        const r = resolvePath(d.hostPath, h.path(p, l), false);
+        const r = resolvePath(d.root, h.path(p, l), false);
         const target = fs.readlinkSync(r.host, { encoding: 'buffer' });
         h.mem.setU32(out, h.mem.write(buf, target, len));
       },
       path_remove_directory(fd: number, p: number, l: number) {
         const d = h.dir(fd, Right.PATH_REMOVE_DIRECTORY);
-        const r = resolvePath(d.hostPath, h.path(p, l), false);
+        const r = resolvePath(d.root, h.path(p, l), false);
         if (r.rel === '') throw new WasiError(Errno.BUSY);
         fs.rmdirSync(r.host);
       },
       path_rename(fd: number, op: number, ol: number, newFd: number, np: number, nl: number) {
         const src = h.dir(fd, Right.PATH_RENAME_SOURCE);
         const dst = h.dir(newFd, Right.PATH_RENAME_TARGET);
-        const from = resolvePath(src.hostPath, h.path(op, ol), false);
-        const to = resolvePath(dst.hostPath, h.path(np, nl), false);
+        const from = resolvePath(src.root, h.path(op, ol), false);
+        const to = resolvePath(dst.root, h.path(np, nl), false);
         if (from.rel === '' || to.rel === '') throw new WasiError(Errno.BUSY);
         fs.renameSync(hostArg(from), hostArg(to));
       },
@@ -380,12 +387,12 @@ export class WasiHost {
         if (target.includes('\0')) throw new WasiError(Errno.INVAL);
         // An absolute target could never be followed inside the sandbox (as in wasmtime: EPERM).
         if (target.startsWith('/')) throw new WasiError(Errno.PERM);
-        const r = resolvePath(d.hostPath, h.path(np, nl), false);
+        const r = resolvePath(d.root, h.path(np, nl), false);
         fs.symlinkSync(target, hostArg(r));
       },
       path_unlink_file(fd: number, p: number, l: number) {
         const d = h.dir(fd, Right.PATH_UNLINK_FILE);
-        const r = resolvePath(d.hostPath, h.path(p, l), false);
+        const r = resolvePath(d.root, h.path(p, l), false);
         fs.unlinkSync(hostArg(r));
       },
 
@@ -442,7 +449,7 @@ export class WasiHost {
     if ((base & ~d.rightsInheriting) !== 0 || (inheriting & ~d.rightsInheriting) !== 0) {
       throw new WasiError(Errno.NOTCAPABLE);
     }
-    const follow = (dirflags & Lookupflags.SYMLINK_FOLLOW) !== 0;
+    const follow = follows(dirflags);
     const read = (base & Right.FD_READ) !== 0;
     const write = (base & RIGHTS_NEED_WRITE) !== 0;
     let flags = O.O_NOFOLLOW | (write ? (read ? O.O_RDWR : O.O_WRONLY) : O.O_RDONLY);
@@ -454,7 +461,7 @@ export class WasiHost {
 
     // Resolve all but the last component, open that one O_NOFOLLOW, and only if it turns out
     // to be a symlink that should be followed, resolve it too: one syscall in the common case.
-    let r = resolvePath(d.hostPath, path, false);
+    let r = resolvePath(d.root, path, false);
     let handle: number;
     try {
       handle = this.openHost(r, flags);
@@ -462,36 +469,31 @@ export class WasiHost {
       // O_NOFOLLOW met a symlink: ELOOP, or ENOTDIR when O_DIRECTORY was asked for.
       const code = (e as NodeJS.ErrnoException).code;
       if (!follow || (code !== 'ELOOP' && code !== 'ENOTDIR')) throw e;
-      r = resolvePath(d.hostPath, path, true);
+      r = resolvePath(d.root, path, true);
       handle = this.openHost(r, flags);
     }
     const location = { preopen: d.location.preopen, rel: joinRel(d.location.rel, r.rel) };
     if (r.dirOnly || oflags & Oflags.DIRECTORY) {
-      fs.closeSync(handle); // opened O_DIRECTORY: the kernel has checked it is one
-      if (oflags & (Oflags.CREAT | Oflags.TRUNC) || write) throw new WasiError(Errno.ISDIR);
-      return new DirFd(r.host, location, base & RIGHTS_DIR, inheriting, fdflags);
+      // Opened O_DIRECTORY: the kernel has checked it is one.
+      if (oflags & (Oflags.CREAT | Oflags.TRUNC) || write) {
+        fs.closeSync(handle);
+        throw new WasiError(Errno.ISDIR);
+      }
+      return new DirFd(handle, r.host, location, base & RIGHTS_DIR, inheriting, fdflags);
     }
     // Without O_DIRECTORY a read-only open may still have found a directory; its type is
     // looked up when first needed (asDir), saving an fstat on every open.
     const access = write ? (read ? 'rw' : 'w') : 'r';
     const filetype = oflags & Oflags.CREAT ? Filetype.REGULAR_FILE : undefined;
-    return new FileFd(this.writeBehind, handle, location, access, filetype, base, inheriting, fdflags);
+    return new FileFd(this.writeBehind, handle, r.host, location, access, filetype, base, inheriting, fdflags);
   }
 
   /** If fd is a FileFd that turns out to be a directory, replaces it by a DirFd. */
   private asDir(fd: number, f: Fd): Fd {
     if (!(f instanceof FileFd) || f.filetype !== Filetype.DIRECTORY) return f;
-    const host = this.preopenHost(f.location.preopen) + (f.location.rel === '' ? '' : '/' + f.location.rel);
-    const d = new DirFd(host, f.location, f.rightsBase & RIGHTS_DIR, f.rightsInheriting, f.fdflags);
-    f.close();
+    const d = new DirFd(f.handle, f.openedAt, f.location, f.rightsBase & RIGHTS_DIR, f.rightsInheriting, f.fdflags);
     this.fds[fd] = d;
     return d;
-  }
-
-  private preopenHost(guest: string): string {
-    const p = this.preopens.find((q) => q.guest === guest);
-    if (p === undefined) throw new Error(`no preopen named ${guest}`);
-    return p.host;
   }
 
   private openHost(r: Resolved, flags: number): number {
@@ -512,7 +514,7 @@ export class WasiHost {
     let used = 0;
     for (let i = 0; i < names.length && used < len; i++) {
       const name = names[i]!;
-      const st = fs.lstatSync(name === '.' || name === '..' ? d.hostPath + '/' + name : d.hostPath + '/' + name, {
+      const st = fs.lstatSync(d.root + '/' + name, {
         bigint: true, throwIfNoEntry: false,
       });
       if (st === undefined) continue; // removed since the listing was taken
@@ -563,8 +565,9 @@ export class WasiHost {
         }
       } else if (sub.type === Eventtype.FD_READ || sub.type === Eventtype.FD_WRITE) {
         const f = this.fds[m.u32(base + 16)];
+        const needed = Right.POLL_FD_READWRITE | (sub.type === Eventtype.FD_READ ? Right.FD_READ : Right.FD_WRITE);
         if (f === undefined) emit(sub, Errno.BADF);
-        else if (!(f.rightsBase & Right.POLL_FD_READWRITE)) emit(sub, Errno.NOTCAPABLE);
+        else if ((f.rightsBase & needed) !== needed) emit(sub, Errno.NOTCAPABLE);
         else if (sub.type === Eventtype.FD_WRITE) emit(sub, 0);
         else if (f instanceof StdioFd) {
           const r = f.readReady(0);
@@ -579,7 +582,7 @@ export class WasiHost {
           }
         }
       } else {
-        emit(sub, Errno.INVAL);
+        throw new WasiError(Errno.INVAL); // not an eventtype
       }
     }
     // Clocks already due count as ready now; otherwise wait for the first deadline or input.
@@ -641,6 +644,12 @@ function writeStrings(mem: GuestMemory, strings: string[], ptrs: number, buf: nu
     buf += mem.write(buf, utf8(s));
     mem.write(buf++, new Uint8Array(1));
   }
+}
+
+/** Decodes lookupflags: unknown bits are EINVAL. */
+function follows(flags: number): boolean {
+  if (flags & ~Lookupflags.SYMLINK_FOLLOW) throw new WasiError(Errno.INVAL);
+  return flags !== 0;
 }
 
 function rightsOf(v: bigint): number {

@@ -16,7 +16,7 @@ import { WasiError } from './errno.js';
 const MAX_SYMLINKS = 40;
 
 export interface Resolved {
-  /** Host path of the result (root + '/' + rel, or root itself). */
+  /** Host path of the result: root + '/' + rel, or root + '/.' for the root itself. */
   host: string;
   /** Path below the root, components joined with '/'; '' is the root itself. */
   rel: string;
@@ -73,7 +73,8 @@ export function resolvePath(root: string, path: string, follow: boolean): Resolv
     if (!st.isDirectory() && (!last || dirOnly)) throw new WasiError(Errno.NOTDIR);
   }
   const rel = done.join('/');
-  return { host: rel === '' ? root : root + '/' + rel, rel, dirOnly };
+  // root + '/.' rather than root: a root under /proc/self/fd is a magic symlink itself.
+  return { host: root + '/' + (rel === '' ? '.' : rel), rel, dirOnly };
 }
 
 function isDirSuffix(c: string | undefined): boolean {
