@@ -234,18 +234,19 @@ export class FileFd extends Fd {
   }
 }
 
-/**
- * Where a directory handle can be reached by path. On Linux, /proc/self/fd/N names the very
- * directory the handle was opened on, even after it (or a parent) is renamed or replaced by a
- * symlink; elsewhere the path it was opened at is the best there is.
- */
+/** On Linux, /proc/self/fd/N names the very directory a handle was opened on. */
 const PROC_FD = fs.existsSync('/proc/self/fd') ? '/proc/self/fd/' : null;
 
 /** A directory: an open host handle (its identity), and a readdir listing. */
 export class DirFd extends Fd {
   readonly filetype = Filetype.DIRECTORY;
-  /** Host path that reaches this directory, and the root paths are resolved under. */
-  readonly root: string;
+  /**
+   * The host path guest paths are resolved under: the directory's real path, which is
+   * cheaper for the kernel than /proc/self/fd/N. The host re-derives it from the handle
+   * (refreshRoot) whenever the guest renames or removes something, so that a directory moved
+   * away and replaced by a symlink cannot redirect this fd outside its sandbox.
+   */
+  root: string;
   /** Sorted entry names that readdir cookies index into; taken when a listing starts. */
   listing: string[] | null = null;
 
@@ -260,13 +261,23 @@ export class DirFd extends Fd {
     public readonly preopenName?: string,
   ) {
     super(rightsBase, rightsInheriting, fdflags);
-    this.root = PROC_FD === null ? openedAt : PROC_FD + handle;
+    this.root = openedAt;
+  }
+
+  /** Re-derives root from the handle; a deleted directory is then reached through /proc. */
+  refreshRoot(): void {
+    if (PROC_FD === null) return; // no way to ask the kernel; keep the path
+    const link = PROC_FD + this.handle;
+    const now = fs.readlinkSync(link);
+    this.root = now.startsWith('/') && !now.endsWith(' (deleted)') ? now : link;
   }
 
   /** Opens a host directory (for a preopen). */
   static open(host: string, location: Location, rightsBase: number, rightsInheriting: number, name?: string): DirFd {
     const handle = fs.openSync(host, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-    return new DirFd(handle, host, location, rightsBase, rightsInheriting, 0, name);
+    const d = new DirFd(handle, host, location, rightsBase, rightsInheriting, 0, name);
+    d.refreshRoot(); // the real path: symlinks in what the user gave are resolved once
+    return d;
   }
 
   state(fd: number): DirFdState {

@@ -102,6 +102,11 @@ export class WasiHost {
     return f;
   }
 
+  /** After a rename or removal: directory paths may have moved (see DirFd.root). */
+  private refreshRoots(): void {
+    for (const f of this.fds) if (f instanceof DirFd) f.refreshRoot();
+  }
+
   /** For fd_tell: the spec says the fd_seek right implies fd_tell. */
   private getTell(fd: number): Fd {
     const f = this.get(fd, 0);
@@ -372,6 +377,7 @@ export class WasiHost {
         const r = resolvePath(d.root, h.path(p, l), false);
         if (r.rel === '') throw new WasiError(Errno.BUSY);
         fs.rmdirSync(r.host);
+        h.refreshRoots();
       },
       path_rename(fd: number, op: number, ol: number, newFd: number, np: number, nl: number) {
         const src = h.dir(fd, Right.PATH_RENAME_SOURCE);
@@ -380,6 +386,7 @@ export class WasiHost {
         const to = resolvePath(dst.root, h.path(np, nl), false);
         if (from.rel === '' || to.rel === '') throw new WasiError(Errno.BUSY);
         fs.renameSync(hostArg(from), hostArg(to));
+        h.refreshRoots();
       },
       path_symlink(op: number, ol: number, fd: number, np: number, nl: number) {
         const d = h.dir(fd, Right.PATH_SYMLINK);
