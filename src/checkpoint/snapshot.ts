@@ -1,0 +1,44 @@
+// What a checkpoint captures, as data. The engine produces a Snapshot; the image store
+// (src/image/) writes and reads it; a restart rebuilds a running program from it.
+import type { WasiState } from '../wasi/state.js';
+
+/** A value of a wasm global, as saved. i64 values are decimal strings (JSON-safe). */
+export interface GlobalValue {
+  /** Export name the instrumenter gave it ("stasis_g<index>"). */
+  name: string;
+  type: 'i32' | 'i64' | 'f32' | 'f64';
+  value: number | string;
+}
+
+export interface Snapshot {
+  /** sha256 (hex) of the program as the user gave it. */
+  moduleHash: string;
+  /** sha256 (hex) of the instrumented module that actually ran (stored with the image). */
+  instrumentedHash: string;
+  /** Linear memory at the checkpoint (includes the asyncify buffer). */
+  memory: Uint8Array;
+  /** Every mutable global of the module. */
+  globals: GlobalValue[];
+  /** Address in memory of asyncify's {current, end} data header used for this unwind. */
+  asyncifyData: number;
+  /** The WASI host's state (fds, offsets, preopens, args, env). */
+  wasi: WasiState;
+  /** Monotonic nanoseconds the program had seen (decimal string): time never runs back. */
+  monotonicNs: string;
+  /** Bytes read from stdin by Stasis but not yet by the program. */
+  stdinPending: Uint8Array;
+  meta: SnapshotMeta;
+}
+
+export interface SnapshotMeta {
+  /** Program name (--name, default: module file name without .wasm). */
+  name: string;
+  /** 1 for the first checkpoint of a launch, then 2, 3, ... (continues across restarts). */
+  generation: number;
+  /** ISO time the state was captured. */
+  createdAt: string;
+  /** Milliseconds the program was paused to capture it. */
+  pauseMs: number;
+  /** Where and what ran: informational. */
+  host: { hostname: string; platform: string; arch: string; node: string; pid: number };
+}
