@@ -8,12 +8,17 @@ export const EXIT = {
   NOT_FOUND: 66, // the module file does not exist or cannot be read
   UNSUPPORTED: 67, // valid wasm, but not a WASI preview-1 command Stasis can run
   BAD_DIR: 68, // a --dir host path that is missing or not a directory
+  NO_TARGET: 69, // checkpoint/status/kill: no such running program
+  CONTROL: 71, // the running program could not be reached or failed the request
+  BAD_IMAGE: 72, // restart/inspect: not an image, corrupt, truncated, or a newer format
+  IMAGE_MISMATCH: 73, // the image's module does not match (hash), or its state cannot be restored
   INTERNAL: 70, // a bug in Stasis
   TRAP: 134, // the program trapped (128 + SIGABRT, as a native abort() would)
 } as const;
 
 export type StasisErrorCode =
-  | 'USAGE' | 'BAD_MODULE' | 'NOT_FOUND' | 'UNSUPPORTED' | 'BAD_DIR' | 'INTERNAL';
+  | 'USAGE' | 'BAD_MODULE' | 'NOT_FOUND' | 'UNSUPPORTED' | 'BAD_DIR' | 'INTERNAL'
+  | 'NO_TARGET' | 'CONTROL' | 'BAD_IMAGE' | 'IMAGE_MISMATCH';
 
 export class StasisError extends Error {
   readonly exitCode: number;

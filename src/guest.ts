@@ -1,10 +1,19 @@
-// Worker-thread entry: runs one WASI command. The main thread (run.ts) stays free to flush
-// buffered writes on time and to handle signals while the guest computes.
+// Worker-thread entry: runs one WASI program. The main thread stays free to flush buffered
+// writes on time, handle signals and serve the control socket while the guest computes.
+//
+// Under checkpoint control (`launch`, `restart`) the module is an Asyncify-instrumented one
+// (src/instrument/). A checkpoint request (a counter in shared memory, bumped by the main
+// thread) is honoured at the next safe point: a WASI call or a poll in a loop. There the
+// guest unwinds its call stack into a buffer in its own memory, the state is captured and
+// posted to the main thread, and the guest rewinds and goes on. A restart does the same
+// rewind into a fresh instance whose memory, globals and WASI state come from an image.
 import { parentPort, workerData } from 'node:worker_threads';
 import { EXIT } from './errors.js';
+import type { GlobalValue } from './checkpoint/snapshot.js';
 import { ProcExit, WasiHost } from './wasi/host.js';
-import type { Preopen } from './wasi/state.js';
+import type { FdState, Preopen, WasiState } from './wasi/state.js';
 import { WriteBehind } from './wasi/writebehind.js';
+import { Interrupted, setInterruptWord } from './wasi/interrupt.js';
 
 export interface GuestData {
   module: WebAssembly.Module;
@@ -14,28 +23,249 @@ export interface GuestData {
   preopens: Preopen[];
   writeBehind: SharedArrayBuffer;
   stdin: SharedArrayBuffer | null;
+  /** Present under checkpoint control. */
+  checkpoint?: CheckpointSetup;
+  /** Present for a restart. */
+  restore?: RestoreState;
 }
+
+export interface CheckpointSetup {
+  /** Control words, see CONTROL_* below. */
+  control: SharedArrayBuffer;
+  /** Imports the module can unwind at (the instrumenter's list). */
+  unwindImports: string[];
+  /** Export names of the mutable globals, and which one is the shadow stack pointer. */
+  globals: { name: string; type: GlobalValue['type'] }[];
+  stackPointer: string | null;
+  stackLow: number;
+  poll: boolean;
+}
+
+export interface RestoreState {
+  memory: Uint8Array;
+  globals: GlobalValue[];
+  asyncifyData: number;
+  fds: FdState[];
+  monotonicNs: string;
+  stdinPending: Uint8Array;
+}
+
+/** Control words (Int32) shared with the main thread. */
+export const CONTROL_REQUEST = 0; // bumped by main for each checkpoint request
+export const CONTROL_WORDS = 4;
 
 export interface GuestResult {
   exitCode: number;
+  /** Set when the program trapped: a one-line description. */
   trap?: string;
 }
+
+export type GuestMessage =
+  | ({ type: 'result' } & GuestResult)
+  | { type: 'snapshot'; request: number; snapshot: CapturedState };
+
+/** What the guest captures; the main thread adds names, hashes and generation. */
+export interface CapturedState {
+  memory: Uint8Array;
+  globals: GlobalValue[];
+  asyncifyData: number;
+  wasi: WasiState;
+  monotonicNs: string;
+  stdinPending: Uint8Array;
+  pauseMs: number;
+}
+
+const UNWINDING = 1;
+/** Asyncify buffer size (it holds the locals of every frame on the stack). */
+const ASYNCIFY_BUFFER = 64 * 1024;
+
+type Exports = Record<string, unknown> & {
+  memory: WebAssembly.Memory;
+  _start: () => void;
+  asyncify_start_unwind: (p: number) => void;
+  asyncify_stop_unwind: () => void;
+  asyncify_start_rewind: (p: number) => void;
+  asyncify_stop_rewind: () => void;
+  asyncify_get_state: () => number;
+};
 
 function run(data: GuestData): GuestResult {
   const host = new WasiHost({
     args: data.args, env: data.env, preopens: data.preopens,
     writeBehind: new WriteBehind(data.writeBehind), stdin: data.stdin,
+    ...(data.restore && {
+      restore: {
+        fds: data.restore.fds, monotonicNs: BigInt(data.restore.monotonicNs),
+        stdinPending: data.restore.stdinPending,
+      },
+    }),
   });
-  const instance = new WebAssembly.Instance(data.module, { wasi_snapshot_preview1: host.imports() });
-  host.attach(instance.exports.memory as WebAssembly.Memory);
+  const ck = data.checkpoint;
+  const imports: WebAssembly.Imports = { wasi_snapshot_preview1: host.imports() };
+  let engine: Checkpointer | null = null;
+  if (ck !== undefined) {
+    engine = new Checkpointer(ck, host);
+    imports.wasi_snapshot_preview1 = engine.wrap(imports.wasi_snapshot_preview1 as Record<string, Call>);
+    if (ck.poll) imports.stasis = { poll: () => engine!.poll() };
+  }
+  const instance = new WebAssembly.Instance(data.module, imports);
+  const ex = instance.exports as Exports;
+  host.attach(ex.memory);
+  engine?.attach(ex);
+  if (data.restore !== undefined) engine!.restore(data.restore);
   try {
-    (instance.exports._start as () => void)();
-    return { exitCode: 0 };
+    for (;;) {
+      ex._start();
+      if (engine === null || !engine.unwound()) return { exitCode: 0 };
+      engine.captureAndRewind();
+    }
   } catch (e) {
     if (e instanceof ProcExit) return { exitCode: e.code & 0xff };
     return { exitCode: EXIT.TRAP, trap: describeTrap(e, data.modulePath) };
   } finally {
     host.flushAll();
+  }
+}
+
+type Call = (...a: never[]) => number;
+
+/** The guest side of checkpointing: unwind at a safe point, capture, rewind. */
+class Checkpointer {
+  private ex!: Exports;
+  private readonly control: Int32Array;
+  /** The last request number this guest has served. */
+  private served = 0;
+  private rewinding = false;
+  private dataPtr = 0;
+  private pauseStart = 0;
+  private readonly pollBudget = 1 << 16;
+
+  constructor(
+    private readonly ck: CheckpointSetup,
+    private readonly host: WasiHost,
+  ) {
+    this.control = new Int32Array(ck.control, 0, CONTROL_WORDS);
+    this.served = Atomics.load(this.control, CONTROL_REQUEST);
+    setInterruptWord(this.control, CONTROL_REQUEST, this.served);
+  }
+
+  attach(ex: Exports): void {
+    this.ex = ex;
+  }
+
+  /** Wraps the unwindable imports: unwind on a pending request, finish a rewind. */
+  wrap(imports: Record<string, Call>): Record<string, Call> {
+    const out: Record<string, Call> = { ...imports };
+    for (const name of this.ck.unwindImports) {
+      const base = imports[name];
+      if (base === undefined) continue;
+      out[name] = ((...a: never[]) => {
+        if (this.rewinding) this.finishRewind();
+        else if (this.pending()) return this.unwind();
+        try {
+          return base(...a);
+        } catch (e) {
+          if (e instanceof Interrupted) return this.unwind(); // a wait cut short by a request
+          throw e;
+        }
+      }) as Call;
+    }
+    return out;
+  }
+
+  /** The instrumented loops' poll: returns the next budget. */
+  poll(): number {
+    if (this.rewinding) this.finishRewind();
+    else if (this.pending()) this.unwind();
+    return this.pollBudget;
+  }
+
+  unwound(): boolean {
+    if (this.ex.asyncify_get_state() !== UNWINDING) return false;
+    this.ex.asyncify_stop_unwind();
+    return true;
+  }
+
+  captureAndRewind(): void {
+    const ex = this.ex;
+    this.host.flushAll();
+    const snapshot: CapturedState = {
+      memory: new Uint8Array(ex.memory.buffer).slice(),
+      globals: this.ck.globals.map((g) => {
+        const v = (ex[g.name] as WebAssembly.Global).value as number | bigint;
+        return { name: g.name, type: g.type, value: typeof v === 'bigint' ? v.toString() : v };
+      }),
+      asyncifyData: this.dataPtr,
+      wasi: this.host.state(),
+      monotonicNs: this.host.clocks.monotonic().toString(),
+      stdinPending: this.host.stdinPending(),
+      pauseMs: 0,
+    };
+    snapshot.pauseMs = performance.now() - this.pauseStart;
+    parentPort!.postMessage({ type: 'snapshot', request: this.served, snapshot } satisfies GuestMessage, [snapshot.memory.buffer as ArrayBuffer]);
+    this.startRewind(this.dataPtr);
+  }
+
+  /** Sets memory and globals from an image and arms the rewind into the saved stack. */
+  restore(r: RestoreState): void {
+    const ex = this.ex;
+    const mem = ex.memory;
+    const pages = Math.ceil(r.memory.byteLength / 65536) - mem.buffer.byteLength / 65536;
+    if (pages > 0) mem.grow(pages);
+    new Uint8Array(mem.buffer).set(r.memory);
+    for (const g of r.globals) {
+      const glob = ex[g.name] as WebAssembly.Global | undefined;
+      if (glob === undefined) throw new Error(`image names global ${g.name}, which the module lacks`);
+      glob.value = g.type === 'i64' ? BigInt(g.value) : g.value;
+    }
+    this.startRewind(r.asyncifyData);
+  }
+
+  private pending(): boolean {
+    return Atomics.load(this.control, CONTROL_REQUEST) !== this.served;
+  }
+
+  private unwind(): number {
+    this.pauseStart = performance.now();
+    this.served = Atomics.load(this.control, CONTROL_REQUEST);
+    setInterruptWord(this.control, CONTROL_REQUEST, this.served);
+    this.dataPtr = this.placeBuffer();
+    this.ex.asyncify_start_unwind(this.dataPtr);
+    return 0;
+  }
+
+  private startRewind(ptr: number): void {
+    this.rewinding = true;
+    this.ex.asyncify_start_rewind(ptr);
+  }
+
+  private finishRewind(): void {
+    this.rewinding = false;
+    this.ex.asyncify_stop_rewind();
+  }
+
+  /**
+   * Where the asyncify buffer goes: the unused part of the shadow stack, just below the
+   * current stack pointer (nothing lives there while the guest is unwound). If the stack is
+   * nearly full, a fresh page at the end of memory.
+   */
+  private placeBuffer(): number {
+    let start: number;
+    let end: number;
+    const sp = this.ck.stackPointer === null ? 0 : Number((this.ex[this.ck.stackPointer] as WebAssembly.Global).value);
+    const top = (sp - 64) & ~15;
+    if (top - this.ck.stackLow >= 4096) {
+      start = Math.max(this.ck.stackLow, top - ASYNCIFY_BUFFER);
+      end = top;
+    } else {
+      const pages = this.ex.memory.grow(1);
+      start = pages * 65536;
+      end = start + 65536;
+    }
+    const v = new DataView(this.ex.memory.buffer);
+    v.setUint32(start, start + 8, true);
+    v.setUint32(start + 4, end, true);
+    return start;
   }
 }
 
@@ -54,5 +284,6 @@ export function describeTrap(e: unknown, modulePath: string): string {
 }
 
 if (parentPort !== null && workerData?.kind === 'guest') {
-  parentPort.postMessage(run(workerData.data as GuestData));
+  const result = run(workerData.data as GuestData);
+  parentPort.postMessage({ type: 'result', ...result } satisfies GuestMessage);
 }

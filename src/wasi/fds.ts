@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import { Errno, Fdflags, Filetype, RIGHTS_FILE, Whence } from './constants.js';
 import { WasiError } from './errno.js';
+import { pause } from './interrupt.js';
 import type { GuestMemory } from './memory.js';
 import type { DirFdState, FdState, FileFdState, Location, StdioFdState } from './state.js';
 import { setTimesFd, type TimeSpec } from './native.js';
@@ -423,14 +424,8 @@ function writeAll(h: number, buf: Buffer, ptr: number, len: number): number {
         if (done > 0) return done;
         throw e;
       }
-      sleepMs(1);
+      pause(1);
     }
   }
   return done;
-}
-
-const sleepCell = new Int32Array(new SharedArrayBuffer(4));
-/** Blocks the calling thread (the guest's) for ms milliseconds. */
-export function sleepMs(ms: number): void {
-  if (ms > 0) Atomics.wait(sleepCell, 0, 0, ms);
 }

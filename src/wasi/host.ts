@@ -10,12 +10,13 @@ import {
 } from './constants.js';
 import { Clocks } from './clocks.js';
 import { errnoOf, WasiError } from './errno.js';
-import { DirFd, Fd, FileFd, filetypeOf, sleepMs, StdioFd } from './fds.js';
+import { DirFd, Fd, FileFd, filetypeOf, StdioFd } from './fds.js';
+import { sleep } from './interrupt.js';
 import { GuestMemory, utf8 } from './memory.js';
 import { joinRel, resolvePath, type Resolved } from './paths.js';
-import type { Preopen, WasiState } from './state.js';
+import type { FdState, Location, Preopen, WasiState } from './state.js';
 import { setTimesPath, type TimeSpec } from './native.js';
-import { openStdin } from './stdin.js';
+import { openStdin, type StdinSource } from './stdin.js';
 import { WriteBehind } from './writebehind.js';
 
 /** Thrown by proc_exit (and fatal proc_raise) to leave the guest; carries the exit status. */
@@ -35,6 +36,8 @@ export interface HostOptions {
   writeBehind?: WriteBehind;
   /** Channel from a StdinPump (stdin.ts), or null when stdin is a regular file. */
   stdin: SharedArrayBuffer | null;
+  /** Rebuild this state instead of starting fresh (a restart). */
+  restore?: { fds: FdState[]; monotonicNs: bigint; stdinPending: Uint8Array };
 }
 
 const O = fs.constants;
@@ -47,7 +50,8 @@ const SIGNAL_NAMES = [
 
 export class WasiHost {
   readonly fds: (Fd | undefined)[] = [];
-  readonly clocks = new Clocks();
+  readonly clocks: Clocks;
+  private readonly stdin: StdinSource;
   private mem!: GuestMemory;
   private readonly args: string[];
   private readonly env: string[];
@@ -61,13 +65,47 @@ export class WasiHost {
     this.env = opts.env;
     this.preopens = opts.preopens;
     this.writeBehind = opts.writeBehind ?? new WriteBehind();
-    const stdin = openStdin(opts.stdin);
+    this.clocks = new Clocks(opts.restore?.monotonicNs ?? 0n);
+    this.stdin = openStdin(opts.stdin, opts.restore?.stdinPending);
+    if (opts.restore !== undefined) {
+      for (const s of opts.restore.fds) this.fds[s.fd] = this.reopen(s);
+      return;
+    }
     for (const stream of [0, 1, 2] as const) {
-      this.fds.push(new StdioFd(stream, stdioFiletype(stream), RIGHTS_STDIO, 0, 0, stream === 0 ? stdin : null));
+      this.fds.push(new StdioFd(stream, stdioFiletype(stream), RIGHTS_STDIO, 0, 0, stream === 0 ? this.stdin : null));
     }
     for (const p of opts.preopens) {
       this.fds.push(DirFd.open(p.host, { preopen: p.guest, rel: '' }, RIGHTS_DIR, RIGHTS_ALL, p.guest));
     }
+  }
+
+  /** Rebuilds an fd from its saved state: the same number, rights, flags and offset. */
+  private reopen(s: FdState): Fd {
+    if (s.kind === 'stdio') {
+      return new StdioFd(s.stream, stdioFiletype(s.stream), s.rightsBase, s.rightsInheriting, s.fdflags, s.stream === 0 ? this.stdin : null);
+    }
+    const host = this.hostPathOf(s.location);
+    if (s.kind === 'dir') {
+      const d = DirFd.open(host, s.location, s.rightsBase, s.rightsInheriting, s.preopenName);
+      d.fdflags = s.fdflags;
+      d.listing = s.listing;
+      return d;
+    }
+    const access = s.access === 'rw' ? O.O_RDWR : s.access === 'w' ? O.O_WRONLY : O.O_RDONLY;
+    const handle = fs.openSync(host, access | O.O_NOFOLLOW);
+    return new FileFd(this.writeBehind, handle, host, s.location, s.access, s.filetype, s.rightsBase, s.rightsInheriting, s.fdflags, s.offset);
+  }
+
+  /** The host path of a location, through the (possibly remapped) preopens. */
+  hostPathOf(loc: Location): string {
+    const p = this.preopens.find((q) => q.guest === loc.preopen);
+    if (p === undefined) throw new Error(`no preopen named ${loc.preopen}`);
+    return loc.rel === '' ? p.host : p.host + '/' + loc.rel;
+  }
+
+  /** Bytes read from stdin for the program that it has not consumed yet. */
+  stdinPending(): Uint8Array {
+    return this.stdin.pending();
   }
 
   /** Gives the host the guest's memory; call once the instance exists. */
@@ -615,7 +653,7 @@ export class WasiHost {
       } else if (waitMs === Infinity) {
         throw new WasiError(Errno.INVAL); // nothing can ever become ready
       } else {
-        sleepMs(waitMs);
+        sleep(waitMs);
       }
       expired();
     }

@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import { Errno } from './constants.js';
 import { WasiError } from './errno.js';
+import { Interrupted, interruptPending } from './interrupt.js';
 
 export interface StdinSource {
   /** Reads up to len bytes into buf at ptr; blocks unless nonblock (then EAGAIN). 0 = EOF. */
@@ -14,6 +15,8 @@ export interface StdinSource {
   ready(timeoutMs: number): { ready: boolean; nbytes: number };
   /** Bytes a read would return without waiting. */
   available(): number;
+  /** Input received but not yet read by the program (saved by a checkpoint). */
+  pending(): Uint8Array;
 }
 
 const CHUNK = 64 * 1024;
@@ -38,8 +41,9 @@ export function stdinIsFile(): boolean {
   }
 }
 
-export function openStdin(channel: SharedArrayBuffer | null): StdinSource {
-  return channel === null ? new FileStdin() : new StreamStdin(channel);
+/** The guest's stdin; `pending` is input a checkpointed run had received but not read. */
+export function openStdin(channel: SharedArrayBuffer | null, pending?: Uint8Array): StdinSource {
+  return channel === null ? new FileStdin() : new StreamStdin(channel, pending);
 }
 
 class FileStdin implements StdinSource {
@@ -52,6 +56,9 @@ class FileStdin implements StdinSource {
   available(): number {
     return Infinity;
   }
+  pending(): Uint8Array {
+    return new Uint8Array(0);
+  }
 }
 
 /** The guest's side: asks for a chunk and waits for the pump to fill it. */
@@ -59,52 +66,76 @@ class StreamStdin implements StdinSource {
   private readonly ctl: Int32Array;
   private readonly data: Buffer;
   /** Bytes received and not yet given to the guest. */
-  private pending = Buffer.alloc(0);
+  private buffered = Buffer.alloc(0);
   private eof = false;
 
-  constructor(channel: SharedArrayBuffer) {
+  constructor(channel: SharedArrayBuffer, pending?: Uint8Array) {
     this.ctl = new Int32Array(channel, 0, 4);
     this.data = Buffer.from(channel, 16, CHUNK);
+    if (pending !== undefined) this.buffered = Buffer.from(pending);
   }
 
   read(buf: Buffer, ptr: number, len: number, nonblock: boolean): number {
-    if (this.pending.length === 0 && !this.eof) {
+    if (this.buffered.length === 0 && !this.eof) {
       if (!this.fill(nonblock ? 0 : Infinity)) throw new WasiError(Errno.AGAIN);
     }
-    if (this.pending.length === 0) {
+    if (this.buffered.length === 0) {
       this.eof = false; // report end of input once per read, as read(2) does
       return 0;
     }
-    const n = Math.min(len, this.pending.length);
-    this.pending.copy(buf, ptr, 0, n);
-    this.pending = this.pending.subarray(n);
+    const n = Math.min(len, this.buffered.length);
+    this.buffered.copy(buf, ptr, 0, n);
+    this.buffered = this.buffered.subarray(n);
     return n;
   }
 
   ready(timeoutMs: number): { ready: boolean; nbytes: number } {
-    if (this.pending.length > 0 || this.eof || this.fill(timeoutMs)) {
-      return { ready: true, nbytes: this.pending.length };
+    if (this.buffered.length > 0 || this.eof || this.fill(timeoutMs)) {
+      return { ready: true, nbytes: this.buffered.length };
     }
     return { ready: false, nbytes: 0 };
   }
 
   available(): number {
-    return this.pending.length;
+    return this.buffered.length;
+  }
+
+  pending(): Uint8Array {
+    this.take(); // a chunk delivered but not yet picked up belongs to the program too
+    return new Uint8Array(this.buffered);
   }
 
   /** Asks for a chunk and waits up to timeoutMs; true once data or EOF arrived. */
   private fill(timeoutMs: number): boolean {
     const ctl = this.ctl;
     if (Atomics.compareExchange(ctl, STATE, IDLE, REQUESTED) === IDLE) Atomics.notify(ctl, STATE);
-    if (Atomics.load(ctl, STATE) === REQUESTED) Atomics.wait(ctl, STATE, REQUESTED, timeoutMs);
+    const deadline = performance.now() + timeoutMs;
+    while (Atomics.load(ctl, STATE) === REQUESTED) {
+      // A checkpoint request notifies this word too: stop waiting so the engine can unwind.
+      if (interruptPending()) throw new Interrupted();
+      const left = deadline - performance.now();
+      if (left <= 0) return false;
+      Atomics.wait(ctl, STATE, REQUESTED, left);
+    }
+    return this.take();
+  }
+
+  /** Moves a delivered chunk (if any) into the buffer; true if one was there. */
+  private take(): boolean {
+    const ctl = this.ctl;
     if (Atomics.load(ctl, STATE) !== FILLED) return false;
     const n = ctl[LENGTH]!;
-    if (n > 0) this.pending = Buffer.concat([this.pending, this.data.subarray(0, n)]);
+    if (n > 0) this.buffered = Buffer.concat([this.buffered, this.data.subarray(0, n)]);
     else if (n === 0) this.eof = true;
     Atomics.store(ctl, STATE, IDLE);
     if (n < 0) throw new WasiError(Errno.IO);
     return true;
   }
+}
+
+/** Wakes a guest waiting for input (used when a checkpoint request arrives). */
+export function wakeStdinWaiter(channel: SharedArrayBuffer): void {
+  Atomics.notify(new Int32Array(channel, 0, 4), STATE);
 }
 
 /**

@@ -1,0 +1,83 @@
+// The control channel: newline-delimited JSON over a Unix socket readable only by its owner.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import { StasisError } from '../errors.js';
+
+export type Request =
+  | { cmd: 'checkpoint'; exit?: boolean }
+  | { cmd: 'status' }
+  | { cmd: 'kill' };
+
+export type Reply = { ok: true; [k: string]: unknown } | { ok: false; error: string };
+
+export type Handler = (req: Request) => Promise<Reply>;
+
+export function serve(path: string, handler: Handler): net.Server {
+  fs.rmSync(path, { force: true });
+  const server = net.createServer((conn) => {
+    let buf = '';
+    conn.setEncoding('utf8');
+    conn.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        let req: Request;
+        try {
+          req = JSON.parse(line) as Request;
+        } catch {
+          conn.write(JSON.stringify({ ok: false, error: 'bad request' }) + '\n');
+          continue;
+        }
+        handler(req).then(
+          (r) => conn.write(JSON.stringify(r) + '\n'),
+          (e: unknown) => conn.write(JSON.stringify({ ok: false, error: (e as Error).message }) + '\n'),
+        );
+      }
+    });
+    conn.on('error', () => {});
+  });
+  const old = process.umask(0o177); // the socket is created 0600
+  try {
+    server.listen(path);
+  } finally {
+    process.umask(old);
+  }
+  server.unref();
+  return server;
+}
+
+/** Sends one request and waits for its reply. */
+export function request(path: string, req: Request, timeoutMs = 0): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const conn = net.createConnection(path);
+    let buf = '';
+    const timer = timeoutMs > 0 ? setTimeout(() => {
+      conn.destroy();
+      reject(new StasisError('CONTROL', `no answer from ${path} within ${timeoutMs} ms`));
+    }, timeoutMs) : null;
+    conn.setEncoding('utf8');
+    conn.on('connect', () => conn.write(JSON.stringify(req) + '\n'));
+    conn.on('data', (chunk: string) => {
+      buf += chunk;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      if (timer) clearTimeout(timer);
+      conn.end();
+      try {
+        resolve(JSON.parse(buf.slice(0, nl)) as Reply);
+      } catch {
+        reject(new StasisError('CONTROL', `garbled answer from ${path}`));
+      }
+    });
+    conn.on('error', (e) => {
+      if (timer) clearTimeout(timer);
+      reject(new StasisError('CONTROL', `cannot reach the program's control socket ${path}: ${e.message}`));
+    });
+    conn.on('close', () => {
+      if (timer) clearTimeout(timer);
+      if (buf.indexOf('\n') < 0) reject(new StasisError('CONTROL', `the program closed its control socket without answering (it may have exited)`));
+    });
+  });
+}

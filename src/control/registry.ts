@@ -1,0 +1,86 @@
+// Where running programs can be found: one entry per launched program in a private runtime
+// directory (mode 0700), next to its control socket. Targets are named by program name,
+// launcher pid, or checkpoint directory.
+import * as fs from 'node:fs';
+import { tmpdir, userInfo } from 'node:os';
+import { join, resolve } from 'node:path';
+import { StasisError } from '../errors.js';
+
+export interface Entry {
+  name: string;
+  pid: number;
+  socket: string;
+  ckptDir: string;
+  module: string;
+  startedAt: string;
+}
+
+export function runtimeDir(): string {
+  const base = process.env.XDG_RUNTIME_DIR ?? tmpdir();
+  const dir = join(base, `stasis-${userInfo().uid}`);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = fs.statSync(dir);
+  if (st.uid !== userInfo().uid || (st.mode & 0o077) !== 0) {
+    throw new StasisError('INTERNAL', `runtime directory ${dir} is not private to this user; remove it or set XDG_RUNTIME_DIR`);
+  }
+  return dir;
+}
+
+export function socketPath(pid: number): string {
+  return join(runtimeDir(), `${pid}.sock`);
+}
+
+export function register(e: Entry): void {
+  const file = join(runtimeDir(), `${e.pid}.json`);
+  fs.writeFileSync(file + '.tmp', JSON.stringify(e) + '\n', { mode: 0o600 });
+  fs.renameSync(file + '.tmp', file);
+}
+
+export function unregister(pid: number): void {
+  for (const f of [`${pid}.json`, `${pid}.sock`]) fs.rmSync(join(runtimeDir(), f), { force: true });
+}
+
+/** Live entries (stale ones, whose launcher is gone, are removed). */
+export function entries(): Entry[] {
+  const dir = runtimeDir();
+  const out: Entry[] = [];
+  for (const f of fs.readdirSync(dir)) {
+    if (!f.endsWith('.json')) continue;
+    let e: Entry;
+    try {
+      e = JSON.parse(fs.readFileSync(join(dir, f), 'utf8')) as Entry;
+    } catch {
+      continue;
+    }
+    if (alive(e.pid)) out.push(e);
+    else unregister(e.pid);
+  }
+  return out.sort((a, b) => a.pid - b.pid);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The running program a TARGET names: a pid, a name, or a checkpoint directory. */
+export function findTarget(target: string | undefined): Entry {
+  const all = entries();
+  if (target === undefined) {
+    if (all.length === 1) return all[0]!;
+    if (all.length === 0) throw new StasisError('NO_TARGET', 'no program is running under stasis launch');
+    throw new StasisError('NO_TARGET', `${all.length} programs are running (${all.map((e) => `${e.name}/${e.pid}`).join(', ')}); name one`);
+  }
+  const byPid = /^\d+$/.test(target) ? all.filter((e) => e.pid === Number(target)) : [];
+  const byName = all.filter((e) => e.name === target);
+  const dir = resolve(target);
+  const byDir = all.filter((e) => e.ckptDir === dir);
+  const found = [...new Set([...byPid, ...byName, ...byDir])];
+  if (found.length === 1) return found[0]!;
+  if (found.length === 0) throw new StasisError('NO_TARGET', `no running program named ${target} (by name, pid or checkpoint directory); see 'stasis status'`);
+  throw new StasisError('NO_TARGET', `${target} names ${found.length} programs (pids ${found.map((e) => e.pid).join(', ')}); use a pid`);
+}

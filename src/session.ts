@@ -1,0 +1,97 @@
+// A running guest, seen from the main thread: the worker that runs it, the shared memory for
+// its coalesced writes and stdin, and (under checkpoint control) the request counter.
+import { Worker } from 'node:worker_threads';
+import { StasisError } from './errors.js';
+import {
+  CONTROL_REQUEST, CONTROL_WORDS,
+  type CapturedState, type GuestData, type GuestMessage, type GuestResult,
+} from './guest.js';
+import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from './wasi/stdin.js';
+import { WriteBehind } from './wasi/writebehind.js';
+
+/** How often buffered writes are checked for staleness. */
+const FLUSH_INTERVAL_MS = 5;
+
+export type GuestSetup = Omit<GuestData, 'writeBehind' | 'stdin' | 'checkpoint'> & {
+  checkpoint?: Omit<NonNullable<GuestData['checkpoint']>, 'control'>;
+};
+
+export class GuestSession {
+  readonly result: Promise<GuestResult>;
+  private readonly worker: Worker;
+  private readonly writeBehind = new WriteBehind();
+  private readonly stdin: SharedArrayBuffer | null;
+  private readonly control: Int32Array | null;
+  private readonly timer: NodeJS.Timeout;
+  private readonly waiting = new Map<number, (s: CapturedState) => void>();
+  private done = false;
+
+  constructor(setup: GuestSetup) {
+    this.stdin = stdinIsFile() ? null : stdinChannel();
+    const control = setup.checkpoint ? new SharedArrayBuffer(4 * CONTROL_WORDS) : null;
+    this.control = control && new Int32Array(control);
+    const { checkpoint, ...rest } = setup;
+    const data: GuestData = { ...rest, writeBehind: this.writeBehind.shared, stdin: this.stdin };
+    if (checkpoint && control) data.checkpoint = { ...checkpoint, control };
+    if (this.stdin !== null) new StdinPump(this.stdin).start();
+    this.worker = new Worker(new URL('./guest.js', import.meta.url), {
+      workerData: { kind: 'guest', data }, stdin: false, stdout: false, stderr: false,
+    });
+
+    // Flush a burst of small writes once no new one has come for a tick.
+    let lastSeq = this.writeBehind.sequence();
+    this.timer = setInterval(() => {
+      const seq = this.writeBehind.sequence();
+      if (seq === lastSeq && this.writeBehind.pending) this.writeBehind.flush();
+      lastSeq = seq;
+    }, FLUSH_INTERVAL_MS);
+
+    this.result = new Promise<GuestResult>((resolve, reject) => {
+      this.worker.on('message', (m: GuestMessage) => {
+        if (m.type === 'snapshot') {
+          // One capture serves every request made before the guest reached its safe point.
+          for (const [request, done] of this.waiting) {
+            if (request <= m.request) {
+              done(m.snapshot);
+              this.waiting.delete(request);
+            }
+          }
+        } else {
+          resolve({ exitCode: m.exitCode, ...(m.trap !== undefined && { trap: m.trap }) });
+        }
+      });
+      this.worker.once('error', reject);
+      this.worker.once('exit', (code) => reject(new StasisError('INTERNAL', `guest thread exited (${code}) without a result`)));
+    }).finally(() => this.stop());
+  }
+
+  /** Asks the guest to checkpoint at its next safe point; resolves with what it captured. */
+  capture(): Promise<CapturedState> {
+    const control = this.control;
+    if (control === null) throw new Error('not under checkpoint control');
+    if (this.done) return Promise.reject(new StasisError('CONTROL', 'the program has exited'));
+    const request = Atomics.add(control, CONTROL_REQUEST, 1) + 1;
+    const captured = new Promise<CapturedState>((resolve, reject) => {
+      this.waiting.set(request, resolve);
+      this.result.then(() => reject(new StasisError('CONTROL', 'the program exited before it reached a safe point')), reject);
+    });
+    // Wake the guest if it is sleeping in poll_oneoff or waiting for stdin.
+    Atomics.notify(control, CONTROL_REQUEST);
+    if (this.stdin !== null) wakeStdinWaiter(this.stdin);
+    return captured;
+  }
+
+  /** Makes the guest's buffered writes visible now (before exiting on a signal). */
+  flush(): void {
+    this.writeBehind.flush();
+  }
+
+  private stop(): void {
+    if (this.done) return;
+    this.done = true;
+    clearInterval(this.timer);
+    this.writeBehind.flush();
+    // Not awaited: the CLI exits right after, and nothing else holds the worker.
+    void this.worker.terminate();
+  }
+}
