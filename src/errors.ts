@@ -10,15 +10,15 @@ export const EXIT = {
   BAD_DIR: 68, // a --dir host path that is missing or not a directory
   NO_TARGET: 69, // checkpoint/status/kill: no such running program
   CONTROL: 71, // the running program could not be reached or failed the request
-  BAD_IMAGE: 72, // restart/inspect: not an image, corrupt, truncated, or a newer format
-  IMAGE_MISMATCH: 73, // the image's module does not match (hash), or its state cannot be restored
+  BAD_IMAGE: 72, // restart/inspect: not an image (missing, foreign, or a newer format)
+  CORRUPT_IMAGE: 73, // an image file is damaged: truncated, or its hash (module, memory, manifest) does not match
   INTERNAL: 70, // a bug in Stasis
   TRAP: 134, // the program trapped (128 + SIGABRT, as a native abort() would)
 } as const;
 
 export type StasisErrorCode =
   | 'USAGE' | 'BAD_MODULE' | 'NOT_FOUND' | 'UNSUPPORTED' | 'BAD_DIR' | 'INTERNAL'
-  | 'NO_TARGET' | 'CONTROL' | 'BAD_IMAGE' | 'IMAGE_MISMATCH';
+  | 'NO_TARGET' | 'CONTROL' | 'BAD_IMAGE' | 'CORRUPT_IMAGE';
 
 export class StasisError extends Error {
   readonly exitCode: number;
@@ -30,4 +30,9 @@ export class StasisError extends Error {
     this.name = 'StasisError';
     this.exitCode = EXIT[code];
   }
+}
+
+/** The CLI's view of an image store error. */
+export function imageErrorCode(code: string): StasisErrorCode {
+  return code === 'CORRUPT' ? 'CORRUPT_IMAGE' : code === 'BUSY' ? 'CONTROL' : 'BAD_IMAGE';
 }

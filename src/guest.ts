@@ -39,6 +39,8 @@ export interface CheckpointSetup {
   stackPointer: string | null;
   stackLow: number;
   poll: boolean;
+  /** Testing aid: request a checkpoint by itself at its Nth unwindable WASI call. */
+  checkpointAtCall?: number;
 }
 
 export interface RestoreState {
@@ -48,10 +50,12 @@ export interface RestoreState {
   fds: FdState[];
   monotonicNs: string;
   stdinPending: Uint8Array;
+  pollDeadlines?: string[];
 }
 
 /** Control words (Int32) shared with the main thread. */
 export const CONTROL_REQUEST = 0; // bumped by main for each checkpoint request
+export const CONTROL_STOP = 1; // set by main before a request: stop after this checkpoint
 export const CONTROL_WORDS = 4;
 
 export interface GuestResult {
@@ -76,8 +80,12 @@ export interface CapturedState {
 }
 
 const UNWINDING = 1;
-/** Asyncify buffer size (it holds the locals of every frame on the stack). */
-const ASYNCIFY_BUFFER = 64 * 1024;
+/** Stack assumed below the initial stack pointer (wasm-ld's default stack size). */
+const MIN_STACK = 64 * 1024;
+/** Smallest free stack worth using for the asyncify buffer (it holds every frame's locals). */
+const MIN_BUFFER = 16 * 1024;
+/** Otherwise, pages grown for it. */
+const ASYNCIFY_BUFFER_PAGES = 16;
 
 type Exports = Record<string, unknown> & {
   memory: WebAssembly.Memory;
@@ -97,6 +105,7 @@ function run(data: GuestData): GuestResult {
       restore: {
         fds: data.restore.fds, monotonicNs: BigInt(data.restore.monotonicNs),
         stdinPending: data.restore.stdinPending,
+        ...(data.restore.pollDeadlines && { pollDeadlines: data.restore.pollDeadlines }),
       },
     }),
   });
@@ -136,6 +145,7 @@ class Checkpointer {
   /** The last request number this guest has served. */
   private served = 0;
   private rewinding = false;
+  private stopAfter = false;
   private dataPtr = 0;
   private pauseStart = 0;
   private readonly pollBudget = 1 << 16;
@@ -149,19 +159,30 @@ class Checkpointer {
     setInterruptWord(this.control, CONTROL_REQUEST, this.served);
   }
 
-  attach(ex: Exports): void {
+  attach(ex: Exports, spInit?: number): void {
     this.ex = ex;
+    const sp = this.ck.stackPointer;
+    this.spInit = spInit ?? (sp === null ? 0 : Number((ex[sp] as WebAssembly.Global).value));
   }
+
+  /** The stack pointer's initial value (the top of the shadow stack). */
+  spInit = 0;
 
   /** Wraps the unwindable imports: unwind on a pending request, finish a rewind. */
   wrap(imports: Record<string, Call>): Record<string, Call> {
     const out: Record<string, Call> = { ...imports };
+    let calls = 0;
+    const at = this.ck.checkpointAtCall ?? 0;
     for (const name of this.ck.unwindImports) {
       const base = imports[name];
       if (base === undefined) continue;
       out[name] = ((...a: never[]) => {
         if (this.rewinding) this.finishRewind();
-        else if (this.pending()) return this.unwind();
+        else if (++calls === at) {
+          this.stopAfter = true;
+          Atomics.add(this.control, CONTROL_REQUEST, 1);
+          return this.unwind();
+        } else if (this.pending()) return this.unwind();
         try {
           return base(...a);
         } catch (e) {
@@ -203,6 +224,11 @@ class Checkpointer {
     };
     snapshot.pauseMs = performance.now() - this.pauseStart;
     parentPort!.postMessage({ type: 'snapshot', request: this.served, snapshot } satisfies GuestMessage, [snapshot.memory.buffer as ArrayBuffer]);
+    if (this.stopAfter || Atomics.load(this.control, CONTROL_STOP) !== 0) {
+      // The program is to end with this checkpoint: do nothing more (no output, no writes)
+      // while the launcher saves the image and exits.
+      for (;;) Atomics.wait(this.control, CONTROL_WORDS - 1, 0);
+    }
     this.startRewind(this.dataPtr);
   }
 
@@ -246,23 +272,28 @@ class Checkpointer {
 
   /**
    * Where the asyncify buffer goes: the unused part of the shadow stack, just below the
-   * current stack pointer (nothing lives there while the guest is unwound). If the stack is
-   * nearly full, a fresh page at the end of memory.
+   * current stack pointer (nothing lives there while the guest is unwound). The stack's own
+   * lower end is not recorded in a linked module (and static zero-initialised data may sit right
+   * under it), so only the 64 KiB below the initial stack pointer — wasm-ld's default and
+   * smallest usual stack size — counts as stack. If too little of it is free, fresh pages at the
+   * end of memory are used instead.
    */
   private placeBuffer(): number {
+    const mem = this.ex.memory;
+    const sp = this.ck.stackPointer === null ? 0 : Number((this.ex[this.ck.stackPointer] as WebAssembly.Global).value);
+    const low = Math.max(16, this.spInit - MIN_STACK);
+    const top = (sp - 64) & ~15;
     let start: number;
     let end: number;
-    const sp = this.ck.stackPointer === null ? 0 : Number((this.ex[this.ck.stackPointer] as WebAssembly.Global).value);
-    const top = (sp - 64) & ~15;
-    if (top - this.ck.stackLow >= 4096) {
-      start = Math.max(this.ck.stackLow, top - ASYNCIFY_BUFFER);
+    if (this.ck.stackPointer !== null && top - low >= MIN_BUFFER) {
+      start = low;
       end = top;
     } else {
-      const pages = this.ex.memory.grow(1);
-      start = pages * 65536;
-      end = start + 65536;
+      const pages = ASYNCIFY_BUFFER_PAGES;
+      start = mem.grow(pages) * 65536;
+      end = start + pages * 65536;
     }
-    const v = new DataView(this.ex.memory.buffer);
+    const v = new DataView(mem.buffer);
     v.setUint32(start, start + 8, true);
     v.setUint32(start + 4, end, true);
     return start;

@@ -3,7 +3,7 @@
 import { Worker } from 'node:worker_threads';
 import { StasisError } from './errors.js';
 import {
-  CONTROL_REQUEST, CONTROL_WORDS,
+  CONTROL_REQUEST, CONTROL_STOP, CONTROL_WORDS,
   type CapturedState, type GuestData, type GuestMessage, type GuestResult,
 } from './guest.js';
 import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from './wasi/stdin.js';
@@ -25,6 +25,8 @@ export class GuestSession {
   private readonly timer: NodeJS.Timeout;
   private readonly waiting = new Map<number, (s: CapturedState) => void>();
   private done = false;
+  /** Called with captures nobody asked for (the guest's own --checkpoint-at-call). */
+  onUnrequested: ((s: CapturedState) => void) | null = null;
 
   constructor(setup: GuestSetup) {
     this.stdin = stdinIsFile() ? null : stdinChannel();
@@ -50,12 +52,15 @@ export class GuestSession {
       this.worker.on('message', (m: GuestMessage) => {
         if (m.type === 'snapshot') {
           // One capture serves every request made before the guest reached its safe point.
+          let served = false;
           for (const [request, done] of this.waiting) {
             if (request <= m.request) {
               done(m.snapshot);
               this.waiting.delete(request);
+              served = true;
             }
           }
+          if (!served) this.onUnrequested?.(m.snapshot);
         } else {
           resolve({ exitCode: m.exitCode, ...(m.trap !== undefined && { trap: m.trap }) });
         }
@@ -65,11 +70,15 @@ export class GuestSession {
     }).finally(() => this.stop());
   }
 
-  /** Asks the guest to checkpoint at its next safe point; resolves with what it captured. */
-  capture(): Promise<CapturedState> {
+  /**
+   * Asks the guest to checkpoint at its next safe point; resolves with what it captured.
+   * With stop, the guest does nothing more afterwards (the caller saves the image and exits).
+   */
+  capture(stop = false): Promise<CapturedState> {
     const control = this.control;
     if (control === null) throw new Error('not under checkpoint control');
     if (this.done) return Promise.reject(new StasisError('CONTROL', 'the program has exited'));
+    if (stop) Atomics.store(control, CONTROL_STOP, 1);
     const request = Atomics.add(control, CONTROL_REQUEST, 1) + 1;
     const captured = new Promise<CapturedState>((resolve, reject) => {
       this.waiting.set(request, resolve);

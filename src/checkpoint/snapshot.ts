@@ -21,6 +21,8 @@ export interface Snapshot {
   globals: GlobalValue[];
   /** Address in memory of asyncify's {current, end} data header used for this unwind. */
   asyncifyData: number;
+  /** How the instrumented module is driven (from the instrumenter); needed to restart it. */
+  engine: EngineInfo;
   /** The WASI host's state (fds, offsets, preopens, args, env). */
   wasi: WasiState;
   /** Monotonic nanoseconds the program had seen (decimal string): time never runs back. */
@@ -28,6 +30,17 @@ export interface Snapshot {
   /** Bytes read from stdin by Stasis but not yet by the program. */
   stdinPending: Uint8Array;
   meta: SnapshotMeta;
+}
+
+export interface EngineInfo {
+  /** Imports the module can unwind at. */
+  unwindImports: string[];
+  /** Whether the module calls stasis.poll at safe points in loops. */
+  poll: boolean;
+  /** Export name of the shadow stack pointer global, if any. */
+  stackPointer: string | null;
+  /** Lowest address of the shadow stack region. */
+  stackLow: number;
 }
 
 export interface SnapshotMeta {

@@ -1,14 +1,26 @@
 // The `stasis` command line.
 import { readFileSync } from 'node:fs';
-import { EXIT, StasisError } from '../errors.js';
+import { request } from '../control/channel.js';
+import { entries, findTarget } from '../control/registry.js';
+import { EXIT, imageErrorCode, StasisError } from '../errors.js';
+import { ImageError, inspectImage } from '../image/index.js';
+import { launch, restart, type ControlOptions } from '../launch.js';
 import { runCommand } from '../run.js';
 import type { Preopen } from '../wasi/state.js';
-import { parseArgs } from './args.js';
+import { parseArgs, type OptionSpec, type Parsed } from './args.js';
 
 const USAGE = `usage: stasis <command> [options]
 
 commands:
-  run [options] PROG.wasm [ARGS...]   run a wasm32-wasi program to completion
+  run [RUN OPTIONS] PROG.wasm [ARGS...]      run a wasm32-wasi program to completion
+  launch [RUN OPTIONS] [CONTROL OPTIONS] PROG.wasm [ARGS...]
+                                             run it under checkpoint control
+  checkpoint [TARGET] [--exit] [--json]      checkpoint a launched program; print the image
+  status [TARGET] [--json]                   list launched programs
+  kill [TARGET]                              stop a launched program (no checkpoint)
+  restart IMAGE|CKPT_DIR [--dir NEWHOST::GUEST]... [--env KEY=VALUE]... [CONTROL OPTIONS]
+                                             continue a program from an image, in this process
+  inspect IMAGE|CKPT_DIR [--json]            show what an image holds
 
 run options:
   --dir HOST[::GUEST]   give the program the host directory HOST, seen as GUEST
@@ -16,66 +28,237 @@ run options:
   --env KEY=VALUE       set an environment variable for the program; repeatable
   --inherit-env         pass this process's environment to the program (--env wins)
 
-exit status: the program's own; 134 if it trapped; 64 usage error, 65 not a valid
-wasm module, 66 module file not found, 67 not a WASI command, 68 bad --dir, 70 internal.`;
+control options:
+  --ckpt-dir DIR        where images go (default ./NAME.ckpt)
+  --name NAME           the program's name for TARGET (default: PROG without .wasm)
+  --interval SECONDS    checkpoint periodically
+  --keep N              keep only the N newest images
+  --compress CODEC      none (default), deflate or brotli
+  --quiet               don't print where the control socket and images are
+  --checkpoint-at-call N  (testing) checkpoint at the program's Nth WASI call, exit 75
+
+TARGET: a program name, a launcher pid, or a checkpoint directory (default: the only one).
+Signals to a launched program: SIGTERM = checkpoint, then exit 75; SIGINT = exit 130.
+
+exit status: the program's own; 134 if it trapped; 75 stopped after a checkpoint;
+137 stopped by 'stasis kill'; 64 usage error; 65 not a valid wasm module; 66 module
+file not found; 67 not a WASI command Stasis can run; 68 bad or missing directory;
+69 no such running program; 71 control channel failure; 72 not an image (missing,
+foreign, newer format); 73 damaged image (truncated, hash mismatch); 70 internal error.`;
+
+const RUN_OPTIONS: Record<string, OptionSpec> = {
+  '--dir': { value: true, repeat: true },
+  '--env': { value: true, repeat: true },
+  '--inherit-env': {},
+};
+const CONTROL_OPTIONS: Record<string, OptionSpec> = {
+  '--ckpt-dir': { value: true },
+  '--name': { value: true },
+  '--interval': { value: true },
+  '--keep': { value: true },
+  '--compress': { value: true },
+  '--quiet': {},
+  '--checkpoint-at-call': { value: true },
+};
+const HELP: Record<string, OptionSpec> = { '--help': {}, '-h': {} };
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
-function parseDir(spec: string): Preopen {
+function parseDir(command: string, spec: string): Preopen {
   const sep = spec.indexOf('::');
   const host = sep >= 0 ? spec.slice(0, sep) : spec;
   const guest = sep >= 0 ? spec.slice(sep + 2) : spec;
   if (host === '' || guest === '') {
-    throw new StasisError('USAGE', `stasis run: --dir ${spec}: expected HOST or HOST::GUEST`);
+    throw new StasisError('USAGE', `stasis ${command}: --dir ${spec}: expected HOST or HOST::GUEST`);
   }
   return { host, guest };
 }
 
-function parseEnv(spec: string): [string, string] {
-  const eq = spec.indexOf('=');
-  if (eq <= 0) throw new StasisError('USAGE', `stasis run: --env ${spec}: expected KEY=VALUE`);
-  return [spec.slice(0, eq), spec.slice(eq + 1)];
+function parseEnv(command: string, spec: string): string {
+  if (spec.indexOf('=') <= 0) throw new StasisError('USAGE', `stasis ${command}: --env ${spec}: expected KEY=VALUE`);
+  return spec;
+}
+
+function envOf(command: string, p: Parsed): string[] {
+  const env = new Map<string, string>();
+  if (p.options.has('--inherit-env')) {
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env.set(k, `${k}=${v}`);
+  }
+  for (const spec of p.options.get('--env') ?? []) {
+    const kv = parseEnv(command, spec);
+    env.set(kv.slice(0, kv.indexOf('=')), kv);
+  }
+  return [...env.values()];
+}
+
+function positive(command: string, name: string, v: string | undefined, integer: boolean): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!(n > 0) || (integer && !Number.isInteger(n))) {
+    throw new StasisError('USAGE', `stasis ${command}: ${name} ${v}: expected a positive ${integer ? 'integer' : 'number'}`);
+  }
+  return n;
+}
+
+function controlOf(command: string, p: Parsed): ControlOptions {
+  const one = (k: string): string | undefined => p.options.get(k)?.[0];
+  const compress = one('--compress');
+  if (compress !== undefined && !['none', 'deflate', 'brotli'].includes(compress)) {
+    throw new StasisError('USAGE', `stasis ${command}: --compress ${compress}: expected none, deflate or brotli`);
+  }
+  const c: ControlOptions = { quiet: p.options.has('--quiet') };
+  const ckptDir = one('--ckpt-dir');
+  const name = one('--name');
+  const interval = positive(command, '--interval', one('--interval'), false);
+  const keep = positive(command, '--keep', one('--keep'), true);
+  if (ckptDir !== undefined) c.ckptDir = ckptDir;
+  if (name !== undefined) c.name = name;
+  if (interval !== undefined) c.interval = interval;
+  if (keep !== undefined) c.keep = keep;
+  if (compress !== undefined) c.compress = compress as ControlOptions['compress'];
+  const at = positive(command, '--checkpoint-at-call', one('--checkpoint-at-call'), true);
+  if (at !== undefined) c.checkpointAtCall = at;
+  return c;
+}
+
+function help(p: Parsed): boolean {
+  if (!p.options.has('--help') && !p.options.has('-h')) return false;
+  process.stdout.write(USAGE + '\n');
+  return true;
+}
+
+function report(result: { exitCode: number; trap?: string }): number {
+  if (result.trap !== undefined) process.stderr.write(`stasis: ${result.trap}\n`);
+  return result.exitCode;
 }
 
 async function cmdRun(argv: string[]): Promise<number> {
-  const { options, operands } = parseArgs('run', argv, {
-    '--dir': { value: true, repeat: true },
-    '--env': { value: true, repeat: true },
-    '--inherit-env': {},
-    '--help': {},
-    '-h': {},
-  });
-  if (options.has('--help') || options.has('-h')) {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
-  const [module, ...args] = operands;
+  const p = parseArgs('run', argv, { ...RUN_OPTIONS, ...HELP });
+  if (help(p)) return 0;
+  const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis run: missing PROG.wasm; usage: stasis run [options] PROG.wasm [ARGS...]');
-  const env = new Map<string, string>();
-  if (options.has('--inherit-env')) {
-    for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env.set(k, v);
-  }
-  for (const spec of options.get('--env') ?? []) {
-    const [k, v] = parseEnv(spec);
-    env.set(k, v);
-  }
-  const result = await runCommand({
-    module, args,
-    env: [...env].map(([k, v]) => `${k}=${v}`),
-    preopens: (options.get('--dir') ?? []).map(parseDir),
+  return report(await runCommand({
+    module, args, env: envOf('run', p), preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('run', d)),
+  }));
+}
+
+async function cmdLaunch(argv: string[]): Promise<number> {
+  const p = parseArgs('launch', argv, { ...RUN_OPTIONS, ...CONTROL_OPTIONS, ...HELP });
+  if (help(p)) return 0;
+  const [module, ...args] = p.operands;
+  if (module === undefined) throw new StasisError('USAGE', 'stasis launch: missing PROG.wasm; usage: stasis launch [options] PROG.wasm [ARGS...]');
+  return report(await launch({
+    module, args, env: envOf('launch', p),
+    preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('launch', d)),
+    ...controlOf('launch', p),
+  }));
+}
+
+async function cmdRestart(argv: string[]): Promise<number> {
+  const p = parseArgs('restart', argv, {
+    '--dir': { value: true, repeat: true }, '--env': { value: true, repeat: true }, ...CONTROL_OPTIONS, ...HELP,
   });
-  if (result.trap !== undefined) process.stderr.write(`stasis: ${result.trap}\n`);
-  return result.exitCode;
+  if (help(p)) return 0;
+  const [image, ...extra] = p.operands;
+  if (image === undefined) throw new StasisError('USAGE', 'stasis restart: missing IMAGE or CKPT_DIR');
+  if (extra.length > 0) throw new StasisError('USAGE', `stasis restart: unexpected argument ${extra[0]}`);
+  return report(await restart({
+    image, dirs: (p.options.get('--dir') ?? []).map((d) => parseDir('restart', d)),
+    env: (p.options.get('--env') ?? []).map((e) => parseEnv('restart', e)), ...controlOf('restart', p),
+  }));
+}
+
+async function cmdCheckpoint(argv: string[]): Promise<number> {
+  const p = parseArgs('checkpoint', argv, { '--exit': {}, '--json': {}, ...HELP });
+  if (help(p)) return 0;
+  const target = findTarget(single('checkpoint', p));
+  const r = await request(target.socket, { cmd: 'checkpoint', exit: p.options.has('--exit') });
+  if (!r.ok) throw new StasisError('CONTROL', `checkpoint of ${target.name} (pid ${target.pid}) failed: ${r.error}`);
+  if (p.options.has('--json')) process.stdout.write(JSON.stringify(r) + '\n');
+  else process.stdout.write(`${r.image as string}\n`);
+  return 0;
+}
+
+async function cmdStatus(argv: string[]): Promise<number> {
+  const p = parseArgs('status', argv, { '--json': {}, ...HELP });
+  if (help(p)) return 0;
+  const target = single('status', p);
+  const list = target === undefined ? entries() : [findTarget(target)];
+  const rows = await Promise.all(list.map(async (e) => {
+    const r = await request(e.socket, { cmd: 'status' }, 5000).catch(() => null);
+    return { ...e, generation: r?.ok ? (r.generation as number) : null };
+  }));
+  if (p.options.has('--json')) {
+    process.stdout.write(JSON.stringify(target === undefined ? rows : rows[0]) + '\n');
+  } else if (rows.length === 0) {
+    process.stdout.write('no programs running under stasis launch\n');
+  } else {
+    for (const r of rows) {
+      process.stdout.write(`${r.name}\tpid ${r.pid}\tcheckpoints ${r.generation ?? '?'}\t${r.ckptDir}\t${r.module}\n`);
+    }
+  }
+  return 0;
+}
+
+async function cmdKill(argv: string[]): Promise<number> {
+  const p = parseArgs('kill', argv, HELP);
+  if (help(p)) return 0;
+  const target = findTarget(single('kill', p));
+  const r = await request(target.socket, { cmd: 'kill' });
+  if (!r.ok) throw new StasisError('CONTROL', `kill of ${target.name} failed: ${r.error}`);
+  return 0;
+}
+
+async function cmdInspect(argv: string[]): Promise<number> {
+  const p = parseArgs('inspect', argv, { '--json': {}, ...HELP });
+  if (help(p)) return 0;
+  const path = single('inspect', p);
+  if (path === undefined) throw new StasisError('USAGE', 'stasis inspect: missing IMAGE or CKPT_DIR');
+  let info: object;
+  try {
+    info = await inspectImage(path);
+  } catch (e) {
+    if (e instanceof ImageError) throw new StasisError(imageErrorCode(e.code), e.message);
+    throw e;
+  }
+  process.stdout.write(p.options.has('--json') ? JSON.stringify(info, null, 2) + '\n' : formatInspect(info));
+  return 0;
+}
+
+function formatInspect(info: object): string {
+  const lines: string[] = [];
+  const walk = (o: unknown, indent: string): void => {
+    for (const [k, v] of Object.entries(o as Record<string, unknown>)) {
+      if (v !== null && typeof v === 'object') {
+        lines.push(`${indent}${k}:`);
+        walk(v, indent + '  ');
+      } else {
+        lines.push(`${indent}${k}: ${String(v)}`);
+      }
+    }
+  };
+  walk(info, '');
+  return lines.join('\n') + '\n';
+}
+
+function single(command: string, p: Parsed): string | undefined {
+  if (p.operands.length > 1) throw new StasisError('USAGE', `stasis ${command}: unexpected argument ${p.operands[1]}`);
+  return p.operands[0];
 }
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
-    case 'run':
-      return cmdRun(rest);
+    case 'run': return cmdRun(rest);
+    case 'launch': return cmdLaunch(rest);
+    case 'restart': return cmdRestart(rest);
+    case 'checkpoint': return cmdCheckpoint(rest);
+    case 'status': return cmdStatus(rest);
+    case 'kill': return cmdKill(rest);
+    case 'inspect': return cmdInspect(rest);
     case '--version':
     case '-V':
       process.stdout.write(`stasis ${version()}\n`);
@@ -103,5 +286,5 @@ try {
     status = EXIT.INTERNAL;
   }
 }
-// Exit now: a thread blocked reading stdin for the program must not keep the process alive.
+// Exit now: a thread waiting on the program's stdin must not keep the process alive.
 process.exit(status);

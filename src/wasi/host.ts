@@ -11,7 +11,7 @@ import {
 import { Clocks } from './clocks.js';
 import { errnoOf, WasiError } from './errno.js';
 import { DirFd, Fd, FileFd, filetypeOf, StdioFd } from './fds.js';
-import { sleep } from './interrupt.js';
+import { Interrupted, sleep } from './interrupt.js';
 import { GuestMemory, utf8 } from './memory.js';
 import { joinRel, resolvePath, type Resolved } from './paths.js';
 import type { FdState, Location, Preopen, WasiState } from './state.js';
@@ -37,7 +37,7 @@ export interface HostOptions {
   /** Channel from a StdinPump (stdin.ts), or null when stdin is a regular file. */
   stdin: SharedArrayBuffer | null;
   /** Rebuild this state instead of starting fresh (a restart). */
-  restore?: { fds: FdState[]; monotonicNs: bigint; stdinPending: Uint8Array };
+  restore?: { fds: FdState[]; monotonicNs: bigint; stdinPending: Uint8Array; pollDeadlines?: string[] };
 }
 
 const O = fs.constants;
@@ -57,6 +57,8 @@ export class WasiHost {
   private readonly env: string[];
   private readonly preopens: Preopen[];
   private readonly writeBehind: WriteBehind;
+  /** Deadlines of a poll_oneoff a checkpoint interrupted (see poll). */
+  private pollDeadlines: string[] | null = null;
   /** Reused scratch space for dirents and other small structs. */
   private readonly scratch = Buffer.alloc(64);
 
@@ -69,6 +71,7 @@ export class WasiHost {
     this.stdin = openStdin(opts.stdin, opts.restore?.stdinPending);
     if (opts.restore !== undefined) {
       for (const s of opts.restore.fds) this.fds[s.fd] = this.reopen(s);
+      this.pollDeadlines = opts.restore.pollDeadlines ?? null;
       return;
     }
     for (const stream of [0, 1, 2] as const) {
@@ -123,6 +126,7 @@ export class WasiHost {
     return {
       args: [...this.args], env: [...this.env],
       preopens: this.preopens.map((p) => ({ ...p })), fds,
+      ...(this.pollDeadlines !== null && { pollDeadlines: [...this.pollDeadlines] }),
     };
   }
 
@@ -639,23 +643,36 @@ export class WasiHost {
         }
       }
     };
+    // The call is being made again after a checkpoint cut its wait short: the sleep goes on
+    // to the deadlines first computed (monotonic time is carried across a restart).
+    const resumed = this.pollDeadlines;
+    this.pollDeadlines = null;
+    const clocks = subs.filter((s) => s.deadline !== undefined);
+    if (resumed !== null && resumed.length === clocks.length) {
+      clocks.forEach((s, i) => (s.deadline = BigInt(resumed[i]!)));
+    }
     expired();
-    while (count === 0) {
-      let waitMs = Infinity;
-      for (const s of subs) {
-        if (s.deadline === undefined) continue;
-        const ms = Number(s.deadline - this.clocks.now(s.clock!)) / 1e6;
-        if (ms < waitMs) waitMs = ms;
+    try {
+      while (count === 0) {
+        let waitMs = Infinity;
+        for (const s of subs) {
+          if (s.deadline === undefined) continue;
+          const ms = Number(s.deadline - this.clocks.now(s.clock!)) / 1e6;
+          if (ms < waitMs) waitMs = ms;
+        }
+        if (waitStdin !== null) {
+          const r = waitStdin.fd.readReady(Math.max(0, waitMs));
+          if (r.ready) emit(waitStdin.sub, 0, r.nbytes, r.nbytes === 0 ? EVENTRW_HANGUP : 0);
+        } else if (waitMs === Infinity) {
+          throw new WasiError(Errno.INVAL); // nothing can ever become ready
+        } else {
+          sleep(waitMs);
+        }
+        expired();
       }
-      if (waitStdin !== null) {
-        const r = waitStdin.fd.readReady(Math.max(0, waitMs));
-        if (r.ready) emit(waitStdin.sub, 0, r.nbytes, r.nbytes === 0 ? EVENTRW_HANGUP : 0);
-      } else if (waitMs === Infinity) {
-        throw new WasiError(Errno.INVAL); // nothing can ever become ready
-      } else {
-        sleep(waitMs);
-      }
-      expired();
+    } catch (e) {
+      if (e instanceof Interrupted) this.pollDeadlines = clocks.map((s) => String(s.deadline ?? 0n));
+      throw e;
     }
     return count;
   }

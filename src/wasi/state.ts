@@ -55,4 +55,6 @@ export interface WasiState {
   env: string[];
   preopens: Preopen[];
   fds: FdState[];
+  /** Absolute deadlines (ns, decimal) of a poll_oneoff that a checkpoint interrupted. */
+  pollDeadlines?: string[];
 }

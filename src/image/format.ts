@@ -1,0 +1,92 @@
+// The on-disk format of a checkpoint directory (docs/image-format.md is the reference).
+//
+//   <ckptDir>/latest                      "gen-000007\n": the latest complete image
+//   <ckptDir>/images/gen-000007/manifest.json
+//   <ckptDir>/images/gen-000007/manifest.sha256   "<hex>  manifest.json\n"
+//   <ckptDir>/chunks/<alg>-<hash>[.deflate|.br]   memory chunks, content-addressed, shared
+//   <ckptDir>/modules/<sha256>.wasm               instrumented modules, content-addressed
+//   <ckptDir>/.lock                               held while a writer works
+// Names starting with '.' are private to writers (temporaries, lock) and ignored by readers.
+import type { Snapshot } from '../checkpoint/snapshot.js';
+
+export const MAGIC = 'stasis-image';
+export const FORMAT_VERSION = 1;
+
+/**
+ * Default memory chunk size: 1 MiB up to 256 MiB of memory, then the power of two that makes
+ * about 256 chunks, at most 4 MiB (measurements in docs/image-format.md). Memory only grows,
+ * so a program's chunk size changes at most twice.
+ */
+export function defaultChunkSize(byteLength: number): number {
+  let size = 1 << 20;
+  while (size < 4 << 20 && size * 256 < byteLength) size *= 2;
+  return size;
+}
+
+export const IMAGES = 'images';
+export const CHUNKS = 'chunks';
+export const MODULES = 'modules';
+export const LATEST = 'latest';
+export const LOCK = '.lock';
+export const MANIFEST = 'manifest.json';
+export const MANIFEST_SUM = 'manifest.sha256';
+/** Prefix of every temporary name a writer creates; readers skip them, writers remove them. */
+export const TMP_PREFIX = '.tmp-';
+
+export type Codec = 'none' | 'deflate' | 'brotli';
+export const CODECS: readonly Codec[] = ['none', 'deflate', 'brotli'];
+const SUFFIX: Record<Codec, string> = { none: '', deflate: '.deflate', brotli: '.br' };
+
+export type ChunkHash = 'xxh64' | 'sha256';
+export const CHUNK_HASHES: readonly ChunkHash[] = ['xxh64', 'sha256'];
+export const HASH_RE: Record<ChunkHash, RegExp> = { xxh64: /^[0-9a-f]{16}$/, sha256: /^[0-9a-f]{64}$/ };
+
+export const GEN_RE = /^gen-(\d{6,})$/;
+export const HEX64_RE = /^[0-9a-f]{64}$/;
+/** A chunk file name: 1 = its key (algorithm-hash), 2 = the codec suffix. */
+export const CHUNK_FILE_RE = /^(xxh64-[0-9a-f]{16}|sha256-[0-9a-f]{64})(\.deflate|\.br)?$/;
+export const MODULE_FILE_RE = /^([0-9a-f]{64})\.wasm$/;
+
+export function genName(generation: number): string {
+  return `gen-${String(generation).padStart(6, '0')}`;
+}
+
+/** The store key of a chunk: "<alg>-<hash>". */
+export function chunkKey(alg: ChunkHash, hash: string): string {
+  return `${alg}-${hash}`;
+}
+
+/** Path of a chunk file relative to the checkpoint directory ('/'-separated). */
+export function chunkFile(alg: ChunkHash, hash: string, codec: Codec): string {
+  return `${CHUNKS}/${chunkKey(alg, hash)}${SUFFIX[codec]}`;
+}
+
+export function codecOfSuffix(suffix: string | undefined): Codec {
+  return suffix === '.deflate' ? 'deflate' : suffix === '.br' ? 'brotli' : 'none';
+}
+
+export function moduleFile(sha256: string): string {
+  return `${MODULES}/${sha256}.wasm`;
+}
+
+/** One stored (non-zero) chunk of linear memory. */
+export interface ChunkEntry {
+  /** Chunk number: it covers bytes [index * chunkSize, min((index + 1) * chunkSize, byteLength)). */
+  index: number;
+  /** Hash (hex, algorithm memory.hash) of the chunk's raw bytes: its identity and its check. */
+  hash: string;
+  /** How the chunk file is encoded; its name is chunkFile(memory.hash, hash, codec). */
+  codec: Codec;
+}
+
+/** The Snapshot fields that live in the manifest itself (memory and stdin are stored apart). */
+export type SnapshotState = Omit<Snapshot, 'memory' | 'stdinPending'>;
+
+export interface Manifest {
+  magic: typeof MAGIC;
+  version: typeof FORMAT_VERSION;
+  module: { sha256: string; size: number };
+  memory: { byteLength: number; chunkSize: number; hash: ChunkHash; chunks: ChunkEntry[] };
+  stdinPending: { size: number; sha256: string; base64: string };
+  snapshot: SnapshotState;
+}

@@ -1,0 +1,96 @@
+// Small file-system helpers for durable, atomic publication.
+import { createHash, randomBytes } from 'node:crypto';
+import { open, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+
+export function sha256hex(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export function errno(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException | null)?.code;
+}
+
+/** A temporary name unique to this process and call. */
+export function tmpSuffix(): string {
+  return `${process.pid}-${randomBytes(4).toString('hex')}`;
+}
+
+/** fsync a directory so that entries created or renamed in it survive a crash. */
+export async function fsyncDir(path: string): Promise<void> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(path, 'r');
+    await fh.sync();
+  } catch (e) {
+    // Some platforms (Windows) cannot open or fsync a directory; there is nothing more to do.
+    const c = errno(e);
+    if (c !== 'EISDIR' && c !== 'EPERM' && c !== 'EINVAL' && c !== 'EBADF' && c !== 'EACCES') throw e;
+  } finally {
+    await fh?.close();
+  }
+}
+
+export async function writeAll(fh: FileHandle, data: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, done);
+    if (bytesWritten <= 0) throw new Error('write returned 0 bytes');
+    done += bytesWritten;
+  }
+}
+
+/**
+ * Writes `data` to `final` atomically and durably: into `tmp` (which must not exist), fsync,
+ * rename. The caller fsyncs the directory once it has renamed everything it needs.
+ */
+export async function writeFileAtomic(tmp: string, final: string, data: Uint8Array): Promise<void> {
+  const fh = await open(tmp, 'wx');
+  try {
+    await writeAll(fh, data);
+    await fh.sync();
+  } catch (e) {
+    await fh.close().catch(() => {});
+    await unlink(tmp).catch(() => {});
+    throw e;
+  }
+  await fh.close();
+  try {
+    await rename(tmp, final);
+  } catch (e) {
+    await unlink(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+export async function rmrf(path: string): Promise<void> {
+  await rm(path, { recursive: true, force: true, maxRetries: 2 });
+}
+
+/**
+ * Runs jobs with at most `limit` in flight. `next()` yields the next job or undefined when
+ * there are no more; it may itself do synchronous work (hashing) that overlaps the jobs' I/O.
+ * The first error stops new jobs; it is thrown after the running ones settle.
+ */
+export async function pool(limit: number, next: () => (() => Promise<void>) | undefined): Promise<void> {
+  const running = new Set<Promise<void>>();
+  let failure: { e: unknown } | undefined;
+  for (;;) {
+    if (failure) break;
+    let job: (() => Promise<void>) | undefined;
+    try {
+      job = next();
+    } catch (e) {
+      failure = { e };
+      break;
+    }
+    if (!job) break;
+    const p: Promise<void> = job().then(
+      () => { running.delete(p); },
+      (e: unknown) => { running.delete(p); failure ??= { e }; },
+    );
+    running.add(p);
+    if (running.size >= limit) await Promise.race(running);
+  }
+  await Promise.all(running);
+  if (failure) throw failure.e;
+}

@@ -1,0 +1,189 @@
+// Locating images and loading their manifests, with every check a reader needs. Never writes.
+import { readFile, readdir, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { ImageError } from './errors.js';
+import {
+  CHUNK_HASHES, CODECS, FORMAT_VERSION, GEN_RE, HASH_RE, HEX64_RE, IMAGES, LATEST, MAGIC, MANIFEST, MANIFEST_SUM,
+  genName, type Manifest,
+} from './format.js';
+import { errno, sha256hex } from './fsutil.js';
+
+/** Where an image lives. */
+export interface ImageRef {
+  /** The checkpoint directory (holds images/, chunks/, modules/). */
+  dir: string;
+  /** The image directory (<dir>/images/gen-NNNNNN). */
+  path: string;
+  generation: number;
+  /** Program name recorded in the image. */
+  name: string;
+}
+
+async function statOrNull(p: string) {
+  try {
+    return await stat(p);
+  } catch (e) {
+    if (errno(e) === 'ENOENT' || errno(e) === 'ENOTDIR') return null;
+    throw e;
+  }
+}
+
+/** Generation numbers of the image directories in a checkpoint directory, ascending. */
+export async function generations(ckptDir: string): Promise<number[]> {
+  let names: string[];
+  try {
+    names = await readdir(join(ckptDir, IMAGES));
+  } catch (e) {
+    if (errno(e) === 'ENOENT') return [];
+    throw e;
+  }
+  const gens: number[] = [];
+  for (const n of names) {
+    const m = GEN_RE.exec(n);
+    if (m) gens.push(Number(m[1]));
+  }
+  return gens.sort((a, b) => a - b);
+}
+
+/** The generation `latest` names, or null when it is absent or names no image directory. */
+export async function latestPointer(ckptDir: string): Promise<number | null> {
+  let text: string;
+  try {
+    text = await readFile(join(ckptDir, LATEST), 'utf8');
+  } catch (e) {
+    if (errno(e) === 'ENOENT') return null;
+    throw e;
+  }
+  const m = GEN_RE.exec(text.trim());
+  if (!m) return null;
+  const gen = Number(m[1]);
+  return (await statOrNull(join(ckptDir, IMAGES, genName(gen), MANIFEST))) ? gen : null;
+}
+
+/**
+ * The latest image of a checkpoint directory: the one `latest` names; if that is absent or
+ * dangling (a crash between publishing an image and updating the pointer, or a copy that
+ * lost it), the highest generation that has a manifest.
+ */
+export async function latestGeneration(ckptDir: string): Promise<number | null> {
+  const p = await latestPointer(ckptDir);
+  if (p !== null) return p;
+  const gens = await generations(ckptDir);
+  for (let i = gens.length - 1; i >= 0; i--) {
+    if (await statOrNull(join(ckptDir, IMAGES, genName(gens[i]!), MANIFEST))) return gens[i]!;
+  }
+  return null;
+}
+
+/**
+ * Resolves what the user pointed at — a checkpoint directory, an image directory, or an
+ * image's manifest.json — to an image directory and its checkpoint directory.
+ */
+export async function resolveImage(
+  pathIn: string,
+  generation?: number,
+): Promise<{ ckptDir: string; imageDir: string; generation: number | null }> {
+  const path = resolve(pathIn);
+  const st = await statOrNull(path);
+  if (!st) {
+    throw new ImageError('MISSING', `no checkpoint image at ${path}: the path does not exist; check the path (a checkpoint directory or one of its images/gen-NNNNNN directories)`, path);
+  }
+  let imageDir: string;
+  if (st.isFile()) {
+    if (basename(path) !== MANIFEST) {
+      throw new ImageError('NOT_AN_IMAGE', `${path} is a file, not a Stasis checkpoint: give the checkpoint directory (with images/ inside) or an image directory (with manifest.json inside)`, path);
+    }
+    imageDir = dirname(path);
+  } else if (!st.isDirectory()) {
+    throw new ImageError('NOT_AN_IMAGE', `${path} is not a Stasis checkpoint directory or image`, path);
+  } else if (await statOrNull(join(path, MANIFEST))) {
+    imageDir = path;
+  } else if ((await statOrNull(join(path, IMAGES)))?.isDirectory()) {
+    const gen = generation ?? (await latestGeneration(path));
+    if (gen === null) {
+      throw new ImageError('MISSING', `checkpoint directory ${path} holds no complete image yet (no images/gen-NNNNNN/manifest.json): take a checkpoint first, or point at another directory`, path);
+    }
+    imageDir = join(path, IMAGES, genName(gen));
+    if (!(await statOrNull(join(imageDir, MANIFEST)))) {
+      const have = await generations(path);
+      throw new ImageError('MISSING', `checkpoint directory ${path} has no complete image of generation ${gen} (generations present: ${have.length ? have.join(', ') : 'none'}): pick one of those`, imageDir);
+    }
+  } else {
+    throw new ImageError('NOT_AN_IMAGE', `${path} is not a Stasis checkpoint directory (no images/ inside) nor an image directory (no manifest.json inside)`, path);
+  }
+  const m = GEN_RE.exec(basename(imageDir));
+  const gen = m ? Number(m[1]) : null;
+  if (generation !== undefined && gen !== generation) {
+    throw new ImageError('MISSING', `${imageDir} is the image of generation ${gen ?? '?'}, not ${generation}: point at the checkpoint directory to choose a generation`, imageDir);
+  }
+  return { ckptDir: dirname(dirname(imageDir)), imageDir, generation: gen };
+}
+
+function corrupt(file: string, what: string): ImageError {
+  return new ImageError('CORRUPT', `checkpoint image file ${file} ${what}: the image cannot be used; restart from another generation (or take a new checkpoint)`, file);
+}
+
+/** Reads, checks (magic, version, sha256 sidecar, structure) and returns an image's manifest. */
+export async function loadManifest(imageDir: string): Promise<Manifest> {
+  const file = join(imageDir, MANIFEST);
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(file);
+  } catch (e) {
+    if (errno(e) === 'ENOENT') throw new ImageError('MISSING', `checkpoint image ${imageDir} has no ${MANIFEST}: it is not a complete image; use another generation`, file);
+    throw e;
+  }
+  let m: unknown;
+  try {
+    m = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    if (bytes.includes(`"${MAGIC}"`)) throw corrupt(file, 'is truncated or damaged (not valid JSON)');
+    throw new ImageError('NOT_AN_IMAGE', `${file} is not a Stasis image manifest (not JSON with magic "${MAGIC}"): point at a checkpoint directory or image written by Stasis`, file);
+  }
+  if (typeof m !== 'object' || m === null || (m as { magic?: unknown }).magic !== MAGIC) {
+    throw new ImageError('NOT_AN_IMAGE', `${file} is not a Stasis image manifest (no magic "${MAGIC}"): point at a checkpoint directory or image written by Stasis`, file);
+  }
+  const version = (m as { version?: unknown }).version;
+  if (typeof version !== 'number' || !Number.isInteger(version) || version < 1) {
+    throw corrupt(file, `has an invalid format version (${JSON.stringify(version)})`);
+  }
+  if (version > FORMAT_VERSION) {
+    throw new ImageError('BAD_VERSION', `checkpoint image ${imageDir} uses image format version ${version}, newer than this Stasis reads (${FORMAT_VERSION}): restart it with a newer Stasis`, file);
+  }
+  const sumFile = join(imageDir, MANIFEST_SUM);
+  let sum: string;
+  try {
+    sum = await readFile(sumFile, 'utf8');
+  } catch (e) {
+    if (errno(e) === 'ENOENT') throw corrupt(sumFile, 'is missing (every image has one next to its manifest)');
+    throw e;
+  }
+  const want = /^([0-9a-f]{64}) {2}manifest\.json\n?$/.exec(sum);
+  if (!want) throw corrupt(sumFile, 'is damaged (expected "<sha256>  manifest.json")');
+  if (sha256hex(bytes) !== want[1]) throw corrupt(file, 'does not match its sha256 in manifest.sha256 (damaged or truncated)');
+  checkShape(m as Manifest, file);
+  return m as Manifest;
+}
+
+function checkShape(m: Manifest, file: string): void {
+  const bad = (what: string) => corrupt(file, `is malformed (${what})`);
+  const isInt = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+  if (typeof m.module !== 'object' || m.module === null || !HEX64_RE.test(String(m.module.sha256)) || !isInt(m.module.size)) throw bad('module');
+  const mem = m.memory;
+  if (typeof mem !== 'object' || mem === null || !isInt(mem.byteLength) || !isInt(mem.chunkSize) || mem.chunkSize === 0 || !CHUNK_HASHES.includes(mem.hash) || !Array.isArray(mem.chunks)) throw bad('memory');
+  const hashRe = HASH_RE[mem.hash];
+  const nChunks = Math.ceil(mem.byteLength / mem.chunkSize);
+  let prev = -1;
+  for (const c of mem.chunks) {
+    if (typeof c !== 'object' || c === null || !isInt(c.index) || c.index <= prev || c.index >= nChunks
+      || !hashRe.test(String(c.hash)) || !CODECS.includes(c.codec)) throw bad(`memory chunk ${JSON.stringify(c)}`);
+    prev = c.index;
+  }
+  const sp = m.stdinPending;
+  if (typeof sp !== 'object' || sp === null || !isInt(sp.size) || !HEX64_RE.test(String(sp.sha256)) || typeof sp.base64 !== 'string') throw bad('stdinPending');
+  const s = m.snapshot;
+  if (typeof s !== 'object' || s === null || !Array.isArray(s.globals) || typeof s.wasi !== 'object' || s.wasi === null
+    || typeof s.meta !== 'object' || s.meta === null || !isInt(s.meta.generation) || typeof s.meta.name !== 'string'
+    || typeof s.instrumentedHash !== 'string' || typeof s.monotonicNs !== 'string' || !isInt(s.asyncifyData)) throw bad('snapshot');
+  if (s.instrumentedHash !== m.module.sha256) throw bad('snapshot.instrumentedHash differs from module.sha256');
+}

@@ -1,0 +1,301 @@
+// Module vetting and whole-module analysis for the instrumenter: what we refuse, the call graph
+// (call_indirect resolved by signature against the table), loops, and the set of functions that
+// can be on the stack when an unwind starts.
+import binaryen from 'binaryen';
+import { WASI_FUNCTIONS } from '../wasi/signatures.js';
+import { Expr, Ids, UnknownExpressionError, walk, type Ref } from './walk.js';
+
+export class UnsupportedModuleError extends Error {
+  readonly code = 'UNSUPPORTED' as const;
+  constructor(message: string) {
+    super(message);
+    this.name = 'UnsupportedModuleError';
+  }
+}
+
+export const WASI_MODULE = 'wasi_snapshot_preview1';
+/** Imports a checkpoint never unwinds at: start-up and exit. Keeps crt1's start-up uninstrumented. */
+export const NON_UNWINDING_WASI = new Set([
+  'args_get', 'args_sizes_get', 'environ_get', 'environ_sizes_get', 'fd_prestat_get',
+  'fd_prestat_dir_name', 'proc_exit',
+]);
+
+export interface FuncInfo {
+  name: string;
+  ref: Ref;
+  imported: boolean;
+  module: string | null;
+  base: string | null;
+  /** "params/results" type key, to resolve call_indirect. */
+  sig: string;
+  calls: Set<string>;
+  indirectSigs: Set<string>;
+  loops: Ref[];
+}
+
+export interface ModuleAnalysis {
+  funcs: Map<string, FuncInfo>;
+  /** Defined functions in module order. */
+  defined: FuncInfo[];
+  /** Function names that call_indirect may reach, per signature key. */
+  indirectTargets: Map<string, string[]>;
+  /** Every label name used in the module (blocks, loops, try), to make fresh ones. */
+  labels: Set<string>;
+}
+
+const sigKey = (params: number, results: number): string => `${params}/${results}`;
+
+/** Refuses what the instrumenter or Asyncify cannot handle. Runs before any transformation. */
+export function vetModule(m: binaryen.Module): void {
+  const exports: binaryen.ExportInfo[] = [];
+  for (let i = 0; i < m.getNumExports(); i++) exports.push(binaryen.getExportInfo(m.getExportByIndex(i)));
+
+  // Threads: shared memory, or the wasi-threads entry points.
+  if (m.hasMemory() && m.getMemoryInfo().shared) {
+    throw new UnsupportedModuleError('the module uses shared memory (threads); Stasis checkpoints single-threaded programs only');
+  }
+  for (let i = 0; i < m.getNumFunctions(); i++) {
+    const f = binaryen.getFunctionInfo(m.getFunctionByIndex(i));
+    if (f.module === 'wasi' && f.base === 'thread-spawn') {
+      throw new UnsupportedModuleError('the module imports wasi.thread-spawn (wasi-threads); Stasis checkpoints single-threaded programs only');
+    }
+  }
+  if (exports.some((e) => e.name === 'wasi_thread_start')) {
+    throw new UnsupportedModuleError('the module exports wasi_thread_start (wasi-threads); Stasis checkpoints single-threaded programs only');
+  }
+
+  // Already asyncified: a second Asyncify would collide with the first.
+  const asyncified = exports.find((e) => e.name.startsWith('asyncify_'));
+  if (asyncified) {
+    throw new UnsupportedModuleError(`the module is already instrumented with Asyncify (it exports ${asyncified.name}); pass the original, uninstrumented module`);
+  }
+  for (let i = 0; i < m.getNumGlobals(); i++) {
+    const g = binaryen.getGlobalInfo(m.getGlobalByIndex(i));
+    if (g.module === 'asyncify' || g.name === '__asyncify_state' || g.name === '__asyncify_data') {
+      throw new UnsupportedModuleError(`the module is already instrumented with Asyncify (it has global ${g.module ? `${g.module}.${g.base}` : g.name}); pass the original, uninstrumented module`);
+    }
+  }
+
+  // Imports: only WASI preview-1 functions.
+  for (let i = 0; i < m.getNumFunctions(); i++) {
+    const f = binaryen.getFunctionInfo(m.getFunctionByIndex(i));
+    if (!f.module) continue;
+    if (f.module === 'asyncify') {
+      throw new UnsupportedModuleError(`the module imports asyncify.${f.base}: it is already built for Asyncify; pass a plain WASI module`);
+    }
+    if (f.module !== WASI_MODULE || !WASI_FUNCTIONS.has(f.base ?? '')) {
+      throw new UnsupportedModuleError(`the module imports function ${f.module}.${f.base}; Stasis instruments WASI preview-1 programs whose only imports are wasi_snapshot_preview1 functions`);
+    }
+  }
+  for (let i = 0; i < m.getNumGlobals(); i++) {
+    const g = binaryen.getGlobalInfo(m.getGlobalByIndex(i));
+    if (g.module) throw new UnsupportedModuleError(`the module imports global ${g.module}.${g.base}; only wasi_snapshot_preview1 function imports are supported`);
+  }
+  for (let i = 0; i < m.getNumTables(); i++) {
+    const t = binaryen.getTableInfo(m.getTableByIndex(i));
+    if (t.module) throw new UnsupportedModuleError(`the module imports table ${t.module}.${t.base}; only wasi_snapshot_preview1 function imports are supported`);
+  }
+  if (m.hasMemory()) {
+    const mem = m.getMemoryInfo();
+    if (mem.module) throw new UnsupportedModuleError(`the module imports its memory (${mem.module}.${mem.base}); Stasis needs a module that defines and exports its memory`);
+    if (mem.is64) throw new UnsupportedModuleError('the module uses 64-bit memory (memory64); Stasis supports wasm32 only');
+  }
+
+  // Memory must be exported (the host reads/writes it, the snapshot saves it).
+  if (!m.hasMemory() || !exports.some((e) => e.kind === binaryen.ExternalMemory)) {
+    throw new UnsupportedModuleError('the module exports no memory; a WASI command must export "memory"');
+  }
+  if (m.getStart()) {
+    throw new UnsupportedModuleError('the module has a start section, which would run again at every restart');
+  }
+}
+
+/** Walks every defined function: call graph, loops, labels; refuses tail calls, exception
+ *  handling and reference-typed locals. */
+export function analyseModule(m: binaryen.Module): ModuleAnalysis {
+  const funcs = new Map<string, FuncInfo>();
+  const defined: FuncInfo[] = [];
+  const labels = new Set<string>();
+  let tableMutated = false;
+  const okLocal = new Set<number>([binaryen.i32, binaryen.i64, binaryen.f32, binaryen.f64, binaryen.v128]);
+
+  for (let i = 0; i < m.getNumFunctions(); i++) {
+    const ref = m.getFunctionByIndex(i);
+    const info = binaryen.getFunctionInfo(ref);
+    const f: FuncInfo = {
+      name: info.name, ref, imported: !!info.module, module: info.module || null, base: info.base || null,
+      sig: sigKey(info.params, info.results), calls: new Set(), indirectSigs: new Set(), loops: [],
+    };
+    funcs.set(f.name, f);
+    if (f.imported) continue;
+    defined.push(f);
+    for (const t of [...binaryen.expandType(info.params), ...info.vars]) {
+      if (!okLocal.has(t)) {
+        throw new UnsupportedModuleError(`function ${f.name} has a reference-typed local or parameter, which Asyncify cannot save`);
+      }
+    }
+    for (const t of binaryen.expandType(info.results)) {
+      if (!okLocal.has(t)) throw new UnsupportedModuleError(`function ${f.name} returns a reference type, which Asyncify cannot handle`);
+    }
+    try {
+      walk(info.body, (e, id) => {
+        switch (id) {
+          case Ids.Call: {
+            if (Expr.Call!.isReturn!(e)) throw new UnsupportedModuleError(`function ${f.name} uses tail calls (return_call), which Asyncify cannot instrument`);
+            f.calls.add(Expr.Call!.getTarget!(e) as string);
+            break;
+          }
+          case Ids.CallIndirect: {
+            if (Expr.CallIndirect!.isReturn!(e)) throw new UnsupportedModuleError(`function ${f.name} uses tail calls (return_call_indirect), which Asyncify cannot instrument`);
+            f.indirectSigs.add(sigKey(Expr.CallIndirect!.getParams!(e) as number, Expr.CallIndirect!.getResults!(e) as number));
+            break;
+          }
+          case Ids.Loop:
+            f.loops.push(e);
+            labels.add(Expr.Loop!.getName!(e) as string);
+            break;
+          case Ids.Block: {
+            const n = Expr.Block!.getName!(e) as string | null;
+            if (n) labels.add(n);
+            break;
+          }
+          case Ids.Try: case Ids.Throw: case Ids.Rethrow:
+            throw new UnsupportedModuleError(`function ${f.name} uses exception handling (try/throw), which Stasis does not checkpoint`);
+          case Ids.TableSet: case Ids.TableGrow:
+            tableMutated = true;
+            break;
+        }
+      });
+    } catch (err) {
+      if (err instanceof UnknownExpressionError) {
+        throw new UnsupportedModuleError(`function ${f.name} uses ${err.message.replace('unsupported instruction kind ', '')} instructions, which Stasis does not support`);
+      }
+      throw err;
+    }
+  }
+
+  // call_indirect targets: the functions placed in tables by element segments, matched by
+  // signature (a mismatch traps). If a table can change at run time (table.set/grow, or it is
+  // exported), any function of that signature might be called.
+  for (let i = 0; i < m.getNumExports(); i++) {
+    if (binaryen.getExportInfo(m.getExportByIndex(i)).kind === binaryen.ExternalTable) tableMutated = true;
+  }
+  const inTables: string[] = [];
+  if (tableMutated) {
+    inTables.push(...funcs.keys());
+  } else {
+    for (let i = 0; i < m.getNumElementSegments(); i++) {
+      inTables.push(...binaryen.getElementSegmentInfo(m.getElementSegmentByIndex(i)).data);
+    }
+  }
+  const indirectTargets = new Map<string, string[]>();
+  for (const name of new Set(inTables)) {
+    const f = funcs.get(name);
+    if (!f) continue;
+    const list = indirectTargets.get(f.sig) ?? [];
+    list.push(name);
+    indirectTargets.set(f.sig, list);
+  }
+  return { funcs, defined, indirectTargets, labels };
+}
+
+/** Callees of f (direct, and indirect by signature). */
+export function callees(a: ModuleAnalysis, f: FuncInfo): string[] {
+  const out = [...f.calls];
+  for (const s of f.indirectSigs) out.push(...(a.indirectTargets.get(s) ?? []));
+  return out;
+}
+
+/** Strongly connected components of the call graph among defined functions (Tarjan, iterative).
+ *  Returns the components that contain a cycle (size > 1, or a function calling itself). */
+export function cyclicComponents(a: ModuleAnalysis, restrictTo?: Set<string>): string[][] {
+  const index = new Map<string, number>();
+  const low = new Map<string, number>();
+  const onStack = new Set<string>();
+  const stack: string[] = [];
+  const result: string[][] = [];
+  let next = 0;
+  const succ = (name: string): string[] =>
+    callees(a, a.funcs.get(name)!).filter((c) => !a.funcs.get(c)?.imported && (!restrictTo || restrictTo.has(c)));
+  const nodes = restrictTo ? [...restrictTo] : a.defined.map((f) => f.name);
+  for (const root of nodes) {
+    if (index.has(root)) continue;
+    const work: { v: string; it: string[]; i: number }[] = [];
+    const open = (v: string): void => {
+      index.set(v, next); low.set(v, next); next++;
+      stack.push(v); onStack.add(v);
+      work.push({ v, it: succ(v), i: 0 });
+    };
+    open(root);
+    while (work.length > 0) {
+      const top = work[work.length - 1]!;
+      if (top.i < top.it.length) {
+        const w = top.it[top.i++]!;
+        if (!index.has(w)) open(w);
+        else if (onStack.has(w)) low.set(top.v, Math.min(low.get(top.v)!, index.get(w)!));
+        continue;
+      }
+      work.pop();
+      if (work.length > 0) {
+        const parent = work[work.length - 1]!;
+        low.set(parent.v, Math.min(low.get(parent.v)!, low.get(top.v)!));
+      }
+      if (low.get(top.v) === index.get(top.v)) {
+        const comp: string[] = [];
+        let w: string;
+        do { w = stack.pop()!; onStack.delete(w); comp.push(w); } while (w !== top.v);
+        if (comp.length > 1 || succ(comp[0]!).includes(comp[0]!)) result.push(comp);
+      }
+    }
+  }
+  return result;
+}
+
+/** A small set of functions that meets every call-graph cycle (greedy feedback vertex set):
+ *  a poll at the entry of each of them bounds the calls made between two polls. */
+export function cycleBreakers(a: ModuleAnalysis): Set<string> {
+  const chosen = new Set<string>();
+  let comps = cyclicComponents(a);
+  while (comps.length > 0) {
+    const rest = new Set<string>();
+    for (const comp of comps) {
+      const inComp = new Set(comp);
+      // A self-recursive function must be chosen; otherwise take the one with most in*out edges.
+      let best = comp[0]!;
+      let bestScore = -1;
+      const indeg = new Map<string, number>();
+      for (const v of comp) for (const w of new Set(callees(a, a.funcs.get(v)!))) if (inComp.has(w)) indeg.set(w, (indeg.get(w) ?? 0) + 1);
+      for (const v of comp) {
+        const outs = new Set(callees(a, a.funcs.get(v)!).filter((w) => inComp.has(w)));
+        const score = outs.has(v) ? Infinity : outs.size * (indeg.get(v) ?? 0);
+        if (score > bestScore) { best = v; bestScore = score; }
+      }
+      chosen.add(best);
+      for (const v of comp) if (v !== best) rest.add(v);
+    }
+    comps = rest.size > 0 ? cyclicComponents(a, rest) : [];
+  }
+  return chosen;
+}
+
+/** Functions that can be on the stack when an unwind starts: those that can reach (through
+ *  direct calls or signature-matched indirect calls) an unwinding import. */
+export function unwindingFunctions(a: ModuleAnalysis, unwindingImports: Set<string>): Set<string> {
+  const callers = new Map<string, string[]>();
+  for (const f of a.defined) {
+    for (const c of new Set(callees(a, f))) {
+      const list = callers.get(c) ?? [];
+      list.push(f.name);
+      callers.set(c, list);
+    }
+  }
+  const out = new Set<string>();
+  const work = [...unwindingImports];
+  while (work.length > 0) {
+    const v = work.pop()!;
+    for (const c of callers.get(v) ?? []) {
+      if (!out.has(c)) { out.add(c); work.push(c); }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,268 @@
+// `stasis launch` and `stasis restart`: run a program under checkpoint control. The main
+// thread serves the control socket, the --interval timer and signals, asks the guest for its
+// state at a safe point, and writes the image while the guest goes on.
+import { hostname } from 'node:os';
+import { basename, resolve } from 'node:path';
+import * as fs from 'node:fs';
+import type { EngineInfo, Snapshot } from './checkpoint/snapshot.js';
+import { serve, type Reply, type Request } from './control/channel.js';
+import { register, socketPath, unregister } from './control/registry.js';
+import { EXIT, imageErrorCode, StasisError } from './errors.js';
+import type { CapturedState, GuestResult, RestoreState } from './guest.js';
+import { ImageError, listImages, readImage, writeImage } from './image/index.js';
+import { instrumentCached, UnsupportedModuleError } from './instrument/index.js';
+import { loadModule } from './module.js';
+import { progress } from './progress.js';
+import { checkPreopens, SIGNAL_STATUS, type RunOptions } from './run.js';
+import { GuestSession, type GuestSetup } from './session.js';
+import type { Preopen } from './wasi/state.js';
+
+export interface ControlOptions {
+  /** Where images go (default ./NAME.ckpt). */
+  ckptDir?: string;
+  /** Program name (default: module file name without .wasm). */
+  name?: string;
+  /** Checkpoint every this many seconds. */
+  interval?: number;
+  /** Keep this many latest images (default: all). */
+  keep?: number;
+  /** Don't print where the socket and images are. */
+  quiet?: boolean;
+  compress?: 'none' | 'deflate' | 'brotli';
+  /** Testing aid: checkpoint at the program's Nth WASI call, then stop (exit 75). */
+  checkpointAtCall?: number;
+}
+
+export type LaunchOptions = RunOptions & ControlOptions;
+
+export interface RestartOptions extends ControlOptions {
+  /** An image directory, or a checkpoint directory (its latest image). */
+  image: string;
+  /** Preopens to remap: GUEST names must be ones the program had. */
+  dirs: Preopen[];
+  /** "KEY=VALUE" overrides of the saved environment. */
+  env: string[];
+}
+
+/** Exit status of a program stopped after a checkpoint (sysexits' "try again later"). */
+export const EXIT_CHECKPOINTED = 75;
+/** Exit status of a program stopped by `stasis kill` (as SIGKILL would report it). */
+export const EXIT_KILLED = 137;
+
+export async function launch(opts: LaunchOptions): Promise<GuestResult> {
+  const loaded = loadModule(opts.module);
+  const preopens = checkPreopens(opts.preopens);
+  let inst;
+  try {
+    inst = await progress(`instrumenting ${opts.module} (first launch of this module; cached afterwards)`, async () =>
+      instrumentCached(loaded.bytes, { polls: true }));
+  } catch (e) {
+    if (e instanceof UnsupportedModuleError) throw new StasisError('UNSUPPORTED', `${opts.module}: ${e.message}`);
+    throw e;
+  }
+  const name = opts.name ?? basename(opts.module).replace(/\.wasm$/, '');
+  const engine: EngineInfo = {
+    unwindImports: inst.meta.unwindImports
+      .filter((i) => i.startsWith('wasi_snapshot_preview1.'))
+      .map((i) => i.slice('wasi_snapshot_preview1.'.length)),
+    poll: inst.meta.pollImport !== null,
+    stackPointer: inst.meta.stackPointer, stackLow: inst.meta.stackLow,
+  };
+  return supervise({
+    name, ckptDir: resolve(opts.ckptDir ?? `${name}.ckpt`), opts,
+    moduleBytes: inst.bytes, moduleHash: inst.sourceHash, instrumentedHash: inst.hash,
+    engine, globals: inst.meta.globals,
+    setup: {
+      module: new WebAssembly.Module(inst.bytes as Uint8Array<ArrayBuffer>), modulePath: opts.module,
+      args: [opts.module, ...opts.args], env: opts.env, preopens,
+    },
+  });
+}
+
+export async function restart(opts: RestartOptions): Promise<GuestResult> {
+  let image;
+  try {
+    image = await progress(`reading image ${opts.image}`, () => readImage(opts.image));
+  } catch (e) {
+    if (e instanceof ImageError) throw new StasisError(imageErrorCode(e.code), e.message);
+    throw e;
+  }
+  const snap = image.snapshot;
+  const preopens = remapPreopens(snap.wasi.preopens, opts.dirs);
+  const env = mergeEnv(snap.wasi.env, opts.env);
+  const restore: RestoreState = {
+    memory: snap.memory, globals: snap.globals, asyncifyData: snap.asyncifyData,
+    fds: snap.wasi.fds, monotonicNs: snap.monotonicNs, stdinPending: snap.stdinPending,
+    ...(snap.wasi.pollDeadlines && { pollDeadlines: snap.wasi.pollDeadlines }),
+  };
+  let module: WebAssembly.Module;
+  try {
+    module = new WebAssembly.Module(image.moduleBytes as Uint8Array<ArrayBuffer>);
+  } catch (e) {
+    throw new StasisError('BAD_IMAGE', `${image.ref.path}: stored module does not compile: ${(e as Error).message}`);
+  }
+  return supervise({
+    name: opts.name ?? snap.meta.name, ckptDir: resolve(opts.ckptDir ?? image.ref.dir), opts,
+    moduleBytes: image.moduleBytes, moduleHash: snap.moduleHash, instrumentedHash: snap.instrumentedHash,
+    engine: snap.engine, globals: snap.globals.map(({ name, type }) => ({ name, type })),
+    setup: {
+      module, modulePath: snap.wasi.args[0] ?? snap.meta.name, args: snap.wasi.args, env,
+      preopens, restore,
+    },
+  });
+}
+
+/** Applies --dir NEWHOST::GUEST at restart; every preopen's host dir must exist. */
+function remapPreopens(saved: Preopen[], dirs: Preopen[]): Preopen[] {
+  for (const d of dirs) {
+    if (!saved.some((p) => p.guest === d.guest)) {
+      throw new StasisError('USAGE', `--dir ${d.host}::${d.guest}: the program has no directory ${d.guest} (it has ${saved.map((p) => p.guest).join(', ') || 'none'})`);
+    }
+  }
+  const merged = saved.map((p) => dirs.find((d) => d.guest === p.guest) ?? p);
+  for (const p of merged) {
+    if (!fs.existsSync(p.host)) {
+      throw new StasisError('BAD_DIR', `directory ${p.host} (the program's ${p.guest}) is missing; restore it or give --dir NEWHOST::${p.guest}`);
+    }
+  }
+  return checkPreopens(merged);
+}
+
+function mergeEnv(saved: string[], overrides: string[]): string[] {
+  const env = new Map(saved.map((kv) => [kv.slice(0, kv.indexOf('=')), kv] as const));
+  for (const kv of overrides) env.set(kv.slice(0, kv.indexOf('=')), kv);
+  return [...env.values()];
+}
+
+interface Supervised {
+  name: string;
+  ckptDir: string;
+  opts: ControlOptions;
+  moduleBytes: Uint8Array;
+  moduleHash: string;
+  instrumentedHash: string;
+  engine: EngineInfo;
+  globals: { name: string; type: 'i32' | 'i64' | 'f32' | 'f64' }[];
+  setup: Omit<GuestSetup, 'checkpoint'>;
+}
+
+async function supervise(s: Supervised): Promise<GuestResult> {
+  fs.mkdirSync(s.ckptDir, { recursive: true });
+  let generation = Math.max(0, ...(await listImages(s.ckptDir)).map((r) => r.generation));
+  const session = new GuestSession({
+    ...s.setup,
+    checkpoint: {
+      ...s.engine, globals: s.globals,
+      ...(s.opts.checkpointAtCall !== undefined && { checkpointAtCall: s.opts.checkpointAtCall }),
+    },
+  });
+  const socket = socketPath(process.pid);
+
+  // Checkpoints run one at a time: a request made while one is being written waits for it,
+  // so at most one copy of the guest's memory is held here.
+  let chain: Promise<unknown> = Promise.resolve();
+  type Done = { image: string; generation: number; pauseMs: number; ms: number };
+  const serialized = (step: () => Promise<Done>): Promise<Done> => {
+    const next = chain.then(step);
+    chain = next.catch(() => {});
+    return next;
+  };
+  const persist = async (captured: CapturedState, t0: number): Promise<Done> => {
+    const snapshot = toSnapshot(captured, s, ++generation);
+    const ref = await writeImage(s.ckptDir, snapshot, {
+      moduleBytes: s.moduleBytes, ...(s.opts.keep !== undefined && { keep: s.opts.keep }),
+      ...(s.opts.compress !== undefined && { compress: s.opts.compress }),
+    });
+    return { image: ref.path, generation: ref.generation, pauseMs: captured.pauseMs, ms: performance.now() - t0 };
+  };
+  const checkpoint = (stopAfter = false): Promise<Done> => serialized(async () => {
+    const t0 = performance.now();
+    return persist(await session.capture(stopAfter), t0);
+  });
+  // --checkpoint-at-call: the guest checkpointed by itself; save it and stop, as on SIGTERM.
+  session.onUnrequested = (captured) => {
+    serialized(() => persist(captured, performance.now())).then(
+      () => stop(EXIT_CHECKPOINTED),
+      (e: Error) => {
+        process.stderr.write(`stasis: checkpoint failed: ${e.message}\n`);
+        stop(EXIT.INTERNAL);
+      },
+    );
+  };
+
+  const stop = (status: number): void => {
+    session.flush();
+    unregister(process.pid);
+    process.exit(status);
+  };
+  const handler = async (req: Request): Promise<Reply> => {
+    switch (req.cmd) {
+      case 'checkpoint': {
+        try {
+          const r = await checkpoint(req.exit === true);
+          if (req.exit) setImmediate(() => stop(EXIT_CHECKPOINTED));
+          return { ok: true, ...r };
+        } catch (e) {
+          // The guest was held for a checkpoint that could not be saved: end, reporting it.
+          if (req.exit) setImmediate(() => stop(EXIT.INTERNAL));
+          throw e;
+        }
+      }
+      case 'status':
+        return { ok: true, name: s.name, pid: process.pid, ckptDir: s.ckptDir, generation, socket };
+      case 'kill':
+        setImmediate(() => stop(EXIT_KILLED));
+        return { ok: true };
+    }
+  };
+  const server = serve(socket, handler);
+  register({ name: s.name, pid: process.pid, socket, ckptDir: s.ckptDir, module: s.setup.modulePath, startedAt: new Date().toISOString() });
+  if (!s.opts.quiet) {
+    process.stderr.write(`stasis: ${s.name} running (pid ${process.pid}); control socket ${socket}; images in ${s.ckptDir}\n`);
+  }
+
+  const interval = s.opts.interval !== undefined && s.opts.interval > 0
+    ? setInterval(() => void checkpoint().catch((e: Error) => process.stderr.write(`stasis: periodic checkpoint failed: ${e.message}\n`)), s.opts.interval * 1000)
+    : null;
+
+  // SIGTERM (a scheduler's or a cloud VM's preemption notice): checkpoint, then stop.
+  const onTerm = (): void => {
+    checkpoint(true).then(
+      (r) => {
+        if (!s.opts.quiet) process.stderr.write(`stasis: checkpointed to ${r.image} on SIGTERM\n`);
+        stop(EXIT_CHECKPOINTED);
+      },
+      (e: Error) => {
+        process.stderr.write(`stasis: checkpoint on SIGTERM failed: ${e.message}\n`);
+        stop(143);
+      },
+    );
+  };
+  const plain = SIGNAL_STATUS.filter(([sig]) => sig !== 'SIGTERM').map(([sig, status]) => {
+    const h = (): void => stop(status);
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
+  process.on('SIGTERM', onTerm);
+  try {
+    return await session.result;
+  } finally {
+    if (interval) clearInterval(interval);
+    process.off('SIGTERM', onTerm);
+    for (const [sig, h] of plain) process.off(sig, h);
+    server.close();
+    unregister(process.pid);
+  }
+}
+
+function toSnapshot(c: CapturedState, s: Supervised, generation: number): Snapshot {
+  return {
+    moduleHash: s.moduleHash, instrumentedHash: s.instrumentedHash,
+    memory: c.memory, globals: c.globals, asyncifyData: c.asyncifyData, engine: s.engine,
+    wasi: c.wasi, monotonicNs: c.monotonicNs, stdinPending: c.stdinPending,
+    meta: {
+      name: s.name, generation, createdAt: new Date().toISOString(), pauseMs: c.pauseMs,
+      host: { hostname: hostname(), platform: process.platform, arch: process.arch, node: process.version, pid: process.pid },
+    },
+  };
+}

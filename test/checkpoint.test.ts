@@ -1,0 +1,227 @@
+// Restart equivalence: a program checkpointed at any instant, killed and restarted in a new
+// process must produce exactly the output and exit status of an uninterrupted run.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { cpSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fixture, stasis, stasisBin, tempDir, type RunResult } from './helpers.js';
+
+const CHECKPOINTED = 75;
+
+interface Case {
+  name: string;
+  args: string[];
+  input?: string;
+  /** Needs a preopened scratch directory as /work. */
+  dir?: boolean;
+  /** Calls to sample (the harness stops at the first that is past the end). */
+  calls: number[];
+}
+
+const CASES: Case[] = [
+  { name: 'ckpt_compute', args: ['4', '400000'], calls: [1, 2, 3, 4, 5, 6] },
+  { name: 'ckpt_recursive', args: ['24'], calls: [1, 2, 3, 5, 8, 13, 21, 34] },
+  { name: 'ckpt_sleep', args: ['4', '30'], calls: [1, 2, 3, 4, 6, 8, 10, 12, 14, 16] },
+  { name: 'ckpt_stdin', args: [], input: 'alpha\nbeta\ngamma\ndelta\n', calls: [1, 2, 3, 4, 5, 6, 7, 9, 11] },
+  { name: 'ckpt_fds', args: ['/work'], dir: true, calls: [1, 5, 13, 40, 77, 150, 300, 420, 600] },
+];
+
+function runArgs(c: Case, work: string): string[] {
+  return [...(c.dir ? ['--dir', `${work}::/work`] : []), fixture(c.name), ...c.args];
+}
+
+/** Runs the case to completion with `stasis run`: the reference output. */
+function reference(c: Case, work: string): RunResult {
+  return stasis(['run', ...runArgs(c, work)], { input: c.input ?? '' });
+}
+
+/** The part of the input a program had not read yet: restarted programs get it as stdin. */
+for (const c of CASES) {
+  test(`restart equivalence at sampled WASI calls: ${c.name}`, () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const refWork = join(dir, 'ref');
+      mkdirSync(refWork);
+      const ref = reference(c, refWork);
+      assert.ok(ref.code !== null);
+      let reachedEnd = false;
+      for (const n of c.calls) {
+        const work = join(dir, `w${n}`);
+        const ckpt = join(dir, `ckpt${n}`);
+        mkdirSync(work);
+        const first = stasis(['launch', '--quiet', '--ckpt-dir', ckpt, '--checkpoint-at-call', String(n), ...runArgs(c, work)], { input: c.input ?? '' });
+        if (first.code !== CHECKPOINTED) {
+          // Past the program's last call: it ran to the end like the reference.
+          assert.equal(first.code, ref.code, first.stderr);
+          assert.equal(first.stdout, ref.stdout);
+          reachedEnd = true;
+          break;
+        }
+        // The restarted program reads the rest of stdin from its own stdin: give it what the
+        // first process had not consumed (here: lines not yet echoed).
+        const echoed = first.stdout.split('\n').filter((l) => /^\d+: /.test(l)).length;
+        const rest = (c.input ?? '').split('\n').slice(echoed).join('\n');
+        const second = stasis(['restart', '--quiet', ckpt], { input: c.input === undefined ? '' : rest });
+        assert.equal(second.code, ref.code, `call ${n}: ${second.stderr}`);
+        assert.equal(first.stdout + second.stdout, ref.stdout, `call ${n}`);
+        if (c.dir) {
+          for (const f of readdirSync(refWork)) {
+            assert.deepEqual(readFileSync(join(work, f)), readFileSync(join(refWork, f)), `call ${n}: ${f}`);
+          }
+        }
+      }
+      assert.ok(reachedEnd || c.calls.length > 0);
+    } finally {
+      cleanup();
+    }
+  });
+}
+
+function launchInBackground(args: string[]): { child: ReturnType<typeof spawn>; out: () => string; exit: Promise<number | null> } {
+  const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, out: () => out, exit };
+}
+
+test('checkpoint at timed instants inside pure compute, kill, restart elsewhere', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const args = [fixture('ckpt_compute'), '6', '3000000'];
+    const ref = stasis(['run', ...args]);
+    for (const delay of [150, 420, 800]) {
+      const ckpt = join(dir, `ckpt-${delay}`);
+      const name = `compute-${delay}-${process.pid}`;
+      const run = launchInBackground(['--ckpt-dir', ckpt, '--name', name, ...args]);
+      await new Promise((r) => setTimeout(r, delay));
+      const cp = stasis(['checkpoint', '--exit', name]);
+      if (cp.code !== 0) {
+        // Finished before the request: then it must have run to the end.
+        assert.equal(await run.exit, ref.code);
+        continue;
+      }
+      assert.match(cp.stdout, /gen-\d+/);
+      assert.equal(await run.exit, CHECKPOINTED);
+      // A moved checkpoint directory still restarts.
+      const moved = join(dir, `moved-${delay}`);
+      renameSync(ckpt, moved);
+      const second = stasis(['restart', '--quiet', moved]);
+      assert.equal(second.code, ref.code, second.stderr);
+      assert.equal(run.out() + second.stdout, ref.stdout);
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('checkpoint, continue, checkpoint again; restart from the first image', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const args = [fixture('ckpt_compute'), '6', '3000000'];
+    const ref = stasis(['run', ...args]);
+    const ckpt = join(dir, 'ckpt');
+    const name = `twice-${process.pid}`;
+    const run = launchInBackground(['--ckpt-dir', ckpt, '--name', name, ...args]);
+    await new Promise((r) => setTimeout(r, 200));
+    const first = stasis(['checkpoint', name]);
+    assert.equal(first.code, 0, first.stderr);
+    await new Promise((r) => setTimeout(r, 200));
+    const second = stasis(['checkpoint', name]);
+    assert.equal(second.code, 0, second.stderr);
+    assert.notEqual(first.stdout, second.stdout);
+    assert.equal(await run.exit, ref.code);
+    assert.equal(run.out(), ref.stdout); // checkpoints do not disturb the run
+    const fromFirst = stasis(['restart', '--quiet', first.stdout.trim()]);
+    const fromSecond = stasis(['restart', '--quiet', second.stdout.trim()]);
+    for (const r of [fromFirst, fromSecond]) {
+      assert.equal(r.code, ref.code, r.stderr);
+      assert.ok(ref.stdout.endsWith(r.stdout));
+    }
+    assert.ok(fromFirst.stdout.length >= fromSecond.stdout.length);
+  } finally {
+    cleanup();
+  }
+});
+
+test('SIGTERM checkpoints then exits 75; status and kill', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const args = [fixture('ckpt_sleep'), '40', '50'];
+    const ref = stasis(['run', ...args]);
+    const ckpt = join(dir, 'ckpt');
+    const name = `term-${process.pid}`;
+    const run = launchInBackground(['--ckpt-dir', ckpt, '--name', name, ...args]);
+    await new Promise((r) => setTimeout(r, 400));
+    const st = stasis(['status', name, '--json']);
+    assert.equal(st.code, 0, st.stderr);
+    assert.equal((JSON.parse(st.stdout) as { name: string }).name, name);
+    run.child.kill('SIGTERM');
+    assert.equal(await run.exit, CHECKPOINTED);
+    const rest = stasis(['restart', '--quiet', ckpt]);
+    assert.equal(rest.code, 0, rest.stderr);
+    assert.equal(run.out() + rest.stdout, ref.stdout);
+
+    const again = launchInBackground(['--ckpt-dir', join(dir, 'k'), '--name', `kill-${process.pid}`, ...args]);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(stasis(['kill', `kill-${process.pid}`]).code, 0);
+    assert.equal(await again.exit, 137);
+    assert.equal(stasis(['status', `kill-${process.pid}`]).code, 69);
+  } finally {
+    cleanup();
+  }
+});
+
+test('restart refuses bad images with one line and a distinct status, changing nothing', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const ckpt = join(dir, 'ckpt');
+    const first = stasis(['launch', '--quiet', '--ckpt-dir', ckpt, '--checkpoint-at-call', '3', fixture('ckpt_sleep'), '3', '10']);
+    assert.equal(first.code, CHECKPOINTED, first.stderr);
+    writeFileSync(join(dir, 'not-an-image'), 'hello');
+    const cases: [string[], number, RegExp][] = [
+      [['restart', join(dir, 'nope')], 72, /./],
+      [['restart', join(dir, 'not-an-image')], 72, /./],
+      [['inspect', join(dir, 'not-an-image')], 72, /./],
+    ];
+    for (const [args, code, message] of cases) {
+      const r = stasis(args);
+      assert.equal(r.code, code, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+      assert.match(r.stderr, /^stasis: [^\n]+\n$/);
+    }
+    // A missing preopen directory at restart.
+    const withDir = join(dir, 'ckpt2');
+    const work = join(dir, 'work');
+    mkdirSync(work);
+    const f = stasis(['launch', '--quiet', '--ckpt-dir', withDir, '--checkpoint-at-call', '30', '--dir', `${work}::/work`, fixture('ckpt_fds'), '/work']);
+    assert.equal(f.code, CHECKPOINTED, f.stderr);
+    const elsewhere = join(dir, 'work-moved');
+    cpSync(work, elsewhere, { recursive: true });
+    renameSync(work, join(dir, 'gone'));
+    const missing = stasis(['restart', '--quiet', withDir]);
+    assert.equal(missing.code, 68, missing.stderr);
+    assert.match(missing.stderr, /missing; restore it or give --dir NEWHOST::\/work/);
+    // ...and remapping it with --dir works.
+    const remapped = stasis(['restart', '--quiet', '--dir', `${elsewhere}::/work`, withDir]);
+    assert.equal(remapped.code, 0, remapped.stderr);
+  } finally {
+    cleanup();
+  }
+});
+
+test('inspect shows what an image holds', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const ckpt = join(dir, 'ckpt');
+    const r = stasis(['launch', '--quiet', '--ckpt-dir', ckpt, '--checkpoint-at-call', '2', fixture('ckpt_sleep'), '3', '10']);
+    assert.equal(r.code, CHECKPOINTED, r.stderr);
+    const info = stasis(['inspect', '--json', ckpt]);
+    assert.equal(info.code, 0, info.stderr);
+    const parsed = JSON.parse(info.stdout) as Record<string, unknown>;
+    assert.ok(JSON.stringify(parsed).includes('ckpt_sleep'));
+  } finally {
+    cleanup();
+  }
+});
