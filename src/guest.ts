@@ -76,6 +76,8 @@ export interface CapturedState {
   wasi: WasiState;
   monotonicNs: string;
   stdinPending: Uint8Array;
+  /** Bytes the checkpointed process had taken from its stdin. */
+  stdinReceived: number;
   pauseMs: number;
 }
 
@@ -220,6 +222,7 @@ class Checkpointer {
       wasi: this.host.state(),
       monotonicNs: this.host.clocks.monotonic().toString(),
       stdinPending: this.host.stdinPending(),
+      stdinReceived: this.host.stdinReceived(),
       pauseMs: 0,
     };
     snapshot.pauseMs = performance.now() - this.pauseStart;

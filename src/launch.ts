@@ -10,7 +10,6 @@ import { register, socketPath, unregister } from './control/registry.js';
 import { EXIT, imageErrorCode, StasisError } from './errors.js';
 import type { CapturedState, GuestResult, RestoreState } from './guest.js';
 import { ImageError, listImages, readImage, writeImage } from './image/index.js';
-import { instrumentCached, UnsupportedModuleError } from './instrument/index.js';
 import { loadModule } from './module.js';
 import { progress } from './progress.js';
 import { checkPreopens, SIGNAL_STATUS, type RunOptions } from './run.js';
@@ -52,6 +51,8 @@ export const EXIT_KILLED = 137;
 export async function launch(opts: LaunchOptions): Promise<GuestResult> {
   const loaded = loadModule(opts.module);
   const preopens = checkPreopens(opts.preopens);
+  // Loaded on demand: binaryen is large, and only a launch needs it.
+  const { instrumentCached, UnsupportedModuleError } = await import('./instrument/index.js');
   let inst;
   try {
     inst = await progress(`instrumenting ${opts.module} (first launch of this module; cached afterwards)`, async () =>
@@ -260,6 +261,7 @@ function toSnapshot(c: CapturedState, s: Supervised, generation: number): Snapsh
     moduleHash: s.moduleHash, instrumentedHash: s.instrumentedHash,
     memory: c.memory, globals: c.globals, asyncifyData: c.asyncifyData, engine: s.engine,
     wasi: c.wasi, monotonicNs: c.monotonicNs, stdinPending: c.stdinPending,
+    stdinReceived: c.stdinReceived,
     meta: {
       name: s.name, generation, createdAt: new Date().toISOString(), pauseMs: c.pauseMs,
       host: { hostname: hostname(), platform: process.platform, arch: process.arch, node: process.version, pid: process.pid },

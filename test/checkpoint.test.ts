@@ -58,11 +58,13 @@ for (const c of CASES) {
           reachedEnd = true;
           break;
         }
-        // The restarted program reads the rest of stdin from its own stdin: give it what the
-        // first process had not consumed (here: lines not yet echoed).
-        const echoed = first.stdout.split('\n').filter((l) => /^\d+: /.test(l)).length;
-        const rest = (c.input ?? '').split('\n').slice(echoed).join('\n');
-        const second = stasis(['restart', '--quiet', ckpt], { input: c.input === undefined ? '' : rest });
+        // The restarted program reads its new stdin after what the image holds: feed it the
+        // input from where the first process had got to (inspect tells).
+        const info = JSON.parse(stasis(['inspect', '--json', ckpt]).stdout) as { snapshot?: { stdinReceived?: number }; stdinReceived?: number };
+        const received = info.snapshot?.stdinReceived ?? info.stdinReceived;
+        assert.equal(typeof received, 'number', JSON.stringify(info).slice(0, 400));
+        const rest = Buffer.from(c.input ?? '').subarray(received!);
+        const second = stasis(['restart', '--quiet', ckpt], { input: rest });
         assert.equal(second.code, ref.code, `call ${n}: ${second.stderr}`);
         assert.equal(first.stdout + second.stdout, ref.stdout, `call ${n}`);
         if (c.dir) {
@@ -78,6 +80,17 @@ for (const c of CASES) {
   });
 }
 
+/** Waits until a launched program answers on its control socket (or has already ended). */
+async function waitRunning(name: string, child?: ReturnType<typeof spawn>): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (child?.exitCode !== null && child?.exitCode !== undefined) return;
+    if (stasis(['status', name]).code === 0) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${name} never came up`);
+}
+
 function launchInBackground(args: string[]): { child: ReturnType<typeof spawn>; out: () => string; exit: Promise<number | null> } {
   const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
@@ -89,12 +102,13 @@ function launchInBackground(args: string[]): { child: ReturnType<typeof spawn>; 
 test('checkpoint at timed instants inside pure compute, kill, restart elsewhere', async () => {
   const { dir, cleanup } = tempDir();
   try {
-    const args = [fixture('ckpt_compute'), '6', '3000000'];
+    const args = [fixture('ckpt_compute'), '12', '25000000'];
     const ref = stasis(['run', ...args]);
     for (const delay of [150, 420, 800]) {
       const ckpt = join(dir, `ckpt-${delay}`);
       const name = `compute-${delay}-${process.pid}`;
       const run = launchInBackground(['--ckpt-dir', ckpt, '--name', name, ...args]);
+      await waitRunning(name, run.child);
       await new Promise((r) => setTimeout(r, delay));
       const cp = stasis(['checkpoint', '--exit', name]);
       if (cp.code !== 0) {
@@ -119,11 +133,12 @@ test('checkpoint at timed instants inside pure compute, kill, restart elsewhere'
 test('checkpoint, continue, checkpoint again; restart from the first image', async () => {
   const { dir, cleanup } = tempDir();
   try {
-    const args = [fixture('ckpt_compute'), '6', '3000000'];
+    const args = [fixture('ckpt_compute'), '12', '25000000'];
     const ref = stasis(['run', ...args]);
     const ckpt = join(dir, 'ckpt');
     const name = `twice-${process.pid}`;
     const run = launchInBackground(['--ckpt-dir', ckpt, '--name', name, ...args]);
+    await waitRunning(name, run.child);
     await new Promise((r) => setTimeout(r, 200));
     const first = stasis(['checkpoint', name]);
     assert.equal(first.code, 0, first.stderr);
@@ -153,7 +168,8 @@ test('SIGTERM checkpoints then exits 75; status and kill', async () => {
     const ckpt = join(dir, 'ckpt');
     const name = `term-${process.pid}`;
     const run = launchInBackground(['--ckpt-dir', ckpt, '--name', name, ...args]);
-    await new Promise((r) => setTimeout(r, 400));
+    await waitRunning(name, run.child);
+    await new Promise((r) => setTimeout(r, 200));
     const st = stasis(['status', name, '--json']);
     assert.equal(st.code, 0, st.stderr);
     assert.equal((JSON.parse(st.stdout) as { name: string }).name, name);
@@ -164,7 +180,7 @@ test('SIGTERM checkpoints then exits 75; status and kill', async () => {
     assert.equal(run.out() + rest.stdout, ref.stdout);
 
     const again = launchInBackground(['--ckpt-dir', join(dir, 'k'), '--name', `kill-${process.pid}`, ...args]);
-    await new Promise((r) => setTimeout(r, 300));
+    await waitRunning(`kill-${process.pid}`);
     assert.equal(stasis(['kill', `kill-${process.pid}`]).code, 0);
     assert.equal(await again.exit, 137);
     assert.equal(stasis(['status', `kill-${process.pid}`]).code, 69);

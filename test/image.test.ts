@@ -78,6 +78,7 @@ function snapshot(memory: Uint8Array, generation: number, module = moduleA): Sna
     },
     monotonicNs: '123456789012345678',
     stdinPending: new Uint8Array([0, 1, 2, 255, 10, 13]),
+    stdinReceived: 42,
     meta: {
       name: 'prog',
       generation,

@@ -29,6 +29,12 @@ export interface Snapshot {
   monotonicNs: string;
   /** Bytes read from stdin by Stasis but not yet by the program. */
   stdinPending: Uint8Array;
+  /**
+   * Bytes the checkpointed process had taken from its own stdin (pending ones included). A
+   * restarted program reads its new process's stdin after the pending bytes: this says where
+   * in an input that is fed again the program had got to.
+   */
+  stdinReceived: number;
   meta: SnapshotMeta;
 }
 

@@ -14,8 +14,13 @@ export interface Parsed {
   operands: string[];
 }
 
-export function parseArgs(command: string, argv: string[], specs: Record<string, OptionSpec>): Parsed {
+/**
+ * Parses options and operands. With `interspersed`, options may also follow operands (as for
+ * `stasis status NAME --json`); without, the first operand ends the options (`run`, `launch`).
+ */
+export function parseArgs(command: string, argv: string[], specs: Record<string, OptionSpec>, interspersed = false): Parsed {
   const options = new Map<string, string[]>();
+  const operands: string[] = [];
   let i = 0;
   for (; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -23,7 +28,11 @@ export function parseArgs(command: string, argv: string[], specs: Record<string,
       i++;
       break;
     }
-    if (!arg.startsWith('-') || arg === '-') break;
+    if (!arg.startsWith('-') || arg === '-') {
+      if (!interspersed) break;
+      operands.push(arg);
+      continue;
+    }
     const eq = arg.indexOf('=');
     const name = eq > 0 ? arg.slice(0, eq) : arg;
     const spec = specs[name];
@@ -42,5 +51,5 @@ export function parseArgs(command: string, argv: string[], specs: Record<string,
     if (seen && !spec.repeat) throw new StasisError('USAGE', `stasis ${command}: option ${name} given twice`);
     options.set(name, [...(seen ?? []), value]);
   }
-  return { options, operands: argv.slice(i) };
+  return { options, operands: [...operands, ...argv.slice(i)] };
 }

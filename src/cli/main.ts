@@ -160,7 +160,7 @@ async function cmdLaunch(argv: string[]): Promise<number> {
 async function cmdRestart(argv: string[]): Promise<number> {
   const p = parseArgs('restart', argv, {
     '--dir': { value: true, repeat: true }, '--env': { value: true, repeat: true }, ...CONTROL_OPTIONS, ...HELP,
-  });
+  }, true);
   if (help(p)) return 0;
   const [image, ...extra] = p.operands;
   if (image === undefined) throw new StasisError('USAGE', 'stasis restart: missing IMAGE or CKPT_DIR');
@@ -172,7 +172,7 @@ async function cmdRestart(argv: string[]): Promise<number> {
 }
 
 async function cmdCheckpoint(argv: string[]): Promise<number> {
-  const p = parseArgs('checkpoint', argv, { '--exit': {}, '--json': {}, ...HELP });
+  const p = parseArgs('checkpoint', argv, { '--exit': {}, '--json': {}, ...HELP }, true);
   if (help(p)) return 0;
   const target = findTarget(single('checkpoint', p));
   const r = await request(target.socket, { cmd: 'checkpoint', exit: p.options.has('--exit') });
@@ -183,7 +183,7 @@ async function cmdCheckpoint(argv: string[]): Promise<number> {
 }
 
 async function cmdStatus(argv: string[]): Promise<number> {
-  const p = parseArgs('status', argv, { '--json': {}, ...HELP });
+  const p = parseArgs('status', argv, { '--json': {}, ...HELP }, true);
   if (help(p)) return 0;
   const target = single('status', p);
   const list = target === undefined ? entries() : [findTarget(target)];
@@ -204,7 +204,7 @@ async function cmdStatus(argv: string[]): Promise<number> {
 }
 
 async function cmdKill(argv: string[]): Promise<number> {
-  const p = parseArgs('kill', argv, HELP);
+  const p = parseArgs('kill', argv, HELP, true);
   if (help(p)) return 0;
   const target = findTarget(single('kill', p));
   const r = await request(target.socket, { cmd: 'kill' });
@@ -213,7 +213,7 @@ async function cmdKill(argv: string[]): Promise<number> {
 }
 
 async function cmdInspect(argv: string[]): Promise<number> {
-  const p = parseArgs('inspect', argv, { '--json': {}, ...HELP });
+  const p = parseArgs('inspect', argv, { '--json': {}, ...HELP }, true);
   if (help(p)) return 0;
   const path = single('inspect', p);
   if (path === undefined) throw new StasisError('USAGE', 'stasis inspect: missing IMAGE or CKPT_DIR');

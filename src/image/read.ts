@@ -258,6 +258,7 @@ export async function inspectImage(path: string, generation?: number): Promise<R
     asyncifyData: s.asyncifyData,
     monotonicNs: s.monotonicNs,
     stdinPendingBytes: m.stdinPending.size,
+    stdinReceived: s.stdinReceived,
     wasi: {
       args: s.wasi.args,
       env: s.wasi.env.length,

@@ -40,6 +40,10 @@ const VARIANTS: Record<string, PollVariant | null> = {
   'local-noinline': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: false, post: 'noinline' },
   'local-sc-noinline': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: false, post: 'noinline', cacheState: true },
   'nopolls-noinline': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: false, post: 'noinline' },
+  'g-mw': { loops: 'outline', counter: 'global', cycles: 'breakers', skipBounded: true },
+  'l-mw': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: true },
+  'l-mw-none': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: true, post: 'none' },
+  'l-mw-sc': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: true, cacheState: true },
   default: DEFAULT_VARIANT,
 };
 

@@ -21,7 +21,7 @@
 // through $poll is instrumented.
 import binaryen from 'binaryen';
 import { callees, type FuncInfo, type ModuleAnalysis } from './analyse.js';
-import { Expr, Ids, walkSlots, type Ref, type Slot } from './walk.js';
+import { Expr, Ids, childrenOf, walk, walkSlots, type Ref, type Slot } from './walk.js';
 
 export type LoopPlacement = 'naive' | 'outline';
 export type CounterKind = 'global' | 'local';
@@ -31,7 +31,7 @@ export interface PollVariant {
   loops: LoopPlacement;
   counter: CounterKind;
   cycles: CycleEntries;
-  /** Leave out loops that provably run a small constant number of times and call nothing. */
+  /** Leave out innermost call-free loops that provably walk memory (isMemoryWalkLoop). */
   skipBounded: boolean;
   /** Experiment: leave loops in call-free functions without polls (unsound, measures the cost). */
   skipLeafLoops?: boolean;
@@ -85,7 +85,7 @@ export function insertPolls(
     const leaf = f.calls.size === 0 && f.indirectSigs.size === 0;
     const chosen: Ref[] = [];
     for (const loop of f.loops) {
-      if ((variant.skipLeafLoops && leaf) || (variant.skipBounded && isSmallBoundedLoop(loop))) { skippedLoops++; continue; }
+      if ((variant.skipLeafLoops && leaf) || (variant.skipBounded && isMemoryWalkLoop(loop))) { skippedLoops++; continue; }
       chosen.push(loop);
     }
     polledLoops.set(f.name, chosen);
@@ -238,14 +238,167 @@ export function reachingSet(a: ModuleAnalysis, roots: Set<string>): Set<string> 
   return out;
 }
 
-/** A loop that contains no call at all and whose only back-edge is a `br_if` at the end of its
- *  body testing an induction variable against a constant bound no more than MAX_TRIPS away from
- *  a constant start, set right before... is the kind clang leaves for fixed-size inner loops.
- *  Proving that needs the start value, which the loop does not hold; so this recognises only
- *  the shape where the induction local is set to a constant in the block right before the loop
- *  (see isSmallBoundedLoopIn). Kept deliberately narrow: a wrong "bounded" would drop a poll. */
-function isSmallBoundedLoop(_loop: Ref): boolean {
-  return false;
+// ---- loops that need no poll ----
+//
+// A poll is left out of an innermost loop that calls nothing and *walks memory*: some local p
+// changes by a constant step of one sign (only ever `p = p ± c`), every iteration steps it at
+// least once and accesses memory at p (load or store at p, p + k, or the stepped value). The
+// addresses it touches then move monotonically, so the loop ends or traps after at most
+// memory-size / step iterations: like a bulk-memory instruction (memory.copy/fill are not
+// interruptible either), its running time is bounded by the memory it scans. This is what keeps
+// libc's string and memory routines (strlen, strcmp, memcpy, memset, ...) and simple array loops
+// out of Asyncify's instrumented set, where per-call overhead would otherwise dominate.
+// Anything the recogniser is unsure of gets a poll.
+
+/** Largest address stride per iteration accepted: a walk cannot skip the gap between the end of
+ *  memory and 2^32 unless memory is within this much of 4 GiB. */
+const MAX_STRIDE = 65536;
+
+/** True if `loop` provably walks memory (see above) and needs no poll. */
+export function isMemoryWalkLoop(loop: Ref): boolean {
+  const name = Expr.Loop!.getName!(loop) as string;
+  const body = Expr.Loop!.getBody!(loop) as Ref;
+  // Innermost and call-free; collect the writes to each local.
+  let ok = true;
+  const writes = new Map<number, number[]>(); // local -> steps (NaN: not a constant step)
+  walk(body, (e, id) => {
+    if (id === Ids.Loop || id === Ids.Call || id === Ids.CallIndirect || id === Ids.Try) ok = false;
+    else if (id === Ids.LocalSet) {
+      const idx = Expr.LocalSet!.getIndex!(e) as number;
+      const list = writes.get(idx) ?? [];
+      list.push(stepOf(idx, Expr.LocalSet!.getValue!(e) as Ref));
+      writes.set(idx, list);
+    }
+  });
+  if (!ok) return false;
+  const candidates: { p: number; step: number }[] = [];
+  for (const [idx, steps] of writes) {
+    // All writes step the same way; the smallest step bounds how slowly the walk can move.
+    if (steps.every((c) => c > 0) || steps.every((c) => c < 0)) candidates.push({ p: idx, step: Math.min(...steps.map(Math.abs)) });
+  }
+  if (candidates.length === 0) return false;
+  const written = new Set(writes.keys());
+  return candidates.some(({ p, step }) => walksWith(p, step, name, body, written));
+}
+
+/** The constant step of `local[idx] = value` if value is local[idx] ± const, else NaN. */
+function stepOf(idx: number, value: Ref): number {
+  const id = binaryen.getExpressionId(value);
+  if (id !== binaryen.BinaryId) return NaN;
+  const op = Expr.Binary!.getOp!(value) as number;
+  if (op !== binaryen.AddInt32 && op !== binaryen.SubInt32) return NaN;
+  const l = Expr.Binary!.getLeft!(value) as Ref, r = Expr.Binary!.getRight!(value) as Ref;
+  const isP = (e: Ref): boolean => binaryen.getExpressionId(e) === binaryen.LocalGetId && Expr.LocalGet!.getIndex!(e) === idx;
+  const k = (e: Ref): number => binaryen.getExpressionId(e) === binaryen.ConstId && binaryen.getExpressionType(e) === binaryen.i32
+    ? Expr.Const!.getValueI32!(e) as number : NaN;
+  let c = NaN;
+  if (isP(l)) c = k(r);
+  else if (op === binaryen.AddInt32 && isP(r)) c = k(l);
+  if (op === binaryen.SubInt32) c = -c;
+  return c === 0 ? NaN : c;
+}
+
+/** Scans the loop body in evaluation order, tracking what every iteration has surely done so
+ *  far (stepped p, accessed memory at p); each back-edge must be preceded by both. Code after
+ *  something that may skip forward inside the iteration (a branch to a block in the body) is
+ *  conditional and records nothing; exits (branches out of the loop, return, trap) end the
+ *  iteration without a back-edge and do not matter. */
+function walksWith(p: number, step: number, loopName: string, body: Ref, written: ReadonlySet<number>): boolean {
+  let stepped = false, accessed = false, ok = true;
+  const inner = new Set<string>([loopName]); // labels inside the iteration
+  walk(body, (e, id) => {
+    if (id === Ids.Block) { const n = Expr.Block!.getName!(e) as string | null; if (n) inner.add(n); }
+  });
+  const escapeMemo = new Map<Ref, boolean>();
+  // Whether e may branch to an in-iteration label defined outside e (a forward skip or a back-edge).
+  const skips = (e: Ref): boolean => {
+    let r = escapeMemo.get(e);
+    if (r !== undefined) return r;
+    const defined = new Set<string>();
+    const targets: string[] = [];
+    walk(e, (x, xid) => {
+      if (xid === Ids.Block) { const n = Expr.Block!.getName!(x) as string | null; if (n) defined.add(n); }
+      else if (xid === Ids.Break) targets.push(Expr.Break!.getName!(x) as string);
+      else if (xid === Ids.Switch) {
+        targets.push(...(Expr.Switch!.getNames!(x) as unknown as string[]));
+        const d = Expr.Switch!.getDefaultName!(x) as string | null;
+        if (d) targets.push(d);
+      }
+    });
+    r = targets.some((t) => inner.has(t) && !defined.has(t));
+    escapeMemo.set(e, r);
+    return r;
+  };
+  const kids: Ref[] = [];
+  const scan = (e: Ref, cond: boolean): void => {
+    if (!ok) return;
+    const id = binaryen.getExpressionId(e);
+    if (id === binaryen.IfId) {
+      scan(Expr.If!.getCondition!(e) as Ref, cond);
+      const t = Expr.If!.getIfTrue!(e) as Ref, f = Expr.If!.getIfFalse!(e) as Ref;
+      if (t) scan(t, true);
+      if (f) scan(f, true);
+      return;
+    }
+    const list: Ref[] = [];
+    kids.length = 0;
+    childrenOf(e, id, kids);
+    list.push(...kids.filter((k) => k !== 0));
+    if (id === Ids.Break) list.reverse(); // the value is evaluated before the condition
+    let c = cond;
+    for (const k of list) {
+      scan(k, c);
+      if (skips(k)) c = true;
+    }
+    if (!cond && id === binaryen.LocalSetId && Expr.LocalSet!.getIndex!(e) === p) stepped = true;
+    if (!cond && (id === binaryen.LoadId || id === binaryen.StoreId)) {
+      const k = scaleOfP(p, Expr[id === binaryen.LoadId ? 'Load' : 'Store']!.getPtr!(e) as Ref, written);
+      // The addresses then move by k*step per iteration; a small stride cannot jump over the
+      // out-of-bounds gap above memory, so the walk must end or trap.
+      if (k !== 0 && Math.abs(k * step) <= MAX_STRIDE) accessed = true;
+    }
+    const backEdge = (id === Ids.Break && Expr.Break!.getName!(e) === loopName)
+      || (id === Ids.Switch && ((Expr.Switch!.getNames!(e) as unknown as string[]).includes(loopName) || Expr.Switch!.getDefaultName!(e) === loopName));
+    if (backEdge && !(stepped && accessed)) ok = false;
+  };
+  scan(body, false);
+  return ok;
+}
+
+/** The factor k if ptr = (invariant) + k * p (mod 2^32), k != 0; 0 if ptr is not of that form.
+ *  Invariant: constants and locals the loop never writes. */
+function scaleOfP(p: number, ptr: Ref, written: ReadonlySet<number>): number {
+  const id = binaryen.getExpressionId(ptr);
+  const isInvariant = (e: Ref): boolean => {
+    const eid = binaryen.getExpressionId(e);
+    return eid === binaryen.ConstId || (eid === binaryen.LocalGetId && !written.has(Expr.LocalGet!.getIndex!(e) as number));
+  };
+  const constI32 = (e: Ref): number | null => binaryen.getExpressionId(e) === binaryen.ConstId && binaryen.getExpressionType(e) === binaryen.i32
+    ? Expr.Const!.getValueI32!(e) as number : null;
+  if (id === binaryen.LocalGetId) return Expr.LocalGet!.getIndex!(ptr) === p ? 1 : 0;
+  if (id === binaryen.LocalSetId) {
+    // A tee: of p itself (only ever p ± c), or of an address computed from p.
+    if (Expr.LocalSet!.getIndex!(ptr) === p) return 1;
+    return scaleOfP(p, Expr.LocalSet!.getValue!(ptr) as Ref, written);
+  }
+  if (id !== binaryen.BinaryId) return 0;
+  const op = Expr.Binary!.getOp!(ptr) as number;
+  const l = Expr.Binary!.getLeft!(ptr) as Ref, r = Expr.Binary!.getRight!(ptr) as Ref;
+  if (op === binaryen.AddInt32 || op === binaryen.SubInt32) {
+    if (isInvariant(r)) return scaleOfP(p, l, written);
+    if (isInvariant(l)) return op === binaryen.AddInt32 ? scaleOfP(p, r, written) : -scaleOfP(p, r, written);
+    return 0;
+  }
+  if (op === binaryen.ShlInt32) {
+    const k = constI32(r);
+    return k !== null && (k & 31) <= 16 ? scaleOfP(p, l, written) * 2 ** (k & 31) : 0;
+  }
+  if (op === binaryen.MulInt32) {
+    const k = constI32(r) ?? constI32(l);
+    const other = constI32(r) !== null ? l : r;
+    return k !== null ? scaleOfP(p, other, written) * k : 0;
+  }
+  return 0;
 }
 
 export type { FuncInfo };

@@ -93,7 +93,8 @@ function slotsOf(e: Ref, id: number, out: Slot[]): void {
   }
 }
 
-function childrenOf(e: Ref, id: number, out: Ref[]): void {
+/** Children in the order the shape lists them (for Break: condition before value). */
+export function childrenOf(e: Ref, id: number, out: Ref[]): void {
   const shape = SHAPES.get(id);
   if (!shape) throw new UnknownExpressionError(id);
   const acc = A[shape.kind]!;
@@ -174,7 +175,7 @@ export const Ids = {
   CallIndirect: I.CallIndirectId!, Try: I.TryId!, Throw: I.ThrowId!, Rethrow: I.RethrowId!,
   TableSet: I.TableSetId!, TableGrow: I.TableGrowId!, RefFunc: I.RefFuncId!, Return: I.ReturnId!,
   AtomicWait: I.AtomicWaitId!, AtomicNotify: I.AtomicNotifyId!, GlobalGet: I.GlobalGetId!,
-  GlobalSet: I.GlobalSetId!,
+  GlobalSet: I.GlobalSetId!, LocalSet: I.LocalSetId!, LocalGet: I.LocalGetId!,
 } as const;
 
 export const Expr = A;

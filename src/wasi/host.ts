@@ -111,6 +111,11 @@ export class WasiHost {
     return this.stdin.pending();
   }
 
+  /** Bytes this process has taken from its stdin for the program. */
+  stdinReceived(): number {
+    return this.stdin.received;
+  }
+
   /** Gives the host the guest's memory; call once the instance exists. */
   attach(memory: WebAssembly.Memory): void {
     this.mem = new GuestMemory(memory);

@@ -17,6 +17,8 @@ export interface StdinSource {
   available(): number;
   /** Input received but not yet read by the program (saved by a checkpoint). */
   pending(): Uint8Array;
+  /** Bytes taken from this process's stdin so far (pending ones included). */
+  received: number;
 }
 
 const CHUNK = 64 * 1024;
@@ -47,8 +49,11 @@ export function openStdin(channel: SharedArrayBuffer | null, pending?: Uint8Arra
 }
 
 class FileStdin implements StdinSource {
+  received = 0;
   read(buf: Buffer, ptr: number, len: number): number {
-    return fs.readSync(0, buf, ptr, len, null);
+    const n = fs.readSync(0, buf, ptr, len, null);
+    this.received += n;
+    return n;
   }
   ready(): { ready: boolean; nbytes: number } {
     return { ready: true, nbytes: 0 };
@@ -68,6 +73,7 @@ class StreamStdin implements StdinSource {
   /** Bytes received and not yet given to the guest. */
   private buffered = Buffer.alloc(0);
   private eof = false;
+  received = 0;
 
   constructor(channel: SharedArrayBuffer, pending?: Uint8Array) {
     this.ctl = new Int32Array(channel, 0, 4);
@@ -125,8 +131,10 @@ class StreamStdin implements StdinSource {
     const ctl = this.ctl;
     if (Atomics.load(ctl, STATE) !== FILLED) return false;
     const n = ctl[LENGTH]!;
-    if (n > 0) this.buffered = Buffer.concat([this.buffered, this.data.subarray(0, n)]);
-    else if (n === 0) this.eof = true;
+    if (n > 0) {
+      this.buffered = Buffer.concat([this.buffered, this.data.subarray(0, n)]);
+      this.received += n;
+    } else if (n === 0) this.eof = true;
     Atomics.store(ctl, STATE, IDLE);
     if (n < 0) throw new WasiError(Errno.IO);
     return true;
