@@ -1,11 +1,6 @@
 // The `stasis` command line.
 import { readFileSync } from 'node:fs';
-import { request } from '../control/channel.js';
-import { entries, findTarget } from '../control/registry.js';
-import { EXIT, imageErrorCode, StasisError } from '../errors.js';
-import { ImageError, inspectImage } from '../image/index.js';
-import { launch, restart, type ControlOptions } from '../launch.js';
-import { runCommand } from '../run.js';
+import { checkpoint, inspect, kill, launch, restart, run, status, EXIT, StasisError, type ControlOptions } from '../api.js';
 import type { Preopen } from '../wasi/state.js';
 import { parseArgs, type OptionSpec, type Parsed } from './args.js';
 
@@ -140,7 +135,7 @@ async function cmdRun(argv: string[]): Promise<number> {
   if (help(p)) return 0;
   const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis run: missing PROG.wasm; usage: stasis run [options] PROG.wasm [ARGS...]');
-  return report(await runCommand({
+  return report(await run({
     module, args, env: envOf('run', p), preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('run', d)),
   }));
 }
@@ -174,11 +169,8 @@ async function cmdRestart(argv: string[]): Promise<number> {
 async function cmdCheckpoint(argv: string[]): Promise<number> {
   const p = parseArgs('checkpoint', argv, { '--exit': {}, '--json': {}, ...HELP }, true);
   if (help(p)) return 0;
-  const target = findTarget(single('checkpoint', p));
-  const r = await request(target.socket, { cmd: 'checkpoint', exit: p.options.has('--exit') });
-  if (!r.ok) throw new StasisError('CONTROL', `checkpoint of ${target.name} (pid ${target.pid}) failed: ${r.error}`);
-  if (p.options.has('--json')) process.stdout.write(JSON.stringify(r) + '\n');
-  else process.stdout.write(`${r.image as string}\n`);
+  const r = await checkpoint(single('checkpoint', p), { exit: p.options.has('--exit') });
+  process.stdout.write(p.options.has('--json') ? JSON.stringify(r) + '\n' : `${r.image}\n`);
   return 0;
 }
 
@@ -186,11 +178,7 @@ async function cmdStatus(argv: string[]): Promise<number> {
   const p = parseArgs('status', argv, { '--json': {}, ...HELP }, true);
   if (help(p)) return 0;
   const target = single('status', p);
-  const list = target === undefined ? entries() : [findTarget(target)];
-  const rows = await Promise.all(list.map(async (e) => {
-    const r = await request(e.socket, { cmd: 'status' }, 5000).catch(() => null);
-    return { ...e, generation: r?.ok ? (r.generation as number) : null };
-  }));
+  const rows = await status(target);
   if (p.options.has('--json')) {
     process.stdout.write(JSON.stringify(target === undefined ? rows : rows[0]) + '\n');
   } else if (rows.length === 0) {
@@ -206,9 +194,7 @@ async function cmdStatus(argv: string[]): Promise<number> {
 async function cmdKill(argv: string[]): Promise<number> {
   const p = parseArgs('kill', argv, HELP, true);
   if (help(p)) return 0;
-  const target = findTarget(single('kill', p));
-  const r = await request(target.socket, { cmd: 'kill' });
-  if (!r.ok) throw new StasisError('CONTROL', `kill of ${target.name} failed: ${r.error}`);
+  await kill(single('kill', p));
   return 0;
 }
 
@@ -217,13 +203,7 @@ async function cmdInspect(argv: string[]): Promise<number> {
   if (help(p)) return 0;
   const path = single('inspect', p);
   if (path === undefined) throw new StasisError('USAGE', 'stasis inspect: missing IMAGE or CKPT_DIR');
-  let info: object;
-  try {
-    info = await inspectImage(path);
-  } catch (e) {
-    if (e instanceof ImageError) throw new StasisError(imageErrorCode(e.code), e.message);
-    throw e;
-  }
+  const info = await inspect(path);
   process.stdout.write(p.options.has('--json') ? JSON.stringify(info, null, 2) + '\n' : formatInspect(info));
   return 0;
 }
@@ -274,17 +254,17 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-let status: number;
+let exitStatus: number;
 try {
-  status = await main(process.argv.slice(2));
+  exitStatus = await main(process.argv.slice(2));
 } catch (e) {
   if (e instanceof StasisError) {
     process.stderr.write(`stasis: ${e.message.replace(/^stasis:? /, '')}\n`);
-    status = e.exitCode;
+    exitStatus = e.exitCode;
   } else {
     process.stderr.write(`stasis: internal error: ${(e as Error).stack ?? String(e)}\n`);
-    status = EXIT.INTERNAL;
+    exitStatus = EXIT.INTERNAL;
   }
 }
 // Exit now: a thread waiting on the program's stdin must not keep the process alive.
-process.exit(status);
+process.exit(exitStatus);

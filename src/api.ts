@@ -1,0 +1,75 @@
+// The programmatic API: what the `stasis` CLI is built on, for applications that embed Stasis.
+//
+//   import { launch, checkpoint, restart, inspect } from 'stasis';
+//   const done = launch({ module: 'prog.wasm', args: [], env: [], preopens: [], ckptDir: 'ck' });
+//   const { image } = await checkpoint('prog');           // by name, pid or checkpoint dir
+//   ...later, in another process: await restart({ image: 'ck', dirs: [], env: [] });
+import { request, type Reply } from './control/channel.js';
+import { entries, findTarget, type Entry } from './control/registry.js';
+import { imageErrorCode, StasisError } from './errors.js';
+import { ImageError, inspectImage, listImages, type ImageRef } from './image/index.js';
+
+export { launch, restart, EXIT_CHECKPOINTED, EXIT_KILLED } from './launch.js';
+export type { ControlOptions, LaunchOptions, RestartOptions } from './launch.js';
+export { runCommand as run } from './run.js';
+export type { RunOptions } from './run.js';
+export type { GuestResult as RunResult } from './guest.js';
+export { StasisError, EXIT } from './errors.js';
+export type { Snapshot } from './checkpoint/snapshot.js';
+
+export interface CheckpointResult {
+  /** The image directory written. */
+  image: string;
+  generation: number;
+  /** How long the program was paused (unwind, capture, rewind). */
+  pauseMs: number;
+  /** Request to durable image. */
+  ms: number;
+}
+
+function ok(r: Reply, what: string): Extract<Reply, { ok: true }> {
+  if (!r.ok) throw new StasisError('CONTROL', `${what} failed: ${r.error}`);
+  return r;
+}
+
+/** Checkpoints a launched program; resolves once the image is durable. */
+export async function checkpoint(target?: string, opts: { exit?: boolean } = {}): Promise<CheckpointResult> {
+  const t = findTarget(target);
+  const r = ok(await request(t.socket, { cmd: 'checkpoint', exit: opts.exit === true }), `checkpoint of ${t.name} (pid ${t.pid})`);
+  return { image: r.image as string, generation: r.generation as number, pauseMs: r.pauseMs as number, ms: r.ms as number };
+}
+
+export interface ProgramStatus extends Entry {
+  /** Images written so far in its checkpoint directory (null if it did not answer). */
+  generation: number | null;
+}
+
+/** Launched programs (all, or the one TARGET names). */
+export async function status(target?: string): Promise<ProgramStatus[]> {
+  const list = target === undefined ? entries() : [findTarget(target)];
+  return Promise.all(list.map(async (e) => {
+    const r = await request(e.socket, { cmd: 'status' }, 5000).catch(() => null);
+    return { ...e, generation: r?.ok ? (r.generation as number) : null };
+  }));
+}
+
+/** Stops a launched program without a checkpoint. */
+export async function kill(target?: string): Promise<void> {
+  const t = findTarget(target);
+  ok(await request(t.socket, { cmd: 'kill' }), `kill of ${t.name}`);
+}
+
+/** What an image (or a checkpoint directory's latest image) holds, without loading memory. */
+export async function inspect(path: string): Promise<Record<string, unknown>> {
+  try {
+    return await inspectImage(path);
+  } catch (e) {
+    if (e instanceof ImageError) throw new StasisError(imageErrorCode(e.code), e.message);
+    throw e;
+  }
+}
+
+/** The complete images in a checkpoint directory, oldest first. */
+export async function images(ckptDir: string): Promise<ImageRef[]> {
+  return listImages(ckptDir);
+}
