@@ -44,7 +44,8 @@ export interface CheckpointSetup {
 }
 
 export interface RestoreState {
-  memory: Uint8Array;
+  /** The image to read memory from (read here, straight into the instance's memory). */
+  image: { path: string; generation: number };
   globals: GlobalValue[];
   asyncifyData: number;
   fds: FdState[];
@@ -62,6 +63,8 @@ export interface GuestResult {
   exitCode: number;
   /** Set when the program trapped: a one-line description. */
   trap?: string;
+  /** Set when a restart could not read its image (an ImageError's code and message). */
+  imageError?: { code: string; message: string };
 }
 
 export type GuestMessage =
@@ -99,7 +102,7 @@ type Exports = Record<string, unknown> & {
   asyncify_get_state: () => number;
 };
 
-function run(data: GuestData): GuestResult {
+async function run(data: GuestData): Promise<GuestResult> {
   const host = new WasiHost({
     args: data.args, env: data.env, preopens: data.preopens,
     writeBehind: new WriteBehind(data.writeBehind), stdin: data.stdin,
@@ -123,7 +126,16 @@ function run(data: GuestData): GuestResult {
   const ex = instance.exports as Exports;
   host.attach(ex.memory);
   engine?.attach(ex);
-  if (data.restore !== undefined) engine!.restore(data.restore);
+  if (data.restore !== undefined) {
+    const { ImageError, readImage } = await import('./image/index.js');
+    try {
+      await readImage(data.restore.image.path, { generation: data.restore.image.generation, into: () => ex.memory });
+    } catch (e) {
+      if (e instanceof ImageError) return { exitCode: -1, imageError: { code: e.code, message: e.message } };
+      throw e;
+    }
+    engine!.restore(data.restore);
+  }
   try {
     for (;;) {
       ex._start();
@@ -235,13 +247,9 @@ class Checkpointer {
     this.startRewind(this.dataPtr);
   }
 
-  /** Sets memory and globals from an image and arms the rewind into the saved stack. */
+  /** Sets globals from an image (memory is already restored) and arms the rewind. */
   restore(r: RestoreState): void {
     const ex = this.ex;
-    const mem = ex.memory;
-    const pages = Math.ceil(r.memory.byteLength / 65536) - mem.buffer.byteLength / 65536;
-    if (pages > 0) mem.grow(pages);
-    new Uint8Array(mem.buffer).set(r.memory);
     for (const g of r.globals) {
       const glob = ex[g.name] as WebAssembly.Global | undefined;
       if (glob === undefined) throw new Error(`image names global ${g.name}, which the module lacks`);
@@ -318,6 +326,11 @@ export function describeTrap(e: unknown, modulePath: string): string {
 }
 
 if (parentPort !== null && workerData?.kind === 'guest') {
-  const result = run(workerData.data as GuestData);
-  parentPort.postMessage({ type: 'result', ...result } satisfies GuestMessage);
+  const port = parentPort;
+  run(workerData.data as GuestData).then(
+    (result) => port.postMessage({ type: 'result', ...result } satisfies GuestMessage),
+    (e: unknown) => {
+      throw e;
+    },
+  );
 }

@@ -83,7 +83,7 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
 export async function restart(opts: RestartOptions): Promise<GuestResult> {
   let image;
   try {
-    image = await progress(`reading image ${opts.image}`, () => readImage(opts.image));
+    image = await readImage(opts.image, { memory: false }); // the guest thread reads the memory
   } catch (e) {
     if (e instanceof ImageError) throw new StasisError(imageErrorCode(e.code), e.message);
     throw e;
@@ -92,7 +92,7 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
   const preopens = remapPreopens(snap.wasi.preopens, opts.dirs);
   const env = mergeEnv(snap.wasi.env, opts.env);
   const restore: RestoreState = {
-    memory: snap.memory, globals: snap.globals, asyncifyData: snap.asyncifyData,
+    image: { path: image.ref.path, generation: image.ref.generation }, globals: snap.globals, asyncifyData: snap.asyncifyData,
     fds: snap.wasi.fds, monotonicNs: snap.monotonicNs, stdinPending: snap.stdinPending,
     ...(snap.wasi.pollDeadlines && { pollDeadlines: snap.wasi.pollDeadlines }),
   };

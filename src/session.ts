@@ -1,7 +1,7 @@
 // A running guest, seen from the main thread: the worker that runs it, the shared memory for
 // its coalesced writes and stdin, and (under checkpoint control) the request counter.
 import { Worker } from 'node:worker_threads';
-import { StasisError } from './errors.js';
+import { imageErrorCode, StasisError } from './errors.js';
 import {
   CONTROL_REQUEST, CONTROL_STOP, CONTROL_WORDS,
   type CapturedState, type GuestData, type GuestMessage, type GuestResult,
@@ -62,7 +62,8 @@ export class GuestSession {
           }
           if (!served) this.onUnrequested?.(m.snapshot);
         } else {
-          resolve({ exitCode: m.exitCode, ...(m.trap !== undefined && { trap: m.trap }) });
+          if (m.imageError !== undefined) reject(new StasisError(imageErrorCode(m.imageError.code), m.imageError.message));
+          else resolve({ exitCode: m.exitCode, ...(m.trap !== undefined && { trap: m.trap }) });
         }
       });
       this.worker.once('error', reject);

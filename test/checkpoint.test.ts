@@ -207,6 +207,18 @@ test('restart refuses bad images with one line and a distinct status, changing n
       assert.match(r.stderr, message);
       assert.match(r.stderr, /^stasis: [^\n]+\n$/);
     }
+    // A damaged memory chunk: refused with 73, and the image is left as it was.
+    const damaged = join(dir, 'damaged');
+    cpSync(ckpt, damaged, { recursive: true });
+    const chunkDir = join(damaged, 'chunks');
+    const chunk = join(chunkDir, readdirSync(chunkDir)[0]!);
+    const bytes = readFileSync(chunk);
+    bytes[bytes.length >> 1] ^= 0xff;
+    writeFileSync(chunk, bytes);
+    const corrupt = stasis(['restart', '--quiet', damaged]);
+    assert.equal(corrupt.code, 73, corrupt.stderr);
+    assert.match(corrupt.stderr, /^stasis: [^\n]*chunk[^\n]*\n$/);
+    assert.deepEqual(readFileSync(chunk), bytes);
     // A missing preopen directory at restart.
     const withDir = join(dir, 'ckpt2');
     const work = join(dir, 'work');

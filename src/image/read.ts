@@ -23,6 +23,8 @@ export interface ReadOptions {
    * snapshot.memory is then a view of it. Default: a new Uint8Array.
    */
   into?: (byteLength: number) => Uint8Array | WebAssembly.Memory;
+  /** false: skip the memory (snapshot.memory is then empty), e.g. to plan a restart. */
+  memory?: boolean;
 }
 
 export interface ReadResult {
@@ -119,6 +121,11 @@ export async function readImage(path: string, opts: ReadOptions | number = {}): 
   }
 
   const byteLength = m.memory.byteLength;
+  if (o.memory === false) {
+    const snapshot: Snapshot = { ...m.snapshot, memory: new Uint8Array(0), stdinPending: new Uint8Array(stdin.buffer, stdin.byteOffset, stdin.length) };
+    const ref: ImageRef = { dir: ckptDir, path: imageDir, generation: m.snapshot.meta.generation, name: m.snapshot.meta.name };
+    return { ref, snapshot, moduleBytes: new Uint8Array(moduleBytes.buffer, moduleBytes.byteOffset, moduleBytes.length) };
+  }
   const { memory, wasm, zeroed } = target(o, byteLength);
   let slice = performance.now();
   for (const c of m.memory.chunks) {

@@ -44,6 +44,8 @@ const VARIANTS: Record<string, PollVariant | null> = {
   'l-mw': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: true },
   'l-mw-none': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: true, post: 'none' },
   'l-mw-sc': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: true, cacheState: true },
+  'a-mw': { loops: 'outline', counter: 'auto', cycles: 'breakers', skipBounded: true },
+  'a-mw-noinline': { loops: 'outline', counter: 'auto', cycles: 'breakers', skipBounded: true, post: 'noinline' },
   default: DEFAULT_VARIANT,
 };
 

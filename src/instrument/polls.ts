@@ -24,7 +24,7 @@ import { callees, type FuncInfo, type ModuleAnalysis } from './analyse.js';
 import { Expr, Ids, childrenOf, walk, walkSlots, type Ref, type Slot } from './walk.js';
 
 export type LoopPlacement = 'naive' | 'outline';
-export type CounterKind = 'global' | 'local';
+export type CounterKind = 'global' | 'local' | 'auto';
 export type CycleEntries = 'all' | 'breakers' | 'none';
 
 export interface PollVariant {
@@ -106,7 +106,8 @@ export function insertPolls(
     if (chosen.length === 0 && !isEntry) continue;
     // Local mode: a function with polled loops keeps the budget in a local while it runs its own
     // code, and hands it over through the global around calls that may use it and at exits.
-    const local = variant.counter === 'local' && chosen.length > 0;
+    const local = chosen.length > 0 && (variant.counter === 'local'
+      || (variant.counter === 'auto' && !chosen.some((l) => loopCallsBudgetUser(l, touchesBudget))));
     let counter = globalCounter;
     let c = -1;
     const temps = new Map<number, number>();
@@ -204,6 +205,17 @@ export function insertPolls(
     }
   }
   return { pollFunction: poll, budgetGlobal: budget, loops, skippedLoops, entries, pollers };
+}
+
+/** Whether the loop contains a call that may use the budget (then the global counter is cheaper
+ *  than handing a local one over around every call). */
+function loopCallsBudgetUser(loop: Ref, touchesBudget: Set<string>): boolean {
+  let found = false;
+  walk(loop, (e, id) => {
+    if (id === Ids.CallIndirect) found = true;
+    else if (id === Ids.Call && touchesBudget.has(Expr.Call!.getTarget!(e) as string)) found = true;
+  });
+  return found;
 }
 
 interface Counter { dec: () => Ref; positive: () => Ref; refill: () => Ref }
