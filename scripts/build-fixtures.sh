@@ -14,7 +14,7 @@ CFLAGS=(--target=wasm32-wasi -O2 -Wall -Werror)
 if ! command -v "$CC" >/dev/null; then echo "build-fixtures: $CC not found; install: apt-get install -y clang lld wasi-libc libclang-rt-14-dev-wasm32" >&2; exit 2; fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 stale=0
-for pair in "test/fixtures/src:test/fixtures/wasm" "bench/src:bench/wasm"; do
+for pair in "test/fixtures/src:test/fixtures/wasm" "bench/src:bench/wasm" "examples:examples"; do
   src=${pair%%:*}; out=${pair##*:}
   [ -d "$src" ] || continue
   mkdir -p "$out"

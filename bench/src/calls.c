@@ -11,7 +11,7 @@
 
 #define NOINLINE __attribute__((noinline))
 
-/* ---- tak: ~ tens of millions of calls ---- */
+/* ---- tak: 10^8 calls per SCALE ---- */
 static NOINLINE int tak(int x, int y, int z) {
   return y < x ? tak(tak(x - 1, y, z), tak(y - 1, z, x), tak(z - 1, x, y)) : z;
 }
@@ -97,10 +97,10 @@ int main(int argc, char **argv) {
   long scale = argc > 1 ? atol(argv[1]) : 1;
   if (scale < 1) { fprintf(stderr, "calls: bad SCALE\n"); return 2; }
   long t = 0;
-  for (long i = 0; i < scale; i++) t += tak(24, 16, 8);
-  int64_t v = interp(40000000L * scale);
-  uint64_t q = sort_part(1 << 20, (int)(2 * scale));
-  uint64_t r = tree_part(18, (int)(4 * scale));
+  for (long i = 0; i < scale; i++) t += tak(20, 10, 0);
+  int64_t v = interp(16000000L * scale);
+  uint64_t q = sort_part(1 << 19, (int)scale);
+  uint64_t r = tree_part(18, (int)(8 * scale));
   printf("calls scale=%ld tak=%ld interp=%016llx sort=%016llx tree=%016llx\n", scale, t,
          (unsigned long long)v, (unsigned long long)q, (unsigned long long)r);
   return 0;
