@@ -253,3 +253,24 @@ test('inspect shows what an image holds', () => {
     cleanup();
   }
 });
+
+test('--interval checkpoints periodically and --keep prunes old images', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const args = [fixture('ckpt_sleep'), '30', '50'];
+    const ref = stasis(['run', ...args]);
+    const ckpt = join(dir, 'ckpt');
+    const r = stasis(['launch', '--quiet', '--ckpt-dir', ckpt, '--interval', '0.2', '--keep', '2', ...args]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, ref.stdout);
+    const gens = readdirSync(join(ckpt, 'images')).filter((g) => g.startsWith('gen-')).sort();
+    assert.equal(gens.length, 2, gens.join(' '));
+    assert.ok(Number(gens[1]!.slice(4)) >= 3, `several checkpoints were taken: ${gens.join(' ')}`);
+    // The newest kept image restarts and finishes the run.
+    const rest = stasis(['restart', '--quiet', ckpt]);
+    assert.equal(rest.code, 0, rest.stderr);
+    assert.ok(ref.stdout.endsWith(rest.stdout));
+  } finally {
+    cleanup();
+  }
+});
