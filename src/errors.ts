@@ -11,6 +11,7 @@ export const EXIT = {
   NO_TARGET: 69, // checkpoint/status/kill: no such running program
   CONTROL: 71, // the running program could not be reached or failed the request
   BAD_IMAGE: 72, // restart/inspect: not an image (missing, foreign, or a newer format)
+  MISSING_FILE: 74, // restart: a file the program had open is no longer there
   CORRUPT_IMAGE: 73, // an image file is damaged: truncated, or its hash (module, memory, manifest) does not match
   INTERNAL: 70, // a bug in Stasis
   TRAP: 134, // the program trapped (128 + SIGABRT, as a native abort() would)
@@ -18,7 +19,7 @@ export const EXIT = {
 
 export type StasisErrorCode =
   | 'USAGE' | 'BAD_MODULE' | 'NOT_FOUND' | 'UNSUPPORTED' | 'BAD_DIR' | 'INTERNAL'
-  | 'NO_TARGET' | 'CONTROL' | 'BAD_IMAGE' | 'CORRUPT_IMAGE';
+  | 'NO_TARGET' | 'CONTROL' | 'BAD_IMAGE' | 'CORRUPT_IMAGE' | 'MISSING_FILE';
 
 export class StasisError extends Error {
   readonly exitCode: number;

@@ -91,6 +91,7 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
   const snap = image.snapshot;
   const preopens = remapPreopens(snap.wasi.preopens, opts.dirs);
   const env = mergeEnv(snap.wasi.env, opts.env);
+  checkOpenFiles(snap, preopens);
   const restore: RestoreState = {
     image: { path: image.ref.path, generation: image.ref.generation }, globals: snap.globals, asyncifyData: snap.asyncifyData,
     fds: snap.wasi.fds, monotonicNs: snap.monotonicNs, stdinPending: snap.stdinPending,
@@ -127,6 +128,18 @@ function remapPreopens(saved: Preopen[], dirs: Preopen[]): Preopen[] {
     }
   }
   return checkPreopens(merged);
+}
+
+/** Every file the program had open must still be there (its contents are not in the image). */
+function checkOpenFiles(snap: Snapshot, preopens: Preopen[]): void {
+  for (const f of snap.wasi.fds) {
+    if (f.kind === 'stdio') continue;
+    const p = preopens.find((q) => q.guest === f.location.preopen);
+    const host = p === undefined ? null : f.location.rel === '' ? p.host : `${p.host}/${f.location.rel}`;
+    if (host !== null && fs.existsSync(host)) continue;
+    const guest = `${f.location.preopen.replace(/\/$/, '')}/${f.location.rel}`;
+    throw new StasisError('MISSING_FILE', `the program had ${guest} open (fd ${f.fd}), but ${host ?? 'its directory'} is missing; put it back, or give --dir NEWHOST::${f.location.preopen} where it is`);
+  }
 }
 
 function mergeEnv(saved: string[], overrides: string[]): string[] {

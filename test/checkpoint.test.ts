@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { cpSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fixture, stasis, stasisBin, tempDir, type RunResult } from './helpers.js';
 
@@ -231,6 +231,14 @@ test('restart refuses bad images with one line and a distinct status, changing n
     const missing = stasis(['restart', '--quiet', withDir]);
     assert.equal(missing.code, 68, missing.stderr);
     assert.match(missing.stderr, /missing; restore it or give --dir NEWHOST::\/work/);
+    // A file the program had open, deleted since: refused with 74, naming it.
+    const noFile = join(dir, 'work-nofile');
+    cpSync(elsewhere, noFile, { recursive: true });
+    const victim = readdirSync(noFile).find((f) => f.endsWith('.txt'))!;
+    rmSync(join(noFile, victim));
+    const gone = stasis(['restart', '--quiet', '--dir', `${noFile}::/work`, withDir]);
+    assert.equal(gone.code, 74, gone.stderr);
+    assert.match(gone.stderr, new RegExp(`had /work/${victim} open`));
     // ...and remapping it with --dir works.
     const remapped = stasis(['restart', '--quiet', '--dir', `${elsewhere}::/work`, withDir]);
     assert.equal(remapped.code, 0, remapped.stderr);
