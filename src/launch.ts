@@ -10,6 +10,7 @@ import { register, socketPath, unregister } from './control/registry.js';
 import { EXIT, imageErrorCode, StasisError } from './errors.js';
 import type { CapturedState, GuestResult, RestoreState } from './guest.js';
 import { ImageError, listImages, readImage, writeImage } from './image/index.js';
+import { instrumentInThread, Unsupported } from './instrument-thread.js';
 import { loadModule } from './module.js';
 import { progress } from './progress.js';
 import { checkPreopens, SIGNAL_STATUS, type RunOptions } from './run.js';
@@ -51,14 +52,12 @@ export const EXIT_KILLED = 137;
 export async function launch(opts: LaunchOptions): Promise<GuestResult> {
   const loaded = loadModule(opts.module);
   const preopens = checkPreopens(opts.preopens);
-  // Loaded on demand: binaryen is large, and only a launch needs it.
-  const { instrumentCached, UnsupportedModuleError } = await import('./instrument/index.js');
   let inst;
   try {
-    inst = await progress(`instrumenting ${opts.module} (first launch of this module; cached afterwards)`, async () =>
-      instrumentCached(loaded.bytes, { polls: true }));
+    inst = await progress(`instrumenting ${opts.module} (first launch of this module; cached afterwards)`, () =>
+      instrumentInThread(loaded.bytes, { polls: true }));
   } catch (e) {
-    if (e instanceof UnsupportedModuleError) throw new StasisError('UNSUPPORTED', `${opts.module}: ${e.message}`);
+    if (e instanceof Unsupported) throw new StasisError('UNSUPPORTED', `${opts.module}: ${e.message}`);
     throw e;
   }
   const name = opts.name ?? basename(opts.module).replace(/\.wasm$/, '');
