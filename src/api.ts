@@ -23,8 +23,14 @@ export interface CheckpointResult {
   generation: number;
   /** How long the program was paused (unwind, capture, rewind). */
   pauseMs: number;
+  /** Request to captured state (the guest reached a safe point and copied its memory). */
+  latencyMs: number;
   /** Request to durable image. */
   ms: number;
+  /** Bytes this checkpoint added to the checkpoint directory. */
+  bytesWritten: number;
+  /** Memory chunks written, reused from earlier images, omitted as all-zero. */
+  chunks: { written: number; reused: number; zero: number };
 }
 
 function ok(r: Reply, what: string): Extract<Reply, { ok: true }> {
@@ -36,7 +42,8 @@ function ok(r: Reply, what: string): Extract<Reply, { ok: true }> {
 export async function checkpoint(target?: string, opts: { exit?: boolean } = {}): Promise<CheckpointResult> {
   const t = findTarget(target);
   const r = ok(await request(t.socket, { cmd: 'checkpoint', exit: opts.exit === true }), `checkpoint of ${t.name} (pid ${t.pid})`);
-  return { image: r.image as string, generation: r.generation as number, pauseMs: r.pauseMs as number, ms: r.ms as number };
+  const { ok: _ok, ...result } = r;
+  return result as unknown as CheckpointResult;
 }
 
 export interface ProgramStatus extends Entry {

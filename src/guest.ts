@@ -7,7 +7,7 @@
 // guest unwinds its call stack into a buffer in its own memory, the state is captured and
 // posted to the main thread, and the guest rewinds and goes on. A restart does the same
 // rewind into a fresh instance whose memory, globals and WASI state come from an image.
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { EXIT } from './errors.js';
 import type { GlobalValue } from './checkpoint/snapshot.js';
 import { ProcExit, WasiHost } from './wasi/host.js';
@@ -32,6 +32,8 @@ export interface GuestData {
 export interface CheckpointSetup {
   /** Control words, see CONTROL_* below. */
   control: SharedArrayBuffer;
+  /** The main thread hands capture buffers back on this port once their image is written. */
+  spares: MessagePort;
   /** Imports the module can unwind at (the instrumenter's list). */
   unwindImports: string[];
   /** Export names of the mutable globals, and which one is the shadow stack pointer. */
@@ -74,6 +76,11 @@ export type GuestMessage =
 /** What the guest captures; the main thread adds names, hashes and generation. */
 export interface CapturedState {
   memory: Uint8Array;
+  /**
+   * Which 64 KiB pages differ from the previous capture (one byte per page, 1 = changed), or
+   * null when there was no previous capture to compare with (everything counts as changed).
+   */
+  dirtyPages: Uint8Array | null;
   globals: GlobalValue[];
   asyncifyData: number;
   wasi: WasiState;
@@ -85,6 +92,8 @@ export interface CapturedState {
 }
 
 const UNWINDING = 1;
+/** Granularity of change detection between captures (the wasm page size). */
+const PAGE = 65536;
 /** Stack assumed below the initial stack pointer (wasm-ld's default stack size). */
 const MIN_STACK = 64 * 1024;
 /** Smallest free stack worth using for the asyncify buffer (it holds every frame's locals). */
@@ -159,6 +168,8 @@ class Checkpointer {
   /** The last request number this guest has served. */
   private served = 0;
   private rewinding = false;
+  /** A capture buffer handed back by the main thread, holding the previous capture. */
+  private spare: Uint8Array | null = null;
   private stopAfter = false;
   private dataPtr = 0;
   private pauseStart = 0;
@@ -224,8 +235,9 @@ class Checkpointer {
   captureAndRewind(): void {
     const ex = this.ex;
     this.host.flushAll();
+    const { memory, dirtyPages } = this.copyMemory();
     const snapshot: CapturedState = {
-      memory: new Uint8Array(ex.memory.buffer).slice(),
+      memory, dirtyPages,
       globals: this.ck.globals.map((g) => {
         const v = (ex[g.name] as WebAssembly.Global).value as number | bigint;
         return { name: g.name, type: g.type, value: typeof v === 'bigint' ? v.toString() : v };
@@ -245,6 +257,33 @@ class Checkpointer {
       for (;;) Atomics.wait(this.control, CONTROL_WORDS - 1, 0);
     }
     this.startRewind(this.dataPtr);
+  }
+
+  /**
+   * Copies linear memory for the main thread. The buffer of the previous capture comes back
+   * once its image is written: then only the pages that changed are copied into it (a compare
+   * reads, it does not touch fresh pages), which keeps the pause short and the launcher's
+   * memory at one copy, and tells the image store which chunks it need not hash again.
+   */
+  private copyMemory(): { memory: Uint8Array; dirtyPages: Uint8Array | null } {
+    const mem = new Uint8Array(this.ex.memory.buffer);
+    for (let m = receiveMessageOnPort(this.ck.spares); m !== undefined; m = receiveMessageOnPort(this.ck.spares)) {
+      this.spare = m.message as Uint8Array;
+    }
+    const spare = this.spare;
+    this.spare = null;
+    if (spare === null || spare.length !== mem.length) return { memory: mem.slice(), dirtyPages: null };
+    const pages = mem.length / PAGE;
+    const dirty = new Uint8Array(pages);
+    const a = Buffer.from(mem.buffer, mem.byteOffset, mem.length);
+    const b = Buffer.from(spare.buffer, spare.byteOffset, spare.length);
+    for (let p = 0, off = 0; p < pages; p++, off += PAGE) {
+      if (a.compare(b, off, off + PAGE, off, off + PAGE) !== 0) {
+        a.copy(b, off, off, off + PAGE);
+        dirty[p] = 1;
+      }
+    }
+    return { memory: spare, dirtyPages: dirty };
   }
 
   /** Sets globals from an image (memory is already restored) and arms the rewind. */

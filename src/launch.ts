@@ -174,27 +174,47 @@ async function supervise(s: Supervised): Promise<GuestResult> {
   // Checkpoints run one at a time: a request made while one is being written waits for it,
   // so at most one copy of the guest's memory is held here.
   let chain: Promise<unknown> = Promise.resolve();
-  type Done = { image: string; generation: number; pauseMs: number; ms: number };
+  type Done = {
+    image: string; generation: number; pauseMs: number; latencyMs: number; ms: number;
+    bytesWritten: number; chunks: { written: number; reused: number; zero: number };
+  };
   const serialized = (step: () => Promise<Done>): Promise<Done> => {
     const next = chain.then(step);
     chain = next.catch(() => {});
     return next;
   };
-  const persist = async (captured: CapturedState, t0: number): Promise<Done> => {
+  // The generation whose memory the guest's next change detection is relative to.
+  let base: number | null = null;
+  const persist = async (captured: CapturedState, t0: number, latencyMs: number): Promise<Done> => {
     const snapshot = toSnapshot(captured, s, ++generation);
-    const ref = await writeImage(s.ckptDir, snapshot, {
-      moduleBytes: s.moduleBytes, ...(s.opts.keep !== undefined && { keep: s.opts.keep }),
-      ...(s.opts.compress !== undefined && { compress: s.opts.compress }),
-    });
-    return { image: ref.path, generation: ref.generation, pauseMs: captured.pauseMs, ms: performance.now() - t0 };
+    const pages = captured.dirtyPages;
+    const dirty = pages !== null && base !== null
+      ? { base, isDirty: (off: number, len: number) => pages.subarray(off >> 16, (off + len + 65535) >> 16).includes(1) }
+      : undefined;
+    base = null;
+    try {
+      const ref = await writeImage(s.ckptDir, snapshot, {
+        moduleBytes: s.moduleBytes, ...(s.opts.keep !== undefined && { keep: s.opts.keep }),
+        ...(s.opts.compress !== undefined && { compress: s.opts.compress }),
+        ...(dirty !== undefined && { dirty }),
+      });
+      base = ref.generation;
+      return {
+        image: ref.path, generation: ref.generation, pauseMs: captured.pauseMs, latencyMs,
+        ms: performance.now() - t0, bytesWritten: ref.bytesWritten, chunks: ref.chunks,
+      };
+    } finally {
+      session.giveBack(captured.memory);
+    }
   };
   const checkpoint = (stopAfter = false): Promise<Done> => serialized(async () => {
     const t0 = performance.now();
-    return persist(await session.capture(stopAfter), t0);
+    const captured = await session.capture(stopAfter);
+    return persist(captured, t0, performance.now() - t0);
   });
   // --checkpoint-at-call: the guest checkpointed by itself; save it and stop, as on SIGTERM.
   session.onUnrequested = (captured) => {
-    serialized(() => persist(captured, performance.now())).then(
+    serialized(() => persist(captured, performance.now(), 0)).then(
       () => stop(EXIT_CHECKPOINTED),
       (e: Error) => {
         process.stderr.write(`stasis: checkpoint failed: ${e.message}\n`);

@@ -1,6 +1,6 @@
 // A running guest, seen from the main thread: the worker that runs it, the shared memory for
 // its coalesced writes and stdin, and (under checkpoint control) the request counter.
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { imageErrorCode, StasisError } from './errors.js';
 import {
   CONTROL_REQUEST, CONTROL_STOP, CONTROL_WORDS,
@@ -13,7 +13,7 @@ import { WriteBehind } from './wasi/writebehind.js';
 const FLUSH_INTERVAL_MS = 5;
 
 export type GuestSetup = Omit<GuestData, 'writeBehind' | 'stdin' | 'checkpoint'> & {
-  checkpoint?: Omit<NonNullable<GuestData['checkpoint']>, 'control'>;
+  checkpoint?: Omit<NonNullable<GuestData['checkpoint']>, 'control' | 'spares'>;
 };
 
 export class GuestSession {
@@ -23,6 +23,7 @@ export class GuestSession {
   private readonly stdin: SharedArrayBuffer | null;
   private readonly control: Int32Array | null;
   private readonly timer: NodeJS.Timeout;
+  private readonly spares: MessagePort;
   private readonly waiting = new Map<number, (s: CapturedState) => void>();
   private done = false;
   /** Called with captures nobody asked for (the guest's own --checkpoint-at-call). */
@@ -34,10 +35,13 @@ export class GuestSession {
     this.control = control && new Int32Array(control);
     const { checkpoint, ...rest } = setup;
     const data: GuestData = { ...rest, writeBehind: this.writeBehind.shared, stdin: this.stdin };
-    if (checkpoint && control) data.checkpoint = { ...checkpoint, control };
+    const spares = new MessageChannel();
+    this.spares = spares.port1;
+    if (checkpoint && control) data.checkpoint = { ...checkpoint, control, spares: spares.port2 };
     if (this.stdin !== null) new StdinPump(this.stdin).start();
     this.worker = new Worker(new URL('./guest.js', import.meta.url), {
       workerData: { kind: 'guest', data }, stdin: false, stdout: false, stderr: false,
+      transferList: data.checkpoint ? [spares.port2] : [],
     });
 
     // Flush a burst of small writes once no new one has come for a tick.
@@ -91,6 +95,11 @@ export class GuestSession {
     return captured;
   }
 
+  /** Hands a capture's memory back to the guest for reuse by the next capture. */
+  giveBack(memory: Uint8Array): void {
+    if (!this.done) this.spares.postMessage(memory, [memory.buffer as ArrayBuffer]);
+  }
+
   /** Makes the guest's buffered writes visible now (before exiting on a signal). */
   flush(): void {
     this.writeBehind.flush();
@@ -100,6 +109,7 @@ export class GuestSession {
     if (this.done) return;
     this.done = true;
     clearInterval(this.timer);
+    this.spares.close();
     this.writeBehind.flush();
     // Not awaited: the CLI exits right after, and nothing else holds the worker.
     void this.worker.terminate();
