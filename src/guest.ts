@@ -14,6 +14,7 @@ import { ProcExit, WasiHost } from './wasi/host.js';
 import type { FdState, Preopen, WasiState } from './wasi/state.js';
 import { WriteBehind } from './wasi/writebehind.js';
 import { Interrupted, setInterruptWord } from './wasi/interrupt.js';
+import { wasmFrames } from './checkpoint/frames.js';
 
 export interface GuestData {
   module: WebAssembly.Module;
@@ -41,6 +42,8 @@ export interface CheckpointSetup {
   stackPointer: string | null;
   stackLow: number;
   poll: boolean;
+  /** The largest frame the module can put in the asyncify buffer (frames.ts). */
+  maxFrameBytes: number;
   /** Testing aid: request a checkpoint by itself at its Nth unwindable WASI call. */
   checkpointAtCall?: number;
 }
@@ -92,14 +95,16 @@ export interface CapturedState {
 }
 
 const UNWINDING = 1;
+/**
+ * Loop back-edges and recursive calls between two polls: at the instrumenter's measured rates
+ * this keeps a poll within a few ms in the hottest loops (well inside the 50 ms latency bound)
+ * while the poll's own cost stays negligible.
+ */
+const POLL_BUDGET = 10_000;
 /** Granularity of change detection between captures (the wasm page size). */
 const PAGE = 65536;
 /** Stack assumed below the initial stack pointer (wasm-ld's default stack size). */
 const MIN_STACK = 64 * 1024;
-/** Smallest free stack worth using for the asyncify buffer (it holds every frame's locals). */
-const MIN_BUFFER = 16 * 1024;
-/** Otherwise, pages grown for it. */
-const ASYNCIFY_BUFFER_PAGES = 16;
 
 type Exports = Record<string, unknown> & {
   memory: WebAssembly.Memory;
@@ -173,7 +178,6 @@ class Checkpointer {
   private stopAfter = false;
   private dataPtr = 0;
   private pauseStart = 0;
-  private readonly pollBudget = 1 << 16;
 
   constructor(
     private readonly ck: CheckpointSetup,
@@ -223,7 +227,7 @@ class Checkpointer {
   poll(): number {
     if (this.rewinding) this.finishRewind();
     else if (this.pending()) this.unwind();
-    return this.pollBudget;
+    return POLL_BUDGET;
   }
 
   unwound(): boolean {
@@ -321,27 +325,30 @@ class Checkpointer {
   }
 
   /**
-   * Where the asyncify buffer goes: the unused part of the shadow stack, just below the
-   * current stack pointer (nothing lives there while the guest is unwound). The stack's own
-   * lower end is not recorded in a linked module (and static zero-initialised data may sit right
-   * under it), so only the 64 KiB below the initial stack pointer — wasm-ld's default and
-   * smallest usual stack size — counts as stack. If too little of it is free, fresh pages at the
-   * end of memory are used instead.
+   * Where the asyncify buffer goes. Asyncify does not check the buffer's end while unwinding,
+   * so it is sized first: frames on the stack x the module's largest frame. If that fits in
+   * the unused part of the shadow stack below the current stack pointer (nothing lives there
+   * while the guest is unwound), it goes there. The stack's lower end is not recorded in a
+   * linked module (zero-initialised data may sit right under it), so only the 64 KiB below the
+   * initial stack pointer — wasm-ld's default stack size — counts. Otherwise (deep recursion)
+   * fresh pages grown at the end of memory are used, never reused, so that no allocator can
+   * have taken them over.
    */
   private placeBuffer(): number {
     const mem = this.ex.memory;
+    const need = wasmFrames() * this.ck.maxFrameBytes + 64;
     const sp = this.ck.stackPointer === null ? 0 : Number((this.ex[this.ck.stackPointer] as WebAssembly.Global).value);
     const low = Math.max(16, this.spInit - MIN_STACK);
     const top = (sp - 64) & ~15;
     let start: number;
     let end: number;
-    if (this.ck.stackPointer !== null && top - low >= MIN_BUFFER) {
-      start = low;
+    if (this.ck.stackPointer !== null && top - low >= need + 8) {
+      start = Math.max(low, (top - need - 8) & ~15);
       end = top;
     } else {
-      const pages = ASYNCIFY_BUFFER_PAGES;
-      start = mem.grow(pages) * 65536;
-      end = start + pages * 65536;
+      const pages = Math.ceil((need + 8) / PAGE);
+      start = mem.grow(pages) * PAGE;
+      end = start + pages * PAGE;
     }
     const v = new DataView(mem.buffer);
     v.setUint32(start, start + 8, true);

@@ -4,6 +4,7 @@
 import { hostname } from 'node:os';
 import { basename, resolve } from 'node:path';
 import * as fs from 'node:fs';
+import { maxFrameBytes } from './checkpoint/frames.js';
 import type { EngineInfo, Snapshot } from './checkpoint/snapshot.js';
 import { serve, type Reply, type Request } from './control/channel.js';
 import { register, socketPath, unregister } from './control/registry.js';
@@ -66,8 +67,9 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
       .filter((i) => i.startsWith('wasi_snapshot_preview1.'))
       .map((i) => i.slice('wasi_snapshot_preview1.'.length)),
     poll: inst.meta.pollImport !== null,
-    stackPointer: inst.meta.stackPointer, stackLow: inst.meta.stackLow,
+    stackPointer: inst.meta.stackPointer, stackLow: inst.meta.stackLow, maxFrameBytes: 0,
   };
+  engine.maxFrameBytes = maxFrameBytes(inst.bytes);
   return supervise({
     name, ckptDir: resolve(opts.ckptDir ?? `${name}.ckpt`), opts,
     moduleBytes: inst.bytes, moduleHash: inst.sourceHash, instrumentedHash: inst.hash,
@@ -105,7 +107,8 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
   return supervise({
     name: opts.name ?? snap.meta.name, ckptDir: resolve(opts.ckptDir ?? image.ref.dir), opts,
     moduleBytes: image.moduleBytes, moduleHash: snap.moduleHash, instrumentedHash: snap.instrumentedHash,
-    engine: snap.engine, globals: snap.globals.map(({ name, type }) => ({ name, type })),
+    engine: { ...snap.engine, maxFrameBytes: snap.engine.maxFrameBytes ?? maxFrameBytes(image.moduleBytes) },
+    globals: snap.globals.map(({ name, type }) => ({ name, type })),
     setup: {
       module, modulePath: snap.wasi.args[0] ?? snap.meta.name, args: snap.wasi.args, env,
       preopens, restore,

@@ -63,7 +63,7 @@ function snapshot(memory: Uint8Array, generation: number, module = moduleA): Sna
       { name: 'stasis_g4', type: 'f32', value: -2.5 },
     ],
     asyncifyData: 1048560,
-    engine: { unwindImports: ['fd_read', 'fd_write'], poll: true, stackPointer: 'stasis_g0', stackLow: 1024 },
+    engine: { unwindImports: ['fd_read', 'fd_write'], poll: true, stackPointer: 'stasis_g0', stackLow: 1024, maxFrameBytes: 256 },
     wasi: {
       args: ['prog.wasm', 'a b', 'ü'],
       env: ['HOME=/home/x', 'EMPTY='],

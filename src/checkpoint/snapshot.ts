@@ -47,6 +47,8 @@ export interface EngineInfo {
   stackPointer: string | null;
   /** Lowest address of the shadow stack region. */
   stackLow: number;
+  /** The largest frame the module can put in the asyncify buffer. */
+  maxFrameBytes: number;
 }
 
 export interface SnapshotMeta {

@@ -43,7 +43,7 @@ export interface ModuleAnalysis {
   labels: Set<string>;
 }
 
-const sigKey = (params: number, results: number): string => `${params}/${results}`;
+export const sigKey = (params: number, results: number): string => `${params}/${results}`;
 
 /** Refuses what the instrumenter or Asyncify cannot handle. Runs before any transformation. */
 export function vetModule(m: binaryen.Module): void {

@@ -22,6 +22,7 @@ const PROGRAMS: Program[] = [
   { name: 'calls', wasm: join(root, 'test/fixtures/wasm/inst_calls.wasm'), args: ['1'] },
   { name: 'loops', wasm: join(root, 'test/fixtures/wasm/inst_loops.wasm'), args: ['4'] },
   { name: 'sort', wasm: join(root, 'test/fixtures/wasm/inst_sort.wasm'), args: ['2'] },
+  { name: 'spin', wasm: join(root, 'test/fixtures/wasm/inst_spin.wasm'), args: ['200000000'] },
 ];
 
 const VARIANTS: Record<string, PollVariant | null> = {
@@ -46,6 +47,9 @@ const VARIANTS: Record<string, PollVariant | null> = {
   'l-mw-sc': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: true, cacheState: true },
   'a-mw': { loops: 'outline', counter: 'auto', cycles: 'breakers', skipBounded: true },
   'a-mw-noinline': { loops: 'outline', counter: 'auto', cycles: 'breakers', skipBounded: true, post: 'noinline' },
+  'a-mw-nocyc': { loops: 'outline', counter: 'auto', cycles: 'none', skipBounded: true },
+  'a-mw-all': { loops: 'outline', counter: 'auto', cycles: 'all', skipBounded: true },
+  'aa-mw': { loops: 'auto', counter: 'auto', cycles: 'breakers', skipBounded: true },
   default: DEFAULT_VARIANT,
 };
 

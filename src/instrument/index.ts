@@ -2,16 +2,15 @@
 // plus (optionally) safe-point polls so that pure compute can be interrupted too.
 // See polls.ts for where polls go and why; README of the engine for the unwind protocol.
 import binaryen from 'binaryen';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { homedir } from 'node:os';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
   NON_UNWINDING_WASI, UnsupportedModuleError, WASI_MODULE, analyseModule, cycleBreakers,
   cyclicComponents, unwindingFunctions, vetModule,
 } from './analyse.js';
 import { DEFAULT_VARIANT, insertPolls, type PollVariant } from './polls.js';
+import { defaultCacheDir, readCache, writeCache } from './cache.js';
+import { versionString } from './version.js';
 import { cacheAsyncifyState } from './statecache.js';
 
 export { UnsupportedModuleError } from './analyse.js';
@@ -50,29 +49,14 @@ export interface InstrumentedModule {
   meta: InstrumentMeta;
 }
 
-/** Bump when the output for a given input changes (placement, passes, exports). */
-export const INSTRUMENTER_VERSION = '1';
-
-const BINARYEN_VERSION = ((): string => {
-  try {
-    const pkg = JSON.parse(readFileSync(createRequire(import.meta.url).resolve('binaryen/package.json'), 'utf8')) as { version?: string };
-    return pkg.version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-})();
-
 /** Features Node 20 (V8 11.3) runs; we read with all of them so that we can refuse clearly
  *  (tail calls, threads, exceptions) instead of failing to parse. */
 const FEATURES = binaryen.Features.MutableGlobals | binaryen.Features.NontrappingFPToInt
   | binaryen.Features.SIMD128 | binaryen.Features.BulkMemory | binaryen.Features.SignExt
   | binaryen.Features.ReferenceTypes | binaryen.Features.Multivalue | binaryen.Features.TailCall
-  | binaryen.Features.Atomics | binaryen.Features.ExceptionHandling | binaryen.Features.ExtendedConst;
+  | binaryen.Features.Atomics | binaryen.Features.ExceptionHandling;
 
-export function versionString(opts: InstrumentOptions, variant: PollVariant = DEFAULT_VARIANT): string {
-  const v = opts.polls ? `polls=${variant.loops}/${variant.counter}/${variant.cycles}${variant.skipBounded ? '/skipbounded' : ''}${variant.skipLeafLoops ? '/skipleaf' : ''}` : 'polls=off';
-  return `stasis-instrument ${INSTRUMENTER_VERSION}; binaryen ${BINARYEN_VERSION}; ${v}${variant.cacheState ? '; statecache' : ''}${variant.post && variant.post !== 'full' ? `; post=${variant.post}` : ''}`;
-}
+export { INSTRUMENTER_VERSION, versionString } from './version.js';
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
@@ -119,7 +103,7 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
       progress('polls');
       const entries = variant.cycles === 'all' ? new Set(cyclicComponents(a).flat())
         : variant.cycles === 'none' ? new Set<string>() : cycleBreakers(a);
-      const added = insertPolls(m, a, entries, variant);
+      const added = insertPolls(m, a, entries, variant, new Set(unwindImportNames));
       pollBudgetInternal = added.budgetGlobal;
       unwindImports.push('stasis.poll');
       // The poll's callers: functions with a loop poll or an entry poll.
@@ -228,52 +212,26 @@ function stackLayout(m: binaryen.Module): { stackPointer: string | null; stackLo
     const end = s.offset + s.data.byteLength;
     if (spInit === null || end <= spInit) dataEnd = Math.max(dataEnd, end);
   }
-  const stackLow = dataEnd === 0 ? 16 : Math.ceil(dataEnd / 16) * 16;
+  // Zero-initialised data (.bss) has no data segment: it lies between the last segment and the
+  // stack, so the end of the segments is not the bottom of the stack. Without linker symbols the
+  // best bound is wasm-ld's default stack size (64 KiB) below the initial stack pointer; a module
+  // linked with a smaller -z stack-size would need __data_end/__stack_low exported (not done by
+  // default), so take the higher of the two.
+  const DEFAULT_STACK = 65536;
+  let stackLow = Math.max(16, Math.ceil(dataEnd / 16) * 16);
+  if (spInit !== null) stackLow = Math.max(stackLow, Math.ceil((spInit - DEFAULT_STACK) / 16) * 16);
   return { stackPointer: sp.name, stackLow };
 }
 
-// ---- cache ----
+// ---- cache (cache.ts: readable without loading binaryen) ----
 
-export function defaultCacheDir(): string {
-  const xdg = process.env.XDG_CACHE_HOME;
-  return join(xdg && xdg.length > 0 ? xdg : join(homedir(), '.cache'), 'stasis', 'modules');
-}
+export { defaultCacheDir } from './cache.js';
 
 /** instrument(), cached on disk by sha256(input) + meta.version. */
 export function instrumentCached(bytes: Uint8Array, opts: InstrumentOptions, cacheDir: string = defaultCacheDir()): InstrumentedModule {
-  const sourceHash = sha256(bytes);
-  const version = versionString(opts);
-  const key = sha256(new TextEncoder().encode(`${sourceHash}\n${version}`));
-  const wasmPath = join(cacheDir, `${key}.wasm`);
-  const metaPath = join(cacheDir, `${key}.json`);
-  try {
-    const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as InstrumentMeta & { hash: string; sourceHash: string };
-    const out = readFileSync(wasmPath);
-    if (meta.version === version && meta.sourceHash === sourceHash && sha256(out) === meta.hash) {
-      const { hash, sourceHash: _s, ...rest } = meta;
-      return { bytes: new Uint8Array(out.buffer, out.byteOffset, out.byteLength), hash, sourceHash, meta: rest };
-    }
-  } catch {
-    // miss or unreadable entry: rebuild below
-  }
+  const hit = readCache(bytes, opts, cacheDir);
+  if (hit !== null) return hit;
   const result = instrument(bytes, opts);
-  try {
-    mkdirSync(cacheDir, { recursive: true });
-    atomicWrite(wasmPath, result.bytes);
-    atomicWrite(metaPath, JSON.stringify({ ...result.meta, hash: result.hash, sourceHash: result.sourceHash }, null, 1));
-  } catch {
-    // A read-only or full cache only costs the next run another instrumentation.
-  }
+  writeCache(result, opts, cacheDir);
   return result;
-}
-
-function atomicWrite(path: string, data: Uint8Array | string): void {
-  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  try {
-    writeFileSync(tmp, data);
-    renameSync(tmp, path);
-  } catch (e) {
-    try { unlinkSync(tmp); } catch { /* already gone */ }
-    throw e;
-  }
 }

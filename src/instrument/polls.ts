@@ -1,11 +1,12 @@
 // Safe-point polls: a budget counter decremented at loop back-edges and at the entry of functions
 // that break call-graph cycles; when it runs out, the program calls the host's poll import
-// (`stasis.poll() -> i32`, the new budget), where the host may start an unwind.
+// (`stasis.poll() -> i32`, returning the next budget), where the host may start an unwind.
 //
-// Where the check goes decides the cost. Asyncify instruments every function that can reach the
-// poll, and inside such a function it guards the code around each call that may unwind. With the
-// poll call *inside* a hot loop, the whole loop body gets those guards every iteration. So the
-// default ("outline") moves the poll call out of the loop:
+// Where the check goes decides the cost (measurements: bench-polls.ts). Asyncify instruments
+// every function that can reach the poll and guards the code around each call that may unwind,
+// so the default placement is chosen to keep hot code out of that:
+//
+// 1. Outlined polls. The poll call is moved out of the loop it serves:
 //
 //   (loop $L body)            (loop $outer                      ;; the original Loop node, renamed
 //                        ==>    (block $exit
@@ -17,31 +18,26 @@
 //                                 (budget = call $poll)
 //                                 (br $outer)))
 //
-// The inner loop holds no unwinding call, so Asyncify leaves it as it is; only the cold path
-// through $poll is instrumented.
+//    The inner loop holds no unwinding call, so Asyncify leaves it as it is; only the cold path
+//    through $poll is instrumented. (A poll inline at the loop header costs 1.2-2x on hot loops.)
+// 2. The counter lives in a local (one per function) when the function's polled loops call
+//    nothing that uses the budget; it is handed over through the global around calls that may
+//    use it and at exits, so accounting stays exact across calls. A global read-modify-write per
+//    back-edge costs up to +40% on a tight loop. Functions whose polled loops do call such code
+//    decrement the global directly (cheaper than handing over around every call).
+// 3. No poll in innermost call-free loops that provably walk memory (isMemoryWalkLoop): their
+//    running time is bounded by the memory they scan, like memory.copy. This keeps libc's
+//    string/memory routines and plain array loops uninstrumented; instrumenting them cost up to
+//    2x on libc-heavy code through per-call overhead.
+// 4. Recursion: one poll at the entry of each function of a greedy feedback vertex set of the
+//    call graph (call_indirect = every table function of the same signature), so every cycle of
+//    calls passes a poll.
 import binaryen from 'binaryen';
-import { callees, type FuncInfo, type ModuleAnalysis } from './analyse.js';
+import { callees, sigKey, type FuncInfo, type ModuleAnalysis } from './analyse.js';
 import { Expr, Ids, childrenOf, walk, walkSlots, type Ref, type Slot } from './walk.js';
 
-export type LoopPlacement = 'naive' | 'outline';
-export type CounterKind = 'global' | 'local' | 'auto';
-export type CycleEntries = 'all' | 'breakers' | 'none';
-
-export interface PollVariant {
-  loops: LoopPlacement;
-  counter: CounterKind;
-  cycles: CycleEntries;
-  /** Leave out innermost call-free loops that provably walk memory (isMemoryWalkLoop). */
-  skipBounded: boolean;
-  /** Experiment: leave loops in call-free functions without polls (unsound, measures the cost). */
-  skipLeafLoops?: boolean;
-  /** Keep Asyncify's state in a local in instrumented functions (statecache.ts). */
-  cacheState?: boolean;
-  /** Optimisation after Asyncify: full -O2, none, or -O2 without inlining. */
-  post?: 'full' | 'none' | 'noinline' | 'oneCaller0';
-}
-
-export const DEFAULT_VARIANT: PollVariant = { loops: 'outline', counter: 'global', cycles: 'breakers', skipBounded: true };
+export { DEFAULT_VARIANT, type CounterKind, type CycleEntries, type LoopPlacement, type PollVariant } from './version.js';
+import type { PollVariant } from './version.js';
 
 /** Initial budget (back-edges + cycle entries before the first poll). The poll's return value
  *  sets every later one. */
@@ -66,6 +62,7 @@ function freshName(taken: Set<string>, base: string): string {
 
 export function insertPolls(
   m: binaryen.Module, a: ModuleAnalysis, entryFuncs: Set<string>, variant: PollVariant,
+  unwindImports: Set<string> = new Set(),
 ): PollsAdded {
   const funcNames = new Set(a.funcs.keys());
   const globalNames = new Set<string>();
@@ -93,6 +90,8 @@ export function insertPolls(
   }
   // Functions whose execution may change the budget: those that can reach a poller.
   const touchesBudget = reachingSet(a, pollers);
+  // Functions a call to which may unwind (approximately what Asyncify will instrument).
+  const unwinders = reachingSet(a, new Set([...pollers, ...unwindImports]));
 
   const globalCounter: Counter = {
     dec: () => m.global.set(budget, m.i32.sub(m.global.get(budget, binaryen.i32), m.i32.const(1))),
@@ -107,7 +106,7 @@ export function insertPolls(
     // Local mode: a function with polled loops keeps the budget in a local while it runs its own
     // code, and hands it over through the global around calls that may use it and at exits.
     const local = chosen.length > 0 && (variant.counter === 'local'
-      || (variant.counter === 'auto' && !chosen.some((l) => loopCallsBudgetUser(l, touchesBudget))));
+      || (variant.counter === 'auto' && !chosen.some((l) => loopCallsBudgetUser(l, a, touchesBudget))));
     let counter = globalCounter;
     let c = -1;
     const temps = new Map<number, number>();
@@ -126,11 +125,8 @@ export function insertPolls(
         refill: () => m.local.set(c, m.call(poll, [], binaryen.i32)),
       };
       walkSlots(binaryen.getFunctionInfo(f.ref).body, (e, id, slot) => {
-        if (id === Ids.Call) {
-          const target = Expr.Call!.getTarget!(e) as string;
-          if (touchesBudget.has(target)) callSlots.push({ e, slot });
-        } else if (id === Ids.CallIndirect) {
-          callSlots.push({ e, slot });
+        if (id === Ids.Call || id === Ids.CallIndirect) {
+          if (callMayReach(e, id, a, touchesBudget)) callSlots.push({ e, slot });
         } else if (id === Ids.Return) {
           returnSlots.push({ e, slot });
         }
@@ -146,7 +142,7 @@ export function insertPolls(
         loops++;
         const name = Expr.Loop!.getName!(loop) as string;
         const body = Expr.Loop!.getBody!(loop) as Ref;
-        if (variant.loops === 'naive') {
+        if (variant.loops === 'naive' || (variant.loops === 'auto' && loopCallsBudgetUser(loop, a, unwinders))) {
           Expr.Loop!.setBody!(loop, m.block(null, [inlineCheck(), body], binaryen.auto) as unknown as number);
           continue;
         }
@@ -209,13 +205,19 @@ export function insertPolls(
 
 /** Whether the loop contains a call that may use the budget (then the global counter is cheaper
  *  than handing a local one over around every call). */
-function loopCallsBudgetUser(loop: Ref, touchesBudget: Set<string>): boolean {
+function loopCallsBudgetUser(loop: Ref, a: ModuleAnalysis, set: Set<string>): boolean {
   let found = false;
   walk(loop, (e, id) => {
-    if (id === Ids.CallIndirect) found = true;
-    else if (id === Ids.Call && touchesBudget.has(Expr.Call!.getTarget!(e) as string)) found = true;
+    if ((id === Ids.Call || id === Ids.CallIndirect) && callMayReach(e, id, a, set)) found = true;
   });
   return found;
+}
+
+/** Whether a call may land in `set` (call_indirect: any table function of the same signature). */
+function callMayReach(e: Ref, id: number, a: ModuleAnalysis, set: Set<string>): boolean {
+  if (id === Ids.Call) return set.has(Expr.Call!.getTarget!(e) as string);
+  const key = sigKey(Expr.CallIndirect!.getParams!(e) as number, Expr.CallIndirect!.getResults!(e) as number);
+  return (a.indirectTargets.get(key) ?? []).some((t) => set.has(t));
 }
 
 interface Counter { dec: () => Ref; positive: () => Ref; refill: () => Ref }
