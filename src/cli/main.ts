@@ -1,6 +1,10 @@
 // The `stasis` command line.
 import { readFileSync } from 'node:fs';
-import { checkpoint, inspect, kill, launch, restart, run, status, EXIT, StasisError, type ControlOptions } from '../api.js';
+import type { ControlOptions } from '../api.js';
+import { EXIT, StasisError } from '../errors.js';
+
+/** Loaded per command: `run` needs none of the checkpoint machinery (image store, control). */
+const api = (): Promise<typeof import('../api.js')> => import('../api.js');
 import type { Preopen } from '../wasi/state.js';
 import { parseArgs, type OptionSpec, type Parsed } from './args.js';
 
@@ -135,6 +139,7 @@ async function cmdRun(argv: string[]): Promise<number> {
   if (help(p)) return 0;
   const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis run: missing PROG.wasm; usage: stasis run [options] PROG.wasm [ARGS...]');
+  const { run } = await import('../run.js').then((m) => ({ run: m.runCommand }));
   return report(await run({
     module, args, env: envOf('run', p), preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('run', d)),
   }));
@@ -145,6 +150,7 @@ async function cmdLaunch(argv: string[]): Promise<number> {
   if (help(p)) return 0;
   const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis launch: missing PROG.wasm; usage: stasis launch [options] PROG.wasm [ARGS...]');
+  const { launch } = await api();
   return report(await launch({
     module, args, env: envOf('launch', p),
     preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('launch', d)),
@@ -160,6 +166,7 @@ async function cmdRestart(argv: string[]): Promise<number> {
   const [image, ...extra] = p.operands;
   if (image === undefined) throw new StasisError('USAGE', 'stasis restart: missing IMAGE or CKPT_DIR');
   if (extra.length > 0) throw new StasisError('USAGE', `stasis restart: unexpected argument ${extra[0]}`);
+  const { restart } = await api();
   return report(await restart({
     image, dirs: (p.options.get('--dir') ?? []).map((d) => parseDir('restart', d)),
     env: (p.options.get('--env') ?? []).map((e) => parseEnv('restart', e)), ...controlOf('restart', p),
@@ -169,6 +176,7 @@ async function cmdRestart(argv: string[]): Promise<number> {
 async function cmdCheckpoint(argv: string[]): Promise<number> {
   const p = parseArgs('checkpoint', argv, { '--exit': {}, '--json': {}, ...HELP }, true);
   if (help(p)) return 0;
+  const { checkpoint } = await api();
   const r = await checkpoint(single('checkpoint', p), { exit: p.options.has('--exit') });
   process.stdout.write(p.options.has('--json') ? JSON.stringify(r) + '\n' : `${r.image}\n`);
   return 0;
@@ -178,6 +186,7 @@ async function cmdStatus(argv: string[]): Promise<number> {
   const p = parseArgs('status', argv, { '--json': {}, ...HELP }, true);
   if (help(p)) return 0;
   const target = single('status', p);
+  const { status } = await api();
   const rows = await status(target);
   if (p.options.has('--json')) {
     process.stdout.write(JSON.stringify(target === undefined ? rows : rows[0]) + '\n');
@@ -194,6 +203,7 @@ async function cmdStatus(argv: string[]): Promise<number> {
 async function cmdKill(argv: string[]): Promise<number> {
   const p = parseArgs('kill', argv, HELP, true);
   if (help(p)) return 0;
+  const { kill } = await api();
   await kill(single('kill', p));
   return 0;
 }
@@ -203,6 +213,7 @@ async function cmdInspect(argv: string[]): Promise<number> {
   if (help(p)) return 0;
   const path = single('inspect', p);
   if (path === undefined) throw new StasisError('USAGE', 'stasis inspect: missing IMAGE or CKPT_DIR');
+  const { inspect } = await api();
   const info = await inspect(path);
   process.stdout.write(p.options.has('--json') ? JSON.stringify(info, null, 2) + '\n' : formatInspect(info));
   return 0;
