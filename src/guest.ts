@@ -62,6 +62,7 @@ export interface RestoreState {
 /** Control words (Int32) shared with the main thread. */
 export const CONTROL_REQUEST = 0; // bumped by main for each checkpoint request
 export const CONTROL_STOP = 1; // set by main before a request: stop after this checkpoint
+export const CONTROL_MEMORY_PAGES = 2; // the guest's memory size in 64 KiB pages, as last seen
 export const CONTROL_WORDS = 4;
 
 export interface GuestResult {
@@ -138,8 +139,11 @@ async function run(data: GuestData): Promise<GuestResult> {
   }
   const instance = new WebAssembly.Instance(data.module, imports);
   const ex = instance.exports as Exports;
-  host.attach(ex.memory);
   engine?.attach(ex);
+  // Under checkpoint control, publish the memory size: the main thread prepares a capture
+  // buffer of that size ahead of the first checkpoint.
+  const control = ck === undefined ? null : new Int32Array(ck.control, 0, CONTROL_WORDS);
+  host.attach(ex.memory, control === null ? undefined : (bytes) => Atomics.store(control, CONTROL_MEMORY_PAGES, bytes / PAGE));
   if (data.restore !== undefined) {
     const { ImageError, readImage } = await import('./image/index.js');
     try {

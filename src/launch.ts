@@ -207,11 +207,53 @@ async function supervise(s: Supervised): Promise<GuestResult> {
         ms: performance.now() - t0, bytesWritten: ref.bytesWritten, chunks: ref.chunks,
       };
     } finally {
-      session.giveBack(captured.memory);
+      held = captured.memory.length;
+      session.giveBuffer(captured.memory);
     }
+  };
+
+  // Until a capture's buffer comes back, a capture copies memory into new pages, and on this
+  // kind of VM touching 1 GiB of new pages takes seconds: the program would be paused that
+  // long. So a buffer of the guest's current size is prepared (touched) ahead, in slices
+  // between other work, and handed over just before a checkpoint that needs it.
+  let held = 0; // size of the buffer the guest holds for its next capture
+  let prepared: Uint8Array | null = null;
+  let preparing: Promise<void> | null = null;
+  const PREPARE_MIN = 64 << 20; // below this, fresh pages are cheap enough
+  const prepare = setInterval(() => {
+    const want = session.memoryBytes();
+    if (preparing !== null || want < PREPARE_MIN || want === held || prepared?.length === want) return;
+    prepared = null;
+    preparing = new Promise<void>((done) => {
+      const buf = new Uint8Array(want);
+      let off = 0;
+      const touch = (): void => {
+        for (const end = Math.min(want, off + (32 << 20)); off < end; off += 4096) buf[off] = 0; // a write faults the page in
+        if (off < want) {
+          setImmediate(touch);
+          return;
+        }
+        prepared = buf;
+        preparing = null;
+        done();
+      };
+      touch();
+    });
+  }, 100);
+  prepare.unref();
+  const readyBuffer = async (): Promise<void> => {
+    if (preparing !== null) await preparing;
+    const want = session.memoryBytes();
+    if (prepared !== null && prepared.length === want && held !== want) {
+      session.giveBuffer(prepared);
+      held = want;
+      base = null; // a fresh buffer: the next capture's change map is not relative to an image
+    }
+    prepared = null;
   };
   const checkpoint = (stopAfter = false): Promise<Done> => serialized(async () => {
     const t0 = performance.now();
+    await readyBuffer();
     const captured = await session.capture(stopAfter);
     return persist(captured, t0, performance.now() - t0);
   });
@@ -283,6 +325,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
   try {
     return await session.result;
   } finally {
+    clearInterval(prepare);
     if (interval) clearInterval(interval);
     process.off('SIGTERM', onTerm);
     for (const [sig, h] of plain) process.off(sig, h);

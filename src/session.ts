@@ -3,7 +3,7 @@
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { imageErrorCode, StasisError } from './errors.js';
 import {
-  CONTROL_REQUEST, CONTROL_STOP, CONTROL_WORDS,
+  CONTROL_MEMORY_PAGES, CONTROL_REQUEST, CONTROL_STOP, CONTROL_WORDS,
   type CapturedState, type GuestData, type GuestMessage, type GuestResult,
 } from './guest.js';
 import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from './wasi/stdin.js';
@@ -95,9 +95,14 @@ export class GuestSession {
     return captured;
   }
 
-  /** Hands a capture's memory back to the guest for reuse by the next capture. */
-  giveBack(memory: Uint8Array): void {
+  /** Hands a buffer to the guest for its next capture (a capture's memory, or a fresh one). */
+  giveBuffer(memory: Uint8Array): void {
     if (!this.done) this.spares.postMessage(memory, [memory.buffer as ArrayBuffer]);
+  }
+
+  /** The guest's memory size in bytes, as it last published it (0 before it did). */
+  memoryBytes(): number {
+    return this.control === null ? 0 : Atomics.load(this.control, CONTROL_MEMORY_PAGES) * 65536;
   }
 
   /** Makes the guest's buffered writes visible now (before exiting on a signal). */

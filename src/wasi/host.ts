@@ -117,8 +117,8 @@ export class WasiHost {
   }
 
   /** Gives the host the guest's memory; call once the instance exists. */
-  attach(memory: WebAssembly.Memory): void {
-    this.mem = new GuestMemory(memory);
+  attach(memory: WebAssembly.Memory, onGrow?: (bytes: number) => void): void {
+    this.mem = new GuestMemory(memory, onGrow);
   }
 
   /** The host's state as plain data (see state.ts). */

@@ -13,7 +13,11 @@ export class GuestMemory {
   view!: DataView;
   bytes!: Buffer;
 
-  constructor(private readonly memory: WebAssembly.Memory) {
+  constructor(
+    private readonly memory: WebAssembly.Memory,
+    /** Told the size in bytes at first and whenever the guest's memory has grown. */
+    private readonly onGrow: ((bytes: number) => void) | null = null,
+  ) {
     this.refresh();
   }
 
@@ -23,6 +27,7 @@ export class GuestMemory {
       this.buffer = buf;
       this.view = new DataView(buf);
       this.bytes = Buffer.from(buf);
+      this.onGrow?.(buf.byteLength);
     }
   }
 
