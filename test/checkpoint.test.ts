@@ -282,3 +282,29 @@ test('--interval checkpoints periodically and --keep prunes old images', async (
     cleanup();
   }
 });
+
+test('launch refuses modules it cannot checkpoint, with one line and status 67', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    // A valid WASI-shaped command with a start section (it would run again at every restart).
+    const start = Buffer.from([
+      0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+      0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type: () -> ()
+      0x03, 0x03, 0x02, 0x00, 0x00, // two functions
+      0x05, 0x03, 0x01, 0x00, 0x01, // memory, 1 page
+      0x07, 0x13, 0x02, 0x06, ...Buffer.from('memory'), 0x02, 0x00, 0x06, ...Buffer.from('_start'), 0x00, 0x01,
+      0x08, 0x01, 0x00, // start: function 0
+      0x0a, 0x07, 0x02, 0x02, 0x00, 0x0b, 0x02, 0x00, 0x0b, // two empty bodies
+    ]);
+    const file = join(dir, 'start.wasm');
+    writeFileSync(file, start);
+    assert.equal(stasis(['run', file]).code, 0, 'a plain run accepts it');
+    const before = readdirSync(dir).sort();
+    const r = stasis(['launch', '--quiet', '--ckpt-dir', join(dir, 'ck'), file]);
+    assert.equal(r.code, 67, r.stderr);
+    assert.match(r.stderr, /^stasis: [^\n]*start[^\n]*\n$/);
+    assert.deepEqual(readdirSync(dir).sort(), before);
+  } finally {
+    cleanup();
+  }
+});
