@@ -16,7 +16,7 @@ import { loadModule } from './module.js';
 import { progress } from './progress.js';
 import { checkPreopens, SIGNAL_STATUS, type RunOptions } from './run.js';
 import { GuestSession, type GuestSetup } from './session.js';
-import type { Preopen } from './wasi/state.js';
+import { hostPathOf, type Preopen } from './wasi/state.js';
 
 export interface ControlOptions {
   /** Where images go (default ./NAME.ckpt). */
@@ -136,8 +136,7 @@ function remapPreopens(saved: Preopen[], dirs: Preopen[]): Preopen[] {
 function checkOpenFiles(snap: Snapshot, preopens: Preopen[]): void {
   for (const f of snap.wasi.fds) {
     if (f.kind === 'stdio') continue;
-    const p = preopens.find((q) => q.guest === f.location.preopen);
-    const host = p === undefined ? null : f.location.rel === '' ? p.host : `${p.host}/${f.location.rel}`;
+    const host = hostPathOf(preopens, f.location);
     if (host !== null && fs.existsSync(host)) continue;
     const guest = `${f.location.preopen.replace(/\/$/, '')}/${f.location.rel}`;
     throw new StasisError('MISSING_FILE', `the program had ${guest} open (fd ${f.fd}), but ${host ?? 'its directory'} is missing; put it back, or give --dir NEWHOST::${f.location.preopen} where it is`);

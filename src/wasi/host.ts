@@ -14,7 +14,7 @@ import { DirFd, Fd, FileFd, filetypeOf, StdioFd } from './fds.js';
 import { Interrupted, sleep } from './interrupt.js';
 import { GuestMemory, utf8 } from './memory.js';
 import { joinRel, resolvePath, type Resolved } from './paths.js';
-import type { FdState, Location, Preopen, WasiState } from './state.js';
+import { hostPathOf, type FdState, type Location, type Preopen, type WasiState } from './state.js';
 import { setTimesPath, type TimeSpec } from './native.js';
 import { openStdin, type StdinSource } from './stdin.js';
 import { WriteBehind } from './writebehind.js';
@@ -100,10 +100,10 @@ export class WasiHost {
   }
 
   /** The host path of a location, through the (possibly remapped) preopens. */
-  hostPathOf(loc: Location): string {
-    const p = this.preopens.find((q) => q.guest === loc.preopen);
-    if (p === undefined) throw new Error(`no preopen named ${loc.preopen}`);
-    return loc.rel === '' ? p.host : p.host + '/' + loc.rel;
+  private hostPathOf(loc: Location): string {
+    const host = hostPathOf(this.preopens, loc);
+    if (host === null) throw new Error(`no preopen named ${loc.preopen}`);
+    return host;
   }
 
   /** Bytes read from stdin for the program that it has not consumed yet. */

@@ -58,3 +58,10 @@ export interface WasiState {
   /** Absolute deadlines (ns, decimal) of a poll_oneoff that a checkpoint interrupted. */
   pollDeadlines?: string[];
 }
+
+/** The host path of a location through the given preopens, or null if its preopen is absent. */
+export function hostPathOf(preopens: Preopen[], loc: Location): string | null {
+  const p = preopens.find((q) => q.guest === loc.preopen);
+  if (p === undefined) return null;
+  return loc.rel === '' ? p.host : `${p.host}/${loc.rel}`;
+}
