@@ -278,9 +278,9 @@ export function cycleBreakers(a: ModuleAnalysis): Set<string> {
   return chosen;
 }
 
-/** Functions that can be on the stack when an unwind starts: those that can reach (through
- *  direct calls or signature-matched indirect calls) an unwinding import. */
-export function unwindingFunctions(a: ModuleAnalysis, unwindingImports: Set<string>): Set<string> {
+/** Functions that can reach (call, directly or through a signature-matched indirect call)
+ *  one of `roots`, roots included. */
+export function reachingSet(a: ModuleAnalysis, roots: Set<string>): Set<string> {
   const callers = new Map<string, string[]>();
   for (const f of a.defined) {
     for (const c of new Set(callees(a, f))) {
@@ -289,13 +289,19 @@ export function unwindingFunctions(a: ModuleAnalysis, unwindingImports: Set<stri
       callers.set(c, list);
     }
   }
-  const out = new Set<string>();
-  const work = [...unwindingImports];
+  const out = new Set(roots);
+  const work = [...roots];
   while (work.length > 0) {
     const v = work.pop()!;
-    for (const c of callers.get(v) ?? []) {
-      if (!out.has(c)) { out.add(c); work.push(c); }
-    }
+    for (const c of callers.get(v) ?? []) if (!out.has(c)) { out.add(c); work.push(c); }
   }
+  return out;
+}
+
+/** Functions that can be on the stack when an unwind starts: the defined functions that can
+ *  reach an unwinding import. */
+export function unwindingFunctions(a: ModuleAnalysis, unwindingImports: Set<string>): Set<string> {
+  const out = reachingSet(a, unwindingImports);
+  for (const i of unwindingImports) out.delete(i);
   return out;
 }

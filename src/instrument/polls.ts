@@ -33,7 +33,7 @@
 //    call graph (call_indirect = every table function of the same signature), so every cycle of
 //    calls passes a poll.
 import binaryen from 'binaryen';
-import { callees, sigKey, type FuncInfo, type ModuleAnalysis } from './analyse.js';
+import { callees, reachingSet, sigKey, type FuncInfo, type ModuleAnalysis } from './analyse.js';
 import { Expr, Ids, childrenOf, walk, walkSlots, type Ref, type Slot } from './walk.js';
 
 export { DEFAULT_VARIANT, type CounterKind, type CycleEntries, type LoopPlacement, type PollVariant } from './version.js';
@@ -233,24 +233,6 @@ function replace(f: FuncInfo, slot: Slot | null, e: Ref): void {
   else setBody(f.ref, e);
 }
 
-/** Functions that can reach (call, directly or indirectly) one of `roots`, roots included. */
-export function reachingSet(a: ModuleAnalysis, roots: Set<string>): Set<string> {
-  const callers = new Map<string, string[]>();
-  for (const f of a.defined) {
-    for (const c of new Set(callees(a, f))) {
-      const list = callers.get(c) ?? [];
-      list.push(f.name);
-      callers.set(c, list);
-    }
-  }
-  const out = new Set(roots);
-  const work = [...roots];
-  while (work.length > 0) {
-    const v = work.pop()!;
-    for (const c of callers.get(v) ?? []) if (!out.has(c)) { out.add(c); work.push(c); }
-  }
-  return out;
-}
 
 // ---- loops that need no poll ----
 //
