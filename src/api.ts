@@ -9,7 +9,8 @@ import { entries, findTarget, type Entry } from './control/registry.js';
 import { imageErrorCode, StasisError } from './errors.js';
 import { ImageError, inspectImage, listImages, type ImageRef } from './image/index.js';
 
-export { launch, restart, EXIT_CHECKPOINTED, EXIT_KILLED } from './launch.js';
+export { launch, restart, planRestart, EXIT_CHECKPOINTED, EXIT_KILLED } from './launch.js';
+export type { StasisPlugin, OpenFile, FileDecision, CheckpointEvent, CheckpointedEvent, RestartEvent } from './files/plugin.js';
 export type { ControlOptions, LaunchOptions, RestartOptions } from './launch.js';
 export { runCommand as run } from './run.js';
 export type { RunOptions } from './run.js';

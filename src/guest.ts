@@ -57,13 +57,16 @@ export interface RestoreState {
   monotonicNs: string;
   stdinPending: Uint8Array;
   pollDeadlines?: string[];
+  /** [guest fd, host fd] of file fds the restart opened already (where its file plan put them). */
+  handles?: [number, number][];
 }
 
 /** Control words (Int32) shared with the main thread. */
 export const CONTROL_REQUEST = 0; // bumped by main for each checkpoint request
 export const CONTROL_STOP = 1; // set by main before a request: stop after this checkpoint
 export const CONTROL_MEMORY_PAGES = 2; // the guest's memory size in 64 KiB pages, as last seen
-export const CONTROL_WORDS = 4;
+export const CONTROL_RELEASE = 3; // bumped by main once it is done with a capture: the guest resumes
+export const CONTROL_WORDS = 5; // the last word is never written: a stopped guest waits on it
 
 export interface GuestResult {
   exitCode: number;
@@ -92,6 +95,12 @@ export interface CapturedState {
   stdinPending: Uint8Array;
   /** Bytes the checkpointed process had taken from its stdin. */
   stdinReceived: number;
+  /**
+   * [guest fd, host fd] of every file fd. The guest stays paused until the main thread
+   * releases it, so the main thread can read the files through these (same process) while
+   * they are as the program left them.
+   */
+  fileHandles: [number, number][];
   pauseMs: number;
 }
 
@@ -126,6 +135,7 @@ async function run(data: GuestData): Promise<GuestResult> {
         fds: data.restore.fds, monotonicNs: BigInt(data.restore.monotonicNs),
         stdinPending: data.restore.stdinPending,
         ...(data.restore.pollDeadlines && { pollDeadlines: data.restore.pollDeadlines }),
+        ...(data.restore.handles && { handles: data.restore.handles }),
       },
     }),
   });
@@ -255,15 +265,19 @@ class Checkpointer {
       monotonicNs: this.host.clocks.monotonic().toString(),
       stdinPending: this.host.stdinPending(),
       stdinReceived: this.host.stdinReceived(),
+      fileHandles: this.host.fileHandles(),
       pauseMs: 0,
     };
     snapshot.pauseMs = performance.now() - this.pauseStart;
+    const released = Atomics.load(this.control, CONTROL_RELEASE);
     parentPort!.postMessage({ type: 'snapshot', request: this.served, snapshot } satisfies GuestMessage, [snapshot.memory.buffer as ArrayBuffer]);
     if (this.stopAfter || Atomics.load(this.control, CONTROL_STOP) !== 0) {
       // The program is to end with this checkpoint: do nothing more (no output, no writes)
       // while the launcher saves the image and exits.
       for (;;) Atomics.wait(this.control, CONTROL_WORDS - 1, 0);
     }
+    // Stay paused while the main thread copies the files that go with this image.
+    while (Atomics.load(this.control, CONTROL_RELEASE) === released) Atomics.wait(this.control, CONTROL_RELEASE, released);
     this.startRewind(this.dataPtr);
   }
 

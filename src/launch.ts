@@ -5,7 +5,13 @@ import { hostname } from 'node:os';
 import { basename, resolve } from 'node:path';
 import * as fs from 'node:fs';
 import { maxFrameBytes } from './checkpoint/frames.js';
-import type { EngineInfo, Snapshot } from './checkpoint/snapshot.js';
+import type { EngineInfo, FilePolicyOptions, FileRecord, Snapshot } from './checkpoint/snapshot.js';
+import { captureFiles, type CopyCache, type FileCapture } from './files/capture.js';
+import { emit, loadPlugins, type StasisPlugin } from './files/plugin.js';
+import { builtinPolicy } from './files/policy.js';
+import { checkPathMap, mapPath, mergePathMaps, parsePathMap } from './files/pathmap.js';
+import { applyPlan, checkPlan, physicalPath, planFiles, type FilePlan, type PlanOptions } from './files/restore.js';
+import { checkConflicts, cliRules, loadRulesFile, ruleData } from './files/rules.js';
 import { serve, type Reply, type Request } from './control/channel.js';
 import { register, socketPath, unregister } from './control/registry.js';
 import { EXIT, imageErrorCode, StasisError } from './errors.js';
@@ -32,9 +38,22 @@ export interface ControlOptions {
   compress?: 'none' | 'deflate' | 'brotli';
   /** Testing aid: checkpoint at the program's Nth WASI call, then stop (exit 75). */
   checkpointAtCall?: number;
+  /** --plugin modules (paths), run after Stasis's own file rules. */
+  plugins?: string[];
+  /** --path-map OLD=NEW host path prefixes (at restart: added to, or replacing, the launch's). */
+  pathMap?: string[];
+  /** --allow-file-overwrite: a saved file that differs at restart is replaced (and kept as a backup). */
+  allowFileOverwrite?: boolean;
 }
 
-export type LaunchOptions = RunOptions & ControlOptions;
+export interface LaunchOptions extends RunOptions, ControlOptions {
+  /** --checkpoint-open-files: save every open file with each checkpoint. */
+  checkpointOpenFiles?: boolean;
+  /** --ckpt-files / --no-ckpt-files globs, in the order given. */
+  ckptFiles?: { action: 'save' | 'skip'; pattern: string }[];
+  /** --file-rules FILE. */
+  fileRules?: string;
+}
 
 export interface RestartOptions extends ControlOptions {
   /** An image directory, or a checkpoint directory (its latest image). */
@@ -52,7 +71,11 @@ export const EXIT_KILLED = 137;
 
 export async function launch(opts: LaunchOptions): Promise<GuestResult> {
   const loaded = loadModule(opts.module);
+  const policy = launchPolicy(opts);
+  // The program's state keeps the preopens as given; the host opens them through --path-map.
   const preopens = checkPreopens(opts.preopens);
+  const physical = checkPreopens(preopens.map((p) => ({ guest: p.guest, host: mapPath(policy.pathMap, p.host) })));
+  const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
   let inst;
   try {
     inst = await progress(`instrumenting ${opts.module} (first launch of this module; cached afterwards)`, () =>
@@ -73,15 +96,33 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
   return supervise({
     name, ckptDir: resolve(opts.ckptDir ?? `${name}.ckpt`), opts,
     moduleBytes: inst.bytes, moduleHash: inst.sourceHash, instrumentedHash: inst.hash,
-    engine, globals: inst.meta.globals,
+    engine, globals: inst.meta.globals, policy, plugins, preopens,
     setup: {
       module: new WebAssembly.Module(inst.bytes as Uint8Array<ArrayBuffer>), modulePath: opts.module,
-      args: [opts.module, ...opts.args], env: opts.env, preopens,
+      args: [opts.module, ...opts.args], env: opts.env, preopens: physical,
     },
   });
 }
 
-export async function restart(opts: RestartOptions): Promise<GuestResult> {
+/** The file options of a launch, checked (conflicts, rules file, path maps). */
+function launchPolicy(opts: LaunchOptions): FilePolicyOptions {
+  const rules = [...cliRules(opts.ckptFiles ?? [], process.cwd()), ...(opts.fileRules !== undefined ? loadRulesFile(opts.fileRules) : [])];
+  checkConflicts(rules);
+  const pathMap = parsePathMap(opts.pathMap ?? [], 'launch');
+  checkPathMap(pathMap, 'launch');
+  return {
+    checkpointOpenFiles: opts.checkpointOpenFiles === true, allowFileOverwrite: opts.allowFileOverwrite === true,
+    rules: rules.map(ruleData), pathMap,
+  };
+}
+
+/** What a restart would do with each open file, checked; nothing is changed. */
+export async function planRestart(opts: RestartOptions): Promise<{ lines: string[]; plan: FilePlan }> {
+  const p = await prepareRestart(opts);
+  return { lines: p.plan.steps.map((s) => s.line), plan: p.plan };
+}
+
+async function prepareRestart(opts: RestartOptions) {
   let image;
   try {
     image = await readImage(opts.image, { memory: false }); // the guest thread reads the memory
@@ -90,13 +131,33 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
     throw e;
   }
   const snap = image.snapshot;
-  const preopens = remapPreopens(snap.wasi.preopens, opts.dirs);
+  const saved: FilePolicyOptions = snap.filePolicy ?? { checkpointOpenFiles: false, allowFileOverwrite: false, rules: [], pathMap: [] };
+  const restartMap = parsePathMap(opts.pathMap ?? [], 'restart');
+  checkPathMap(restartMap, 'restart');
+  const policy: FilePolicyOptions = {
+    ...saved, pathMap: mergePathMaps(saved.pathMap, restartMap),
+    allowFileOverwrite: saved.allowFileOverwrite || opts.allowFileOverwrite === true,
+  };
+  const where: PlanOptions = { saved: snap.wasi.preopens, dirs: opts.dirs, pathMap: policy.pathMap, allowOverwrite: opts.allowFileOverwrite === true };
+  const physical = remapPreopens(snap.wasi.preopens, opts.dirs, (p) => physicalPath(where, { preopen: p.guest, rel: '' })!);
+  checkDirFds(snap, where);
+  const plan = planFiles(snap, where);
+  return { image, snap, policy, physical, plan };
+}
+
+export async function restart(opts: RestartOptions): Promise<GuestResult> {
+  const { image, snap, policy, physical, plan } = await prepareRestart(opts);
+  checkPlan(plan);
+  const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
   const env = mergeEnv(snap.wasi.env, opts.env);
-  checkOpenFiles(snap, preopens);
+  const applied = applyPlan(plan, snap, image.ref.dir);
+  for (const line of applied.kept) process.stderr.write(`stasis: ${line}\n`);
+  await emit(plugins, 'onRestart', { image: image.ref.path, generation: image.ref.generation, plan: plan.steps.map((s) => s.line) });
   const restore: RestoreState = {
     image: { path: image.ref.path, generation: image.ref.generation }, globals: snap.globals, asyncifyData: snap.asyncifyData,
     fds: snap.wasi.fds, monotonicNs: snap.monotonicNs, stdinPending: snap.stdinPending,
     ...(snap.wasi.pollDeadlines && { pollDeadlines: snap.wasi.pollDeadlines }),
+    handles: applied.handles,
   };
   let module: WebAssembly.Module;
   try {
@@ -109,37 +170,41 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
     moduleBytes: image.moduleBytes, moduleHash: snap.moduleHash, instrumentedHash: snap.instrumentedHash,
     engine: { ...snap.engine, maxFrameBytes: snap.engine.maxFrameBytes ?? maxFrameBytes(image.moduleBytes) },
     globals: snap.globals.map(({ name, type }) => ({ name, type })),
+    policy, plugins, preopens: snap.wasi.preopens,
     setup: {
       module, modulePath: snap.wasi.args[0] ?? snap.meta.name, args: snap.wasi.args, env,
-      preopens, restore,
+      preopens: physical, restore,
     },
   });
 }
 
-/** Applies --dir NEWHOST::GUEST at restart; every preopen's host dir must exist. */
-function remapPreopens(saved: Preopen[], dirs: Preopen[]): Preopen[] {
+/**
+ * The preopens' host directories at restart (--dir NEWHOST::GUEST, else the saved one
+ * through --path-map); each must exist.
+ */
+function remapPreopens(saved: Preopen[], dirs: Preopen[], where: (p: Preopen) => string): Preopen[] {
   for (const d of dirs) {
     if (!saved.some((p) => p.guest === d.guest)) {
       throw new StasisError('USAGE', `--dir ${d.host}::${d.guest}: the program has no directory ${d.guest} (it has ${saved.map((p) => p.guest).join(', ') || 'none'})`);
     }
   }
-  const merged = saved.map((p) => dirs.find((d) => d.guest === p.guest) ?? p);
+  const merged = saved.map((p) => ({ guest: p.guest, host: where(p) }));
   for (const p of merged) {
     if (!fs.existsSync(p.host)) {
-      throw new StasisError('BAD_DIR', `directory ${p.host} (the program's ${p.guest}) is missing; restore it or give --dir NEWHOST::${p.guest}`);
+      throw new StasisError('BAD_DIR', `directory ${p.host} (the program's ${p.guest}) is missing; restore it, or give --dir NEWHOST::${p.guest} or --path-map ${p.host}=NEWHOST`);
     }
   }
   return checkPreopens(merged);
 }
 
-/** Every file the program had open must still be there (its contents are not in the image). */
-function checkOpenFiles(snap: Snapshot, preopens: Preopen[]): void {
+/** Directories the program had open (other than preopens) must still be there. */
+function checkDirFds(snap: Snapshot, where: PlanOptions): void {
   for (const f of snap.wasi.fds) {
-    if (f.kind === 'stdio') continue;
-    const host = hostPathOf(preopens, f.location);
+    if (f.kind !== 'dir' || f.location.rel === '') continue;
+    const host = physicalPath(where, f.location);
     if (host !== null && fs.existsSync(host)) continue;
     const guest = `${f.location.preopen.replace(/\/$/, '')}/${f.location.rel}`;
-    throw new StasisError('MISSING_FILE', `the program had ${guest} open (fd ${f.fd}), but ${host ?? 'its directory'} is missing; put it back, or give --dir NEWHOST::${f.location.preopen} where it is`);
+    throw new StasisError('MISSING_FILE', `the program had the directory ${guest} open (fd ${f.fd}), but ${host ?? 'its preopen'} is missing; put it back, or map it with --path-map or --dir NEWHOST::${f.location.preopen}`);
   }
 }
 
@@ -158,6 +223,11 @@ interface Supervised {
   instrumentedHash: string;
   engine: EngineInfo;
   globals: { name: string; type: 'i32' | 'i64' | 'f32' | 'f64' }[];
+  policy: FilePolicyOptions;
+  /** The built-in file policy, then --plugin ones. */
+  plugins: StasisPlugin[];
+  /** The preopens as the program's state names them (setup.preopens: where they are now). */
+  preopens: Preopen[];
   setup: Omit<GuestSetup, 'checkpoint'>;
 }
 
@@ -187,8 +257,18 @@ async function supervise(s: Supervised): Promise<GuestResult> {
   };
   // The generation whose memory the guest's next change detection is relative to.
   let base: number | null = null;
-  const persist = async (captured: CapturedState, t0: number, latencyMs: number): Promise<Done> => {
-    const snapshot = toSnapshot(captured, s, ++generation);
+  // Copies of saved files by identity, to skip files unchanged since their last copy.
+  const copies: CopyCache = new Map();
+  /** The file side of a capture, while the guest waits; then it may go on. */
+  const withFiles = async (captured: CapturedState): Promise<FileCapture> => {
+    try {
+      return await captureFiles(captured, s.ckptDir, s.plugins, copies, s.preopens);
+    } finally {
+      session.release();
+    }
+  };
+  const persist = async (captured: CapturedState, files: FileCapture, t0: number, latencyMs: number): Promise<Done> => {
+    const snapshot = toSnapshot(captured, files.records, s, ++generation);
     const pages = captured.dirtyPages;
     const dirty = pages !== null && base !== null
       ? { base, isDirty: (off: number, len: number) => pages.subarray(off >> 16, (off + len + 65535) >> 16).includes(1) }
@@ -199,8 +279,12 @@ async function supervise(s: Supervised): Promise<GuestResult> {
         moduleBytes: s.moduleBytes, ...(s.opts.keep !== undefined && { keep: s.opts.keep }),
         ...(s.opts.compress !== undefined && { compress: s.opts.compress }),
         ...(dirty !== undefined && { dirty }),
+        stagedFiles: files.staged,
       });
       base = ref.generation;
+      for (const [record, r] of files.remember) {
+        copies.set(r.key, { size: r.st.size, mtimeNs: r.st.mtimeNs, ctimeNs: r.st.ctimeNs, copiedAt: r.copiedAt, copy: record.copy! });
+      }
       return {
         image: ref.path, generation: ref.generation, pauseMs: captured.pauseMs, latencyMs,
         ms: performance.now() - t0, bytesWritten: ref.bytesWritten, chunks: ref.chunks,
@@ -208,6 +292,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
     } finally {
       held = captured.memory.length;
       session.giveBuffer(captured.memory);
+      for (const staged of files.staged.values()) fs.rmSync(staged, { force: true }); // published ones are gone already
     }
   };
 
@@ -250,15 +335,20 @@ async function supervise(s: Supervised): Promise<GuestResult> {
     }
     prepared = null;
   };
+  const event = { name: s.name, ckptDir: s.ckptDir };
   const checkpoint = (stopAfter = false): Promise<Done> => serialized(async () => {
+    await emit(s.plugins, 'beforeCheckpoint', event);
     const t0 = performance.now();
     await readyBuffer();
     const captured = await session.capture(stopAfter);
-    return persist(captured, t0, performance.now() - t0);
+    const latencyMs = performance.now() - t0;
+    const done = await persist(captured, await withFiles(captured), t0, latencyMs);
+    await emit(s.plugins, 'afterCheckpoint', { ...event, image: done.image, generation: done.generation, resumed: !stopAfter });
+    return done;
   });
   // --checkpoint-at-call: the guest checkpointed by itself; save it and stop, as on SIGTERM.
   session.onUnrequested = (captured) => {
-    serialized(() => persist(captured, performance.now(), 0)).then(
+    serialized(async () => persist(captured, await withFiles(captured), performance.now(), 0)).then(
       () => stop(EXIT_CHECKPOINTED),
       (e: Error) => {
         process.stderr.write(`stasis: checkpoint failed: ${e.message}\n`);
@@ -333,12 +423,14 @@ async function supervise(s: Supervised): Promise<GuestResult> {
   }
 }
 
-function toSnapshot(c: CapturedState, s: Supervised, generation: number): Snapshot {
+function toSnapshot(c: CapturedState, files: FileRecord[], s: Supervised, generation: number): Snapshot {
   return {
     moduleHash: s.moduleHash, instrumentedHash: s.instrumentedHash,
     memory: c.memory, globals: c.globals, asyncifyData: c.asyncifyData, engine: s.engine,
-    wasi: c.wasi, monotonicNs: c.monotonicNs, stdinPending: c.stdinPending,
-    stdinReceived: c.stdinReceived,
+    // The preopens as the program's state names them, not where --path-map put them.
+    wasi: { ...c.wasi, preopens: s.preopens.map((p) => ({ ...p })) },
+    monotonicNs: c.monotonicNs, stdinPending: c.stdinPending,
+    stdinReceived: c.stdinReceived, files, filePolicy: s.policy,
     meta: {
       name: s.name, generation, createdAt: new Date().toISOString(), pauseMs: c.pauseMs,
       host: { hostname: hostname(), platform: process.platform, arch: process.arch, node: process.version, pid: process.pid },

@@ -3,7 +3,7 @@
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { imageErrorCode, StasisError } from './errors.js';
 import {
-  CONTROL_MEMORY_PAGES, CONTROL_REQUEST, CONTROL_STOP, CONTROL_WORDS,
+  CONTROL_MEMORY_PAGES, CONTROL_RELEASE, CONTROL_REQUEST, CONTROL_STOP, CONTROL_WORDS,
   type CapturedState, type GuestData, type GuestMessage, type GuestResult,
 } from './guest.js';
 import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from './wasi/stdin.js';
@@ -93,6 +93,13 @@ export class GuestSession {
     Atomics.notify(control, CONTROL_REQUEST);
     if (this.stdin !== null) wakeStdinWaiter(this.stdin);
     return captured;
+  }
+
+  /** Lets the guest go on after a capture (it waits so that its files can be copied). */
+  release(): void {
+    if (this.control === null) return;
+    Atomics.add(this.control, CONTROL_RELEASE, 1);
+    Atomics.notify(this.control, CONTROL_RELEASE);
   }
 
   /** Hands a buffer to the guest for its next capture (a capture's memory, or a fresh one). */

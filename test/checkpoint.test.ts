@@ -230,7 +230,7 @@ test('restart refuses bad images with one line and a distinct status, changing n
     renameSync(work, join(dir, 'gone'));
     const missing = stasis(['restart', '--quiet', withDir]);
     assert.equal(missing.code, 68, missing.stderr);
-    assert.match(missing.stderr, /missing; restore it or give --dir NEWHOST::\/work/);
+    assert.match(missing.stderr, /missing; restore it, or give --dir NEWHOST::\/work/);
     // A file the program had open, deleted since: refused with 74, naming it.
     const noFile = join(dir, 'work-nofile');
     cpSync(elsewhere, noFile, { recursive: true });
@@ -238,7 +238,7 @@ test('restart refuses bad images with one line and a distinct status, changing n
     rmSync(join(noFile, victim));
     const gone = stasis(['restart', '--quiet', '--dir', `${noFile}::/work`, withDir]);
     assert.equal(gone.code, 74, gone.stderr);
-    assert.match(gone.stderr, new RegExp(`had /work/${victim} open`));
+    assert.match(gone.stderr, new RegExp(`the program's /work/${victim}.* is missing`));
     // ...and remapping it with --dir works.
     const remapped = stasis(['restart', '--quiet', '--dir', `${elsewhere}::/work`, withDir]);
     assert.equal(remapped.code, 0, remapped.stderr);

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Snapshot } from '../src/checkpoint/snapshot.js';
 import {
-  ImageError, inspectImage, latestImage, listImages, readImage, writeImage, type ImageErrorCode,
+  FORMAT_VERSION, ImageError, inspectImage, latestImage, listImages, readImage, writeImage, type ImageErrorCode,
   type Manifest,
 } from '../src/image/index.js';
 import { repoRoot, tempDir } from './helpers.js';
@@ -339,7 +339,7 @@ test('damage and foreign files give the right ImageError, and reading writes not
     await reading('CORRUPT', 'manifest.sha256');
     restore();
     // A newer format (with a matching checksum): BAD_VERSION, whatever else it holds.
-    const newer = JSON.stringify({ magic: 'stasis-image', version: 2, whatever: true });
+    const newer = JSON.stringify({ magic: 'stasis-image', version: FORMAT_VERSION + 1, whatever: true });
     writeFileSync(manifestPath, newer);
     writeFileSync(join(w.path, 'manifest.sha256'), `${sha256(Buffer.from(newer))}  manifest.json\n`);
     await reading('BAD_VERSION', 'newer');

@@ -11,6 +11,8 @@ export interface OptionSpec {
 
 export interface Parsed {
   options: Map<string, string[]>;
+  /** Every option in the order given (where order between options matters, as for rules). */
+  sequence: [string, string][];
   operands: string[];
 }
 
@@ -20,6 +22,7 @@ export interface Parsed {
  */
 export function parseArgs(command: string, argv: string[], specs: Record<string, OptionSpec>, interspersed = false): Parsed {
   const options = new Map<string, string[]>();
+  const sequence: [string, string][] = [];
   const operands: string[] = [];
   let i = 0;
   for (; i < argv.length; i++) {
@@ -50,6 +53,7 @@ export function parseArgs(command: string, argv: string[], specs: Record<string,
     const seen = options.get(name);
     if (seen && !spec.repeat) throw new StasisError('USAGE', `stasis ${command}: option ${name} given twice`);
     options.set(name, [...(seen ?? []), value]);
+    sequence.push([name, value]);
   }
-  return { options, operands: [...operands, ...argv.slice(i)] };
+  return { options, sequence, operands: [...operands, ...argv.slice(i)] };
 }

@@ -17,8 +17,8 @@ commands:
   checkpoint [TARGET] [--exit] [--json]      checkpoint a launched program; print the image
   status [TARGET] [--json]                   list launched programs
   kill [TARGET]                              stop a launched program (no checkpoint)
-  restart IMAGE|CKPT_DIR [--dir NEWHOST::GUEST]... [--env KEY=VALUE]... [CONTROL OPTIONS]
-                                             continue a program from an image, in this process
+  restart IMAGE|CKPT_DIR [--dir NEWHOST::GUEST]... [--env KEY=VALUE]... [--dry-run]
+          [CONTROL OPTIONS]                  continue a program from an image, in this process
   inspect IMAGE|CKPT_DIR [--json]            show what an image holds
 
 run options:
@@ -35,6 +35,23 @@ control options:
   --compress CODEC      none (default), deflate or brotli
   --quiet               don't print where the control socket and images are
   --checkpoint-at-call N  (testing) checkpoint at the program's Nth WASI call, exit 75
+  --path-map OLD=NEW    open host paths under OLD from NEW instead (launch and restart);
+                        the longest OLD wins; repeatable
+  --allow-file-overwrite  at restart, replace files that differ from their saved copies
+                        (their current versions are kept in CKPT_DIR/kept/)
+  --plugin FILE.js      load a plugin (docs/plugins.md); repeatable
+
+file options (launch):
+  --checkpoint-open-files  save every open file with each checkpoint
+  --ckpt-files GLOB     save files matching GLOB; repeatable, first match wins
+  --no-ckpt-files GLOB  don't save files matching GLOB
+  --file-rules FILE     rules file: lines 'save|skip|log GLOB [-> RESTART_PATH]'
+  Default: read-only files are reopened; writable files at their end (logs) are cut back
+  to their checkpoint size at restart (the cut tail is kept); other writable files
+  (databases) and deleted open files are saved.
+
+restart options:
+  --dry-run             print what restart would do with each open file; change nothing
 
 TARGET: a program name, a launcher pid, or a checkpoint directory (default: the only one).
 Signals to a launched program: SIGTERM = checkpoint, then exit 75; SIGINT = exit 130.
@@ -43,7 +60,9 @@ exit status: the program's own; 134 if it trapped; 75 stopped after a checkpoint
 137 stopped by 'stasis kill'; 64 usage error; 65 not a valid wasm module; 66 module
 file not found; 67 not a WASI command Stasis can run; 68 bad or missing directory;
 69 no such running program; 71 control channel failure; 72 not an image (missing,
-foreign, newer format); 73 damaged image (truncated, hash mismatch); 70 internal error.`;
+foreign, newer format); 73 damaged image (truncated, hash mismatch); 74 a file the
+program had open is missing; 76 a file differs from its saved copy, or a log is shorter
+than at the checkpoint; 78 bad --file-rules file or --plugin; 70 internal error.`;
 
 const RUN_OPTIONS: Record<string, OptionSpec> = {
   '--dir': { value: true, repeat: true },
@@ -58,6 +77,15 @@ const CONTROL_OPTIONS: Record<string, OptionSpec> = {
   '--compress': { value: true },
   '--quiet': {},
   '--checkpoint-at-call': { value: true },
+  '--path-map': { value: true, repeat: true },
+  '--allow-file-overwrite': {},
+  '--plugin': { value: true, repeat: true },
+};
+const FILE_OPTIONS: Record<string, OptionSpec> = {
+  '--checkpoint-open-files': {},
+  '--ckpt-files': { value: true, repeat: true },
+  '--no-ckpt-files': { value: true, repeat: true },
+  '--file-rules': { value: true },
 };
 const HELP: Record<string, OptionSpec> = { '--help': {}, '-h': {} };
 
@@ -120,6 +148,9 @@ function controlOf(command: string, p: Parsed): ControlOptions {
   if (compress !== undefined) c.compress = compress as ControlOptions['compress'];
   const at = positive(command, '--checkpoint-at-call', one('--checkpoint-at-call'), true);
   if (at !== undefined) c.checkpointAtCall = at;
+  if (p.options.has('--path-map')) c.pathMap = p.options.get('--path-map')!;
+  if (p.options.has('--plugin')) c.plugins = p.options.get('--plugin')!;
+  if (p.options.has('--allow-file-overwrite')) c.allowFileOverwrite = true;
   return c;
 }
 
@@ -146,7 +177,7 @@ async function cmdRun(argv: string[]): Promise<number> {
 }
 
 async function cmdLaunch(argv: string[]): Promise<number> {
-  const p = parseArgs('launch', argv, { ...RUN_OPTIONS, ...CONTROL_OPTIONS, ...HELP });
+  const p = parseArgs('launch', argv, { ...RUN_OPTIONS, ...CONTROL_OPTIONS, ...FILE_OPTIONS, ...HELP });
   if (help(p)) return 0;
   const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis launch: missing PROG.wasm; usage: stasis launch [options] PROG.wasm [ARGS...]');
@@ -155,22 +186,35 @@ async function cmdLaunch(argv: string[]): Promise<number> {
     module, args, env: envOf('launch', p),
     preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('launch', d)),
     ...controlOf('launch', p),
+    checkpointOpenFiles: p.options.has('--checkpoint-open-files'),
+    ckptFiles: p.sequence.filter(([k]) => k === '--ckpt-files' || k === '--no-ckpt-files')
+      .map(([k, pattern]) => ({ action: k === '--ckpt-files' ? 'save' as const : 'skip' as const, pattern })),
+    ...(p.options.has('--file-rules') && { fileRules: p.options.get('--file-rules')![0]! }),
   }));
 }
 
 async function cmdRestart(argv: string[]): Promise<number> {
   const p = parseArgs('restart', argv, {
-    '--dir': { value: true, repeat: true }, '--env': { value: true, repeat: true }, ...CONTROL_OPTIONS, ...HELP,
+    '--dir': { value: true, repeat: true }, '--env': { value: true, repeat: true }, '--dry-run': {},
+    ...CONTROL_OPTIONS, ...HELP,
   }, true);
   if (help(p)) return 0;
   const [image, ...extra] = p.operands;
   if (image === undefined) throw new StasisError('USAGE', 'stasis restart: missing IMAGE or CKPT_DIR');
   if (extra.length > 0) throw new StasisError('USAGE', `stasis restart: unexpected argument ${extra[0]}`);
-  const { restart } = await api();
-  return report(await restart({
+  const { restart, planRestart } = await api();
+  const opts = {
     image, dirs: (p.options.get('--dir') ?? []).map((d) => parseDir('restart', d)),
     env: (p.options.get('--env') ?? []).map((e) => parseEnv('restart', e)), ...controlOf('restart', p),
-  }));
+  };
+  if (p.options.has('--dry-run')) {
+    const { lines, plan } = await planRestart(opts);
+    process.stdout.write(lines.length === 0 ? 'no open files\n' : lines.join('\n') + '\n');
+    if (plan.refusals.length === 0) return 0;
+    const { checkPlan } = await import('../files/restore.js');
+    checkPlan(plan); // throws the refusal, with its exit status
+  }
+  return report(await restart(opts));
 }
 
 async function cmdCheckpoint(argv: string[]): Promise<number> {

@@ -5,12 +5,14 @@
 //   <ckptDir>/images/gen-000007/manifest.sha256   "<hex>  manifest.json\n"
 //   <ckptDir>/chunks/<alg>-<hash>[.deflate|.br]   memory chunks, content-addressed, shared
 //   <ckptDir>/modules/<sha256>.wasm               instrumented modules, content-addressed
+//   <ckptDir>/files/xxh64-<hash>                  saved copies of open files, content-addressed
 //   <ckptDir>/.lock                               held while a writer works
 // Names starting with '.' are private to writers (temporaries, lock) and ignored by readers.
 import type { Snapshot } from '../checkpoint/snapshot.js';
 
 export const MAGIC = 'stasis-image';
-export const FORMAT_VERSION = 1;
+/** 2: snapshot.files (saved open files); a version-1 reader would restart without them. */
+export const FORMAT_VERSION = 2;
 
 /**
  * Default memory chunk size: 1 MiB up to 256 MiB of memory, then the power of two that makes
@@ -26,6 +28,12 @@ export function defaultChunkSize(byteLength: number): number {
 export const IMAGES = 'images';
 export const CHUNKS = 'chunks';
 export const MODULES = 'modules';
+export const FILES = 'files';
+/** Saved files are hashed in pieces of this size (each XXH64), so a restart can compare as it reads. */
+export const FILE_BLOCK = 4 << 20;
+export const FILE_NAME_RE = /^xxh64-[0-9a-f]{16}$/;
+/** Files being staged by a live launcher: other writers' leftover cleanup skips them. */
+export const STAGE_PREFIX = '.tmp-stage-';
 export const LATEST = 'latest';
 export const LOCK = '.lock';
 export const MANIFEST = 'manifest.json';

@@ -3,7 +3,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ImageError } from './errors.js';
 import {
-  CHUNK_HASHES, CODECS, FORMAT_VERSION, GEN_RE, HASH_RE, HEX64_RE, IMAGES, LATEST, MAGIC, MANIFEST, MANIFEST_SUM,
+  CHUNK_HASHES, CODECS, FILE_NAME_RE, FILES, FORMAT_VERSION, GEN_RE, HASH_RE, HEX64_RE, IMAGES, LATEST, MAGIC, MANIFEST, MANIFEST_SUM,
   genName, type Manifest,
 } from './format.js';
 import { errno, sha256hex } from './fsutil.js';
@@ -186,4 +186,16 @@ function checkShape(m: Manifest, file: string): void {
     || typeof s.meta !== 'object' || s.meta === null || !isInt(s.meta.generation) || typeof s.meta.name !== 'string'
     || typeof s.instrumentedHash !== 'string' || typeof s.monotonicNs !== 'string' || !isInt(s.asyncifyData)) throw bad('snapshot');
   if (s.instrumentedHash !== m.module.sha256) throw bad('snapshot.instrumentedHash differs from module.sha256');
+  if (s.files !== undefined) {
+    if (!Array.isArray(s.files)) throw bad('snapshot.files');
+    for (const f of s.files) {
+      const c = f?.copy;
+      if (typeof f !== 'object' || f === null || !Array.isArray(f.fds) || !isInt(f.size) || !['reopen', 'log', 'save'].includes(f.treatment)
+        || (f.treatment === 'save' && c === undefined)
+        || (c !== undefined && (!FILE_NAME_RE.test(String(c.file).slice(FILES.length + 1)) || !String(c.file).startsWith(`${FILES}/`)
+          || !isInt(c.size) || !isInt(c.blockSize) || !Array.isArray(c.blocks) || !c.blocks.every((b) => HASH_RE.xxh64.test(String(b)))))) {
+        throw bad(`saved file record ${JSON.stringify(f).slice(0, 200)}`);
+      }
+    }
+  }
 }

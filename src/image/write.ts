@@ -4,13 +4,14 @@ import { link, mkdir, readFile, readdir, rename, stat, unlink, writeFile } from 
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-import type { Snapshot } from '../checkpoint/snapshot.js';
+import type { FileRecord, Snapshot } from '../checkpoint/snapshot.js';
 import { ImageError } from './errors.js';
 import {
-  CHUNK_FILE_RE, CHUNKS, FORMAT_VERSION, IMAGES, LATEST, LOCK, MAGIC,
+  CHUNK_FILE_RE, CHUNKS, FILE_NAME_RE, FILES, FORMAT_VERSION, IMAGES, LATEST, LOCK, MAGIC, STAGE_PREFIX,
   MANIFEST, MANIFEST_SUM, MODULE_FILE_RE, MODULES, TMP_PREFIX, chunkFile, codecOfSuffix,
   chunkKey, defaultChunkSize, genName, moduleFile, type ChunkEntry, type ChunkHash, type Codec, type Manifest,
 } from './format.js';
+import { publishStaged } from './files.js';
 import { hashChunk } from './hash.js';
 import { errno, fsyncDir, pool, rmrf, sha256hex, tmpSuffix, writeFileAtomic } from './fsutil.js';
 import { generations, loadManifest, type ImageRef } from './manifest.js';
@@ -36,6 +37,11 @@ export interface WriteOptions {
    * other). The manifest, module and stdin bytes are always checked with sha256.
    */
   chunkHash?: ChunkHash;
+  /**
+   * Copies of open files staged for this image (stageFile in files.ts), by the record in
+   * snap.files they belong to: published with the image, and the record's `copy` filled in.
+   */
+  stagedFiles?: Map<FileRecord, string>;
 }
 
 export interface WriteResult extends ImageRef {
@@ -156,12 +162,14 @@ async function releaseLock(ckptDir: string): Promise<void> {
 /** Removes what interrupted writers left (temporaries); returns whether there was any. */
 async function removeLeftovers(ckptDir: string): Promise<boolean> {
   let found = false;
-  for (const d of [ckptDir, join(ckptDir, IMAGES), join(ckptDir, CHUNKS), join(ckptDir, MODULES)]) {
+  for (const d of [ckptDir, join(ckptDir, IMAGES), join(ckptDir, CHUNKS), join(ckptDir, MODULES), join(ckptDir, FILES)]) {
     for (const n of await readdir(d)) {
       if (n.startsWith(TMP_PREFIX)) {
         // Another process's lock attempt (it will find the lock held and remove it).
         const lockTry = /^\.tmp-lock-(\d+)-/.exec(n);
         if (lockTry && Number(lockTry[1]) !== process.pid && alive(Number(lockTry[1]))) continue;
+        // A copy a live launcher (this one included) staged for the image it is about to write.
+        if (n.startsWith(STAGE_PREFIX) && alive(Number(n.slice(STAGE_PREFIX.length).split('-')[0]))) continue;
         found = true;
         await rmrf(join(d, n));
       }
@@ -203,7 +211,7 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
   }
 
   await mkdir(ckptDir, { recursive: true });
-  for (const d of [IMAGES, CHUNKS, MODULES]) await mkdir(join(ckptDir, d), { recursive: true });
+  for (const d of [IMAGES, CHUNKS, MODULES, FILES]) await mkdir(join(ckptDir, d), { recursive: true });
   const tookOverLock = await acquireLock(ckptDir);
   let tmpImage: string | undefined;
   try {
@@ -280,6 +288,17 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
     // Always: chunks reused from a writer that died before its own directory fsync must be
     // durable before a manifest names them.
     await fsyncDir(join(ckptDir, CHUNKS));
+
+    // Saved files: staged copies get their content names; every saved record needs a copy.
+    for (const [record, staged] of opts.stagedFiles ?? []) {
+      const { copy, added } = await publishStaged(ckptDir, staged);
+      record.copy = copy;
+      bytesWritten += added;
+    }
+    for (const f of snap.files ?? []) {
+      if (f.treatment === 'save' && f.copy === undefined) throw new TypeError(`writeImage: no copy of the saved file ${f.hostPath}`);
+    }
+    await fsyncDir(join(ckptDir, FILES));
 
     // The manifest, then publication.
     const { memory: _m, stdinPending, ...state } = snap;
@@ -374,6 +393,7 @@ async function baseChunks(ckptDir: string, generation: number, chunkSize: number
 export async function collectGarbage(ckptDir: string): Promise<void> {
   const chunks = new Set<string>();
   const modules = new Set<string>();
+  const files = new Set<string>();
   for (const g of await generations(ckptDir)) {
     let m: Manifest;
     try {
@@ -383,10 +403,11 @@ export async function collectGarbage(ckptDir: string): Promise<void> {
     }
     modules.add(moduleFile(m.module.sha256).slice(MODULES.length + 1));
     for (const c of m.memory.chunks) chunks.add(chunkFile(m.memory.hash, c.hash, c.codec).slice(CHUNKS.length + 1));
+    for (const f of m.snapshot.files ?? []) if (f.copy) files.add(f.copy.file.slice(FILES.length + 1));
   }
-  for (const [dir, re, live] of [[CHUNKS, CHUNK_FILE_RE, chunks], [MODULES, MODULE_FILE_RE, modules]] as const) {
+  for (const [dir, re, live] of [[CHUNKS, CHUNK_FILE_RE, chunks], [MODULES, MODULE_FILE_RE, modules], [FILES, FILE_NAME_RE, files]] as const) {
     let removed = false;
-    for (const n of await readdir(join(ckptDir, dir))) {
+    for (const n of await readdir(join(ckptDir, dir)).catch(() => [] as string[])) {
       if (re.test(n) && !live.has(n)) {
         await unlink(join(ckptDir, dir, n));
         removed = true;

@@ -37,7 +37,11 @@ export interface HostOptions {
   /** Channel from a StdinPump (stdin.ts), or null when stdin is a regular file. */
   stdin: SharedArrayBuffer | null;
   /** Rebuild this state instead of starting fresh (a restart). */
-  restore?: { fds: FdState[]; monotonicNs: bigint; stdinPending: Uint8Array; pollDeadlines?: string[] };
+  restore?: {
+    fds: FdState[]; monotonicNs: bigint; stdinPending: Uint8Array; pollDeadlines?: string[];
+    /** Host fds already open for some file fds (same process), by guest fd. */
+    handles?: [number, number][];
+  };
 }
 
 const O = fs.constants;
@@ -70,7 +74,8 @@ export class WasiHost {
     this.clocks = new Clocks(opts.restore?.monotonicNs ?? 0n);
     this.stdin = openStdin(opts.stdin, opts.restore?.stdinPending);
     if (opts.restore !== undefined) {
-      for (const s of opts.restore.fds) this.fds[s.fd] = this.reopen(s);
+      const handles = new Map(opts.restore.handles ?? []);
+      for (const s of opts.restore.fds) this.fds[s.fd] = this.reopen(s, handles.get(s.fd));
       this.pollDeadlines = opts.restore.pollDeadlines ?? null;
       return;
     }
@@ -83,7 +88,7 @@ export class WasiHost {
   }
 
   /** Rebuilds an fd from its saved state: the same number, rights, flags and offset. */
-  private reopen(s: FdState): Fd {
+  private reopen(s: FdState, handle?: number): Fd {
     if (s.kind === 'stdio') {
       return new StdioFd(s.stream, stdioFiletype(s.stream), s.rightsBase, s.rightsInheriting, s.fdflags, s.stream === 0 ? this.stdin : null);
     }
@@ -95,7 +100,7 @@ export class WasiHost {
       return d;
     }
     const access = s.access === 'rw' ? O.O_RDWR : s.access === 'w' ? O.O_WRONLY : O.O_RDONLY;
-    const handle = fs.openSync(host, access | O.O_NOFOLLOW);
+    handle ??= fs.openSync(host, access | O.O_NOFOLLOW);
     return new FileFd(this.writeBehind, handle, host, s.location, s.access, s.filetype, s.rightsBase, s.rightsInheriting, s.fdflags, s.offset);
   }
 
@@ -133,6 +138,16 @@ export class WasiHost {
       preopens: this.preopens.map((p) => ({ ...p })), fds,
       ...(this.pollDeadlines !== null && { pollDeadlines: [...this.pollDeadlines] }),
     };
+  }
+
+  /** [guest fd, host fd] of every fd opened by path on a file (not a directory). */
+  fileHandles(): [number, number][] {
+    const out: [number, number][] = [];
+    for (let i = 0; i < this.fds.length; i++) {
+      const f = this.fds[i];
+      if (f instanceof FileFd) out.push([i, f.handle]);
+    }
+    return out;
   }
 
   /** Makes every pending write visible on the host (at exit, trap, checkpoint). */

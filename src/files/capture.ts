@@ -1,0 +1,136 @@
+// The file side of a checkpoint, run by the launcher while the program is paused: which
+// regular files are open (one record per file, however many fds), where they are now (found
+// by identity if renamed), what the policy decides for each, and copies of the saved ones.
+import { fstatSync, lstatSync, readdirSync, type BigIntStats } from 'node:fs';
+import { dirname } from 'node:path';
+import type { FileRecord, SavedCopy } from '../checkpoint/snapshot.js';
+import type { CapturedState } from '../guest.js';
+import { stageFile } from '../image/files.js';
+import { hostPathOf, type FileFdState, type Location, type Preopen } from '../wasi/state.js';
+import { Fdflags } from '../wasi/constants.js';
+import { decide, type OpenFile, type StasisPlugin } from './plugin.js';
+
+/** What a launcher remembers of the copies it saved, to skip copying unchanged files. */
+export type CopyCache = Map<string, { size: bigint; mtimeNs: bigint; ctimeNs: bigint; copiedAt: bigint; copy: SavedCopy }>;
+
+export interface FileCapture {
+  records: FileRecord[];
+  /** Copies staged for this image, to publish with it (or delete if it fails). */
+  staged: Map<FileRecord, string>;
+  /** Cache entries to remember once the image is written. */
+  remember: Map<FileRecord, { key: string; st: BigIntStats; copiedAt: bigint }>;
+}
+
+/** How many directory entries an identity search may look at before giving up. */
+const SEARCH_LIMIT = 20_000;
+/**
+ * ctime has the kernel's coarse clock granularity: a write just after a copy can leave it
+ * unchanged. A copy is trusted to be current only if the file's ctime is older than this.
+ */
+const RACY_NS = 100_000_000n;
+
+/**
+ * `c.wasi.preopens` are where the preopens are now; `named` are the same as the program's
+ * state names them (before --path-map): records and rules use those.
+ */
+export async function captureFiles(
+  c: CapturedState, ckptDir: string, plugins: readonly StasisPlugin[], cache: CopyCache, named: Preopen[],
+): Promise<FileCapture> {
+  const out: FileCapture = { records: [], staged: new Map(), remember: new Map() };
+  const preopens = c.wasi.preopens;
+  const states = new Map(c.wasi.fds.filter((f): f is FileFdState => f.kind === 'file').map((f) => [f.fd, f]));
+  // Group the fds by the file they are open on.
+  const groups = new Map<string, { st: BigIntStats; handle: number; fds: FileFdState[] }>();
+  for (const [fd, handle] of c.fileHandles) {
+    const s = states.get(fd);
+    if (s === undefined) continue;
+    const st = fstatSync(handle, { bigint: true });
+    if (!st.isFile()) continue; // devices and the like are reopened, never saved
+    const key = `${st.dev}:${st.ino}`;
+    const g = groups.get(key);
+    if (g === undefined) groups.set(key, { st, handle, fds: [s] });
+    else g.fds.push(s);
+  }
+  for (const [key, { st, handle, fds }] of groups) {
+    const first = fds[0]!;
+    let location = first.location;
+    let deleted = st.nlink === 0n;
+    if (!deleted && !sameFile(hostPathOf(preopens, location), st)) {
+      // Renamed while open: find it by identity, or treat it as gone from the program's view.
+      const found = findByIdentity(preopens, location, st);
+      if (found === null) deleted = true;
+      else location = found;
+    }
+    for (const f of fds) f.location = { ...location };
+    const hostPath = hostPathOf(named, location) ?? '';
+    const size = Number(st.size);
+    const writable = fds.filter((f) => f.access !== 'r');
+    const file: OpenFile = {
+      path: hostPath,
+      guestPath: `${location.preopen.replace(/\/$/, '')}/${location.rel}`,
+      fds: fds.map((f) => f.fd),
+      writable: writable.length > 0,
+      append: writable.length > 0 && writable.every((f) => (f.fdflags & Fdflags.APPEND) !== 0),
+      atEnd: writable.every((f) => (f.fdflags & Fdflags.APPEND) !== 0 || f.offset >= size),
+      size, mode: Number(st.mode & 0o7777n), deleted,
+    };
+    const d = await decide(plugins, file, { treatment: 'reopen', reason: 'default', onDiffer: 'refuse' });
+    const record: FileRecord = {
+      fds: [...file.fds], location, hostPath, deleted, size, mode: file.mode,
+      treatment: d.treatment, reason: d.reason, onDiffer: d.onDiffer,
+      ...(d.restartPath !== undefined && { restartPath: d.restartPath }),
+    };
+    if (d.treatment === 'save') {
+      const known = cache.get(key);
+      const now = BigInt(Date.now()) * 1_000_000n; // ctime is wall-clock time
+      if (known && known.size === st.size && known.mtimeNs === st.mtimeNs && known.ctimeNs === st.ctimeNs && st.ctimeNs + RACY_NS < known.copiedAt) {
+        record.copy = known.copy; // unchanged since it was saved: not copied again
+      } else {
+        out.staged.set(record, stageFile(ckptDir, handle));
+        out.remember.set(record, { key, st, copiedAt: now });
+      }
+    }
+    out.records.push(record);
+  }
+  return out;
+}
+
+function sameFile(path: string | null, st: BigIntStats): boolean {
+  if (path === null) return false;
+  const now = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+  return now !== undefined && now.dev === st.dev && now.ino === st.ino;
+}
+
+/**
+ * Looks for the file with st's identity below the preopens: first in the directory it was
+ * in, then everywhere (breadth first, bounded). Null if it is nowhere the program can reach.
+ */
+function findByIdentity(preopens: Preopen[], was: Location, st: BigIntStats): Location | null {
+  let budget = SEARCH_LIMIT;
+  const search = (p: Preopen, startRel: string): Location | null => {
+    const queue = [startRel];
+    while (queue.length > 0 && budget > 0) {
+      const rel = queue.shift()!;
+      let names: string[];
+      try {
+        names = readdirSync(rel === '' ? p.host : `${p.host}/${rel}`);
+      } catch {
+        continue;
+      }
+      for (const n of names) {
+        if (--budget < 0) return null;
+        const childRel = rel === '' ? n : `${rel}/${n}`;
+        const s = lstatSync(`${p.host}/${childRel}`, { bigint: true, throwIfNoEntry: false });
+        if (s === undefined) continue;
+        if (s.dev === st.dev && s.ino === st.ino) return { preopen: p.guest, rel: childRel };
+        if (s.isDirectory() && startRel === '') queue.push(childRel);
+      }
+      if (startRel !== '') return null; // the first pass looks at one directory only
+    }
+    return null;
+  };
+  const home = preopens.find((p) => p.guest === was.preopen);
+  const dir = dirname(`/${was.rel}`).slice(1);
+  return (home && search(home, dir === '' ? '' : dir))
+    ?? preopens.reduce<Location | null>((hit, p) => hit ?? search(p, ''), null);
+}

@@ -1,0 +1,249 @@
+// The file side of a restart: a plan (one line per open file: reopen, cut a log, restore a
+// copy, or refuse), checked completely before anything on disk changes; then carried out so
+// that every byte replaced or cut is kept in <ckptDir>/kept/ and reported.
+import * as fs from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { FileRecord, Snapshot } from '../checkpoint/snapshot.js';
+import { StasisError } from '../errors.js';
+import { readCopy, sameAsCopy } from '../image/files.js';
+import { ImageError } from '../image/index.js';
+import { imageErrorCode } from '../errors.js';
+import { hostPathOf, type FileFdState, type Preopen } from '../wasi/state.js';
+import { mapPath, type PathMap } from './pathmap.js';
+
+export type StepKind = 'reopen' | 'cut' | 'create-empty' | 'restore' | 'replace' | 'restore-deleted';
+
+export interface Step {
+  kind: StepKind;
+  record: FileRecord;
+  /** Host path the file is opened at. */
+  target: string;
+  /** The program's name for it. */
+  guestPath: string;
+  /** Size of the file there now (null: missing). */
+  current: number | null;
+  /** One line for the plan. */
+  line: string;
+}
+
+export interface FilePlan {
+  steps: Step[];
+  /** Why the restart cannot be done (empty: it can). */
+  refusals: { code: 'MISSING_FILE' | 'FILE_CHANGED'; text: string }[];
+}
+
+export interface PlanOptions {
+  /** Preopens as saved (host paths as launched). */
+  saved: Preopen[];
+  /** --dir NEWHOST::GUEST given at restart, by guest name. */
+  dirs: Preopen[];
+  pathMap: PathMap;
+  /** --allow-file-overwrite at restart: differing saved files are replaced (kept as backups). */
+  allowOverwrite: boolean;
+}
+
+/** Where a saved host path is now: a --dir remap of its preopen wins, then the longest --path-map. */
+export function physicalPath(o: PlanOptions, loc: { preopen: string; rel: string }): string | null {
+  const moved = o.dirs.find((d) => d.guest === loc.preopen);
+  if (moved !== undefined) return hostPathOf([moved], loc);
+  const saved = hostPathOf(o.saved, loc);
+  return saved === null ? null : mapPath(o.pathMap, saved);
+}
+
+/** The records of an image; images from before saved files get plain reopen records. */
+export function fileRecords(snap: Snapshot): FileRecord[] {
+  if (snap.files !== undefined) return snap.files;
+  return snap.wasi.fds.filter((f): f is FileFdState => f.kind === 'file').map((f) => ({
+    fds: [f.fd], location: f.location, hostPath: hostPathOf(snap.wasi.preopens, f.location) ?? '', deleted: false,
+    size: 0, mode: 0o644, treatment: 'reopen', reason: 'image without file records', onDiffer: 'refuse',
+  }));
+}
+
+const sizeOf = (p: string): number | null => {
+  const st = fs.statSync(p, { throwIfNoEntry: false });
+  return st === undefined ? null : st.size;
+};
+
+export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
+  const plan: FilePlan = { steps: [], refusals: [] };
+  const changed: string[] = [];
+  for (const r of fileRecords(snap)) {
+    const guestPath = `${r.location.preopen.replace(/\/$/, '')}/${r.location.rel}`;
+    const target = r.restartPath ?? physicalPath(o, r.location) ?? r.hostPath;
+    const current = r.deleted ? null : sizeOf(target);
+    const at = target === r.hostPath ? target : `${target} (was ${r.hostPath})`;
+    const step = (kind: StepKind, line: string): void => { plan.steps.push({ kind, record: r, target, guestPath, current, line }); };
+    if (r.deleted) {
+      step('restore-deleted', `restore  ${guestPath}: deleted while open; its saved copy (${r.size} bytes) comes back unlinked`);
+      continue;
+    }
+    if (r.treatment === 'save') {
+      if (current === null) {
+        step('restore', `restore  ${at}: missing; recreated from its saved copy (${r.size} bytes, mode ${octal(r.mode)})`);
+      } else if (sameAsCopy(target, r.copy!)) {
+        step('reopen', `reopen   ${at}: same as its saved copy`);
+      } else if (r.onDiffer === 'replace' || o.allowOverwrite) {
+        step('replace', `replace  ${at}: differs from its saved copy (${current} bytes now, ${r.size} saved); saved copy restored, current version kept as a backup`);
+      } else {
+        changed.push(at);
+        step('replace', `refuse   ${at}: differs from its saved copy (${current} bytes now, ${r.size} saved)`);
+      }
+      continue;
+    }
+    if (r.treatment === 'log') {
+      if (current === null) {
+        if (r.size === 0) step('create-empty', `create   ${at}: missing, was empty at the checkpoint; recreated empty (mode ${octal(r.mode)})`);
+        else refuse(plan, step, 'MISSING_FILE', `${at} (the program's ${guestPath}, a log of ${r.size} bytes at the checkpoint) is missing; put it back, map it with --path-map OLD=NEW, or launch with --checkpoint-open-files so logs are saved`);
+      } else if (current < r.size) {
+        refuse(plan, step, 'FILE_CHANGED', `${at} (the program's ${guestPath}) is a log of ${current} bytes, shorter than the ${r.size} it had at the checkpoint (truncated or replaced); put the old file back, or launch with --checkpoint-open-files so it is saved`);
+      } else if (current > r.size) {
+        step('cut', `cut log  ${at}: from ${current} to ${r.size} bytes (the ${current - r.size} bytes written after the checkpoint are kept)`);
+      } else {
+        step('reopen', `reopen   ${at}: log, unchanged since the checkpoint (${r.size} bytes)`);
+      }
+      continue;
+    }
+    if (current === null) {
+      refuse(plan, step, 'MISSING_FILE', `${at} (the program's ${guestPath}, ${r.reason}) is missing; put it back, map it with --path-map OLD=NEW or --dir NEWHOST::${r.location.preopen}, or launch with --checkpoint-open-files so it is saved`);
+    } else {
+      step('reopen', `reopen   ${at}: ${r.reason}, offsets restored`);
+    }
+  }
+  if (changed.length > 0) {
+    plan.refusals.push({
+      code: 'FILE_CHANGED',
+      text: `${changed.length === 1 ? `${changed[0]} differs` : `${changed.length} files differ (${changed.join(', ')})`} from the saved ${changed.length === 1 ? 'copy' : 'copies'} taken at the checkpoint; restart with --allow-file-overwrite to replace them (current versions are kept as backups), or put back the checkpoint-time versions`,
+    });
+  }
+  return plan;
+}
+
+function refuse(plan: FilePlan, step: (k: StepKind, line: string) => void, code: 'MISSING_FILE' | 'FILE_CHANGED', text: string): void {
+  plan.refusals.push({ code, text });
+  step('reopen', `refuse   ${text}`);
+}
+
+const octal = (mode: number): string => `0${(mode & 0o7777).toString(8)}`;
+
+/** Throws the plan's first refusal (all of them in the message), if any. */
+export function checkPlan(plan: FilePlan): void {
+  if (plan.refusals.length === 0) return;
+  const text = plan.refusals.map((r) => r.text).join('; ');
+  throw new StasisError(plan.refusals[0]!.code, `restart refused, nothing changed: ${text}`);
+}
+
+export interface Applied {
+  /** [guest fd, host fd] for every file fd, opened where the plan says. */
+  handles: [number, number][];
+  /** What was kept, one line each (also in kept/<...>/kept.json). */
+  kept: string[];
+}
+
+/**
+ * Carries out a checked plan. Copies are first written beside their targets and checked
+ * (a damaged copy stops the restart with nothing changed); only then are files replaced,
+ * logs cut and backups taken.
+ */
+export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Applied {
+  const gen = snap.meta.generation;
+  const temps = new Map<Step, string>();
+  try {
+    for (const s of plan.steps) {
+      if (s.kind !== 'restore' && s.kind !== 'replace' && s.kind !== 'restore-deleted') continue;
+      const dir = s.kind === 'restore-deleted' ? ckptDir : dirname(s.target);
+      fs.mkdirSync(dir, { recursive: true });
+      const tmp = join(dir, `.stasis-restore-${process.pid}-${temps.size}-${basename(s.target)}`);
+      temps.set(s, tmp);
+      const fd = fs.openSync(tmp, 'wx', s.record.mode & 0o777);
+      try {
+        readCopy(ckptDir, s.record.copy!, s.record.hostPath, (piece, pos) => {
+          for (let w = 0; w < piece.length;) w += fs.writeSync(fd, piece, w, piece.length - w, pos + w);
+        });
+        fs.fchmodSync(fd, s.record.mode & 0o7777);
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+  } catch (e) {
+    for (const t of temps.values()) fs.rmSync(t, { force: true });
+    if (e instanceof ImageError) throw new StasisError(imageErrorCode(e.code), `restart refused, nothing changed: ${e.message}`);
+    throw e;
+  }
+
+  // From here on the restart changes files: everything replaced or cut is kept first.
+  const kept: string[] = [];
+  const keptDir = join(ckptDir, 'kept', `gen-${String(gen).padStart(6, '0')}-restart-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+  const report: { path: string; kept: string; what: string; bytes: number }[] = [];
+  const keep = (s: Step, what: string, bytes: number, put: (dest: string) => void): void => {
+    fs.mkdirSync(keptDir, { recursive: true });
+    const dest = join(keptDir, `${report.length + 1}-${basename(s.target)}${what === 'tail' ? '.tail' : ''}`);
+    put(dest);
+    report.push({ path: s.target, kept: dest, what, bytes });
+    kept.push(what === 'tail'
+      ? `cut ${bytes} bytes written after the checkpoint from ${s.target}; kept in ${dest}`
+      : `replaced ${s.target} by its saved copy; its previous version (${bytes} bytes) kept in ${dest}`);
+  };
+  const deletedTemps: string[] = [];
+  for (const s of plan.steps) {
+    const r = s.record;
+    if (s.kind === 'cut') {
+      keep(s, 'tail', s.current! - r.size, (dest) => copyRange(s.target, dest, r.size, s.current!));
+      fs.truncateSync(s.target, r.size);
+    } else if (s.kind === 'create-empty') {
+      fs.mkdirSync(dirname(s.target), { recursive: true });
+      fs.writeFileSync(s.target, '', { mode: r.mode & 0o7777, flag: 'wx' });
+    } else if (s.kind === 'replace') {
+      keep(s, 'backup', s.current!, (dest) => moveFile(s.target, dest));
+      fs.renameSync(temps.get(s)!, s.target);
+    } else if (s.kind === 'restore') {
+      fs.renameSync(temps.get(s)!, s.target);
+    } else if (s.kind === 'restore-deleted') {
+      deletedTemps.push(temps.get(s)!);
+    }
+  }
+  if (report.length > 0) fs.writeFileSync(join(keptDir, 'kept.json'), JSON.stringify(report, null, 1) + '\n');
+
+  // Open every fd where its file now is; files deleted at the checkpoint are unlinked once open.
+  const access = (a: 'r' | 'w' | 'rw'): number => (a === 'rw' ? fs.constants.O_RDWR : a === 'w' ? fs.constants.O_WRONLY : fs.constants.O_RDONLY);
+  const byFd = new Map(snap.wasi.fds.filter((f): f is FileFdState => f.kind === 'file').map((f) => [f.fd, f]));
+  const handles: [number, number][] = [];
+  for (const s of plan.steps) {
+    const path = s.kind === 'restore-deleted' ? temps.get(s)! : s.target;
+    for (const fd of s.record.fds) {
+      const st = byFd.get(fd);
+      if (st !== undefined) handles.push([fd, fs.openSync(path, access(st.access) | fs.constants.O_NOFOLLOW)]);
+    }
+  }
+  for (const t of deletedTemps) fs.unlinkSync(t);
+  return { handles, kept };
+}
+
+function copyRange(src: string, dest: string, from: number, to: number): void {
+  const i = fs.openSync(src, 'r');
+  const o = fs.openSync(dest, 'wx', 0o600);
+  try {
+    const buf = Buffer.allocUnsafe(Math.min(4 << 20, Math.max(1, to - from)));
+    for (let pos = from; pos < to;) {
+      const n = fs.readSync(i, buf, 0, Math.min(buf.length, to - pos), pos);
+      if (n === 0) break;
+      for (let w = 0; w < n;) w += fs.writeSync(o, buf, w, n - w);
+      pos += n;
+    }
+    fs.fsyncSync(o);
+  } finally {
+    fs.closeSync(i);
+    fs.closeSync(o);
+  }
+}
+
+/** Moves a file (a rename, or a copy and unlink across file systems). */
+function moveFile(src: string, dest: string): void {
+  try {
+    fs.renameSync(src, dest);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
+    fs.copyFileSync(src, dest, fs.constants.COPYFILE_EXCL);
+    fs.unlinkSync(src);
+  }
+}

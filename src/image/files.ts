@@ -1,0 +1,149 @@
+// Saved copies of open files (docs/image-format.md, "Saved files"). A copy is staged while the
+// program is paused (a reflink where the file system offers one), then hashed in FILE_BLOCK
+// pieces and published under its content's name, like a memory chunk: an unchanged file costs
+// nothing in the next image, and copies are published with their image or not at all.
+import { closeSync, constants, copyFileSync, fstatSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
+import { link, open, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { SavedCopy } from '../checkpoint/snapshot.js';
+import { ImageError } from './errors.js';
+import { FILE_BLOCK, FILES, STAGE_PREFIX } from './format.js';
+import { errno, tmpSuffix } from './fsutil.js';
+import { xxh64hex } from './xxh64.js';
+
+let block: Buffer | undefined;
+const blockBuffer = (): Buffer => (block ??= Buffer.allocUnsafe(FILE_BLOCK));
+
+/** XXH64 of each FILE_BLOCK piece of the open file `fd`; `each` sees every piece read. */
+export function hashBlocks(fd: number, each?: (piece: Buffer, pos: number) => void): { size: number; blocks: string[] } {
+  const buf = blockBuffer();
+  const blocks: string[] = [];
+  let pos = 0;
+  for (;;) {
+    let n = 0;
+    while (n < FILE_BLOCK) {
+      const got = readSync(fd, buf, n, FILE_BLOCK - n, pos + n);
+      if (got === 0) break;
+      n += got;
+    }
+    if (n === 0) break;
+    const piece = buf.subarray(0, n);
+    blocks.push(xxh64hex(piece));
+    each?.(piece, pos);
+    pos += n;
+    if (n < FILE_BLOCK) break;
+  }
+  return { size: pos, blocks };
+}
+
+/** A saved copy's name: XXH64 over its block hashes and size. */
+function copyName(size: number, blocks: string[]): string {
+  return `xxh64-${xxh64hex(Buffer.from(`${size}:${blocks.join('')}`))}`;
+}
+
+/**
+ * Copies the file open as host fd `handle` (it may be unlinked) into the checkpoint
+ * directory's staging area; returns the staged path. Call while the program is paused.
+ */
+export function stageFile(ckptDir: string, handle: number): string {
+  mkdirSync(join(ckptDir, FILES), { recursive: true });
+  const staged = join(ckptDir, FILES, `${STAGE_PREFIX}${tmpSuffix()}`);
+  try {
+    // Through /proc the kernel copies (copy_file_range), or clones where it can (FICLONE).
+    copyFileSync(`/proc/self/fd/${handle}`, staged, constants.COPYFILE_FICLONE);
+    if (fstatSize(staged) === fstatSync(handle).size) return staged;
+  } catch {
+    // no /proc (or it failed): copy through the fd below
+  }
+  const out = openSync(staged, 'w', 0o600);
+  try {
+    const buf = blockBuffer();
+    for (let pos = 0; ;) {
+      const n = readSync(handle, buf, 0, buf.length, pos);
+      if (n === 0) break;
+      for (let w = 0; w < n;) w += writeSync(out, buf, w, n - w, pos + w);
+      pos += n;
+    }
+  } finally {
+    closeSync(out);
+  }
+  return staged;
+}
+
+function fstatSize(path: string): number {
+  const fd = openSync(path, 'r');
+  try {
+    return fstatSync(fd).size;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Publishes a staged copy under its content name (durably; the caller fsyncs files/).
+ * Returns the copy and the bytes it added (0 when the store already had that content).
+ */
+export async function publishStaged(ckptDir: string, staged: string): Promise<{ copy: SavedCopy; added: number }> {
+  const fh = await open(staged, 'r');
+  let size: number;
+  let blocks: string[];
+  try {
+    ({ size, blocks } = hashBlocks(fh.fd));
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  const name = copyName(size, blocks);
+  const rel = `${FILES}/${name}`;
+  let added = size;
+  try {
+    await link(staged, join(ckptDir, rel)); // never replaces a published copy
+  } catch (e) {
+    if (errno(e) !== 'EEXIST') throw e;
+    added = 0;
+  }
+  await unlink(staged);
+  return { copy: { file: rel, size, blockSize: FILE_BLOCK, blocks }, added };
+}
+
+/**
+ * Reads a saved copy piece by piece, checking each piece against its hash; `each` gets the
+ * checked pieces. Throws ImageError MISSING/CORRUPT naming the copy and the file it saves.
+ */
+export function readCopy(ckptDir: string, copy: SavedCopy, of: string, each: (piece: Buffer, pos: number) => void): void {
+  const path = join(ckptDir, copy.file);
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    const code = errno(e);
+    if (code === 'ENOENT') throw new ImageError('MISSING', `the saved copy of ${of} (${path}) is missing: copy the whole checkpoint directory, or restart from another generation`, path);
+    throw new ImageError('CORRUPT', `the saved copy of ${of} (${path}) cannot be read (${code}): fix its permissions, or restart from another generation`, path);
+  }
+  try {
+    let i = 0;
+    const got = hashBlocks(fd, (piece, pos) => {
+      if (copy.blockSize !== FILE_BLOCK || xxh64hex(piece) !== copy.blocks[i++]) {
+        throw new ImageError('CORRUPT', `the saved copy of ${of} (${path}) is damaged (block at ${pos} does not match its hash): restart from another generation`, path);
+      }
+      each(piece, pos);
+    });
+    if (got.size !== copy.size) {
+      throw new ImageError('CORRUPT', `the saved copy of ${of} (${path}) has ${got.size} bytes instead of ${copy.size}: restart from another generation`, path);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Whether the file at `path` has exactly the saved copy's contents (compared by block hashes). */
+export function sameAsCopy(path: string, copy: SavedCopy): boolean {
+  const fd = openSync(path, 'r');
+  try {
+    if (fstatSync(fd).size !== copy.size) return false;
+    const { blocks } = hashBlocks(fd);
+    return blocks.length === copy.blocks.length && blocks.every((b, i) => b === copy.blocks[i]);
+  } finally {
+    closeSync(fd);
+  }
+}
