@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import {
-  appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync,
+  appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { fixture, stasis, stasisBin, tempDir, type RunResult } from './helpers.js';
@@ -20,11 +20,21 @@ interface World {
   root: string;
 }
 
-/**
- * Launches files_ops with OPS under `launch EXTRA`, waits until it pauses, checkpoints it
- * with --exit; returns its output so far.
- */
-async function launchAndCheckpoint(w: World, ops: string[], extra: string[] = []): Promise<string> {
+interface Launched {
+  name: string;
+  /** Output so far. */
+  out(): string;
+  /** Waits until the program has paused `n` times in all. */
+  paused(n?: number): Promise<void>;
+  /** Checkpoints it (the CLI's JSON reply). */
+  checkpoint(exit?: boolean): Promise<{ image: string; bytesWritten: number }>;
+  /** Lets a paused program go on. */
+  resume(): void;
+  exit: Promise<number | null>;
+}
+
+/** Launches files_ops with OPS under `launch EXTRA`. */
+function launchOps(w: World, ops: string[], extra: string[] = []): Launched {
   const name = `files-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', w.ckpt,
     '--dir', `${w.data}::/data`, ...extra, PROG, ...ops], { stdio: ['pipe', 'pipe', 'pipe'], cwd: w.root });
@@ -33,16 +43,34 @@ async function launchAndCheckpoint(w: World, ops: string[], extra: string[] = []
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const deadline = Date.now() + 60_000;
-  while (!out.includes('paused\n')) {
-    if (child.exitCode !== null) assert.fail(`launch ended (${child.exitCode}) before pausing: ${out}${err}`);
-    if (Date.now() > deadline) assert.fail(`never paused: ${out}${err}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  const cp = stasis(['checkpoint', '--exit', name]);
-  assert.equal(cp.code, 0, cp.stderr);
-  assert.equal(await exit, CHECKPOINTED, err);
-  return out;
+  return {
+    name, exit, out: () => out,
+    async paused(n = 1) {
+      const deadline = Date.now() + 60_000;
+      while (out.split('paused\n').length - 1 < n) {
+        if (child.exitCode !== null) assert.fail(`launch ended (${child.exitCode}) before pausing: ${out}${err}`);
+        if (Date.now() > deadline) assert.fail(`never paused: ${out}${err}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    async checkpoint(exitAfter = false) {
+      const cp = stasis(['checkpoint', '--json', ...(exitAfter ? ['--exit'] : []), name]);
+      assert.equal(cp.code, 0, cp.stderr + err);
+      if (exitAfter) assert.equal(await exit, CHECKPOINTED, err);
+      return JSON.parse(cp.stdout) as { image: string; bytesWritten: number };
+    },
+    resume() {
+      child.stdin.write('go\n');
+    },
+  };
+}
+
+/** Launches, waits for the pause, checkpoints with --exit; returns the output so far. */
+async function launchAndCheckpoint(w: World, ops: string[], extra: string[] = []): Promise<string> {
+  const l = launchOps(w, ops, extra);
+  await l.paused();
+  await l.checkpoint(true);
+  return l.out();
 }
 
 function restart(w: World, extra: string[] = []): RunResult {
@@ -55,7 +83,7 @@ function reference(files: Record<string, string>, ops: string[]): { out: string;
   try {
     const data = join(dir, 'data');
     put(data, files);
-    const r = stasis(['run', '--dir', `${data}::/data`, PROG, ...ops], { input: 'go\n' });
+    const r = stasis(['run', '--dir', `${data}::/data`, PROG, ...ops], { input: 'go\n'.repeat(ops.filter((o) => o === 'pause').length) });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     return { out: r.stdout, files: snapshotDir(data) };
   } finally {
@@ -181,6 +209,199 @@ test('database (writable, offset before end): saved and restored; the differing 
     assert.equal(before + r.stdout, ref.out);
     assert.deepEqual(snapshotDir(w.data), ref.files);
     assert.deepEqual([...keptFiles(w.ckpt).values()].map(String), ['01ABzzzz89-later']);
+  } finally {
+    w.cleanup();
+  }
+});
+
+test('--checkpoint-open-files: unchanged files (write-only too) restart cleanly; a differing one is refused (76) unless --allow-file-overwrite', async () => {
+  const files = { 'out.txt': 'written before\n', 'in.txt': 'input' };
+  const ops = ['open:0:/data/out.txt:w', 'seek:0:15', 'write:0:by prog\\n', 'open:1:/data/in.txt:r', 'read:1:2', 'pause',
+    'write:0:after\\n', 'read:1:3'];
+  const ref = reference(files, ops);
+  const w = world(files);
+  try {
+    const before = await launchAndCheckpoint(w, ops, ['--checkpoint-open-files']);
+    // Unchanged: a clean restart (DMTCP refuses an unchanged write-only file here).
+    const atCheckpoint = snapshotDir(w.data);
+    const ok = restart(w);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(before + ok.stdout, ref.out);
+    assert.deepEqual(snapshotDir(w.data), ref.files);
+
+    // Changed since: refused, naming both files, nothing written.
+    put(w.data, Object.fromEntries([...atCheckpoint].map(([k, v]) => [k, String(v)])));
+    writeFileSync(join(w.data, 'out.txt'), 'edited by a user\n');
+    writeFileSync(join(w.data, 'in.txt'), 'INPUT');
+    const listing = snapshotDir(w.root);
+    const bad = restart(w);
+    assert.equal(bad.code, 76, bad.stderr);
+    assert.match(bad.stderr, /out\.txt/);
+    assert.match(bad.stderr, /in\.txt/);
+    assert.match(bad.stderr, /--allow-file-overwrite/);
+    assert.equal(bad.stderr.trim().split('\n').length, 1);
+    assert.deepEqual(snapshotDir(w.root), listing);
+
+    // --allow-file-overwrite at restart: replaced, the edited versions kept and reported.
+    const forced = restart(w, ['--allow-file-overwrite']);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.equal(before + forced.stdout, ref.out);
+    assert.deepEqual(snapshotDir(w.data), ref.files);
+    assert.deepEqual([...keptFiles(w.ckpt).values()].map(String).sort(), ['INPUT', 'edited by a user\n']);
+  } finally {
+    w.cleanup();
+  }
+});
+
+test('--checkpoint-open-files: a missing file is recreated from its copy with its mode; --allow-file-overwrite at launch replaces', async () => {
+  const files = { 'keep.txt': 'abc' };
+  const ops = ['open:0:/data/keep.txt:w', 'seek:0:3', 'write:0:def', 'pause', 'write:0:ghi'];
+  const ref = reference(files, ops);
+  const w = world(files);
+  try {
+    chmodSync(join(w.data, 'keep.txt'), 0o640);
+    await launchAndCheckpoint(w, ops, ['--checkpoint-open-files', '--allow-file-overwrite']);
+    rmSync(join(w.data, 'keep.txt'));
+    const r = restart(w);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(snapshotDir(w.data), ref.files);
+    assert.equal(statSync(join(w.data, 'keep.txt')).mode & 0o777, 0o640);
+
+    await launchAndCheckpoint(w, ['open:0:/data/keep.txt:rw', 'pause', 'dump:0']);
+    writeFileSync(join(w.data, 'keep.txt'), 'changed');
+    // --allow-file-overwrite was given at launch: the restart replaces without being told again.
+    const r2 = restart(w);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.match(r2.stdout, /dump 0: abcdefghi/);
+    assert.equal(statSync(join(w.data, 'keep.txt')).mode & 0o777, 0o640);
+  } finally {
+    w.cleanup();
+  }
+});
+
+test('deleted-but-open files of every mode are saved and come back deleted, usable through their fds', async () => {
+  const files = { 'r.txt': 'read me', 'w.txt': 'write me', 'rw.txt': 'both' };
+  const ops = ['open:0:/data/r.txt:r', 'open:1:/data/w.txt:w', 'open:2:/data/rw.txt:rw',
+    'unlink:/data/r.txt', 'unlink:/data/w.txt', 'unlink:/data/rw.txt', 'write:1:W', 'seek:2:4', 'write:2:!',
+    'pause', 'read:0:4', 'write:1:X', 'size:1', 'write:2:?', 'dump:2'];
+  const ref = reference(files, ops);
+  const w = world(files);
+  try {
+    const before = await launchAndCheckpoint(w, ops);
+    const r = restart(w);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(before + r.stdout, ref.out);
+    assert.deepEqual(snapshotDir(w.data), new Map(), 'deleted files reappeared');
+    assert.deepEqual(readdirSync(w.ckpt).filter((n) => n.startsWith('.stasis')), []);
+  } finally {
+    w.cleanup();
+  }
+});
+
+test('a file renamed while open is found by identity; two fds on one file share one saved copy', async () => {
+  const files = { 'db.bin': '0123456789', 'sub/x.txt': 'x' };
+  const ops = ['open:0:/data/db.bin:rw', 'open:1:/data/db.bin:r', 'seek:0:1', 'write:0:A', 'pause', 'write:0:B', 'dump:1'];
+  const w = world(files);
+  try {
+    const l = launchOps(w, ops);
+    await l.paused();
+    // Someone moves the database while the program has it open.
+    renameSync(join(w.data, 'db.bin'), join(w.data, 'sub', 'moved.bin'));
+    await l.checkpoint(true);
+    const info = JSON.parse(stasis(['inspect', '--json', w.ckpt]).stdout) as { files: { fds: number[]; path: string; treatment: string }[] };
+    assert.equal(info.files.length, 1, JSON.stringify(info.files));
+    assert.equal(info.files[0]!.fds.length, 2);
+    assert.match(info.files[0]!.path, /sub\/moved\.bin$/);
+    assert.equal(readdirSync(join(w.ckpt, 'files')).length, 1);
+    writeFileSync(join(w.data, 'sub', 'moved.bin'), 'garbage');
+    const r = restart(w);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /dump 1: 0AB3456789/);
+    assert.equal(readFileSync(join(w.data, 'sub', 'moved.bin'), 'utf8'), '0AB3456789');
+    assert.equal(existsSync(join(w.data, 'db.bin')), false);
+  } finally {
+    w.cleanup();
+  }
+});
+
+test('an unchanged saved file is not copied again; image and copies move together', async () => {
+  const big = 'x'.repeat(3 << 20);
+  const files = { 'db.bin': big };
+  const ops = ['open:0:/data/db.bin:rw', 'write:0:head', 'pause', 'pause', 'write:0:more', 'size:0'];
+  const ref = reference(files, ops);
+  const w = world(files);
+  try {
+    const l = launchOps(w, ops);
+    await l.paused(1);
+    const first = await l.checkpoint();
+    assert.ok(first.bytesWritten > big.length, `first: ${first.bytesWritten}`);
+    l.resume();
+    await l.paused(2);
+    const second = await l.checkpoint(true);
+    assert.ok(second.bytesWritten < big.length / 20, `second wrote ${second.bytesWritten} bytes`);
+    const moved = join(w.root, 'moved-ckpt');
+    renameSync(w.ckpt, moved);
+    writeFileSync(join(w.data, 'db.bin'), 'scribbled over');
+    const r = stasis(['restart', '--quiet', moved], { input: 'go\n' });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(l.out() + r.stdout, ref.out);
+    assert.deepEqual(snapshotDir(w.data), ref.files);
+  } finally {
+    w.cleanup();
+  }
+});
+
+test('a damaged saved copy: restart refused (73), nothing changed', async () => {
+  const files = { 'db.bin': '0123456789' };
+  const w = world(files);
+  try {
+    await launchAndCheckpoint(w, ['open:0:/data/db.bin:rw', 'write:0:A', 'pause', 'dump:0']);
+    writeFileSync(join(w.data, 'db.bin'), 'changed');
+    const [copy] = readdirSync(join(w.ckpt, 'files'));
+    writeFileSync(join(w.ckpt, 'files', copy!), 'Z123456789');
+    const listing = snapshotDir(w.root);
+    const bad = restart(w);
+    assert.equal(bad.code, 73, bad.stderr);
+    assert.match(bad.stderr, /saved copy of .*db\.bin.*damaged/);
+    assert.deepEqual(snapshotDir(w.root), listing);
+  } finally {
+    w.cleanup();
+  }
+});
+
+test('directory fds with a readdir position do not break a checkpoint, with --checkpoint-open-files too', async () => {
+  const w = world({ 'd/a': '1', 'd/b': '2' });
+  try {
+    const out = await launchAndCheckpoint(w, ['open:0:/data/d/a:r', 'pause', 'read:0:1'], ['--checkpoint-open-files']);
+    const r = restart(w);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(out + r.stdout, 'paused\nread 0: 1\ndone\n');
+  } finally {
+    w.cleanup();
+  }
+});
+
+test('--dry-run prints one line per file and changes nothing; a refusal gives its status', async () => {
+  const files = { 'ro.txt': 'r', 'app.log': 'log\n', 'db.bin': '0123' };
+  const ops = ['open:0:/data/ro.txt:r', 'open:1:/data/app.log:a', 'write:1:x\\n', 'open:2:/data/db.bin:rw', 'write:2:A', 'pause'];
+  const w = world(files);
+  try {
+    await launchAndCheckpoint(w, ops);
+    appendFileSync(join(w.data, 'app.log'), 'later\n');
+    writeFileSync(join(w.data, 'db.bin'), 'other');
+    const listing = snapshotDir(w.root);
+    const plan = stasis(['restart', '--dry-run', w.ckpt], { cwd: w.root });
+    assert.equal(plan.code, 0, plan.stderr);
+    const lines = plan.stdout.trim().split('\n');
+    assert.equal(lines.length, 3, plan.stdout);
+    assert.match(plan.stdout, /^reopen +.*ro\.txt: read-only/m);
+    assert.match(plan.stdout, /^cut log +.*app\.log: from 12 to 6 bytes/m);
+    assert.match(plan.stdout, /^replace +.*db\.bin: differs from its saved copy/m);
+    assert.deepEqual(snapshotDir(w.root), listing);
+    rmSync(join(w.data, 'ro.txt'));
+    const refused = stasis(['restart', '--dry-run', w.ckpt], { cwd: w.root });
+    assert.equal(refused.code, 74);
+    assert.match(refused.stdout, /^refuse +.*ro\.txt/m);
   } finally {
     w.cleanup();
   }

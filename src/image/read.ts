@@ -238,6 +238,13 @@ export async function inspectImage(path: string, generation?: number): Promise<R
     if (errno(e) !== 'ENOENT') throw e;
     problems.push(`${modRel}: missing`);
   }
+  for (const f of s.files ?? []) {
+    if (f.copy === undefined || seen.has(f.copy.file)) continue;
+    seen.add(f.copy.file);
+    const size = (await stat(join(ckptDir, f.copy.file)).catch(() => null))?.size;
+    if (size === undefined) problems.push(`${f.copy.file}: missing`);
+    else if (size !== f.copy.size) problems.push(`${f.copy.file}: ${size} bytes instead of ${f.copy.size}`);
+  }
   const nChunks = Math.ceil(m.memory.byteLength / m.memory.chunkSize);
   return {
     format: { magic: m.magic, version: m.version },
@@ -272,6 +279,12 @@ export async function inspectImage(path: string, generation?: number): Promise<R
       preopens: s.wasi.preopens,
       fds: s.wasi.fds.map((f) => ({ fd: f.fd, kind: f.kind, ...(f.kind === 'stdio' ? { stream: f.stream } : { location: f.location }), ...(f.kind === 'file' ? { access: f.access, offset: f.offset } : {}) })),
     },
+    files: (s.files ?? []).map((f) => ({
+      path: f.hostPath, guestPath: `${f.location.preopen.replace(/\/$/, '')}/${f.location.rel}`, fds: f.fds,
+      treatment: f.treatment, reason: f.reason, size: f.size, mode: `0${f.mode.toString(8)}`, deleted: f.deleted,
+      ...(f.copy && { copy: f.copy.file }), ...(f.restartPath !== undefined && { restartPath: f.restartPath }),
+    })),
+    ...(s.filePolicy && { filePolicy: s.filePolicy }),
     complete: problems.length === 0,
     problems,
   };
