@@ -406,3 +406,103 @@ test('--dry-run prints one line per file and changes nothing; a refusal gives it
     w.cleanup();
   }
 });
+
+test('ckptfiles: --ckpt-files / --no-ckpt-files / --file-rules choose what is saved, first match wins; a rule may move a file at restart', async () => {
+  const files = { 'a.db': 'AAAA', 'b.db': 'BBBB', 'ro.cfg': 'config', 'x.bin': 'xx' };
+  const ops = ['open:0:/data/a.db:rw', 'write:0:1', 'open:1:/data/b.db:rw', 'write:1:2', 'open:2:/data/ro.cfg:r',
+    'open:3:/data/x.bin:rw', 'pause', 'dump:0', 'dump:1', 'read:2:6', 'dump:3'];
+  const w = world(files);
+  try {
+    const moved = join(w.root, 'new-place');
+    mkdirSync(moved);
+    writeFileSync(join(w.root, 'rules.txt'), `# rules for the test\nskip  data/b.db\nsave  *.cfg -> new-place/\nlog   x.bin\n`);
+    await launchAndCheckpoint(w, ops, ['--no-ckpt-files', 'a.db', '--ckpt-files', '*.db', '--file-rules', 'rules.txt']);
+    const info = JSON.parse(stasis(['inspect', '--json', w.ckpt]).stdout) as { files: { path: string; treatment: string; reason: string }[] };
+    const by = Object.fromEntries(info.files.map((f) => [f.path.replace(/.*\//, ''), f]));
+    assert.equal(by['a.db']!.treatment, 'reopen'); // --no-ckpt-files a.db came first
+    assert.match(by['a.db']!.reason, /--no-ckpt-files/);
+    assert.equal(by['b.db']!.treatment, 'save'); // --ckpt-files *.db before the file's skip rule
+    assert.equal(by['ro.cfg']!.treatment, 'save');
+    assert.match(by['ro.cfg']!.reason, /rules\.txt:3/);
+    assert.equal(by['x.bin']!.treatment, 'log');
+    // After the checkpoint: every file changes; the config goes away from its old place.
+    writeFileSync(join(w.data, 'a.db'), 'a-later');
+    writeFileSync(join(w.data, 'b.db'), 'b-later');
+    rmSync(join(w.data, 'ro.cfg'));
+    appendFileSync(join(w.data, 'x.bin'), 'tail');
+    const r = restart(w);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /dump 0: a-later\n/); // not saved: as the world has it
+    assert.match(r.stdout, /dump 1: 2BBB\n/); // saved: back as at the checkpoint
+    assert.match(r.stdout, /read 2: config\n/); // restored at its restart path
+    assert.equal(readFileSync(join(moved, 'ro.cfg'), 'utf8'), 'config');
+    assert.match(r.stdout, /dump 3: xx\n/); // a log: cut back
+  } finally {
+    w.cleanup();
+  }
+});
+
+test('bad file options: rules file errors name the line (78), conflicts (64), a path map to nowhere (68); nothing written', () => {
+  const w = world({ 'a.db': 'A' });
+  try {
+    const run = (extra: string[]): RunResult => stasis(['launch', '--quiet', '--ckpt-dir', w.ckpt, '--dir', `${w.data}::/data`, ...extra, PROG, 'pause'], { cwd: w.root, input: 'go\n' });
+    writeFileSync(join(w.root, 'bad.rules'), 'save *.db\nsav *.log\n');
+    const bad = run(['--file-rules', 'bad.rules']);
+    assert.equal(bad.code, 78, bad.stderr);
+    assert.match(bad.stderr, /^stasis: [^\n]*bad\.rules:2: [^\n]*sav[^\n]*\n$/);
+    const noFile = run(['--file-rules', 'nope.rules']);
+    assert.equal(noFile.code, 78, noFile.stderr);
+    const conflict = run(['--ckpt-files', 'data/*.db', '--no-ckpt-files', 'data/*.db']);
+    assert.equal(conflict.code, 64, conflict.stderr);
+    assert.match(conflict.stderr, /conflicts/);
+    const nowhere = run(['--path-map', `${w.data}=${join(w.root, 'nowhere')}`]);
+    assert.equal(nowhere.code, 68, nowhere.stderr);
+    assert.match(nowhere.stderr, /nowhere does not exist/);
+    const twice = run(['--path-map', `${w.data}=/tmp`, '--path-map', `${w.data}=/`]);
+    assert.equal(twice.code, 64, twice.stderr);
+    const plugin = run(['--plugin', 'missing-plugin.js']);
+    assert.equal(plugin.code, 78, plugin.stderr);
+    for (const r of [bad, noFile, conflict, nowhere, twice, plugin]) assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.equal(existsSync(w.ckpt), false);
+  } finally {
+    w.cleanup();
+  }
+});
+
+test('--path-map at restart moves open files and later opens; at launch the program keeps its paths', async () => {
+  const files = { 'log.txt': 'L\n', 'db.bin': '0123', 'later.txt': 'old place' };
+  const ops = ['open:0:/data/log.txt:a', 'write:0:x\\n', 'open:1:/data/db.bin:rw', 'write:1:A', 'pause',
+    'write:0:y\\n', 'dump:1', 'open:2:/data/later.txt:r', 'read:2:20'];
+  const w = world(files);
+  try {
+    const before = await launchAndCheckpoint(w, ops);
+    // The data directory moves to another place (another host, another disk).
+    const elsewhere = join(w.root, 'elsewhere');
+    renameSync(w.data, elsewhere);
+    writeFileSync(join(elsewhere, 'later.txt'), 'new place');
+    const r = restart(w, ['--path-map', `${w.data}=${elsewhere}`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(before + r.stdout, 'paused\ndump 1: A123\nread 2: new place\ndone\n');
+    assert.equal(readFileSync(join(elsewhere, 'log.txt'), 'utf8'), 'L\nx\ny\n');
+    assert.equal(existsSync(w.data), false);
+
+    // Mapped at launch: the image keeps the program's own paths, and the map with it.
+    const w2 = world({});
+    try {
+      const real = join(w2.root, 'real');
+      put(real, files);
+      const out = await launchAndCheckpoint(w2, ops, ['--path-map', `${w2.data}=${real}`]);
+      const info = JSON.parse(stasis(['inspect', '--json', w2.ckpt]).stdout) as { wasi: { preopens: { host: string }[] } };
+      assert.equal(info.wasi.preopens[0]!.host, w2.data);
+      const r2 = stasis(['restart', '--quiet', w2.ckpt], { input: 'go\n' });
+      assert.equal(r2.code, 0, r2.stderr);
+      assert.equal(out + r2.stdout, 'paused\ndump 1: A123\nread 2: old place\ndone\n');
+      assert.equal(readFileSync(join(real, 'log.txt'), 'utf8'), 'L\nx\ny\n');
+      assert.deepEqual(readdirSync(w2.data), []);
+    } finally {
+      w2.cleanup();
+    }
+  } finally {
+    w.cleanup();
+  }
+});

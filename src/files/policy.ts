@@ -35,7 +35,8 @@ export function ckptFilesRules(opts: Pick<FilePolicyOptions, 'rules' | 'allowFil
       const reason = `${rule.source}: ${rule.action} ${rule.pattern}`;
       const restartPath = restartPathFor(rule, f.path);
       const d: FileDecision = rule.action === 'save'
-        ? { treatment: 'save', reason, onDiffer: opts.allowFileOverwrite ? 'replace' : 'refuse' }
+        // A file the default rules save already (a database) keeps their "replace" at restart.
+        ? { treatment: 'save', reason, onDiffer: proposed.treatment === 'save' || opts.allowFileOverwrite ? 'replace' : 'refuse' }
         : rule.action === 'log'
           ? { ...proposed, treatment: 'log', reason }
           // skip: not saved; an unlinked file cannot be reopened, so it stays saved.

@@ -112,7 +112,7 @@ export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
   if (changed.length > 0) {
     plan.refusals.push({
       code: 'FILE_CHANGED',
-      text: `${changed.length === 1 ? `${changed[0]} differs` : `${changed.length} files differ (${changed.join(', ')})`} from the saved ${changed.length === 1 ? 'copy' : 'copies'} taken at the checkpoint; restart with --allow-file-overwrite to replace them (current versions are kept as backups), or put back the checkpoint-time versions`,
+      text: `${changed.length === 1 ? `${changed[0]} differs` : `${changed.length} files differ (${changed.join(', ')})`} from the saved ${changed.length === 1 ? 'copy' : 'copies'} taken at the checkpoint; restart with --allow-file-overwrite to replace ${changed.length === 1 ? 'it (the current version is kept as a backup)' : 'them (the current versions are kept as backups)'}, or put back the checkpoint-time ${changed.length === 1 ? 'version' : 'versions'}`,
     });
   }
   return plan;
