@@ -2,11 +2,17 @@
 //   ckpt-latency  checkpoint requests to a program in a pure compute loop, over the control socket
 //   ckpt-1gib     1 GiB of touched memory: pause, checkpoint, incremental checkpoint, restart, RSS,
 //                 against plain fs writes/reads of 1 GiB in the same run
+//   ckpt-dbfile   a program holding a 1 GiB database file open: first checkpoint (copies the file)
+//                 against a plain copy + fsync of it in the same run, and a second one (file unchanged)
 // Both drive real `stasis launch` / `stasis restart` processes (bin/stasis.js) and talk to the
 // launcher's control socket directly (newline-delimited JSON), so no `stasis checkpoint` process
 // start-up is counted.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, statfsSync, statSync } from 'node:fs';
+import { randomFillSync } from 'node:crypto';
+import {
+  closeSync, constants, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync,
+  statfsSync, statSync, writeSync,
+} from 'node:fs';
 import * as net from 'node:net';
 import { join } from 'node:path';
 
@@ -69,6 +75,9 @@ class Child {
   get pid(): number { return this.proc.pid!; }
 
   send(line: string): void { this.proc.stdin!.write(line + '\n'); }
+
+  /** The stdout lines received and not read yet. */
+  drain(): string[] { return this.lines.splice(0); }
 
   /** The next stdout line (fails if the child exits first, or after timeoutMs). */
   async line(timeoutMs: number): Promise<string> {
@@ -184,8 +193,8 @@ async function socketOf(p: Paths, name: string): Promise<string> {
   }
 }
 
-function launchArgs(p: Paths, name: string, ckptDir: string, wasm: string, args: string[]): string[] {
-  return [p.stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', ckptDir, wasm, ...args];
+function launchArgs(p: Paths, name: string, ckptDir: string, wasm: string, args: string[], flags: string[] = []): string[] {
+  return [p.stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', ckptDir, ...flags, wasm, ...args];
 }
 
 /** VmHWM (peak resident set) of a live process, in bytes. */
@@ -417,4 +426,113 @@ export async function bigMemory(p: Paths, tmp: string, mib: number, rounds: numb
   const out: BigRound[] = [];
   for (let i = 0; i < rounds; i++) out.push(await bigRound(p, tmp, mib, i));
   return { mib, rounds: out };
+}
+
+// ---- ckpt-dbfile --------------------------------------------------------------------------------
+
+export interface DbCheckpoint {
+  pauseMs: number;
+  ms: number;
+  /** The reply's bytesWritten. */
+  bytesWritten: number;
+  /** Bytes of files new in the checkpoint directory (a cross-check). */
+  dirBytes: number;
+  /** Longest of the program's 10 ms sleeps around this checkpoint, as it measured it (null: none > 20 ms). */
+  stallMs: number | null;
+}
+
+export interface DbResult {
+  mib: number;
+  /** copyFileSync(FICLONE) of the file + fsync of the copy, in the bench process. */
+  plainCopyMs: number;
+  first: DbCheckpoint;
+  second: DbCheckpoint;
+}
+
+/** Why the database-file group cannot run here, or null. */
+export function dbPreflight(tmp: string, mib: number): string | null {
+  const need = 3 * mib * 1024 * 1024 + GiB; // the file, its plain copy (removed before the launch), its saved copy, spare
+  const fs = statfsSync(tmp);
+  const free = fs.bavail * fs.bsize;
+  return free < need ? `only ${fmtBytes(free)} free in ${tmp}, needs ${fmtBytes(need)} (set TMPDIR elsewhere)` : null;
+}
+
+/** Writes MIB MiB of random bytes to path (16 MiB writes, each piece fresh), fsynced. */
+function makeDbFile(path: string, mib: number): void {
+  const piece = Buffer.allocUnsafe(16 << 20);
+  const fd = openSync(path, 'w');
+  try {
+    for (let left = mib << 20; left > 0;) {
+      const n = Math.min(piece.length, left);
+      randomFillSync(piece, 0, n);
+      for (let w = 0; w < n;) w += writeSync(fd, piece, w, n - w);
+      left -= n;
+    }
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export async function dbFile(p: Paths, tmp: string, mib: number): Promise<DbResult> {
+  const step = (s: string): void => { process.stderr.write(`\r  ckpt-dbfile: ${s}`.padEnd(60)); };
+  const dir = join(tmp, 'dbfile');
+  const ckptDir = join(tmp, 'dbfile.ckpt');
+  const file = join(dir, 'db.bin');
+  let child: Child | null = null;
+  try {
+    mkdirSync(dir, { recursive: true });
+    step(`write ${mib} MiB`);
+    makeDbFile(file, mib);
+    // Plain baseline: the same kernel copy Stasis asks for (copy_file_range, or a reflink where the
+    // file system has them), then fsync of the copy. Both read the file from the page cache.
+    step('plain copy + fsync');
+    const copy = join(dir, 'copy.bin');
+    const t0 = performance.now();
+    copyFileSync(file, copy, constants.COPYFILE_FICLONE);
+    const fd = openSync(copy, 'r+');
+    fsyncSync(fd);
+    closeSync(fd);
+    const plainCopyMs = performance.now() - t0;
+    rmSync(copy);
+
+    step('launch');
+    const name = `bench-db-${process.pid}`;
+    child = new Child('dbfile under stasis launch',
+      launchArgs(p, name, ckptDir, join(p.wasmDir, 'dbfile.wasm'), ['/data/db.bin'], ['--dir', `${dir}::/data`]), 'ignore');
+    await child.expectLine(new RegExp(`^ready size=${mib << 20}$`), 300_000); // the first launch instruments
+    const readyAt = performance.now();
+    const ctl = await Control.connect(await socketOf(p, name));
+    // A saved copy is reused only if the file's ctime is > 100 ms older than the copy (src/files/capture.ts):
+    // let the program's write age 200 ms, as a database idle between checkpoints would.
+    await sleep(Math.max(0, readyAt + 200 - performance.now()));
+    let before = existsSync(ckptDir) ? sizes(ckptDir) : new Map<string, number>();
+    const ckpt = async (): Promise<DbCheckpoint> => {
+      child!.drain();
+      const r = await ctl.checkpoint();
+      await sleep(100); // the program prints its stall once it runs again
+      const stalls = child!.drain().map((l) => /^stall ms=(\d+)$/.exec(l)).filter((m) => m !== null).map((m) => Number(m[1]));
+      const after = sizes(ckptDir);
+      const dirBytes = added(before, after);
+      before = after;
+      if (typeof r['bytesWritten'] !== 'number') throw new BenchFailure(`checkpoint reply has no bytesWritten: ${JSON.stringify(r)}`);
+      return { pauseMs: r.pauseMs, ms: r.ms, bytesWritten: r['bytesWritten'], dirBytes, stallMs: stalls.length > 0 ? Math.max(...stalls) : null };
+    };
+    step('first checkpoint');
+    const first = await ckpt();
+    if (first.bytesWritten < mib << 20) {
+      throw new BenchFailure(`ckpt-dbfile: the first checkpoint wrote ${first.bytesWritten} bytes: the ${mib} MiB open file was not saved with it`);
+    }
+    step('second checkpoint');
+    const second = await ckpt();
+    await ctl.request({ cmd: 'kill' });
+    ctl.close();
+    await child.expectExit(137, 10_000);
+    process.stderr.write('\r  ckpt-dbfile: done'.padEnd(60) + '\n');
+    return { mib, plainCopyMs, first, second };
+  } finally {
+    child?.kill();
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(ckptDir, { recursive: true, force: true });
+  }
 }

@@ -8,7 +8,7 @@ import {
   appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { fixture, stasis, stasisBin, tempDir, type RunResult } from './helpers.js';
+import { fixture, repoRoot, stasis, stasisBin, tempDir, type RunResult } from './helpers.js';
 
 const CHECKPOINTED = 75;
 const PROG = fixture('files_ops');
@@ -501,6 +501,38 @@ test('--path-map at restart moves open files and later opens; at launch the prog
       assert.deepEqual(readdirSync(w2.data), []);
     } finally {
       w2.cleanup();
+    }
+  } finally {
+    w.cleanup();
+  }
+});
+
+test('plugins: the example plugin decides files and sees every event, at launch and at restart', async () => {
+  const plugin = join(repoRoot, 'examples', 'plugins', 'audit.mjs');
+  const files = { 'cache/c.bin': '0123', 'app.sqlite': 'SQL' };
+  const ops = ['open:0:/data/cache/c.bin:rw', 'write:0:A', 'open:1:/data/app.sqlite:r', 'pause', 'dump:0', 'dump:1'];
+  const w = world(files);
+  try {
+    const log = join(w.root, 'audit.log');
+    process.env.STASIS_AUDIT_LOG = log; // inherited by the launcher and the restart
+    try {
+      await launchAndCheckpoint(w, ops, ['--plugin', plugin]);
+      const info = JSON.parse(stasis(['inspect', '--json', w.ckpt]).stdout) as { files: { path: string; treatment: string; reason: string }[] };
+      const by = Object.fromEntries(info.files.map((f) => [f.path.replace(/.*\//, ''), f]));
+      assert.equal(by['c.bin']!.treatment, 'reopen'); // a database by default; the plugin says no
+      assert.match(by['c.bin']!.reason, /^audit: caches/);
+      assert.equal(by['app.sqlite']!.treatment, 'save'); // read-only, saved by the plugin
+      writeFileSync(join(w.data, 'cache', 'c.bin'), 'rebuilt');
+      rmSync(join(w.data, 'app.sqlite'));
+      const r = restart(w, ['--plugin', plugin]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, 'dump 0: rebuilt\ndump 1: SQL\ndone\n');
+      const events = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; resumed?: boolean; plan?: number });
+      assert.deepEqual(events.map((e) => e.event), ['beforeCheckpoint', 'decideFile', 'decideFile', 'afterCheckpoint', 'onRestart']);
+      assert.equal(events[3]!.resumed, false);
+      assert.equal(events[4]!.plan, 2);
+    } finally {
+      delete process.env.STASIS_AUDIT_LOG;
     }
   } finally {
     w.cleanup();
