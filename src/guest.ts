@@ -11,7 +11,7 @@ import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from '
 import { EXIT } from './errors.js';
 import type { GlobalValue } from './checkpoint/snapshot.js';
 import { ProcExit, WasiHost } from './wasi/host.js';
-import type { FdState, Preopen, WasiState } from './wasi/state.js';
+import type { FdState, Mount, Preopen, WasiState } from './wasi/state.js';
 import { WriteBehind } from './wasi/writebehind.js';
 import { Interrupted, setInterruptWord } from './wasi/interrupt.js';
 import { wasmFrames } from './checkpoint/frames.js';
@@ -22,6 +22,8 @@ export interface GuestData {
   args: string[];
   env: string[];
   preopens: Preopen[];
+  /** Directories below preopens that --path-map moved. */
+  mounts?: Mount[];
   writeBehind: SharedArrayBuffer;
   stdin: SharedArrayBuffer | null;
   /** Present under checkpoint control. */
@@ -128,7 +130,7 @@ type Exports = Record<string, unknown> & {
 
 async function run(data: GuestData): Promise<GuestResult> {
   const host = new WasiHost({
-    args: data.args, env: data.env, preopens: data.preopens,
+    args: data.args, env: data.env, preopens: data.preopens, ...(data.mounts && { mounts: data.mounts }),
     writeBehind: new WriteBehind(data.writeBehind), stdin: data.stdin,
     ...(data.restore && {
       restore: {

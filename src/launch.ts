@@ -9,7 +9,7 @@ import type { EngineInfo, FilePolicyOptions, FileRecord, Snapshot } from './chec
 import { captureFiles, type CopyCache, type FileCapture } from './files/capture.js';
 import { emit, loadPlugins, type StasisPlugin } from './files/plugin.js';
 import { builtinPolicy } from './files/policy.js';
-import { checkPathMap, mapPath, mergePathMaps, parsePathMap } from './files/pathmap.js';
+import { checkPathMap, mapPath, mergePathMaps, mountsOf, parsePathMap } from './files/pathmap.js';
 import { applyPlan, checkPlan, physicalPath, planFiles, type FilePlan, type PlanOptions } from './files/restore.js';
 import { checkConflicts, cliRules, loadRulesFile, ruleData } from './files/rules.js';
 import { serve, type Reply, type Request } from './control/channel.js';
@@ -96,10 +96,10 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
   return supervise({
     name, ckptDir: resolve(opts.ckptDir ?? `${name}.ckpt`), opts,
     moduleBytes: inst.bytes, moduleHash: inst.sourceHash, instrumentedHash: inst.hash,
-    engine, globals: inst.meta.globals, policy, plugins, preopens,
+    engine, globals: inst.meta.globals, policy, plugins, where: { saved: preopens, dirs: [], pathMap: policy.pathMap, allowOverwrite: false },
     setup: {
       module: new WebAssembly.Module(inst.bytes as Uint8Array<ArrayBuffer>), modulePath: opts.module,
-      args: [opts.module, ...opts.args], env: opts.env, preopens: physical,
+      args: [opts.module, ...opts.args], env: opts.env, preopens: physical, mounts: mountsOf(policy.pathMap, preopens),
     },
   });
 }
@@ -142,11 +142,11 @@ async function prepareRestart(opts: RestartOptions) {
   const physical = remapPreopens(snap.wasi.preopens, opts.dirs, (p) => physicalPath(where, { preopen: p.guest, rel: '' })!);
   checkDirFds(snap, where);
   const plan = planFiles(snap, where);
-  return { image, snap, policy, physical, plan };
+  return { image, snap, policy, physical, plan, where };
 }
 
 export async function restart(opts: RestartOptions): Promise<GuestResult> {
-  const { image, snap, policy, physical, plan } = await prepareRestart(opts);
+  const { image, snap, policy, physical, plan, where } = await prepareRestart(opts);
   checkPlan(plan);
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
   const env = mergeEnv(snap.wasi.env, opts.env);
@@ -170,10 +170,10 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
     moduleBytes: image.moduleBytes, moduleHash: snap.moduleHash, instrumentedHash: snap.instrumentedHash,
     engine: { ...snap.engine, maxFrameBytes: snap.engine.maxFrameBytes ?? maxFrameBytes(image.moduleBytes) },
     globals: snap.globals.map(({ name, type }) => ({ name, type })),
-    policy, plugins, preopens: snap.wasi.preopens,
+    policy, plugins, where,
     setup: {
       module, modulePath: snap.wasi.args[0] ?? snap.meta.name, args: snap.wasi.args, env,
-      preopens: physical, restore,
+      preopens: physical, mounts: mountsOf(policy.pathMap, snap.wasi.preopens), restore,
     },
   });
 }
@@ -226,8 +226,8 @@ interface Supervised {
   policy: FilePolicyOptions;
   /** The built-in file policy, then --plugin ones. */
   plugins: StasisPlugin[];
-  /** The preopens as the program's state names them (setup.preopens: where they are now). */
-  preopens: Preopen[];
+  /** Where things are: the preopens as the program's state names them, and how they moved. */
+  where: PlanOptions;
   setup: Omit<GuestSetup, 'checkpoint'>;
 }
 
@@ -262,7 +262,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
   /** The file side of a capture, while the guest waits; then it may go on. */
   const withFiles = async (captured: CapturedState): Promise<FileCapture> => {
     try {
-      return await captureFiles(captured, s.ckptDir, s.plugins, copies, s.preopens);
+      return await captureFiles(captured, s.ckptDir, s.plugins, copies, s.where.saved, (loc) => physicalPath(s.where, loc));
     } finally {
       session.release();
     }
@@ -428,7 +428,7 @@ function toSnapshot(c: CapturedState, files: FileRecord[], s: Supervised, genera
     moduleHash: s.moduleHash, instrumentedHash: s.instrumentedHash,
     memory: c.memory, globals: c.globals, asyncifyData: c.asyncifyData, engine: s.engine,
     // The preopens as the program's state names them, not where --path-map put them.
-    wasi: { ...c.wasi, preopens: s.preopens.map((p) => ({ ...p })) },
+    wasi: { ...c.wasi, preopens: s.where.saved.map((p) => ({ ...p })) },
     monotonicNs: c.monotonicNs, stdinPending: c.stdinPending,
     stdinReceived: c.stdinReceived, files, filePolicy: s.policy,
     meta: {

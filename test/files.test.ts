@@ -486,6 +486,25 @@ test('--path-map at restart moves open files and later opens; at launch the prog
     assert.equal(readFileSync(join(elsewhere, 'log.txt'), 'utf8'), 'L\nx\ny\n');
     assert.equal(existsSync(w.data), false);
 
+    // A map inside a preopen: files open at the checkpoint and later opens below it move;
+    // the rest of the directory stays.
+    const w3 = world({ 'logs/a.log': 'a\n', 'top.txt': 'top' });
+    try {
+      const ops3 = ['open:0:/data/logs/a.log:a', 'write:0:b\n', 'pause', 'write:0:c\n', 'open:1:/data/logs/new.txt:w', 'write:1:N',
+        'open:2:/data/top.txt:r', 'read:2:3'];
+      const out3 = await launchAndCheckpoint(w3, ops3);
+      const logs = join(w3.root, 'logs-elsewhere');
+      renameSync(join(w3.data, 'logs'), logs);
+      const r3 = restart(w3, ['--path-map', `${join(w3.data, 'logs')}=${logs}`]);
+      assert.equal(r3.code, 0, r3.stderr);
+      assert.equal(out3 + r3.stdout, 'paused\nread 2: top\ndone\n');
+      assert.equal(readFileSync(join(logs, 'a.log'), 'utf8'), 'a\nb\nc\n');
+      assert.equal(readFileSync(join(logs, 'new.txt'), 'utf8'), 'N');
+      assert.deepEqual(readdirSync(w3.data), ['top.txt']);
+    } finally {
+      w3.cleanup();
+    }
+
     // Mapped at launch: the image keeps the program's own paths, and the map with it.
     const w2 = world({});
     try {

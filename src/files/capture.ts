@@ -30,11 +30,13 @@ const SEARCH_LIMIT = 20_000;
 const RACY_NS = 100_000_000n;
 
 /**
- * `c.wasi.preopens` are where the preopens are now; `named` are the same as the program's
- * state names them (before --path-map): records and rules use those.
+ * `c.wasi.preopens` are where the preopens are now and `physical` gives any location's host
+ * path now (through --path-map); `named` are the preopens as the program's state names them
+ * (before --path-map): records and rules use those.
  */
 export async function captureFiles(
   c: CapturedState, ckptDir: string, plugins: readonly StasisPlugin[], cache: CopyCache, named: Preopen[],
+  physical: (loc: Location) => string | null,
 ): Promise<FileCapture> {
   const out: FileCapture = { records: [], staged: new Map(), remember: new Map() };
   const preopens = c.wasi.preopens;
@@ -55,7 +57,7 @@ export async function captureFiles(
     const first = fds[0]!;
     let location = first.location;
     let deleted = st.nlink === 0n;
-    if (!deleted && !sameFile(hostPathOf(preopens, location), st)) {
+    if (!deleted && !sameFile(physical(location), st)) {
       // Renamed while open: find it by identity, or treat it as gone from the program's view.
       const found = findByIdentity(preopens, location, st);
       if (found === null) deleted = true;

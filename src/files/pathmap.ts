@@ -4,6 +4,7 @@
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { StasisError } from '../errors.js';
+import type { Mount, Preopen } from '../wasi/state.js';
 
 export type PathMap = [string, string][];
 
@@ -52,4 +53,16 @@ export function mapPath(map: PathMap, path: string): string {
   const rest = path.slice(best[0].length);
   if (rest === '') return best[1];
   return best[1].endsWith('/') ? best[1] + rest.replace(/^\//, '') : best[1] + (rest.startsWith('/') ? rest : '/' + rest);
+}
+
+/** Maps whose OLD lies inside a preopen's directory: the host mounts NEW there for later opens. */
+export function mountsOf(map: PathMap, preopens: readonly Preopen[]): Mount[] {
+  const out: Mount[] = [];
+  for (const [from, to] of map) {
+    for (const p of preopens) {
+      const root = p.host.endsWith('/') ? p.host : p.host + '/';
+      if (from.startsWith(root) && from.length > root.length) out.push({ preopen: p.guest, rel: from.slice(root.length).replace(/\/+$/, ''), host: to });
+    }
+  }
+  return out;
 }

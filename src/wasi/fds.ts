@@ -7,6 +7,7 @@ import { Errno, Fdflags, Filetype, RIGHTS_FILE, Whence } from './constants.js';
 import { WasiError } from './errno.js';
 import { pause } from './interrupt.js';
 import type { GuestMemory } from './memory.js';
+import type { Mounts } from './paths.js';
 import type { DirFdState, FdState, FileFdState, Location, StdioFdState } from './state.js';
 import { setTimesFd, type TimeSpec } from './native.js';
 import type { StdinSource } from './stdin.js';
@@ -250,6 +251,8 @@ export class DirFd extends Fd {
   root: string;
   /** Sorted entry names that readdir cookies index into; taken when a listing starts. */
   listing: string[] | null = null;
+  /** Directories --path-map mounted below this one (see paths.ts). */
+  mounts: Mounts = null;
 
   constructor(
     public readonly handle: number,

@@ -14,7 +14,7 @@ import { DirFd, Fd, FileFd, filetypeOf, StdioFd } from './fds.js';
 import { Interrupted, sleep } from './interrupt.js';
 import { GuestMemory, utf8 } from './memory.js';
 import { joinRel, resolvePath, type Resolved } from './paths.js';
-import { hostPathOf, type FdState, type Location, type Preopen, type WasiState } from './state.js';
+import { hostPathOf, type FdState, type Location, type Mount, type Preopen, type WasiState } from './state.js';
 import { setTimesPath, type TimeSpec } from './native.js';
 import { openStdin, type StdinSource } from './stdin.js';
 import { WriteBehind } from './writebehind.js';
@@ -32,6 +32,8 @@ export interface HostOptions {
   /** "KEY=VALUE" strings. */
   env: string[];
   preopens: Preopen[];
+  /** Directories --path-map moved below preopens: later opens there go to the new place. */
+  mounts?: Mount[];
   /** Shared write-behind buffer; pass one whose memory another thread can flush. */
   writeBehind?: WriteBehind;
   /** Channel from a StdinPump (stdin.ts), or null when stdin is a regular file. */
@@ -60,6 +62,7 @@ export class WasiHost {
   private readonly args: string[];
   private readonly env: string[];
   private readonly preopens: Preopen[];
+  private readonly mounts: Mount[];
   private readonly writeBehind: WriteBehind;
   /** Deadlines of a poll_oneoff a checkpoint interrupted (see poll). */
   private pollDeadlines: string[] | null = null;
@@ -70,6 +73,7 @@ export class WasiHost {
     this.args = opts.args;
     this.env = opts.env;
     this.preopens = opts.preopens;
+    this.mounts = [...(opts.mounts ?? [])].sort((a, b) => b.rel.length - a.rel.length); // longest first
     this.writeBehind = opts.writeBehind ?? new WriteBehind();
     this.clocks = new Clocks(opts.restore?.monotonicNs ?? 0n);
     this.stdin = openStdin(opts.stdin, opts.restore?.stdinPending);
@@ -83,7 +87,7 @@ export class WasiHost {
       this.fds.push(new StdioFd(stream, stdioFiletype(stream), RIGHTS_STDIO, 0, 0, stream === 0 ? this.stdin : null));
     }
     for (const p of opts.preopens) {
-      this.fds.push(DirFd.open(p.host, { preopen: p.guest, rel: '' }, RIGHTS_DIR, RIGHTS_ALL, p.guest));
+      this.fds.push(this.mounted(DirFd.open(p.host, { preopen: p.guest, rel: '' }, RIGHTS_DIR, RIGHTS_ALL, p.guest)));
     }
   }
 
@@ -94,7 +98,7 @@ export class WasiHost {
     }
     const host = this.hostPathOf(s.location);
     if (s.kind === 'dir') {
-      const d = DirFd.open(host, s.location, s.rightsBase, s.rightsInheriting, s.preopenName);
+      const d = this.mounted(DirFd.open(host, s.location, s.rightsBase, s.rightsInheriting, s.preopenName));
       d.fdflags = s.fdflags;
       d.listing = s.listing;
       return d;
@@ -104,11 +108,25 @@ export class WasiHost {
     return new FileFd(this.writeBehind, handle, host, s.location, s.access, s.filetype, s.rightsBase, s.rightsInheriting, s.fdflags, s.offset);
   }
 
-  /** The host path of a location, through the (possibly remapped) preopens. */
+  /** The host path of a location, through the (possibly remapped) preopens and the mounts. */
   private hostPathOf(loc: Location): string {
+    const mount = this.mounts.find((m) => m.preopen === loc.preopen && (loc.rel === m.rel || loc.rel.startsWith(m.rel + '/')));
+    if (mount !== undefined) return mount.host + loc.rel.slice(mount.rel.length);
     const host = hostPathOf(this.preopens, loc);
     if (host === null) throw new Error(`no preopen named ${loc.preopen}`);
     return host;
+  }
+
+  /** Gives a directory fd the mounts below it (paths relative to it), longest first. */
+  private mounted(d: DirFd): DirFd {
+    if (this.mounts.length === 0) return d;
+    const base = d.location.rel;
+    const below = this.mounts
+      .filter((m) => m.preopen === d.location.preopen && (base === '' ? m.rel !== '' : m.rel.startsWith(base + '/')))
+      .map((m) => [base === '' ? m.rel : m.rel.slice(base.length + 1), m.host] as const)
+      .sort((a, b) => b[0].length - a[0].length);
+    d.mounts = below.length > 0 ? below : null;
+    return d;
   }
 
   /** Bytes read from stdin for the program that it has not consumed yet. */
@@ -393,13 +411,13 @@ export class WasiHost {
 
       path_create_directory(fd: number, p: number, l: number) {
         const d = h.dir(fd, Right.PATH_CREATE_DIRECTORY);
-        const r = resolvePath(d.root, h.path(p, l), false);
+        const r = resolvePath(d.root, h.path(p, l), false, d.mounts);
         if (r.rel === '') throw new WasiError(Errno.EXIST);
         fs.mkdirSync(r.host);
       },
       path_filestat_get(fd: number, flags: number, p: number, l: number, out: number) {
         const d = h.dir(fd, Right.PATH_FILESTAT_GET);
-        const r = resolvePath(d.root, h.path(p, l), follows(flags));
+        const r = resolvePath(d.root, h.path(p, l), follows(flags), d.mounts);
         h.writeFilestat(out, fs.lstatSync(r.host, { bigint: true }));
       },
       path_filestat_set_times(
@@ -407,7 +425,7 @@ export class WasiHost {
       ) {
         const d = h.dir(fd, Right.PATH_FILESTAT_SET_TIMES);
         const follow = follows(flags);
-        const r = resolvePath(d.root, h.path(p, l), follow);
+        const r = resolvePath(d.root, h.path(p, l), follow, d.mounts);
         const [a, m] = h.times(atim, mtim, fst);
         setTimesPath(r.host, a, m, false); // any symlink to follow was expanded by resolvePath
       },
@@ -416,8 +434,8 @@ export class WasiHost {
       ) {
         const src = h.dir(oldFd, Right.PATH_LINK_SOURCE);
         const dst = h.dir(newFd, Right.PATH_LINK_TARGET);
-        const from = resolvePath(src.root, h.path(op, ol), follows(oldFlags));
-        const to = resolvePath(dst.root, h.path(np, nl), false);
+        const from = resolvePath(src.root, h.path(op, ol), follows(oldFlags), src.mounts);
+        const to = resolvePath(dst.root, h.path(np, nl), false, dst.mounts);
         fs.linkSync(hostArg(from), hostArg(to));
       },
       path_open(
@@ -430,13 +448,13 @@ export class WasiHost {
       },
       path_readlink(fd: number, p: number, l: number, buf: number, len: number, out: number) {
         const d = h.dir(fd, Right.PATH_READLINK);
-        const r = resolvePath(d.root, h.path(p, l), false);
+        const r = resolvePath(d.root, h.path(p, l), false, d.mounts);
         const target = fs.readlinkSync(r.host, { encoding: 'buffer' });
         h.mem.setU32(out, h.mem.write(buf, target, len));
       },
       path_remove_directory(fd: number, p: number, l: number) {
         const d = h.dir(fd, Right.PATH_REMOVE_DIRECTORY);
-        const r = resolvePath(d.root, h.path(p, l), false);
+        const r = resolvePath(d.root, h.path(p, l), false, d.mounts);
         if (r.rel === '') throw new WasiError(Errno.BUSY);
         fs.rmdirSync(r.host);
         h.refreshRoots();
@@ -444,8 +462,8 @@ export class WasiHost {
       path_rename(fd: number, op: number, ol: number, newFd: number, np: number, nl: number) {
         const src = h.dir(fd, Right.PATH_RENAME_SOURCE);
         const dst = h.dir(newFd, Right.PATH_RENAME_TARGET);
-        const from = resolvePath(src.root, h.path(op, ol), false);
-        const to = resolvePath(dst.root, h.path(np, nl), false);
+        const from = resolvePath(src.root, h.path(op, ol), false, src.mounts);
+        const to = resolvePath(dst.root, h.path(np, nl), false, dst.mounts);
         if (from.rel === '' || to.rel === '') throw new WasiError(Errno.BUSY);
         fs.renameSync(hostArg(from), hostArg(to));
         h.refreshRoots();
@@ -456,12 +474,12 @@ export class WasiHost {
         if (target.includes('\0')) throw new WasiError(Errno.INVAL);
         // An absolute target could never be followed inside the sandbox (as in wasmtime: EPERM).
         if (target.startsWith('/')) throw new WasiError(Errno.PERM);
-        const r = resolvePath(d.root, h.path(np, nl), false);
+        const r = resolvePath(d.root, h.path(np, nl), false, d.mounts);
         fs.symlinkSync(target, hostArg(r));
       },
       path_unlink_file(fd: number, p: number, l: number) {
         const d = h.dir(fd, Right.PATH_UNLINK_FILE);
-        const r = resolvePath(d.root, h.path(p, l), false);
+        const r = resolvePath(d.root, h.path(p, l), false, d.mounts);
         fs.unlinkSync(hostArg(r));
       },
 
@@ -530,7 +548,7 @@ export class WasiHost {
 
     // Resolve all but the last component, open that one O_NOFOLLOW, and only if it turns out
     // to be a symlink that should be followed, resolve it too: one syscall in the common case.
-    let r = resolvePath(d.root, path, false);
+    let r = resolvePath(d.root, path, false, d.mounts);
     let handle: number;
     try {
       handle = this.openHost(r, flags);
@@ -538,7 +556,7 @@ export class WasiHost {
       // O_NOFOLLOW met a symlink: ELOOP, or ENOTDIR when O_DIRECTORY was asked for.
       const code = (e as NodeJS.ErrnoException).code;
       if (!follow || (code !== 'ELOOP' && code !== 'ENOTDIR')) throw e;
-      r = resolvePath(d.root, path, true);
+      r = resolvePath(d.root, path, true, d.mounts);
       handle = this.openHost(r, flags);
     }
     const location = { preopen: d.location.preopen, rel: joinRel(d.location.rel, r.rel) };
@@ -548,7 +566,7 @@ export class WasiHost {
         fs.closeSync(handle);
         throw new WasiError(Errno.ISDIR);
       }
-      return new DirFd(handle, r.host, location, base & RIGHTS_DIR, inheriting, fdflags);
+      return this.mounted(new DirFd(handle, r.host, location, base & RIGHTS_DIR, inheriting, fdflags));
     }
     // Without O_DIRECTORY a read-only open may still have found a directory; its type is
     // looked up when first needed (asDir), saving an fstat on every open.
@@ -560,7 +578,7 @@ export class WasiHost {
   /** If fd is a FileFd that turns out to be a directory, replaces it by a DirFd. */
   private asDir(fd: number, f: Fd): Fd {
     if (!(f instanceof FileFd) || f.filetype !== Filetype.DIRECTORY) return f;
-    const d = new DirFd(f.handle, f.openedAt, f.location, f.rightsBase & RIGHTS_DIR, f.rightsInheriting, f.fdflags);
+    const d = this.mounted(new DirFd(f.handle, f.openedAt, f.location, f.rightsBase & RIGHTS_DIR, f.rightsInheriting, f.fdflags));
     this.fds[fd] = d;
     return d;
   }

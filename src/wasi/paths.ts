@@ -12,6 +12,23 @@ import { lstatSync, readlinkSync } from 'node:fs';
 import { Errno } from './constants.js';
 import { WasiError } from './errno.js';
 
+/**
+ * Directories mounted below a root by --path-map: [path below the root, host directory],
+ * longest first. Null (the usual case) costs nothing.
+ */
+export type Mounts = readonly (readonly [string, string])[] | null;
+
+/** The host path of `rel` below `root`, through the mounts. */
+function hostOf(root: string, rel: string, mounts: Mounts): string {
+  if (mounts !== null) {
+    for (const [at, dir] of mounts) {
+      if (rel === at) return dir;
+      if (rel.startsWith(at) && rel.charCodeAt(at.length) === 47) return dir + rel.slice(at.length);
+    }
+  }
+  return root + '/' + rel;
+}
+
 /** Same bound as Linux's MAXSYMLINKS. */
 const MAX_SYMLINKS = 40;
 
@@ -28,14 +45,14 @@ export interface Resolved {
  * Resolves `path` below the directory `root` (a host path). With `follow`, a symlink in the
  * last position is expanded too; intermediate symlinks always are.
  */
-export function resolvePath(root: string, path: string, follow: boolean): Resolved {
+export function resolvePath(root: string, path: string, follow: boolean, mounts: Mounts = null): Resolved {
   if (path.length === 0) throw new WasiError(Errno.NOENT);
   if (path.includes('\0')) throw new WasiError(Errno.INVAL);
   if (path.charCodeAt(0) === 47 /* '/' */) throw new WasiError(Errno.NOTCAPABLE);
 
   // Fast path: one plain component and nothing to follow (the common "open this file").
   if (!follow && path.indexOf('/') < 0 && path !== '.' && path !== '..') {
-    return { host: root + '/' + path, rel: path, dirOnly: false };
+    return { host: mounts === null ? root + '/' + path : hostOf(root, path, mounts), rel: path, dirOnly: false };
   }
 
   const done: string[] = [];
@@ -53,7 +70,7 @@ export function resolvePath(root: string, path: string, follow: boolean): Resolv
     const last = !todo.some((t) => t !== '' && t !== '.' && t !== '..') && !hasDotDot(todo);
     done.push(c);
     if (last && !follow && !dirOnly) break; // remaining todo is only '' / '.'
-    const host = root + '/' + done.join('/');
+    const host = hostOf(root, done.join('/'), mounts);
     const st = lstatSync(host, { throwIfNoEntry: false });
     if (st === undefined) {
       if (last) continue; // may be created by the caller
@@ -74,7 +91,7 @@ export function resolvePath(root: string, path: string, follow: boolean): Resolv
   }
   const rel = done.join('/');
   // root + '/.' rather than root: a root under /proc/self/fd is a magic symlink itself.
-  return { host: root + '/' + (rel === '' ? '.' : rel), rel, dirOnly };
+  return { host: rel === '' ? root + '/.' : hostOf(root, rel, mounts), rel, dirOnly };
 }
 
 function isDirSuffix(c: string | undefined): boolean {

@@ -50,6 +50,14 @@ export interface Preopen {
   host: string;
 }
 
+/** A directory below a preopen that --path-map put elsewhere: opens there go to `host`. */
+export interface Mount {
+  preopen: string;
+  /** Path below the preopen, '/'-separated, not ''. */
+  rel: string;
+  host: string;
+}
+
 export interface WasiState {
   args: string[];
   env: string[];
