@@ -10,7 +10,7 @@ import { captureFiles, type CopyCache, type FileCapture } from './files/capture.
 import { emit, loadPlugins, type StasisPlugin } from './files/plugin.js';
 import { builtinPolicy } from './files/policy.js';
 import { checkPathMap, mapPath, mergePathMaps, mountsOf, parsePathMap } from './files/pathmap.js';
-import { applyPlan, checkPlan, physicalPath, planFiles, type FilePlan, type PlanOptions } from './files/restore.js';
+import { applyPlan, checkPlan, locationKey, physicalPath, planFiles, type FilePlan, type PlanOptions } from './files/restore.js';
 import { checkConflicts, cliRules, loadRulesFile, ruleData } from './files/rules.js';
 import { serve, type Reply, type Request } from './control/channel.js';
 import { register, socketPath, unregister } from './control/registry.js';
@@ -142,6 +142,8 @@ async function prepareRestart(opts: RestartOptions) {
   const physical = remapPreopens(snap.wasi.preopens, opts.dirs, (p) => physicalPath(where, { preopen: p.guest, rel: '' })!);
   checkDirFds(snap, where);
   const plan = planFiles(snap, where);
+  // Files a rule moved stay where they were put for later checkpoints of this run.
+  where.moved = new Map(plan.steps.filter((st) => st.record.restartPath !== undefined).map((st) => [locationKey(st.record.location), st.target]));
   return { image, snap, policy, physical, plan, where };
 }
 
@@ -262,10 +264,19 @@ async function supervise(s: Supervised): Promise<GuestResult> {
   /** The file side of a capture, while the guest waits; then it may go on. */
   const withFiles = async (captured: CapturedState): Promise<FileCapture> => {
     try {
-      return await captureFiles(captured, s.ckptDir, s.plugins, copies, s.where.saved, (loc) => physicalPath(s.where, loc));
+      return await captureFiles(captured, {
+        ckptDir: s.ckptDir, plugins: s.plugins, cache: copies, named: s.where.saved, physical: (loc) => physicalPath(s.where, loc),
+      });
+    } catch (e) {
+      giveBack(captured);
+      throw e;
     } finally {
       session.release();
     }
+  };
+  const giveBack = (captured: CapturedState): void => {
+    held = captured.memory.length;
+    session.giveBuffer(captured.memory);
   };
   const persist = async (captured: CapturedState, files: FileCapture, t0: number, latencyMs: number): Promise<Done> => {
     const snapshot = toSnapshot(captured, files.records, s, ++generation);
@@ -290,8 +301,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
         ms: performance.now() - t0, bytesWritten: ref.bytesWritten, chunks: ref.chunks,
       };
     } finally {
-      held = captured.memory.length;
-      session.giveBuffer(captured.memory);
+      giveBack(captured);
       for (const staged of files.staged.values()) fs.rmSync(staged, { force: true }); // published ones are gone already
     }
   };

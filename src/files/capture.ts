@@ -1,7 +1,7 @@
 // The file side of a checkpoint, run by the launcher while the program is paused: which
 // regular files are open (one record per file, however many fds), where they are now (found
 // by identity if renamed), what the policy decides for each, and copies of the saved ones.
-import { fstatSync, lstatSync, readdirSync, type BigIntStats } from 'node:fs';
+import { fstatSync, lstatSync, readdirSync, rmSync, type BigIntStats } from 'node:fs';
 import { dirname } from 'node:path';
 import type { FileRecord, SavedCopy } from '../checkpoint/snapshot.js';
 import type { CapturedState } from '../guest.js';
@@ -29,20 +29,24 @@ const SEARCH_LIMIT = 20_000;
  */
 const RACY_NS = 100_000_000n;
 
-/**
- * `c.wasi.preopens` are where the preopens are now and `physical` gives any location's host
- * path now (through --path-map); `named` are the preopens as the program's state names them
- * (before --path-map): records and rules use those.
- */
-export async function captureFiles(
-  c: CapturedState, ckptDir: string, plugins: readonly StasisPlugin[], cache: CopyCache, named: Preopen[],
-  physical: (loc: Location) => string | null,
-): Promise<FileCapture> {
+/** Where the preopens and files are, and how the policy is reached, for one capture. */
+export interface CaptureContext {
+  ckptDir: string;
+  plugins: readonly StasisPlugin[];
+  cache: CopyCache;
+  /** The preopens as the program's state names them (before --path-map): records and rules use those. */
+  named: Preopen[];
+  /** A location's host path now (through --path-map and restart moves). */
+  physical: (loc: Location) => string | null;
+}
+
+interface OpenGroup { key: string; st: BigIntStats; handle: number; fds: FileFdState[] }
+
+export async function captureFiles(c: CapturedState, ctx: CaptureContext): Promise<FileCapture> {
   const out: FileCapture = { records: [], staged: new Map(), remember: new Map() };
-  const preopens = c.wasi.preopens;
   const states = new Map(c.wasi.fds.filter((f): f is FileFdState => f.kind === 'file').map((f) => [f.fd, f]));
   // Group the fds by the file they are open on.
-  const groups = new Map<string, { st: BigIntStats; handle: number; fds: FileFdState[] }>();
+  const groups = new Map<string, OpenGroup>();
   for (const [fd, handle] of c.fileHandles) {
     const s = states.get(fd);
     if (s === undefined) continue;
@@ -50,51 +54,58 @@ export async function captureFiles(
     if (!st.isFile()) continue; // devices and the like are reopened, never saved
     const key = `${st.dev}:${st.ino}`;
     const g = groups.get(key);
-    if (g === undefined) groups.set(key, { st, handle, fds: [s] });
+    if (g === undefined) groups.set(key, { key, st, handle, fds: [s] });
     else g.fds.push(s);
   }
-  for (const [key, { st, handle, fds }] of groups) {
-    const first = fds[0]!;
-    let location = first.location;
-    let deleted = st.nlink === 0n;
-    if (!deleted && !sameFile(physical(location), st)) {
-      // Renamed while open: find it by identity, or treat it as gone from the program's view.
-      const found = findByIdentity(preopens, location, st);
-      if (found === null) deleted = true;
-      else location = found;
-    }
-    for (const f of fds) f.location = { ...location };
-    const hostPath = hostPathOf(named, location) ?? '';
-    const size = Number(st.size);
-    const writable = fds.filter((f) => f.access !== 'r');
-    const file: OpenFile = {
-      path: hostPath,
-      guestPath: `${location.preopen.replace(/\/$/, '')}/${location.rel}`,
-      fds: fds.map((f) => f.fd),
-      writable: writable.length > 0,
-      append: writable.length > 0 && writable.every((f) => (f.fdflags & Fdflags.APPEND) !== 0),
-      atEnd: writable.every((f) => (f.fdflags & Fdflags.APPEND) !== 0 || f.offset >= size),
-      size, mode: Number(st.mode & 0o7777n), deleted,
-    };
-    const d = await decide(plugins, file, { treatment: 'reopen', reason: 'default', onDiffer: 'refuse' });
-    const record: FileRecord = {
-      fds: [...file.fds], location, hostPath, deleted, size, mode: file.mode,
-      treatment: d.treatment, reason: d.reason, onDiffer: d.onDiffer,
-      ...(d.restartPath !== undefined && { restartPath: d.restartPath }),
-    };
-    if (d.treatment === 'save') {
-      const known = cache.get(key);
-      const now = BigInt(Date.now()) * 1_000_000n; // ctime is wall-clock time
-      if (known && known.size === st.size && known.mtimeNs === st.mtimeNs && known.ctimeNs === st.ctimeNs && st.ctimeNs + RACY_NS < known.copiedAt) {
-        record.copy = known.copy; // unchanged since it was saved: not copied again
-      } else {
-        out.staged.set(record, stageFile(ckptDir, handle));
-        out.remember.set(record, { key, st, copiedAt: now });
-      }
-    }
-    out.records.push(record);
+  try {
+    for (const g of groups.values()) out.records.push(await captureFile(g, c.wasi.preopens, ctx, out));
+  } catch (e) {
+    for (const staged of out.staged.values()) rmSync(staged, { force: true });
+    throw e;
   }
   return out;
+}
+
+/** One file: where it is, the policy's decision, and its copy if saved. `preopens`: where they are now. */
+async function captureFile({ key, st, handle, fds }: OpenGroup, preopens: Preopen[], ctx: CaptureContext, out: FileCapture): Promise<FileRecord> {
+  let location = fds[0]!.location;
+  let deleted = st.nlink === 0n;
+  if (!deleted && !sameFile(ctx.physical(location), st)) {
+    // Renamed while open: find it by identity, or treat it as gone from the program's view.
+    const found = findByIdentity(preopens, location, st);
+    if (found === null) deleted = true;
+    else location = found;
+  }
+  for (const f of fds) f.location = { ...location };
+  const hostPath = hostPathOf(ctx.named, location) ?? '';
+  const size = Number(st.size);
+  const writable = fds.filter((f) => f.access !== 'r');
+  const file: OpenFile = {
+    path: hostPath,
+    guestPath: `${location.preopen.replace(/\/$/, '')}/${location.rel}`,
+    fds: fds.map((f) => f.fd),
+    writable: writable.length > 0,
+    append: writable.length > 0 && writable.every((f) => (f.fdflags & Fdflags.APPEND) !== 0),
+    atEnd: writable.every((f) => (f.fdflags & Fdflags.APPEND) !== 0 || f.offset >= size),
+    size, mode: Number(st.mode & 0o7777n), deleted,
+  };
+  const d = await decide(ctx.plugins, file, { treatment: 'reopen', reason: 'default', onDiffer: 'refuse' });
+  const record: FileRecord = {
+    fds: [...file.fds], location, hostPath, deleted, size, mode: file.mode,
+    treatment: d.treatment, reason: d.reason, onDiffer: d.onDiffer,
+    ...(d.restartPath !== undefined && { restartPath: d.restartPath }),
+  };
+  if (d.treatment === 'save') {
+    const known = ctx.cache.get(key);
+    const now = BigInt(Date.now()) * 1_000_000n; // ctime is wall-clock time
+    if (known && known.size === st.size && known.mtimeNs === st.mtimeNs && known.ctimeNs === st.ctimeNs && st.ctimeNs + RACY_NS < known.copiedAt) {
+      record.copy = known.copy; // unchanged since it was saved: not copied again
+    } else {
+      out.staged.set(record, stageFile(ctx.ckptDir, handle));
+      out.remember.set(record, { key, st, copiedAt: now });
+    }
+  }
+  return record;
 }
 
 function sameFile(path: string | null, st: BigIntStats): boolean {

@@ -84,7 +84,12 @@ export async function decide(plugins: readonly StasisPlugin[], file: OpenFile, i
   let d = initial;
   for (const p of plugins) {
     if (p.decideFile === undefined) continue;
-    const next = await p.decideFile(file, d);
+    let next: FileDecision | void;
+    try {
+      next = await p.decideFile(file, d);
+    } catch (e) {
+      throw new StasisError('BAD_CONFIG', `plugin ${p.name}: decideFile failed for ${file.path}: ${(e as Error).message}`);
+    }
     if (next === undefined || next === null) continue;
     if (!['reopen', 'log', 'save'].includes(next.treatment)) {
       throw new StasisError('BAD_CONFIG', `plugin ${p.name}: decideFile returned treatment ${JSON.stringify(next.treatment)} for ${file.path}; expected reopen, log or save`);

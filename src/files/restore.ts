@@ -40,10 +40,16 @@ export interface PlanOptions {
   pathMap: PathMap;
   /** --allow-file-overwrite at restart: differing saved files are replaced (kept as backups). */
   allowOverwrite: boolean;
+  /** Files a rule or plugin moved at restart, by location key (locationKey). */
+  moved?: Map<string, string>;
 }
+
+export const locationKey = (loc: { preopen: string; rel: string }): string => `${loc.preopen}\0${loc.rel}`;
 
 /** Where a saved host path is now: a --dir remap of its preopen wins, then the longest --path-map. */
 export function physicalPath(o: PlanOptions, loc: { preopen: string; rel: string }): string | null {
+  const to = o.moved?.get(locationKey(loc));
+  if (to !== undefined) return to;
   const moved = o.dirs.find((d) => d.guest === loc.preopen);
   if (moved !== undefined) return hostPathOf([moved], loc);
   const saved = hostPathOf(o.saved, loc);
@@ -147,11 +153,13 @@ export interface Applied {
 export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Applied {
   const gen = snap.meta.generation;
   const temps = new Map<Step, string>();
+  const madeDirs: string[] = [];
   try {
     for (const s of plan.steps) {
       if (s.kind !== 'restore' && s.kind !== 'replace' && s.kind !== 'restore-deleted') continue;
       const dir = s.kind === 'restore-deleted' ? ckptDir : dirname(s.target);
-      fs.mkdirSync(dir, { recursive: true });
+      const made = fs.mkdirSync(dir, { recursive: true });
+      if (made !== undefined) madeDirs.push(made);
       const tmp = join(dir, `.stasis-restore-${process.pid}-${temps.size}-${basename(s.target)}`);
       temps.set(s, tmp);
       const fd = fs.openSync(tmp, 'wx', s.record.mode & 0o777);
@@ -167,6 +175,7 @@ export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Appl
     }
   } catch (e) {
     for (const t of temps.values()) fs.rmSync(t, { force: true });
+    for (const d of madeDirs.reverse()) fs.rmSync(d, { recursive: true, force: true });
     if (e instanceof ImageError) throw new StasisError(imageErrorCode(e.code), `restart refused, nothing changed: ${e.message}`);
     throw e;
   }
