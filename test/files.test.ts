@@ -557,3 +557,36 @@ test('plugins: the example plugin decides files and sees every event, at launch 
     w.cleanup();
   }
 });
+
+test('a launcher killed (SIGKILL) while writing an image with saved files leaves a restartable image', async () => {
+  const size = 32 << 20;
+  const ops = ['open:0:/data/db.bin:rw', 'write:0:A', 'pause', 'seek:0:0', 'write:0:B', 'pause', 'dump:0'];
+  for (const delay of [0, 15, 40, 90]) {
+    const w = world({});
+    try {
+      writeFileSync(join(w.data, 'db.bin'), Buffer.alloc(size, 'z'));
+      const l = launchOps(w, ops);
+      await l.paused(1);
+      await l.checkpoint();
+      l.resume();
+      await l.paused(2);
+      const child = spawn(process.execPath, [stasisBin, 'checkpoint', l.name], { stdio: 'ignore' });
+      await new Promise((r) => setTimeout(r, delay));
+      const pid = Number(JSON.parse(stasis(['status', '--json', l.name]).stdout || '{"pid":0}').pid);
+      if (pid > 0) process.kill(pid, 'SIGKILL');
+      await l.exit;
+      await new Promise((r) => child.on('exit', r));
+      const info = JSON.parse(stasis(['inspect', '--json', w.ckpt]).stdout) as { generation: number; complete: boolean };
+      assert.equal(info.complete, true, `delay ${delay}`);
+      // Whichever image is the latest, it restarts and the program ends the same way.
+      const r = stasis(['restart', '--quiet', w.ckpt], { input: 'go\ngo\n' });
+      assert.equal(r.code, 0, `delay ${delay}: ${r.stderr}`);
+      assert.match(r.stdout, /dump 0: Bzzz/);
+      const db = readFileSync(join(w.data, 'db.bin'));
+      assert.equal(db.length, size);
+      assert.equal(db.subarray(0, 4).toString(), 'Bzzz');
+    } finally {
+      w.cleanup();
+    }
+  }
+});
