@@ -360,7 +360,7 @@ const USAGE = `usage: node dist/bench/bench.js [options]    (npm run bench -- [o
                         launch (${GROUPS['launch']!.join(', ')}),
                         ckpt (${GROUPS['ckpt']!.join(', ')})
   --skip-big            leave out ${CKPT_BIG} (it needs ~3.5 GiB of memory and ~5 GiB in $TMPDIR)
-                        and ${CKPT_DB} (~4 GiB in $TMPDIR)
+                        and ${CKPT_DB} (~3 GiB in $TMPDIR)
   --ckpt-requests N     checkpoint requests measured by ${CKPT_LATENCY} (default 100)
   --big-rounds N        rounds of ${CKPT_BIG} (default 2); the median is reported
   --big-mib N           memory size of ${CKPT_BIG}, file size of ${CKPT_DB}, in MiB (default 1024;
@@ -612,14 +612,15 @@ function dbTable(d: DbResult): string {
   out.push('',
     `The bench writes ${size} of random bytes (16 MiB writes, fsync), then times the baseline in the bench process:`,
     'fs.copyFileSync(file, copy, COPYFILE_FICLONE) (the kernel copies: copy_file_range, or a reflink where the file',
-    'system has them, as Stasis does) + open + fsync + close of the copy, kept to the end (on this VM, writing into',
-    'blocks just freed is ~3x faster than into others: neither copy gets them).',
-    'Then `stasis launch --dir DIR::/data dbfile` opens the file O_RDWR, writes 8 bytes at its middle and sleeps in',
-    '10 ms steps; 200 ms after that write the bench checkpoints it twice over the control socket (one at a time, not',
-    'exit), then kills it. ms, pauseMs and bytes written are the launcher\'s reply (ms, pauseMs, bytesWritten; the',
-    'first image also holds the module and the program\'s memory). "Stall" = the longest of the program\'s 10 ms sleeps',
-    'around the checkpoint, by its monotonic clock: the program is held while the launcher copies the file, which',
-    'pauseMs (unwind -> memory captured) does not count.',
+    'system has them, as Stasis does) + open + fsync + close of the copy, then removes it. Then `stasis launch --dir',
+    'DIR::/data dbfile` opens the file O_RDWR, writes 8 bytes at its middle and sleeps in 10 ms steps; the bench',
+    'checkpoints it twice over the control socket (one at a time, not exit), then kills it. The plain copy and the',
+    '1st checkpoint each start after 3 s idle (on this VM memory freed is returned to the host within ~1 s, and a',
+    'copy into page cache freed just before is ~2.5x faster than one into memory faulted back in).',
+    'ms, pauseMs and bytes written are the launcher\'s reply (ms, pauseMs, bytesWritten; the first image also holds',
+    'the module and the program\'s memory). "Stall" = the longest of the program\'s 10 ms sleeps around the checkpoint,',
+    'by its monotonic clock: the program is held while the launcher copies the file, which pauseMs (unwind ->',
+    'memory captured) does not count.',
     'Ratios: 1st ms / baseline; 2nd ms / 1st ms.');
   return out.join('\n') + '\n';
 }

@@ -4,7 +4,7 @@
 //                 against plain fs writes/reads of 1 GiB in the same run
 //   ckpt-dbfile   a program holding a 1 GiB database file open: first checkpoint (copies the file)
 //                 against a plain copy + fsync of it in the same run, and a second one (file unchanged)
-// Both drive real `stasis launch` / `stasis restart` processes (bin/stasis.js) and talk to the
+// All drive real `stasis launch` / `stasis restart` processes (bin/stasis.js) and talk to the
 // launcher's control socket directly (newline-delimited JSON), so no `stasis checkpoint` process
 // start-up is counted.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -443,7 +443,7 @@ export interface DbCheckpoint {
 
 export interface DbResult {
   mib: number;
-  /** copyFileSync(FICLONE) of the file + fsync of the copy, in the bench process (the copy kept to the end). */
+  /** copyFileSync(FICLONE) of the file + fsync of the copy, in the bench process. */
   plainCopyMs: number;
   first: DbCheckpoint;
   second: DbCheckpoint;
@@ -451,7 +451,7 @@ export interface DbResult {
 
 /** Why the database-file group cannot run here, or null. */
 export function dbPreflight(tmp: string, mib: number): string | null {
-  const need = 3 * mib * 1024 * 1024 + GiB; // the file, its plain copy, its saved copy, spare
+  const need = 2 * mib * 1024 * 1024 + GiB; // the file and one copy of it (plain, then saved), spare
   const fs = statfsSync(tmp);
   const free = fs.bavail * fs.bsize;
   return free < need ? `only ${fmtBytes(free)} free in ${tmp}, needs ${fmtBytes(need)} (set TMPDIR elsewhere)` : null;
@@ -474,6 +474,9 @@ function makeDbFile(path: string, mib: number): void {
   }
 }
 
+/** Idle time before the plain copy and before the first checkpoint (see dbFile). */
+const IDLE_MS = 3000;
+
 export async function dbFile(p: Paths, tmp: string, mib: number): Promise<DbResult> {
   const step = (s: string): void => { process.stderr.write(`\r  ckpt-dbfile: ${s}`.padEnd(60)); };
   const dir = join(tmp, 'dbfile');
@@ -485,10 +488,12 @@ export async function dbFile(p: Paths, tmp: string, mib: number): Promise<DbResu
     step(`write ${mib} MiB`);
     makeDbFile(file, mib);
     // Plain baseline: the same kernel copy Stasis asks for (copy_file_range, or a reflink where the
-    // file system has them), then fsync of the copy. Both read the file from the page cache. The copy
-    // is kept until the end: on the bench VM a write into blocks just freed is ~3x faster than into
-    // others, and Stasis's copy would land in them.
-    step('plain copy + fsync');
+    // file system has them), then fsync of the copy. Both read the file from the page cache, and both
+    // start after IDLE_MS without a removal: on the bench VM (KVM, balloon free page reporting) memory
+    // freed goes back to the host within ~1 s, and a 1 GiB copy into page cache freed just before takes
+    // ~0.9 s, into memory faulted back in from the host ~2.2 s.
+    step('idle, then plain copy + fsync');
+    await sleep(IDLE_MS);
     const copy = join(dir, 'copy.bin');
     const t0 = performance.now();
     copyFileSync(file, copy, constants.COPYFILE_FICLONE);
@@ -496,6 +501,7 @@ export async function dbFile(p: Paths, tmp: string, mib: number): Promise<DbResu
     fsyncSync(fd);
     closeSync(fd);
     const plainCopyMs = performance.now() - t0;
+    rmSync(copy);
 
     step('launch');
     const name = `bench-db-${process.pid}`;
@@ -505,8 +511,9 @@ export async function dbFile(p: Paths, tmp: string, mib: number): Promise<DbResu
     const readyAt = performance.now();
     const ctl = await Control.connect(await socketOf(p, name));
     // A saved copy is reused only if the file's ctime is > 100 ms older than the copy (src/files/capture.ts):
-    // let the program's write age 200 ms, as a database idle between checkpoints would.
-    await sleep(Math.max(0, readyAt + 200 - performance.now()));
+    // the program's write ages IDLE_MS (>= 200 ms), as a database idle between checkpoints would.
+    step('idle');
+    await sleep(Math.max(0, readyAt + IDLE_MS - performance.now()));
     let before = existsSync(ckptDir) ? sizes(ckptDir) : new Map<string, number>();
     const ckpt = async (): Promise<DbCheckpoint> => {
       child!.drain();

@@ -263,6 +263,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
   const copies: CopyCache = new Map();
   /** The file side of a capture, while the guest waits; then it may go on. */
   const withFiles = async (captured: CapturedState): Promise<FileCapture> => {
+    const filesFrom = performance.now();
     try {
       return await captureFiles(captured, {
         ckptDir: s.ckptDir, plugins: s.plugins, cache: copies, named: s.where.saved, physical: (loc) => physicalPath(s.where, loc),
@@ -272,6 +273,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
       throw e;
     } finally {
       session.release();
+      captured.pauseMs += performance.now() - filesFrom; // the program waited for its files too
     }
   };
   const giveBack = (captured: CapturedState): void => {
