@@ -571,11 +571,12 @@ test('a launcher killed (SIGKILL) while writing an image with saved files leaves
       l.resume();
       await l.paused(2);
       const child = spawn(process.execPath, [stasisBin, 'checkpoint', l.name], { stdio: 'ignore' });
+      const asked = new Promise((r) => child.on('exit', r));
       await new Promise((r) => setTimeout(r, delay));
       const pid = Number(JSON.parse(stasis(['status', '--json', l.name]).stdout || '{"pid":0}').pid);
       if (pid > 0) process.kill(pid, 'SIGKILL');
       await l.exit;
-      await new Promise((r) => child.on('exit', r));
+      await asked;
       const info = JSON.parse(stasis(['inspect', '--json', w.ckpt]).stdout) as { generation: number; complete: boolean };
       assert.equal(info.complete, true, `delay ${delay}`);
       // Whichever image is the latest, it restarts and the program ends the same way.
