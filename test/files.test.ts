@@ -591,3 +591,28 @@ test('a launcher killed (SIGKILL) while writing an image with saved files leaves
     }
   }
 });
+
+test('--keep 1: a file closed and reopened unchanged is copied again once its old copy is collected', async () => {
+  const files = { 'db.bin': '0123456789' };
+  const ops = ['open:0:/data/db.bin:rw', 'write:0:A', 'pause', 'close:0', 'pause', 'open:1:/data/db.bin:rw', 'seek:1:1', 'pause', 'dump:1'];
+  const w = world(files);
+  try {
+    const l = launchOps(w, ops, ['--keep', '1']);
+    await l.paused(1);
+    await new Promise((r) => setTimeout(r, 300)); // let the write age: the copy is then trusted later
+    await l.checkpoint();
+    l.resume();
+    await l.paused(2);
+    await l.checkpoint(); // no file open: the copy is collected with the old image
+    assert.deepEqual(readdirSync(join(w.ckpt, 'files')), []);
+    l.resume();
+    await l.paused(3);
+    await l.checkpoint(true);
+    writeFileSync(join(w.data, 'db.bin'), 'changed!!!');
+    const r = restart(w);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'dump 1: A123456789\ndone\n');
+  } finally {
+    w.cleanup();
+  }
+});

@@ -1,8 +1,8 @@
 // The file side of a checkpoint, run by the launcher while the program is paused: which
 // regular files are open (one record per file, however many fds), where they are now (found
 // by identity if renamed), what the policy decides for each, and copies of the saved ones.
-import { fstatSync, lstatSync, readdirSync, rmSync, type BigIntStats } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, fstatSync, lstatSync, readdirSync, rmSync, type BigIntStats } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { FileRecord, SavedCopy } from '../checkpoint/snapshot.js';
 import type { CapturedState } from '../guest.js';
 import { stageFile } from '../image/files.js';
@@ -98,7 +98,9 @@ async function captureFile({ key, st, handle, fds }: OpenGroup, preopens: Preope
   if (d.treatment === 'save') {
     const known = ctx.cache.get(key);
     const now = BigInt(Date.now()) * 1_000_000n; // ctime is wall-clock time
-    if (known && known.size === st.size && known.mtimeNs === st.mtimeNs && known.ctimeNs === st.ctimeNs && st.ctimeNs + RACY_NS < known.copiedAt) {
+    if (known && known.size === st.size && known.mtimeNs === st.mtimeNs && known.ctimeNs === st.ctimeNs && st.ctimeNs + RACY_NS < known.copiedAt
+      // ...and the copy is still in the store (no image may reference it any more, once the file was closed).
+      && existsSync(join(ctx.ckptDir, known.copy.file))) {
       record.copy = known.copy; // unchanged since it was saved: not copied again
     } else {
       out.staged.set(record, stageFile(ctx.ckptDir, handle));

@@ -297,6 +297,7 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
     }
     for (const f of snap.files ?? []) {
       if (f.treatment === 'save' && f.copy === undefined) throw new TypeError(`writeImage: no copy of the saved file ${f.hostPath}`);
+      if (f.copy !== undefined && !(await exists(join(ckptDir, f.copy.file)))) throw new TypeError(`writeImage: the copy ${f.copy.file} of ${f.hostPath} is not in the store`);
     }
     await fsyncDir(join(ckptDir, FILES));
 
