@@ -10,7 +10,7 @@ import { captureFiles, type CopyCache, type FileCapture } from './files/capture.
 import { emit, loadPlugins, type StasisPlugin } from './files/plugin.js';
 import { builtinPolicy } from './files/policy.js';
 import { checkPathMap, mapPath, mergePathMaps, mountsOf, parsePathMap } from './files/pathmap.js';
-import { applyPlan, checkPlan, locationKey, physicalPath, planFiles, type FilePlan, type PlanOptions } from './files/restore.js';
+import { applyPlan, checkPlan, fileRecords, locationKey, physicalPath, planFiles, type FilePlan, type PlanOptions } from './files/restore.js';
 import { checkConflicts, cliRules, loadRulesFile, ruleData } from './files/rules.js';
 import { serve, type Reply, type Request } from './control/channel.js';
 import { register, socketPath, unregister } from './control/registry.js';
@@ -140,7 +140,7 @@ async function prepareRestart(opts: RestartOptions) {
   };
   const where: PlanOptions = { saved: snap.wasi.preopens, dirs: opts.dirs, pathMap: policy.pathMap, allowOverwrite: opts.allowFileOverwrite === true };
   const physical = remapPreopens(snap.wasi.preopens, opts.dirs, (p) => physicalPath(where, { preopen: p.guest, rel: '' })!);
-  checkDirFds(snap, where);
+  checkOtherFds(snap, where);
   const plan = planFiles(snap, where);
   // Files a rule moved stay where they were put for later checkpoints of this run.
   where.moved = new Map(plan.steps.filter((st) => st.record.restartPath !== undefined).map((st) => [locationKey(st.record.location), st.target]));
@@ -199,14 +199,18 @@ function remapPreopens(saved: Preopen[], dirs: Preopen[], where: (p: Preopen) =>
   return checkPreopens(merged);
 }
 
-/** Directories the program had open (other than preopens) must still be there. */
-function checkDirFds(snap: Snapshot, where: PlanOptions): void {
+/**
+ * Directories the program had open (other than preopens), and files that have no record
+ * (devices, pipes opened by path), must still be there.
+ */
+function checkOtherFds(snap: Snapshot, where: PlanOptions): void {
+  const recorded = new Set(fileRecords(snap).flatMap((r) => r.fds));
   for (const f of snap.wasi.fds) {
-    if (f.kind !== 'dir' || f.location.rel === '') continue;
+    if (f.kind === 'stdio' || recorded.has(f.fd) || (f.kind === 'dir' && f.location.rel === '')) continue;
     const host = physicalPath(where, f.location);
     if (host !== null && fs.existsSync(host)) continue;
     const guest = `${f.location.preopen.replace(/\/$/, '')}/${f.location.rel}`;
-    throw new StasisError('MISSING_FILE', `the program had the directory ${guest} open (fd ${f.fd}), but ${host ?? 'its preopen'} is missing; put it back, or map it with --path-map or --dir NEWHOST::${f.location.preopen}`);
+    throw new StasisError('MISSING_FILE', `the program had ${f.kind === 'dir' ? 'the directory ' : ''}${guest} open (fd ${f.fd}), but ${host ?? 'its preopen'} is missing; put it back, or map it with --path-map or --dir NEWHOST::${f.location.preopen}`);
   }
 }
 

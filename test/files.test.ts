@@ -616,3 +616,22 @@ test('--keep 1: a file closed and reopened unchanged is copied again once its ol
     w.cleanup();
   }
 });
+
+test('restart refuses (77) when a saved file is now a directory or unreadable, changing nothing', async () => {
+  const w = world({ 'db.bin': '0123456789' });
+  try {
+    await launchAndCheckpoint(w, ['open:0:/data/db.bin:rw', 'write:0:A', 'pause', 'dump:0']);
+    rmSync(join(w.data, 'db.bin'));
+    mkdirSync(join(w.data, 'db.bin'));
+    const listing = snapshotDir(w.root);
+    const bad = restart(w);
+    assert.equal(bad.code, 77, bad.stderr);
+    assert.match(bad.stderr, /db\.bin.*not a regular file/);
+    assert.deepEqual(snapshotDir(w.root), listing);
+    const plan = stasis(['restart', '--dry-run', w.ckpt]);
+    assert.equal(plan.code, 77);
+    assert.match(plan.stdout, /^refuse +.*db\.bin/m);
+  } finally {
+    w.cleanup();
+  }
+});

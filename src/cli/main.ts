@@ -62,7 +62,8 @@ file not found; 67 not a WASI command Stasis can run; 68 bad or missing director
 69 no such running program; 71 control channel failure; 72 not an image (missing,
 foreign, newer format); 73 damaged image (truncated, hash mismatch); 74 a file the
 program had open is missing; 76 a file differs from its saved copy, or a log is shorter
-than at the checkpoint; 78 bad --file-rules file or --plugin; 70 internal error.`;
+than at the checkpoint; 77 a file the restart must read or write is not accessible;
+78 bad --file-rules file or --plugin; 70 internal error.`;
 
 const RUN_OPTIONS: Record<string, OptionSpec> = {
   '--dir': { value: true, repeat: true },

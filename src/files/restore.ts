@@ -3,13 +3,15 @@
 // that every byte replaced or cut is kept in <ckptDir>/kept/ and reported.
 import * as fs from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import type { FileRecord, Snapshot } from '../checkpoint/snapshot.js';
+import type { FileRecord, SavedCopy, Snapshot } from '../checkpoint/snapshot.js';
 import { StasisError } from '../errors.js';
 import { readCopy, sameAsCopy } from '../image/files.js';
 import { ImageError } from '../image/index.js';
 import { imageErrorCode } from '../errors.js';
 import { hostPathOf, type FileFdState, type Preopen } from '../wasi/state.js';
 import { mapPath, type PathMap } from './pathmap.js';
+
+type Refusal = 'MISSING_FILE' | 'FILE_CHANGED' | 'FILE_ACCESS';
 
 export type StepKind = 'reopen' | 'cut' | 'create-empty' | 'restore' | 'replace' | 'restore-deleted';
 
@@ -29,7 +31,7 @@ export interface Step {
 export interface FilePlan {
   steps: Step[];
   /** Why the restart cannot be done (empty: it can). */
-  refusals: { code: 'MISSING_FILE' | 'FILE_CHANGED'; text: string }[];
+  refusals: { code: Refusal; text: string }[];
 }
 
 export interface PlanOptions {
@@ -65,10 +67,26 @@ export function fileRecords(snap: Snapshot): FileRecord[] {
   }));
 }
 
-const sizeOf = (p: string): number | null => {
-  const st = fs.statSync(p, { throwIfNoEntry: false });
-  return st === undefined ? null : st.size;
+/** Size of the regular file at p, null if nothing is there; a string says why it can't be used. */
+const sizeOf = (p: string): number | null | string => {
+  let st;
+  try {
+    st = fs.statSync(p, { throwIfNoEntry: false });
+  } catch (e) {
+    return `cannot be looked at (${(e as NodeJS.ErrnoException).code})`;
+  }
+  if (st === undefined) return null;
+  return st.isFile() ? st.size : 'is not a regular file now';
 };
+
+/** Whether the file has the copy's contents; a string says why it could not be read. */
+function sameContents(path: string, copy: SavedCopy): boolean | string {
+  try {
+    return sameAsCopy(path, copy);
+  } catch (e) {
+    return `cannot be read (${(e as NodeJS.ErrnoException).code})`;
+  }
+}
 
 export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
   const plan: FilePlan = { steps: [], refusals: [] };
@@ -76,18 +94,26 @@ export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
   for (const r of fileRecords(snap)) {
     const guestPath = `${r.location.preopen.replace(/\/$/, '')}/${r.location.rel}`;
     const target = r.restartPath ?? physicalPath(o, r.location) ?? r.hostPath;
-    const current = r.deleted ? null : sizeOf(target);
+    const found = r.deleted ? null : sizeOf(target);
     const at = target === r.hostPath ? target : `${target} (was ${r.hostPath})`;
+    const current = typeof found === 'string' ? null : found;
     const step = (kind: StepKind, line: string): void => { plan.steps.push({ kind, record: r, target, guestPath, current, line }); };
+    if (typeof found === 'string') {
+      refuse(plan, step, 'FILE_ACCESS', `${at} (the program's ${guestPath}) ${found}; fix it, or map the file elsewhere with --path-map OLD=NEW`);
+      continue;
+    }
     if (r.deleted) {
       step('restore-deleted', `restore  ${guestPath}: deleted while open; its saved copy (${r.size} bytes) comes back unlinked`);
       continue;
     }
     if (r.treatment === 'save') {
+      const same = current === null ? false : sameContents(target, r.copy!);
       if (current === null) {
         step('restore', `restore  ${at}: missing; recreated from its saved copy (${r.size} bytes, mode ${octal(r.mode)})`);
-      } else if (sameAsCopy(target, r.copy!)) {
+      } else if (same === true) {
         step('reopen', `reopen   ${at}: same as its saved copy`);
+      } else if (typeof same === 'string') {
+        refuse(plan, step, 'FILE_ACCESS', `${at} (the program's ${guestPath}) ${same}; fix its permissions`);
       } else if (r.onDiffer === 'replace' || o.allowOverwrite) {
         step('replace', `replace  ${at}: differs from its saved copy (${current} bytes now, ${r.size} saved); saved copy restored, current version kept as a backup`);
       } else {
@@ -124,7 +150,7 @@ export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
   return plan;
 }
 
-function refuse(plan: FilePlan, step: (k: StepKind, line: string) => void, code: 'MISSING_FILE' | 'FILE_CHANGED', text: string): void {
+function refuse(plan: FilePlan, step: (k: StepKind, line: string) => void, code: Refusal, text: string): void {
   plan.refusals.push({ code, text });
   step('reopen', `refuse   ${text}`);
 }
@@ -177,6 +203,8 @@ export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Appl
     for (const t of temps.values()) fs.rmSync(t, { force: true });
     for (const d of madeDirs.reverse()) fs.rmSync(d, { recursive: true, force: true });
     if (e instanceof ImageError) throw new StasisError(imageErrorCode(e.code), `restart refused, nothing changed: ${e.message}`);
+    const err = e as NodeJS.ErrnoException;
+    if (typeof err.code === 'string') throw new StasisError('FILE_ACCESS', `restart refused, nothing changed: cannot prepare ${err.path ?? 'a file'} (${err.code}); fix the permissions or free space there, or map the file elsewhere with --path-map OLD=NEW`);
     throw e;
   }
 
