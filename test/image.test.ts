@@ -451,7 +451,8 @@ test('a writer killed with SIGKILL at random moments never breaks the latest ima
       let out = '';
       p.stdout.on('data', (d: Buffer) => { out += d.toString(); });
       // Kill at a random moment: before, during or after the first few images.
-      const delay = 60 + Math.floor(Math.random() * 500);
+      // (Later, if nothing was published yet: a loaded machine may take longer for the first.)
+      const delay = 60 + Math.floor(Math.random() * 500) + (published === 0 ? round * 500 : 0);
       await new Promise((res) => setTimeout(res, delay));
       p.kill('SIGKILL');
       await new Promise((res) => p.on('exit', res));
