@@ -12,6 +12,7 @@ import { EXIT } from './errors.js';
 import type { GlobalValue } from './checkpoint/snapshot.js';
 import { ProcExit, WasiHost } from './wasi/host.js';
 import type { FdState, Mount, Preopen, WasiState } from './wasi/state.js';
+import { writeGuards, type FileGuard } from './files/guard.js';
 import { WriteBehind } from './wasi/writebehind.js';
 import { Interrupted, setInterruptWord } from './wasi/interrupt.js';
 import { wasmFrames } from './checkpoint/frames.js';
@@ -37,6 +38,8 @@ export interface CheckpointSetup {
   control: SharedArrayBuffer;
   /** The main thread hands capture buffers back on this port once their image is written. */
   spares: MessagePort;
+  /** With each release after a capture: the files still being copied (files/guard.ts). */
+  guards: MessagePort;
   /** Imports the module can unwind at (the instrumenter's list). */
   unwindImports: string[];
   /** Export names of the mutable globals, and which one is the shadow stack pointer. */
@@ -280,7 +283,18 @@ class Checkpointer {
     }
     // Stay paused while the main thread copies the files that go with this image.
     while (Atomics.load(this.control, CONTROL_RELEASE) === released) Atomics.wait(this.control, CONTROL_RELEASE, released);
+    writeGuards.add(this.takeGuards());
     this.startRewind(this.dataPtr);
+  }
+
+  /** The guard list posted with a release (it is there by the time the release is seen). */
+  private takeGuards(): FileGuard[] {
+    for (let spins = 0; ; spins++) {
+      const m = receiveMessageOnPort(this.ck.guards);
+      if (m !== undefined) return m.message as FileGuard[];
+      if (spins > 5000) throw new Error('no file guards came with the release');
+      Atomics.wait(this.control, CONTROL_WORDS - 1, 0, 1);
+    }
   }
 
   /**

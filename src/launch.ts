@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { maxFrameBytes } from './checkpoint/frames.js';
 import type { EngineInfo, FilePolicyOptions, FileRecord, Snapshot } from './checkpoint/snapshot.js';
 import { captureFiles, type CopyCache, type FileCapture } from './files/capture.js';
+import { copyGuarded } from './files/guard.js';
 import { emit, loadPlugins, type StasisPlugin } from './files/plugin.js';
 import { builtinPolicy } from './files/policy.js';
 import { checkPathMap, mapPath, mergePathMaps, mountsOf, parsePathMap } from './files/pathmap.js';
@@ -266,17 +267,22 @@ async function supervise(s: Supervised): Promise<GuestResult> {
   // Copies of saved files by identity, to skip files unchanged since their last copy.
   const copies: CopyCache = new Map();
   /** The file side of a capture, while the guest waits; then it may go on. */
-  const withFiles = async (captured: CapturedState): Promise<FileCapture> => {
+  const withFiles = async (captured: CapturedState): Promise<FileCapture & { copied: Promise<unknown> }> => {
     const filesFrom = performance.now();
+    let files: FileCapture | undefined;
     try {
-      return await captureFiles(captured, {
+      files = await captureFiles(captured, {
         ckptDir: s.ckptDir, plugins: s.plugins, cache: copies, named: s.where.saved, physical: (loc) => physicalPath(s.where, loc),
       });
+      // Big files are copied from here on, while the program goes on (files/guard.ts).
+      const copied = Promise.all(files.guards.map(copyGuarded));
+      copied.catch(() => {}); // persist awaits it; a failure is reported there
+      return { ...files, copied };
     } catch (e) {
       giveBack(captured);
       throw e;
     } finally {
-      session.release();
+      session.release(files?.guards);
       captured.pauseMs += performance.now() - filesFrom; // the program waited for its files too
     }
   };
@@ -284,7 +290,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
     held = captured.memory.length;
     session.giveBuffer(captured.memory);
   };
-  const persist = async (captured: CapturedState, files: FileCapture, t0: number, latencyMs: number): Promise<Done> => {
+  const persist = async (captured: CapturedState, files: FileCapture & { copied: Promise<unknown> }, t0: number, latencyMs: number): Promise<Done> => {
     const snapshot = toSnapshot(captured, files.records, s, ++generation);
     const pages = captured.dirtyPages;
     const dirty = pages !== null && base !== null
@@ -292,6 +298,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
       : undefined;
     base = null;
     try {
+      await files.copied;
       const ref = await writeImage(s.ckptDir, snapshot, {
         moduleBytes: s.moduleBytes, ...(s.opts.keep !== undefined && { keep: s.opts.keep }),
         ...(s.opts.compress !== undefined && { compress: s.opts.compress }),

@@ -6,6 +6,7 @@ import {
   CONTROL_MEMORY_PAGES, CONTROL_RELEASE, CONTROL_REQUEST, CONTROL_STOP, CONTROL_WORDS,
   type CapturedState, type GuestData, type GuestMessage, type GuestResult,
 } from './guest.js';
+import type { FileGuard } from './files/guard.js';
 import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from './wasi/stdin.js';
 import { WriteBehind } from './wasi/writebehind.js';
 
@@ -13,7 +14,7 @@ import { WriteBehind } from './wasi/writebehind.js';
 const FLUSH_INTERVAL_MS = 5;
 
 export type GuestSetup = Omit<GuestData, 'writeBehind' | 'stdin' | 'checkpoint'> & {
-  checkpoint?: Omit<NonNullable<GuestData['checkpoint']>, 'control' | 'spares'>;
+  checkpoint?: Omit<NonNullable<GuestData['checkpoint']>, 'control' | 'spares' | 'guards'>;
 };
 
 export class GuestSession {
@@ -24,6 +25,7 @@ export class GuestSession {
   private readonly control: Int32Array | null;
   private readonly timer: NodeJS.Timeout;
   private readonly spares: MessagePort;
+  private readonly guards: MessagePort;
   private readonly waiting = new Map<number, (s: CapturedState) => void>();
   private done = false;
   /** Called with captures nobody asked for (the guest's own --checkpoint-at-call). */
@@ -36,12 +38,14 @@ export class GuestSession {
     const { checkpoint, ...rest } = setup;
     const data: GuestData = { ...rest, writeBehind: this.writeBehind.shared, stdin: this.stdin };
     const spares = new MessageChannel();
+    const guards = new MessageChannel();
     this.spares = spares.port1;
-    if (checkpoint && control) data.checkpoint = { ...checkpoint, control, spares: spares.port2 };
+    this.guards = guards.port1;
+    if (checkpoint && control) data.checkpoint = { ...checkpoint, control, spares: spares.port2, guards: guards.port2 };
     if (this.stdin !== null) new StdinPump(this.stdin).start();
     this.worker = new Worker(new URL('./guest.js', import.meta.url), {
       workerData: { kind: 'guest', data }, stdin: false, stdout: false, stderr: false,
-      transferList: data.checkpoint ? [spares.port2] : [],
+      transferList: data.checkpoint ? [spares.port2, guards.port2] : [],
     });
 
     // Flush a burst of small writes once no new one has come for a tick.
@@ -95,9 +99,13 @@ export class GuestSession {
     return captured;
   }
 
-  /** Lets the guest go on after a capture (it waits so that its files can be copied). */
-  release(): void {
+  /**
+   * Lets the guest go on after a capture (it waits so that its files can be copied), with the
+   * files whose copies are still being made (it copies a block before changing it).
+   */
+  release(guards: FileGuard[] = []): void {
     if (this.control === null) return;
+    this.guards.postMessage(guards);
     Atomics.add(this.control, CONTROL_RELEASE, 1);
     Atomics.notify(this.control, CONTROL_RELEASE);
   }
@@ -122,6 +130,7 @@ export class GuestSession {
     this.done = true;
     clearInterval(this.timer);
     this.spares.close();
+    this.guards.close();
     this.writeBehind.flush();
     // Not awaited: the CLI exits right after, and nothing else holds the worker.
     void this.worker.terminate();

@@ -635,3 +635,53 @@ test('restart refuses (77) when a saved file is now a directory or unreadable, c
     w.cleanup();
   }
 });
+
+test('a big saved file is copied while the program goes on: its writes and truncation after the checkpoint do not reach the copy', async () => {
+  const size = 96 << 20;
+  const content = Buffer.alloc(size);
+  for (let i = 0; i < size; i += 4096) content.write(`block ${i / 4096} `, i);
+  const ops = ['open:0:/data/big.bin:rw', 'seek:0:5', 'write:0:HELLO', 'pause',
+    'seek:0:95000000', 'write:0:LATE', 'seek:0:0', 'write:0:EARLY', 'trunc:0:6000000', 'pause', 'size:0', 'dump:0'];
+  const w = world({});
+  try {
+    writeFileSync(join(w.data, 'big.bin'), content);
+    const atCheckpoint = Buffer.from(content);
+    atCheckpoint.write('HELLO', 5);
+    const l = launchOps(w, ops);
+    await l.paused(1);
+    // Its input comes once it is captured but long before the copy is done: it goes on with
+    // its writes while the launcher copies.
+    const { checkpoint } = await import('../src/api.js');
+    const asked = checkpoint(l.name);
+    await new Promise((r) => setTimeout(r, 30));
+    l.resume();
+    const cp = await asked;
+    await l.paused(2);
+    const info = JSON.parse(stasis(['inspect', '--json', w.ckpt]).stdout) as { wasi: { fds: { fd: number; offset?: number }[] } };
+    const offset = info.wasi.fds.find((f) => f.offset !== undefined)?.offset;
+    if (offset !== 10) { // the input came before the request was served (a slow machine): nothing to see
+      stasis(['kill', l.name]);
+      await l.exit;
+      return;
+    }
+    // The program changed the file right after the checkpoint; the copy is as it was then.
+    const copies = readdirSync(join(w.ckpt, 'files'));
+    assert.equal(copies.length, 1);
+    const copy = readFileSync(join(w.ckpt, 'files', copies[0]!));
+    let at = 0;
+    while (at < size && copy[at] === atCheckpoint[at]) at++;
+    assert.ok(copy.equals(atCheckpoint), `the saved copy (${copy.length} bytes) differs from the file at the checkpoint from byte ${at}: ${copy.subarray(at, at + 16).toString()}`);
+    assert.ok(cp.bytesWritten >= size);
+    stasis(['kill', l.name]);
+    await l.exit;
+    const r = stasis(['restart', '--quiet', w.ckpt], { input: 'go\ngo\n' });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^paused\nsize 0: 6000000\n/);
+    const after = readFileSync(join(w.data, 'big.bin'));
+    const want = atCheckpoint.subarray(0, 6000000);
+    want.write('EARLY', 0);
+    assert.ok(after.equals(want));
+  } finally {
+    w.cleanup();
+  }
+});

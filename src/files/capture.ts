@@ -1,13 +1,14 @@
 // The file side of a checkpoint, run by the launcher while the program is paused: which
 // regular files are open (one record per file, however many fds), where they are now (found
 // by identity if renamed), what the policy decides for each, and copies of the saved ones.
-import { existsSync, fstatSync, lstatSync, readdirSync, rmSync, type BigIntStats } from 'node:fs';
+import { closeSync, existsSync, fstatSync, lstatSync, readdirSync, rmSync, type BigIntStats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { FileRecord, SavedCopy } from '../checkpoint/snapshot.js';
 import type { CapturedState } from '../guest.js';
 import { stageFile } from '../image/files.js';
 import { hostPathOf, type FileFdState, type Location, type Preopen } from '../wasi/state.js';
 import { Fdflags } from '../wasi/constants.js';
+import { GUARD_MIN, newGuard, type FileGuard } from './guard.js';
 import { decide, type OpenFile, type StasisPlugin } from './plugin.js';
 
 /** What a launcher remembers of the copies it saved, to skip copying unchanged files. */
@@ -19,6 +20,8 @@ export interface FileCapture {
   staged: Map<FileRecord, string>;
   /** Cache entries to remember once the image is written. */
   remember: Map<FileRecord, { key: string; st: BigIntStats; copiedAt: bigint }>;
+  /** Big files copied after the program resumes (guard.ts): their staged copies are complete once copied. */
+  guards: FileGuard[];
 }
 
 /** How many directory entries an identity search may look at before giving up. */
@@ -40,10 +43,10 @@ export interface CaptureContext {
   physical: (loc: Location) => string | null;
 }
 
-interface OpenGroup { key: string; st: BigIntStats; handle: number; fds: FileFdState[] }
+interface OpenGroup { key: string; st: BigIntStats; handles: number[]; fds: FileFdState[] }
 
 export async function captureFiles(c: CapturedState, ctx: CaptureContext): Promise<FileCapture> {
-  const out: FileCapture = { records: [], staged: new Map(), remember: new Map() };
+  const out: FileCapture = { records: [], staged: new Map(), remember: new Map(), guards: [] };
   const states = new Map(c.wasi.fds.filter((f): f is FileFdState => f.kind === 'file').map((f) => [f.fd, f]));
   // Group the fds by the file they are open on.
   const groups = new Map<string, OpenGroup>();
@@ -54,12 +57,19 @@ export async function captureFiles(c: CapturedState, ctx: CaptureContext): Promi
     if (!st.isFile()) continue; // devices and the like are reopened, never saved
     const key = `${st.dev}:${st.ino}`;
     const g = groups.get(key);
-    if (g === undefined) groups.set(key, { key, st, handle, fds: [s] });
-    else g.fds.push(s);
+    if (g === undefined) groups.set(key, { key, st, handles: [handle], fds: [s] });
+    else {
+      g.fds.push(s);
+      g.handles.push(handle);
+    }
   }
   try {
     for (const g of groups.values()) out.records.push(await captureFile(g, c.wasi.preopens, ctx, out));
   } catch (e) {
+    for (const g of out.guards) {
+      closeSync(g.src);
+      closeSync(g.dest);
+    }
     for (const staged of out.staged.values()) rmSync(staged, { force: true });
     throw e;
   }
@@ -67,7 +77,7 @@ export async function captureFiles(c: CapturedState, ctx: CaptureContext): Promi
 }
 
 /** One file: where it is, the policy's decision, and its copy if saved. `preopens`: where they are now. */
-async function captureFile({ key, st, handle, fds }: OpenGroup, preopens: Preopen[], ctx: CaptureContext, out: FileCapture): Promise<FileRecord> {
+async function captureFile({ key, st, handles, fds }: OpenGroup, preopens: Preopen[], ctx: CaptureContext, out: FileCapture): Promise<FileRecord> {
   let location = fds[0]!.location;
   let deleted = st.nlink === 0n;
   if (!deleted && !sameFile(ctx.physical(location), st)) {
@@ -103,7 +113,9 @@ async function captureFile({ key, st, handle, fds }: OpenGroup, preopens: Preope
       && existsSync(join(ctx.ckptDir, known.copy.file))) {
       record.copy = known.copy; // unchanged since it was saved: not copied again
     } else {
-      out.staged.set(record, stageFile(ctx.ckptDir, handle));
+      const staged = stageFile(ctx.ckptDir, handles[0]!, size >= GUARD_MIN);
+      out.staged.set(record, staged.path);
+      if (staged.guard) out.guards.push(newGuard(key, handles, staged.guard.src, staged.guard.dest, size));
       out.remember.set(record, { key, st, copiedAt: now });
     }
   }

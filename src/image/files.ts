@@ -2,7 +2,7 @@
 // program is paused (a reflink where the file system offers one), then hashed in FILE_BLOCK
 // pieces and published under its content's name, like a memory chunk: an unchanged file costs
 // nothing in the next image, and copies are published with their image or not at all.
-import { closeSync, constants, copyFileSync, fstatSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, constants, copyFileSync, fstatSync, ftruncateSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
 import { link, open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SavedCopy } from '../checkpoint/snapshot.js';
@@ -42,32 +42,50 @@ function copyName(size: number, blocks: string[]): string {
 }
 
 /**
- * Copies the file open as host fd `handle` (it may be unlinked) into the checkpoint
- * directory's staging area; returns the staged path. Call while the program is paused.
+ * Stages a copy of the file open as host fd `handle` (it may be unlinked) in the checkpoint
+ * directory; call while the program is paused. A reflink is made where the file system has
+ * them. Otherwise the bytes are copied now, or, with `later`, the staged file is only created
+ * (at the file's size) and `guard` gives the fds to copy it with after the program resumes.
  */
-export function stageFile(ckptDir: string, handle: number): string {
+export function stageFile(ckptDir: string, handle: number, later = false): { path: string; guard?: { src: number; dest: number } } {
   mkdirSync(join(ckptDir, FILES), { recursive: true });
   const staged = join(ckptDir, FILES, `${STAGE_PREFIX}${tmpSuffix()}`);
+  const size = fstatSync(handle).size;
+  // Through /proc the kernel copies (copy_file_range) or clones (FICLONE); a deleted file too.
+  const proc = `/proc/self/fd/${handle}`;
   try {
-    // Through /proc the kernel copies (copy_file_range), or clones where it can (FICLONE).
-    copyFileSync(`/proc/self/fd/${handle}`, staged, constants.COPYFILE_FICLONE);
-    if (fstatSize(staged) === fstatSync(handle).size) return staged;
+    copyFileSync(proc, staged, later ? constants.COPYFILE_FICLONE_FORCE : constants.COPYFILE_FICLONE);
+    if (fstatSize(staged) === size) return { path: staged };
   } catch {
-    // no /proc (or it failed): copy through the fd below
+    // no reflink (or no /proc): below
   }
-  const out = openSync(staged, 'w', 0o600);
+  // An fd of our own on the file, which the program's closing its fd does not affect.
+  const src = later ? openOwn(proc) : null;
+  const dest = openSync(staged, 'w', 0o600);
+  if (src !== null) {
+    ftruncateSync(dest, size);
+    return { path: staged, guard: { src, dest } };
+  }
   try {
     const buf = blockBuffer();
     for (let pos = 0; ;) {
       const n = readSync(handle, buf, 0, buf.length, pos);
       if (n === 0) break;
-      for (let w = 0; w < n;) w += writeSync(out, buf, w, n - w, pos + w);
+      for (let w = 0; w < n;) w += writeSync(dest, buf, w, n - w, pos + w);
       pos += n;
     }
   } finally {
-    closeSync(out);
+    closeSync(dest);
   }
-  return staged;
+  return { path: staged };
+}
+
+function openOwn(proc: string): number | null {
+  try {
+    return openSync(proc, 'r');
+  } catch {
+    return null;
+  }
 }
 
 function fstatSize(path: string): number {

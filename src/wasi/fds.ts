@@ -7,6 +7,7 @@ import { Errno, Fdflags, Filetype, RIGHTS_FILE, Whence } from './constants.js';
 import { WasiError } from './errno.js';
 import { pause } from './interrupt.js';
 import type { GuestMemory } from './memory.js';
+import { writeGuards } from '../files/guard.js';
 import type { Mounts } from './paths.js';
 import type { DirFdState, FdState, FileFdState, Location, StdioFdState } from './state.js';
 import { setTimesFd, type TimeSpec } from './native.js';
@@ -83,6 +84,13 @@ function iovecIo(
     if (pos !== null) pos += done;
     if (done < len) break;
   }
+  return total;
+}
+
+/** Total length of n iovecs. */
+function iovecBytes(mem: GuestMemory, iovs: number, n: number): number {
+  let total = 0;
+  for (let i = 0; i < n; i++) total += mem.view.getUint32(iovs + i * 8 + 4, true);
   return total;
 }
 
@@ -164,6 +172,10 @@ export class FileFd extends Fd {
     const wb = this.writeBehind;
     wb.takeError(this.handle);
     if (!this.seekable) return iovecIo(mem, iovs, n, this.handle, null, true);
+    if (writeGuards.active) {
+      const at = this.fdflags & Fdflags.APPEND ? Number(this.stat().size) : this.offset;
+      writeGuards.beforeWrite(this.handle, at, iovecBytes(mem, iovs, n));
+    }
     if (this.fdflags === 0) {
       // Small writes at the current offset are gathered (see writebehind.ts).
       const view = mem.view;
@@ -192,6 +204,7 @@ export class FileFd extends Fd {
   }
 
   override pwrite(mem: GuestMemory, iovs: number, n: number, pos: number): number {
+    if (writeGuards.active) writeGuards.beforeWrite(this.handle, pos, iovecBytes(mem, iovs, n));
     const sync = this.fdflags & (Fdflags.SYNC | Fdflags.DSYNC | Fdflags.RSYNC);
     const put = iovecIo(mem, iovs, n, this.handle, pos, true);
     if (sync) this.sync((sync & Fdflags.SYNC) === 0);
@@ -211,6 +224,7 @@ export class FileFd extends Fd {
   }
 
   override setSize(size: number): void {
+    if (writeGuards.active) writeGuards.beforeTruncate(this.handle, size);
     fs.ftruncateSync(this.handle, size);
   }
 

@@ -13,6 +13,7 @@ import { errnoOf, WasiError } from './errno.js';
 import { DirFd, Fd, FileFd, filetypeOf, StdioFd } from './fds.js';
 import { Interrupted, sleep } from './interrupt.js';
 import { GuestMemory, utf8 } from './memory.js';
+import { writeGuards } from '../files/guard.js';
 import { joinRel, resolvePath, type Resolved } from './paths.js';
 import { hostPathOf, type FdState, type Location, type Mount, type Preopen, type WasiState } from './state.js';
 import { setTimesPath, type TimeSpec } from './native.js';
@@ -549,6 +550,11 @@ export class WasiHost {
     // Resolve all but the last component, open that one O_NOFOLLOW, and only if it turns out
     // to be a symlink that should be followed, resolve it too: one syscall in the common case.
     let r = resolvePath(d.root, path, false, d.mounts);
+    if (writeGuards.active && flags & O.O_TRUNC) {
+      // Truncating a file whose checkpoint copy is still being made: its blocks go first.
+      const st = fs.statSync(r.host, { bigint: true, throwIfNoEntry: false });
+      if (st !== undefined) writeGuards.beforeTruncateFile(`${st.dev}:${st.ino}`);
+    }
     let handle: number;
     try {
       handle = this.openHost(r, flags);
