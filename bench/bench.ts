@@ -619,8 +619,8 @@ function dbTable(d: DbResult): string {
     'copy into page cache freed just before is ~2.5x faster than one into memory faulted back in).',
     'ms, pauseMs and bytes written are the launcher\'s reply (ms, pauseMs, bytesWritten; the first image also holds',
     'the module and the program\'s memory). "Stall" = the longest of the program\'s 10 ms sleeps around the checkpoint,',
-    'by its monotonic clock: the program is held while the launcher copies the file (pauseMs counts that too:',
-    'unwind -> memory captured -> files copied -> resumed).',
+    'by its monotonic clock. pauseMs = unwind -> memory captured -> files staged -> resumed; a file this big is',
+    'copied after the program resumes (it copies a block itself before changing it: src/files/guard.ts).',
     'Ratios: 1st ms / baseline; 2nd ms / 1st ms.');
   return out.join('\n') + '\n';
 }
