@@ -3,7 +3,8 @@
 // host, before it changes a block that is not copied yet, copies that block first. Either
 // side claims a block (0 -> 1) before copying it and marks it done (2); the other waits.
 // The copy therefore holds the file exactly as it was at the checkpoint.
-import { closeSync, read, readSync, write, writeSync } from 'node:fs';
+import { closeSync, read, write } from 'node:fs';
+import { copyRangeSync } from '../image/fsutil.js';
 import { promisify } from 'node:util';
 
 /** Files at least this big are guarded; smaller ones are copied while the program waits. */
@@ -34,14 +35,8 @@ export function newGuard(id: string, handles: number[], src: number, dest: numbe
 }
 
 function copyBlock(g: FileGuard, i: number, buf: Buffer): void {
-  const from = i * BLOCK;
-  const len = Math.min(BLOCK, g.size - from);
-  for (let done = 0; done < len;) {
-    const n = readSync(g.src, buf, done, len - done, from + done);
-    if (n === 0) break; // the file was shorter: the copy keeps zeros, as ftruncate left it
-    done += n;
-  }
-  for (let w = 0; w < len;) w += writeSync(g.dest, buf, w, len - w, from + w);
+  // A file shorter now than at the checkpoint leaves zeros in the copy, as ftruncate made it.
+  copyRangeSync(g.src, g.dest, i * BLOCK, Math.min(g.size, (i + 1) * BLOCK), buf);
 }
 
 /** The program's side: blocks it is about to change are copied first (one per thread). */

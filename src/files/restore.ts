@@ -4,10 +4,10 @@
 import * as fs from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { FileRecord, SavedCopy, Snapshot } from '../checkpoint/snapshot.js';
-import { StasisError } from '../errors.js';
+import { imageErrorCode, StasisError } from '../errors.js';
 import { readCopy, sameAsCopy } from '../image/files.js';
+import { copyRangeSync } from '../image/fsutil.js';
 import { ImageError } from '../image/index.js';
-import { imageErrorCode } from '../errors.js';
 import { hostPathOf, type FileFdState, type Preopen } from '../wasi/state.js';
 import { mapPath, type PathMap } from './pathmap.js';
 
@@ -256,17 +256,12 @@ export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Appl
   return { handles, kept };
 }
 
+/** Copies bytes [from, to) of the file at src into a new file dest. */
 function copyRange(src: string, dest: string, from: number, to: number): void {
   const i = fs.openSync(src, 'r');
   const o = fs.openSync(dest, 'wx', 0o600);
   try {
-    const buf = Buffer.allocUnsafe(Math.min(4 << 20, Math.max(1, to - from)));
-    for (let pos = from; pos < to;) {
-      const n = fs.readSync(i, buf, 0, Math.min(buf.length, to - pos), pos);
-      if (n === 0) break;
-      for (let w = 0; w < n;) w += fs.writeSync(o, buf, w, n - w);
-      pos += n;
-    }
+    copyRangeSync(i, o, from, to, Buffer.allocUnsafe(Math.min(4 << 20, Math.max(1, to - from))), 0);
     fs.fsyncSync(o);
   } finally {
     fs.closeSync(i);

@@ -2,13 +2,13 @@
 // program is paused (a reflink where the file system offers one), then hashed in FILE_BLOCK
 // pieces and published under its content's name, like a memory chunk: an unchanged file costs
 // nothing in the next image, and copies are published with their image or not at all.
-import { closeSync, constants, copyFileSync, fstatSync, ftruncateSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, constants, copyFileSync, fstatSync, ftruncateSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { link, open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SavedCopy } from '../checkpoint/snapshot.js';
 import { ImageError } from './errors.js';
 import { FILE_BLOCK, FILES, STAGE_PREFIX } from './format.js';
-import { errno, tmpSuffix } from './fsutil.js';
+import { copyRangeSync, errno, tmpSuffix } from './fsutil.js';
 import { xxh64hex } from './xxh64.js';
 
 let block: Buffer | undefined;
@@ -67,13 +67,7 @@ export function stageFile(ckptDir: string, handle: number, later = false): { pat
     return { path: staged, guard: { src, dest } };
   }
   try {
-    const buf = blockBuffer();
-    for (let pos = 0; ;) {
-      const n = readSync(handle, buf, 0, buf.length, pos);
-      if (n === 0) break;
-      for (let w = 0; w < n;) w += writeSync(dest, buf, w, n - w, pos + w);
-      pos += n;
-    }
+    copyRangeSync(handle, dest, 0, Infinity, blockBuffer());
   } finally {
     closeSync(dest);
   }

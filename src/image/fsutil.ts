@@ -1,5 +1,6 @@
 // Small file-system helpers for durable, atomic publication.
 import { createHash, randomBytes } from 'node:crypto';
+import { readSync, writeSync } from 'node:fs';
 import { open, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 
 export function sha256hex(data: Uint8Array): string {
@@ -93,4 +94,19 @@ export async function pool(limit: number, next: () => (() => Promise<void>) | un
   }
   await Promise.all(running);
   if (failure) throw failure.e;
+}
+
+/**
+ * Copies bytes [from, to) of fd `src` to fd `dest` at `destAt` + (pos - from), positionally,
+ * through `buf`; stops early at the end of src. Returns the bytes copied.
+ */
+export function copyRangeSync(src: number, dest: number, from: number, to: number, buf: Buffer, destAt = from): number {
+  let pos = from;
+  while (pos < to) {
+    const n = readSync(src, buf, 0, Math.min(buf.length, to - pos), pos);
+    if (n === 0) break;
+    for (let w = 0; w < n;) w += writeSync(dest, buf, w, n - w, destAt + (pos - from) + w);
+    pos += n;
+  }
+  return pos - from;
 }
