@@ -50,6 +50,7 @@ const VARIANTS: Record<string, PollVariant | null> = {
   'a-mw-nocyc': { loops: 'outline', counter: 'auto', cycles: 'none', skipBounded: true },
   'a-mw-all': { loops: 'outline', counter: 'auto', cycles: 'all', skipBounded: true },
   'aa-mw': { loops: 'auto', counter: 'auto', cycles: 'breakers', skipBounded: true },
+  'a-mw-nopc': { loops: 'outline', counter: 'auto', cycles: 'breakers', skipBounded: true },
   default: DEFAULT_VARIANT,
 };
 

@@ -82,7 +82,8 @@ export function insertPolls(
     const leaf = f.calls.size === 0 && f.indirectSigs.size === 0;
     const chosen: Ref[] = [];
     for (const loop of f.loops) {
-      if ((variant.skipLeafLoops && leaf) || (variant.skipBounded && isMemoryWalkLoop(loop))) { skippedLoops++; continue; }
+      if ((variant.skipLeafLoops && leaf) || (variant.skipBounded && isMemoryWalkLoop(loop))
+        || (variant.skipPolledCalls && callsPollerEveryIteration(loop, entryFuncs))) { skippedLoops++; continue; }
       chosen.push(loop);
     }
     polledLoops.set(f.name, chosen);
@@ -252,29 +253,49 @@ const MAX_STRIDE = 65536;
 
 /** True if `loop` provably walks memory (see above) and needs no poll. */
 export function isMemoryWalkLoop(loop: Ref): boolean {
-  const name = Expr.Loop!.getName!(loop) as string;
   const body = Expr.Loop!.getBody!(loop) as Ref;
   // Innermost and call-free; collect the writes to each local.
   let ok = true;
-  const writes = new Map<number, number[]>(); // local -> steps (NaN: not a constant step)
+  const values = new Map<number, Ref[]>(); // local -> the values written to it in the loop
   walk(body, (e, id) => {
     if (id === Ids.Loop || id === Ids.Call || id === Ids.CallIndirect || id === Ids.Try) ok = false;
     else if (id === Ids.LocalSet) {
       const idx = Expr.LocalSet!.getIndex!(e) as number;
-      const list = writes.get(idx) ?? [];
-      list.push(stepOf(idx, Expr.LocalSet!.getValue!(e) as Ref));
-      writes.set(idx, list);
+      const list = values.get(idx) ?? [];
+      list.push(Expr.LocalSet!.getValue!(e) as Ref);
+      values.set(idx, list);
     }
   });
   if (!ok) return false;
-  const candidates: { p: number; step: number }[] = [];
-  for (const [idx, steps] of writes) {
+  const candidates: { p: number; step: number; via: number | null }[] = [];
+  const sameSign = (steps: number[]): boolean => steps.every((c) => c > 0) || steps.every((c) => c < 0);
+  for (const [idx, vals] of values) {
     // All writes step the same way; the smallest step bounds how slowly the walk can move.
-    if (steps.every((c) => c > 0) || steps.every((c) => c < 0)) candidates.push({ p: idx, step: Math.min(...steps.map(Math.abs)) });
+    const steps = vals.map((v) => stepOf(idx, v));
+    if (sameSign(steps)) { candidates.push({ p: idx, step: Math.min(...steps.map(Math.abs)), via: null }); continue; }
+    // The stepped value kept in a second local first (compilers do this: `q = p - 8; ... p = q`):
+    // every write of p copies q and every write of q is p ± c. Then p only ever takes q's value
+    // and q is always p + c as of its last write, so p moves by c whenever it changes.
+    const q = copiedLocal(vals);
+    if (q === null || q === idx) continue;
+    const qSteps = (values.get(q) ?? []).map((v) => stepOf(idx, v));
+    if (qSteps.length > 0 && sameSign(qSteps)) candidates.push({ p: idx, step: Math.min(...qSteps.map(Math.abs)), via: q });
   }
   if (candidates.length === 0) return false;
-  const written = new Set(writes.keys());
-  return candidates.some(({ p, step }) => walksWith(p, step, name, body, written));
+  const written = new Set(values.keys());
+  return candidates.some(({ p, step, via }) => walksWith(p, step, via, loop, written));
+}
+
+/** The local every value in `vals` reads (`local.get q`), or null. */
+function copiedLocal(vals: Ref[]): number | null {
+  let q: number | null = null;
+  for (const v of vals) {
+    if (binaryen.getExpressionId(v) !== binaryen.LocalGetId) return null;
+    const idx = Expr.LocalGet!.getIndex!(v) as number;
+    if (q !== null && q !== idx) return null;
+    q = idx;
+  }
+  return q;
 }
 
 /** The constant step of `local[idx] = value` if value is local[idx] ± const, else NaN. */
@@ -294,13 +315,43 @@ function stepOf(idx: number, value: Ref): number {
   return c === 0 ? NaN : c;
 }
 
-/** Scans the loop body in evaluation order, tracking what every iteration has surely done so
- *  far (stepped p, accessed memory at p); each back-edge must be preceded by both. Code after
- *  something that may skip forward inside the iteration (a branch to a block in the body) is
- *  conditional and records nothing; exits (branches out of the loop, return, trap) end the
- *  iteration without a back-edge and do not matter. */
-function walksWith(p: number, step: number, loopName: string, body: Ref, written: ReadonlySet<number>): boolean {
-  let stepped = false, accessed = false, ok = true;
+/** Whether `loop` walks memory with local p (see above): every back-edge is preceded, in the same
+ *  iteration, by a step of p and an access to memory at a small multiple of p. */
+function walksWith(p: number, step: number, via: number | null, loop: Ref, written: ReadonlySet<number>): boolean {
+  // With `via` q, writing p is a step only once q has been set (from p) earlier in the iteration.
+  let stepped = false, accessed = false, viaSet = via === null;
+  return everyIteration(loop, (e, id) => {
+    if (id === binaryen.LocalSetId) {
+      const idx = Expr.LocalSet!.getIndex!(e) as number;
+      if (idx === via) viaSet = true;
+      else if (idx === p && viaSet) stepped = true;
+    } else if (id === binaryen.LoadId || id === binaryen.StoreId) {
+      const k = scaleOfP(p, Expr[id === binaryen.LoadId ? 'Load' : 'Store']!.getPtr!(e) as Ref, written);
+      // The addresses then move by k*step per iteration; a small stride cannot jump over the
+      // out-of-bounds gap above memory, so the walk must end or trap.
+      if (k !== 0 && Math.abs(k * step) <= MAX_STRIDE) accessed = true;
+    }
+  }, () => stepped && accessed);
+}
+
+/** Whether every iteration of `loop` calls (directly) one of `polled`, functions that poll on
+ *  entry: then the iterations already count against the budget and the loop needs no poll. */
+export function callsPollerEveryIteration(loop: Ref, polled: ReadonlySet<string>): boolean {
+  let called = false;
+  return everyIteration(loop, (e, id) => {
+    if (id === Ids.Call && polled.has(Expr.Call!.getTarget!(e) as string)) called = true;
+  }, () => called);
+}
+
+/** Scans one iteration of the loop body in evaluation order. `sure` sees every expression that
+ *  every iteration reaching that point has executed; `atBackEdge` must hold at each back-edge.
+ *  Code after something that may skip forward inside the iteration (a branch to a block in the
+ *  body) is conditional and is not shown to `sure`; exits (branches out of the loop, return,
+ *  trap) end the iteration without a back-edge and do not matter. */
+function everyIteration(loop: Ref, sure: (e: Ref, id: number) => void, atBackEdge: () => boolean): boolean {
+  const loopName = Expr.Loop!.getName!(loop) as string;
+  const body = Expr.Loop!.getBody!(loop) as Ref;
+  let ok = true;
   const inner = new Set<string>([loopName]); // labels inside the iteration
   walk(body, (e, id) => {
     if (id === Ids.Block) { const n = Expr.Block!.getName!(e) as string | null; if (n) inner.add(n); }
@@ -346,16 +397,10 @@ function walksWith(p: number, step: number, loopName: string, body: Ref, written
       scan(k, c);
       if (skips(k)) c = true;
     }
-    if (!cond && id === binaryen.LocalSetId && Expr.LocalSet!.getIndex!(e) === p) stepped = true;
-    if (!cond && (id === binaryen.LoadId || id === binaryen.StoreId)) {
-      const k = scaleOfP(p, Expr[id === binaryen.LoadId ? 'Load' : 'Store']!.getPtr!(e) as Ref, written);
-      // The addresses then move by k*step per iteration; a small stride cannot jump over the
-      // out-of-bounds gap above memory, so the walk must end or trap.
-      if (k !== 0 && Math.abs(k * step) <= MAX_STRIDE) accessed = true;
-    }
+    if (!cond) sure(e, id);
     const backEdge = (id === Ids.Break && Expr.Break!.getName!(e) === loopName)
       || (id === Ids.Switch && ((Expr.Switch!.getNames!(e) as unknown as string[]).includes(loopName) || Expr.Switch!.getDefaultName!(e) === loopName));
-    if (backEdge && !(stepped && accessed)) ok = false;
+    if (backEdge && !atBackEdge()) ok = false;
   };
   scan(body, false);
   return ok;

@@ -14,6 +14,8 @@ export interface PollVariant {
   cycles: CycleEntries;
   /** Leave out innermost call-free loops that provably walk memory (isMemoryWalkLoop). */
   skipBounded: boolean;
+  /** Leave out loops whose every iteration calls a function that polls on entry. */
+  skipPolledCalls?: boolean;
   /** Experiment: leave loops in call-free functions without polls (unsound, measures the cost). */
   skipLeafLoops?: boolean;
   /** Keep Asyncify's state in a local in instrumented functions (statecache.ts). */
@@ -22,10 +24,10 @@ export interface PollVariant {
   post?: 'full' | 'none' | 'noinline' | 'oneCaller0';
 }
 
-export const DEFAULT_VARIANT: PollVariant = { loops: 'outline', counter: 'auto', cycles: 'breakers', skipBounded: true };
+export const DEFAULT_VARIANT: PollVariant = { loops: 'outline', counter: 'auto', cycles: 'breakers', skipBounded: true, skipPolledCalls: true };
 
 /** Bump when the output for a given input changes (placement, passes, exports). */
-export const INSTRUMENTER_VERSION = '1';
+export const INSTRUMENTER_VERSION = '2';
 
 const BINARYEN_VERSION = ((): string => {
   try {
@@ -37,7 +39,7 @@ const BINARYEN_VERSION = ((): string => {
 })();
 
 export function versionString(opts: InstrumentOptions, variant: PollVariant = DEFAULT_VARIANT): string {
-  const v = opts.polls ? `polls=${variant.loops}/${variant.counter}/${variant.cycles}${variant.skipBounded ? '/skipbounded' : ''}${variant.skipLeafLoops ? '/skipleaf' : ''}` : 'polls=off';
+  const v = opts.polls ? `polls=${variant.loops}/${variant.counter}/${variant.cycles}${variant.skipBounded ? '/skipbounded' : ''}${variant.skipLeafLoops ? '/skipleaf' : ''}${variant.skipPolledCalls ? '/skippolledcalls' : ''}` : 'polls=off';
   return `stasis-instrument ${INSTRUMENTER_VERSION}; binaryen ${BINARYEN_VERSION}; ${v}${variant.cacheState ? '; statecache' : ''}${variant.post && variant.post !== 'full' ? `; post=${variant.post}` : ''}`;
 }
 
