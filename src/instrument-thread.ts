@@ -10,13 +10,9 @@ type Outcome =
 /** Thrown for a module the instrumenter refuses (the message says why). */
 export class Unsupported extends Error {}
 
-/** The instrumented module: from the cache (no binaryen), else built in a worker thread. */
-export async function instrumentInThread(bytes: Uint8Array, opts: Omit<InstrumentOptions, 'onProgress'>): Promise<InstrumentedModule> {
-  const { readCache } = await import('./instrument/cache.js');
-  return readCache(bytes, opts) ?? build(bytes, opts);
-}
-
-function build(bytes: Uint8Array, opts: Omit<InstrumentOptions, 'onProgress'>): Promise<InstrumentedModule> {
+/** The instrumented module, built in a worker thread (which fills the cache; callers look the
+ *  cache up first with lookupCache, without loading binaryen). */
+export function instrumentInThread(bytes: Uint8Array, opts: Omit<InstrumentOptions, 'onProgress'>): Promise<InstrumentedModule> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(new URL(import.meta.url), { workerData: { kind: 'instrument', bytes, opts } });
     worker.once('message', (o: Outcome) => {

@@ -19,7 +19,9 @@ import { EXIT, imageErrorCode, StasisError } from './errors.js';
 import type { CapturedState, GuestResult, RestoreState } from './guest.js';
 import { ImageError, listImages, readImage, writeImage } from './image/index.js';
 import { instrumentInThread, Unsupported } from './instrument-thread.js';
-import { loadModule } from './module.js';
+import { loadModule, readModuleBytes } from './module.js';
+import { lookupCache } from './instrument/cache.js';
+import type { InstrumentedModule } from './instrument/index.js';
 import { progress } from './progress.js';
 import { checkPreopens, SIGNAL_STATUS, type RunOptions } from './run.js';
 import { GuestSession, type GuestSetup } from './session.js';
@@ -71,20 +73,13 @@ export const EXIT_CHECKPOINTED = 75;
 export const EXIT_KILLED = 137;
 
 export async function launch(opts: LaunchOptions): Promise<GuestResult> {
-  const loaded = loadModule(opts.module);
+  const bytes = readModuleBytes(opts.module);
   const policy = launchPolicy(opts);
   // The program's state keeps the preopens as given; the host opens them through --path-map.
   const preopens = checkPreopens(opts.preopens);
   const physical = checkPreopens(preopens.map((p) => ({ guest: p.guest, host: mapPath(policy.pathMap, p.host) })));
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
-  let inst;
-  try {
-    inst = await progress(`instrumenting ${opts.module} (first launch of this module; cached afterwards)`, () =>
-      instrumentInThread(loaded.bytes, { polls: true }));
-  } catch (e) {
-    if (e instanceof Unsupported) throw new StasisError('UNSUPPORTED', `${opts.module}: ${e.message}`);
-    throw e;
-  }
+  const { inst, module } = await instrumented(opts.module, bytes);
   const name = opts.name ?? basename(opts.module).replace(/\.wasm$/, '');
   const engine: EngineInfo = {
     unwindImports: inst.meta.unwindImports
@@ -99,10 +94,35 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
     moduleBytes: inst.bytes, moduleHash: inst.sourceHash, instrumentedHash: inst.hash,
     engine, globals: inst.meta.globals, policy, plugins, where: { saved: preopens, dirs: [], pathMap: policy.pathMap, allowOverwrite: false },
     setup: {
-      module: new WebAssembly.Module(inst.bytes as Uint8Array<ArrayBuffer>), modulePath: opts.module,
+      module, modulePath: opts.module,
       args: [opts.module, ...opts.args], env: opts.env, preopens: physical, mounts: mountsOf(policy.pathMap, preopens),
     },
   });
+}
+
+/** The program instrumented and compiled: from the cache (the original is neither compiled nor
+ *  hashed twice; the cached module's hash is checked while it compiles), else vetted and built. */
+async function instrumented(path: string, bytes: Buffer): Promise<{ inst: InstrumentedModule; module: WebAssembly.Module }> {
+  const found = await lookupCache(bytes, { polls: true });
+  if (found !== null) {
+    let module: WebAssembly.Module | null = null;
+    try {
+      module = new WebAssembly.Module(found.module.bytes as Uint8Array<ArrayBuffer>);
+    } catch {
+      // a damaged entry: rebuilt below
+    }
+    if (await found.verified && module !== null) return { inst: found.module, module };
+  }
+  loadModule(path, bytes); // a clear error for a module that is not a WASI command
+  let inst;
+  try {
+    inst = await progress(`instrumenting ${path} (first launch of this module; cached afterwards)`, () =>
+      instrumentInThread(bytes, { polls: true }));
+  } catch (e) {
+    if (e instanceof Unsupported) throw new StasisError('UNSUPPORTED', `${path}: ${e.message}`);
+    throw e;
+  }
+  return { inst, module: new WebAssembly.Module(inst.bytes as Uint8Array<ArrayBuffer>) };
 }
 
 /** The file options of a launch, checked (conflicts, rules file, path maps). */

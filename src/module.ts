@@ -11,7 +11,8 @@ export interface LoadedModule {
 
 const WASM_MAGIC = Buffer.from([0x00, 0x61, 0x73, 0x6d]);
 
-export function loadModule(path: string): LoadedModule {
+/** The module's bytes, if the file can be read and starts like WebAssembly (nothing compiled). */
+export function readModuleBytes(path: string): Buffer {
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
@@ -23,6 +24,11 @@ export function loadModule(path: string): LoadedModule {
   if (bytes.length < 8 || !bytes.subarray(0, 4).equals(WASM_MAGIC)) {
     throw new StasisError('BAD_MODULE', `${path} is not a WebAssembly module (no \\0asm header); pass a .wasm file built for wasm32-wasi`);
   }
+  return bytes;
+}
+
+/** Reads, compiles and vets a program. */
+export function loadModule(path: string, bytes: Buffer = readModuleBytes(path)): LoadedModule {
   let module: WebAssembly.Module;
   try {
     module = new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>);

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import { fixture, stasis, stasisBin, tempDir, type RunResult } from './helpers.js';
 
 const CHECKPOINTED = 75;
@@ -141,10 +142,10 @@ test('checkpoint, continue, checkpoint again; restart from the first image', asy
     await waitRunning(name, run.child);
     await new Promise((r) => setTimeout(r, 200));
     const first = stasis(['checkpoint', name]);
-    assert.equal(first.code, 0, first.stderr);
+    assert.equal(first.code, ref.code, first.stderr);
     await new Promise((r) => setTimeout(r, 200));
     const second = stasis(['checkpoint', name]);
-    assert.equal(second.code, 0, second.stderr);
+    assert.equal(second.code, ref.code, second.stderr);
     assert.notEqual(first.stdout, second.stdout);
     assert.equal(await run.exit, ref.code);
     assert.equal(run.out(), ref.stdout); // checkpoints do not disturb the run
@@ -304,6 +305,40 @@ test('launch refuses modules it cannot checkpoint, with one line and status 67',
     assert.equal(r.code, 67, r.stderr);
     assert.match(r.stderr, /^stasis: [^\n]*start[^\n]*\n$/);
     assert.deepEqual(readdirSync(dir).sort(), before);
+  } finally {
+    cleanup();
+  }
+});
+
+test('launch caches the instrumented module; a damaged cache entry is rebuilt, never run', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const env = { ...process.env, XDG_CACHE_HOME: join(dir, 'cache') };
+    const cacheDir = join(dir, 'cache', 'stasis', 'modules');
+    const run = (): RunResult => stasis(['launch', '--quiet', '--ckpt-dir', join(dir, 'ck'), fixture('ckpt_compute'), '4', '400000'], { env });
+    const ref = stasis(['run', fixture('ckpt_compute'), '4', '400000']);
+    const first = run();
+    assert.equal(first.code, ref.code, first.stderr);
+    assert.equal(first.stdout, ref.stdout);
+    const wasm = readdirSync(cacheDir).filter((f) => f.endsWith('.wasm'));
+    assert.equal(wasm.length, 1, 'one cached module');
+    const entry = join(cacheDir, wasm[0]!);
+    const good = readFileSync(entry);
+    const meta = JSON.parse(readFileSync(entry.replace(/\.wasm$/, '.json'), 'utf8')) as { hash: string };
+    assert.equal(createHash('sha256').update(good).digest('hex'), meta.hash);
+    // A hit: same output, entry untouched.
+    const second = run();
+    assert.equal(second.code, ref.code, second.stderr);
+    assert.equal(second.stdout, ref.stdout);
+    assert.deepEqual(readFileSync(entry), good);
+    // Damage a byte of the cached module: the launch must notice, rebuild and run the real one.
+    const bad = Buffer.from(good);
+    bad[bad.length >> 1] ^= 0xff;
+    writeFileSync(entry, bad);
+    const third = run();
+    assert.equal(third.code, ref.code, third.stderr);
+    assert.equal(third.stdout, ref.stdout);
+    assert.deepEqual(readFileSync(entry), good, 'the entry was rebuilt');
   } finally {
     cleanup();
   }

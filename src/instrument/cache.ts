@@ -1,6 +1,6 @@
 // The on-disk cache of instrumented modules: by sha256(input) + version string. Free of
 // binaryen, so a launch whose module is cached never loads it.
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, webcrypto } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -21,20 +21,33 @@ function paths(sourceHash: string, version: string, cacheDir: string): { wasm: s
 
 /** The cached instrumentation of bytes, or null (a miss, or an entry that fails its checks). */
 export function readCache(bytes: Uint8Array, opts: InstrumentOptions, cacheDir: string = defaultCacheDir()): InstrumentedModule | null {
-  const sourceHash = sha256(bytes);
+  const entry = readEntry(sha256(bytes), opts, cacheDir);
+  return entry !== null && sha256(entry.bytes) === entry.hash ? entry : null;
+}
+
+/** Like readCache, but the cached module's own hash is checked on the thread pool: `verified`
+ *  settles to false if the entry is damaged, and the caller can compile the module meanwhile. */
+export async function lookupCache(bytes: Uint8Array, opts: InstrumentOptions, cacheDir: string = defaultCacheDir()): Promise<{ module: InstrumentedModule; verified: Promise<boolean> } | null> {
+  const entry = readEntry(sha256(bytes), opts, cacheDir);
+  if (entry === null) return null;
+  const verified = webcrypto.subtle.digest('SHA-256', entry.bytes)
+    .then((d) => Buffer.from(d).toString('hex') === entry.hash, () => false);
+  return { module: entry, verified };
+}
+
+/** The entry for a source hash whose metadata matches, its module not yet checked. */
+function readEntry(sourceHash: string, opts: InstrumentOptions, cacheDir: string): InstrumentedModule | null {
   const version = versionString(opts);
   const p = paths(sourceHash, version, cacheDir);
   try {
     const meta = JSON.parse(readFileSync(p.meta, 'utf8')) as InstrumentMeta & { hash: string; sourceHash: string };
+    if (meta.version !== version || meta.sourceHash !== sourceHash) return null;
     const out = readFileSync(p.wasm);
-    if (meta.version === version && meta.sourceHash === sourceHash && sha256(out) === meta.hash) {
-      const { hash, sourceHash: _s, ...rest } = meta;
-      return { bytes: new Uint8Array(out.buffer, out.byteOffset, out.byteLength), hash, sourceHash, meta: rest };
-    }
+    const { hash, sourceHash: _s, ...rest } = meta;
+    return { bytes: new Uint8Array(out.buffer, out.byteOffset, out.byteLength), hash, sourceHash, meta: rest };
   } catch {
-    // miss or unreadable entry
+    return null; // miss or unreadable entry
   }
-  return null;
 }
 
 export function writeCache(result: InstrumentedModule, opts: InstrumentOptions, cacheDir: string = defaultCacheDir()): void {
