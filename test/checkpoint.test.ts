@@ -142,10 +142,10 @@ test('checkpoint, continue, checkpoint again; restart from the first image', asy
     await waitRunning(name, run.child);
     await new Promise((r) => setTimeout(r, 200));
     const first = stasis(['checkpoint', name]);
-    assert.equal(first.code, ref.code, first.stderr);
+    assert.equal(first.code, 0, first.stderr);
     await new Promise((r) => setTimeout(r, 200));
     const second = stasis(['checkpoint', name]);
-    assert.equal(second.code, ref.code, second.stderr);
+    assert.equal(second.code, 0, second.stderr);
     assert.notEqual(first.stdout, second.stdout);
     assert.equal(await run.exit, ref.code);
     assert.equal(run.out(), ref.stdout); // checkpoints do not disturb the run
