@@ -14,7 +14,7 @@ import { checkPathMap, mapPath, mergePathMaps, mountsOf, parsePathMap } from './
 import { applyPlan, checkPlan, fileRecords, locationKey, physicalPath, planFiles, type FilePlan, type PlanOptions } from './files/restore.js';
 import { checkConflicts, cliRules, loadRulesFile, ruleData } from './files/rules.js';
 import { serve, type Reply, type Request } from './control/channel.js';
-import { register, socketPath, unregister } from './control/registry.js';
+import { newKey, register, socketPath, unregister } from './control/registry.js';
 import { EXIT, imageErrorCode, StasisError } from './errors.js';
 import type { CapturedState, GuestResult, RestoreState } from './guest.js';
 import { ImageError, listImages, readImage, writeImage } from './image/index.js';
@@ -47,6 +47,13 @@ export interface ControlOptions {
   pathMap?: string[];
   /** --allow-file-overwrite: a saved file that differs at restart is replaced (and kept as a backup). */
   allowFileOverwrite?: boolean;
+  /**
+   * The launcher owns this process, as the CLI does: SIGTERM checkpoints and exits 75, other
+   * terminating signals exit, and a stop (`kill`, `checkpoint --exit`) exits the process.
+   * Default false, for applications that embed Stasis: no signal handlers are installed, and a
+   * stop ends only the program, whose promise resolves with exit code 75 or 137.
+   */
+  ownProcess?: boolean;
 }
 
 export interface LaunchOptions extends RunOptions, ControlOptions {
@@ -268,7 +275,8 @@ async function supervise(s: Supervised): Promise<GuestResult> {
       ...(s.opts.checkpointAtCall !== undefined && { checkpointAtCall: s.opts.checkpointAtCall }),
     },
   });
-  const socket = socketPath(process.pid);
+  const key = newKey();
+  const socket = socketPath(key);
 
   // Checkpoints run one at a time: a request made while one is being written waits for it,
   // so at most one copy of the guest's memory is held here.
@@ -402,8 +410,9 @@ async function supervise(s: Supervised): Promise<GuestResult> {
 
   const stop = (status: number): void => {
     session.flush();
-    unregister(process.pid);
-    process.exit(status);
+    unregister(key);
+    if (s.opts.ownProcess === true) process.exit(status);
+    session.end(status);
   };
   const handler = async (req: Request): Promise<Reply> => {
     switch (req.cmd) {
@@ -426,7 +435,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
     }
   };
   const server = serve(socket, handler);
-  register({ name: s.name, pid: process.pid, socket, ckptDir: s.ckptDir, module: s.setup.modulePath, startedAt: new Date().toISOString() });
+  register(key, { name: s.name, pid: process.pid, socket, ckptDir: s.ckptDir, module: s.setup.modulePath, startedAt: new Date().toISOString() });
   if (!s.opts.quiet) {
     process.stderr.write(`stasis: ${s.name} running (pid ${process.pid}); control socket ${socket}; images in ${s.ckptDir}\n`);
   }
@@ -448,12 +457,13 @@ async function supervise(s: Supervised): Promise<GuestResult> {
       },
     );
   };
-  const plain = SIGNAL_STATUS.filter(([sig]) => sig !== 'SIGTERM').map(([sig, status]) => {
+  const own = s.opts.ownProcess === true;
+  const plain = own ? SIGNAL_STATUS.filter(([sig]) => sig !== 'SIGTERM').map(([sig, status]) => {
     const h = (): void => stop(status);
     process.on(sig, h);
     return [sig, h] as const;
-  });
-  process.on('SIGTERM', onTerm);
+  }) : [];
+  if (own) process.on('SIGTERM', onTerm);
   try {
     return await session.result;
   } finally {
@@ -462,7 +472,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
     process.off('SIGTERM', onTerm);
     for (const [sig, h] of plain) process.off(sig, h);
     server.close();
-    unregister(process.pid);
+    unregister(key);
   }
 }
 

@@ -28,6 +28,8 @@ export class GuestSession {
   private readonly guards: MessagePort;
   private readonly waiting = new Map<number, (s: CapturedState) => void>();
   private done = false;
+  /** Ends the program now (its thread is stopped): `result` resolves with this exit code. */
+  end!: (exitCode: number) => void;
   /** Called with captures nobody asked for (the guest's own --checkpoint-at-call). */
   onUnrequested: ((s: CapturedState) => void) | null = null;
 
@@ -57,6 +59,7 @@ export class GuestSession {
     }, FLUSH_INTERVAL_MS);
 
     this.result = new Promise<GuestResult>((resolve, reject) => {
+      this.end = (exitCode) => resolve({ exitCode });
       this.worker.on('message', (m: GuestMessage) => {
         if (m.type === 'snapshot') {
           // One capture serves every request made before the guest reached its safe point.

@@ -137,7 +137,8 @@ function controlOf(command: string, p: Parsed): ControlOptions {
   if (compress !== undefined && !['none', 'deflate', 'brotli'].includes(compress)) {
     throw new StasisError('USAGE', `stasis ${command}: --compress ${compress}: expected none, deflate or brotli`);
   }
-  const c: ControlOptions = { quiet: p.options.has('--quiet') };
+  // The CLI's launcher owns its process: signals and stops end it.
+  const c: ControlOptions = { quiet: p.options.has('--quiet'), ownProcess: true };
   const ckptDir = one('--ckpt-dir');
   const name = one('--name');
   const interval = positive(command, '--interval', one('--interval'), false);

@@ -26,18 +26,28 @@ export function runtimeDir(): string {
   return dir;
 }
 
-export function socketPath(pid: number): string {
-  return join(runtimeDir(), `${pid}.sock`);
+/** Programs launched by this process so far (an embedding application may launch several). */
+let launched = 0;
+
+/** A fresh key for a program launched by this process: its pid, then pid-1, pid-2, ... */
+export function newKey(): string {
+  const key = launched === 0 ? String(process.pid) : `${process.pid}-${launched}`;
+  launched++;
+  return key;
 }
 
-export function register(e: Entry): void {
-  const file = join(runtimeDir(), `${e.pid}.json`);
+export function socketPath(key: string): string {
+  return join(runtimeDir(), `${key}.sock`);
+}
+
+export function register(key: string, e: Entry): void {
+  const file = join(runtimeDir(), `${key}.json`);
   fs.writeFileSync(file + '.tmp', JSON.stringify(e) + '\n', { mode: 0o600 });
   fs.renameSync(file + '.tmp', file);
 }
 
-export function unregister(pid: number): void {
-  for (const f of [`${pid}.json`, `${pid}.sock`]) fs.rmSync(join(runtimeDir(), f), { force: true });
+export function unregister(key: string): void {
+  for (const f of [`${key}.json`, `${key}.sock`]) fs.rmSync(join(runtimeDir(), f), { force: true });
 }
 
 /** Live entries (stale ones, whose launcher is gone, are removed). */
@@ -53,7 +63,7 @@ export function entries(): Entry[] {
       continue;
     }
     if (alive(e.pid)) out.push(e);
-    else unregister(e.pid);
+    else unregister(f.slice(0, -'.json'.length));
   }
   return out.sort((a, b) => a.pid - b.pid);
 }
@@ -82,5 +92,7 @@ export function findTarget(target: string | undefined): Entry {
   const found = [...new Set([...byPid, ...byName, ...byDir])];
   if (found.length === 1) return found[0]!;
   if (found.length === 0) throw new StasisError('NO_TARGET', `no running program named ${target} (by name, pid or checkpoint directory); see 'stasis status'`);
+  const pids = new Set(found.map((e) => e.pid));
+  if (pids.size < found.length) throw new StasisError('NO_TARGET', `${target} names ${found.length} programs (${found.map((e) => e.name).join(', ')}); use a name`);
   throw new StasisError('NO_TARGET', `${target} names ${found.length} programs (pids ${found.map((e) => e.pid).join(', ')}); use a pid`);
 }
