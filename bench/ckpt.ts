@@ -178,6 +178,18 @@ class Control {
   close(): void { this.conn.destroy(); }
 }
 
+/** Waits until the launcher reports its capture buffer ready; returns how long that took. */
+async function captureReady(ctl: Control): Promise<number> {
+  const t0 = performance.now();
+  for (;;) {
+    const r = await ctl.request({ cmd: 'status' });
+    if (!r.ok || typeof r.captureReady !== 'boolean') throw new BenchFailure(`status failed: ${JSON.stringify(r)}`);
+    if (r.captureReady) return performance.now() - t0;
+    if (performance.now() - t0 > 60_000) throw new BenchFailure('the capture buffer was not ready after 60 s');
+    await sleep(20);
+  }
+}
+
 /** The control socket of a launched program, as `stasis status NAME --json` reports it. */
 async function socketOf(p: Paths, name: string): Promise<string> {
   const deadline = performance.now() + 30_000;
@@ -285,6 +297,8 @@ export interface BigRound {
   plainWriteMs: number;
   plainReadMs: number;
   fillMs: number;
+  /** After the fill, until the launcher's capture buffer was ready (status captureReady). */
+  bufferWaitMs: number;
   first: { pauseMs: number; ms: number; bytes: number };
   dirty: { pauseMs: number; ms: number; bytes: number };
   scattered: { pauseMs: number; ms: number; bytes: number };
@@ -374,6 +388,10 @@ async function bigRound(p: Paths, tmp: string, mib: number, round: number): Prom
       before = after;
       return { pauseMs: r.pauseMs, ms: r.ms, bytes };
     };
+    // The launcher prepares (touches) a buffer of the memory's size for captures after the
+    // memory grows; a checkpoint asked before it is ready waits for it (reported on its own).
+    step('capture buffer');
+    res.bufferWaitMs = await captureReady(ctl);
     step('first checkpoint');
     res.first = await ckpt();
     const rss1 = peakRss(child.pid);

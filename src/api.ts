@@ -50,6 +50,10 @@ export async function checkpoint(target?: string, opts: { exit?: boolean } = {})
 export interface ProgramStatus extends Entry {
   /** Images written so far in its checkpoint directory (null if it did not answer). */
   generation: number | null;
+  /** False while the launcher is still preparing the buffer the next capture copies memory into
+   *  (for a few seconds after the program's memory grew past 64 MiB): a checkpoint requested
+   *  then waits for it. Null if it did not answer. */
+  captureReady: boolean | null;
 }
 
 /** Launched programs (all, or the one TARGET names). */
@@ -57,7 +61,7 @@ export async function status(target?: string): Promise<ProgramStatus[]> {
   const list = target === undefined ? entries() : [findTarget(target)];
   return Promise.all(list.map(async (e) => {
     const r = await request(e.socket, { cmd: 'status' }, 5000).catch(() => null);
-    return { ...e, generation: r?.ok ? (r.generation as number) : null };
+    return { ...e, generation: r?.ok ? (r.generation as number) : null, captureReady: r?.ok ? (r.captureReady as boolean) : null };
   }));
 }
 

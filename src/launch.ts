@@ -376,6 +376,11 @@ async function supervise(s: Supervised): Promise<GuestResult> {
     });
   }, 100);
   prepare.unref();
+  /** Whether a checkpoint now would find its capture buffer ready (else it first waits for it). */
+  const captureReady = (): boolean => {
+    const want = session.memoryBytes();
+    return want < PREPARE_MIN || held === want || (preparing === null && prepared?.length === want);
+  };
   const readyBuffer = async (): Promise<void> => {
     if (preparing !== null) await preparing;
     const want = session.memoryBytes();
@@ -428,7 +433,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
         }
       }
       case 'status':
-        return { ok: true, name: s.name, pid: process.pid, ckptDir: s.ckptDir, generation, socket };
+        return { ok: true, name: s.name, pid: process.pid, ckptDir: s.ckptDir, generation, socket, captureReady: captureReady() };
       case 'kill':
         setImmediate(() => stop(EXIT_KILLED));
         return { ok: true };
