@@ -323,8 +323,8 @@ export class WasiHost {
         const f = h.asDir(fd, h.get(fd, 0));
         const m = h.mem;
         m.check(out, 24);
-        m.bytes.fill(0, out, out + 24);
-        m.view.setUint8(out, f.filetype);
+        m.view.setUint32(out, f.filetype, true); // filetype, padding, then fdflags and padding
+        m.view.setUint32(out + 4, 0, true);
         m.view.setUint16(out + 2, f.fdflags, true);
         m.setU64(out + 8, f.rightsBase);
         m.setU64(out + 16, f.rightsInheriting);
@@ -758,8 +758,9 @@ function follows(flags: number): boolean {
   return flags !== 0;
 }
 
+const RIGHTS_ALL_BIG = BigInt(RIGHTS_ALL);
 function rightsOf(v: bigint): number {
-  return Number(v & BigInt(RIGHTS_ALL));
+  return Number(v & RIGHTS_ALL_BIG);
 }
 
 function u64ToNumber(v: bigint): number {

@@ -22,6 +22,9 @@ export class GuestMemory {
   }
 
   refresh(): void {
+    // Growing memory detaches the old buffer, whose views then read as empty: until then the
+    // views are current, and this check is cheaper than the memory.buffer getter.
+    if (this.buffer !== null && this.bytes.length !== 0) return;
     const buf = this.memory.buffer;
     if (buf !== this.buffer) {
       this.buffer = buf;
@@ -43,7 +46,12 @@ export class GuestMemory {
     this.view.setUint32(ptr, v, true);
   }
   setU64(ptr: number, v: bigint | number): void {
-    this.view.setBigUint64(ptr, typeof v === 'bigint' ? v : BigInt(v), true);
+    if (typeof v === 'bigint') this.view.setBigUint64(ptr, v, true);
+    else {
+      // Without a BigInt: on hot paths (rights, sizes) converting costs more than the store.
+      this.view.setUint32(ptr, v >>> 0, true);
+      this.view.setUint32(ptr + 4, Math.floor(v / 0x1_0000_0000) >>> 0, true);
+    }
   }
   u64(ptr: number): bigint {
     return this.view.getBigUint64(ptr, true);
@@ -52,6 +60,13 @@ export class GuestMemory {
   /** Decodes a guest string; invalid UTF-8 is EILSEQ. */
   string(ptr: number, len: number): string {
     this.check(ptr, len);
+    // Short ASCII (most paths): a plain slice, without TextDecoder's per-call cost.
+    if (len <= 256) {
+      const b = this.bytes;
+      let i = ptr;
+      while (i < ptr + len && b[i]! < 0x80) i++;
+      if (i === ptr + len) return b.toString('latin1', ptr, ptr + len);
+    }
     try {
       return decoder.decode(this.bytes.subarray(ptr, ptr + len));
     } catch {
