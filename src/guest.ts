@@ -169,6 +169,10 @@ async function run(data: GuestData): Promise<GuestResult> {
     }
     engine!.restore(data.restore);
   }
+  // Let the event loop turn once before the program starts: V8 finishes work for the new
+  // instance in tasks on this thread, and a program that starts at once runs without it
+  // (measured: a pure-compute program ran ~10 % slower to the end).
+  await new Promise<void>((resolve) => setImmediate(resolve));
   try {
     for (;;) {
       ex._start();
