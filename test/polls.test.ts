@@ -1,10 +1,13 @@
 // Poll placement rules (src/instrument/polls.ts) on hand-written loops: which loops provably walk
-// memory (no poll needed) and which pass a poll in every iteration through a call.
+// memory (no poll needed), which pass a poll in every iteration through a call, and the
+// allocator's loops, left without polls by name.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import binaryen from 'binaryen';
 import { analyseModule } from '../src/instrument/analyse.js';
 import { callsPollerEveryIteration, isMemoryWalkLoop } from '../src/instrument/polls.js';
+import { instrument } from '../src/instrument/index.js';
+import { Expr, Ids, walk as walkExpr } from '../src/instrument/walk.js';
 
 /** The loops of function $f in a module made of `funcs` (WAT), in order. */
 function loopsOf(funcs: string): number[] {
@@ -72,4 +75,48 @@ test('a loop that calls an entry-polled function in every iteration needs no pol
   assert.equal(every(`(loop $l (block $b (br_if $b (local.get $x)) (local.set $n (call $g (local.get $n)))) (br_if $l (local.get $n)))`), false);
   // A function that does not poll on entry does not count.
   assert.equal(callsPollerEveryIteration(loopsOf(funcs(`(loop $l (local.set $n (call $g (local.get $n))) (br_if $l (local.get $n)))`))[0]!, new Set()), false);
+});
+
+test('the allocator\'s loops get no poll (by name); the same loop elsewhere, or unnamed, does', () => {
+  const loop = '(param $p i32) (result i32) (loop $l (local.set $p (i32.load (local.get $p))) (br_if $l (local.get $p))) (local.get $p)';
+  const wat = `(module
+    (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+    (memory (export "memory") 1)
+    (func $dlmalloc (export "dlmalloc") ${loop})
+    (func $walk_list (export "walk_list") ${loop})
+    (func $_start (export "_start") (drop (call $dlmalloc (i32.const 0))) (drop (call $walk_list (i32.const 0)))))`;
+  /** Poll calls in each exported function of the instrumented module. */
+  const pollsIn = (names: boolean): Record<string, number> => {
+    const src = binaryen.parseText(wat);
+    const debug = binaryen.getDebugInfo();
+    binaryen.setDebugInfo(names); // with or without a name section
+    const bytes = src.emitBinary();
+    binaryen.setDebugInfo(debug);
+    src.dispose();
+    const out = binaryen.readBinary(instrument(bytes, { polls: true }).bytes);
+    try {
+      let poll = '';
+      for (let i = 0; i < out.getNumFunctions(); i++) {
+        const f = binaryen.getFunctionInfo(out.getFunctionByIndex(i));
+        if (f.module === 'stasis' && f.base === 'poll') poll = f.name;
+      }
+      assert.ok(poll, 'the module imports stasis.poll');
+      const counts: Record<string, number> = {};
+      for (const exported of ['dlmalloc', 'walk_list']) {
+        let n = 0;
+        walkExpr(binaryen.getFunctionInfo(out.getFunction(binaryen.getExportInfo(out.getExport(exported)).value)).body, (e, id) => {
+          if (id === Ids.Call && Expr.Call!.getTarget!(e) === poll) n++;
+        });
+        counts[exported] = n;
+      }
+      return counts;
+    } finally {
+      out.dispose();
+    }
+  };
+  const named = pollsIn(true);
+  assert.equal(named.dlmalloc, 0);
+  assert.ok(named.walk_list! > 0);
+  const unnamed = pollsIn(false);
+  assert.ok(unnamed.dlmalloc! > 0, 'without a name section the allocator is not recognised');
 });

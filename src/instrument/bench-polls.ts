@@ -51,6 +51,7 @@ const VARIANTS: Record<string, PollVariant | null> = {
   'a-mw-all': { loops: 'outline', counter: 'auto', cycles: 'all', skipBounded: true },
   'aa-mw': { loops: 'auto', counter: 'auto', cycles: 'breakers', skipBounded: true },
   'a-mw-nopc': { loops: 'outline', counter: 'auto', cycles: 'breakers', skipBounded: true },
+  'a-mw-pc': { loops: 'outline', counter: 'auto', cycles: 'breakers', skipBounded: true, skipPolledCalls: true },
   default: DEFAULT_VARIANT,
 };
 

@@ -16,6 +16,8 @@ export interface PollVariant {
   skipBounded: boolean;
   /** Leave out loops whose every iteration calls a function that polls on entry. */
   skipPolledCalls?: boolean;
+  /** Leave out the loops of wasi-libc's allocator (polls.ts, rule 5). */
+  trustAllocator?: boolean;
   /** Experiment: leave loops in call-free functions without polls (unsound, measures the cost). */
   skipLeafLoops?: boolean;
   /** Keep Asyncify's state in a local in instrumented functions (statecache.ts). */
@@ -24,10 +26,10 @@ export interface PollVariant {
   post?: 'full' | 'none' | 'noinline' | 'oneCaller0';
 }
 
-export const DEFAULT_VARIANT: PollVariant = { loops: 'outline', counter: 'auto', cycles: 'breakers', skipBounded: true, skipPolledCalls: true };
+export const DEFAULT_VARIANT: PollVariant = { loops: 'outline', counter: 'auto', cycles: 'breakers', skipBounded: true, skipPolledCalls: true, trustAllocator: true };
 
 /** Bump when the output for a given input changes (placement, passes, exports). */
-export const INSTRUMENTER_VERSION = '2';
+export const INSTRUMENTER_VERSION = '3';
 
 const BINARYEN_VERSION = ((): string => {
   try {
@@ -39,7 +41,7 @@ const BINARYEN_VERSION = ((): string => {
 })();
 
 export function versionString(opts: InstrumentOptions, variant: PollVariant = DEFAULT_VARIANT): string {
-  const v = opts.polls ? `polls=${variant.loops}/${variant.counter}/${variant.cycles}${variant.skipBounded ? '/skipbounded' : ''}${variant.skipLeafLoops ? '/skipleaf' : ''}${variant.skipPolledCalls ? '/skippolledcalls' : ''}` : 'polls=off';
+  const v = opts.polls ? `polls=${variant.loops}/${variant.counter}/${variant.cycles}${variant.skipBounded ? '/skipbounded' : ''}${variant.skipLeafLoops ? '/skipleaf' : ''}${variant.skipPolledCalls ? '/skippolledcalls' : ''}${variant.trustAllocator ? '/allocator' : ''}` : 'polls=off';
   return `stasis-instrument ${INSTRUMENTER_VERSION}; binaryen ${BINARYEN_VERSION}; ${v}${variant.cacheState ? '; statecache' : ''}${variant.post && variant.post !== 'full' ? `; post=${variant.post}` : ''}`;
 }
 
