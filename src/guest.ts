@@ -228,7 +228,9 @@ class Checkpointer {
     for (const name of this.ck.unwindImports) {
       const base = imports[name];
       if (base === undefined) continue;
-      out[name] = ((...a: never[]) => {
+      // Nine parameters, the most any WASI function has: no rest array on this hot path
+      // (extra arguments are undefined and ignored).
+      out[name] = ((a: never, b: never, c: never, d: never, e: never, f: never, g: never, h: never, i: never) => {
         if (this.rewinding) this.finishRewind();
         else if (++calls === at) {
           this.stopAfter = true;
@@ -236,10 +238,10 @@ class Checkpointer {
           return this.unwind();
         } else if (this.pending()) return this.unwind();
         try {
-          return base(...a);
-        } catch (e) {
-          if (e instanceof Interrupted) return this.unwind(); // a wait cut short by a request
-          throw e;
+          return base(a, b, c, d, e, f, g, h, i);
+        } catch (x) {
+          if (x instanceof Interrupted) return this.unwind(); // a wait cut short by a request
+          throw x;
         }
       }) as Call;
     }

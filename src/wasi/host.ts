@@ -269,7 +269,10 @@ export class WasiHost {
       case 2: return (a: never, b: never) => { try { mem(); return done(f(a, b)); } catch (e) { return errnoOf(e); } };
       case 3: return (a: never, b: never, c: never) => { try { mem(); return done(f(a, b, c)); } catch (e) { return errnoOf(e); } };
       case 4: return (a: never, b: never, c: never, d: never) => { try { mem(); return done(f(a, b, c, d)); } catch (e) { return errnoOf(e); } };
-      default: return (...a: never[]) => { try { mem(); return done(f(...a)); } catch (e) { return errnoOf(e); } };
+      // Up to nine, the most any WASI function has (extra arguments are undefined, ignored).
+      default: return (a: never, b: never, c: never, d: never, e: never, g: never, h: never, i: never, j: never) => {
+        try { mem(); return done(f(a, b, c, d, e, g, h, i, j)); } catch (x) { return errnoOf(x); }
+      };
     }
   }
 
