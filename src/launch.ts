@@ -20,7 +20,7 @@ import type { CapturedState, GuestResult, RestoreState } from './guest.js';
 import { ImageError, listImages, readImage, writeImage } from './image/index.js';
 import { instrumentInThread, Unsupported } from './instrument-thread.js';
 import { loadModule, readModuleBytes } from './module.js';
-import { lookupCache } from './instrument/cache.js';
+import { lookupCache, sourceOf } from './instrument/cache.js';
 import type { InstrumentedModule } from './instrument/index.js';
 import { progress } from './progress.js';
 import { checkPreopens, SIGNAL_STATUS, type RunOptions } from './run.js';
@@ -80,13 +80,12 @@ export const EXIT_CHECKPOINTED = 75;
 export const EXIT_KILLED = 137;
 
 export async function launch(opts: LaunchOptions): Promise<GuestResult> {
-  const bytes = readModuleBytes(opts.module);
   const policy = launchPolicy(opts);
   // The program's state keeps the preopens as given; the host opens them through --path-map.
   const preopens = checkPreopens(opts.preopens);
   const physical = checkPreopens(preopens.map((p) => ({ guest: p.guest, host: mapPath(policy.pathMap, p.host) })));
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
-  const { inst, module } = await instrumented(opts.module, bytes);
+  const { inst, module } = await instrumented(opts.module);
   const name = opts.name ?? basename(opts.module).replace(/\.wasm$/, '');
   const engine: EngineInfo = {
     unwindImports: inst.meta.unwindImports
@@ -109,8 +108,9 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
 
 /** The program instrumented and compiled: from the cache (the original is neither compiled nor
  *  hashed twice; the cached module's hash is checked while it compiles), else vetted and built. */
-async function instrumented(path: string, bytes: Buffer): Promise<{ inst: InstrumentedModule; module: WebAssembly.Module }> {
-  const found = await lookupCache(bytes, { polls: true });
+async function instrumented(path: string): Promise<{ inst: InstrumentedModule; module: WebAssembly.Module }> {
+  const source = sourceOf(path, () => readModuleBytes(path));
+  const found = await lookupCache(source.sourceHash, { polls: true });
   if (found !== null) {
     let module: WebAssembly.Module | null = null;
     try {
@@ -120,6 +120,7 @@ async function instrumented(path: string, bytes: Buffer): Promise<{ inst: Instru
     }
     if (await found.verified && module !== null) return { inst: found.module, module };
   }
+  const bytes = source.bytes ?? readModuleBytes(path);
   loadModule(path, bytes); // a clear error for a module that is not a WASI command
   let inst;
   try {

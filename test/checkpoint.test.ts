@@ -310,12 +310,14 @@ test('launch refuses modules it cannot checkpoint, with one line and status 67',
   }
 });
 
-test('launch caches the instrumented module; a damaged cache entry is rebuilt, never run', () => {
+test('launch caches the instrumented module; a damaged entry is rebuilt and a changed module re-instrumented, never run stale', () => {
   const { dir, cleanup } = tempDir();
   try {
     const env = { ...process.env, XDG_CACHE_HOME: join(dir, 'cache') };
     const cacheDir = join(dir, 'cache', 'stasis', 'modules');
-    const run = (): RunResult => stasis(['launch', '--quiet', '--ckpt-dir', join(dir, 'ck'), fixture('ckpt_compute'), '4', '400000'], { env });
+    const prog = join(dir, 'prog.wasm'); // a copy: the test changes it in place later
+    writeFileSync(prog, readFileSync(fixture('ckpt_compute')));
+    const run = (): RunResult => stasis(['launch', '--quiet', '--ckpt-dir', join(dir, 'ck'), prog, '4', '400000'], { env });
     const ref = stasis(['run', fixture('ckpt_compute'), '4', '400000']);
     const first = run();
     assert.equal(first.code, ref.code, first.stderr);
@@ -339,6 +341,13 @@ test('launch caches the instrumented module; a damaged cache entry is rebuilt, n
     assert.equal(third.code, ref.code, third.stderr);
     assert.equal(third.stdout, ref.stdout);
     assert.deepEqual(readFileSync(entry), good, 'the entry was rebuilt');
+    // Replace the module in place (same path, same inode): the new program runs, not the cached one.
+    writeFileSync(prog, readFileSync(fixture('ckpt_recursive')));
+    const other = stasis(['run', fixture('ckpt_recursive'), '4', '400000']);
+    const fourth = run();
+    assert.equal(fourth.code, other.code, fourth.stderr);
+    assert.equal(fourth.stdout, other.stdout);
+    assert.notEqual(fourth.stdout, ref.stdout);
   } finally {
     cleanup();
   }

@@ -1,9 +1,9 @@
 // The on-disk cache of instrumented modules: by sha256(input) + version string. Free of
 // binaryen, so a launch whose module is cached never loads it.
 import { createHash, randomBytes, webcrypto } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { InstrumentedModule, InstrumentMeta, InstrumentOptions } from './index.js';
 import { versionString } from './version.js';
 
@@ -25,14 +25,60 @@ export function readCache(bytes: Uint8Array, opts: InstrumentOptions, cacheDir: 
   return entry !== null && sha256(entry.bytes) === entry.hash ? entry : null;
 }
 
-/** Like readCache, but the cached module's own hash is checked on the thread pool: `verified`
- *  settles to false if the entry is damaged, and the caller can compile the module meanwhile. */
-export async function lookupCache(bytes: Uint8Array, opts: InstrumentOptions, cacheDir: string = defaultCacheDir()): Promise<{ module: InstrumentedModule; verified: Promise<boolean> } | null> {
-  const entry = readEntry(sha256(bytes), opts, cacheDir);
+/** Like readCache, by the source's hash; the cached module's own hash is checked on the thread
+ *  pool: `verified` settles to false if the entry is damaged, and the caller can compile the
+ *  module meanwhile. */
+export async function lookupCache(sourceHash: string, opts: InstrumentOptions, cacheDir: string = defaultCacheDir()): Promise<{ module: InstrumentedModule; verified: Promise<boolean> } | null> {
+  const entry = readEntry(sourceHash, opts, cacheDir);
   if (entry === null) return null;
   const verified = webcrypto.subtle.digest('SHA-256', entry.bytes)
     .then((d) => Buffer.from(d).toString('hex') === entry.hash, () => false);
   return { module: entry, verified };
+}
+
+/** A write within this long of a hashing might leave the file's times unchanged (timestamps
+ *  move in clock ticks): a remembered hash is trusted only for files changed longer before. */
+const RACY_NS = 100_000_000n;
+
+interface SourceMemo { dev: string; ino: string; size: string; mtimeNs: string; ctimeNs: string; hashedAt: string; sha256: string }
+
+/**
+ * The sha256 of a module file, and its bytes if they had to be read. A big module is hashed
+ * once: the hash is remembered with the file's device, inode, size, mtime and ctime (any write
+ * changes ctime), and a later launch of the unchanged file neither reads nor hashes it.
+ * `read` reads the file (and fails clearly if it cannot).
+ */
+export function sourceOf(path: string, read: () => Buffer, cacheDir: string = defaultCacheDir()): { sourceHash: string; bytes: Buffer | null } {
+  const st = statSync(path, { bigint: true, throwIfNoEntry: false });
+  if (st === undefined || !st.isFile()) return hashed(read());
+  const memoFile = join(cacheDir, 'sources', `${sha256(new TextEncoder().encode(resolve(path)))}.json`);
+  try {
+    const m = JSON.parse(readFileSync(memoFile, 'utf8')) as SourceMemo;
+    if (m.dev === String(st.dev) && m.ino === String(st.ino) && m.size === String(st.size)
+      && m.mtimeNs === String(st.mtimeNs) && m.ctimeNs === String(st.ctimeNs)
+      && st.ctimeNs + RACY_NS < BigInt(m.hashedAt) && /^[0-9a-f]{64}$/.test(m.sha256)) {
+      return { sourceHash: m.sha256, bytes: null };
+    }
+  } catch {
+    // no memo yet, or unreadable: hash the file
+  }
+  const hashedAt = BigInt(Date.now()) * 1_000_000n; // before the read: a write during it shows in ctime
+  const r = hashed(read());
+  const memo: SourceMemo = {
+    dev: String(st.dev), ino: String(st.ino), size: String(st.size), mtimeNs: String(st.mtimeNs),
+    ctimeNs: String(st.ctimeNs), hashedAt: String(hashedAt), sha256: r.sourceHash,
+  };
+  try {
+    mkdirSync(join(cacheDir, 'sources'), { recursive: true });
+    atomicWrite(memoFile, JSON.stringify(memo));
+  } catch {
+    // a read-only cache only costs the next launch a hash
+  }
+  return r;
+}
+
+function hashed(bytes: Buffer): { sourceHash: string; bytes: Buffer } {
+  return { sourceHash: sha256(bytes), bytes };
 }
 
 /** The entry for a source hash whose metadata matches, its module not yet checked. */
