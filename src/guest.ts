@@ -83,7 +83,8 @@ export interface GuestResult {
 
 export type GuestMessage =
   | ({ type: 'result' } & GuestResult)
-  | { type: 'snapshot'; request: number; snapshot: CapturedState };
+  | { type: 'snapshot'; request: number; snapshot: CapturedState }
+  | { type: 'restored' }; // a restart's memory and state are in place; the program runs next
 
 /** What the guest captures; the main thread adds names, hashes and generation. */
 export interface CapturedState {
@@ -168,6 +169,7 @@ async function run(data: GuestData): Promise<GuestResult> {
       throw e;
     }
     engine!.restore(data.restore);
+    parentPort!.postMessage({ type: 'restored' } satisfies GuestMessage);
   }
   // Let the event loop turn once before the program starts: V8 finishes work for the new
   // instance in tasks on this thread, and a program that starts at once runs without it

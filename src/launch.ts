@@ -181,32 +181,46 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
   checkPlan(plan);
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
   const env = mergeEnv(snap.wasi.env, opts.env);
-  const applied = applyPlan(plan, snap, image.ref.dir);
-  for (const line of applied.kept) process.stderr.write(`stasis: ${line}\n`);
-  await emit(plugins, 'onRestart', { image: image.ref.path, generation: image.ref.generation, plan: plan.steps.map((s) => s.line) });
-  const restore: RestoreState = {
-    image: { path: image.ref.path, generation: image.ref.generation }, globals: snap.globals, asyncifyData: snap.asyncifyData,
-    fds: snap.wasi.fds, monotonicNs: snap.monotonicNs, stdinPending: snap.stdinPending,
-    ...(snap.wasi.pollDeadlines && { pollDeadlines: snap.wasi.pollDeadlines }),
-    handles: applied.handles,
-  };
-  let module: WebAssembly.Module;
+  // A progress line (on a terminal, after a second) until the program runs again: saved files
+  // restored, then the memory read in the guest's thread.
+  let restored = (): void => {};
+  let failed = (_e: unknown): void => {};
+  void progress(`restarting from ${image.ref.path}`, () => new Promise<void>((ok, fail) => { restored = ok; failed = fail; }))
+    .catch(() => {});
   try {
-    module = new WebAssembly.Module(image.moduleBytes as Uint8Array<ArrayBuffer>);
+    const applied = applyPlan(plan, snap, image.ref.dir);
+    for (const line of applied.kept) process.stderr.write(`stasis: ${line}\n`);
+    await emit(plugins, 'onRestart', { image: image.ref.path, generation: image.ref.generation, plan: plan.steps.map((s) => s.line) });
+    const restore: RestoreState = {
+      image: { path: image.ref.path, generation: image.ref.generation }, globals: snap.globals, asyncifyData: snap.asyncifyData,
+      fds: snap.wasi.fds, monotonicNs: snap.monotonicNs, stdinPending: snap.stdinPending,
+      ...(snap.wasi.pollDeadlines && { pollDeadlines: snap.wasi.pollDeadlines }),
+      handles: applied.handles,
+    };
+    let module: WebAssembly.Module;
+    try {
+      module = new WebAssembly.Module(image.moduleBytes as Uint8Array<ArrayBuffer>);
+    } catch (e) {
+      throw new StasisError('BAD_IMAGE', `${image.ref.path}: stored module does not compile: ${(e as Error).message}`);
+    }
+    return await supervise({
+      name: opts.name ?? snap.meta.name, ckptDir: resolve(opts.ckptDir ?? image.ref.dir), opts,
+      moduleBytes: image.moduleBytes, moduleHash: snap.moduleHash, instrumentedHash: snap.instrumentedHash,
+      engine: { ...snap.engine, maxFrameBytes: snap.engine.maxFrameBytes ?? maxFrameBytes(image.moduleBytes) },
+      globals: snap.globals.map(({ name, type }) => ({ name, type })),
+      policy, plugins, where,
+      setup: {
+        module, modulePath: snap.wasi.args[0] ?? snap.meta.name, args: snap.wasi.args, env,
+        preopens: physical, mounts: mountsOf(policy.pathMap, snap.wasi.preopens), restore,
+      },
+      onRestored: () => restored(),
+    });
   } catch (e) {
-    throw new StasisError('BAD_IMAGE', `${image.ref.path}: stored module does not compile: ${(e as Error).message}`);
+    failed(e);
+    throw e;
+  } finally {
+    restored(); // settled already, unless the program ended before it ran
   }
-  return supervise({
-    name: opts.name ?? snap.meta.name, ckptDir: resolve(opts.ckptDir ?? image.ref.dir), opts,
-    moduleBytes: image.moduleBytes, moduleHash: snap.moduleHash, instrumentedHash: snap.instrumentedHash,
-    engine: { ...snap.engine, maxFrameBytes: snap.engine.maxFrameBytes ?? maxFrameBytes(image.moduleBytes) },
-    globals: snap.globals.map(({ name, type }) => ({ name, type })),
-    policy, plugins, where,
-    setup: {
-      module, modulePath: snap.wasi.args[0] ?? snap.meta.name, args: snap.wasi.args, env,
-      preopens: physical, mounts: mountsOf(policy.pathMap, snap.wasi.preopens), restore,
-    },
-  });
 }
 
 /**
@@ -264,6 +278,8 @@ interface Supervised {
   /** Where things are: the preopens as the program's state names them, and how they moved. */
   where: PlanOptions;
   setup: Omit<GuestSetup, 'checkpoint'>;
+  /** For a restart: called once the image is loaded and the program is about to run. */
+  onRestored?: () => void;
 }
 
 async function supervise(s: Supervised): Promise<GuestResult> {
@@ -276,6 +292,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
       ...(s.opts.checkpointAtCall !== undefined && { checkpointAtCall: s.opts.checkpointAtCall }),
     },
   });
+  if (s.onRestored !== undefined) void session.restored.then(s.onRestored);
   const key = newKey();
   const socket = socketPath(key);
 

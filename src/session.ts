@@ -30,6 +30,9 @@ export class GuestSession {
   private done = false;
   /** Ends the program now (its thread is stopped): `result` resolves with this exit code. */
   end!: (exitCode: number) => void;
+  /** Resolves once a restarted program's image is loaded (it runs next); never for a launch. */
+  readonly restored: Promise<void>;
+  private onRestored: () => void = () => {};
   /** Called with captures nobody asked for (the guest's own --checkpoint-at-call). */
   onUnrequested: ((s: CapturedState) => void) | null = null;
 
@@ -58,10 +61,13 @@ export class GuestSession {
       lastSeq = seq;
     }, FLUSH_INTERVAL_MS);
 
+    this.restored = new Promise<void>((resolve) => { this.onRestored = resolve; });
     this.result = new Promise<GuestResult>((resolve, reject) => {
       this.end = (exitCode) => resolve({ exitCode });
       this.worker.on('message', (m: GuestMessage) => {
-        if (m.type === 'snapshot') {
+        if (m.type === 'restored') {
+          this.onRestored();
+        } else if (m.type === 'snapshot') {
           // One capture serves every request made before the guest reached its safe point.
           let served = false;
           for (const [request, done] of this.waiting) {

@@ -2,7 +2,7 @@
 // process must produce exactly the output and exit status of an uninterrupted run.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -348,6 +348,40 @@ test('launch caches the instrumented module; a damaged entry is rebuilt and a ch
     assert.equal(fourth.code, other.code, fourth.stderr);
     assert.equal(fourth.stdout, other.stdout);
     assert.notEqual(fourth.stdout, ref.stdout);
+  } finally {
+    cleanup();
+  }
+});
+
+const hasScript = spawnSync('script', ['--version']).status === 0;
+
+test('checkpoint and restart show a progress line on a terminal, and none otherwise', { skip: !hasScript && 'no script(1) for a pseudo-terminal' }, async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const args = [fixture('ckpt_compute'), '40', '25000000'];
+    const ref = stasis(['run', ...args]);
+    const ckpt = join(dir, 'ckpt');
+    const name = `progress-${process.pid}`;
+    const run = launchInBackground(['--ckpt-dir', ckpt, '--name', name, ...args]);
+    await waitRunning(name, run.child);
+    // The line normally waits a second; 0 shows it at once, so a fast machine cannot skip it.
+    const env = { ...process.env, STASIS_PROGRESS_AFTER_MS: '0' };
+    const plain = stasis(['checkpoint', name], { env });
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.equal(plain.stderr, '', 'no progress line when stderr is not a terminal');
+    const onTty = (cmd: string[], status: number | null): string => {
+      const line = cmd.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+      const r = spawnSync('script', ['-qec', line, '/dev/null'], { env, encoding: 'utf8', timeout: 60_000 });
+      assert.equal(r.status, status, r.stdout);
+      return r.stdout;
+    };
+    const cp = onTty([process.execPath, stasisBin, 'checkpoint', '--exit', name], 0);
+    assert.match(cp, new RegExp(`stasis: checkpointing ${name} [^\\n]*done in \\d+\\.\\d s`));
+    assert.equal(await run.exit, 75);
+    const again = onTty([process.execPath, stasisBin, 'restart', '--quiet', ckpt], ref.code);
+    assert.match(again, /stasis: restarting from [^\n]*gen-000002[^\n]*done in \d+\.\d s/);
+    const resumed = again.replace(/\r/g, '').split('\n').filter((l) => l.startsWith('round '));
+    assert.ok(resumed.length > 0 && ref.stdout.endsWith(resumed.join('\n') + '\n'), again);
   } finally {
     cleanup();
   }

@@ -223,7 +223,10 @@ async function cmdCheckpoint(argv: string[]): Promise<number> {
   const p = parseArgs('checkpoint', argv, { '--exit': {}, '--json': {}, ...HELP }, true);
   if (help(p)) return 0;
   const { checkpoint } = await api();
-  const r = await checkpoint(single('checkpoint', p), { exit: p.options.has('--exit') });
+  const { progress } = await import('../progress.js');
+  const target = single('checkpoint', p);
+  const r = await progress(`checkpointing ${target ?? 'the program'} (until its image is durable)`, () =>
+    checkpoint(target, { exit: p.options.has('--exit') }));
   process.stdout.write(p.options.has('--json') ? JSON.stringify(r) + '\n' : `${r.image}\n`);
   return 0;
 }
