@@ -35,6 +35,25 @@ test('a pointer stepped through a second local (q = p - 8; load q; store p; p = 
     (br_if $l (i32.gt_s (local.tee $n (i32.add (local.get $n) (i32.const -1))) (i32.const 2))))`), true);
 });
 
+test('a bounded copy (the back-edge after a test, an exit that sets p) is a memory walk', () => {
+  // for (i = 0; i < 199 && s[i]; i++) as compilers emit it: the step and the back-edge sit after
+  // the early-exit test, and the exit path writes the index before leaving.
+  assert.equal(walk(`(block $out (loop $l
+    (block $b
+      (br_if $b (i32.eqz (i32.load8_u (local.get $p))))
+      (local.set $p (i32.add (local.get $p) (i32.const 1)))
+      (br $l))
+    (local.set $p (i32.const 199))
+    (br $out)))`), true);
+  // The same with the step only on one arm before the back-edge is not.
+  assert.equal(walk(`(block $out (loop $l
+    (block $b
+      (br_if $b (i32.eqz (i32.load8_u (local.get $p))))
+      (if (local.get $n) (then (local.set $p (i32.add (local.get $p) (i32.const 1)))))
+      (br $l))
+    (br $out)))`), false);
+});
+
 test('p = q before q = p - 8 in the iteration is not a walk (p could take a stale q)', () => {
   assert.equal(walk(`(loop $l
     (local.set $p (local.get $q))

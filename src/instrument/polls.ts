@@ -275,12 +275,14 @@ const MAX_STRIDE = 65536;
 /** True if `loop` provably walks memory (see above) and needs no poll. */
 export function isMemoryWalkLoop(loop: Ref): boolean {
   const body = Expr.Loop!.getBody!(loop) as Ref;
-  // Innermost and call-free; collect the writes to each local.
+  // Innermost and call-free; collect the writes to each local (but those right before a branch
+  // out of the loop: their value is never seen by a later iteration).
   let ok = true;
+  const exits = exitWrites(loop);
   const values = new Map<number, Ref[]>(); // local -> the values written to it in the loop
   walk(body, (e, id) => {
     if (id === Ids.Loop || id === Ids.Call || id === Ids.CallIndirect || id === Ids.Try) ok = false;
-    else if (id === Ids.LocalSet) {
+    else if (id === Ids.LocalSet && !exits.has(e)) {
       const idx = Expr.LocalSet!.getIndex!(e) as number;
       const list = values.get(idx) ?? [];
       list.push(Expr.LocalSet!.getValue!(e) as Ref);
@@ -305,6 +307,31 @@ export function isMemoryWalkLoop(loop: Ref): boolean {
   if (candidates.length === 0) return false;
   const written = new Set(values.keys());
   return candidates.some(({ p, step, via }) => walksWith(p, step, via, loop, written));
+}
+
+/** Writes to locals that are followed, in their block, by an unconditional branch out of the
+ *  loop (`i = 199; br $done` in a bounded copy): the iteration ends there without a back-edge. */
+function exitWrites(loop: Ref): Set<Ref> {
+  const body = Expr.Loop!.getBody!(loop) as Ref;
+  const inner = new Set<string>([Expr.Loop!.getName!(loop) as string]);
+  const blocks: Ref[] = [];
+  walk(body, (e, id) => {
+    if (id !== Ids.Block) return;
+    blocks.push(e);
+    const n = Expr.Block!.getName!(e) as string | null;
+    if (n) inner.add(n);
+  });
+  const out = new Set<Ref>();
+  for (const b of blocks) {
+    const n = Expr.Block!.getNumChildren!(b) as number;
+    for (let i = 0; i + 1 < n; i++) {
+      const set = Expr.Block!.getChildAt!(b, i) as Ref, next = Expr.Block!.getChildAt!(b, i + 1) as Ref;
+      if (binaryen.getExpressionId(set) === binaryen.LocalSetId && !Expr.LocalSet!.isTee!(set)
+        && binaryen.getExpressionId(next) === binaryen.BreakId && !Expr.Break!.getCondition!(next)
+        && !inner.has(Expr.Break!.getName!(next) as string)) out.add(set);
+    }
+  }
+  return out;
 }
 
 /** The local every value in `vals` reads (`local.get q`), or null. */
@@ -336,94 +363,99 @@ function stepOf(idx: number, value: Ref): number {
   return c === 0 ? NaN : c;
 }
 
+// Facts about the current iteration, as bits (everyIteration).
+const STEPPED = 1, ACCESSED = 2, VIA_SET = 4, CALLED = 8;
+
 /** Whether `loop` walks memory with local p (see above): every back-edge is preceded, in the same
  *  iteration, by a step of p and an access to memory at a small multiple of p. */
 function walksWith(p: number, step: number, via: number | null, loop: Ref, written: ReadonlySet<number>): boolean {
   // With `via` q, writing p is a step only once q has been set (from p) earlier in the iteration.
-  let stepped = false, accessed = false, viaSet = via === null;
-  return everyIteration(loop, (e, id) => {
+  return everyIteration(loop, via === null ? VIA_SET : 0, (e, id, f) => {
     if (id === binaryen.LocalSetId) {
       const idx = Expr.LocalSet!.getIndex!(e) as number;
-      if (idx === via) viaSet = true;
-      else if (idx === p && viaSet) stepped = true;
+      if (idx === via) return f | VIA_SET;
+      if (idx === p && f & VIA_SET) return f | STEPPED;
     } else if (id === binaryen.LoadId || id === binaryen.StoreId) {
       const k = scaleOfP(p, Expr[id === binaryen.LoadId ? 'Load' : 'Store']!.getPtr!(e) as Ref, written);
       // The addresses then move by k*step per iteration; a small stride cannot jump over the
       // out-of-bounds gap above memory, so the walk must end or trap.
-      if (k !== 0 && Math.abs(k * step) <= MAX_STRIDE) accessed = true;
+      if (k !== 0 && Math.abs(k * step) <= MAX_STRIDE) return f | ACCESSED;
     }
-  }, () => stepped && accessed);
+    return f;
+  }, (f) => (f & (STEPPED | ACCESSED)) === (STEPPED | ACCESSED));
 }
 
 /** Whether every iteration of `loop` calls (directly) one of `polled`, functions that poll on
  *  entry: then the iterations already count against the budget and the loop needs no poll. */
 export function callsPollerEveryIteration(loop: Ref, polled: ReadonlySet<string>): boolean {
-  let called = false;
-  return everyIteration(loop, (e, id) => {
-    if (id === Ids.Call && polled.has(Expr.Call!.getTarget!(e) as string)) called = true;
-  }, () => called);
+  return everyIteration(loop, 0, (e, id, f) =>
+    id === Ids.Call && polled.has(Expr.Call!.getTarget!(e) as string) ? f | CALLED : f,
+  (f) => (f & CALLED) !== 0);
 }
 
-/** Scans one iteration of the loop body in evaluation order. `sure` sees every expression that
- *  every iteration reaching that point has executed; `atBackEdge` must hold at each back-edge.
- *  Code after something that may skip forward inside the iteration (a branch to a block in the
- *  body) is conditional and is not shown to `sure`; exits (branches out of the loop, return,
- *  trap) end the iteration without a back-edge and do not matter. */
-function everyIteration(loop: Ref, sure: (e: Ref, id: number) => void, atBackEdge: () => boolean): boolean {
+/**
+ * Follows one iteration of the loop body along every path, in evaluation order, carrying what
+ * has surely happened on the way (bits, from `start`; `transfer` adds what an expression does,
+ * after its operands). Paths meet at the end of a block or an if: only what holds on all of them
+ * is kept. True if `atBackEdge` holds on every path to a branch back to the loop's start; paths
+ * that leave the loop (a branch out, return, trap) do not matter.
+ */
+function everyIteration(loop: Ref, start: number, transfer: (e: Ref, id: number, facts: number) => number, atBackEdge: (facts: number) => boolean): boolean {
   const loopName = Expr.Loop!.getName!(loop) as string;
-  const body = Expr.Loop!.getBody!(loop) as Ref;
+  const NONE = -1; // an unreachable point (no path gets there)
+  const meet = (a: number, b: number): number => (a === NONE ? b : b === NONE ? a : a & b);
+  const inner = new Map<string, number>(); // block label in the body -> facts of the branches to it
   let ok = true;
-  const inner = new Set<string>([loopName]); // labels inside the iteration
-  walk(body, (e, id) => {
-    if (id === Ids.Block) { const n = Expr.Block!.getName!(e) as string | null; if (n) inner.add(n); }
-  });
-  const escapeMemo = new Map<Ref, boolean>();
-  // Whether e may branch to an in-iteration label defined outside e (a forward skip or a back-edge).
-  const skips = (e: Ref): boolean => {
-    let r = escapeMemo.get(e);
-    if (r !== undefined) return r;
-    const defined = new Set<string>();
-    const targets: string[] = [];
-    walk(e, (x, xid) => {
-      if (xid === Ids.Block) { const n = Expr.Block!.getName!(x) as string | null; if (n) defined.add(n); }
-      else if (xid === Ids.Break) targets.push(Expr.Break!.getName!(x) as string);
-      else if (xid === Ids.Switch) {
-        targets.push(...(Expr.Switch!.getNames!(x) as unknown as string[]));
-        const d = Expr.Switch!.getDefaultName!(x) as string | null;
-        if (d) targets.push(d);
-      }
-    });
-    r = targets.some((t) => inner.has(t) && !defined.has(t));
-    escapeMemo.set(e, r);
-    return r;
+  const branch = (name: string, f: number): void => {
+    if (name === loopName) { if (!atBackEdge(f)) ok = false; }
+    else if (inner.has(name)) inner.set(name, meet(inner.get(name)!, f));
+    // else: leaves the loop
   };
-  const kids: Ref[] = [];
-  const scan = (e: Ref, cond: boolean): void => {
-    if (!ok) return;
+  const scan = (e: Ref, f: number): number => {
+    if (!ok || f === NONE) return NONE;
     const id = binaryen.getExpressionId(e);
+    if (id === binaryen.BlockId) {
+      const name = Expr.Block!.getName!(e) as string | null;
+      if (name) inner.set(name, NONE);
+      const n = Expr.Block!.getNumChildren!(e) as number;
+      for (let i = 0; i < n; i++) f = scan(Expr.Block!.getChildAt!(e, i) as Ref, f);
+      return name ? meet(f, inner.get(name)!) : f;
+    }
     if (id === binaryen.IfId) {
-      scan(Expr.If!.getCondition!(e) as Ref, cond);
-      const t = Expr.If!.getIfTrue!(e) as Ref, f = Expr.If!.getIfFalse!(e) as Ref;
-      if (t) scan(t, true);
-      if (f) scan(f, true);
-      return;
+      const c = scan(Expr.If!.getCondition!(e) as Ref, f);
+      const t = Expr.If!.getIfTrue!(e) as Ref, no = Expr.If!.getIfFalse!(e) as Ref;
+      return meet(scan(t, c), no ? scan(no, c) : c);
     }
-    const list: Ref[] = [];
-    kids.length = 0;
+    if (id === binaryen.LoopId) {
+      // A loop inside: its body runs at least once; branches back to it repeat what it did.
+      return scan(Expr.Loop!.getBody!(e) as Ref, f);
+    }
+    if (id === binaryen.BreakId) {
+      const value = Expr.Break!.getValue!(e) as Ref, cond = Expr.Break!.getCondition!(e) as Ref;
+      if (value) f = scan(value, f);
+      if (cond) f = scan(cond, f);
+      if (f === NONE) return NONE;
+      branch(Expr.Break!.getName!(e) as string, f);
+      return cond ? f : NONE;
+    }
+    if (id === binaryen.SwitchId) {
+      const value = Expr.Switch!.getValue!(e) as Ref;
+      if (value) f = scan(value, f);
+      f = scan(Expr.Switch!.getCondition!(e) as Ref, f);
+      if (f === NONE) return NONE;
+      for (const name of Expr.Switch!.getNames!(e) as unknown as string[]) branch(name, f);
+      const d = Expr.Switch!.getDefaultName!(e) as string | null;
+      if (d) branch(d, f);
+      return NONE;
+    }
+    const kids: Ref[] = [];
     childrenOf(e, id, kids);
-    list.push(...kids.filter((k) => k !== 0));
-    if (id === Ids.Break) list.reverse(); // the value is evaluated before the condition
-    let c = cond;
-    for (const k of list) {
-      scan(k, c);
-      if (skips(k)) c = true;
-    }
-    if (!cond) sure(e, id);
-    const backEdge = (id === Ids.Break && Expr.Break!.getName!(e) === loopName)
-      || (id === Ids.Switch && ((Expr.Switch!.getNames!(e) as unknown as string[]).includes(loopName) || Expr.Switch!.getDefaultName!(e) === loopName));
-    if (backEdge && !atBackEdge()) ok = false;
+    for (const k of kids) if (k !== 0) f = scan(k, f);
+    if (f === NONE) return NONE;
+    if (id === binaryen.ReturnId || id === binaryen.UnreachableId) return NONE;
+    return transfer(e, id, f);
   };
-  scan(body, false);
+  scan(Expr.Loop!.getBody!(loop) as Ref, start);
   return ok;
 }
 

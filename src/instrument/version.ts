@@ -29,7 +29,7 @@ export interface PollVariant {
 export const DEFAULT_VARIANT: PollVariant = { loops: 'outline', counter: 'auto', cycles: 'breakers', skipBounded: true, skipPolledCalls: true, trustAllocator: true };
 
 /** Bump when the output for a given input changes (placement, passes, exports). */
-export const INSTRUMENTER_VERSION = '3';
+export const INSTRUMENTER_VERSION = '4';
 
 const BINARYEN_VERSION = ((): string => {
   try {
