@@ -32,6 +32,9 @@ export interface CheckpointResult {
   bytesWritten: number;
   /** Memory chunks written, reused from earlier images, omitted as all-zero. */
   chunks: { written: number; reused: number; zero: number };
+  /** Open files saved with the image, and how many of them were copied for it (the others were
+   *  unchanged since an earlier copy, which the image shares). */
+  files: { saved: number; copied: number };
 }
 
 function ok(r: Reply, what: string): Extract<Reply, { ok: true }> {

@@ -214,6 +214,7 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
         preopens: physical, mounts: mountsOf(policy.pathMap, snap.wasi.preopens), restore,
       },
       onRestored: () => restored(),
+      unchanged: applied.unchanged,
     });
   } catch (e) {
     failed(e);
@@ -280,6 +281,8 @@ interface Supervised {
   setup: Omit<GuestSetup, 'checkpoint'>;
   /** For a restart: called once the image is loaded and the program is about to run. */
   onRestored?: () => void;
+  /** For a restart: saved files reopened identical to their copies (restore.ts). */
+  unchanged?: CopyCache;
 }
 
 async function supervise(s: Supervised): Promise<GuestResult> {
@@ -302,6 +305,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
   type Done = {
     image: string; generation: number; pauseMs: number; latencyMs: number; ms: number;
     bytesWritten: number; chunks: { written: number; reused: number; zero: number };
+    files: { saved: number; copied: number };
   };
   const serialized = (step: () => Promise<Done>): Promise<Done> => {
     const next = chain.then(step);
@@ -311,7 +315,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
   // The generation whose memory the guest's next change detection is relative to.
   let base: number | null = null;
   // Copies of saved files by identity, to skip files unchanged since their last copy.
-  const copies: CopyCache = new Map();
+  const copies: CopyCache = new Map(s.unchanged ?? []);
   /** The file side of a capture, while the guest waits; then it may go on. */
   const withFiles = async (captured: CapturedState): Promise<FileCapture & { copied: Promise<unknown> }> => {
     const filesFrom = performance.now();
@@ -358,6 +362,7 @@ async function supervise(s: Supervised): Promise<GuestResult> {
       return {
         image: ref.path, generation: ref.generation, pauseMs: captured.pauseMs, latencyMs,
         ms: performance.now() - t0, bytesWritten: ref.bytesWritten, chunks: ref.chunks,
+        files: { saved: files.records.filter((r) => r.treatment === 'save').length, copied: files.staged.size },
       };
     } finally {
       giveBack(captured);

@@ -685,3 +685,52 @@ test('a big saved file is copied while the program goes on: its writes and trunc
     w.cleanup();
   }
 });
+
+test('after a restart, a saved file still identical to its copy is not copied again by the next checkpoint', async () => {
+  const big = 'x'.repeat(3 << 20);
+  const files = { 'db.bin': big };
+  const ops = ['open:0:/data/db.bin:rw', 'write:0:head', 'pause', 'pause', 'write:0:more', 'size:0'];
+  const ref = reference(files, ops);
+  const w = world(files);
+  let child: ReturnType<typeof spawn> | null = null;
+  try {
+    const before = await launchAndCheckpoint(w, ops);
+    const copies = (): string[] => readdirSync(join(w.ckpt, 'files')).sort();
+    const saved = copies();
+    assert.equal(saved.length, 1);
+    await new Promise((r) => setTimeout(r, 200)); // the file's last change is then well in the past
+    // Restart (the file is as it was: reopened), checkpoint the restarted program, let it finish.
+    const name = `reseed-${process.pid}`;
+    const c = spawn(process.execPath, [stasisBin, 'restart', '--quiet', '--name', name, w.ckpt], { stdio: ['pipe', 'pipe', 'pipe'], cwd: w.root });
+    child = c;
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exit = new Promise<number | null>((resolve) => c.on('exit', (code) => resolve(code)));
+    const deadline = Date.now() + 30_000;
+    while (stasis(['status', name]).code !== 0) {
+      assert.ok(Date.now() < deadline && c.exitCode === null, `restart never came up: ${err}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const cp = stasis(['checkpoint', '--json', name]);
+    assert.equal(cp.code, 0, cp.stderr + err);
+    const second = JSON.parse(cp.stdout) as { image: string; bytesWritten: number; files: { saved: number; copied: number } };
+    assert.deepEqual(second.files, { saved: 1, copied: 0 }, 'the file was not copied again');
+    assert.ok(second.bytesWritten < big.length / 20, `the checkpoint after the restart wrote ${second.bytesWritten} bytes`);
+    assert.deepEqual(copies(), saved, 'no new copy of the file');
+    c.stdin.write('go\ngo\n');
+    assert.equal(await exit, 0, err);
+    assert.equal(before + out, ref.out);
+    assert.deepEqual(snapshotDir(w.data), ref.files);
+    // The second image restarts too, from the shared copy.
+    writeFileSync(join(w.data, 'db.bin'), 'scribbled over');
+    const again = stasis(['restart', '--quiet', '--allow-file-overwrite', second.image], { input: 'go\ngo\n', cwd: w.root });
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(before + again.stdout, ref.out);
+    assert.deepEqual(snapshotDir(w.data), ref.files);
+  } finally {
+    if (child !== null && child.exitCode === null) child.kill('SIGKILL');
+    w.cleanup();
+  }
+});

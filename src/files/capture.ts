@@ -30,7 +30,7 @@ const SEARCH_LIMIT = 20_000;
  * ctime has the kernel's coarse clock granularity: a write just after a copy can leave it
  * unchanged. A copy is trusted to be current only if the file's ctime is older than this.
  */
-const RACY_NS = 100_000_000n;
+export const RACY_NS = 100_000_000n;
 
 /** Where the preopens and files are, and how the policy is reached, for one capture. */
 export interface CaptureContext {

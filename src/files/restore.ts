@@ -10,6 +10,7 @@ import { copyRangeSync } from '../image/fsutil.js';
 import { ImageError } from '../image/index.js';
 import { hostPathOf, type FileFdState, type Preopen } from '../wasi/state.js';
 import { mapPath, type PathMap } from './pathmap.js';
+import { RACY_NS, type CopyCache } from './capture.js';
 
 type Refusal = 'MISSING_FILE' | 'FILE_CHANGED' | 'FILE_ACCESS';
 
@@ -26,6 +27,8 @@ export interface Step {
   current: number | null;
   /** One line for the plan. */
   line: string;
+  /** A saved file found identical to its copy: when the comparison started (ns, wall clock). */
+  comparedAt?: bigint;
 }
 
 export interface FilePlan {
@@ -97,7 +100,9 @@ export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
     const found = r.deleted ? null : sizeOf(target);
     const at = target === r.hostPath ? target : `${target} (was ${r.hostPath})`;
     const current = typeof found === 'string' ? null : found;
-    const step = (kind: StepKind, line: string): void => { plan.steps.push({ kind, record: r, target, guestPath, current, line }); };
+    const step = (kind: StepKind, line: string, comparedAt?: bigint): void => {
+      plan.steps.push({ kind, record: r, target, guestPath, current, line, ...(comparedAt !== undefined && { comparedAt }) });
+    };
     if (typeof found === 'string') {
       refuse(plan, step, 'FILE_ACCESS', `${at} (the program's ${guestPath}) ${found}; fix it, or map the file elsewhere with --path-map OLD=NEW`);
       continue;
@@ -107,11 +112,12 @@ export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
       continue;
     }
     if (r.treatment === 'save') {
+      const comparedAt = BigInt(Date.now()) * 1_000_000n;
       const same = current === null ? false : sameContents(target, r.copy!);
       if (current === null) {
         step('restore', `restore  ${at}: missing; recreated from its saved copy (${r.size} bytes, mode ${octal(r.mode)})`);
       } else if (same === true) {
-        step('reopen', `reopen   ${at}: same as its saved copy`);
+        step('reopen', `reopen   ${at}: same as its saved copy`, comparedAt);
       } else if (typeof same === 'string') {
         refuse(plan, step, 'FILE_ACCESS', `${at} (the program's ${guestPath}) ${same}; fix its permissions`);
       } else if (r.onDiffer === 'replace' || o.allowOverwrite) {
@@ -167,6 +173,9 @@ export function checkPlan(plan: FilePlan): void {
 export interface Applied {
   /** [guest fd, host fd] for every file fd, opened where the plan says. */
   handles: [number, number][];
+  /** Saved files reopened identical to their copies, as the launcher's copy cache knows files
+   *  it has copied: the next checkpoint need not copy them again while they stay unchanged. */
+  unchanged: CopyCache;
   /** What was kept, one line each (also in kept/<...>/kept.json). */
   kept: string[];
 }
@@ -245,15 +254,25 @@ export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Appl
   const access = (a: 'r' | 'w' | 'rw'): number => (a === 'rw' ? fs.constants.O_RDWR : a === 'w' ? fs.constants.O_WRONLY : fs.constants.O_RDONLY);
   const byFd = new Map(snap.wasi.fds.filter((f): f is FileFdState => f.kind === 'file').map((f) => [f.fd, f]));
   const handles: [number, number][] = [];
+  const unchanged: CopyCache = new Map();
   for (const s of plan.steps) {
     const path = s.kind === 'restore-deleted' ? temps.get(s)! : s.target;
     for (const fd of s.record.fds) {
       const st = byFd.get(fd);
       if (st !== undefined) handles.push([fd, fs.openSync(path, access(st.access) | fs.constants.O_NOFOLLOW)]);
     }
+    const opened = handles.at(-1);
+    if (s.comparedAt !== undefined && s.record.copy !== undefined && opened !== undefined && s.record.fds.includes(opened[0])) {
+      // As at a checkpoint (capture.ts): trusted only if the file had not changed for a while
+      // before the comparison, so that a later write cannot hide in the same timestamp.
+      const now = fs.fstatSync(opened[1], { bigint: true });
+      if (now.ctimeNs + RACY_NS < s.comparedAt) {
+        unchanged.set(`${now.dev}:${now.ino}`, { size: now.size, mtimeNs: now.mtimeNs, ctimeNs: now.ctimeNs, copiedAt: s.comparedAt, copy: s.record.copy });
+      }
+    }
   }
   for (const t of deletedTemps) fs.unlinkSync(t);
-  return { handles, kept };
+  return { handles, kept, unchanged };
 }
 
 /** Copies bytes [from, to) of the file at src into a new file dest. */
