@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import type { FileRecord, SavedCopy } from '../checkpoint/snapshot.js';
 import type { CapturedState } from '../guest.js';
 import { stageFile } from '../image/files.js';
+import { RACY_NS } from '../image/fsutil.js';
 import { hostPathOf, type FileFdState, type Location, type Preopen } from '../wasi/state.js';
 import { Fdflags } from '../wasi/constants.js';
 import { GUARD_MIN, newGuard, type FileGuard } from './guard.js';
@@ -26,11 +27,6 @@ export interface FileCapture {
 
 /** How many directory entries an identity search may look at before giving up. */
 const SEARCH_LIMIT = 20_000;
-/**
- * ctime has the kernel's coarse clock granularity: a write just after a copy can leave it
- * unchanged. A copy is trusted to be current only if the file's ctime is older than this.
- */
-export const RACY_NS = 100_000_000n;
 
 /** Where the preopens and files are, and how the policy is reached, for one capture. */
 export interface CaptureContext {

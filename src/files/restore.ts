@@ -6,11 +6,11 @@ import { basename, dirname, join } from 'node:path';
 import type { FileRecord, SavedCopy, Snapshot } from '../checkpoint/snapshot.js';
 import { imageErrorCode, StasisError } from '../errors.js';
 import { readCopy, sameAsCopy } from '../image/files.js';
-import { copyRangeSync } from '../image/fsutil.js';
+import { copyRangeSync, RACY_NS } from '../image/fsutil.js';
 import { ImageError } from '../image/index.js';
 import { hostPathOf, type FileFdState, type Preopen } from '../wasi/state.js';
 import { mapPath, type PathMap } from './pathmap.js';
-import { RACY_NS, type CopyCache } from './capture.js';
+import type { CopyCache } from './capture.js';
 
 type Refusal = 'MISSING_FILE' | 'FILE_CHANGED' | 'FILE_ACCESS';
 

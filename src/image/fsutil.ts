@@ -3,6 +3,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readSync, writeSync } from 'node:fs';
 import { open, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 
+/**
+ * File times move in the kernel's coarse clock ticks: a write just after a look at a file can
+ * leave its mtime and ctime as they were. Times are trusted to tell "unchanged since" only for
+ * files whose ctime is older than the look by this much.
+ */
+export const RACY_NS = 100_000_000n;
+
 export function sha256hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }

@@ -1,13 +1,13 @@
-// The on-disk cache of instrumented modules: by sha256(input) + version string. Free of
+// The on-disk cache of instrumented modules: by sha256hex(input) + version string. Free of
 // binaryen, so a launch whose module is cached never loads it.
-import { createHash, randomBytes, webcrypto } from 'node:crypto';
+import { randomBytes, webcrypto } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { InstrumentedModule, InstrumentMeta, InstrumentOptions } from './index.js';
 import { versionString } from './version.js';
+import { RACY_NS, sha256hex } from '../image/fsutil.js';
 
-const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
 export function defaultCacheDir(): string {
   const xdg = process.env.XDG_CACHE_HOME;
@@ -15,14 +15,14 @@ export function defaultCacheDir(): string {
 }
 
 function paths(sourceHash: string, version: string, cacheDir: string): { wasm: string; meta: string } {
-  const key = sha256(new TextEncoder().encode(`${sourceHash}\n${version}`));
+  const key = sha256hex(new TextEncoder().encode(`${sourceHash}\n${version}`));
   return { wasm: join(cacheDir, `${key}.wasm`), meta: join(cacheDir, `${key}.json`) };
 }
 
 /** The cached instrumentation of bytes, or null (a miss, or an entry that fails its checks). */
 export function readCache(bytes: Uint8Array, opts: InstrumentOptions, cacheDir: string = defaultCacheDir()): InstrumentedModule | null {
-  const entry = readEntry(sha256(bytes), opts, cacheDir);
-  return entry !== null && sha256(entry.bytes) === entry.hash ? entry : null;
+  const entry = readEntry(sha256hex(bytes), opts, cacheDir);
+  return entry !== null && sha256hex(entry.bytes) === entry.hash ? entry : null;
 }
 
 /** Like readCache, by the source's hash; the cached module's own hash is checked on the thread
@@ -36,10 +36,6 @@ export async function lookupCache(sourceHash: string, opts: InstrumentOptions, c
   return { module: entry, verified };
 }
 
-/** A write within this long of a hashing might leave the file's times unchanged (timestamps
- *  move in clock ticks): a remembered hash is trusted only for files changed longer before. */
-const RACY_NS = 100_000_000n;
-
 interface SourceMemo { dev: string; ino: string; size: string; mtimeNs: string; ctimeNs: string; hashedAt: string; sha256: string }
 
 /**
@@ -51,7 +47,7 @@ interface SourceMemo { dev: string; ino: string; size: string; mtimeNs: string; 
 export function sourceOf(path: string, read: () => Buffer, cacheDir: string = defaultCacheDir()): { sourceHash: string; bytes: Buffer | null } {
   const st = statSync(path, { bigint: true, throwIfNoEntry: false });
   if (st === undefined || !st.isFile()) return hashed(read());
-  const memoFile = join(cacheDir, 'sources', `${sha256(new TextEncoder().encode(resolve(path)))}.json`);
+  const memoFile = join(cacheDir, 'sources', `${sha256hex(new TextEncoder().encode(resolve(path)))}.json`);
   try {
     const m = JSON.parse(readFileSync(memoFile, 'utf8')) as SourceMemo;
     if (m.dev === String(st.dev) && m.ino === String(st.ino) && m.size === String(st.size)
@@ -78,7 +74,7 @@ export function sourceOf(path: string, read: () => Buffer, cacheDir: string = de
 }
 
 function hashed(bytes: Buffer): { sourceHash: string; bytes: Buffer } {
-  return { sourceHash: sha256(bytes), bytes };
+  return { sourceHash: sha256hex(bytes), bytes };
 }
 
 /** The entry for a source hash whose metadata matches, its module not yet checked. */
