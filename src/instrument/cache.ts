@@ -1,4 +1,4 @@
-// The on-disk cache of instrumented modules: by sha256hex(input) + version string. Free of
+// The on-disk cache of instrumented modules: by sha256(input) + version string. Free of
 // binaryen, so a launch whose module is cached never loads it.
 import { randomBytes, webcrypto } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
