@@ -26,18 +26,27 @@ interface Launched {
   out(): string;
   /** Waits until the program has paused `n` times in all. */
   paused(n?: number): Promise<void>;
+  /** Waits until `stasis status` finds it. */
+  running(): Promise<void>;
   /** Checkpoints it (the CLI's JSON reply). */
-  checkpoint(exit?: boolean): Promise<{ image: string; bytesWritten: number }>;
+  checkpoint(exit?: boolean): Promise<{ image: string; bytesWritten: number; files: { saved: number; copied: number } }>;
   /** Lets a paused program go on. */
   resume(): void;
+  /** Stops it if it still runs (cleanup after a failure). */
+  kill(): void;
   exit: Promise<number | null>;
 }
 
 /** Launches files_ops with OPS under `launch EXTRA`. */
 function launchOps(w: World, ops: string[], extra: string[] = []): Launched {
   const name = `files-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', w.ckpt,
-    '--dir', `${w.data}::/data`, ...extra, PROG, ...ops], { stdio: ['pipe', 'pipe', 'pipe'], cwd: w.root });
+  return supervised(w, name, ['launch', '--quiet', '--name', name, '--ckpt-dir', w.ckpt,
+    '--dir', `${w.data}::/data`, ...extra, PROG, ...ops]);
+}
+
+/** Runs `stasis ARGS` (a launch or a restart of the program NAME) in the background. */
+function supervised(w: World, name: string, args: string[]): Launched {
+  const child = spawn(process.execPath, [stasisBin, ...args], { stdio: ['pipe', 'pipe', 'pipe'], cwd: w.root });
   let out = '';
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -53,14 +62,24 @@ function launchOps(w: World, ops: string[], extra: string[] = []): Launched {
         await new Promise((r) => setTimeout(r, 20));
       }
     },
+    async running() {
+      const deadline = Date.now() + 30_000;
+      while (stasis(['status', name]).code !== 0) {
+        assert.ok(Date.now() < deadline && child.exitCode === null, `${args[0]} never came up: ${err}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
     async checkpoint(exitAfter = false) {
       const cp = stasis(['checkpoint', '--json', ...(exitAfter ? ['--exit'] : []), name]);
       assert.equal(cp.code, 0, cp.stderr + err);
       if (exitAfter) assert.equal(await exit, CHECKPOINTED, err);
-      return JSON.parse(cp.stdout) as { image: string; bytesWritten: number };
+      return JSON.parse(cp.stdout) as { image: string; bytesWritten: number; files: { saved: number; copied: number } };
     },
     resume() {
       child.stdin.write('go\n');
+    },
+    kill() {
+      if (child.exitCode === null) child.kill('SIGKILL');
     },
   };
 }
@@ -692,7 +711,7 @@ test('after a restart, a saved file still identical to its copy is not copied ag
   const ops = ['open:0:/data/db.bin:rw', 'write:0:head', 'pause', 'pause', 'write:0:more', 'size:0'];
   const ref = reference(files, ops);
   const w = world(files);
-  let child: ReturnType<typeof spawn> | null = null;
+  let restarted: Launched | null = null;
   try {
     const before = await launchAndCheckpoint(w, ops);
     const copies = (): string[] => readdirSync(join(w.ckpt, 'files')).sort();
@@ -701,27 +720,17 @@ test('after a restart, a saved file still identical to its copy is not copied ag
     await new Promise((r) => setTimeout(r, 200)); // the file's last change is then well in the past
     // Restart (the file is as it was: reopened), checkpoint the restarted program, let it finish.
     const name = `reseed-${process.pid}`;
-    const c = spawn(process.execPath, [stasisBin, 'restart', '--quiet', '--name', name, w.ckpt], { stdio: ['pipe', 'pipe', 'pipe'], cwd: w.root });
-    child = c;
-    let out = '';
-    let err = '';
-    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    c.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const exit = new Promise<number | null>((resolve) => c.on('exit', (code) => resolve(code)));
-    const deadline = Date.now() + 30_000;
-    while (stasis(['status', name]).code !== 0) {
-      assert.ok(Date.now() < deadline && c.exitCode === null, `restart never came up: ${err}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const cp = stasis(['checkpoint', '--json', name]);
-    assert.equal(cp.code, 0, cp.stderr + err);
-    const second = JSON.parse(cp.stdout) as { image: string; bytesWritten: number; files: { saved: number; copied: number } };
+    const r = supervised(w, name, ['restart', '--quiet', '--name', name, w.ckpt]);
+    restarted = r;
+    await r.running();
+    const second = await r.checkpoint();
     assert.deepEqual(second.files, { saved: 1, copied: 0 }, 'the file was not copied again');
     assert.ok(second.bytesWritten < big.length / 20, `the checkpoint after the restart wrote ${second.bytesWritten} bytes`);
     assert.deepEqual(copies(), saved, 'no new copy of the file');
-    c.stdin.write('go\ngo\n');
-    assert.equal(await exit, 0, err);
-    assert.equal(before + out, ref.out);
+    r.resume();
+    r.resume();
+    assert.equal(await r.exit, 0);
+    assert.equal(before + r.out(), ref.out);
     assert.deepEqual(snapshotDir(w.data), ref.files);
     // The second image restarts too, from the shared copy.
     writeFileSync(join(w.data, 'db.bin'), 'scribbled over');
@@ -730,7 +739,7 @@ test('after a restart, a saved file still identical to its copy is not copied ag
     assert.equal(before + again.stdout, ref.out);
     assert.deepEqual(snapshotDir(w.data), ref.files);
   } finally {
-    if (child !== null && child.exitCode === null) child.kill('SIGKILL');
+    restarted?.kill();
     w.cleanup();
   }
 });

@@ -257,15 +257,18 @@ export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Appl
   const unchanged: CopyCache = new Map();
   for (const s of plan.steps) {
     const path = s.kind === 'restore-deleted' ? temps.get(s)! : s.target;
+    let opened: number | undefined;
     for (const fd of s.record.fds) {
       const st = byFd.get(fd);
-      if (st !== undefined) handles.push([fd, fs.openSync(path, access(st.access) | fs.constants.O_NOFOLLOW)]);
+      if (st === undefined) continue;
+      const handle = fs.openSync(path, access(st.access) | fs.constants.O_NOFOLLOW);
+      handles.push([fd, handle]);
+      opened ??= handle;
     }
-    const opened = handles.at(-1);
-    if (s.comparedAt !== undefined && s.record.copy !== undefined && opened !== undefined && s.record.fds.includes(opened[0])) {
+    if (s.comparedAt !== undefined && s.record.copy !== undefined && opened !== undefined) {
       // As at a checkpoint (capture.ts): trusted only if the file had not changed for a while
       // before the comparison, so that a later write cannot hide in the same timestamp.
-      const now = fs.fstatSync(opened[1], { bigint: true });
+      const now = fs.fstatSync(opened, { bigint: true });
       if (now.ctimeNs + RACY_NS < s.comparedAt) {
         unchanged.set(`${now.dev}:${now.ino}`, { size: now.size, mtimeNs: now.mtimeNs, ctimeNs: now.ctimeNs, copiedAt: s.comparedAt, copy: s.record.copy });
       }
