@@ -224,10 +224,14 @@ const GROUPS: Record<string, string[]> = {
 
 // ---- runtimes -----------------------------------------------------------------------------------
 
-/** 'stasis' is `stasis run`; 'launch' is `stasis launch` (instrumented, under checkpoint control). */
-type RuntimeId = 'node:wasi' | 'stasis' | 'launch';
-const RUNTIMES = ['node:wasi', 'stasis'] as const;
-const LAUNCH_RUNTIMES = ['node:wasi', 'stasis', 'launch'] as const;
+/**
+ * 'stasis' is `stasis run` as it comes (--compile optimized); 'tiered' is `stasis run --compile
+ * tiered`, V8's own tiering as node:wasi has it, so that column compares the hosts alone;
+ * 'launch' is `stasis launch` (instrumented, under checkpoint control, tiered by default).
+ */
+type RuntimeId = 'node:wasi' | 'stasis' | 'tiered' | 'launch';
+const RUNTIMES = ['node:wasi', 'stasis', 'tiered'] as const;
+const LAUNCH_RUNTIMES = ['node:wasi', 'tiered', 'launch'] as const;
 
 interface Options {
   runs: number;
@@ -250,7 +254,7 @@ function commandFor(rt: RuntimeId, row: RowDef, ctx: RowContext, opts: Options):
     // No checkpoint is taken: this measures what running under checkpoint control costs.
     return [stasisBin, 'launch', '--quiet', '--name', `bench-${process.pid}`, '--ckpt-dir', `${ctx.host}.ckpt`, ...common];
   }
-  return [stasisBin, 'run', ...(row.stasisFlags ?? []), ...common];
+  return [stasisBin, 'run', ...(rt === 'tiered' ? ['--compile', 'tiered'] : []), ...(row.stasisFlags ?? []), ...common];
 }
 
 interface RunOutput {
@@ -424,6 +428,8 @@ interface RowResult {
   runtimes: Record<(typeof RUNTIMES)[number], Net>;
   /** throughput Stasis / node:wasi = net node:wasi time / net stasis time; null if not measurable. */
   ratio: number | null;
+  /** The same for `stasis run --compile tiered`. */
+  tieredRatio: number | null;
 }
 
 interface LaunchRowResult {
@@ -456,10 +462,11 @@ const verdict = (ok: boolean): string => (ok ? 'met' : 'MISSED');
 
 function table(results: RowResult[], opts: Options): string {
   const stasisHead = opts.baselineAsStasis ? 'stasis*' : 'stasis';
-  const head = ['row', 'workload', 'node:wasi', stasisHead, 'Stasis/node:wasi'];
+  const head = ['row', 'workload', 'node:wasi', stasisHead, 'Stasis/node:wasi', `${stasisHead} tiered`, 'tiered/node:wasi'];
+  const ratio = (x: number | null): string => (x === null ? 'n/a' : x.toFixed(2));
   const body = results.map((r) => [
-    r.name, r.title, fmtMs(r.runtimes['node:wasi'].netMs), fmtMs(r.runtimes.stasis.netMs),
-    r.ratio === null ? 'n/a' : r.ratio.toFixed(2),
+    r.name, r.title, fmtMs(r.runtimes['node:wasi'].netMs), fmtMs(r.runtimes.stasis.netMs), ratio(r.ratio),
+    fmtMs(r.runtimes.tiered.netMs), ratio(r.tieredRatio),
   ]);
   const rows = [head, ...body];
   const width = head.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)));
@@ -471,8 +478,12 @@ function table(results: RowResult[], opts: Options): string {
     `(runtimes alternating, ${opts.warmup} warm-up run(s) each discarded) minus the median wall time of an empty`,
     '.wasm run under the same runtime just before each of those runs (start-up, median over all rows:',
     `node:wasi ${fmtMs(median(results.flatMap((r) => r.runtimes['node:wasi'].startup.wallMs)))}, ` +
-      `${stasisHead} ${fmtMs(median(results.flatMap((r) => r.runtimes.stasis.startup.wallMs)))}).`,
+      `${stasisHead} ${fmtMs(median(results.flatMap((r) => r.runtimes.stasis.startup.wallMs)))}, ` +
+      `tiered ${fmtMs(median(results.flatMap((r) => r.runtimes.tiered.startup.wallMs)))}).`,
     'Stasis/node:wasi = throughput ratio = t_node:wasi / t_stasis; >= 1.00 means Stasis is at least as fast.',
+    '"stasis" is `stasis run` as it comes: --compile optimized (each function compiled by V8\'s optimizing',
+    'compiler at its first call). "tiered" is `stasis run --compile tiered`: V8\'s default tiering, as node:wasi',
+    'runs, so tiered/node:wasi compares the WASI hosts alone.',
     'Every run\'s stdout, exit code and output files were checked identical across runtimes.',
     `node ${process.version}, ${process.platform}-${process.arch}, ${cpus()[0]?.model ?? 'unknown cpu'} x${cpus().length}.`);
   if (opts.baselineAsStasis) out.push('* --baseline-as-stasis: the "stasis" column ran node:wasi, not Stasis.');
@@ -482,10 +493,10 @@ function table(results: RowResult[], opts: Options): string {
 function launchTable(g: LaunchGroup, opts: Options): string {
   const star = opts.baselineAsStasis ? '*' : '';
   const out = ['', 'Run overhead of a launched program: `stasis launch` (Asyncify-instrumented, under checkpoint control) vs node:wasi', ''];
-  out.push(...grid(['row', 'workload', 'node:wasi', `stasis run${star}`, `stasis launch${star}`, 'launch/node:wasi', 'launch/run'], g.rows.map((r) => [
-    r.name, r.title, fmtMs(r.runtimes['node:wasi'].netMs), fmtMs(r.runtimes.stasis.netMs), fmtMs(r.runtimes.launch.netMs),
+  out.push(...grid(['row', 'workload', 'node:wasi', `stasis run tiered${star}`, `stasis launch${star}`, 'launch/node:wasi', 'launch/run'], g.rows.map((r) => [
+    r.name, r.title, fmtMs(r.runtimes['node:wasi'].netMs), fmtMs(r.runtimes.tiered.netMs), fmtMs(r.runtimes.launch.netMs),
     r.overhead === null ? 'n/a' : `${r.overhead.toFixed(2)}x`,
-    r.runtimes.stasis.netMs > 0 && r.runtimes.launch.netMs > 0 ? `${(r.runtimes.launch.netMs / r.runtimes.stasis.netMs).toFixed(2)}x` : 'n/a',
+    r.runtimes.tiered.netMs > 0 && r.runtimes.launch.netMs > 0 ? `${(r.runtimes.launch.netMs / r.runtimes.tiered.netMs).toFixed(2)}x` : 'n/a',
   ])));
   for (const s of g.skipped) out.push(`${s.name}: SKIPPED: ${s.why}`);
   if (g.geomean !== null && g.max !== null) {
@@ -502,9 +513,11 @@ function launchTable(g: LaunchGroup, opts: Options): string {
       'Same method as the table above, with a third runtime: every run is a fresh `node bin/stasis.js launch --quiet',
       '--ckpt-dir DIR ...` child (no checkpoint is taken), minus the median of the empty program under launch run',
       'just before it. Each module is launched once untimed first (warm-up), so the instrumentation cache is hot.',
-      `Start-up medians: node:wasi ${st('node:wasi')}, stasis run ${st('stasis')}, stasis launch ${st('launch')}.`,
+      `Start-up medians: node:wasi ${st('node:wasi')}, stasis run tiered ${st('tiered')}, stasis launch ${st('launch')}.`,
       'launch/node:wasi = t_launch / t_node:wasi (time ratio: 1.00x = no overhead; the table above shows throughput);',
-      'launch/run = t_launch / t_stasis_run: what instrumentation and checkpoint control add to Stasis\'s own host.',
+      'launch/run = t_launch / t_stasis_run: what instrumentation and checkpoint control add to Stasis\'s own host',
+      '(both with V8\'s default tiering, launch\'s default: `stasis launch --compile optimized` is faster for long loops',
+      'but pays the optimizing compiler for the larger instrumented code at first calls, e.g. ~1.9x for flite).',
       'Every run\'s stdout, exit code and output files were checked identical across the three runtimes.');
   }
   if (opts.baselineAsStasis) out.push('* --baseline-as-stasis: these columns ran node:wasi, not Stasis.');
@@ -683,9 +696,12 @@ async function main(): Promise<number> {
     const results: RowResult[] = [];
     for (const row of rows) {
       const m = measure(row, ctxFor(row), opts);
-      const runtimes = { 'node:wasi': net(row, m, 'node:wasi'), stasis: net(row, m, 'stasis') };
-      const n = runtimes['node:wasi'].netMs, s = runtimes.stasis.netMs;
-      results.push({ name: row.name, title: row.title, ops: row.ops ?? null, runtimes, ratio: n > 0 && s > 0 ? n / s : null });
+      const runtimes = { 'node:wasi': net(row, m, 'node:wasi'), stasis: net(row, m, 'stasis'), tiered: net(row, m, 'tiered') };
+      const n = runtimes['node:wasi'].netMs, s = runtimes.stasis.netMs, t = runtimes.tiered.netMs;
+      results.push({
+        name: row.name, title: row.title, ops: row.ops ?? null, runtimes,
+        ratio: n > 0 && s > 0 ? n / s : null, tieredRatio: n > 0 && t > 0 ? n / t : null,
+      });
       // Free the row's files (the 100 MiB read file) before the next row.
       rmSync(ctxFor(row).host, { recursive: true, force: true });
     }
@@ -701,7 +717,7 @@ async function main(): Promise<number> {
         continue;
       }
       const m = measure(row, ctxFor(row), opts, LAUNCH_RUNTIMES);
-      const runtimes = { 'node:wasi': net(row, m, 'node:wasi'), stasis: net(row, m, 'stasis'), launch: net(row, m, 'launch') };
+      const runtimes = { 'node:wasi': net(row, m, 'node:wasi'), tiered: net(row, m, 'tiered'), launch: net(row, m, 'launch') };
       const n = runtimes['node:wasi'].netMs, l = runtimes.launch.netMs;
       launch.rows.push({ name: row.name, title: row.title, runtimes, overhead: n > 0 && l > 0 ? l / n : null });
       rmSync(ctxFor(row).host, { recursive: true, force: true });

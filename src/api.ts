@@ -14,6 +14,7 @@ export type { StasisPlugin, OpenFile, FileDecision, CheckpointEvent, Checkpointe
 export type { ControlOptions, LaunchOptions, RestartOptions } from './launch.js';
 export { runCommand as run } from './run.js';
 export type { RunOptions } from './run.js';
+export type { CompileMode } from './compile.js';
 export type { GuestResult as RunResult } from './guest.js';
 export { StasisError, EXIT } from './errors.js';
 export type { Snapshot } from './checkpoint/snapshot.js';

@@ -23,6 +23,7 @@ import { loadModule, readModuleBytes } from './module.js';
 import { lookupCache, sourceOf } from './instrument/cache.js';
 import type { InstrumentedModule } from './instrument/index.js';
 import { progress } from './progress.js';
+import type { CompileMode } from './compile.js';
 import { checkPreopens, SIGNAL_STATUS, type RunOptions } from './run.js';
 import { GuestSession, type GuestSetup } from './session.js';
 import { hostPathOf, type Preopen } from './wasi/state.js';
@@ -72,6 +73,8 @@ export interface RestartOptions extends ControlOptions {
   dirs: Preopen[];
   /** "KEY=VALUE" overrides of the saved environment. */
   env: string[];
+  /** Default: V8's flags as they are (see compile.ts). */
+  compile?: CompileMode;
 }
 
 /** Exit status of a program stopped after a checkpoint (sysexits' "try again later"). */
@@ -102,6 +105,7 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
     setup: {
       module, modulePath: opts.module,
       args: [opts.module, ...opts.args], env: opts.env, preopens: physical, mounts: mountsOf(policy.pathMap, preopens),
+      ...(opts.compile && { compile: opts.compile }),
     },
   });
 }
@@ -212,6 +216,7 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
       setup: {
         module, modulePath: snap.wasi.args[0] ?? snap.meta.name, args: snap.wasi.args, env,
         preopens: physical, mounts: mountsOf(policy.pathMap, snap.wasi.preopens), restore,
+        ...(opts.compile && { compile: opts.compile }),
       },
       onRestored: () => restored(),
       unchanged: applied.unchanged,

@@ -5,6 +5,7 @@ import { StasisError } from './errors.js';
 import type { GuestResult } from './guest.js';
 import { loadModule } from './module.js';
 import { GuestSession } from './session.js';
+import type { CompileMode } from './compile.js';
 import type { Preopen } from './wasi/state.js';
 
 export interface RunOptions {
@@ -15,6 +16,8 @@ export interface RunOptions {
   /** "KEY=VALUE" strings. */
   env: string[];
   preopens: Preopen[];
+  /** Default: V8's flags as they are (the CLI's `run` says 'optimized'; see compile.ts). */
+  compile?: CompileMode;
 }
 
 /** Checks that every preopen's host directory exists before anything runs. */
@@ -38,7 +41,7 @@ export async function runCommand(opts: RunOptions): Promise<GuestResult> {
   const loaded = loadModule(opts.module);
   const session = new GuestSession({
     module: loaded.module, modulePath: opts.module, args: [opts.module, ...opts.args],
-    env: opts.env, preopens: checkPreopens(opts.preopens),
+    env: opts.env, preopens: checkPreopens(opts.preopens), ...(opts.compile && { compile: opts.compile }),
   });
   // A signal ends the program as it would a native one, but nothing it wrote is lost.
   const handlers = SIGNAL_STATUS.map(([sig, status]) => {

@@ -1,10 +1,10 @@
 // `stasis run` as a user drives it: exit codes, stdio, traps, bad input, signals.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
+import { fixture, repoRoot, stasis, stasisBin, tempDir } from './helpers.js';
 
 /** A minimal wasm binary: header plus the given sections. */
 function wasm(...sections: number[][]): Buffer {
@@ -114,6 +114,9 @@ test('bad input: one-line error, distinct exit code, nothing written', () => {
       [['frobnicate'], 64, /unknown command 'frobnicate'/],
       [['run', '--env', 'NOEQUALS', fixture('cli_cat')], 64, /expected KEY=VALUE/],
       [['run', '--dir'], 64, /--dir needs a value/],
+      [['run', '--compile', 'fast', fixture('cli_cat')], 64, /--compile fast: expected optimized or tiered/],
+      [['launch', '--compile=', fixture('cli_cat')], 64, /launch: --compile : expected optimized or tiered/],
+      [['restart', '--compile', 'O3', join(dir, 'box')], 64, /restart: --compile O3: expected optimized or tiered/],
       [['run', join(dir, 'missing.wasm')], 66, /cannot read module .*missing\.wasm: no such file/],
       [['run', join(dir, 'notwasm.wasm')], 65, /not a WebAssembly module \(no \\0asm header\)/],
       [['run', join(dir, 'truncated.wasm')], 65, /not a valid WebAssembly module/],
@@ -132,6 +135,29 @@ test('bad input: one-line error, distinct exit code, nothing written', () => {
     assert.deepEqual(snapshot(dir), before);
   } finally {
     cleanup();
+  }
+});
+
+test('--compile: optimized skips V8\'s baseline compiler, tiered uses it; same output either way', () => {
+  // What useCompileMode does, seen through V8's own test hook (a function's code tier).
+  const tiny = [0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 127, 3, 2, 1, 0, 7, 5, 1, 1, 102, 0, 0, 10, 6, 1, 4, 0, 65, 7, 11]; // (func (export "f") (result i32) i32.const 7)
+  const tierAfter = (mode: string): string => {
+    const script = `import { useCompileMode } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'compile.js'))};
+      useCompileMode(${JSON.stringify(mode)});
+      const f = new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(${JSON.stringify(tiny)}))).exports.f;
+      f();
+      process.stdout.write(%IsLiftoffFunction(f) ? 'baseline' : 'optimized');`;
+    const r = spawnSync(process.execPath, ['--allow-natives-syntax', '--input-type=module', '-e', script], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    return r.stdout;
+  };
+  assert.equal(tierAfter('optimized'), 'optimized');
+  assert.equal(tierAfter('tiered'), 'baseline');
+  const data = Buffer.from('same bytes either way\n'.repeat(100));
+  for (const mode of ['optimized', 'tiered']) {
+    const r = stasis(['run', '--compile', mode, fixture('cli_cat')], { input: data });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdoutBytes, data);
   }
 });
 

@@ -5,6 +5,7 @@ import { EXIT, StasisError } from '../errors.js';
 
 /** Loaded per command: `run` needs none of the checkpoint machinery (image store, control). */
 const api = (): Promise<typeof import('../api.js')> => import('../api.js');
+import { COMPILE_MODES, type CompileMode } from '../compile.js';
 import type { Preopen } from '../wasi/state.js';
 import { parseArgs, type OptionSpec, type Parsed } from './args.js';
 
@@ -26,6 +27,10 @@ run options:
                         (default: HOST as written); repeatable
   --env KEY=VALUE       set an environment variable for the program; repeatable
   --inherit-env         pass this process's environment to the program (--env wins)
+  --compile MODE        optimized: each function compiled by V8's optimizing compiler at
+                        its first call (default for run: long loops run at full speed);
+                        tiered: baseline first, hot functions optimized later (default for
+                        launch and restart: quicker start for big instrumented programs)
 
 control options:
   --ckpt-dir DIR        where images go (default ./NAME.ckpt)
@@ -69,6 +74,7 @@ const RUN_OPTIONS: Record<string, OptionSpec> = {
   '--dir': { value: true, repeat: true },
   '--env': { value: true, repeat: true },
   '--inherit-env': {},
+  '--compile': { value: true },
 };
 const CONTROL_OPTIONS: Record<string, OptionSpec> = {
   '--ckpt-dir': { value: true },
@@ -121,6 +127,17 @@ function envOf(command: string, p: Parsed): string[] {
   }
   return [...env.values()];
 }
+
+function compileOf(command: string, p: Parsed, fallback?: CompileMode): CompileMode | undefined {
+  const v = p.options.get('--compile')?.[0];
+  if (v === undefined) return fallback;
+  if (!(COMPILE_MODES as readonly string[]).includes(v)) {
+    throw new StasisError('USAGE', `stasis ${command}: --compile ${v}: expected ${COMPILE_MODES.join(' or ')}`);
+  }
+  return v as CompileMode;
+}
+
+const withCompile = (compile: CompileMode | undefined): { compile?: CompileMode } => (compile ? { compile } : {});
 
 function positive(command: string, name: string, v: string | undefined, integer: boolean): number | undefined {
   if (v === undefined) return undefined;
@@ -175,6 +192,7 @@ async function cmdRun(argv: string[]): Promise<number> {
   const { run } = await import('../run.js').then((m) => ({ run: m.runCommand }));
   return report(await run({
     module, args, env: envOf('run', p), preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('run', d)),
+    compile: compileOf('run', p, 'optimized'),
   }));
 }
 
@@ -188,6 +206,7 @@ async function cmdLaunch(argv: string[]): Promise<number> {
     module, args, env: envOf('launch', p),
     preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('launch', d)),
     ...controlOf('launch', p),
+    ...withCompile(compileOf('launch', p)),
     checkpointOpenFiles: p.options.has('--checkpoint-open-files'),
     ckptFiles: p.sequence.filter(([k]) => k === '--ckpt-files' || k === '--no-ckpt-files')
       .map(([k, pattern]) => ({ action: k === '--ckpt-files' ? 'save' as const : 'skip' as const, pattern })),
@@ -198,7 +217,7 @@ async function cmdLaunch(argv: string[]): Promise<number> {
 async function cmdRestart(argv: string[]): Promise<number> {
   const p = parseArgs('restart', argv, {
     '--dir': { value: true, repeat: true }, '--env': { value: true, repeat: true }, '--dry-run': {},
-    ...CONTROL_OPTIONS, ...HELP,
+    '--compile': { value: true }, ...CONTROL_OPTIONS, ...HELP,
   }, true);
   if (help(p)) return 0;
   const [image, ...extra] = p.operands;
@@ -208,6 +227,7 @@ async function cmdRestart(argv: string[]): Promise<number> {
   const opts = {
     image, dirs: (p.options.get('--dir') ?? []).map((d) => parseDir('restart', d)),
     env: (p.options.get('--env') ?? []).map((e) => parseEnv('restart', e)), ...controlOf('restart', p),
+    ...withCompile(compileOf('restart', p)),
   };
   if (p.options.has('--dry-run')) {
     const { lines, plan } = await planRestart(opts);

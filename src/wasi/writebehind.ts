@@ -66,9 +66,13 @@ export class WriteBehind {
     }
   }
 
-  /** True if data is waiting (cheap, no lock: the guest's thread is the only writer). */
+  /**
+   * True if data is waiting. Cheap, no lock, not even an atomic load (checked before every WASI
+   * call): only the guest's thread adds data, so it never misses its own; a flush by another
+   * thread seen late costs one flush of nothing, and the flusher's timer looks again next tick.
+   */
   get pending(): boolean {
-    return Atomics.load(this.words, LENGTH) > 0;
+    return this.words[LENGTH]! > 0;
   }
 
   /** Writes out whatever is buffered. Safe from any thread. */
