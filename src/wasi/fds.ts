@@ -136,9 +136,14 @@ export class FileFd extends Fd {
 
   /** Regular files take positional I/O at our offset; pipes and terminals opened by path don't. */
   private get seekable(): boolean {
-    const t = this.filetype;
-    return t === Filetype.REGULAR_FILE || t === Filetype.BLOCK_DEVICE;
+    // Kept once known: this is asked on every read and write.
+    if (this.seekableKnown === undefined) {
+      const t = this.filetype;
+      this.seekableKnown = t === Filetype.REGULAR_FILE || t === Filetype.BLOCK_DEVICE;
+    }
+    return this.seekableKnown;
   }
+  private seekableKnown: boolean | undefined;
 
   state(fd: number): FileFdState {
     return {
@@ -159,7 +164,7 @@ export class FileFd extends Fd {
 
   override read(mem: GuestMemory, iovs: number, n: number): number {
     if (!this.seekable) return iovecIo(mem, iovs, n, this.handle, null, false);
-    const got = this.pread(mem, iovs, n, this.offset);
+    const got = iovecIo(mem, iovs, n, this.handle, this.offset, false);
     this.offset += got;
     return got;
   }
