@@ -30,15 +30,7 @@
 #if !defined(__APPLE__) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
-#ifndef NAPI_VERSION
-#define NAPI_VERSION 8 /* bigint needs >= 6 */
-#endif
-
-#ifndef NODE_GYP_MODULE_NAME
-#define NODE_GYP_MODULE_NAME stasis_native
-#endif
-
-#include <node_api.h>
+#include "addon.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -266,13 +258,10 @@ static napi_value js_utimensat(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value init(napi_env env, napi_value exports) {
+napi_status stasis_utimens_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"futimens", NULL, js_futimens, NULL, NULL, NULL, napi_enumerable, NULL},
     {"utimensat", NULL, js_utimensat, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
-  return exports;
+  return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }
-
-NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-// Builds the optional native timestamp addon (native/utimens.c) into
-// native/build/stasis_native.node by invoking the C compiler directly against
-// the installed Node headers (no node-gyp, no downloads, no npm deps).
+// Builds the optional native addon (native/*.c: nanosecond-exact timestamps, and
+// file reads/writes straight into wasm memory) into native/build/stasis_native.node
+// by invoking the C compiler directly against the installed Node headers (no
+// node-gyp, no downloads, no npm deps).
 //
 // This runs as the package's install script and must NEVER fail the install:
 // any problem prints one line and exits 0; Stasis then falls back to Node's
-// fs.utimes family (microsecond-precision timestamps).
+// fs functions (microsecond-precision timestamps, fs.readSync/writeSync).
 //
 // Environment:
 //   STASIS_SKIP_NATIVE=1  don't build
@@ -18,13 +19,13 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const source = join(root, 'native', 'utimens.c');
+const sources = ['addon.c', 'utimens.c', 'io.c'].map((f) => join(root, 'native', f));
 const outDir = join(root, 'native', 'build');
 const out = join(outDir, 'stasis_native.node');
 
 function giveUp(reason) {
   console.log(
-    `stasis: native timestamp addon not built (${reason}); file timestamps will be microsecond-precision`,
+    `stasis: native addon not built (${reason}); file timestamps will be microsecond-precision and file I/O goes through fs`,
   );
   process.exit(0);
 }
@@ -48,7 +49,8 @@ function findIncludeDir() {
 function main() {
   if (process.env.STASIS_SKIP_NATIVE) giveUp('STASIS_SKIP_NATIVE is set');
   if (process.platform === 'win32') giveUp('not supported on Windows');
-  if (!existsSync(source)) giveUp('native/utimens.c missing');
+  const missing = sources.find((f) => !existsSync(f));
+  if (missing) giveUp(`${missing} missing`);
   const include = findIncludeDir();
   if (!include) giveUp('Node headers (include/node/node_api.h) not found');
 
@@ -58,7 +60,7 @@ function main() {
     '-shared', '-fPIC', '-O2', '-Wall',
     '-DNAPI_VERSION=8', '-DNODE_GYP_MODULE_NAME=stasis_native',
     `-I${include}`,
-    source, '-o', tmp,
+    ...sources, '-o', tmp,
   ];
   if (process.platform === 'darwin') args.push('-undefined', 'dynamic_lookup');
 
@@ -75,7 +77,7 @@ function main() {
   // Make sure it actually loads in this Node before installing it.
   try {
     const addon = createRequire(import.meta.url)(tmp);
-    if (typeof addon.futimens !== 'function' || typeof addon.utimensat !== 'function') {
+    if (!['futimens', 'utimensat', 'iovecIo'].every((f) => typeof addon[f] === 'function')) {
       throw new Error('missing exports');
     }
   } catch (e) {
@@ -83,7 +85,7 @@ function main() {
     giveUp(`built addon does not load: ${String(e?.message ?? e).split('\n')[0].slice(0, 160)}`);
   }
   renameSync(tmp, out);
-  console.log(`stasis: built native timestamp addon (${join('native', 'build', 'stasis_native.node')}); nanosecond-precision timestamps enabled`);
+  console.log(`stasis: built native addon (${join('native', 'build', 'stasis_native.node')}): nanosecond-precision timestamps, direct file I/O`);
 }
 
 try {

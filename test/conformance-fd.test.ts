@@ -105,17 +105,21 @@ describe('conformance: proc_exit / proc_raise', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-describe('conformance: fd_read / fd_pread / fd_write / fd_pwrite / fd_seek / fd_tell', () => {
+// Twice: through the native addon's readv/writev (when built), and through the fs fallback.
+for (const [how, env] of [
+  ['', process.env],
+  [' (fs fallback: STASIS_NO_NATIVE=1)', { ...process.env, STASIS_NO_NATIVE: '1' }],
+] as const) describe(`conformance: fd_read / fd_pread / fd_write / fd_pwrite / fd_seek / fd_tell${how}`, () => {
   test('fd_read (scatter, EOF), fd_pread (positional, offset kept), EBADF, directory fd, rights', (t) => {
     const { dir, cleanup } = tempDir();
     t.after(cleanup);
     writeFileSync(join(dir, 'read.txt'), ALPHA);
-    assertPass(inSandbox(dir, 'conf_fd_io', ['read']), 41);
+    assertPass(inSandbox(dir, 'conf_fd_io', ['read'], { env }), 46);
     assert.equal(bytes(join(dir, 'read.txt')).toString('latin1'), ALPHA);
   });
 
   test('fd_read on stdin reads the process stdin to EOF', () => {
-    const r = stasis(['run', fixture('conf_fd_io'), 'stdin'], { input: Buffer.from('line one\nline two ✓\n') });
+    const r = stasis(['run', fixture('conf_fd_io'), 'stdin'], { input: Buffer.from('line one\nline two ✓\n'), env });
     assertPass(r, 6);
   });
 
@@ -123,8 +127,8 @@ describe('conformance: fd_read / fd_pread / fd_write / fd_pwrite / fd_seek / fd_
     const { dir, cleanup } = tempDir();
     t.after(cleanup);
     writeFileSync(join(dir, 'read.txt'), ALPHA);
-    const r = inSandbox(dir, 'conf_fd_io', ['write']);
-    assertPass(r, 35, 'out:gather\n');
+    const r = inSandbox(dir, 'conf_fd_io', ['write'], { env });
+    assertPass(r, 37, 'out:gather\n');
     assert.equal(r.stderr, 'err:gather\n');
     assert.deepEqual(bytes(join(dir, 'write.txt')), Buffer.from('Hello, gather world\n'));
     assert.deepEqual(bytes(join(dir, 'pwrite.txt')), Buffer.from('AAAxyzAAAAw\0\0\0\0END', 'latin1'));
@@ -136,14 +140,14 @@ describe('conformance: fd_read / fd_pread / fd_write / fd_pwrite / fd_seek / fd_
     const { dir, cleanup } = tempDir();
     t.after(cleanup);
     writeFileSync(join(dir, 'read.txt'), ALPHA);
-    assertPass(inSandbox(dir, 'conf_fd_io', ['seek']), 63);
+    assertPass(inSandbox(dir, 'conf_fd_io', ['seek'], { env }), 63);
   });
 
   test('fd_fdstat_set_flags(APPEND) makes writes append; clearing it restores positioned writes', (t) => {
     const { dir, cleanup } = tempDir();
     t.after(cleanup);
     writeFileSync(join(dir, 'append.txt'), 'start\n');
-    assertPass(inSandbox(dir, 'conf_fd_io', ['append']), 33);
+    assertPass(inSandbox(dir, 'conf_fd_io', ['append'], { env }), 33);
     assert.equal(bytes(join(dir, 'append.txt')).toString('latin1'), 'XBart\ntail1\ntail2\n');
   });
 });

@@ -10,7 +10,8 @@ import type { GuestMemory } from './memory.js';
 import { writeGuards } from '../files/guard.js';
 import type { Mounts } from './paths.js';
 import type { DirFdState, FdState, FileFdState, Location, StdioFdState } from './state.js';
-import { setTimesFd, type TimeSpec } from './native.js';
+import { nativeIovecIo, setTimesFd, type TimeSpec } from './native.js';
+import { getSystemErrorName } from 'node:util';
 import type { StdinSource } from './stdin.js';
 import type { WriteBehind } from './writebehind.js';
 
@@ -63,12 +64,17 @@ export abstract class Fd {
 
 /**
  * Positional I/O between the guest's iovecs and a host fd, starting at pos (null = the host's
- * own file position). Stops at the first short transfer. Written as a plain loop, not with
- * callbacks: this is the fd_read/fd_write hot path.
+ * own file position). Stops at the first short transfer. This is the fd_read/fd_write hot
+ * path: with the native addon one readv/writev; without, a plain loop of fs calls.
  */
 function iovecIo(
   mem: GuestMemory, iovs: number, n: number, handle: number, pos: number | null, write: boolean,
 ): number {
+  if (nativeIovecIo !== null) {
+    const r = nativeIovecIo(handle, mem.bytes.buffer, iovs, n, pos ?? -1, write);
+    if (r < 0) throw Object.assign(new Error(`${write ? 'write' : 'read'} failed`), { code: getSystemErrorName(r) });
+    return r;
+  }
   const view = mem.view;
   const bytes = mem.bytes;
   let total = 0;

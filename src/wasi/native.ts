@@ -1,13 +1,17 @@
-// Nanosecond-exact file timestamps.
+// The optional native addon (native/, built at install time by
+// scripts/build-native.mjs), and what Stasis does without it.
 //
-// Node's fs.utimes/futimes/lutimes take seconds as doubles and libuv truncates
-// them to whole microseconds, and they always set both times. WASI's
-// fd_filestat_set_times / path_filestat_set_times need exact nanoseconds and
-// per-field "leave unchanged" / "now". The optional native addon
-// (native/utimens.c, built at install time by scripts/build-native.mjs) calls
-// futimens/utimensat directly. Without it we fall back to the fs functions:
-// times are then accurate to within 0.5 µs and a "leave unchanged" time is
-// re-written from its current value (so it, too, is rounded to the µs).
+// Nanosecond-exact file timestamps: Node's fs.utimes/futimes/lutimes take
+// seconds as doubles and libuv truncates them to whole microseconds, and they
+// always set both times. WASI's fd_filestat_set_times / path_filestat_set_times
+// need exact nanoseconds and per-field "leave unchanged" / "now"; the addon
+// calls futimens/utimensat directly. Without it we fall back to the fs
+// functions: times are then accurate to within 0.5 µs and a "leave unchanged"
+// time is re-written from its current value (so it, too, is rounded to the µs).
+//
+// File I/O: the addon's iovecIo moves an fd_read/fd_write's iovecs in one
+// readv/writev straight into/out of wasm memory (native/io.c); without it,
+// fds.ts loops over the iovecs with fs.readSync/writeSync.
 import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +30,8 @@ interface Addon {
     flags: number,
     nofollow: boolean,
   ): void;
+  /** Bytes moved, or -errno (see native/io.c). Absent from addons built before it. */
+  iovecIo?: (fd: number, memory: ArrayBufferLike, iovs: number, n: number, pos: number, write: boolean) => number;
 }
 
 // Flag encoding shared with native/utimens.c.
@@ -71,6 +77,10 @@ const addon: Addon | null = loadAddon();
 
 /** True when the native addon is in use (nanosecond-exact timestamps). */
 export const nativeTimestamps: boolean = addon !== null;
+
+/** The addon's direct file I/O, or null (see native/io.c). */
+export const nativeIovecIo: NonNullable<Addon['iovecIo']> | null =
+  typeof addon?.iovecIo === 'function' ? addon.iovecIo : null;
 
 /** Why the addon is not in use (null when it is). For diagnostics. */
 export const nativeLoadError: string | null = addon ? null : loadError;

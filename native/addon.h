@@ -1,0 +1,14 @@
+/* stasis_native: one addon, two parts, each adding its functions to the exports. */
+#ifndef STASIS_ADDON_H
+#define STASIS_ADDON_H
+#ifndef NAPI_VERSION
+#define NAPI_VERSION 8 /* bigint needs >= 6 */
+#endif
+#include <node_api.h>
+
+/* utimens.c: futimens, utimensat (nanosecond-exact timestamps). */
+napi_status stasis_utimens_init(napi_env env, napi_value exports);
+/* io.c: iovecIo (fd_read / fd_write / fd_pread / fd_pwrite straight into wasm memory). */
+napi_status stasis_io_init(napi_env env, napi_value exports);
+
+#endif

@@ -1,0 +1,110 @@
+/*
+ * The hot path of fd_read / fd_write / fd_pread / fd_pwrite: one readv/writev (or
+ * preadv/pwritev) straight between a file and the guest's iovecs in wasm memory.
+ *
+ * Node's fs.readSync costs more per call than uvwasi's whole fd_read (argument checks,
+ * a request object, trace hooks), and a JS loop over iovecs makes one syscall per iovec.
+ * Here the iovec array is read from memory, bounds-checked, and handed to the kernel.
+ *
+ * Export:
+ *   iovecIo(fd: number, memory: ArrayBuffer, iovs: number, n: number, pos: number,
+ *           write: boolean): number
+ *     iovs: address of n WASI iovecs (u32 pointer, u32 length) in memory;
+ *     pos: file offset, or -1 for the fd's own position (pipes, terminals).
+ *     Returns the bytes transferred (stopping at the first short transfer), or -errno:
+ *     -EFAULT if the iovec array or a buffer lies outside memory (nothing transferred),
+ *     else the syscall's error. Never throws for I/O errors: the caller maps errnos.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* preadv, pwritev */
+#endif
+#include "addon.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* iovecs per syscall; more are done in batches (each stops the call if short). */
+#define BATCH 64
+
+static ssize_t transfer(int fd, const struct iovec *v, int k, int64_t pos, bool write) {
+  ssize_t r;
+  do {
+    if (pos >= 0) r = write ? pwritev(fd, v, k, (off_t)pos) : preadv(fd, v, k, (off_t)pos);
+    else r = write ? writev(fd, v, k) : readv(fd, v, k);
+  } while (r < 0 && errno == EINTR);
+  return r < 0 ? -errno : r;
+}
+
+static double iovec_io(int fd, uint8_t *mem, size_t size, uint32_t iovs, uint32_t n, double pos_in,
+                       bool write) {
+  if ((uint64_t)iovs + (uint64_t)n * 8 > size) return -EFAULT;
+  /* Check every buffer before moving a byte. */
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t p, l;
+    memcpy(&p, mem + iovs + i * 8, 4);
+    memcpy(&l, mem + iovs + i * 8 + 4, 4);
+    if ((uint64_t)p + l > size) return -EFAULT;
+  }
+  int64_t pos = pos_in < 0 ? -1 : (int64_t)pos_in;
+  double total = 0;
+  struct iovec v[BATCH];
+  uint32_t i = 0;
+  while (i < n) {
+    int k = 0;
+    uint64_t want = 0;
+    for (; i < n && k < BATCH; i++) {
+      uint32_t p, l;
+      memcpy(&p, mem + iovs + i * 8, 4);
+      memcpy(&l, mem + iovs + i * 8 + 4, 4);
+      if (l == 0) continue;
+      v[k].iov_base = mem + p;
+      v[k].iov_len = l;
+      want += l;
+      k++;
+    }
+    if (k == 0) break;
+    ssize_t r = transfer(fd, v, k, pos, write);
+    if (r < 0) return total > 0 ? total : (double)r; /* what moved before an error counts */
+    total += (double)r;
+    if (pos >= 0) pos += r;
+    if ((uint64_t)r < want) break;
+  }
+  return total;
+}
+
+static napi_value js_iovec_io(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  int32_t fd;
+  uint32_t iovs, n;
+  double pos;
+  bool write;
+  void *data = NULL;
+  size_t size = 0;
+  napi_value out;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_arraybuffer_info(env, argv[1], &data, &size) != napi_ok ||
+      napi_get_value_uint32(env, argv[2], &iovs) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &n) != napi_ok ||
+      napi_get_value_double(env, argv[4], &pos) != napi_ok ||
+      napi_get_value_bool(env, argv[5], &write) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE",
+                          "iovecIo(fd, ArrayBuffer, iovs, n, pos, write)");
+    return NULL;
+  }
+  napi_create_double(env, iovec_io(fd, data, size, iovs, n, pos, write), &out);
+  return out;
+}
+
+napi_status stasis_io_init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"iovecIo", NULL, js_iovec_io, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+}
