@@ -74,7 +74,8 @@ export const CONTROL_REQUEST = 0; // bumped by main for each checkpoint request
 export const CONTROL_STOP = 1; // set by main before a request: stop after this checkpoint
 export const CONTROL_MEMORY_PAGES = 2; // the guest's memory size in 64 KiB pages, as last seen
 export const CONTROL_RELEASE = 3; // bumped by main once it is done with a capture: the guest resumes
-export const CONTROL_WORDS = 5; // the last word is never written: a stopped guest waits on it
+export const CONTROL_REENTER = 4; // bumped by main: unwind and rewind at once, no capture (see Checkpointer)
+export const CONTROL_WORDS = 6; // the last word is never written: a stopped guest waits on it
 
 export interface GuestResult {
   exitCode: number;
@@ -82,6 +83,9 @@ export interface GuestResult {
   trap?: string;
   /** Set when a restart could not read its image (an ImageError's code and message). */
   imageError?: { code: string; message: string };
+  /** Under checkpoint control: how many times the program's stack was re-entered (rewound
+   *  without a capture) to run the optimized code V8 compiled meanwhile. */
+  reentries?: number;
 }
 
 export type GuestMessage =
@@ -179,15 +183,16 @@ async function run(data: GuestData): Promise<GuestResult> {
   // instance in tasks on this thread, and a program that starts at once runs without it
   // (measured: a pure-compute program ran ~10 % slower to the end).
   await new Promise<void>((resolve) => setImmediate(resolve));
+  const ended = (r: GuestResult): GuestResult => (engine === null ? r : { ...r, reentries: engine.reentries });
   try {
     for (;;) {
       ex._start();
-      if (engine === null || !engine.unwound()) return { exitCode: 0 };
-      engine.captureAndRewind();
+      if (engine === null || !engine.unwound()) return ended({ exitCode: 0 });
+      engine.serveAndRewind();
     }
   } catch (e) {
-    if (e instanceof ProcExit) return { exitCode: e.code & 0xff };
-    return { exitCode: EXIT.TRAP, trap: describeTrap(e, data.modulePath) };
+    if (e instanceof ProcExit) return ended({ exitCode: e.code & 0xff });
+    return ended({ exitCode: EXIT.TRAP, trap: describeTrap(e, data.modulePath) });
   } finally {
     host.flushAll();
   }
@@ -195,12 +200,25 @@ async function run(data: GuestData): Promise<GuestResult> {
 
 type Call = (...a: never[]) => number;
 
-/** The guest side of checkpointing: unwind at a safe point, capture, rewind. */
+/**
+ * The guest side of checkpointing: unwind at a safe point, capture, rewind.
+ *
+ * The same unwind and rewind, without a capture, also re-enters the program's stack when the
+ * main thread asks (CONTROL_REENTER, a few times early in a run): V8 has no on-stack
+ * replacement for wasm, so a function already running (main's loop) keeps its baseline code
+ * although V8 has compiled optimized code for it meanwhile; rewound, every frame on the stack
+ * is entered again and runs that code.
+ */
 class Checkpointer {
   private ex!: Exports;
   private readonly control: Int32Array;
   /** The last request number this guest has served. */
   private served = 0;
+  /** The last re-entry request seen. */
+  private reentered = 0;
+  /** Whether the unwind in progress is for a checkpoint (else for a re-entry only). */
+  private checkpointDue = false;
+  reentries = 0;
   private rewinding = false;
   /** A capture buffer handed back by the main thread, holding the previous capture. */
   private spare: Uint8Array | null = null;
@@ -214,6 +232,7 @@ class Checkpointer {
   ) {
     this.control = new Int32Array(ck.control, 0, CONTROL_WORDS);
     this.served = Atomics.load(this.control, CONTROL_REQUEST);
+    this.reentered = Atomics.load(this.control, CONTROL_REENTER);
     setInterruptWord(this.control, CONTROL_REQUEST, this.served);
   }
 
@@ -267,7 +286,13 @@ class Checkpointer {
     return true;
   }
 
-  captureAndRewind(): void {
+  /** After an unwind: captures if a checkpoint was asked, then rewinds. */
+  serveAndRewind(): void {
+    if (!this.checkpointDue) {
+      this.reentries++;
+      this.startRewind(this.dataPtr);
+      return;
+    }
     const ex = this.ex;
     this.host.flushAll();
     const { memory, dirtyPages } = this.copyMemory();
@@ -347,13 +372,22 @@ class Checkpointer {
     this.startRewind(r.asyncifyData);
   }
 
+  /** A checkpoint or re-entry request is waiting (checked at every safe point: cheap). */
   private pending(): boolean {
-    return Atomics.load(this.control, CONTROL_REQUEST) !== this.served;
+    if (Atomics.load(this.control, CONTROL_REQUEST) !== this.served) return true;
+    const reenter = Atomics.load(this.control, CONTROL_REENTER);
+    if (reenter === this.reentered) return false;
+    this.reentered = reenter;
+    // A re-entry only where the unwind buffer fits on the shadow stack: in fresh pages, it
+    // would grow the program's memory each time.
+    return this.stackRoom() !== null;
   }
 
   private unwind(): number {
     this.pauseStart = performance.now();
-    this.served = Atomics.load(this.control, CONTROL_REQUEST);
+    const request = Atomics.load(this.control, CONTROL_REQUEST);
+    this.checkpointDue = request !== this.served || this.stopAfter;
+    this.served = request;
     setInterruptWord(this.control, CONTROL_REQUEST, this.served);
     this.dataPtr = this.placeBuffer();
     this.ex.asyncify_start_unwind(this.dataPtr);
@@ -382,16 +416,13 @@ class Checkpointer {
    */
   private placeBuffer(): number {
     const mem = this.ex.memory;
-    const need = wasmFrames() * this.ck.maxFrameBytes + 64;
-    const sp = this.ck.stackPointer === null ? 0 : Number((this.ex[this.ck.stackPointer] as WebAssembly.Global).value);
-    const low = Math.max(16, this.spInit - MIN_STACK);
-    const top = (sp - 64) & ~15;
     let start: number;
     let end: number;
-    if (this.ck.stackPointer !== null && top - low >= need + 8) {
-      start = Math.max(low, (top - need - 8) & ~15);
-      end = top;
+    const room = this.stackRoom();
+    if (room !== null) {
+      ({ start, end } = room);
     } else {
+      const need = wasmFrames() * this.ck.maxFrameBytes + 64;
       const pages = Math.ceil((need + 8) / PAGE);
       start = mem.grow(pages) * PAGE;
       end = start + pages * PAGE;
@@ -400,6 +431,17 @@ class Checkpointer {
     v.setUint32(start, start + 8, true);
     v.setUint32(start + 4, end, true);
     return start;
+  }
+
+  /** Where on the shadow stack, below the stack pointer, the unwind buffer fits; or null. */
+  private stackRoom(): { start: number; end: number } | null {
+    if (this.ck.stackPointer === null) return null;
+    const need = wasmFrames() * this.ck.maxFrameBytes + 64;
+    const sp = Number((this.ex[this.ck.stackPointer] as WebAssembly.Global).value);
+    const low = Math.max(16, this.spInit - MIN_STACK);
+    const top = (sp - 64) & ~15;
+    if (top - low < need + 8) return null;
+    return { start: Math.max(low, (top - need - 8) & ~15), end: top };
   }
 }
 

@@ -3,7 +3,7 @@
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { imageErrorCode, StasisError } from './errors.js';
 import {
-  CONTROL_MEMORY_PAGES, CONTROL_RELEASE, CONTROL_REQUEST, CONTROL_STOP, CONTROL_WORDS,
+  CONTROL_MEMORY_PAGES, CONTROL_REENTER, CONTROL_RELEASE, CONTROL_REQUEST, CONTROL_STOP, CONTROL_WORDS,
   type CapturedState, type GuestData, type GuestMessage, type GuestResult,
 } from './guest.js';
 import type { FileGuard } from './files/guard.js';
@@ -12,6 +12,19 @@ import { WriteBehind } from './wasi/writebehind.js';
 
 /** How often buffered writes are checked for staleness. */
 const FLUSH_INTERVAL_MS = 5;
+
+/**
+ * When (ms after the program starts or is restored) a program under checkpoint control is
+ * re-entered, to run the optimized code V8 has compiled by then (see Checkpointer in guest.ts):
+ * each costs about what a checkpoint's pause does without the copy (~1 ms). Not under
+ * --compile optimized, where every function is optimized from its first call.
+ * STASIS_REENTER_MS=a,b,... replaces the schedule (testing aid).
+ */
+function reentrySchedule(): number[] {
+  const env = process.env['STASIS_REENTER_MS'];
+  if (env === undefined) return [250, 1000, 4000, 16000];
+  return env.split(',').filter((x) => x !== '').map(Number).filter((x) => Number.isFinite(x) && x >= 0);
+}
 
 export type GuestSetup = Omit<GuestData, 'writeBehind' | 'stdin' | 'checkpoint'> & {
   checkpoint?: Omit<NonNullable<GuestData['checkpoint']>, 'control' | 'spares' | 'guards'>;
@@ -27,6 +40,7 @@ export class GuestSession {
   private readonly spares: MessagePort;
   private readonly guards: MessagePort;
   private readonly waiting = new Map<number, (s: CapturedState) => void>();
+  private readonly reentryTimers: NodeJS.Timeout[] = [];
   private done = false;
   /** Ends the program now (its thread is stopped): `result` resolves with this exit code. */
   end!: (exitCode: number) => void;
@@ -62,6 +76,11 @@ export class GuestSession {
     }, FLUSH_INTERVAL_MS);
 
     this.restored = new Promise<void>((resolve) => { this.onRestored = resolve; });
+    if (this.control !== null && setup.compile !== 'optimized') {
+      void (setup.restore ? this.restored : Promise.resolve()).then(() => {
+        for (const ms of reentrySchedule()) this.reentryTimers.push(setTimeout(() => this.reenter(), ms));
+      });
+    }
     this.result = new Promise<GuestResult>((resolve, reject) => {
       this.end = (exitCode) => resolve({ exitCode });
       this.worker.on('message', (m: GuestMessage) => {
@@ -80,7 +99,7 @@ export class GuestSession {
           if (!served) this.onUnrequested?.(m.snapshot);
         } else {
           if (m.imageError !== undefined) reject(new StasisError(imageErrorCode(m.imageError.code), m.imageError.message));
-          else resolve({ exitCode: m.exitCode, ...(m.trap !== undefined && { trap: m.trap }) });
+          else resolve({ exitCode: m.exitCode, ...(m.trap !== undefined && { trap: m.trap }), ...(m.reentries !== undefined && { reentries: m.reentries }) });
         }
       });
       this.worker.once('error', reject);
@@ -119,6 +138,11 @@ export class GuestSession {
     Atomics.notify(this.control, CONTROL_RELEASE);
   }
 
+  /** Has the guest unwind and rewind at its next safe point, without a capture. */
+  private reenter(): void {
+    if (this.control !== null && !this.done) Atomics.add(this.control, CONTROL_REENTER, 1);
+  }
+
   /** Hands a buffer to the guest for its next capture (a capture's memory, or a fresh one). */
   giveBuffer(memory: Uint8Array): void {
     if (!this.done) this.spares.postMessage(memory, [memory.buffer as ArrayBuffer]);
@@ -138,6 +162,7 @@ export class GuestSession {
     if (this.done) return;
     this.done = true;
     clearInterval(this.timer);
+    for (const t of this.reentryTimers) clearTimeout(t);
     this.spares.close();
     this.guards.close();
     this.writeBehind.flush();

@@ -387,3 +387,48 @@ test('checkpoint and restart show a progress line on a terminal, and none otherw
     cleanup();
   }
 });
+
+test('stack re-entries (unwind and rewind without a capture) leave no trace; a checkpoint among them restarts right', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    // Every 3 ms for 0.6 s, instead of the few of a normal run.
+    const env = { ...process.env, STASIS_REENTER_MS: Array.from({ length: 200 }, (_, i) => 3 * (i + 1)).join(',') };
+    // Through the API, which reports how many re-entries the program went through.
+    const script = join(dir, 'reenter.mjs');
+    writeFileSync(script, `
+      import { launch } from ${JSON.stringify(new URL('../src/api.js', import.meta.url).href)};
+      import { writeFileSync } from 'node:fs';
+      const [wasm, ckptDir, out, ...args] = process.argv.slice(2);
+      const r = await launch({ module: wasm, args, env: [], preopens: [], ckptDir, quiet: true });
+      writeFileSync(out, JSON.stringify(r));`);
+    for (const [name, args] of [['ckpt_compute', ['12', '25000000']], ['ckpt_recursive', ['1000']]] as const) {
+      const ref = stasis(['run', fixture(name), ...args]);
+      const out = join(dir, `${name}.json`);
+      const r = spawnSync(process.execPath, [script, fixture(name), join(dir, `${name}.ckpt`), out, ...args], { env, input: '', timeout: 60_000, maxBuffer: 256 * 1024 * 1024 });
+      assert.equal(r.status, 0, `${r.signal} ${r.error} ${String(r.stderr)}`);
+      assert.equal(String(r.stdout), ref.stdout, name);
+      const result = JSON.parse(readFileSync(out, 'utf8')) as { exitCode: number; reentries?: number };
+      assert.equal(result.exitCode, ref.code);
+      assert.ok((result.reentries ?? 0) > 0, `${name}: re-entered ${result.reentries} times`);
+    }
+    // A checkpoint between re-entries, and a restart that re-enters too.
+    const args = [fixture('ckpt_compute'), '12', '25000000'];
+    const ref = stasis(['run', ...args]);
+    const ckpt = join(dir, 'mixed.ckpt');
+    const name = `reenter-${process.pid}`;
+    const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--ckpt-dir', ckpt, '--name', name, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let first = '';
+    child.stdout.on('data', (d: Buffer) => (first += d.toString()));
+    const exit = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    await waitRunning(name, child);
+    await new Promise((r) => setTimeout(r, 300));
+    const cp = stasis(['checkpoint', '--exit', name]);
+    assert.equal(cp.code, 0, cp.stderr);
+    assert.equal(await exit, CHECKPOINTED);
+    const second = stasis(['restart', '--quiet', ckpt], { env });
+    assert.equal(second.code, ref.code, second.stderr);
+    assert.equal(first + second.stdout, ref.stdout);
+  } finally {
+    cleanup();
+  }
+});
