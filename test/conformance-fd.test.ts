@@ -152,6 +152,53 @@ for (const [how, env] of [
   });
 });
 
+/**
+ * The module with its memory made shared (max 1024 pages): the same program over a
+ * SharedArrayBuffer, which the native addon does not take (fds.ts then uses fs calls).
+ */
+function withSharedMemory(wasm: Buffer): Buffer {
+  const u32 = (p: number): [number, number] => {
+    let r = 0, shift = 0, x: number;
+    do { x = wasm[p++]!; r |= (x & 0x7f) << shift; shift += 7; } while (x & 0x80);
+    return [r >>> 0, p];
+  };
+  const leb = (v: number): number[] => {
+    const o: number[] = [];
+    do { let x = v & 0x7f; v >>>= 7; if (v) x |= 0x80; o.push(x); } while (v);
+    return o;
+  };
+  const parts: Buffer[] = [wasm.subarray(0, 8)];
+  for (let p = 8; p < wasm.length;) {
+    const id = wasm[p]!;
+    const [size, body] = u32(p + 1);
+    if (id === 5) { // memory section: one memory, flags 3 = has max, shared
+      const [, limits] = u32(body);
+      const [min] = u32(limits + 1);
+      const mem = Buffer.from([1, 0x03, ...leb(min), ...leb(1024)]);
+      parts.push(Buffer.from([5, ...leb(mem.length)]), mem);
+    } else {
+      parts.push(wasm.subarray(p, body + size));
+    }
+    p = body + size;
+  }
+  return Buffer.concat(parts);
+}
+
+test('fd_read / fd_write / fd_pread / fd_pwrite over a shared memory', (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  const shared = join(dir, 'conf_fd_io_shared.wasm');
+  writeFileSync(shared, withSharedMemory(readFileSync(fixture('conf_fd_io'))));
+  assert.ok(WebAssembly.Module.exports(new WebAssembly.Module(readFileSync(shared))).some((e) => e.name === 'memory'));
+  const box = join(dir, 'box');
+  mkdirSync(box);
+  writeFileSync(join(box, 'read.txt'), ALPHA);
+  assertPass(stasis(['run', '--dir', `${box}::/sandbox`, shared, 'read']), 46);
+  const w = stasis(['run', '--dir', `${box}::/sandbox`, shared, 'write']);
+  assertPass(w, 37, 'out:gather\n');
+  assert.deepEqual(bytes(join(box, 'pwrite.txt')), Buffer.from('AAAxyzAAAAw\0\0\0\0END', 'latin1'));
+});
+
 // ---------------------------------------------------------------------------------------------
 describe('conformance: descriptor metadata', () => {
   test('fd_fdstat_get on preopen, file, directory, stdio; EBADF', (t) => {

@@ -70,8 +70,8 @@ export abstract class Fd {
 function iovecIo(
   mem: GuestMemory, iovs: number, n: number, handle: number, pos: number | null, write: boolean,
 ): number {
-  if (nativeIovecIo !== null) {
-    const r = nativeIovecIo(handle, mem.bytes.buffer, iovs, n, pos ?? -1, write);
+  if (nativeIovecIo !== null && mem.plain !== null) {
+    const r = nativeIovecIo(handle, mem.plain, iovs, n, pos ?? -1, write);
     if (r < 0) throw Object.assign(new Error(`${write ? 'write' : 'read'} failed`), { code: getSystemErrorName(r) });
     return r;
   }

@@ -12,6 +12,9 @@ export class GuestMemory {
   private buffer: ArrayBuffer | null = null;
   view!: DataView;
   bytes!: Buffer;
+  /** The memory's buffer when it is a plain ArrayBuffer (what the native addon takes); null
+   *  for a shared memory. */
+  plain: ArrayBuffer | null = null;
 
   constructor(
     private readonly memory: WebAssembly.Memory,
@@ -30,6 +33,7 @@ export class GuestMemory {
       this.buffer = buf;
       this.view = new DataView(buf);
       this.bytes = Buffer.from(buf);
+      this.plain = buf instanceof ArrayBuffer ? buf : null;
       this.onGrow?.(buf.byteLength);
     }
   }

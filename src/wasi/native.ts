@@ -31,7 +31,7 @@ interface Addon {
     nofollow: boolean,
   ): void;
   /** Bytes moved, or -errno (see native/io.c). Absent from addons built before it. */
-  iovecIo?: (fd: number, memory: ArrayBufferLike, iovs: number, n: number, pos: number, write: boolean) => number;
+  iovecIo?: (fd: number, memory: ArrayBuffer, iovs: number, n: number, pos: number, write: boolean) => number;
 }
 
 // Flag encoding shared with native/utimens.c.
