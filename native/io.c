@@ -11,9 +11,10 @@
  *           write: boolean): number
  *     iovs: address of n WASI iovecs (u32 pointer, u32 length) in memory;
  *     pos: file offset, or -1 for the fd's own position (pipes, terminals).
- *     Returns the bytes transferred (stopping at the first short transfer), or -errno:
- *     -EFAULT if the iovec array or a buffer lies outside memory (nothing transferred),
- *     else the syscall's error. Never throws for I/O errors: the caller maps errnos.
+ *     Returns the bytes transferred (stopping at the first short transfer, or at an error
+ *     after some bytes moved), or -errno: -EFAULT if the iovec array or a buffer lies outside
+ *     memory (checked before anything moves), else the syscall's error. Never throws for I/O
+ *     errors: the caller maps errnos.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* preadv, pwritev */
@@ -23,13 +24,15 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <string.h>
+#include <stdlib.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* iovecs per syscall; more are done in batches (each stops the call if short). */
-#define BATCH 64
+/* iovecs per syscall (Linux's IOV_MAX); more are done in batches, each stopping the call if short. */
+#define BATCH 1024
+/* Up to this many iovecs are decoded on the stack; more on the heap. */
+#define ON_STACK 64
 
 static ssize_t transfer(int fd, const struct iovec *v, int k, int64_t pos, bool write) {
   ssize_t r;
@@ -40,41 +43,44 @@ static ssize_t transfer(int fd, const struct iovec *v, int k, int64_t pos, bool 
   return r < 0 ? -errno : r;
 }
 
+/* wasm memory is little-endian whatever the host is. */
+static uint32_t le32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 static double iovec_io(int fd, uint8_t *mem, size_t size, uint32_t iovs, uint32_t n, double pos_in,
                        bool write) {
   if ((uint64_t)iovs + (uint64_t)n * 8 > size) return -EFAULT;
-  /* Check every buffer before moving a byte. */
+  /* Decode and check every iovec before moving a byte, into our own array: a read may overwrite
+     the guest's iovec array itself, and later batches must not see what it wrote there. */
+  struct iovec stack[ON_STACK];
+  struct iovec *v = n <= ON_STACK ? stack : malloc((size_t)n * sizeof *v);
+  if (v == NULL) return -ENOMEM;
+  uint32_t k = 0;
+  double result = 0;
   for (uint32_t i = 0; i < n; i++) {
-    uint32_t p, l;
-    memcpy(&p, mem + iovs + i * 8, 4);
-    memcpy(&l, mem + iovs + i * 8 + 4, 4);
-    if ((uint64_t)p + l > size) return -EFAULT;
+    uint32_t p = le32(mem + iovs + i * 8), l = le32(mem + iovs + i * 8 + 4);
+    if ((uint64_t)p + l > size) { result = -EFAULT; goto out; }
+    if (l == 0) continue;
+    v[k].iov_base = mem + p;
+    v[k].iov_len = l;
+    k++;
   }
   int64_t pos = pos_in < 0 ? -1 : (int64_t)pos_in;
-  double total = 0;
-  struct iovec v[BATCH];
-  uint32_t i = 0;
-  while (i < n) {
-    int k = 0;
+  for (uint32_t at = 0; at < k;) {
+    int batch = k - at < BATCH ? (int)(k - at) : BATCH;
     uint64_t want = 0;
-    for (; i < n && k < BATCH; i++) {
-      uint32_t p, l;
-      memcpy(&p, mem + iovs + i * 8, 4);
-      memcpy(&l, mem + iovs + i * 8 + 4, 4);
-      if (l == 0) continue;
-      v[k].iov_base = mem + p;
-      v[k].iov_len = l;
-      want += l;
-      k++;
-    }
-    if (k == 0) break;
-    ssize_t r = transfer(fd, v, k, pos, write);
-    if (r < 0) return total > 0 ? total : (double)r; /* what moved before an error counts */
-    total += (double)r;
+    for (int j = 0; j < batch; j++) want += v[at + j].iov_len;
+    ssize_t r = transfer(fd, v + at, batch, pos, write);
+    if (r < 0) { if (result == 0) result = (double)r; break; } /* bytes moved before an error count */
+    result += (double)r;
     if (pos >= 0) pos += r;
     if ((uint64_t)r < want) break;
+    at += batch;
   }
-  return total;
+out:
+  if (v != stack) free(v);
+  return result;
 }
 
 static napi_value js_iovec_io(napi_env env, napi_callback_info info) {

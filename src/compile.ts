@@ -11,11 +11,19 @@ import { setFlagsFromString } from 'node:v8';
 export type CompileMode = 'optimized' | 'tiered';
 export const COMPILE_MODES: readonly CompileMode[] = ['optimized', 'tiered'];
 
+let applied: CompileMode | null = null;
+
 /**
- * Applies a mode before the program's first call: V8 compiles wasm lazily, each function at its
- * first call, with the flags of that moment. The flags are the process's, so the mode is too
- * (the CLI runs one program per process).
+ * Applies a mode before a program's first call: V8 compiles wasm lazily, each function at its
+ * first call, with the flags of that moment. The flags are the process's, so the mode is too:
+ * it holds for every program in the process from then on (the CLI runs one per process).
  */
 export function useCompileMode(mode: CompileMode): void {
   setFlagsFromString(mode === 'optimized' ? '--no-liftoff' : '--liftoff');
+  applied = mode;
+}
+
+/** The mode in effect in this process: the last one applied, else what node was started with. */
+export function compileMode(): CompileMode {
+  return applied ?? (process.execArgv.includes('--no-liftoff') ? 'optimized' : 'tiered');
 }

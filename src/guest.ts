@@ -16,7 +16,6 @@ import { writeGuards, type FileGuard } from './files/guard.js';
 import { WriteBehind } from './wasi/writebehind.js';
 import { Interrupted, setInterruptWord } from './wasi/interrupt.js';
 import { wasmFrames } from './checkpoint/frames.js';
-import { useCompileMode, type CompileMode } from './compile.js';
 
 export interface GuestData {
   module: WebAssembly.Module;
@@ -26,8 +25,6 @@ export interface GuestData {
   preopens: Preopen[];
   /** Directories below preopens that --path-map moved. */
   mounts?: Mount[];
-  /** How V8 compiles the program's functions; absent: as the process's V8 flags say. */
-  compile?: CompileMode;
   writeBehind: SharedArrayBuffer;
   stdin: SharedArrayBuffer | null;
   /** Present under checkpoint control. */
@@ -140,7 +137,6 @@ type Exports = Record<string, unknown> & {
 };
 
 async function run(data: GuestData): Promise<GuestResult> {
-  if (data.compile !== undefined) useCompileMode(data.compile);
   const host = new WasiHost({
     args: data.args, env: data.env, preopens: data.preopens, ...(data.mounts && { mounts: data.mounts }),
     writeBehind: new WriteBehind(data.writeBehind), stdin: data.stdin,
@@ -232,7 +228,8 @@ class Checkpointer {
   ) {
     this.control = new Int32Array(ck.control, 0, CONTROL_WORDS);
     this.served = Atomics.load(this.control, CONTROL_REQUEST);
-    this.reentered = Atomics.load(this.control, CONTROL_REENTER);
+    // Not loaded: a re-entry asked before this thread got here is still to be done.
+    this.reentered = 0;
     setInterruptWord(this.control, CONTROL_REQUEST, this.served);
   }
 

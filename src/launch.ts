@@ -73,7 +73,7 @@ export interface RestartOptions extends ControlOptions {
   dirs: Preopen[];
   /** "KEY=VALUE" overrides of the saved environment. */
   env: string[];
-  /** Default: V8's flags as they are (see compile.ts). */
+  /** Default: V8's flags as they are. Process-wide, as RunOptions.compile. */
   compile?: CompileMode;
 }
 

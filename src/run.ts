@@ -16,7 +16,8 @@ export interface RunOptions {
   /** "KEY=VALUE" strings. */
   env: string[];
   preopens: Preopen[];
-  /** Default: V8's flags as they are (the CLI's `run` says 'optimized'; see compile.ts). */
+  /** Default: V8's flags as they are (the CLI's `run` says 'optimized'). Process-wide: it holds
+   *  for every program in this process from then on (compile.ts). */
   compile?: CompileMode;
 }
 

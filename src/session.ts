@@ -9,6 +9,7 @@ import {
 import type { FileGuard } from './files/guard.js';
 import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from './wasi/stdin.js';
 import { WriteBehind } from './wasi/writebehind.js';
+import { compileMode, useCompileMode, type CompileMode } from './compile.js';
 
 /** How often buffered writes are checked for staleness. */
 const FLUSH_INTERVAL_MS = 5;
@@ -28,6 +29,8 @@ function reentrySchedule(): number[] {
 
 export type GuestSetup = Omit<GuestData, 'writeBehind' | 'stdin' | 'checkpoint'> & {
   checkpoint?: Omit<NonNullable<GuestData['checkpoint']>, 'control' | 'spares' | 'guards'>;
+  /** How V8 compiles the program (process-wide, see compile.ts); absent: as it is. */
+  compile?: CompileMode;
 };
 
 export class GuestSession {
@@ -54,7 +57,8 @@ export class GuestSession {
     this.stdin = stdinIsFile() ? null : stdinChannel();
     const control = setup.checkpoint ? new SharedArrayBuffer(4 * CONTROL_WORDS) : null;
     this.control = control && new Int32Array(control);
-    const { checkpoint, ...rest } = setup;
+    const { checkpoint, compile, ...rest } = setup;
+    if (compile !== undefined) useCompileMode(compile);
     const data: GuestData = { ...rest, writeBehind: this.writeBehind.shared, stdin: this.stdin };
     const spares = new MessageChannel();
     const guards = new MessageChannel();
@@ -76,7 +80,7 @@ export class GuestSession {
     }, FLUSH_INTERVAL_MS);
 
     this.restored = new Promise<void>((resolve) => { this.onRestored = resolve; });
-    if (this.control !== null && setup.compile !== 'optimized') {
+    if (this.control !== null && compileMode() !== 'optimized') {
       void (setup.restore ? this.restored : Promise.resolve()).then(() => {
         for (const ms of reentrySchedule()) this.reentryTimers.push(setTimeout(() => this.reenter(), ms));
       });

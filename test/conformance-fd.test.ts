@@ -114,7 +114,7 @@ for (const [how, env] of [
     const { dir, cleanup } = tempDir();
     t.after(cleanup);
     writeFileSync(join(dir, 'read.txt'), ALPHA);
-    assertPass(inSandbox(dir, 'conf_fd_io', ['read'], { env }), 46);
+    assertPass(inSandbox(dir, 'conf_fd_io', ['read'], { env }), 47);
     assert.equal(bytes(join(dir, 'read.txt')).toString('latin1'), ALPHA);
   });
 
@@ -128,7 +128,7 @@ for (const [how, env] of [
     t.after(cleanup);
     writeFileSync(join(dir, 'read.txt'), ALPHA);
     const r = inSandbox(dir, 'conf_fd_io', ['write'], { env });
-    assertPass(r, 37, 'out:gather\n');
+    assertPass(r, 38, 'out:gather\n');
     assert.equal(r.stderr, 'err:gather\n');
     assert.deepEqual(bytes(join(dir, 'write.txt')), Buffer.from('Hello, gather world\n'));
     assert.deepEqual(bytes(join(dir, 'pwrite.txt')), Buffer.from('AAAxyzAAAAw\0\0\0\0END', 'latin1'));
@@ -193,10 +193,21 @@ test('fd_read / fd_write / fd_pread / fd_pwrite over a shared memory', (t) => {
   const box = join(dir, 'box');
   mkdirSync(box);
   writeFileSync(join(box, 'read.txt'), ALPHA);
-  assertPass(stasis(['run', '--dir', `${box}::/sandbox`, shared, 'read']), 46);
+  assertPass(stasis(['run', '--dir', `${box}::/sandbox`, shared, 'read']), 47);
   const w = stasis(['run', '--dir', `${box}::/sandbox`, shared, 'write']);
-  assertPass(w, 37, 'out:gather\n');
+  assertPass(w, 38, 'out:gather\n');
   assert.deepEqual(bytes(join(box, 'pwrite.txt')), Buffer.from('AAAxyzAAAAw\0\0\0\0END', 'latin1'));
+});
+
+test('pointers above 2 GiB of memory (negative as JavaScript i32s): readv, fstat, writev', (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  writeFileSync(join(dir, 'in.txt'), 'bytes that travel through high memory');
+  for (const env of [process.env, { ...process.env, STASIS_NO_NATIVE: '1' }]) {
+    const r = stasis(['run', '--dir', `${dir}::/d`, fixture('high_memory'), '/d/in.txt'], { env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'bytes that travel through high memory\nsize 37 read 37\n');
+  }
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -90,6 +90,27 @@ test('iovecIo: readv/writev straight into memory, batches, short transfers, EFAU
       iovecs(0, [[100, 2], [102, 1]]);
       assert.equal(io(fd, mem, 0, 2, 1, true), 3);
       assert.deepEqual(fs.readFileSync(file).subarray(0, 5), Buffer.from([0, 88, 89, 90, 4]));
+      // The iovecs are read once, before anything moves: a read that overwrites the array's
+      // later entries does not redirect them. 1,100 iovecs (more than one syscall's worth):
+      // the first reads 8 bytes over entry 1,050, which the file would turn into {60000, 8}.
+      const evilFile = join(dir, 'evil');
+      const evil = Buffer.alloc(4096, 7);
+      evil.writeUInt32LE(60000, 0);
+      evil.writeUInt32LE(8, 4);
+      fs.writeFileSync(evilFile, evil);
+      const efd = fs.openSync(evilFile, 'r');
+      try {
+        const many: [number, number][] = [[1000 + 1050 * 8, 8]];
+        for (let i = 1; i < 1100; i++) many.push([20000 + i, 1]);
+        iovecs(1000, many);
+        bytes.fill(0, 59990, 60010);
+        bytes.fill(0, 20000, 21100);
+        assert.equal(io(efd, mem, 1000, 1100, 0, false), 8 + 1099);
+        assert.ok(bytes.subarray(59990, 60010).every((b) => b === 0), 'nothing went where the overwritten entry points');
+        assert.ok(bytes.subarray(20001, 21100).every((b) => b === 7), 'every other iovec got its byte');
+      } finally {
+        fs.closeSync(efd);
+      }
       // EFAULT (-14) for a buffer or the iovec array outside memory, before anything moves.
       iovecs(0, [[200, 1], [65535, 2]]);
       assert.equal(io(fd, mem, 0, 2, 0, true), -14);

@@ -62,10 +62,16 @@ export abstract class Fd {
   }
 }
 
+/** The fs path's copy of the iovecs of one call (pointer, length pairs), reused. */
+let decoded = new Uint32Array(128);
+
 /**
  * Positional I/O between the guest's iovecs and a host fd, starting at pos (null = the host's
- * own file position). Stops at the first short transfer. This is the fd_read/fd_write hot
- * path: with the native addon one readv/writev; without, a plain loop of fs calls.
+ * own file position). This is the fd_read/fd_write hot path: with the native addon one
+ * readv/writev; without (or for a shared memory), a plain loop of fs calls. Either way every
+ * iovec is checked before a byte moves (EFAULT), and a copy of the array is used (a read may
+ * overwrite the guest's); it stops at the first short transfer, and bytes moved before an
+ * error are returned rather than lost.
  */
 function iovecIo(
   mem: GuestMemory, iovs: number, n: number, handle: number, pos: number | null, write: boolean,
@@ -75,17 +81,29 @@ function iovecIo(
     if (r < 0) throw Object.assign(new Error(`${write ? 'write' : 'read'} failed`), { code: getSystemErrorName(r) });
     return r;
   }
+  mem.check(iovs, n * 8);
+  if (decoded.length < n * 2) decoded = new Uint32Array(n * 2);
   const view = mem.view;
-  const bytes = mem.bytes;
-  let total = 0;
   for (let i = 0; i < n; i++) {
     const ptr = view.getUint32(iovs + i * 8, true);
     const len = view.getUint32(iovs + i * 8 + 4, true);
-    if (len === 0) continue;
     mem.check(ptr, len);
-    const done = write
-      ? fs.writeSync(handle, bytes, ptr, len, pos)
-      : fs.readSync(handle, bytes, ptr, len, pos);
+    decoded[2 * i] = ptr;
+    decoded[2 * i + 1] = len;
+  }
+  const bytes = mem.bytes;
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    const ptr = decoded[2 * i]!;
+    const len = decoded[2 * i + 1]!;
+    if (len === 0) continue;
+    let done: number;
+    try {
+      done = write ? fs.writeSync(handle, bytes, ptr, len, pos) : fs.readSync(handle, bytes, ptr, len, pos);
+    } catch (e) {
+      if (total > 0) break;
+      throw e;
+    }
     total += done;
     if (pos !== null) pos += done;
     if (done < len) break;
@@ -188,14 +206,16 @@ export class FileFd extends Fd {
       writeGuards.beforeWrite(this.handle, at, iovecBytes(mem, iovs, n));
     }
     if (this.fdflags === 0) {
-      // Small writes at the current offset are gathered (see writebehind.ts).
+      // Small writes at the current offset are gathered (see writebehind.ts); as in
+      // iovecIo, a bad iovec is EFAULT before anything is taken.
       const view = mem.view;
+      mem.check(iovs, n * 8);
+      for (let i = 0; i < n; i++) mem.check(view.getUint32(iovs + i * 8, true), view.getUint32(iovs + i * 8 + 4, true));
       let total = 0;
       for (let i = 0; i < n; i++) {
         const ptr = view.getUint32(iovs + i * 8, true);
         const len = view.getUint32(iovs + i * 8 + 4, true);
         if (len === 0) continue;
-        mem.check(ptr, len);
         if (!wb.add(this.handle, mem.bytes, ptr, len, this.offset + total)) {
           wb.flush();
           const rest = iovecIo(mem, iovs + i * 8, n - i, this.handle, this.offset + total, true);

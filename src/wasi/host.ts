@@ -55,6 +55,11 @@ const SIGNAL_NAMES = [
   'SIGPROF', 'SIGWINCH', 'SIGPOLL', 'SIGPWR', 'SIGSYS',
 ];
 
+/** An i32 argument as the unsigned number it is; i64 arguments (BigInt) as they are. */
+function unsigned<T>(x: T): T {
+  return (typeof x === 'number' ? x >>> 0 : x) as T;
+}
+
 export class WasiHost {
   readonly fds: (Fd | undefined)[] = [];
   readonly clocks: Clocks;
@@ -253,7 +258,9 @@ export class WasiHost {
   }
 
   /**
-   * Wraps a call for the import boundary: refresh memory views, turn errors into errnos.
+   * Wraps a call for the import boundary: refresh memory views, turn errors into errnos, and
+   * read i32 arguments as unsigned: every one in WASI preview 1 is (pointers, sizes, fds,
+   * flags), and a pointer above 2 GiB of memory arrives as a negative number.
    * Fixed arities rather than rest parameters, so the hot path allocates nothing.
    */
   private boundary(f: Call, flushFirst: boolean): (...a: never[]) => number {
@@ -263,15 +270,16 @@ export class WasiHost {
       this.mem.refresh();
     };
     const done = (r: number | void): number => r ?? 0;
+    const u = unsigned;
     switch (f.length) {
       case 0: return () => { try { mem(); return done(f()); } catch (e) { return errnoOf(e); } };
-      case 1: return (a: never) => { try { mem(); return done(f(a)); } catch (e) { return errnoOf(e); } };
-      case 2: return (a: never, b: never) => { try { mem(); return done(f(a, b)); } catch (e) { return errnoOf(e); } };
-      case 3: return (a: never, b: never, c: never) => { try { mem(); return done(f(a, b, c)); } catch (e) { return errnoOf(e); } };
-      case 4: return (a: never, b: never, c: never, d: never) => { try { mem(); return done(f(a, b, c, d)); } catch (e) { return errnoOf(e); } };
+      case 1: return (a: never) => { try { mem(); return done(f(u(a))); } catch (e) { return errnoOf(e); } };
+      case 2: return (a: never, b: never) => { try { mem(); return done(f(u(a), u(b))); } catch (e) { return errnoOf(e); } };
+      case 3: return (a: never, b: never, c: never) => { try { mem(); return done(f(u(a), u(b), u(c))); } catch (e) { return errnoOf(e); } };
+      case 4: return (a: never, b: never, c: never, d: never) => { try { mem(); return done(f(u(a), u(b), u(c), u(d))); } catch (e) { return errnoOf(e); } };
       // Up to nine, the most any WASI function has (extra arguments are undefined, ignored).
       default: return (a: never, b: never, c: never, d: never, e: never, g: never, h: never, i: never, j: never) => {
-        try { mem(); return done(f(a, b, c, d, e, g, h, i, j)); } catch (x) { return errnoOf(x); }
+        try { mem(); return done(f(u(a), u(b), u(c), u(d), u(e), u(g), u(h), u(i), u(j))); } catch (x) { return errnoOf(x); }
       };
     }
   }
