@@ -10,11 +10,12 @@
  *   iovecIo(fd: number, memory: ArrayBuffer, iovs: number, n: number, pos: number,
  *           write: boolean): number
  *     iovs: address of n WASI iovecs (u32 pointer, u32 length) in memory;
- *     pos: file offset, or -1 for the fd's own position (pipes, terminals).
+ *     pos: file offset, or -1 for the fd's own position (pipes, terminals); other negative
+ *     positions are -EINVAL.
  *     Returns the bytes transferred (stopping at the first short transfer, or at an error
  *     after some bytes moved), or -errno: -EFAULT if the iovec array or a buffer lies outside
- *     memory (checked before anything moves), else the syscall's error. Never throws for I/O
- *     errors: the caller maps errnos.
+ *     memory (checked before anything moves), -ENOMEM if the iovecs cannot be decoded, else
+ *     the syscall's error. Never throws for I/O errors: the caller maps errnos.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* preadv, pwritev */
@@ -66,6 +67,7 @@ static double iovec_io(int fd, uint8_t *mem, size_t size, uint32_t iovs, uint32_
     v[k].iov_len = l;
     k++;
   }
+  if (pos_in < 0 && pos_in != -1) { result = -EINVAL; goto out; }
   int64_t pos = pos_in < 0 ? -1 : (int64_t)pos_in;
   for (uint32_t at = 0; at < k;) {
     int batch = k - at < BATCH ? (int)(k - at) : BATCH;

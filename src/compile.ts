@@ -25,5 +25,5 @@ export function useCompileMode(mode: CompileMode): void {
 
 /** The mode in effect in this process: the last one applied, else what node was started with. */
 export function compileMode(): CompileMode {
-  return applied ?? (process.execArgv.includes('--no-liftoff') ? 'optimized' : 'tiered');
+  return applied ?? (process.execArgv.some((a) => /^--no-?liftoff$|^--liftoff=false$/.test(a)) ? 'optimized' : 'tiered');
 }

@@ -115,7 +115,7 @@ for (const [how, env] of [
     const { dir, cleanup } = tempDir();
     t.after(cleanup);
     writeFileSync(join(dir, 'read.txt'), ALPHA);
-    assertPass(inSandbox(dir, 'conf_fd_io', ['read'], { env }), 47);
+    assertPass(inSandbox(dir, 'conf_fd_io', ['read'], { env }), 48);
     assert.equal(bytes(join(dir, 'read.txt')).toString('latin1'), ALPHA);
   });
 
@@ -129,7 +129,7 @@ for (const [how, env] of [
     t.after(cleanup);
     writeFileSync(join(dir, 'read.txt'), ALPHA);
     const r = inSandbox(dir, 'conf_fd_io', ['write'], { env });
-    assertPass(r, 38, 'out:gather\n');
+    assertPass(r, 40, 'out:gather\n');
     assert.equal(r.stderr, 'err:gather\n');
     assert.deepEqual(bytes(join(dir, 'write.txt')), Buffer.from('Hello, gather world\n'));
     assert.deepEqual(bytes(join(dir, 'pwrite.txt')), Buffer.from('AAAxyzAAAAw\0\0\0\0END', 'latin1'));
@@ -194,9 +194,9 @@ test('fd_read / fd_write / fd_pread / fd_pwrite over a shared memory', (t) => {
   const box = join(dir, 'box');
   mkdirSync(box);
   writeFileSync(join(box, 'read.txt'), ALPHA);
-  assertPass(stasis(['run', '--dir', `${box}::/sandbox`, shared, 'read']), 47);
+  assertPass(stasis(['run', '--dir', `${box}::/sandbox`, shared, 'read']), 48);
   const w = stasis(['run', '--dir', `${box}::/sandbox`, shared, 'write']);
-  assertPass(w, 38, 'out:gather\n');
+  assertPass(w, 40, 'out:gather\n');
   assert.deepEqual(bytes(join(box, 'pwrite.txt')), Buffer.from('AAAxyzAAAAw\0\0\0\0END', 'latin1'));
 });
 

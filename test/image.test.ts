@@ -309,6 +309,13 @@ test('damage and foreign files give the right ImageError, and reading writes not
     bad[1000] ^= 1;
     writeFileSync(c0, bad);
     await reading('CORRUPT', c0);
+    // Problems are reported in chunk order, though later chunks are read ahead.
+    assert.ok(m.memory.chunks.length >= 3);
+    const c2 = chunk(2);
+    const good2 = readFileSync(c2);
+    unlinkSync(c2);
+    await reading('CORRUPT', c0);
+    writeFileSync(c2, good2);
     truncateSync(c0, good.length - 1);
     await reading('CORRUPT', c0);
     unlinkSync(c0);

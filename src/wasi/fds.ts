@@ -62,8 +62,30 @@ export abstract class Fd {
   }
 }
 
-/** The fs path's copy of the iovecs of one call (pointer, length pairs), reused. */
-let decoded = new Uint32Array(128);
+/** A copy of the iovecs of one call (pointer, length pairs), reused up to a size. */
+let scratch = new Uint32Array(128);
+
+/**
+ * Reads n iovecs at iovs into a copy, checking that each lies in memory (EFAULT before a byte
+ * moves; a read may then overwrite the guest's array without redirecting later entries).
+ */
+function decodeIovecs(mem: GuestMemory, iovs: number, n: number): Uint32Array {
+  mem.check(iovs, n * 8);
+  let out = scratch;
+  if (out.length < n * 2) {
+    out = new Uint32Array(n * 2);
+    if (n <= 32768) scratch = out; // a bigger one is not kept
+  }
+  const view = mem.view;
+  for (let i = 0; i < n; i++) {
+    const ptr = view.getUint32(iovs + i * 8, true);
+    const len = view.getUint32(iovs + i * 8 + 4, true);
+    mem.check(ptr, len);
+    out[2 * i] = ptr;
+    out[2 * i + 1] = len;
+  }
+  return out;
+}
 
 /**
  * Positional I/O between the guest's iovecs and a host fd, starting at pos (null = the host's
@@ -81,16 +103,7 @@ function iovecIo(
     if (r < 0) throw Object.assign(new Error(`${write ? 'write' : 'read'} failed`), { code: getSystemErrorName(r) });
     return r;
   }
-  mem.check(iovs, n * 8);
-  if (decoded.length < n * 2) decoded = new Uint32Array(n * 2);
-  const view = mem.view;
-  for (let i = 0; i < n; i++) {
-    const ptr = view.getUint32(iovs + i * 8, true);
-    const len = view.getUint32(iovs + i * 8 + 4, true);
-    mem.check(ptr, len);
-    decoded[2 * i] = ptr;
-    decoded[2 * i + 1] = len;
-  }
+  const decoded = decodeIovecs(mem, iovs, n);
   const bytes = mem.bytes;
   let total = 0;
   for (let i = 0; i < n; i++) {
@@ -209,8 +222,7 @@ export class FileFd extends Fd {
       // Small writes at the current offset are gathered (see writebehind.ts); as in
       // iovecIo, a bad iovec is EFAULT before anything is taken.
       const view = mem.view;
-      mem.check(iovs, n * 8);
-      for (let i = 0; i < n; i++) mem.check(view.getUint32(iovs + i * 8, true), view.getUint32(iovs + i * 8 + 4, true));
+      decodeIovecs(mem, iovs, n);
       let total = 0;
       for (let i = 0; i < n; i++) {
         const ptr = view.getUint32(iovs + i * 8, true);
@@ -218,8 +230,11 @@ export class FileFd extends Fd {
         if (len === 0) continue;
         if (!wb.add(this.handle, mem.bytes, ptr, len, this.offset + total)) {
           wb.flush();
-          const rest = iovecIo(mem, iovs + i * 8, n - i, this.handle, this.offset + total, true);
-          total += rest;
+          try {
+            total += iovecIo(mem, iovs + i * 8, n - i, this.handle, this.offset + total, true);
+          } catch (e) {
+            if (total === 0) throw e; // else the bytes gathered so far count, as in iovecIo
+          }
           break;
         }
         total += len;
@@ -416,12 +431,12 @@ export class StdioFd extends Fd {
     if (this.stdin === null) throw new WasiError(Errno.BADF);
     const nonblock = (this.fdflags & Fdflags.NONBLOCK) !== 0;
     // Like read(2) on a pipe: fill iovecs from what is there, stop at the first short one.
+    const v = decodeIovecs(mem, iovs, n);
     let total = 0;
     for (let i = 0; i < n; i++) {
-      const ptr = mem.u32(iovs + i * 8);
-      const len = mem.u32(iovs + i * 8 + 4);
+      const ptr = v[2 * i]!;
+      const len = v[2 * i + 1]!;
       if (len === 0) continue;
-      mem.check(ptr, len);
       const done = this.stdin.read(mem.bytes, ptr, len, nonblock && total === 0);
       total += done;
       if (done < len || this.stdin.available() === 0) break;
@@ -431,12 +446,15 @@ export class StdioFd extends Fd {
 
   override write(mem: GuestMemory, iovs: number, n: number): number {
     if (this.stream === 0) throw new WasiError(Errno.BADF);
+    const v = decodeIovecs(mem, iovs, n);
     let total = 0;
     for (let i = 0; i < n; i++) {
-      const ptr = mem.u32(iovs + i * 8);
-      const len = mem.u32(iovs + i * 8 + 4);
-      mem.check(ptr, len);
-      total += writeAll(this.stream, mem.bytes, ptr, len);
+      try {
+        total += writeAll(this.stream, mem.bytes, v[2 * i]!, v[2 * i + 1]!);
+      } catch (e) {
+        if (total === 0) throw e; // else what was written counts, as for files
+        break;
+      }
     }
     return total;
   }

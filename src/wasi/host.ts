@@ -260,7 +260,8 @@ export class WasiHost {
   /**
    * Wraps a call for the import boundary: refresh memory views, turn errors into errnos, and
    * read i32 arguments as unsigned: every one in WASI preview 1 is (pointers, sizes, fds,
-   * flags), and a pointer above 2 GiB of memory arrives as a negative number.
+   * flags), and a pointer above 2 GiB of memory arrives as a negative number. i64 arguments
+   * stay signed BigInts: the calls read them as u64 (u64ToNumber) or s64 (fd_seek's delta).
    * Fixed arities rather than rest parameters, so the hot path allocates nothing.
    */
   private boundary(f: Call, flushFirst: boolean): (...a: never[]) => number {
@@ -612,7 +613,8 @@ export class WasiHost {
   private readdir(d: DirFd, buf: number, len: number, cookie: bigint): number {
     const m = this.mem;
     m.check(buf, len);
-    const start = Number(cookie);
+    // A cookie past any listing (2^64-1 included) reads as its end.
+    const start = Number(BigInt.asUintN(64, cookie));
     const names = d.entries(start);
     const head = this.scratch;
     let used = 0;
@@ -774,8 +776,10 @@ function rightsOf(v: bigint): number {
   return Number(v & RIGHTS_ALL_BIG);
 }
 
+/** A u64 argument (wasm passes i64s signed: 2^64-5 arrives as -5n) as a Number. */
 function u64ToNumber(v: bigint): number {
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new WasiError(Errno.FBIG);
-  return Number(v);
+  const u = BigInt.asUintN(64, v);
+  if (u > BigInt(Number.MAX_SAFE_INTEGER)) throw new WasiError(Errno.FBIG);
+  return Number(u);
 }
 
