@@ -19,7 +19,7 @@ commands:
   status [TARGET] [--json]                   list launched programs
   kill [TARGET]                              stop a launched program (no checkpoint)
   restart IMAGE|CKPT_DIR [--dir NEWHOST::GUEST]... [--env KEY=VALUE]... [--dry-run]
-          [CONTROL OPTIONS]                  continue a program from an image, in this process
+          [--compile MODE] [CONTROL OPTIONS] continue a program from an image, in this process
   inspect IMAGE|CKPT_DIR [--json]            show what an image holds
 
 run options:
@@ -30,7 +30,8 @@ run options:
   --compile MODE        optimized: each function compiled by V8's optimizing compiler at
                         its first call (default for run: long loops run at full speed);
                         tiered: baseline first, hot functions optimized later (default for
-                        launch and restart: quicker start for big instrumented programs)
+                        launch and restart: quicker start for big instrumented programs,
+                        whose running frames are re-entered early on to pick that code up)
 
 control options:
   --ckpt-dir DIR        where images go (default ./NAME.ckpt)
