@@ -100,6 +100,11 @@ export class WriteGuards {
 const readAsync = promisify(read);
 const writeAsync = promisify(write);
 
+/** Blocks the launcher copies at once: with one, each block waits for its read and then its
+ *  write on the thread pool; two in flight copied 1 GiB within the page cache in ~0.43 s instead
+ *  of ~1.4 s (into memory the VM has to fault back in, both take ~3.5 s). */
+const COPIERS = 2;
+
 /**
  * The launcher's side: copies every block not copied yet, waits for those the program is
  * copying, then closes its fds. The staged copy is complete when this resolves.
@@ -107,40 +112,53 @@ const writeAsync = promisify(write);
 export async function copyGuarded(g: FileGuard): Promise<void> {
   const states = new Int32Array(g.states);
   const blocks = states.length - 1;
-  const buf = Buffer.allocUnsafe(BLOCK);
-  let mine = -1; // the block being copied here
-  try {
-    for (let i = 0; i < blocks; i++) {
-      if (Atomics.compareExchange(states, i, FREE, CLAIMED) !== FREE) continue;
-      mine = i;
-      const from = i * BLOCK;
-      const len = Math.min(BLOCK, g.size - from);
-      let done = 0;
-      while (done < len) {
-        const { bytesRead } = await readAsync(g.src, buf, done, len - done, from + done);
-        if (bytesRead === 0) break;
-        done += bytesRead;
+  let next = 0;
+  let failed = false;
+  const copier = async (): Promise<void> => {
+    const buf = Buffer.allocUnsafe(BLOCK);
+    let mine = -1; // the block being copied here
+    try {
+      while (!failed) {
+        const i = next++;
+        if (i >= blocks) return;
+        if (Atomics.compareExchange(states, i, FREE, CLAIMED) !== FREE) continue;
+        mine = i;
+        const from = i * BLOCK;
+        const len = Math.min(BLOCK, g.size - from);
+        let done = 0;
+        while (done < len) {
+          const { bytesRead } = await readAsync(g.src, buf, done, len - done, from + done);
+          if (bytesRead === 0) break; // shorter now: the rest stays zeros, as ftruncate made it
+          done += bytesRead;
+        }
+        for (let w = 0; w < done;) w += (await writeAsync(g.dest, buf, w, done - w, from + w)).bytesWritten;
+        Atomics.store(states, i, COPIED);
+        Atomics.notify(states, i);
+        mine = -1;
       }
-      for (let w = 0; w < len;) w += (await writeAsync(g.dest, buf, w, len - w, from + w)).bytesWritten;
-      Atomics.store(states, i, COPIED);
-      Atomics.notify(states, i);
-      mine = -1;
+    } catch (e) {
+      failed = true; // the other copiers stop at their next block
+      throw e;
+    } finally {
+      if (mine >= 0) {
+        Atomics.store(states, mine, COPIED);
+        Atomics.notify(states, mine);
+      }
     }
-  } finally {
-    // Done (or failed: then the copy is thrown away): the program stops guarding, and the fds
-    // are closed once it has finished any block it is copying.
-    if (mine >= 0) {
-      Atomics.store(states, mine, COPIED);
-      Atomics.notify(states, mine);
-    }
-    Atomics.store(states, blocks, 1);
-    for (let i = 0; i < blocks; i++) {
-      Atomics.compareExchange(states, i, FREE, COPIED); // none left for the program to take
-      while (Atomics.load(states, i) === CLAIMED) await Atomics.waitAsync(states, i, CLAIMED, 1000).value;
-    }
-    closeSync(g.src);
-    closeSync(g.dest);
+  };
+  // Every copier has stopped using the fds before they are closed (allSettled, not all).
+  const results = await Promise.allSettled(Array.from({ length: COPIERS }, copier));
+  // Done (or failed: then the copy is thrown away): the program stops guarding, and the fds
+  // are closed once it has finished any block it is copying.
+  Atomics.store(states, blocks, 1);
+  for (let i = 0; i < blocks; i++) {
+    Atomics.compareExchange(states, i, FREE, COPIED); // none left for the program to take
+    while (Atomics.load(states, i) === CLAIMED) await Atomics.waitAsync(states, i, CLAIMED, 1000).value;
   }
+  closeSync(g.src);
+  closeSync(g.dest);
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failure) throw failure.reason;
 }
 
 /** The guards of this thread's program (the host's write paths consult it). */
