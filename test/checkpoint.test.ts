@@ -92,8 +92,8 @@ async function waitRunning(name: string, child?: ReturnType<typeof spawn>): Prom
   throw new Error(`${name} never came up`);
 }
 
-function launchInBackground(args: string[]): { child: ReturnType<typeof spawn>; out: () => string; exit: Promise<number | null> } {
-  const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function launchInBackground(args: string[], env = process.env): { child: ReturnType<typeof spawn>; out: () => string; exit: Promise<number | null> } {
+  const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
@@ -416,18 +416,15 @@ test('stack re-entries (unwind and rewind without a capture) leave no trace; a c
     const ref = stasis(['run', ...args]);
     const ckpt = join(dir, 'mixed.ckpt');
     const name = `reenter-${process.pid}`;
-    const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--ckpt-dir', ckpt, '--name', name, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let first = '';
-    child.stdout.on('data', (d: Buffer) => (first += d.toString()));
-    const exit = new Promise<number | null>((resolve) => child.on('exit', resolve));
-    await waitRunning(name, child);
+    const run = launchInBackground(['--ckpt-dir', ckpt, '--name', name, ...args], env);
+    await waitRunning(name, run.child);
     await new Promise((r) => setTimeout(r, 300));
     const cp = stasis(['checkpoint', '--exit', name]);
     assert.equal(cp.code, 0, cp.stderr);
-    assert.equal(await exit, CHECKPOINTED);
+    assert.equal(await run.exit, CHECKPOINTED);
     const second = stasis(['restart', '--quiet', ckpt], { env });
     assert.equal(second.code, ref.code, second.stderr);
-    assert.equal(first + second.stdout, ref.stdout);
+    assert.equal(run.out() + second.stdout, ref.stdout);
   } finally {
     cleanup();
   }

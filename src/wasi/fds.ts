@@ -221,12 +221,11 @@ export class FileFd extends Fd {
     if (this.fdflags === 0) {
       // Small writes at the current offset are gathered (see writebehind.ts); as in
       // iovecIo, a bad iovec is EFAULT before anything is taken.
-      const view = mem.view;
-      decodeIovecs(mem, iovs, n);
+      const v = decodeIovecs(mem, iovs, n);
       let total = 0;
       for (let i = 0; i < n; i++) {
-        const ptr = view.getUint32(iovs + i * 8, true);
-        const len = view.getUint32(iovs + i * 8 + 4, true);
+        const ptr = v[2 * i]!;
+        const len = v[2 * i + 1]!;
         if (len === 0) continue;
         if (!wb.add(this.handle, mem.bytes, ptr, len, this.offset + total)) {
           wb.flush();
