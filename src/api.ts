@@ -9,15 +9,15 @@ import { entries, findTarget, type Entry } from './control/registry.js';
 import { imageErrorCode, StasisError } from './errors.js';
 import { ImageError, inspectImage, listImages, type ImageRef } from './image/index.js';
 
-export { launch, restart, planRestart, EXIT_CHECKPOINTED, EXIT_KILLED } from './launch.js';
+export { launch, restart, planRestart, EXIT_CHECKPOINTED, EXIT_KILLED } from './launcher/launch.js';
 export type { StasisPlugin, OpenFile, FileDecision, CheckpointEvent, CheckpointedEvent, RestartEvent } from './files/plugin.js';
-export type { ControlOptions, LaunchOptions, RestartOptions } from './launch.js';
-export { runCommand as run } from './run.js';
-export type { RunOptions } from './run.js';
-export type { CompileMode } from './compile.js';
-export type { GuestResult as RunResult } from './guest.js';
+export type { ControlOptions, LaunchOptions, RestartOptions } from './launcher/launch.js';
+export { runCommand as run } from './launcher/run.js';
+export type { RunOptions } from './launcher/run.js';
+export type { CompileMode } from './launcher/compile.js';
+export type { GuestResult as RunResult } from './engine/guest.js';
 export { StasisError, EXIT } from './errors.js';
-export type { Snapshot } from './checkpoint/snapshot.js';
+export type { Snapshot } from './image/schema.js';
 
 export interface CheckpointResult {
   /** The image directory written. */

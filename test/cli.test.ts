@@ -142,7 +142,7 @@ test('--compile: optimized skips V8\'s baseline compiler, tiered uses it; same o
   // What useCompileMode does, seen through V8's own test hook (a function's code tier).
   const tiny = [0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 127, 3, 2, 1, 0, 7, 5, 1, 1, 102, 0, 0, 10, 6, 1, 4, 0, 65, 7, 11]; // (func (export "f") (result i32) i32.const 7)
   const tierAfter = (mode: string): string => {
-    const script = `import { useCompileMode } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'compile.js'))};
+    const script = `import { useCompileMode } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'launcher', 'compile.js'))};
       useCompileMode(${JSON.stringify(mode)});
       const f = new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(${JSON.stringify(tiny)}))).exports.f;
       f();

@@ -11,7 +11,7 @@ import {
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { Snapshot } from '../src/checkpoint/snapshot.js';
+import type { Snapshot } from '../src/image/schema.js';
 import {
   FORMAT_VERSION, ImageError, inspectImage, latestImage, listImages, readImage, writeImage, type ImageErrorCode,
   type Manifest,

@@ -5,7 +5,7 @@ import { EXIT, StasisError } from '../errors.js';
 
 /** Loaded per command: `run` needs none of the checkpoint machinery (image store, control). */
 const api = (): Promise<typeof import('../api.js')> => import('../api.js');
-import { COMPILE_MODES, type CompileMode } from '../compile.js';
+import { COMPILE_MODES, type CompileMode } from '../launcher/compile.js';
 import type { Preopen } from '../wasi/state.js';
 import { parseArgs, type OptionSpec, type Parsed } from './args.js';
 
@@ -190,7 +190,7 @@ async function cmdRun(argv: string[]): Promise<number> {
   if (help(p)) return 0;
   const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis run: missing PROG.wasm; usage: stasis run [options] PROG.wasm [ARGS...]');
-  const { run } = await import('../run.js').then((m) => ({ run: m.runCommand }));
+  const { run } = await import('../launcher/run.js').then((m) => ({ run: m.runCommand }));
   return report(await run({
     module, args, env: envOf('run', p), preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('run', d)),
     compile: compileOf('run', p, 'optimized'),
@@ -244,7 +244,7 @@ async function cmdCheckpoint(argv: string[]): Promise<number> {
   const p = parseArgs('checkpoint', argv, { '--exit': {}, '--json': {}, ...HELP }, true);
   if (help(p)) return 0;
   const { checkpoint } = await api();
-  const { progress } = await import('../progress.js');
+  const { progress } = await import('../launcher/progress.js');
   const target = single('checkpoint', p);
   const r = await progress(`checkpointing ${target ?? 'the program'} (until its image is durable)`, () =>
     checkpoint(target, { exit: p.options.has('--exit') }));

@@ -3,10 +3,10 @@
 // by identity if renamed), what the policy decides for each, and copies of the saved ones.
 import { closeSync, existsSync, fstatSync, lstatSync, readdirSync, rmSync, type BigIntStats } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { FileRecord, SavedCopy } from '../checkpoint/snapshot.js';
-import type { CapturedState } from '../guest.js';
+import type { FileRecord, SavedCopy } from '../image/schema.js';
+import type { CapturedState } from '../engine/guest.js';
 import { stageFile } from '../image/files.js';
-import { RACY_NS } from '../image/fsutil.js';
+import { RACY_NS } from '../util/fs.js';
 import { hostPathOf, type FileFdState, type Location, type Preopen } from '../wasi/state.js';
 import { Fdflags } from '../wasi/constants.js';
 import { GUARD_MIN, newGuard, type FileGuard } from './guard.js';

@@ -4,7 +4,7 @@
 // side claims a block (0 -> 1) before copying it and marks it done (2); the other waits.
 // The copy therefore holds the file exactly as it was at the checkpoint.
 import { closeSync, read, write } from 'node:fs';
-import { copyRangeSync } from '../image/fsutil.js';
+import { copyRangeSync } from '../util/fs.js';
 import { promisify } from 'node:util';
 
 /** Files at least this big are guarded; smaller ones are copied while the program waits. */

@@ -3,7 +3,7 @@
 // against this interface; `--plugin ./p.js` adds more after them.
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { FileTreatment } from '../checkpoint/snapshot.js';
+import type { FileTreatment } from '../image/schema.js';
 import { StasisError } from '../errors.js';
 
 /** An open regular file as a plugin sees it at a checkpoint (the program is paused). */

@@ -1,7 +1,7 @@
 // Stasis's own file rules (DESIGN.md section 3), written as plugins on the same interface
 // users get: the default rules, then the ckptfiles rules (--ckpt-files, --no-ckpt-files,
 // --file-rules), then any --plugin.
-import type { FilePolicyOptions } from '../checkpoint/snapshot.js';
+import type { FilePolicyOptions } from '../image/schema.js';
 import type { FileDecision, OpenFile, StasisPlugin } from './plugin.js';
 import { compileRule, matchRule, restartPathFor } from './rules.js';
 

@@ -3,10 +3,10 @@
 // that every byte replaced or cut is kept in <ckptDir>/kept/ and reported.
 import * as fs from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import type { FileRecord, SavedCopy, Snapshot } from '../checkpoint/snapshot.js';
+import type { FileRecord, SavedCopy, Snapshot } from '../image/schema.js';
 import { imageErrorCode, StasisError } from '../errors.js';
 import { readCopy, sameAsCopy } from '../image/files.js';
-import { copyRangeSync, RACY_NS } from '../image/fsutil.js';
+import { copyRangeSync, RACY_NS } from '../util/fs.js';
 import { ImageError } from '../image/index.js';
 import { hostPathOf, type FileFdState, type Preopen } from '../wasi/state.js';
 import { mapPath, type PathMap } from './pathmap.js';

@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Snapshot } from '../checkpoint/snapshot.js';
+import type { Snapshot } from './schema.js';
 import { readImage, writeImage } from './index.js';
 import type { Codec } from './format.js';
 

@@ -5,10 +5,10 @@
 import { closeSync, constants, copyFileSync, fstatSync, ftruncateSync, mkdirSync, openSync, readSync } from 'node:fs';
 import { link, open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { SavedCopy } from '../checkpoint/snapshot.js';
+import type { SavedCopy } from './schema.js';
 import { ImageError } from './errors.js';
 import { FILE_BLOCK, FILES, STAGE_PREFIX } from './format.js';
-import { copyRangeSync, errno, tmpSuffix } from './fsutil.js';
+import { copyRangeSync, errno, tmpSuffix } from '../util/fs.js';
 import { xxh64hex } from './xxh64.js';
 
 let block: Buffer | undefined;

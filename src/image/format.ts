@@ -8,7 +8,7 @@
 //   <ckptDir>/files/xxh64-<hash>                  saved copies of open files, content-addressed
 //   <ckptDir>/.lock                               held while a writer works
 // Names starting with '.' are private to writers (temporaries, lock) and ignored by readers.
-import type { Snapshot } from '../checkpoint/snapshot.js';
+import type { Snapshot } from './schema.js';
 
 export const MAGIC = 'stasis-image';
 /** 2: snapshot.files (saved open files); a version-1 reader would restart without them. */

@@ -6,7 +6,7 @@ import {
   CHUNK_HASHES, CODECS, FILE_NAME_RE, FILES, FORMAT_VERSION, GEN_RE, HASH_RE, HEX64_RE, IMAGES, LATEST, MAGIC, MANIFEST, MANIFEST_SUM,
   genName, type Manifest,
 } from './format.js';
-import { errno, sha256hex } from './fsutil.js';
+import { errno, sha256hex } from '../util/fs.js';
 
 /** Where an image lives. */
 export interface ImageRef {

@@ -4,7 +4,7 @@ import { link, mkdir, readFile, readdir, rename, stat, unlink, writeFile } from 
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-import type { FileRecord, Snapshot } from '../checkpoint/snapshot.js';
+import type { FileRecord, Snapshot } from './schema.js';
 import { ImageError } from './errors.js';
 import {
   CHUNK_FILE_RE, CHUNKS, FILE_NAME_RE, FILES, FORMAT_VERSION, IMAGES, LATEST, LOCK, MAGIC, STAGE_PREFIX,
@@ -13,7 +13,7 @@ import {
 } from './format.js';
 import { publishStaged } from './files.js';
 import { hashChunk } from './hash.js';
-import { errno, fsyncDir, pool, rmrf, sha256hex, tmpSuffix, writeFileAtomic } from './fsutil.js';
+import { errno, fsyncDir, pool, rmrf, sha256hex, tmpSuffix, writeFileAtomic } from '../util/fs.js';
 import { generations, loadManifest, type ImageRef } from './manifest.js';
 
 export interface WriteOptions {

@@ -6,7 +6,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { InstrumentedModule, InstrumentMeta, InstrumentOptions } from './index.js';
 import { versionString } from './version.js';
-import { RACY_NS, sha256hex } from '../image/fsutil.js';
+import { RACY_NS, sha256hex } from '../util/fs.js';
 
 
 export function defaultCacheDir(): string {

@@ -8,14 +8,14 @@
 // posted to the main thread, and the guest rewinds and goes on. A restart does the same
 // rewind into a fresh instance whose memory, globals and WASI state come from an image.
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { EXIT } from './errors.js';
-import type { GlobalValue } from './checkpoint/snapshot.js';
-import { ProcExit, WasiHost } from './wasi/host.js';
-import type { FdState, Mount, Preopen, WasiState } from './wasi/state.js';
-import { writeGuards, type FileGuard } from './files/guard.js';
-import { WriteBehind } from './wasi/writebehind.js';
-import { Interrupted, setInterruptWord } from './wasi/interrupt.js';
-import { wasmFrames } from './checkpoint/frames.js';
+import { EXIT } from '../errors.js';
+import type { GlobalValue } from '../image/schema.js';
+import { ProcExit, WasiHost } from '../wasi/host.js';
+import type { FdState, Mount, Preopen, WasiState } from '../wasi/state.js';
+import { writeGuards, type FileGuard } from '../files/guard.js';
+import { WriteBehind } from '../wasi/writebehind.js';
+import { Interrupted, setInterruptWord } from '../wasi/interrupt.js';
+import { wasmFrames } from './frames.js';
 
 export interface GuestData {
   module: WebAssembly.Module;
@@ -165,7 +165,7 @@ async function run(data: GuestData): Promise<GuestResult> {
   const control = ck === undefined ? null : new Int32Array(ck.control, 0, CONTROL_WORDS);
   host.attach(ex.memory, control === null ? undefined : (bytes) => Atomics.store(control, CONTROL_MEMORY_PAGES, bytes / PAGE));
   if (data.restore !== undefined) {
-    const { ImageError, readImage } = await import('./image/index.js');
+    const { ImageError, readImage } = await import('../image/index.js');
     try {
       await readImage(data.restore.image.path, { generation: data.restore.image.generation, into: () => ex.memory });
     } catch (e) {

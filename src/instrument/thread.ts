@@ -1,7 +1,7 @@
 // Instrumentation runs in a worker thread: binaryen needs seconds on a first launch, and the
 // main thread must stay free to show progress and to answer signals meanwhile.
 import { parentPort, Worker, workerData } from 'node:worker_threads';
-import type { InstrumentedModule, InstrumentOptions } from './instrument/index.js';
+import type { InstrumentedModule, InstrumentOptions } from './index.js';
 
 type Outcome =
   | { ok: true; result: InstrumentedModule }
@@ -26,7 +26,7 @@ export function instrumentInThread(bytes: Uint8Array, opts: Omit<InstrumentOptio
 
 if (parentPort !== null && workerData?.kind === 'instrument') {
   const port = parentPort;
-  const { instrumentCached, UnsupportedModuleError } = await import('./instrument/index.js');
+  const { instrumentCached, UnsupportedModuleError } = await import('./index.js');
   let outcome: Outcome;
   try {
     outcome = { ok: true, result: instrumentCached(workerData.bytes as Uint8Array, workerData.opts as InstrumentOptions) };

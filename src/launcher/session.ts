@@ -1,14 +1,14 @@
 // A running guest, seen from the main thread: the worker that runs it, the shared memory for
 // its coalesced writes and stdin, and (under checkpoint control) the request counter.
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
-import { imageErrorCode, StasisError } from './errors.js';
+import { imageErrorCode, StasisError } from '../errors.js';
 import {
   CONTROL_MEMORY_PAGES, CONTROL_REENTER, CONTROL_RELEASE, CONTROL_REQUEST, CONTROL_STOP, CONTROL_WORDS,
   type CapturedState, type GuestData, type GuestMessage, type GuestResult,
-} from './guest.js';
-import type { FileGuard } from './files/guard.js';
-import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from './wasi/stdin.js';
-import { WriteBehind } from './wasi/writebehind.js';
+} from '../engine/guest.js';
+import type { FileGuard } from '../files/guard.js';
+import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from '../wasi/stdin.js';
+import { WriteBehind } from '../wasi/writebehind.js';
 import { compileMode, useCompileMode, type CompileMode } from './compile.js';
 
 /** How often buffered writes are checked for staleness. */
@@ -66,7 +66,7 @@ export class GuestSession {
     this.guards = guards.port1;
     if (checkpoint && control) data.checkpoint = { ...checkpoint, control, spares: spares.port2, guards: guards.port2 };
     if (this.stdin !== null) new StdinPump(this.stdin).start();
-    this.worker = new Worker(new URL('./guest.js', import.meta.url), {
+    this.worker = new Worker(new URL('../engine/guest.js', import.meta.url), {
       workerData: { kind: 'guest', data }, stdin: false, stdout: false, stderr: false,
       transferList: data.checkpoint ? [spares.port2, guards.port2] : [],
     });

@@ -4,29 +4,29 @@
 import { hostname } from 'node:os';
 import { basename, resolve } from 'node:path';
 import * as fs from 'node:fs';
-import { maxFrameBytes } from './checkpoint/frames.js';
-import type { EngineInfo, FilePolicyOptions, FileRecord, Snapshot } from './checkpoint/snapshot.js';
-import { captureFiles, type CopyCache, type FileCapture } from './files/capture.js';
-import { copyGuarded } from './files/guard.js';
-import { emit, loadPlugins, type StasisPlugin } from './files/plugin.js';
-import { builtinPolicy } from './files/policy.js';
-import { checkPathMap, mapPath, mergePathMaps, mountsOf, parsePathMap } from './files/pathmap.js';
-import { applyPlan, checkPlan, fileRecords, locationKey, physicalPath, planFiles, type FilePlan, type PlanOptions } from './files/restore.js';
-import { checkConflicts, cliRules, loadRulesFile, ruleData } from './files/rules.js';
-import { serve, type Reply, type Request } from './control/channel.js';
-import { newKey, register, socketPath, unregister } from './control/registry.js';
-import { EXIT, imageErrorCode, StasisError } from './errors.js';
-import type { CapturedState, GuestResult, RestoreState } from './guest.js';
-import { ImageError, listImages, readImage, writeImage } from './image/index.js';
-import { instrumentInThread, Unsupported } from './instrument-thread.js';
+import { maxFrameBytes } from '../engine/frames.js';
+import type { EngineInfo, FilePolicyOptions, FileRecord, Snapshot } from '../image/schema.js';
+import { captureFiles, type CopyCache, type FileCapture } from '../files/capture.js';
+import { copyGuarded } from '../files/guard.js';
+import { emit, loadPlugins, type StasisPlugin } from '../files/plugin.js';
+import { builtinPolicy } from '../files/policy.js';
+import { checkPathMap, mapPath, mergePathMaps, mountsOf, parsePathMap } from '../files/pathmap.js';
+import { applyPlan, checkPlan, fileRecords, locationKey, physicalPath, planFiles, type FilePlan, type PlanOptions } from '../files/restore.js';
+import { checkConflicts, cliRules, loadRulesFile, ruleData } from '../files/rules.js';
+import { serve, type Reply, type Request } from '../control/channel.js';
+import { newKey, register, socketPath, unregister } from '../control/registry.js';
+import { EXIT, imageErrorCode, StasisError } from '../errors.js';
+import type { CapturedState, GuestResult, RestoreState } from '../engine/guest.js';
+import { ImageError, listImages, readImage, writeImage } from '../image/index.js';
+import { instrumentInThread, Unsupported } from '../instrument/thread.js';
 import { loadModule, readModuleBytes } from './module.js';
-import { lookupCache, sourceOf } from './instrument/cache.js';
-import type { InstrumentedModule } from './instrument/index.js';
+import { lookupCache, sourceOf } from '../instrument/cache.js';
+import type { InstrumentedModule } from '../instrument/index.js';
 import { progress } from './progress.js';
 import type { CompileMode } from './compile.js';
 import { checkPreopens, SIGNAL_STATUS, type RunOptions } from './run.js';
 import { GuestSession, type GuestSetup } from './session.js';
-import { hostPathOf, type Preopen } from './wasi/state.js';
+import { hostPathOf, type Preopen } from '../wasi/state.js';
 
 export interface ControlOptions {
   /** Where images go (default ./NAME.ckpt). */

@@ -1,12 +1,12 @@
 // `stasis run`: runs a WASI command to completion, with no checkpointing.
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { StasisError } from './errors.js';
-import type { GuestResult } from './guest.js';
+import { StasisError } from '../errors.js';
+import type { GuestResult } from '../engine/guest.js';
 import { loadModule } from './module.js';
 import { GuestSession } from './session.js';
 import type { CompileMode } from './compile.js';
-import type { Preopen } from './wasi/state.js';
+import type { Preopen } from '../wasi/state.js';
 
 export interface RunOptions {
   /** Path of the .wasm file. */

@@ -1,7 +1,7 @@
 // Loading and vetting a program: is it WebAssembly, and a WASI preview-1 command we can run?
 import { readFileSync } from 'node:fs';
-import { StasisError } from './errors.js';
-import { WASI_FUNCTIONS } from './wasi/signatures.js';
+import { StasisError } from '../errors.js';
+import { WASI_FUNCTIONS } from '../wasi/signatures.js';
 
 export interface LoadedModule {
   path: string;
