@@ -6,8 +6,8 @@
 //   ...later, in another process: await restart({ image: 'ck', dirs: [], env: [] });
 import { request, type Reply } from './control/channel.js';
 import { entries, findTarget, type Entry } from './control/registry.js';
-import { imageErrorCode, StasisError } from './errors.js';
-import { ImageError, inspectImage, listImages, type ImageRef } from './image/index.js';
+import { StasisError } from './errors.js';
+import { inspectImage, listImages, type ImageRef } from './image/index.js';
 
 export { launch, restart, planRestart, EXIT_CHECKPOINTED, EXIT_KILLED } from './launcher/launch.js';
 export type { StasisPlugin, OpenFile, FileDecision, CheckpointEvent, CheckpointedEvent, RestartEvent } from './files/plugin.js';
@@ -77,12 +77,7 @@ export async function kill(target?: string): Promise<void> {
 
 /** What an image (or a checkpoint directory's latest image) holds, without loading memory. */
 export async function inspect(path: string): Promise<Record<string, unknown>> {
-  try {
-    return await inspectImage(path);
-  } catch (e) {
-    if (e instanceof ImageError) throw new StasisError(imageErrorCode(e.code), e.message);
-    throw e;
-  }
+  return inspectImage(path);
 }
 
 /** The complete images in a checkpoint directory, oldest first. */

@@ -37,7 +37,31 @@ export class StasisError extends Error {
   }
 }
 
-/** The CLI's view of an image store error. */
-export function imageErrorCode(code: string): StasisErrorCode {
-  return code === 'CORRUPT' ? 'CORRUPT_IMAGE' : code === 'BUSY' ? 'CONTROL' : 'BAD_IMAGE';
+export type ImageErrorCode =
+  /** The path is not a Stasis image or checkpoint directory (a foreign file or directory). */
+  | 'NOT_AN_IMAGE'
+  /** A Stasis image in a format this version cannot read (written by a newer Stasis). */
+  | 'BAD_VERSION'
+  /** A file of the image is damaged: wrong hash, truncated, unparsable. */
+  | 'CORRUPT'
+  /** The path, the requested generation, or a file the image references does not exist. */
+  | 'MISSING'
+  /** Another process is writing to the same checkpoint directory right now. */
+  | 'BUSY';
+
+const IMAGE_ERROR_CODE: Record<ImageErrorCode, StasisErrorCode> = {
+  NOT_AN_IMAGE: 'BAD_IMAGE', BAD_VERSION: 'BAD_IMAGE', MISSING: 'BAD_IMAGE', CORRUPT: 'CORRUPT_IMAGE', BUSY: 'CONTROL',
+};
+
+/** An error of the image store: `reason` says what is wrong with the image, `code` how the CLI exits. */
+export class ImageError extends StasisError {
+  constructor(
+    readonly reason: ImageErrorCode,
+    message: string,
+    /** The file or directory the error is about, when there is one. */
+    readonly file?: string,
+  ) {
+    super(IMAGE_ERROR_CODE[reason], message);
+    this.name = 'ImageError';
+  }
 }

@@ -118,7 +118,7 @@ async function assertImageError(p: Promise<unknown>, code: ImageErrorCode, menti
     await p;
   } catch (e) {
     assert.ok(e instanceof ImageError, `expected an ImageError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
+    assert.equal(e.reason, code, e.message);
     assert.ok(!e.message.includes('\n'), 'message is one line');
     if (mention) assert.ok(e.message.includes(mention), `message should name ${mention}: ${e.message}`);
     return e;

@@ -8,7 +8,7 @@
 // posted to the main thread, and the guest rewinds and goes on. A restart does the same
 // rewind into a fresh instance whose memory, globals and WASI state come from an image.
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { EXIT } from '../errors.js';
+import { EXIT, type ImageErrorCode } from '../errors.js';
 import type { GlobalValue } from '../image/schema.js';
 import { ProcExit, WasiHost } from '../wasi/host.js';
 import type { FdState, Mount, Preopen, WasiState } from '../wasi/state.js';
@@ -78,8 +78,8 @@ export interface GuestResult {
   exitCode: number;
   /** Set when the program trapped: a one-line description. */
   trap?: string;
-  /** Set when a restart could not read its image (an ImageError's code and message). */
-  imageError?: { code: string; message: string };
+  /** Set when a restart could not read its image (an ImageError's reason and message). */
+  imageError?: { reason: ImageErrorCode; message: string };
   /** Under checkpoint control: how many times the program's stack was re-entered (rewound
    *  without a capture) to run the optimized code V8 compiled meanwhile. */
   reentries?: number;
@@ -169,7 +169,7 @@ async function run(data: GuestData): Promise<GuestResult> {
     try {
       await readImage(data.restore.image.path, { generation: data.restore.image.generation, into: () => ex.memory });
     } catch (e) {
-      if (e instanceof ImageError) return { exitCode: -1, imageError: { code: e.code, message: e.message } };
+      if (e instanceof ImageError) return { exitCode: -1, imageError: { reason: e.reason, message: e.message } };
       throw e;
     }
     engine!.restore(data.restore);

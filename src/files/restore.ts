@@ -4,10 +4,9 @@
 import * as fs from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { FileRecord, SavedCopy, Snapshot } from '../image/schema.js';
-import { imageErrorCode, StasisError } from '../errors.js';
+import { ImageError, StasisError } from '../errors.js';
 import { readCopy, sameAsCopy } from '../image/files.js';
 import { copyRangeSync, RACY_NS } from '../util/fs.js';
-import { ImageError } from '../image/index.js';
 import { hostPathOf, type FileFdState, type Preopen } from '../wasi/state.js';
 import { mapPath, type PathMap } from './pathmap.js';
 import type { CopyCache } from './capture.js';
@@ -211,7 +210,7 @@ export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Appl
   } catch (e) {
     for (const t of temps.values()) fs.rmSync(t, { force: true });
     for (const d of madeDirs.reverse()) fs.rmSync(d, { recursive: true, force: true });
-    if (e instanceof ImageError) throw new StasisError(imageErrorCode(e.code), `restart refused, nothing changed: ${e.message}`);
+    if (e instanceof ImageError) throw new StasisError(e.code, `restart refused, nothing changed: ${e.message}`);
     const err = e as NodeJS.ErrnoException;
     if (typeof err.code === 'string') throw new StasisError('FILE_ACCESS', `restart refused, nothing changed: cannot prepare ${err.path ?? 'a file'} (${err.code}); fix the permissions or free space there, or map the file elsewhere with --path-map OLD=NEW`);
     throw e;

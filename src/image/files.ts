@@ -6,7 +6,7 @@ import { closeSync, constants, copyFileSync, fstatSync, ftruncateSync, mkdirSync
 import { link, open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SavedCopy } from './schema.js';
-import { ImageError } from './errors.js';
+import { ImageError } from '../errors.js';
 import { FILE_BLOCK, FILES, STAGE_PREFIX } from './format.js';
 import { copyRangeSync, errno, tmpSuffix } from '../util/fs.js';
 import { xxh64hex } from './xxh64.js';

@@ -1,5 +1,5 @@
 // The image store: writes and reads checkpoint images (docs/image-format.md).
-export { ImageError, type ImageErrorCode } from './errors.js';
+export { ImageError, type ImageErrorCode } from '../errors.js';
 export { writeImage, type WriteOptions, type WriteResult } from './write.js';
 export { readImage, listImages, latestImage, inspectImage, type ReadOptions, type ReadResult } from './read.js';
 export type { ImageRef } from './manifest.js';

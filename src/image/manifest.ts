@@ -1,7 +1,7 @@
 // Locating images and loading their manifests, with every check a reader needs. Never writes.
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { ImageError } from './errors.js';
+import { ImageError } from '../errors.js';
 import {
   CHUNK_HASHES, CODECS, FILE_NAME_RE, FILES, FORMAT_VERSION, GEN_RE, HASH_RE, HEX64_RE, IMAGES, LATEST, MAGIC, MANIFEST, MANIFEST_SUM,
   genName, type Manifest,

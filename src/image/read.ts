@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import type { Snapshot } from './schema.js';
-import { ImageError } from './errors.js';
+import { ImageError } from '../errors.js';
 import { IMAGES, chunkFile, genName, moduleFile, type ChunkEntry, type Manifest } from './format.js';
 import { errno, sha256hex } from '../util/fs.js';
 import { hashChunk } from './hash.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import type { FileRecord, Snapshot } from './schema.js';
-import { ImageError } from './errors.js';
+import { ImageError } from '../errors.js';
 import {
   CHUNK_FILE_RE, CHUNKS, FILE_NAME_RE, FILES, FORMAT_VERSION, IMAGES, LATEST, LOCK, MAGIC, STAGE_PREFIX,
   MANIFEST, MANIFEST_SUM, MODULE_FILE_RE, MODULES, TMP_PREFIX, chunkFile, codecOfSuffix,

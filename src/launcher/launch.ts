@@ -15,9 +15,9 @@ import { applyPlan, checkPlan, fileRecords, locationKey, physicalPath, planFiles
 import { checkConflicts, cliRules, loadRulesFile, ruleData } from '../files/rules.js';
 import { serve, type Reply, type Request } from '../control/channel.js';
 import { newKey, register, socketPath, unregister } from '../control/registry.js';
-import { EXIT, imageErrorCode, StasisError } from '../errors.js';
+import { EXIT, StasisError } from '../errors.js';
 import type { CapturedState, GuestResult, RestoreState } from '../engine/guest.js';
-import { ImageError, listImages, readImage, writeImage } from '../image/index.js';
+import { listImages, readImage, writeImage } from '../image/index.js';
 import { instrumentInThread, Unsupported } from '../instrument/thread.js';
 import { loadModule, readModuleBytes } from './module.js';
 import { lookupCache, sourceOf } from '../instrument/cache.js';
@@ -156,13 +156,7 @@ export async function planRestart(opts: RestartOptions): Promise<{ lines: string
 }
 
 async function prepareRestart(opts: RestartOptions) {
-  let image;
-  try {
-    image = await readImage(opts.image, { memory: false }); // the guest thread reads the memory
-  } catch (e) {
-    if (e instanceof ImageError) throw new StasisError(imageErrorCode(e.code), e.message);
-    throw e;
-  }
+  const image = await readImage(opts.image, { memory: false }); // the guest thread reads the memory
   const snap = image.snapshot;
   const saved: FilePolicyOptions = snap.filePolicy ?? { checkpointOpenFiles: false, allowFileOverwrite: false, rules: [], pathMap: [] };
   const restartMap = parsePathMap(opts.pathMap ?? [], 'restart');

@@ -1,7 +1,7 @@
 // A running guest, seen from the main thread: the worker that runs it, the shared memory for
 // its coalesced writes and stdin, and (under checkpoint control) the request counter.
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
-import { imageErrorCode, StasisError } from '../errors.js';
+import { ImageError, StasisError } from '../errors.js';
 import {
   CONTROL_MEMORY_PAGES, CONTROL_REENTER, CONTROL_RELEASE, CONTROL_REQUEST, CONTROL_STOP, CONTROL_WORDS,
   type CapturedState, type GuestData, type GuestMessage, type GuestResult,
@@ -102,7 +102,7 @@ export class GuestSession {
           }
           if (!served) this.onUnrequested?.(m.snapshot);
         } else {
-          if (m.imageError !== undefined) reject(new StasisError(imageErrorCode(m.imageError.code), m.imageError.message));
+          if (m.imageError !== undefined) reject(new ImageError(m.imageError.reason, m.imageError.message));
           else resolve({ exitCode: m.exitCode, ...(m.trap !== undefined && { trap: m.trap }), ...(m.reentries !== undefined && { reentries: m.reentries }) });
         }
       });
