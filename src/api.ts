@@ -7,36 +7,23 @@
 import { request, type Reply } from './control/channel.js';
 import { entries, findTarget, type Entry } from './control/registry.js';
 import { StasisError } from './errors.js';
+import type { CheckpointResult } from './launcher/checkpoints.js';
 import { inspectImage, listImages, type ImageRef } from './image/index.js';
 
-export { launch, restart, planRestart, EXIT_CHECKPOINTED, EXIT_KILLED } from './launcher/launch.js';
+export { launch } from './launcher/launch.js';
+export { restart, planRestart } from './launcher/restart.js';
+export { EXIT_CHECKPOINTED, EXIT_KILLED } from './launcher/supervisor.js';
 export type { StasisPlugin, OpenFile, FileDecision, CheckpointEvent, CheckpointedEvent, RestartEvent } from './files/plugin.js';
-export type { ControlOptions, LaunchOptions, RestartOptions } from './launcher/launch.js';
+export type { LaunchOptions } from './launcher/launch.js';
+export type { RestartOptions } from './launcher/restart.js';
+export type { ControlOptions } from './launcher/supervisor.js';
 export { runCommand as run } from './launcher/run.js';
 export type { RunOptions } from './launcher/run.js';
 export type { CompileMode } from './launcher/compile.js';
-export type { GuestResult as RunResult } from './engine/guest.js';
+export type { GuestResult as RunResult } from './engine/protocol.js';
 export { StasisError, EXIT } from './errors.js';
+export type { CheckpointResult };
 export type { Snapshot } from './image/schema.js';
-
-export interface CheckpointResult {
-  /** The image directory written. */
-  image: string;
-  generation: number;
-  /** How long the program was paused (unwind, capture, rewind). */
-  pauseMs: number;
-  /** Request to captured state (the guest reached a safe point and copied its memory). */
-  latencyMs: number;
-  /** Request to durable image. */
-  ms: number;
-  /** Bytes this checkpoint added to the checkpoint directory. */
-  bytesWritten: number;
-  /** Memory chunks written, reused from earlier images, omitted as all-zero. */
-  chunks: { written: number; reused: number; zero: number };
-  /** Open files saved with the image, and how many of them were copied for it (the others were
-   *  unchanged since an earlier copy, which the image shares). */
-  files: { saved: number; copied: number };
-}
 
 function ok(r: Reply, what: string): Extract<Reply, { ok: true }> {
   if (!r.ok) throw new StasisError('CONTROL', `${what} failed: ${r.error}`);

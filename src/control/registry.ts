@@ -5,6 +5,8 @@ import * as fs from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { StasisError } from '../errors.js';
+import { replaceFileSync } from '../util/fs.js';
+import { alive } from '../util/proc.js';
 
 export interface Entry {
   name: string;
@@ -41,9 +43,7 @@ export function socketPath(key: string): string {
 }
 
 export function register(key: string, e: Entry): void {
-  const file = join(runtimeDir(), `${key}.json`);
-  fs.writeFileSync(file + '.tmp', JSON.stringify(e) + '\n', { mode: 0o600 });
-  fs.renameSync(file + '.tmp', file);
+  replaceFileSync(join(runtimeDir(), `${key}.json`), JSON.stringify(e) + '\n', 0o600);
 }
 
 export function unregister(key: string): void {
@@ -66,15 +66,6 @@ export function entries(): Entry[] {
     else unregister(f.slice(0, -'.json'.length));
   }
   return out.sort((a, b) => a.pid - b.pid);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** The running program a TARGET names: a pid, a name, or a checkpoint directory. */

@@ -4,10 +4,9 @@
 import { closeSync, existsSync, fstatSync, lstatSync, readdirSync, rmSync, type BigIntStats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { FileRecord, SavedCopy } from '../image/schema.js';
-import type { CapturedState } from '../engine/guest.js';
 import { stageFile } from '../image/files.js';
-import { RACY_NS } from '../util/fs.js';
-import { hostPathOf, type FileFdState, type Location, type Preopen } from '../wasi/state.js';
+import { nowNs, settledBefore } from '../util/fs.js';
+import { guestPath, hostPathOf, type FileFdState, type Location, type Preopen, type WasiState } from '../wasi/state.js';
 import { Fdflags } from '../wasi/constants.js';
 import { GUARD_MIN, newGuard, type FileGuard } from './guard.js';
 import { decide, type OpenFile, type StasisPlugin } from './plugin.js';
@@ -39,9 +38,16 @@ export interface CaptureContext {
   physical: (loc: Location) => string | null;
 }
 
+/** A paused program's fds: its WASI state and the host fds behind its file fds. */
+export interface PausedFds {
+  wasi: WasiState;
+  /** [guest fd, host fd], open in this process while the program waits. */
+  fileHandles: [number, number][];
+}
+
 interface OpenGroup { key: string; st: BigIntStats; handles: number[]; fds: FileFdState[] }
 
-export async function captureFiles(c: CapturedState, ctx: CaptureContext): Promise<FileCapture> {
+export async function captureFiles(c: PausedFds, ctx: CaptureContext): Promise<FileCapture> {
   const out: FileCapture = { records: [], staged: new Map(), remember: new Map(), guards: [] };
   const states = new Map(c.wasi.fds.filter((f): f is FileFdState => f.kind === 'file').map((f) => [f.fd, f]));
   // Group the fds by the file they are open on.
@@ -88,7 +94,7 @@ async function captureFile({ key, st, handles, fds }: OpenGroup, preopens: Preop
   const writable = fds.filter((f) => f.access !== 'r');
   const file: OpenFile = {
     path: hostPath,
-    guestPath: `${location.preopen.replace(/\/$/, '')}/${location.rel}`,
+    guestPath: guestPath(location),
     fds: fds.map((f) => f.fd),
     writable: writable.length > 0,
     append: writable.length > 0 && writable.every((f) => (f.fdflags & Fdflags.APPEND) !== 0),
@@ -103,8 +109,8 @@ async function captureFile({ key, st, handles, fds }: OpenGroup, preopens: Preop
   };
   if (d.treatment === 'save') {
     const known = ctx.cache.get(key);
-    const now = BigInt(Date.now()) * 1_000_000n; // ctime is wall-clock time
-    if (known && known.size === st.size && known.mtimeNs === st.mtimeNs && known.ctimeNs === st.ctimeNs && st.ctimeNs + RACY_NS < known.copiedAt
+    const now = nowNs();
+    if (known && known.size === st.size && known.mtimeNs === st.mtimeNs && known.ctimeNs === st.ctimeNs && settledBefore(st.ctimeNs, known.copiedAt)
       // ...and the copy is still in the store (no image may reference it any more, once the file was closed).
       && existsSync(join(ctx.ckptDir, known.copy.file))) {
       record.copy = known.copy; // unchanged since it was saved: not copied again

@@ -4,8 +4,9 @@
 // side claims a block (0 -> 1) before copying it and marks it done (2); the other waits.
 // The copy therefore holds the file exactly as it was at the checkpoint.
 import { closeSync, read, write } from 'node:fs';
-import { copyRangeSync } from '../util/fs.js';
 import { promisify } from 'node:util';
+import { copyRangeSync } from '../util/fs.js';
+import type { FileChangeHooks } from '../wasi/changes.js';
 
 /** Files at least this big are guarded; smaller ones are copied while the program waits. */
 export const GUARD_MIN = 8 << 20;
@@ -39,8 +40,8 @@ function copyBlock(g: FileGuard, i: number, buf: Buffer): void {
   copyRangeSync(g.src, g.dest, i * BLOCK, Math.min(g.size, (i + 1) * BLOCK), buf);
 }
 
-/** The program's side: blocks it is about to change are copied first (one per thread). */
-export class WriteGuards {
+/** The program's side: blocks it is about to change are copied first (one per program). */
+export class WriteGuards implements FileChangeHooks {
   private readonly byHandle = new Map<number, { g: FileGuard; states: Int32Array }>();
   private buf: Buffer | null = null;
 
@@ -160,6 +161,3 @@ export async function copyGuarded(g: FileGuard): Promise<void> {
   const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failure) throw failure.reason;
 }
-
-/** The guards of this thread's program (the host's write paths consult it). */
-export const writeGuards = new WriteGuards();

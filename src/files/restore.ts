@@ -6,8 +6,8 @@ import { basename, dirname, join } from 'node:path';
 import type { FileRecord, SavedCopy, Snapshot } from '../image/schema.js';
 import { ImageError, StasisError } from '../errors.js';
 import { readCopy, sameAsCopy } from '../image/files.js';
-import { copyRangeSync, RACY_NS } from '../util/fs.js';
-import { hostPathOf, type FileFdState, type Preopen } from '../wasi/state.js';
+import { copyRangeSync, nowNs, settledBefore } from '../util/fs.js';
+import { guestPath as guestPathOf, hostPathOf, type FileFdState, type Preopen } from '../wasi/state.js';
 import { mapPath, type PathMap } from './pathmap.js';
 import type { CopyCache } from './capture.js';
 
@@ -94,7 +94,7 @@ export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
   const plan: FilePlan = { steps: [], refusals: [] };
   const changed: string[] = [];
   for (const r of fileRecords(snap)) {
-    const guestPath = `${r.location.preopen.replace(/\/$/, '')}/${r.location.rel}`;
+    const guestPath = guestPathOf(r.location);
     const target = r.restartPath ?? physicalPath(o, r.location) ?? r.hostPath;
     const found = r.deleted ? null : sizeOf(target);
     const at = target === r.hostPath ? target : `${target} (was ${r.hostPath})`;
@@ -111,7 +111,7 @@ export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
       continue;
     }
     if (r.treatment === 'save') {
-      const comparedAt = BigInt(Date.now()) * 1_000_000n;
+      const comparedAt = nowNs();
       const same = current === null ? false : sameContents(target, r.copy!);
       if (current === null) {
         step('restore', `restore  ${at}: missing; recreated from its saved copy (${r.size} bytes, mode ${octal(r.mode)})`);
@@ -268,7 +268,7 @@ export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Appl
       // As at a checkpoint (capture.ts): trusted only if the file had not changed for a while
       // before the comparison, so that a later write cannot hide in the same timestamp.
       const now = fs.fstatSync(opened, { bigint: true });
-      if (now.ctimeNs + RACY_NS < s.comparedAt) {
+      if (settledBefore(now.ctimeNs, s.comparedAt)) {
         unchanged.set(`${now.dev}:${now.ino}`, { size: now.size, mtimeNs: now.mtimeNs, ctimeNs: now.ctimeNs, copiedAt: s.comparedAt, copy: s.record.copy });
       }
     }

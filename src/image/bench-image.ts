@@ -36,7 +36,7 @@ const moduleBytes = new Uint8Array(1 << 20).fill(7);
 const hash = createHash('sha256').update(moduleBytes).digest('hex');
 const snap = (generation: number): Snapshot => ({
   moduleHash: hash, instrumentedHash: hash, memory, globals: [], asyncifyData: 0,
-  engine: { unwindImports: [], poll: false, stackPointer: null, stackLow: 0, maxFrameBytes: 64 },
+  engine: { unwindImports: [], poll: false, stackPointer: null, maxFrameBytes: 64 },
   wasi: { args: [], env: [], preopens: [], fds: [] }, monotonicNs: '0', stdinPending: new Uint8Array(0), stdinReceived: 0,
   meta: { name: 'bench', generation, createdAt: new Date().toISOString(), pauseMs: 0, host: { hostname: '', platform: '', arch: '', node: '', pid: 0 } },
 } as Snapshot);

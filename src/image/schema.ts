@@ -99,8 +99,6 @@ export interface EngineInfo {
   poll: boolean;
   /** Export name of the shadow stack pointer global, if any. */
   stackPointer: string | null;
-  /** Lowest address of the shadow stack region. */
-  stackLow: number;
   /** The largest frame the module can put in the asyncify buffer. */
   maxFrameBytes: number;
 }

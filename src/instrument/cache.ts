@@ -6,7 +6,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { InstrumentedModule, InstrumentMeta, InstrumentOptions } from './index.js';
 import { versionString } from './version.js';
-import { RACY_NS, sha256hex } from '../util/fs.js';
+import { settledBefore, sha256hex } from '../util/fs.js';
 
 
 export function defaultCacheDir(): string {
@@ -52,7 +52,7 @@ export function sourceOf(path: string, read: () => Buffer, cacheDir: string = de
     const m = JSON.parse(readFileSync(memoFile, 'utf8')) as SourceMemo;
     if (m.dev === String(st.dev) && m.ino === String(st.ino) && m.size === String(st.size)
       && m.mtimeNs === String(st.mtimeNs) && m.ctimeNs === String(st.ctimeNs)
-      && st.ctimeNs + RACY_NS < BigInt(m.hashedAt) && /^[0-9a-f]{64}$/.test(m.sha256)) {
+      && settledBefore(st.ctimeNs, BigInt(m.hashedAt)) && /^[0-9a-f]{64}$/.test(m.sha256)) {
       return { sourceHash: m.sha256, bytes: null };
     }
   } catch {

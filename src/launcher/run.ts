@@ -2,9 +2,10 @@
 import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { StasisError } from '../errors.js';
-import type { GuestResult } from '../engine/guest.js';
+import type { GuestResult } from '../engine/protocol.js';
 import { loadModule } from './module.js';
 import { GuestSession } from './session.js';
+import { onTerminatingSignals } from './signals.js';
 import type { CompileMode } from './compile.js';
 import type { Preopen } from '../wasi/state.js';
 
@@ -35,9 +36,6 @@ export function checkPreopens(preopens: Preopen[]): Preopen[] {
   });
 }
 
-/** Exit statuses for signals that end a program (as a shell reports them). */
-export const SIGNAL_STATUS: [NodeJS.Signals, number][] = [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]];
-
 export async function runCommand(opts: RunOptions): Promise<GuestResult> {
   const loaded = loadModule(opts.module);
   const session = new GuestSession({
@@ -45,17 +43,13 @@ export async function runCommand(opts: RunOptions): Promise<GuestResult> {
     env: opts.env, preopens: checkPreopens(opts.preopens), ...(opts.compile && { compile: opts.compile }),
   });
   // A signal ends the program as it would a native one, but nothing it wrote is lost.
-  const handlers = SIGNAL_STATUS.map(([sig, status]) => {
-    const h = (): void => {
-      session.flush();
-      process.exit(status);
-    };
-    process.on(sig, h);
-    return [sig, h] as const;
+  const removeSignals = onTerminatingSignals((status) => {
+    session.flush();
+    process.exit(status);
   });
   try {
     return await session.result;
   } finally {
-    for (const [sig, h] of handlers) process.off(sig, h);
+    removeSignals();
   }
 }

@@ -3,9 +3,8 @@
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { ImageError, StasisError } from '../errors.js';
 import {
-  CONTROL_MEMORY_PAGES, CONTROL_REENTER, CONTROL_RELEASE, CONTROL_REQUEST, CONTROL_STOP, CONTROL_WORDS,
-  type CapturedState, type GuestData, type GuestMessage, type GuestResult,
-} from '../engine/guest.js';
+  CONTROL_WORDS, Control, GUEST_WORKER, type CapturedState, type GuestData, type GuestMessage, type GuestResult,
+} from '../engine/protocol.js';
 import type { FileGuard } from '../files/guard.js';
 import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from '../wasi/stdin.js';
 import { WriteBehind } from '../wasi/writebehind.js';
@@ -16,10 +15,11 @@ const FLUSH_INTERVAL_MS = 5;
 
 /**
  * When (ms after the program starts or is restored) a program under checkpoint control is
- * re-entered, to run the optimized code V8 has compiled by then (see Checkpointer in guest.ts):
+ * re-entered, to run the optimized code V8 has compiled by then (see engine/checkpointer.ts):
  * each costs about what a checkpoint's pause does without the copy (~1 ms). Not under
  * --compile optimized, where every function is optimized from its first call.
- * STASIS_REENTER_MS=a,b,... replaces the schedule (testing aid).
+ * STASIS_REENTER_MS=a,b,... replaces the schedule (testing aid; 0 is asked before a launched
+ * program starts, so a test need not race it).
  */
 function reentrySchedule(): number[] {
   const env = process.env['STASIS_REENTER_MS'];
@@ -66,8 +66,12 @@ export class GuestSession {
     this.guards = guards.port1;
     if (checkpoint && control) data.checkpoint = { ...checkpoint, control, spares: spares.port2, guards: guards.port2 };
     if (this.stdin !== null) new StdinPump(this.stdin).start();
+    const reentries = this.control !== null && compileMode() !== 'optimized' ? reentrySchedule() : [];
+    // A launch's re-entries at 0 ms are asked before the guest starts: its first safe point
+    // with room serves one, however slow the machine.
+    if (!setup.restore && reentries.includes(0)) Atomics.add(this.control!, Control.REENTER, 1);
     this.worker = new Worker(new URL('../engine/guest.js', import.meta.url), {
-      workerData: { kind: 'guest', data }, stdin: false, stdout: false, stderr: false,
+      workerData: { kind: GUEST_WORKER, data }, stdin: false, stdout: false, stderr: false,
       transferList: data.checkpoint ? [spares.port2, guards.port2] : [],
     });
 
@@ -80,11 +84,11 @@ export class GuestSession {
     }, FLUSH_INTERVAL_MS);
 
     this.restored = new Promise<void>((resolve) => { this.onRestored = resolve; });
-    if (this.control !== null && compileMode() !== 'optimized') {
-      void (setup.restore ? this.restored : Promise.resolve()).then(() => {
-        for (const ms of reentrySchedule()) this.reentryTimers.push(setTimeout(() => this.reenter(), ms));
-      });
-    }
+    void (setup.restore ? this.restored : Promise.resolve()).then(() => {
+      for (const ms of reentries) {
+        if (ms > 0 || setup.restore) this.reentryTimers.push(setTimeout(() => this.reenter(), ms));
+      }
+    });
     this.result = new Promise<GuestResult>((resolve, reject) => {
       this.end = (exitCode) => resolve({ exitCode });
       this.worker.on('message', (m: GuestMessage) => {
@@ -119,14 +123,14 @@ export class GuestSession {
     const control = this.control;
     if (control === null) throw new Error('not under checkpoint control');
     if (this.done) return Promise.reject(new StasisError('CONTROL', 'the program has exited'));
-    if (stop) Atomics.store(control, CONTROL_STOP, 1);
-    const request = Atomics.add(control, CONTROL_REQUEST, 1) + 1;
+    if (stop) Atomics.store(control, Control.STOP, 1);
+    const request = Atomics.add(control, Control.REQUEST, 1) + 1;
     const captured = new Promise<CapturedState>((resolve, reject) => {
       this.waiting.set(request, resolve);
       this.result.then(() => reject(new StasisError('CONTROL', 'the program exited before it reached a safe point')), reject);
     });
     // Wake the guest if it is sleeping in poll_oneoff or waiting for stdin.
-    Atomics.notify(control, CONTROL_REQUEST);
+    Atomics.notify(control, Control.REQUEST);
     if (this.stdin !== null) wakeStdinWaiter(this.stdin);
     return captured;
   }
@@ -138,13 +142,13 @@ export class GuestSession {
   release(guards: FileGuard[] = []): void {
     if (this.control === null) return;
     this.guards.postMessage(guards);
-    Atomics.add(this.control, CONTROL_RELEASE, 1);
-    Atomics.notify(this.control, CONTROL_RELEASE);
+    Atomics.add(this.control, Control.RELEASE, 1);
+    Atomics.notify(this.control, Control.RELEASE);
   }
 
   /** Has the guest unwind and rewind at its next safe point, without a capture. */
   private reenter(): void {
-    if (this.control !== null && !this.done) Atomics.add(this.control, CONTROL_REENTER, 1);
+    if (this.control !== null && !this.done) Atomics.add(this.control, Control.REENTER, 1);
   }
 
   /** Hands a buffer to the guest for its next capture (a capture's memory, or a fresh one). */
@@ -154,7 +158,7 @@ export class GuestSession {
 
   /** The guest's memory size in bytes, as it last published it (0 before it did). */
   memoryBytes(): number {
-    return this.control === null ? 0 : Atomics.load(this.control, CONTROL_MEMORY_PAGES) * 65536;
+    return this.control === null ? 0 : Atomics.load(this.control, Control.MEMORY_PAGES) * 65536;
   }
 
   /** Makes the guest's buffered writes visible now (before exiting on a signal). */

@@ -1,6 +1,6 @@
 // Small file-system helpers for durable, atomic publication.
 import { createHash, randomBytes } from 'node:crypto';
-import { readSync, writeSync } from 'node:fs';
+import { readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { open, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 
 /**
@@ -8,7 +8,18 @@ import { open, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
  * leave its mtime and ctime as they were. Times are trusted to tell "unchanged since" only for
  * files whose ctime is older than the look by this much.
  */
-export const RACY_NS = 100_000_000n;
+const RACY_NS = 100_000_000n;
+
+/** Wall-clock time in ns, the clock file times are in: take it before looking at a file. */
+export function nowNs(): bigint {
+  return BigInt(Date.now()) * 1_000_000n;
+}
+
+/** Whether a file whose ctime is `ctimeNs` can be trusted unchanged since a look at it taken at
+ *  `lookedAt` (nowNs) while its times stay the same: it had settled before the look. */
+export function settledBefore(ctimeNs: bigint, lookedAt: bigint): boolean {
+  return ctimeNs + RACY_NS < lookedAt;
+}
 
 export function sha256hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
@@ -66,6 +77,26 @@ export async function writeFileAtomic(tmp: string, final: string, data: Uint8Arr
     await rename(tmp, final);
   } catch (e) {
     await unlink(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+/**
+ * Replaces `path` with `data` in one step, for files readers may look at any time (a registry
+ * entry, a cache entry): written beside it under a unique name, then renamed over it. Not
+ * fsynced: for files that can be rebuilt.
+ */
+export function replaceFileSync(path: string, data: Uint8Array | string, mode = 0o666): void {
+  const tmp = `${path}.${tmpSuffix()}.tmp`;
+  try {
+    writeFileSync(tmp, data, { mode });
+    renameSync(tmp, path);
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // not created, or gone already
+    }
     throw e;
   }
 }

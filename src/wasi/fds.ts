@@ -7,7 +7,7 @@ import { Errno, Fdflags, Filetype, RIGHTS_FILE, Whence } from './constants.js';
 import { WasiError } from './errno.js';
 import { pause } from './interrupt.js';
 import type { GuestMemory } from './memory.js';
-import { writeGuards } from '../files/guard.js';
+import type { FileChangeHooks } from './changes.js';
 import type { Mounts } from './paths.js';
 import type { DirFdState, FdState, FileFdState, Location, StdioFdState } from './state.js';
 import { nativeIovecIo, setTimesFd, type TimeSpec } from './native.js';
@@ -150,6 +150,7 @@ export class FileFd extends Fd {
 
   constructor(
     private readonly writeBehind: WriteBehind,
+    private readonly changes: FileChangeHooks,
     public handle: number,
     /** The host path it was opened by (may go stale; location is what is kept). */
     public readonly openedAt: string,
@@ -214,9 +215,9 @@ export class FileFd extends Fd {
     const wb = this.writeBehind;
     wb.takeError(this.handle);
     if (!this.seekable) return iovecIo(mem, iovs, n, this.handle, null, true);
-    if (writeGuards.active) {
+    if (this.changes.active) {
       const at = this.fdflags & Fdflags.APPEND ? Number(this.stat().size) : this.offset;
-      writeGuards.beforeWrite(this.handle, at, iovecBytes(mem, iovs, n));
+      this.changes.beforeWrite(this.handle, at, iovecBytes(mem, iovs, n));
     }
     if (this.fdflags === 0) {
       // Small writes at the current offset are gathered (see writebehind.ts); as in
@@ -249,7 +250,7 @@ export class FileFd extends Fd {
   }
 
   override pwrite(mem: GuestMemory, iovs: number, n: number, pos: number): number {
-    if (writeGuards.active) writeGuards.beforeWrite(this.handle, pos, iovecBytes(mem, iovs, n));
+    if (this.changes.active) this.changes.beforeWrite(this.handle, pos, iovecBytes(mem, iovs, n));
     const sync = this.fdflags & (Fdflags.SYNC | Fdflags.DSYNC | Fdflags.RSYNC);
     const put = iovecIo(mem, iovs, n, this.handle, pos, true);
     if (sync) this.sync((sync & Fdflags.SYNC) === 0);
@@ -269,7 +270,7 @@ export class FileFd extends Fd {
   }
 
   override setSize(size: number): void {
-    if (writeGuards.active) writeGuards.beforeTruncate(this.handle, size);
+    if (this.changes.active) this.changes.beforeTruncate(this.handle, size);
     fs.ftruncateSync(this.handle, size);
   }
 

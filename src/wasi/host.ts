@@ -8,12 +8,12 @@ import {
   Oflags, OFLAGS_ALL, Right, RIGHTS_ALL, RIGHTS_DIR, RIGHTS_FILE, RIGHTS_NEED_WRITE,
   RIGHTS_STDIO, SIGNAL_TO_HOST, SIGNALS_IGNORED, SUBCLOCK_ABSTIME, Whence,
 } from './constants.js';
+import { NO_CHANGE_HOOKS, type FileChangeHooks } from './changes.js';
 import { Clocks } from './clocks.js';
 import { errnoOf, WasiError } from './errno.js';
 import { DirFd, Fd, FileFd, filetypeOf, StdioFd } from './fds.js';
 import { Interrupted, sleep } from './interrupt.js';
 import { GuestMemory, utf8 } from './memory.js';
-import { writeGuards } from '../files/guard.js';
 import { joinRel, resolvePath, type Resolved } from './paths.js';
 import { hostPathOf, type FdState, type Location, type Mount, type Preopen, type WasiState } from './state.js';
 import { setTimesPath, type TimeSpec } from './native.js';
@@ -39,6 +39,8 @@ export interface HostOptions {
   writeBehind?: WriteBehind;
   /** Channel from a StdinPump (stdin.ts), or null when stdin is a regular file. */
   stdin: SharedArrayBuffer | null;
+  /** Told before file bytes change (default: nobody). */
+  changes?: FileChangeHooks;
   /** Rebuild this state instead of starting fresh (a restart). */
   restore?: {
     fds: FdState[]; monotonicNs: bigint; stdinPending: Uint8Array; pollDeadlines?: string[];
@@ -70,6 +72,7 @@ export class WasiHost {
   private readonly preopens: Preopen[];
   private readonly mounts: Mount[];
   private readonly writeBehind: WriteBehind;
+  private readonly changes: FileChangeHooks;
   /** Deadlines of a poll_oneoff a checkpoint interrupted (see poll). */
   private pollDeadlines: string[] | null = null;
   /** Reused scratch space for dirents and other small structs. */
@@ -81,6 +84,7 @@ export class WasiHost {
     this.preopens = opts.preopens;
     this.mounts = [...(opts.mounts ?? [])].sort((a, b) => b.rel.length - a.rel.length); // longest first
     this.writeBehind = opts.writeBehind ?? new WriteBehind();
+    this.changes = opts.changes ?? NO_CHANGE_HOOKS;
     this.clocks = new Clocks(opts.restore?.monotonicNs ?? 0n);
     this.stdin = openStdin(opts.stdin, opts.restore?.stdinPending);
     if (opts.restore !== undefined) {
@@ -111,7 +115,7 @@ export class WasiHost {
     }
     const access = s.access === 'rw' ? O.O_RDWR : s.access === 'w' ? O.O_WRONLY : O.O_RDONLY;
     handle ??= fs.openSync(host, access | O.O_NOFOLLOW);
-    return new FileFd(this.writeBehind, handle, host, s.location, s.access, s.filetype, s.rightsBase, s.rightsInheriting, s.fdflags, s.offset);
+    return new FileFd(this.writeBehind, this.changes, handle, host, s.location, s.access, s.filetype, s.rightsBase, s.rightsInheriting, s.fdflags, s.offset);
   }
 
   /** The host path of a location, through the (possibly remapped) preopens and the mounts. */
@@ -562,10 +566,10 @@ export class WasiHost {
     // Resolve all but the last component, open that one O_NOFOLLOW, and only if it turns out
     // to be a symlink that should be followed, resolve it too: one syscall in the common case.
     let r = resolvePath(d.root, path, false, d.mounts);
-    if (writeGuards.active && flags & O.O_TRUNC) {
+    if (this.changes.active && flags & O.O_TRUNC) {
       // Truncating a file whose checkpoint copy is still being made: its blocks go first.
       const st = fs.statSync(r.host, { bigint: true, throwIfNoEntry: false });
-      if (st !== undefined) writeGuards.beforeTruncateFile(`${st.dev}:${st.ino}`);
+      if (st !== undefined) this.changes.beforeTruncateFile(`${st.dev}:${st.ino}`);
     }
     let handle: number;
     try {
@@ -590,7 +594,7 @@ export class WasiHost {
     // looked up when first needed (asDir), saving an fstat on every open.
     const access = write ? (read ? 'rw' : 'w') : 'r';
     const filetype = oflags & Oflags.CREAT ? Filetype.REGULAR_FILE : undefined;
-    return new FileFd(this.writeBehind, handle, r.host, location, access, filetype, base, inheriting, fdflags);
+    return new FileFd(this.writeBehind, this.changes, handle, r.host, location, access, filetype, base, inheriting, fdflags);
   }
 
   /** If fd is a FileFd that turns out to be a directory, replaces it by a DirFd. */

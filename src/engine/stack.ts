@@ -1,6 +1,7 @@
-// How much room an Asyncify unwind needs. Asyncify stores each frame's live locals in the
-// buffer and does not check its end while unwinding, so the engine sizes the buffer before it
-// starts: (wasm frames on the stack) x (the largest frame of the module).
+// The asyncify buffer an unwind writes the program's stack into: how big it must be and where
+// it goes. Asyncify stores each frame's live locals in the buffer and does not check its end
+// while unwinding, so the buffer is sized before an unwind starts: (wasm frames on the stack)
+// x (the largest frame of the module).
 
 /** The most bytes one frame can take in the asyncify buffer: all params and locals at 8 bytes each, plus its call index. */
 export function maxFrameBytes(module: Uint8Array): number {
@@ -8,7 +9,6 @@ export function maxFrameBytes(module: Uint8Array): number {
   r.pos = 8;
   const typeParams: number[] = [];
   const funcTypes: number[] = [];
-  let importedFuncs = 0;
   let max = 0;
   while (r.pos < module.length) {
     const id = r.byte();
@@ -28,7 +28,7 @@ export function maxFrameBytes(module: Uint8Array): number {
         r.pos += r.u32(); // module name
         r.pos += r.u32(); // field name
         const kind = r.byte();
-        if (kind === 0) { r.u32(); importedFuncs++; }
+        if (kind === 0) r.u32();
         else if (kind === 1) { r.byte(); limits(r); }
         else if (kind === 2) limits(r);
         else if (kind === 3) { r.byte(); r.byte(); }
@@ -52,7 +52,6 @@ export function maxFrameBytes(module: Uint8Array): number {
     }
     r.pos = end;
   }
-  void importedFuncs;
   return max;
 }
 
@@ -89,4 +88,49 @@ export function wasmFrames(): number {
   let n = 0;
   for (const line of stack.split('\n')) if (line.includes('wasm://') || line.includes('wasm-function')) n++;
   return n;
+}
+
+/** Page size of wasm memory. */
+export const PAGE = 65536;
+/** Stack assumed below the initial stack pointer (wasm-ld's default stack size). */
+const MIN_STACK = 64 * 1024;
+
+/** Bytes an unwind from here needs: every wasm frame on the stack at the module's largest. */
+function bufferBytes(maxFrame: number): number {
+  return wasmFrames() * maxFrame + 64;
+}
+
+/**
+ * Where the unwind buffer fits on the shadow stack, below the stack pointer `sp` (nothing lives
+ * there while the guest is unwound), or null. The stack's lower end is not recorded in a linked
+ * module (zero-initialised data may sit right under it), so only the 64 KiB below the initial
+ * stack pointer — wasm-ld's default stack size — counts.
+ */
+export function stackRoom(sp: number, spInit: number, maxFrame: number): { start: number; end: number } | null {
+  const need = bufferBytes(maxFrame);
+  const low = Math.max(16, spInit - MIN_STACK);
+  const top = (sp - 64) & ~15;
+  if (top - low < need + 8) return null;
+  return { start: Math.max(low, (top - need - 8) & ~15), end: top };
+}
+
+/**
+ * Places the unwind buffer and writes Asyncify's {current, end} header at its start; returns
+ * the header's address. On the shadow stack where it fits (stackRoom), else in fresh pages grown
+ * at the end of memory (deep recursion), never reused, so that no allocator can have taken them.
+ */
+export function placeBuffer(mem: WebAssembly.Memory, room: { start: number; end: number } | null, maxFrame: number): number {
+  let start: number;
+  let end: number;
+  if (room !== null) {
+    ({ start, end } = room);
+  } else {
+    const pages = Math.ceil((bufferBytes(maxFrame) + 8) / PAGE);
+    start = mem.grow(pages) * PAGE;
+    end = start + pages * PAGE;
+  }
+  const v = new DataView(mem.buffer);
+  v.setUint32(start, start + 8, true);
+  v.setUint32(start + 4, end, true);
+  return start;
 }

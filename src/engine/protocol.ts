@@ -1,0 +1,120 @@
+// The protocol between the main thread (src/launcher/session.ts) and the guest thread
+// (src/engine/guest.ts): what the worker is given, the control words both sides share, and the
+// messages the guest posts. Types and constants only, so either side imports it freely.
+import type { MessagePort } from 'node:worker_threads';
+import type { ImageErrorCode } from '../errors.js';
+import type { GlobalValue } from '../image/schema.js';
+import type { FdState, Mount, Preopen, WasiState } from '../wasi/state.js';
+
+/** The worker's data (workerData.data, with workerData.kind === GUEST_WORKER). */
+export interface GuestData {
+  module: WebAssembly.Module;
+  modulePath: string;
+  args: string[];
+  env: string[];
+  preopens: Preopen[];
+  /** Directories below preopens that --path-map moved. */
+  mounts?: Mount[];
+  /** The coalesced-writes buffer (wasi/writebehind.ts). */
+  writeBehind: SharedArrayBuffer;
+  /** stdin handed over by the main thread (wasi/stdin.ts), or null when it is a regular file. */
+  stdin: SharedArrayBuffer | null;
+  /** Present under checkpoint control. */
+  checkpoint?: CheckpointSetup;
+  /** Present for a restart. */
+  restore?: RestoreState;
+}
+
+export const GUEST_WORKER = 'guest';
+
+export interface CheckpointSetup {
+  /** Control words, see Control below. */
+  control: SharedArrayBuffer;
+  /** The main thread hands capture buffers back on this port once their image is written. */
+  spares: MessagePort;
+  /** With each release after a capture: the files still being copied (files/guard.ts). */
+  guards: MessagePort;
+  /** Imports the module can unwind at (the instrumenter's list, without the module name). */
+  unwindImports: string[];
+  /** Export names of the mutable globals. */
+  globals: { name: string; type: GlobalValue['type'] }[];
+  /** Export name of the shadow stack pointer global, if the module has one. */
+  stackPointer: string | null;
+  /** Whether the module calls stasis.poll in loops. */
+  poll: boolean;
+  /** The largest frame the module can put in the asyncify buffer (frames.ts). */
+  maxFrameBytes: number;
+  /** Testing aid: request a checkpoint by itself at its Nth unwindable WASI call. */
+  checkpointAtCall?: number;
+}
+
+/** A restart's state for the guest, besides the memory it reads from the image itself. */
+export interface RestoreState {
+  /** The image to read memory from (read in the guest thread, straight into its memory). */
+  image: { path: string; generation: number };
+  globals: GlobalValue[];
+  asyncifyData: number;
+  fds: FdState[];
+  monotonicNs: string;
+  stdinPending: Uint8Array;
+  pollDeadlines?: string[];
+  /** [guest fd, host fd] of file fds the restart opened already (where its file plan put them). */
+  handles?: [number, number][];
+}
+
+/** Indexes of the Int32 control words shared by the two threads. */
+export const Control = {
+  /** Bumped by the main thread for each checkpoint request. */
+  REQUEST: 0,
+  /** Set by the main thread before a request: the program ends with this checkpoint. */
+  STOP: 1,
+  /** The guest's memory size in 64 KiB pages, as it last published it. */
+  MEMORY_PAGES: 2,
+  /** Bumped by the main thread once it is done with a capture: the guest resumes. */
+  RELEASE: 3,
+  /** Bumped by the main thread: unwind and rewind at once, without a capture (a re-entry). */
+  REENTER: 4,
+  /** Never written: a guest that must do nothing more waits on it. */
+  PARKED: 5,
+} as const;
+export const CONTROL_WORDS = 6;
+
+export interface GuestResult {
+  exitCode: number;
+  /** Set when the program trapped: a one-line description. */
+  trap?: string;
+  /** Set when a restart could not read its image. */
+  imageError?: { reason: ImageErrorCode; message: string };
+  /** Under checkpoint control: how many times the program's stack was re-entered (rewound
+   *  without a capture) to run the optimized code V8 compiled meanwhile. */
+  reentries?: number;
+}
+
+export type GuestMessage =
+  | ({ type: 'result' } & GuestResult)
+  | { type: 'snapshot'; request: number; snapshot: CapturedState }
+  | { type: 'restored' }; // a restart's memory and state are in place; the program runs next
+
+/** What the guest captures; the main thread adds names, hashes and generation. */
+export interface CapturedState {
+  memory: Uint8Array;
+  /**
+   * Which 64 KiB pages differ from the previous capture (one byte per page, 1 = changed), or
+   * null when there was no previous capture to compare with (everything counts as changed).
+   */
+  dirtyPages: Uint8Array | null;
+  globals: GlobalValue[];
+  asyncifyData: number;
+  wasi: WasiState;
+  monotonicNs: string;
+  stdinPending: Uint8Array;
+  /** Bytes the checkpointed process had taken from its stdin. */
+  stdinReceived: number;
+  /**
+   * [guest fd, host fd] of every file fd. The guest stays paused until the main thread
+   * releases it, so the main thread can read the files through these (same process) while
+   * they are as the program left them.
+   */
+  fileHandles: [number, number][];
+  pauseMs: number;
+}

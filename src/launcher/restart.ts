@@ -1,0 +1,142 @@
+// `stasis restart`: a program continued from an image, in this process. Its files are put
+// as the image's plan says (files/restore.ts), then it runs under supervision as if launched.
+import * as fs from 'node:fs';
+import { resolve } from 'node:path';
+import { StasisError } from '../errors.js';
+import type { GuestResult, RestoreState } from '../engine/protocol.js';
+import { maxFrameBytes } from '../engine/stack.js';
+import { emit, loadPlugins } from '../files/plugin.js';
+import { builtinPolicy } from '../files/policy.js';
+import { checkPathMap, mergePathMaps, mountsOf, parsePathMap } from '../files/pathmap.js';
+import { applyPlan, checkPlan, fileRecords, locationKey, physicalPath, planFiles, type FilePlan, type PlanOptions } from '../files/restore.js';
+import { readImage } from '../image/index.js';
+import type { FilePolicyOptions, Snapshot } from '../image/schema.js';
+import { guestPath, type Preopen } from '../wasi/state.js';
+import type { CompileMode } from './compile.js';
+import { progress } from './progress.js';
+import { checkPreopens } from './run.js';
+import { supervise, type ControlOptions } from './supervisor.js';
+
+export interface RestartOptions extends ControlOptions {
+  /** An image directory, or a checkpoint directory (its latest image). */
+  image: string;
+  /** Preopens to remap: GUEST names must be ones the program had. */
+  dirs: Preopen[];
+  /** "KEY=VALUE" overrides of the saved environment. */
+  env: string[];
+  /** Default: V8's flags as they are. Process-wide, as RunOptions.compile. */
+  compile?: CompileMode;
+}
+
+/** What a restart would do with each open file, checked; nothing is changed. */
+export async function planRestart(opts: RestartOptions): Promise<{ lines: string[]; plan: FilePlan }> {
+  const p = await prepareRestart(opts);
+  return { lines: p.plan.steps.map((s) => s.line), plan: p.plan };
+}
+
+async function prepareRestart(opts: RestartOptions) {
+  const image = await readImage(opts.image, { memory: false }); // the guest thread reads the memory
+  const snap = image.snapshot;
+  const saved: FilePolicyOptions = snap.filePolicy ?? { checkpointOpenFiles: false, allowFileOverwrite: false, rules: [], pathMap: [] };
+  const restartMap = parsePathMap(opts.pathMap ?? [], 'restart');
+  checkPathMap(restartMap, 'restart');
+  const policy: FilePolicyOptions = {
+    ...saved, pathMap: mergePathMaps(saved.pathMap, restartMap),
+    allowFileOverwrite: saved.allowFileOverwrite || opts.allowFileOverwrite === true,
+  };
+  const where: PlanOptions = { saved: snap.wasi.preopens, dirs: opts.dirs, pathMap: policy.pathMap, allowOverwrite: opts.allowFileOverwrite === true };
+  const physical = remapPreopens(snap.wasi.preopens, opts.dirs, (p) => physicalPath(where, { preopen: p.guest, rel: '' })!);
+  checkOtherFds(snap, where);
+  const plan = planFiles(snap, where);
+  // Files a rule moved stay where they were put for later checkpoints of this run.
+  where.moved = new Map(plan.steps.filter((st) => st.record.restartPath !== undefined).map((st) => [locationKey(st.record.location), st.target]));
+  return { image, snap, policy, physical, plan, where };
+}
+
+export async function restart(opts: RestartOptions): Promise<GuestResult> {
+  const { image, snap, policy, physical, plan, where } = await prepareRestart(opts);
+  checkPlan(plan);
+  const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
+  const env = mergeEnv(snap.wasi.env, opts.env);
+  // A progress line (on a terminal, after a second) until the program runs again: saved files
+  // restored, then the memory read in the guest's thread.
+  let restored = (): void => {};
+  let failed = (_e: unknown): void => {};
+  void progress(`restarting from ${image.ref.path}`, () => new Promise<void>((ok, fail) => { restored = ok; failed = fail; }))
+    .catch(() => {});
+  try {
+    const applied = applyPlan(plan, snap, image.ref.dir);
+    for (const line of applied.kept) process.stderr.write(`stasis: ${line}\n`);
+    await emit(plugins, 'onRestart', { image: image.ref.path, generation: image.ref.generation, plan: plan.steps.map((s) => s.line) });
+    const restore: RestoreState = {
+      image: { path: image.ref.path, generation: image.ref.generation }, globals: snap.globals, asyncifyData: snap.asyncifyData,
+      fds: snap.wasi.fds, monotonicNs: snap.monotonicNs, stdinPending: snap.stdinPending,
+      ...(snap.wasi.pollDeadlines && { pollDeadlines: snap.wasi.pollDeadlines }),
+      handles: applied.handles,
+    };
+    let module: WebAssembly.Module;
+    try {
+      module = new WebAssembly.Module(image.moduleBytes as Uint8Array<ArrayBuffer>);
+    } catch (e) {
+      throw new StasisError('BAD_IMAGE', `${image.ref.path}: stored module does not compile: ${(e as Error).message}`);
+    }
+    return await supervise({
+      name: opts.name ?? snap.meta.name, ckptDir: resolve(opts.ckptDir ?? image.ref.dir), opts,
+      moduleBytes: image.moduleBytes, moduleHash: snap.moduleHash, instrumentedHash: snap.instrumentedHash,
+      engine: { ...snap.engine, maxFrameBytes: snap.engine.maxFrameBytes ?? maxFrameBytes(image.moduleBytes) },
+      globals: snap.globals.map(({ name, type }) => ({ name, type })),
+      policy, plugins, where,
+      setup: {
+        module, modulePath: snap.wasi.args[0] ?? snap.meta.name, args: snap.wasi.args, env,
+        preopens: physical, mounts: mountsOf(policy.pathMap, snap.wasi.preopens), restore,
+        ...(opts.compile && { compile: opts.compile }),
+      },
+      onRestored: () => restored(),
+      unchanged: applied.unchanged,
+    });
+  } catch (e) {
+    failed(e);
+    throw e;
+  } finally {
+    restored(); // settled already, unless the program ended before it ran
+  }
+}
+
+/**
+ * The preopens' host directories at restart (--dir NEWHOST::GUEST, else the saved one
+ * through --path-map); each must exist.
+ */
+function remapPreopens(saved: Preopen[], dirs: Preopen[], where: (p: Preopen) => string): Preopen[] {
+  for (const d of dirs) {
+    if (!saved.some((p) => p.guest === d.guest)) {
+      throw new StasisError('USAGE', `--dir ${d.host}::${d.guest}: the program has no directory ${d.guest} (it has ${saved.map((p) => p.guest).join(', ') || 'none'})`);
+    }
+  }
+  const merged = saved.map((p) => ({ guest: p.guest, host: where(p) }));
+  for (const p of merged) {
+    if (!fs.existsSync(p.host)) {
+      throw new StasisError('BAD_DIR', `directory ${p.host} (the program's ${p.guest}) is missing; restore it, or give --dir NEWHOST::${p.guest} or --path-map ${p.host}=NEWHOST`);
+    }
+  }
+  return checkPreopens(merged);
+}
+
+/**
+ * Directories the program had open (other than preopens), and files that have no record
+ * (devices, pipes opened by path), must still be there.
+ */
+function checkOtherFds(snap: Snapshot, where: PlanOptions): void {
+  const recorded = new Set(fileRecords(snap).flatMap((r) => r.fds));
+  for (const f of snap.wasi.fds) {
+    if (f.kind === 'stdio' || recorded.has(f.fd) || (f.kind === 'dir' && f.location.rel === '')) continue;
+    const host = physicalPath(where, f.location);
+    if (host !== null && fs.existsSync(host)) continue;
+    throw new StasisError('MISSING_FILE', `the program had ${f.kind === 'dir' ? 'the directory ' : ''}${guestPath(f.location)} open (fd ${f.fd}), but ${host ?? 'its preopen'} is missing; put it back, or map it with --path-map or --dir NEWHOST::${f.location.preopen}`);
+  }
+}
+
+function mergeEnv(saved: string[], overrides: string[]): string[] {
+  const env = new Map(saved.map((kv) => [kv.slice(0, kv.indexOf('=')), kv] as const));
+  for (const kv of overrides) env.set(kv.slice(0, kv.indexOf('=')), kv);
+  return [...env.values()];
+}

@@ -1,0 +1,150 @@
+// A program under checkpoint control, launched or restarted: its guest session, its
+// checkpoints, and what asks for them — the control socket, the --interval timer, signals.
+import * as fs from 'node:fs';
+import { serve, type Reply, type Request } from '../control/channel.js';
+import { newKey, register, socketPath, unregister } from '../control/registry.js';
+import { EXIT } from '../errors.js';
+import type { GuestResult } from '../engine/protocol.js';
+import type { CopyCache } from '../files/capture.js';
+import { listImages, type Codec } from '../image/index.js';
+import type { GlobalValue } from '../image/schema.js';
+import { Checkpoints, type CheckpointSetting } from './checkpoints.js';
+import { GuestSession, type GuestSetup } from './session.js';
+import { onTerminatingSignals } from './signals.js';
+
+export interface ControlOptions {
+  /** Where images go (default ./NAME.ckpt). */
+  ckptDir?: string;
+  /** Program name (default: module file name without .wasm). */
+  name?: string;
+  /** Checkpoint every this many seconds. */
+  interval?: number;
+  /** Keep this many latest images (default: all). */
+  keep?: number;
+  /** Don't print where the socket and images are. */
+  quiet?: boolean;
+  compress?: Codec;
+  /** Testing aid: checkpoint at the program's Nth WASI call, then stop (exit 75). */
+  checkpointAtCall?: number;
+  /** --plugin modules (paths), run after Stasis's own file rules. */
+  plugins?: string[];
+  /** --path-map OLD=NEW host path prefixes (at restart: added to, or replacing, the launch's). */
+  pathMap?: string[];
+  /** --allow-file-overwrite: a saved file that differs at restart is replaced (and kept as a backup). */
+  allowFileOverwrite?: boolean;
+  /**
+   * The launcher owns this process, as the CLI does: SIGTERM checkpoints and exits 75, other
+   * terminating signals exit, and a stop (`kill`, `checkpoint --exit`) exits the process.
+   * Default false, for applications that embed Stasis: no signal handlers are installed, and a
+   * stop ends only the program, whose promise resolves with exit code 75 or 137.
+   */
+  ownProcess?: boolean;
+}
+
+/** Exit status of a program stopped after a checkpoint (sysexits' "try again later"). */
+export const EXIT_CHECKPOINTED = 75;
+/** Exit status of a program stopped by `stasis kill` (as SIGKILL would report it). */
+export const EXIT_KILLED = 137;
+
+export interface Supervised extends Omit<CheckpointSetting, 'keep' | 'compress'> {
+  opts: ControlOptions;
+  globals: Omit<GlobalValue, 'value'>[];
+  setup: Omit<GuestSetup, 'checkpoint'>;
+  /** For a restart: called once the image is loaded and the program is about to run. */
+  onRestored?: () => void;
+  /** For a restart: saved files reopened identical to their copies (files/restore.ts). */
+  unchanged?: CopyCache;
+}
+
+export async function supervise(s: Supervised): Promise<GuestResult> {
+  const { opts } = s;
+  fs.mkdirSync(s.ckptDir, { recursive: true });
+  const generation = Math.max(0, ...(await listImages(s.ckptDir)).map((r) => r.generation));
+  const session = new GuestSession({
+    ...s.setup,
+    checkpoint: {
+      ...s.engine, globals: s.globals,
+      ...(opts.checkpointAtCall !== undefined && { checkpointAtCall: opts.checkpointAtCall }),
+    },
+  });
+  if (s.onRestored !== undefined) void session.restored.then(s.onRestored);
+  const checkpoints = new Checkpoints(session, {
+    ...s, ...(opts.keep !== undefined && { keep: opts.keep }), ...(opts.compress !== undefined && { compress: opts.compress }),
+  }, generation, s.unchanged);
+  const key = newKey();
+  const socket = socketPath(key);
+
+  /** Ends the program (and the process, when it is ours) with `status`. */
+  const stop = (status: number): void => {
+    session.flush();
+    unregister(key);
+    if (opts.ownProcess === true) process.exit(status);
+    session.end(status);
+  };
+  // --checkpoint-at-call: the guest checkpointed by itself; save it and stop, as on SIGTERM.
+  session.onUnrequested = (captured) => {
+    checkpoints.saveUnrequested(captured).then(
+      () => stop(EXIT_CHECKPOINTED),
+      (e: Error) => {
+        process.stderr.write(`stasis: checkpoint failed: ${e.message}\n`);
+        stop(EXIT.INTERNAL);
+      },
+    );
+  };
+
+  const handler = async (req: Request): Promise<Reply> => {
+    switch (req.cmd) {
+      case 'checkpoint': {
+        try {
+          const r = await checkpoints.take(req.exit === true);
+          if (req.exit) setImmediate(() => stop(EXIT_CHECKPOINTED));
+          return { ok: true, ...r };
+        } catch (e) {
+          // The guest was held for a checkpoint that could not be saved: end, reporting it.
+          if (req.exit) setImmediate(() => stop(EXIT.INTERNAL));
+          throw e;
+        }
+      }
+      case 'status':
+        return {
+          ok: true, name: s.name, pid: process.pid, ckptDir: s.ckptDir, generation: checkpoints.generation, socket,
+          captureReady: checkpoints.captureReady(),
+        };
+      case 'kill':
+        setImmediate(() => stop(EXIT_KILLED));
+        return { ok: true };
+    }
+  };
+  const server = serve(socket, handler);
+  register(key, { name: s.name, pid: process.pid, socket, ckptDir: s.ckptDir, module: s.setup.modulePath, startedAt: new Date().toISOString() });
+  if (!opts.quiet) {
+    process.stderr.write(`stasis: ${s.name} running (pid ${process.pid}); control socket ${socket}; images in ${s.ckptDir}\n`);
+  }
+
+  const interval = opts.interval !== undefined && opts.interval > 0
+    ? setInterval(() => void checkpoints.take().catch((e: Error) => process.stderr.write(`stasis: periodic checkpoint failed: ${e.message}\n`)), opts.interval * 1000)
+    : null;
+  // SIGTERM (a scheduler's or a cloud VM's preemption notice): checkpoint, then stop.
+  const onTerm = (): void => {
+    checkpoints.take(true).then(
+      (r) => {
+        if (!opts.quiet) process.stderr.write(`stasis: checkpointed to ${r.image} on SIGTERM\n`);
+        stop(EXIT_CHECKPOINTED);
+      },
+      (e: Error) => {
+        process.stderr.write(`stasis: checkpoint on SIGTERM failed: ${e.message}\n`);
+        stop(143);
+      },
+    );
+  };
+  const removeSignals = opts.ownProcess === true ? onTerminatingSignals(stop, { SIGTERM: onTerm }) : () => {};
+  try {
+    return await session.result;
+  } finally {
+    checkpoints.stop();
+    if (interval) clearInterval(interval);
+    removeSignals();
+    server.close();
+    unregister(key);
+  }
+}

@@ -1,0 +1,160 @@
+// Units of the launcher that run without the CLI or a guest thread: the checkpoint queue, the
+// capture buffer, the checkpoint steps (against a stand-in guest and a real image store), the
+// signal wiring and the two threads' protocol.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { tempDir } from './helpers.js';
+import { CONTROL_WORDS, Control, type CapturedState } from '../src/engine/protocol.js';
+import type { FileGuard } from '../src/files/guard.js';
+import { readImage } from '../src/image/index.js';
+import { CaptureBuffer } from '../src/launcher/capture-buffer.js';
+import { CheckpointQueue, Checkpoints, type CapturableGuest } from '../src/launcher/checkpoints.js';
+import { onTerminatingSignals, SIGNAL_STATUS } from '../src/launcher/signals.js';
+
+test('checkpoint queue: steps run one at a time in order; a failed step does not stop the next', async () => {
+  const q = new CheckpointQueue();
+  const log: string[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((r) => { release = r; });
+  const first = q.run(async () => {
+    log.push('first starts');
+    await gate;
+    log.push('first ends');
+    return 1;
+  });
+  const second = q.run(async () => {
+    log.push('second');
+    throw new Error('boom');
+  });
+  const third = q.run(async () => {
+    log.push('third');
+    return 3;
+  });
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(log, ['first starts'], 'the second waits for the first');
+  release();
+  assert.equal(await first, 1);
+  await assert.rejects(second, /boom/);
+  assert.equal(await third, 3);
+  assert.deepEqual(log, ['first starts', 'first ends', 'second', 'third']);
+});
+
+function fakeSink(bytes: number) {
+  const given: Uint8Array[] = [];
+  return { given, memoryBytes: () => bytes, giveBuffer: (m: Uint8Array) => { given.push(m); } };
+}
+
+test('capture buffer: small memories need none; a big one is prepared once, handed over once, then the capture\'s comes back', async () => {
+  const small = new CaptureBuffer(fakeSink(1 << 20));
+  try {
+    assert.equal(small.ready(), true);
+    assert.equal(await small.handOver(), false);
+  } finally {
+    small.stop();
+  }
+  const size = 64 << 20;
+  const sink = fakeSink(size);
+  const buf = new CaptureBuffer(sink);
+  try {
+    assert.equal(buf.ready(), false, 'nothing prepared yet');
+    await buf.prepare();
+    assert.equal(buf.ready(), true);
+    assert.equal(await buf.handOver(), true, 'a fresh buffer goes to the guest');
+    assert.equal(sink.given.length, 1);
+    assert.equal(sink.given[0]!.length, size);
+    assert.equal(await buf.handOver(), false, 'the guest holds one of its size already');
+    buf.giveBack(new Uint8Array(size));
+    assert.equal(sink.given.length, 2);
+    assert.equal(buf.ready(), true);
+  } finally {
+    buf.stop();
+  }
+});
+
+/** A guest that captures a memory of `bytes` filled with `fill`, recording what it is told. */
+function fakeGuest(bytes: number, fill: () => number) {
+  const calls: string[] = [];
+  let failNext: Error | null = null;
+  const guest: CapturableGuest & { calls: string[]; failWith(e: Error): void } = {
+    calls,
+    failWith(e) { failNext = e; },
+    async capture(stop) {
+      calls.push(`capture${stop ? ' stop' : ''}`);
+      if (failNext) {
+        const e = failNext;
+        failNext = null;
+        throw e;
+      }
+      const state: CapturedState = {
+        memory: new Uint8Array(bytes).fill(fill()), dirtyPages: null, globals: [], asyncifyData: 0,
+        wasi: { args: ['prog'], env: [], preopens: [], fds: [] }, monotonicNs: '1', stdinPending: new Uint8Array(0),
+        stdinReceived: 0, fileHandles: [], pauseMs: 0,
+      };
+      return state;
+    },
+    release(guards: FileGuard[]) { calls.push(`release ${guards.length}`); },
+    memoryBytes: () => bytes,
+    giveBuffer(m: Uint8Array) { calls.push(`buffer ${m.length}`); },
+  };
+  return guest;
+}
+
+test('checkpoint steps: capture, files, release, image written, buffer back; generations count on; a failed capture is reported and the next goes on', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const ckptDir = join(dir, 'ck');
+    let n = 0;
+    const guest = fakeGuest(3 << 16, () => ++n);
+    const moduleBytes = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]);
+    const checkpoints = new Checkpoints(guest, {
+      name: 'unit', ckptDir, moduleBytes, moduleHash: 'a'.repeat(64), instrumentedHash: createHash('sha256').update(moduleBytes).digest('hex'),
+      engine: { unwindImports: [], poll: false, stackPointer: null, maxFrameBytes: 16 },
+      policy: { checkpointOpenFiles: false, allowFileOverwrite: false, rules: [], pathMap: [] },
+      plugins: [], where: { saved: [], dirs: [], pathMap: [], allowOverwrite: false },
+    }, 4);
+    try {
+      const [a, b] = await Promise.all([checkpoints.take(), checkpoints.take()]);
+      assert.equal(a.generation, 5, 'numbered after the images already there');
+      assert.equal(b.generation, 6);
+      assert.deepEqual(guest.calls, ['capture', 'release 0', 'buffer 196608', 'capture', 'release 0', 'buffer 196608']);
+      const img = await readImage(ckptDir);
+      assert.equal(img.ref.generation, 6);
+      assert.ok(Buffer.from(img.snapshot.memory).equals(Buffer.alloc(3 << 16, 2)), 'the second capture\'s memory');
+      guest.failWith(new Error('the program exited'));
+      await assert.rejects(checkpoints.take(), /the program exited/);
+      const c = await checkpoints.take(true);
+      assert.equal(c.generation, 7);
+      assert.equal(guest.calls.at(-3), 'capture stop');
+    } finally {
+      checkpoints.stop();
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('signals: every terminating signal is handled while installed, and only then', () => {
+  const before = SIGNAL_STATUS.map(([sig]) => process.listenerCount(sig));
+  const ended: number[] = [];
+  let termed = 0;
+  const remove = onTerminatingSignals((s) => ended.push(s), { SIGTERM: () => termed++ });
+  try {
+    SIGNAL_STATUS.forEach(([sig], i) => assert.equal(process.listenerCount(sig), before[i]! + 1, sig));
+    process.emit('SIGINT');
+    process.emit('SIGHUP');
+    process.emit('SIGTERM');
+    assert.deepEqual(ended, [130, 129]);
+    assert.equal(termed, 1);
+  } finally {
+    remove();
+  }
+  SIGNAL_STATUS.forEach(([sig], i) => assert.equal(process.listenerCount(sig), before[i], sig));
+});
+
+test('protocol: control words are distinct and fit the shared array', () => {
+  const words = Object.values(Control);
+  assert.equal(new Set(words).size, words.length);
+  for (const w of words) assert.ok(Number.isInteger(w) && w >= 0 && w < CONTROL_WORDS);
+});
