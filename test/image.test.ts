@@ -475,11 +475,13 @@ test('a writer killed with SIGKILL at random moments never breaks the latest ima
       first = g + 1;
     }
     assert.ok(published > 0, 'some image was published');
-    // A writer in this process cleans what the killed ones left.
+    // A writer in this process cleans what the killed ones left (and keeps 3, of however many
+    // the killed ones published).
+    const before = (await listImages(ckpt)).length;
     const w = await writeImage(ckpt, snapshot(memoryOf(first, fillRandom), first, moduleA.subarray(0, 64)), { moduleBytes: moduleA.subarray(0, 64), keep: 3 });
     assert.deepEqual(leftovers(ckpt), []);
     assert.deepEqual(chunkFiles(ckpt), referencedChunks(ckpt));
-    assert.equal((await listImages(ckpt)).length, 3);
+    assert.equal((await listImages(ckpt)).length, Math.min(3, before + 1));
     assert.equal((await readImage(ckpt)).ref.generation, w.generation);
   } finally {
     cleanup();

@@ -92,30 +92,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
     );
   };
 
-  const handler = async (req: Request): Promise<Reply> => {
-    switch (req.cmd) {
-      case 'checkpoint': {
-        try {
-          const r = await checkpoints.take(req.exit === true);
-          if (req.exit) setImmediate(() => stop(EXIT_CHECKPOINTED));
-          return { ok: true, ...r };
-        } catch (e) {
-          // The guest was held for a checkpoint that could not be saved: end, reporting it.
-          if (req.exit) setImmediate(() => stop(EXIT.INTERNAL));
-          throw e;
-        }
-      }
-      case 'status':
-        return {
-          ok: true, name: s.name, pid: process.pid, ckptDir: s.ckptDir, generation: checkpoints.generation, socket,
-          captureReady: checkpoints.captureReady(),
-        };
-      case 'kill':
-        setImmediate(() => stop(EXIT_KILLED));
-        return { ok: true };
-    }
-  };
-  const server = serve(socket, handler);
+  const server = serve(socket, controlHandler(checkpoints, stop, () => ({ name: s.name, pid: process.pid, ckptDir: s.ckptDir, socket })));
   register(key, { name: s.name, pid: process.pid, socket, ckptDir: s.ckptDir, module: s.setup.modulePath, startedAt: new Date().toISOString() });
   if (!opts.quiet) {
     process.stderr.write(`stasis: ${s.name} running (pid ${process.pid}); control socket ${socket}; images in ${s.ckptDir}\n`);
@@ -147,4 +124,28 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
     server.close();
     unregister(key);
   }
+}
+
+/** Answers the control socket's requests (api.ts sends them). */
+function controlHandler(checkpoints: Checkpoints, stop: (status: number) => void, who: () => Record<string, unknown>): (req: Request) => Promise<Reply> {
+  return async (req) => {
+    switch (req.cmd) {
+      case 'checkpoint': {
+        try {
+          const r = await checkpoints.take(req.exit === true);
+          if (req.exit) setImmediate(() => stop(EXIT_CHECKPOINTED));
+          return { ok: true, ...r };
+        } catch (e) {
+          // The guest was held for a checkpoint that could not be saved: end, reporting it.
+          if (req.exit) setImmediate(() => stop(EXIT.INTERNAL));
+          throw e;
+        }
+      }
+      case 'status':
+        return { ok: true, ...who(), generation: checkpoints.generation, captureReady: checkpoints.captureReady() };
+      case 'kill':
+        setImmediate(() => stop(EXIT_KILLED));
+        return { ok: true };
+    }
+  };
 }

@@ -640,27 +640,36 @@ export class WasiHost {
     return used;
   }
 
+  /** poll_oneoff: events ready now are reported at once; else it waits for the first. */
   private poll(inPtr: number, outPtr: number, n: number): number {
     if (n === 0) throw new WasiError(Errno.INVAL);
+    this.mem.check(inPtr, n * 48);
+    this.mem.check(outPtr, n * 32);
+    const out = new PollEvents(this.mem, outPtr);
+    const { clocks, stdin } = this.subscribe(inPtr, n, out);
+    // The call is being made again after a checkpoint cut its wait short: the sleep goes on
+    // to the deadlines first computed (monotonic time is carried across a restart).
+    const resumed = this.pollDeadlines;
+    this.pollDeadlines = null;
+    if (resumed !== null && resumed.length === clocks.length) clocks.forEach((s, i) => (s.deadline = BigInt(resumed[i]!)));
+    try {
+      this.awaitEvents(clocks, stdin, out);
+    } catch (e) {
+      if (e instanceof Interrupted) this.pollDeadlines = clocks.map((s) => String(s.deadline ?? 0n));
+      throw e;
+    }
+    return out.count;
+  }
+
+  /** Reads the subscriptions, reporting those that are ready (or wrong) at once; returns the
+   *  clocks to wait for and the stdin to wait on, if any. */
+  private subscribe(inPtr: number, n: number, out: PollEvents): { clocks: PollSub[]; stdin: { sub: PollSub; fd: Fd } | null } {
     const m = this.mem;
-    m.check(inPtr, n * 48);
-    m.check(outPtr, n * 32);
-    interface Sub { userdata: bigint; type: number; deadline?: bigint; clock?: number; fd?: Fd }
-    const subs: Sub[] = [];
-    let count = 0;
-    const emit = (s: Sub, error: number, nbytes = 0, flags = 0): void => {
-      const o = outPtr + count++ * 32;
-      m.bytes.fill(0, o, o + 32);
-      m.setU64(o, s.userdata);
-      m.view.setUint16(o + 8, error, true);
-      m.view.setUint8(o + 10, s.type);
-      m.setU64(o + 16, nbytes);
-      m.view.setUint16(o + 24, flags, true);
-    };
-    let waitStdin: { sub: Sub; fd: Fd } | null = null;
+    const clocks: PollSub[] = [];
+    let stdin: { sub: PollSub; fd: Fd } | null = null;
     for (let i = 0; i < n; i++) {
       const base = inPtr + i * 48;
-      const sub: Sub = { userdata: m.u64(base), type: m.view.getUint8(base + 8) };
+      const sub: PollSub = { userdata: m.u64(base), type: m.view.getUint8(base + 8) };
       if (sub.type === Eventtype.CLOCK) {
         const id = m.u32(base + 16);
         const timeout = m.u64(base + 24);
@@ -669,73 +678,87 @@ export class WasiHost {
           const now = this.clocks.now(id);
           sub.clock = id;
           sub.deadline = abs ? timeout : now + timeout;
-          subs.push(sub);
+          clocks.push(sub);
         } catch (e) {
-          emit(sub, errnoOf(e));
+          out.emit(sub, errnoOf(e));
         }
       } else if (sub.type === Eventtype.FD_READ || sub.type === Eventtype.FD_WRITE) {
         const f = this.fds[m.u32(base + 16)];
         const needed = Right.POLL_FD_READWRITE | (sub.type === Eventtype.FD_READ ? Right.FD_READ : Right.FD_WRITE);
-        if (f === undefined) emit(sub, Errno.BADF);
-        else if ((f.rightsBase & needed) !== needed) emit(sub, Errno.NOTCAPABLE);
-        else if (sub.type === Eventtype.FD_WRITE) emit(sub, 0);
+        if (f === undefined) out.emit(sub, Errno.BADF);
+        else if ((f.rightsBase & needed) !== needed) out.emit(sub, Errno.NOTCAPABLE);
+        else if (sub.type === Eventtype.FD_WRITE) out.emit(sub, 0);
         else if (f instanceof StdioFd) {
           const r = f.readReady(0);
-          if (r.ready) emit(sub, 0, r.nbytes, r.nbytes === 0 ? EVENTRW_HANGUP : 0);
-          else waitStdin ??= { sub, fd: f };
-        } else if (f instanceof DirFd) emit(sub, Errno.ISDIR);
+          if (r.ready) out.emit(sub, 0, r.nbytes, r.nbytes === 0 ? EVENTRW_HANGUP : 0);
+          else stdin ??= { sub, fd: f };
+        } else if (f instanceof DirFd) out.emit(sub, Errno.ISDIR);
         else {
           try {
-            emit(sub, 0, f.readReady(0).nbytes);
+            out.emit(sub, 0, f.readReady(0).nbytes);
           } catch (e) {
-            emit(sub, errnoOf(e));
+            out.emit(sub, errnoOf(e));
           }
         }
       } else {
         throw new WasiError(Errno.INVAL); // not an eventtype
       }
     }
-    // Clocks already due count as ready now; otherwise wait for the first deadline or input.
+    return { clocks, stdin };
+  }
+
+  /** Until an event is reported: clocks already due count as ready; otherwise sleeps until the
+   *  first deadline, or waits for input on stdin that long. */
+  private awaitEvents(clocks: PollSub[], stdin: { sub: PollSub; fd: Fd } | null, out: PollEvents): void {
     const expired = (): void => {
-      for (const s of subs) {
+      for (const s of clocks) {
         if (s.deadline !== undefined && this.clocks.now(s.clock!) >= s.deadline) {
-          emit(s, 0);
+          out.emit(s, 0);
           s.deadline = undefined;
         }
       }
     };
-    // The call is being made again after a checkpoint cut its wait short: the sleep goes on
-    // to the deadlines first computed (monotonic time is carried across a restart).
-    const resumed = this.pollDeadlines;
-    this.pollDeadlines = null;
-    const clocks = subs.filter((s) => s.deadline !== undefined);
-    if (resumed !== null && resumed.length === clocks.length) {
-      clocks.forEach((s, i) => (s.deadline = BigInt(resumed[i]!)));
-    }
     expired();
-    try {
-      while (count === 0) {
-        let waitMs = Infinity;
-        for (const s of subs) {
-          if (s.deadline === undefined) continue;
-          const ms = Number(s.deadline - this.clocks.now(s.clock!)) / 1e6;
-          if (ms < waitMs) waitMs = ms;
-        }
-        if (waitStdin !== null) {
-          const r = waitStdin.fd.readReady(Math.max(0, waitMs));
-          if (r.ready) emit(waitStdin.sub, 0, r.nbytes, r.nbytes === 0 ? EVENTRW_HANGUP : 0);
-        } else if (waitMs === Infinity) {
-          throw new WasiError(Errno.INVAL); // nothing can ever become ready
-        } else {
-          sleep(waitMs);
-        }
-        expired();
+    while (out.count === 0) {
+      let waitMs = Infinity;
+      for (const s of clocks) {
+        if (s.deadline === undefined) continue;
+        const ms = Number(s.deadline - this.clocks.now(s.clock!)) / 1e6;
+        if (ms < waitMs) waitMs = ms;
       }
-    } catch (e) {
-      if (e instanceof Interrupted) this.pollDeadlines = clocks.map((s) => String(s.deadline ?? 0n));
-      throw e;
+      if (stdin !== null) {
+        const r = stdin.fd.readReady(Math.max(0, waitMs));
+        if (r.ready) out.emit(stdin.sub, 0, r.nbytes, r.nbytes === 0 ? EVENTRW_HANGUP : 0);
+      } else if (waitMs === Infinity) {
+        throw new WasiError(Errno.INVAL); // nothing can ever become ready
+      } else {
+        sleep(waitMs);
+      }
+      expired();
     }
-    return count;
+  }
+}
+
+/** One poll_oneoff subscription; a clock's deadline is cleared once it has been reported. */
+interface PollSub { userdata: bigint; type: number; deadline?: bigint; clock?: number }
+
+/** The events poll_oneoff writes out, in order. */
+class PollEvents {
+  count = 0;
+  constructor(
+    private readonly m: GuestMemory,
+    private readonly outPtr: number,
+  ) {}
+
+  emit(s: PollSub, error: number, nbytes = 0, flags = 0): void {
+    const m = this.m;
+    const o = this.outPtr + this.count++ * 32;
+    m.bytes.fill(0, o, o + 32);
+    m.setU64(o, s.userdata);
+    m.view.setUint16(o + 8, error, true);
+    m.view.setUint8(o + 10, s.type);
+    m.setU64(o + 16, nbytes);
+    m.view.setUint16(o + 24, flags, true);
   }
 }
 
