@@ -1,4 +1,4 @@
-// Stasis's own file rules (DESIGN.md section 3), written as plugins on the same interface
+// Stasis's own file rules (docs/files.md), written as plugins on the same interface
 // users get: the default rules, then the ckptfiles rules (--ckpt-files, --no-ckpt-files,
 // --file-rules), then any --plugin.
 import type { FilePolicyOptions } from '../image/schema.js';
