@@ -4,10 +4,9 @@ import { randomBytes, webcrypto } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { InstrumentedModule, InstrumentMeta, InstrumentOptions } from './index.js';
+import type { InstrumentedModule, InstrumentMeta, InstrumentOptions } from './types.js';
 import { versionString } from './version.js';
 import { RACY_NS, sha256hex } from '../util/fs.js';
-
 
 export function defaultCacheDir(): string {
   const xdg = process.env.XDG_CACHE_HOME;
