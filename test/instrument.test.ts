@@ -2,12 +2,14 @@
 // in-process unwind/rewind round trip at polls and at WASI calls, the on-disk cache, refusals.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WASI } from 'node:wasi';
 import binaryen from 'binaryen';
 import { fixture } from './helpers.js';
+import { ASYNCIFY_EXPORTS } from '../src/instrument/abi.js';
 import {
   instrument, instrumentCached, stats, UnsupportedModuleError, type InstrumentedModule,
 } from '../src/instrument/index.js';
@@ -62,12 +64,13 @@ function run(bytes: Uint8Array, args: string[], inst: InstrumentedModule | null,
     const fn = (name: string) => ex[name] as (...a: number[]) => number;
     const state = (): number => fn('asyncify_get_state')();
     let region = 0, regionEnd = 0;
-    const dataAddr = (): number => (opts.grownBuffer ? region : inst!.meta.stackLow);
+    let spInit = 0; // the stack pointer's initial value: the top of the shadow stack
+    let data = 0; // the asyncify buffer of the unwind in progress
     let maxUsed = 0;
     const startUnwind = (): void => {
       const meta = inst!.meta;
       const memory = ex.memory as WebAssembly.Memory;
-      let data: number, end: number;
+      let end: number;
       if (opts.grownBuffer) {
         // Grown once, never handed out by malloc (sbrk only uses pages it grows itself).
         if (region === 0) { region = memory.grow(16) * 65536; regionEnd = region + 16 * 65536; }
@@ -76,7 +79,9 @@ function run(bytes: Uint8Array, args: string[], inst: InstrumentedModule | null,
       } else {
         assert.ok(meta.stackPointer, 'stack pointer export');
         const sp = (ex[meta.stackPointer] as WebAssembly.Global).value as number;
-        data = meta.stackLow;
+        // As the engine does (stackRoom in src/engine/guest.ts): the 64 KiB below the initial
+        // stack pointer (wasm-ld's default stack size) are stack, free below the current one.
+        data = Math.max(16, spInit - 65536);
         end = sp - 16;
         assert.ok(end > data + 8 + 1024, `room below the stack pointer (sp=${sp}, low=${data})`);
       }
@@ -107,15 +112,16 @@ function run(bytes: Uint8Array, args: string[], inst: InstrumentedModule | null,
     }
     const instance = new WebAssembly.Instance(module, imports);
     ex = instance.exports as Record<string, unknown>;
+    if (inst?.meta.stackPointer) spInit = (ex[inst.meta.stackPointer] as WebAssembly.Global).value as number;
     const start = (): void => {
       fn('_start')();
       while (inst && state() === 1) {
         fn('asyncify_stop_unwind')();
         const view = new DataView((ex.memory as WebAssembly.Memory).buffer);
-        const used = view.getInt32(dataAddr(), true) - dataAddr();
+        const used = view.getInt32(data, true) - data;
         maxUsed = Math.max(maxUsed, used);
-        assert.ok(view.getInt32(dataAddr(), true) <= view.getInt32(dataAddr() + 4, true), `asyncify data fits (${used} bytes)`);
-        fn('asyncify_start_rewind')(dataAddr());
+        assert.ok(view.getInt32(data, true) <= view.getInt32(data + 4, true), `asyncify data fits (${used} bytes)`);
+        fn('asyncify_start_rewind')(data);
         fn('_start')();
       }
     };
@@ -135,7 +141,7 @@ test('instrumented fixtures validate, export the asyncify API and every mutable 
       assert.ok(WebAssembly.validate(r.bytes as Uint8Array<ArrayBuffer>), `${name} polls=${polls} validates`);
       const mod = new WebAssembly.Module(r.bytes as Uint8Array<ArrayBuffer>);
       const exports = new Map(WebAssembly.Module.exports(mod).map((e) => [e.name, e.kind]));
-      for (const f of ['_start', 'asyncify_start_unwind', 'asyncify_stop_unwind', 'asyncify_start_rewind', 'asyncify_stop_rewind', 'asyncify_get_state']) {
+      for (const f of ['_start', ...ASYNCIFY_EXPORTS]) {
         assert.equal(exports.get(f), 'function', `${name}: exports ${f}`);
       }
       assert.equal(exports.get('memory'), 'memory');
@@ -145,7 +151,6 @@ test('instrumented fixtures validate, export the asyncify API and every mutable 
         assert.equal(exports.get(g.name), 'global');
       });
       assert.equal(r.meta.stackPointer, 'stasis_g0');
-      assert.ok(r.meta.stackLow >= 16 && r.meta.stackLow % 16 === 0);
       const imports = WebAssembly.Module.imports(mod);
       assert.equal(imports.some((i) => i.module === 'stasis' && i.name === 'poll'), polls);
       assert.deepEqual(r.meta.pollImport, polls ? { module: 'stasis', name: 'poll' } : null);
@@ -225,6 +230,39 @@ test('cache: the second call does no Binaryen work and returns the same module',
   }
 });
 
+test('the cache lookup (lookupCache, sourceOf) loads no binaryen', () => {
+  // In a child whose module resolver refuses binaryen, cache.js must load and find the entry;
+  // index.js must fail to load (which shows that the refusal works).
+  const dir = mkdtempSync(join(tmpdir(), 'stasis-inst-cache3-'));
+  try {
+    const path = fixture('inst_spin');
+    const a = instrumentCached(readFileSync(path), { polls: true }, dir);
+    const hook = `export async function resolve(s, c, next) {
+      if (s === 'binaryen' || s.startsWith('binaryen/')) throw new Error('binaryen imported by ' + c.parentURL);
+      return next(s, c);
+    }`;
+    const register = `import { register } from 'node:module';
+      register('data:text/javascript,' + encodeURIComponent(${JSON.stringify(hook)}));`;
+    const child = (code: string) => spawnSync(process.execPath, [
+      '--import', `data:text/javascript,${encodeURIComponent(register)}`, '--input-type=module', '-e', code,
+    ], { encoding: 'utf8' });
+    const url = (f: string): string => new URL(`../src/instrument/${f}`, import.meta.url).href;
+    const lookup = child(`
+      import { readFileSync } from 'node:fs';
+      const { lookupCache, sourceOf } = await import(${JSON.stringify(url('cache.js'))});
+      const { sourceHash } = sourceOf(${JSON.stringify(path)}, () => readFileSync(${JSON.stringify(path)}), ${JSON.stringify(dir)});
+      const hit = await lookupCache(sourceHash, { polls: true }, ${JSON.stringify(dir)});
+      console.log(hit === null ? 'miss' : hit.module.hash + ' ' + await hit.verified);`);
+    assert.equal(lookup.status, 0, lookup.stderr);
+    assert.equal(lookup.stdout.trim(), `${a.hash} true`);
+    const control = child(`await import(${JSON.stringify(url('index.js'))});`);
+    assert.notEqual(control.status, 0);
+    assert.match(control.stderr, /binaryen imported by .*\/(index|analyse|polls|walk)\.js/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('instrument() is deterministic', () => {
   const bytes = readFileSync(fixture('inst_spin'));
   const a = instrument(bytes, { polls: true });
@@ -282,5 +320,4 @@ test('a minimal module instruments, and onProgress reports phases', () => {
   assert.deepEqual(phases, ['parse', 'analyse', 'polls', 'asyncify', 'optimize', 'emit']);
   assert.ok(WebAssembly.validate(r.bytes as Uint8Array<ArrayBuffer>));
   assert.equal(r.meta.stackPointer, 'stasis_g0');
-  assert.equal(r.meta.stackLow, 16);
 });

@@ -10,7 +10,7 @@
 // is entered again and runs that code.
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { FileGuard, WriteGuards } from '../files/guard.js';
-import { POLL_BUDGET } from '../instrument/abi.js';
+import { ASYNCIFY_STATE, POLL_BUDGET } from '../instrument/abi.js';
 import { Interrupted, setInterruptWord } from '../wasi/interrupt.js';
 import type { WasiHost } from '../wasi/host.js';
 import { MemoryCopier } from './memory-copy.js';
@@ -28,8 +28,6 @@ export type AsyncifyExports = Record<string, unknown> & {
 };
 
 type Call = (...a: never[]) => number;
-
-const UNWINDING = 1;
 
 export class Checkpointer {
   /** How many unwinds were re-entries only. */
@@ -118,7 +116,7 @@ export class Checkpointer {
 
   /** After _start returned: whether it returned because the stack was unwound. */
   unwound(): boolean {
-    if (this.ex.asyncify_get_state() !== UNWINDING) return false;
+    if (this.ex.asyncify_get_state() !== ASYNCIFY_STATE.unwinding) return false;
     this.ex.asyncify_stop_unwind();
     return true;
   }

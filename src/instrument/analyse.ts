@@ -3,6 +3,7 @@
 // can be on the stack when an unwind starts.
 import binaryen from 'binaryen';
 import { WASI_FUNCTIONS } from '../wasi/signatures.js';
+import { WASI_MODULE } from './abi.js';
 import { Expr, Ids, UnknownExpressionError, walk, type Ref } from './walk.js';
 
 export class UnsupportedModuleError extends Error {
@@ -13,7 +14,6 @@ export class UnsupportedModuleError extends Error {
   }
 }
 
-export const WASI_MODULE = 'wasi_snapshot_preview1';
 /** Imports a checkpoint never unwinds at: start-up and exit. Keeps crt1's start-up uninstrumented. */
 export const NON_UNWINDING_WASI = new Set([
   'args_get', 'args_sizes_get', 'environ_get', 'environ_sizes_get', 'fd_prestat_get',

@@ -1,13 +1,12 @@
 // The on-disk cache of instrumented modules: by sha256(input) + version string. Free of
 // binaryen, so a launch whose module is cached never loads it.
-import { randomBytes, webcrypto } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { webcrypto } from 'node:crypto';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { InstrumentedModule, InstrumentMeta, InstrumentOptions } from './index.js';
+import type { InstrumentedModule, InstrumentMeta, InstrumentOptions } from './types.js';
 import { versionString } from './version.js';
-import { settledBefore, sha256hex } from '../util/fs.js';
-
+import { replaceFileSync, settledBefore, sha256hex } from '../util/fs.js';
 
 export function defaultCacheDir(): string {
   const xdg = process.env.XDG_CACHE_HOME;
@@ -66,7 +65,7 @@ export function sourceOf(path: string, read: () => Buffer, cacheDir: string = de
   };
   try {
     mkdirSync(join(cacheDir, 'sources'), { recursive: true });
-    atomicWrite(memoFile, JSON.stringify(memo));
+    replaceFileSync(memoFile, JSON.stringify(memo));
   } catch {
     // a read-only cache only costs the next launch a hash
   }
@@ -96,20 +95,9 @@ export function writeCache(result: InstrumentedModule, opts: InstrumentOptions, 
   const p = paths(result.sourceHash, versionString(opts), cacheDir);
   try {
     mkdirSync(cacheDir, { recursive: true });
-    atomicWrite(p.wasm, result.bytes);
-    atomicWrite(p.meta, JSON.stringify({ ...result.meta, hash: result.hash, sourceHash: result.sourceHash }, null, 1));
+    replaceFileSync(p.wasm, result.bytes);
+    replaceFileSync(p.meta, JSON.stringify({ ...result.meta, hash: result.hash, sourceHash: result.sourceHash }, null, 1));
   } catch {
     // A read-only or full cache only costs the next run another instrumentation.
-  }
-}
-
-function atomicWrite(path: string, data: Uint8Array | string): void {
-  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  try {
-    writeFileSync(tmp, data);
-    renameSync(tmp, path);
-  } catch (e) {
-    try { unlinkSync(tmp); } catch { /* already gone */ }
-    throw e;
   }
 }

@@ -1,53 +1,27 @@
 // The instrumenter: turns a wasm32-wasi module into a checkpointable one with Binaryen's Asyncify,
 // plus (optionally) safe-point polls so that pure compute can be interrupted too.
-// See polls.ts for where polls go and why; README of the engine for the unwind protocol.
+// See polls.ts for where polls go and why, abi.ts and README.md for the contract with the engine.
 import binaryen from 'binaryen';
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
+import { POLL_IMPORT, WASI_MODULE, globalExportName } from './abi.js';
 import {
-  NON_UNWINDING_WASI, UnsupportedModuleError, WASI_MODULE, analyseModule, cycleBreakers,
+  NON_UNWINDING_WASI, UnsupportedModuleError, analyseModule, cycleBreakers,
   cyclicComponents, unwindingFunctions, vetModule,
 } from './analyse.js';
-import { DEFAULT_VARIANT, insertPolls, type PollVariant } from './polls.js';
+import { insertPolls } from './polls.js';
 import { defaultCacheDir, readCache, writeCache } from './cache.js';
+import {
+  DEFAULT_VARIANT, type GlobalType, type InstrumentedModule, type InstrumentMeta, type InstrumentOptions,
+  type PollVariant,
+} from './types.js';
 import { versionString } from './version.js';
-import { cacheAsyncifyState } from './statecache.js';
 
 export { UnsupportedModuleError } from './analyse.js';
-export { INITIAL_BUDGET } from './polls.js';
-
-export interface InstrumentOptions {
-  /** Safe-point polls in loops and recursion, so pure compute can be checkpointed. */
-  polls: boolean;
-  /** Called at the start of each phase (parse, analyse, polls, asyncify, optimize, emit). */
-  onProgress?: (phase: string) => void;
-}
-
-export type GlobalType = 'i32' | 'i64' | 'f32' | 'f64';
-
-export interface InstrumentMeta {
-  /** Instrumenter version + binaryen version + options: part of the cache key. */
-  version: string;
-  /** Every mutable global, exported as stasis_g<i> (in this order). */
-  globals: { name: string; type: GlobalType }[];
-  /** Export name of the shadow-stack pointer global, or null if there is none. */
-  stackPointer: string | null;
-  /** Lowest address of the shadow-stack region (free space below the current SP may hold the
-   *  asyncify buffer). */
-  stackLow: number;
-  pollImport: { module: 'stasis'; name: 'poll' } | null;
-  /** Export name of the poll budget global (in `globals` too), or null without polls. */
-  pollBudget: string | null;
-  /** The imports an unwind may start at (module.name). */
-  unwindImports: string[];
-}
-
-export interface InstrumentedModule {
-  bytes: Uint8Array;
-  hash: string;
-  sourceHash: string;
-  meta: InstrumentMeta;
-}
+export type {
+  CounterKind, CycleEntries, GlobalType, InstrumentedModule, InstrumentMeta, InstrumentOptions,
+  LoopPlacement, PollVariant,
+} from './types.js';
+export { DEFAULT_VARIANT } from './types.js';
 
 /** Features Node 20 (V8 11.3) runs; we read with all of them so that we can refuse clearly
  *  (tail calls, threads, exceptions) instead of failing to parse. */
@@ -88,7 +62,7 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
     vetModule(m);
     progress('analyse');
     const a = analyseModule(m);
-    const layout = stackLayout(m);
+    const stackPointerInternal = stackPointerGlobal(m);
 
     const unwindImports: string[] = [];
     const unwindImportNames = new Set<string>();
@@ -105,7 +79,7 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
         : variant.cycles === 'none' ? new Set<string>() : cycleBreakers(a);
       const added = insertPolls(m, a, entries, variant, new Set(unwindImportNames));
       pollBudgetInternal = added.budgetGlobal;
-      unwindImports.push('stasis.poll');
+      unwindImports.push(`${POLL_IMPORT.module}.${POLL_IMPORT.name}`);
       // The poll's callers: functions with a loop poll or an entry poll.
       for (const name of added.pollers) a.funcs.get(name)!.calls.add(added.pollFunction);
       unwindImportNames.add(added.pollFunction);
@@ -121,10 +95,6 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
     const useOnly = only.length > 0 && only.every(listable);
     if (useOnly) binaryen.setPassArgument('asyncify-onlylist', only.join(','));
     m.runPasses(['strip-dwarf', 'asyncify']);
-    if (variant.cacheState) {
-      const instrumented = new Set(only);
-      cacheAsyncifyState(m, '__asyncify_state', (callee) => !useOnly || instrumented.has(callee) || unwindImportNames.has(callee));
-    }
     progress('optimize');
     const post = variant.post ?? 'full';
     const savedInline = binaryen.getOneCallerInlineMaxSize();
@@ -146,11 +116,11 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
     for (let i = 0; i < m.getNumGlobals(); i++) {
       const g = binaryen.getGlobalInfo(m.getGlobalByIndex(i));
       if (!g.mutable) continue;
-      const exportName = `stasis_g${globals.length}`;
+      const exportName = globalExportName(globals.length);
       if (exportNames.has(exportName)) throw new UnsupportedModuleError(`the module already exports ${exportName}`);
       m.addGlobalExport(g.name, exportName);
       globals.push({ name: exportName, type: typeName(g.type) });
-      if (g.name === layout.stackPointer) stackPointer = exportName;
+      if (g.name === stackPointerInternal) stackPointer = exportName;
       if (g.name === pollBudgetInternal) pollBudget = exportName;
     }
 
@@ -162,8 +132,7 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
       version: versionString(opts, variant),
       globals,
       stackPointer,
-      stackLow: layout.stackLow,
-      pollImport: opts.polls ? { module: 'stasis', name: 'poll' } : null,
+      pollImport: opts.polls ? { ...POLL_IMPORT } : null,
       pollBudget,
       unwindImports,
     };
@@ -190,37 +159,17 @@ function typeName(t: number): GlobalType {
   throw new UnsupportedModuleError('the module has a mutable global of a non-numeric type, which a snapshot cannot save');
 }
 
-/** The stack pointer global and the low end of the shadow stack. */
-function stackLayout(m: binaryen.Module): { stackPointer: string | null; stackLow: number } {
-  let sp: binaryen.GlobalInfo | null = null;
-  let firstI32: binaryen.GlobalInfo | null = null;
+/** Internal name of the shadow-stack pointer: __stack_pointer, else the first mutable i32
+ *  global (a module without a name section), or null. */
+function stackPointerGlobal(m: binaryen.Module): string | null {
+  let firstI32: string | null = null;
   for (let i = 0; i < m.getNumGlobals(); i++) {
     const g = binaryen.getGlobalInfo(m.getGlobalByIndex(i));
     if (!g.mutable || g.type !== binaryen.i32) continue;
-    if (g.name === '__stack_pointer') { sp = g; break; }
-    firstI32 ??= g;
+    if (g.name === '__stack_pointer') return g.name;
+    firstI32 ??= g.name;
   }
-  sp ??= firstI32;
-  if (!sp) return { stackPointer: null, stackLow: 16 };
-  const init = binaryen.getExpressionInfo(sp.init);
-  const spInit = init.id === binaryen.ConstId ? (init as binaryen.ConstInfo).value as number : null;
-  let dataEnd = 0;
-  const mm = m as unknown as { getNumDataSegments(): number; getDataSegmentByIndex(i: number): number; getDataSegmentInfo(s: number): { offset: number | null; data: ArrayBuffer; passive: boolean } };
-  for (let i = 0; i < mm.getNumDataSegments(); i++) {
-    const s = mm.getDataSegmentInfo(mm.getDataSegmentByIndex(i));
-    if (s.passive || s.offset === null) continue;
-    const end = s.offset + s.data.byteLength;
-    if (spInit === null || end <= spInit) dataEnd = Math.max(dataEnd, end);
-  }
-  // Zero-initialised data (.bss) has no data segment: it lies between the last segment and the
-  // stack, so the end of the segments is not the bottom of the stack. Without linker symbols the
-  // best bound is wasm-ld's default stack size (64 KiB) below the initial stack pointer; a module
-  // linked with a smaller -z stack-size would need __data_end/__stack_low exported (not done by
-  // default), so take the higher of the two.
-  const DEFAULT_STACK = 65536;
-  let stackLow = Math.max(16, Math.ceil(dataEnd / 16) * 16);
-  if (spInit !== null) stackLow = Math.max(stackLow, Math.ceil((spInit - DEFAULT_STACK) / 16) * 16);
-  return { stackPointer: sp.name, stackLow };
+  return firstI32;
 }
 
 // ---- cache (cache.ts: readable without loading binaryen) ----

@@ -2,7 +2,7 @@
 // that break call-graph cycles; when it runs out, the program calls the host's poll import
 // (`stasis.poll() -> i32`, returning the next budget), where the host may start an unwind.
 //
-// Where the check goes decides the cost (measurements: bench-polls.ts). Asyncify instruments
+// Where the check goes decides the cost (measurements: bench/polls.ts). Asyncify instruments
 // every function that can reach the poll and guards the code around each call that may unwind,
 // so the default placement is chosen to keep hot code out of that:
 //
@@ -39,15 +39,10 @@
 //    1.95x instead of 1.60x the original). Matched by function name, so a module without a name
 //    section keeps its polls.
 import binaryen from 'binaryen';
-import { callees, reachingSet, sigKey, type FuncInfo, type ModuleAnalysis } from './analyse.js';
+import { POLL_BUDGET, POLL_IMPORT } from './abi.js';
+import { reachingSet, sigKey, type FuncInfo, type ModuleAnalysis } from './analyse.js';
+import type { PollVariant } from './types.js';
 import { Expr, Ids, childrenOf, walk, walkSlots, type Ref, type Slot } from './walk.js';
-
-export { DEFAULT_VARIANT, type CounterKind, type CycleEntries, type LoopPlacement, type PollVariant } from './version.js';
-import type { PollVariant } from './version.js';
-
-/** Initial budget (back-edges + cycle entries before the first poll). The poll's return value
- *  sets every later one. */
-export const INITIAL_BUDGET = 10_000;
 
 export interface PollsAdded {
   pollFunction: string;
@@ -74,9 +69,10 @@ export function insertPolls(
   const globalNames = new Set<string>();
   for (let i = 0; i < m.getNumGlobals(); i++) globalNames.add(binaryen.getGlobalInfo(m.getGlobalByIndex(i)).name);
   const poll = freshName(funcNames, 'stasis_poll');
-  m.addFunctionImport(poll, 'stasis', 'poll', binaryen.none, binaryen.i32);
+  m.addFunctionImport(poll, POLL_IMPORT.module, POLL_IMPORT.name, binaryen.none, binaryen.i32);
   const budget = freshName(globalNames, 'stasis_budget');
-  m.addGlobal(budget, binaryen.i32, true, m.i32.const(INITIAL_BUDGET));
+  // The budget before the first poll; the poll's return value sets every later one.
+  m.addGlobal(budget, binaryen.i32, true, m.i32.const(POLL_BUDGET));
   const labels = a.labels;
   let loops = 0, skippedLoops = 0, entries = 0;
   const pollers = new Set<string>();
@@ -494,5 +490,3 @@ function scaleOfP(p: number, ptr: Ref, written: ReadonlySet<number>): number {
   }
   return 0;
 }
-
-export type { FuncInfo };

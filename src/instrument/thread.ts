@@ -1,7 +1,7 @@
 // Instrumentation runs in a worker thread: binaryen needs seconds on a first launch, and the
 // main thread must stay free to show progress and to answer signals meanwhile.
 import { parentPort, Worker, workerData } from 'node:worker_threads';
-import type { InstrumentedModule, InstrumentOptions } from './index.js';
+import type { InstrumentedModule, InstrumentOptions } from './types.js';
 
 type Outcome =
   | { ok: true; result: InstrumentedModule }

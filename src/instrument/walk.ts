@@ -115,7 +115,7 @@ export class UnknownExpressionError extends Error {
   constructor(readonly id: number) { super(`unsupported instruction kind ${expressionKind(id)}`); }
 }
 
-/** Calls visit(e, depthInLoops) for every expression under root, parents before children (pre-order).
+/** Calls visit(e, id) for every expression under root, parents before children (pre-order).
  *  Iterative, so deep expression trees do not overflow the JS stack. */
 export function walk(root: Ref, visit: (e: Ref, id: number) => void): void {
   if (!root) return;
@@ -128,24 +128,6 @@ export function walk(root: Ref, visit: (e: Ref, id: number) => void): void {
     kids.length = 0;
     childrenOf(e, id, kids);
     for (let i = kids.length - 1; i >= 0; i--) if (kids[i]) stack.push(kids[i]!);
-  }
-}
-
-/** Like walk, but tells the visitor the chain of enclosing loops (outermost first). */
-export function walkWithLoops(root: Ref, visit: (e: Ref, id: number, loops: readonly Ref[]) => void): void {
-  if (!root) return;
-  const stack: { e: Ref; exit: boolean }[] = [{ e: root, exit: false }];
-  const loops: Ref[] = [];
-  const kids: Ref[] = [];
-  while (stack.length > 0) {
-    const { e, exit } = stack.pop()!;
-    if (exit) { loops.pop(); continue; }
-    const id = binaryen.getExpressionId(e);
-    visit(e, id, loops);
-    kids.length = 0;
-    childrenOf(e, id, kids);
-    if (id === I.LoopId) { loops.push(e); stack.push({ e, exit: true }); }
-    for (let i = kids.length - 1; i >= 0; i--) if (kids[i]) stack.push({ e: kids[i]!, exit: false });
   }
 }
 

@@ -9,8 +9,9 @@ import { builtinPolicy } from '../files/policy.js';
 import { checkPathMap, mapPath, mountsOf, parsePathMap } from '../files/pathmap.js';
 import { checkConflicts, cliRules, loadRulesFile, ruleData } from '../files/rules.js';
 import type { EngineInfo, FilePolicyOptions } from '../image/schema.js';
+import { WASI_MODULE } from '../instrument/abi.js';
 import { lookupCache, sourceOf } from '../instrument/cache.js';
-import type { InstrumentedModule } from '../instrument/index.js';
+import type { InstrumentedModule } from '../instrument/types.js';
 import { instrumentInThread, Unsupported } from '../instrument/thread.js';
 import { loadModule, readModuleBytes } from './module.js';
 import { progress } from './progress.js';
@@ -36,8 +37,8 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
   const name = opts.name ?? basename(opts.module).replace(/\.wasm$/, '');
   const engine: EngineInfo = {
     unwindImports: inst.meta.unwindImports
-      .filter((i) => i.startsWith('wasi_snapshot_preview1.'))
-      .map((i) => i.slice('wasi_snapshot_preview1.'.length)),
+      .filter((i) => i.startsWith(`${WASI_MODULE}.`))
+      .map((i) => i.slice(WASI_MODULE.length + 1)),
     poll: inst.meta.pollImport !== null,
     stackPointer: inst.meta.stackPointer, maxFrameBytes: 0,
   };

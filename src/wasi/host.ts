@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import {
   Errno, Eventtype, EVENTRW_HANGUP, Fdflags, FDFLAGS_ALL, Filetype, Fstflags, Lookupflags,
-  Oflags, OFLAGS_ALL, Right, RIGHTS_ALL, RIGHTS_DIR, RIGHTS_FILE, RIGHTS_NEED_WRITE,
+  Oflags, OFLAGS_ALL, Right, RIGHTS_ALL, RIGHTS_DIR, RIGHTS_NEED_WRITE,
   RIGHTS_STDIO, SIGNAL_TO_HOST, SIGNALS_IGNORED, SUBCLOCK_ABSTIME, Whence,
 } from './constants.js';
 import { NO_CHANGE_HOOKS, type FileChangeHooks } from './changes.js';

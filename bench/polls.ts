@@ -1,6 +1,6 @@
 // Measures the run-time cost of instrumentation variants against the original module under
-// node:wasi, and the time between polls. A developer tool, not used by Stasis at run time:
-//   npx tsc -p . && node dist/src/instrument/bench-polls.js [--runs N] [--budget B] [--only NAME] [--variants a,b]
+// node:wasi, and the time between polls. A developer tool (kept out of the package):
+//   npx tsc -p . && node dist/bench/polls.js [--runs N] [--budget B] [--only NAME] [--variants a,b]
 // Each run is a fresh `node` child that times WebAssembly.compile + wasi.start (so start-up of
 // node itself is not counted, compiling the bigger module is). Runs alternate original/variant;
 // the table shows median(variant) / median(original). A second pass per variant records every
@@ -11,10 +11,12 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { instrumentVariant, versionString } from './index.js';
-import { DEFAULT_VARIANT, type PollVariant } from './polls.js';
+import { POLL_BUDGET } from '../src/instrument/abi.js';
+import { instrumentVariant, versionString } from '../src/instrument/index.js';
+import { DEFAULT_VARIANT, type PollVariant } from '../src/instrument/types.js';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+// This file runs as dist/bench/polls.js.
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 interface Program { name: string; wasm: string; args: string[] }
 const PROGRAMS: Program[] = [
@@ -35,16 +37,12 @@ const VARIANTS: Record<string, PollVariant | null> = {
   'x-noleaf': { loops: 'outline', counter: 'global', cycles: 'breakers', skipBounded: false, skipLeafLoops: true },
   'x-nocycles': { loops: 'outline', counter: 'global', cycles: 'none', skipBounded: false },
   'x-noleaf-nocycles': { loops: 'outline', counter: 'global', cycles: 'none', skipBounded: false, skipLeafLoops: true },
-  'nopolls-sc': { loops: 'outline', counter: 'global', cycles: 'breakers', skipBounded: false, cacheState: true },
-  'local-sc': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: false, cacheState: true },
   'local-none': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: false, post: 'none' },
   'local-noinline': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: false, post: 'noinline' },
-  'local-sc-noinline': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: false, post: 'noinline', cacheState: true },
   'nopolls-noinline': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: false, post: 'noinline' },
   'g-mw': { loops: 'outline', counter: 'global', cycles: 'breakers', skipBounded: true },
   'l-mw': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: true },
   'l-mw-none': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: true, post: 'none' },
-  'l-mw-sc': { loops: 'outline', counter: 'local', cycles: 'breakers', skipBounded: true, cacheState: true },
   'a-mw': { loops: 'outline', counter: 'auto', cycles: 'breakers', skipBounded: true },
   'a-mw-noinline': { loops: 'outline', counter: 'auto', cycles: 'breakers', skipBounded: true, post: 'noinline' },
   'a-mw-nocyc': { loops: 'outline', counter: 'auto', cycles: 'none', skipBounded: true },
@@ -102,7 +100,7 @@ async function main(): Promise<void> {
     await child(wasm!, args, Number(budget), record === '1', out!);
     return;
   }
-  let runs = 5, budget = 10_000;
+  let runs = 5, budget = POLL_BUDGET;
   let only: string | null = null;
   let custom = false;
   let useMin = true;
@@ -121,9 +119,9 @@ async function main(): Promise<void> {
     } else if (argv[i] === '--median') useMin = false;
   }
   // Built variants are cached per content of the instrumenter's own code (so edits rebuild).
-  const here = dirname(fileURLToPath(import.meta.url));
+  const here = join(root, 'dist', 'src', 'instrument');
   const codeHash = createHash('sha256');
-  for (const f of ['index.js', 'polls.js', 'analyse.js', 'walk.js', 'statecache.js']) if (existsSync(join(here, f))) codeHash.update(readFileSync(join(here, f)));
+  for (const f of ['index.js', 'polls.js', 'analyse.js', 'walk.js', 'abi.js', 'types.js']) if (existsSync(join(here, f))) codeHash.update(readFileSync(join(here, f)));
   const cache = join(tmpdir(), 'stasis-bench-polls', codeHash.digest('hex').slice(0, 12));
   mkdirSync(cache, { recursive: true });
   const rows: string[] = [];
