@@ -2,6 +2,7 @@
 // it goes. Asyncify stores each frame's live locals in the buffer and does not check its end
 // while unwinding, so the buffer is sized before an unwind starts: (wasm frames on the stack)
 // x (the largest frame of the module).
+import { ASYNCIFY_BUFFER_HEADER } from '../instrument/abi.js';
 
 /** The most bytes one frame can take in the asyncify buffer: all params and locals at 8 bytes each, plus its call index. */
 export function maxFrameBytes(module: Uint8Array): number {
@@ -110,8 +111,8 @@ export function stackRoom(sp: number, spInit: number, maxFrame: number): { start
   const need = bufferBytes(maxFrame);
   const low = Math.max(16, spInit - MIN_STACK);
   const top = (sp - 64) & ~15;
-  if (top - low < need + 8) return null;
-  return { start: Math.max(low, (top - need - 8) & ~15), end: top };
+  if (top - low < need + ASYNCIFY_BUFFER_HEADER) return null;
+  return { start: Math.max(low, (top - need - ASYNCIFY_BUFFER_HEADER) & ~15), end: top };
 }
 
 /**
@@ -125,12 +126,12 @@ export function placeBuffer(mem: WebAssembly.Memory, room: { start: number; end:
   if (room !== null) {
     ({ start, end } = room);
   } else {
-    const pages = Math.ceil((bufferBytes(maxFrame) + 8) / PAGE);
+    const pages = Math.ceil((bufferBytes(maxFrame) + ASYNCIFY_BUFFER_HEADER) / PAGE);
     start = mem.grow(pages) * PAGE;
     end = start + pages * PAGE;
   }
   const v = new DataView(mem.buffer);
-  v.setUint32(start, start + 8, true);
+  v.setUint32(start, start + ASYNCIFY_BUFFER_HEADER, true);
   v.setUint32(start + 4, end, true);
   return start;
 }
