@@ -1,5 +1,5 @@
 // Image store speed against plain fs calls on the same bytes, in the same run:
-//   node dist/src/image/bench-image.js [--mib=1024] [--rounds=5] [--compress=none|deflate|brotli]
+//   node dist/bench/image-store.js [--mib=1024] [--rounds=5] [--compress=none|deflate|brotli]
 //        [--chunk-mib=N] [--content=random|heap] [--dir=DIR]
 // "plain write" = open, 8 MiB writes, fsync, close (durable, as an image is; 8 MiB calls were
 // the fastest of 1 MiB, 8 MiB and one call); "plain read" = a fresh Uint8Array filled by 8 MiB
@@ -11,9 +11,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Snapshot } from './schema.js';
-import { readImage, writeImage } from './index.js';
-import type { Codec } from './format.js';
+import type { Snapshot } from '../src/image/schema.js';
+import { readImage, writeImage } from '../src/image/index.js';
+import type { Codec } from '../src/image/format.js';
 
 const arg = (name: string, dflt: string) =>
   process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
