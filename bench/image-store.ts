@@ -12,8 +12,7 @@ import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Snapshot } from '../src/image/schema.js';
-import { readImage, writeImage } from '../src/image/index.js';
-import type { Codec } from '../src/image/format.js';
+import { readImage, writeImage, type Codec } from '../src/image/index.js';
 
 const arg = (name: string, dflt: string) =>
   process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
@@ -36,10 +35,10 @@ const moduleBytes = new Uint8Array(1 << 20).fill(7);
 const hash = createHash('sha256').update(moduleBytes).digest('hex');
 const snap = (generation: number): Snapshot => ({
   moduleHash: hash, instrumentedHash: hash, memory, globals: [], asyncifyData: 0,
-  engine: { unwindImports: [], poll: false, stackPointer: null, stackLow: 0, maxFrameBytes: 64 },
+  engine: { unwindImports: [], poll: false, stackPointer: null, maxFrameBytes: 64 },
   wasi: { args: [], env: [], preopens: [], fds: [] }, monotonicNs: '0', stdinPending: new Uint8Array(0), stdinReceived: 0,
   meta: { name: 'bench', generation, createdAt: new Date().toISOString(), pauseMs: 0, host: { hostname: '', platform: '', arch: '', node: '', pid: 0 } },
-} as Snapshot);
+});
 
 // Plain I/O in 8 MiB calls: the fastest of 1 MiB, 8 MiB and one call measured on the bench VM.
 const PIECE = 8 << 20;

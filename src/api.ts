@@ -7,7 +7,7 @@
 import { request, type Reply } from './control/channel.js';
 import { entries, findTarget, type Entry } from './control/registry.js';
 import { StasisError } from './errors.js';
-import { inspectImage, listImages, type ImageRef } from './image/index.js';
+import { inspectImage, listImages, type ImageRef, type ImageSummary } from './image/index.js';
 
 export { launch, restart, planRestart, EXIT_CHECKPOINTED, EXIT_KILLED } from './launcher/launch.js';
 export type { StasisPlugin, OpenFile, FileDecision, CheckpointEvent, CheckpointedEvent, RestartEvent } from './files/plugin.js';
@@ -18,6 +18,7 @@ export type { CompileMode } from './launcher/compile.js';
 export type { GuestResult as RunResult } from './engine/guest.js';
 export { StasisError, EXIT } from './errors.js';
 export type { Snapshot } from './image/schema.js';
+export type { ImageSummary } from './image/index.js';
 
 export interface CheckpointResult {
   /** The image directory written. */
@@ -76,7 +77,7 @@ export async function kill(target?: string): Promise<void> {
 }
 
 /** What an image (or a checkpoint directory's latest image) holds, without loading memory. */
-export async function inspect(path: string): Promise<Record<string, unknown>> {
+export async function inspect(path: string): Promise<ImageSummary> {
   return inspectImage(path);
 }
 

@@ -45,7 +45,6 @@ export interface CheckpointSetup {
   /** Export names of the mutable globals, and which one is the shadow stack pointer. */
   globals: { name: string; type: GlobalValue['type'] }[];
   stackPointer: string | null;
-  stackLow: number;
   poll: boolean;
   /** The largest frame the module can put in the asyncify buffer (frames.ts). */
   maxFrameBytes: number;

@@ -5,9 +5,10 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-import type { Snapshot } from './schema.js';
+import type { ChunkEntry, FilePolicyOptions, FileTreatment, Manifest, Snapshot, SnapshotMeta } from './schema.js';
+import type { FdState, Location, Preopen } from '../wasi/state.js';
 import { ImageError } from '../errors.js';
-import { IMAGES, chunkFile, genName, moduleFile, type ChunkEntry, type Manifest } from './format.js';
+import { IMAGES, chunkFile, genName, moduleFile, type ChunkHash, type Codec } from './format.js';
 import { errno, sha256hex } from '../util/fs.js';
 import { hashChunk } from './hash.js';
 import { xxh64hexInPlace } from './xxh64.js';
@@ -240,16 +241,76 @@ export async function latestImage(ckptDir: string): Promise<ImageRef | null> {
   return { dir: ckptDir, path, generation: g, name: m.snapshot.meta.name };
 }
 
+/** What `stasis inspect` shows of an image (its --json output, in this order). */
+export interface ImageSummary {
+  format: { magic: string; version: number };
+  checkpointDir: string;
+  image: string;
+  /** Whether `latest` names this image. */
+  latest: boolean;
+  name: string;
+  generation: number;
+  createdAt: string;
+  pauseMs: number;
+  host: SnapshotMeta['host'];
+  moduleHash: string;
+  module: { sha256: string; size: number; file: string };
+  memory: {
+    byteLength: number;
+    chunkSize: number;
+    chunkHash: ChunkHash;
+    chunks: number;
+    storedChunks: number;
+    zeroChunks: number;
+    /** Bytes of the chunk files it references (each counted once). */
+    storedBytes: number;
+    /** Stored chunks by codec. */
+    codecs: Partial<Record<Codec, number>>;
+  };
+  /** How many globals. */
+  globals: number;
+  asyncifyData: number;
+  monotonicNs: string;
+  stdinPendingBytes: number;
+  stdinReceived: number;
+  wasi: {
+    args: string[];
+    /** How many environment variables. */
+    env: number;
+    preopens: Preopen[];
+    fds: { fd: number; kind: FdState['kind']; stream?: 0 | 1 | 2; location?: Location; access?: 'r' | 'w' | 'rw'; offset?: number }[];
+  };
+  files: {
+    path: string;
+    guestPath: string;
+    fds: number[];
+    treatment: FileTreatment;
+    reason: string;
+    size: number;
+    /** Permission bits in octal ("0644"). */
+    mode: string;
+    deleted: boolean;
+    /** The saved copy, relative to the checkpoint directory. */
+    copy?: string;
+    restartPath?: string;
+  }[];
+  filePolicy?: FilePolicyOptions;
+  /** Every file the image references is there with the right size. */
+  complete: boolean;
+  /** What is missing or of the wrong size. */
+  problems: string[];
+}
+
 /**
  * A summary of an image for `stasis inspect`, from its manifest alone (checked), plus the
  * presence and size of every file it references; memory is not read or hashed.
  */
-export async function inspectImage(path: string, generation?: number): Promise<Record<string, unknown>> {
+export async function inspectImage(path: string, generation?: number): Promise<ImageSummary> {
   const { ckptDir, imageDir } = await resolveImage(path, generation);
   const m = await loadManifest(imageDir);
   const s = m.snapshot;
   const problems: string[] = [];
-  const codecs: Record<string, number> = {};
+  const codecs: Partial<Record<Codec, number>> = {};
   let storedBytes = 0;
   const seen = new Set<string>();
   for (const c of m.memory.chunks) {

@@ -95,7 +95,7 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
       .filter((i) => i.startsWith('wasi_snapshot_preview1.'))
       .map((i) => i.slice('wasi_snapshot_preview1.'.length)),
     poll: inst.meta.pollImport !== null,
-    stackPointer: inst.meta.stackPointer, stackLow: inst.meta.stackLow, maxFrameBytes: 0,
+    stackPointer: inst.meta.stackPointer, maxFrameBytes: 0,
   };
   engine.maxFrameBytes = maxFrameBytes(inst.bytes);
   return supervise({
