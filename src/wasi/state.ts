@@ -67,6 +67,11 @@ export interface WasiState {
   pollDeadlines?: string[];
 }
 
+/** The path the program knows a location by ("/data/x"). */
+export function guestPath(loc: Location): string {
+  return loc.rel === '' ? loc.preopen : `${loc.preopen.replace(/\/$/, '')}/${loc.rel}`;
+}
+
 /** The host path of a location through the given preopens, or null if its preopen is absent. */
 export function hostPathOf(preopens: Preopen[], loc: Location): string | null {
   const p = preopens.find((q) => q.guest === loc.preopen);
