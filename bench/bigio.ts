@@ -5,7 +5,7 @@
 //   read:  a fresh Uint8Array of MIB MiB filled by 8 MiB reads of FILE (just written, so from
 //          the page cache, like the image `stasis restart` reads right after its checkpoint)
 // and prints one JSON line {"writeMs":..,"readMs":..}. FILE is removed afterwards.
-// 8 MiB calls: the fastest of 1 MiB, 8 MiB and one call on the bench VM (src/image/bench-image.ts).
+// 8 MiB calls: the fastest of 1 MiB, 8 MiB and one call on the bench VM (bench/image-store.ts).
 import { randomFillSync } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';

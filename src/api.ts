@@ -8,7 +8,7 @@ import { request, type Reply } from './control/channel.js';
 import { entries, findTarget, type Entry } from './control/registry.js';
 import { StasisError } from './errors.js';
 import type { CheckpointResult } from './launcher/checkpoints.js';
-import { inspectImage, listImages, type ImageRef } from './image/index.js';
+import { inspectImage, listImages, type ImageRef, type ImageSummary } from './image/index.js';
 
 export { launch } from './launcher/launch.js';
 export { restart, planRestart } from './launcher/restart.js';
@@ -24,6 +24,7 @@ export type { GuestResult as RunResult } from './engine/protocol.js';
 export { StasisError, EXIT } from './errors.js';
 export type { CheckpointResult };
 export type { Snapshot } from './image/schema.js';
+export type { ImageSummary } from './image/index.js';
 
 function ok(r: Reply, what: string): Extract<Reply, { ok: true }> {
   if (!r.ok) throw new StasisError('CONTROL', `${what} failed: ${r.error}`);
@@ -63,7 +64,7 @@ export async function kill(target?: string): Promise<void> {
 }
 
 /** What an image (or a checkpoint directory's latest image) holds, without loading memory. */
-export async function inspect(path: string): Promise<Record<string, unknown>> {
+export async function inspect(path: string): Promise<ImageSummary> {
   return inspectImage(path);
 }
 

@@ -86,7 +86,7 @@ function snapshot(memory: Uint8Array, generation: number, module = moduleA): Sna
       pauseMs: 1.5,
       host: { hostname: 'h', platform: 'linux', arch: 'x64', node: 'v20', pid: 42 },
     },
-  } as Snapshot;
+  };
 }
 
 function assertSameSnapshot(got: Snapshot, want: Snapshot): void {
@@ -268,7 +268,7 @@ test('a moved checkpoint directory still reads', async () => {
     assert.equal(r.ref.dir, b);
     assertSameSnapshot(r.snapshot, s2);
     assertSameSnapshot((await readImage(join(b, 'images', 'gen-000001'))).snapshot, s1);
-    const info = await inspectImage(b) as { generation: number; complete: boolean; latest: boolean; memory: { storedChunks: number } };
+    const info = await inspectImage(b);
     assert.equal(info.generation, 2);
     assert.equal(info.complete, true);
     assert.equal(info.latest, true);
@@ -374,9 +374,81 @@ test('damage and foreign files give the right ImageError, and reading writes not
     // inspect reports on the same terms.
     await assertImageError(inspectImage(foreignFile), 'NOT_AN_IMAGE');
     unlinkSync(c0);
-    const info = await inspectImage(ckpt) as { complete: boolean; problems: string[] };
+    const info = await inspectImage(ckpt);
     assert.equal(info.complete, false);
     assert.equal(info.problems.length, 1);
+  } finally {
+    cleanup();
+  }
+});
+
+test('a manifest with a malformed field is CORRUPT, and the message names the field', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const ckpt = join(dir, 'prog.ckpt');
+    const snap = snapshot(sampleMemory(), 1);
+    snap.files = [{
+      fds: [5], location: { preopen: '/data', rel: 'sub/log.txt' }, hostPath: '/tmp/some/where/sub/log.txt', deleted: false,
+      size: 10, mode: 0o644, treatment: 'reopen', reason: 'read-only', onDiffer: 'refuse',
+    }];
+    const w = await writeImage(ckpt, snap, { moduleBytes: moduleA });
+    const manifestPath = join(w.path, 'manifest.json');
+    const original = readFileSync(manifestPath, 'utf8');
+    // Rewrites the manifest with its sha256 sidecar recomputed: only the shape check can object.
+    const edited = (edit: (m: any) => void): Promise<unknown> => {
+      const m = JSON.parse(original) as Manifest;
+      edit(m);
+      const text = JSON.stringify(m, null, 2);
+      writeFileSync(manifestPath, text);
+      writeFileSync(join(w.path, 'manifest.sha256'), `${sha256(Buffer.from(text))}  manifest.json\n`);
+      return readImage(ckpt);
+    };
+    const cases: [string, (m: any) => void][] = [
+      ['snapshot.wasi.fds[4].offset: expected a non-negative integer, got "12345"', (m) => { m.snapshot.wasi.fds[4].offset = '12345'; }],
+      ['snapshot.files[0].size: expected a non-negative integer, got -1', (m) => { m.snapshot.files[0].size = -1; }],
+      ['snapshot.meta: expected an object, got nothing', (m) => { delete m.snapshot.meta; }],
+      ['snapshot.meta.host.pid', (m) => { m.snapshot.meta.host.pid = 'x'; }],
+      ['snapshot.wasi.fds[2].kind: expected one of "file", "dir", "stdio", got "socket"', (m) => { m.snapshot.wasi.fds[2].kind = 'socket'; }],
+      ['snapshot.wasi.fds[3].listing', (m) => { m.snapshot.wasi.fds[3].listing = [1]; }],
+      ['snapshot.wasi.fds[0].stream', (m) => { m.snapshot.wasi.fds[0].stream = 3; }],
+      ['snapshot.globals[1].value: expected a decimal integer string, got 5', (m) => { m.snapshot.globals[1].value = 5; }],
+      ['snapshot.globals[0].value: expected an integer', (m) => { m.snapshot.globals[0].value = 0.5; }],
+      ['snapshot.engine.maxFrameBytes', (m) => { delete m.snapshot.engine.maxFrameBytes; }],
+      ['snapshot.engine.poll: expected true or false, got 1', (m) => { m.snapshot.engine.poll = 1; }],
+      ['snapshot.monotonicNs', (m) => { m.snapshot.monotonicNs = 12; }],
+      ['snapshot.stdinReceived', (m) => { m.snapshot.stdinReceived = -3; }],
+      ['snapshot.filePolicy.pathMap[0]: expected an array of 2', (m) => {
+        m.snapshot.filePolicy = { checkpointOpenFiles: true, allowFileOverwrite: false, rules: [], pathMap: [['/a']] };
+      }],
+      ['snapshot.files[0].copy: expected a saved copy', (m) => { m.snapshot.files[0].treatment = 'save'; }],
+      ['snapshot.files[0].copy.file', (m) => {
+        m.snapshot.files[0].copy = { file: '../../etc/passwd', size: 10, blockSize: 4 * MiB, blocks: ['0123456789abcdef'] };
+      }],
+      ['snapshot.instrumentedHash: expected module.sha256', (m) => { m.snapshot.instrumentedHash = 'e'.repeat(64); }],
+      ['memory.chunks[1].index', (m) => { m.memory.chunks[1].index = m.memory.chunks[0].index; }],
+      ['memory.chunks[0].hash', (m) => { m.memory.chunks[0].hash = 'e'.repeat(64); }],
+      ['memory.chunks[0].codec: expected one of "none", "deflate", "brotli", got "zstd"', (m) => { m.memory.chunks[0].codec = 'zstd'; }],
+      ['memory.chunkSize: expected a positive integer, got 0', (m) => { m.memory.chunkSize = 0; }],
+      ['module.sha256', (m) => { m.module.sha256 = 'nope'; }],
+      ['stdinPending: expected an object, got null', (m) => { m.stdinPending = null; }],
+    ];
+    for (const [mention, edit] of cases) {
+      const e = await assertImageError(edited(edit), 'CORRUPT', mention);
+      assert.ok(e.message.startsWith(`checkpoint image file ${manifestPath} is malformed (`), e.message);
+    }
+    // inspect checks the same way.
+    await assertImageError(edited((m) => { m.snapshot.files[0].fds = [true]; }), 'CORRUPT', 'snapshot.files[0].fds[0]: expected a non-negative integer, got true');
+    await assertImageError(inspectImage(ckpt), 'CORRUPT', 'snapshot.files[0].fds[0]');
+    // Fields this reader does not know are fine (engine.stackLow: images written before it went).
+    await edited((m) => { m.snapshot.engine.stackLow = 1024; m.snapshot.later = { x: 1 }; m.memory.chunks[0].note = 'y'; });
+    const r = await readImage(ckpt);
+    assert.ok(Buffer.from(r.snapshot.memory).equals(Buffer.from(snap.memory)));
+    assert.deepEqual(r.snapshot.files, snap.files);
+    // A writer does not publish what readers would refuse.
+    const nan = snapshot(sampleMemory(), 2);
+    nan.globals[3]!.value = NaN;
+    await assert.rejects(writeImage(ckpt, nan, { moduleBytes: moduleA }), /snapshot\.globals\[3\]\.value: expected a number, got NaN/);
+    assert.equal((await readImage(ckpt)).ref.generation, 1);
   } finally {
     cleanup();
   }
@@ -446,8 +518,9 @@ test('a writer killed with SIGKILL at random moments never breaks the latest ima
       const hash = createHash('sha256').update(moduleBytes).digest('hex');
       for (let g = Number(process.argv[1]); ; g++) {
         const snap = { moduleHash: hash, instrumentedHash: hash, memory: memoryOf(g, fillRandom), globals: [],
-          asyncifyData: 0, engine: {}, wasi: { args: [], env: [], preopens: [], fds: [] }, monotonicNs: '0',
-          stdinPending: new Uint8Array(0), meta: { name: 'k', generation: g, createdAt: '', pauseMs: 0, host: {} } };
+          asyncifyData: 0, engine: { unwindImports: [], poll: false, stackPointer: null, maxFrameBytes: 0 },
+          wasi: { args: [], env: [], preopens: [], fds: [] }, monotonicNs: '0', stdinPending: new Uint8Array(0), stdinReceived: 0,
+          meta: { name: 'k', generation: g, createdAt: '', pauseMs: 0, host: { hostname: '', platform: '', arch: '', node: '', pid: 0 } } };
         await writeImage(process.argv[2], snap, { moduleBytes, keep: 3, compress: g % 3 === 0 ? 'brotli' : 'none' });
         process.stdout.write('published ' + g + '\\n');
       }`;

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import type { ControlOptions } from '../api.js';
 import { EXIT, StasisError } from '../errors.js';
+import { CODECS, type Codec } from '../image/format.js';
 
 /** Loaded per command: `run` needs none of the checkpoint machinery (image store, control). */
 const api = (): Promise<typeof import('../api.js')> => import('../api.js');
@@ -152,8 +153,8 @@ function positive(command: string, name: string, v: string | undefined, integer:
 function controlOf(command: string, p: Parsed): ControlOptions {
   const one = (k: string): string | undefined => p.options.get(k)?.[0];
   const compress = one('--compress');
-  if (compress !== undefined && !['none', 'deflate', 'brotli'].includes(compress)) {
-    throw new StasisError('USAGE', `stasis ${command}: --compress ${compress}: expected none, deflate or brotli`);
+  if (compress !== undefined && !(CODECS as readonly string[]).includes(compress)) {
+    throw new StasisError('USAGE', `stasis ${command}: --compress ${compress}: expected ${CODECS.join(', ')}`);
   }
   // The CLI's launcher owns its process: signals and stops end it.
   const c: ControlOptions = { quiet: p.options.has('--quiet'), ownProcess: true };
@@ -165,7 +166,7 @@ function controlOf(command: string, p: Parsed): ControlOptions {
   if (name !== undefined) c.name = name;
   if (interval !== undefined) c.interval = interval;
   if (keep !== undefined) c.keep = keep;
-  if (compress !== undefined) c.compress = compress as ControlOptions['compress'];
+  if (compress !== undefined) c.compress = compress as Codec;
   const at = positive(command, '--checkpoint-at-call', one('--checkpoint-at-call'), true);
   if (at !== undefined) c.checkpointAtCall = at;
   if (p.options.has('--path-map')) c.pathMap = p.options.get('--path-map')!;

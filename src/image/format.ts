@@ -8,7 +8,7 @@
 //   <ckptDir>/files/xxh64-<hash>                  saved copies of open files, content-addressed
 //   <ckptDir>/.lock                               held while a writer works
 // Names starting with '.' are private to writers (temporaries, lock) and ignored by readers.
-import type { Snapshot } from './schema.js';
+// The manifest's fields: schema.ts.
 
 export const MAGIC = 'stasis-image';
 /** 2: snapshot.files (saved open files); a version-1 reader would restart without them. */
@@ -41,12 +41,13 @@ export const MANIFEST_SUM = 'manifest.sha256';
 /** Prefix of every temporary name a writer creates; readers skip them, writers remove them. */
 export const TMP_PREFIX = '.tmp-';
 
-export type Codec = 'none' | 'deflate' | 'brotli';
-export const CODECS: readonly Codec[] = ['none', 'deflate', 'brotli'];
+/** How a memory chunk file is encoded. */
+export const CODECS = ['none', 'deflate', 'brotli'] as const;
+export type Codec = (typeof CODECS)[number];
 const SUFFIX: Record<Codec, string> = { none: '', deflate: '.deflate', brotli: '.br' };
 
-export type ChunkHash = 'xxh64' | 'sha256';
-export const CHUNK_HASHES: readonly ChunkHash[] = ['xxh64', 'sha256'];
+export const CHUNK_HASHES = ['xxh64', 'sha256'] as const;
+export type ChunkHash = (typeof CHUNK_HASHES)[number];
 export const HASH_RE: Record<ChunkHash, RegExp> = { xxh64: /^[0-9a-f]{16}$/, sha256: /^[0-9a-f]{64}$/ };
 
 export const GEN_RE = /^gen-(\d{6,})$/;
@@ -75,26 +76,4 @@ export function codecOfSuffix(suffix: string | undefined): Codec {
 
 export function moduleFile(sha256: string): string {
   return `${MODULES}/${sha256}.wasm`;
-}
-
-/** One stored (non-zero) chunk of linear memory. */
-export interface ChunkEntry {
-  /** Chunk number: it covers bytes [index * chunkSize, min((index + 1) * chunkSize, byteLength)). */
-  index: number;
-  /** Hash (hex, algorithm memory.hash) of the chunk's raw bytes: its identity and its check. */
-  hash: string;
-  /** How the chunk file is encoded; its name is chunkFile(memory.hash, hash, codec). */
-  codec: Codec;
-}
-
-/** The Snapshot fields that live in the manifest itself (memory and stdin are stored apart). */
-export type SnapshotState = Omit<Snapshot, 'memory' | 'stdinPending'>;
-
-export interface Manifest {
-  magic: typeof MAGIC;
-  version: typeof FORMAT_VERSION;
-  module: { sha256: string; size: number };
-  memory: { byteLength: number; chunkSize: number; hash: ChunkHash; chunks: ChunkEntry[] };
-  stdinPending: { size: number; sha256: string; base64: string };
-  snapshot: SnapshotState;
 }

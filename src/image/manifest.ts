@@ -2,10 +2,9 @@
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ImageError } from '../errors.js';
-import {
-  CHUNK_HASHES, CODECS, FILE_NAME_RE, FILES, FORMAT_VERSION, GEN_RE, HASH_RE, HEX64_RE, IMAGES, LATEST, MAGIC, MANIFEST, MANIFEST_SUM,
-  genName, type Manifest,
-} from './format.js';
+import { FORMAT_VERSION, GEN_RE, IMAGES, LATEST, MAGIC, MANIFEST, MANIFEST_SUM, genName } from './format.js';
+import { manifestShape, type Manifest } from './schema.js';
+import { ShapeError } from './shape.js';
 import { errno, sha256hex } from '../util/fs.js';
 
 /** Where an image lives. */
@@ -123,7 +122,7 @@ function corrupt(file: string, what: string): ImageError {
   return new ImageError('CORRUPT', `checkpoint image file ${file} ${what}: the image cannot be used; restart from another generation (or take a new checkpoint)`, file);
 }
 
-/** Reads, checks (magic, version, sha256 sidecar, structure) and returns an image's manifest. */
+/** Reads, checks (magic, version, sha256 sidecar, then manifestShape) and returns an image's manifest. */
 export async function loadManifest(imageDir: string): Promise<Manifest> {
   const file = join(imageDir, MANIFEST);
   let bytes: Buffer;
@@ -161,41 +160,11 @@ export async function loadManifest(imageDir: string): Promise<Manifest> {
   const want = /^([0-9a-f]{64}) {2}manifest\.json\n?$/.exec(sum);
   if (!want) throw corrupt(sumFile, 'is damaged (expected "<sha256>  manifest.json")');
   if (sha256hex(bytes) !== want[1]) throw corrupt(file, 'does not match its sha256 in manifest.sha256 (damaged or truncated)');
-  checkShape(m as Manifest, file);
+  try {
+    manifestShape.check(m);
+  } catch (e) {
+    if (e instanceof ShapeError) throw corrupt(file, `is malformed (${e.message})`);
+    throw e;
+  }
   return m as Manifest;
-}
-
-function checkShape(m: Manifest, file: string): void {
-  const bad = (what: string) => corrupt(file, `is malformed (${what})`);
-  const isInt = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
-  if (typeof m.module !== 'object' || m.module === null || !HEX64_RE.test(String(m.module.sha256)) || !isInt(m.module.size)) throw bad('module');
-  const mem = m.memory;
-  if (typeof mem !== 'object' || mem === null || !isInt(mem.byteLength) || !isInt(mem.chunkSize) || mem.chunkSize === 0 || !CHUNK_HASHES.includes(mem.hash) || !Array.isArray(mem.chunks)) throw bad('memory');
-  const hashRe = HASH_RE[mem.hash];
-  const nChunks = Math.ceil(mem.byteLength / mem.chunkSize);
-  let prev = -1;
-  for (const c of mem.chunks) {
-    if (typeof c !== 'object' || c === null || !isInt(c.index) || c.index <= prev || c.index >= nChunks
-      || !hashRe.test(String(c.hash)) || !CODECS.includes(c.codec)) throw bad(`memory chunk ${JSON.stringify(c)}`);
-    prev = c.index;
-  }
-  const sp = m.stdinPending;
-  if (typeof sp !== 'object' || sp === null || !isInt(sp.size) || !HEX64_RE.test(String(sp.sha256)) || typeof sp.base64 !== 'string') throw bad('stdinPending');
-  const s = m.snapshot;
-  if (typeof s !== 'object' || s === null || !Array.isArray(s.globals) || typeof s.wasi !== 'object' || s.wasi === null
-    || typeof s.meta !== 'object' || s.meta === null || !isInt(s.meta.generation) || typeof s.meta.name !== 'string'
-    || typeof s.instrumentedHash !== 'string' || typeof s.monotonicNs !== 'string' || !isInt(s.asyncifyData)) throw bad('snapshot');
-  if (s.instrumentedHash !== m.module.sha256) throw bad('snapshot.instrumentedHash differs from module.sha256');
-  if (s.files !== undefined) {
-    if (!Array.isArray(s.files)) throw bad('snapshot.files');
-    for (const f of s.files) {
-      const c = f?.copy;
-      if (typeof f !== 'object' || f === null || !Array.isArray(f.fds) || !isInt(f.size) || !['reopen', 'log', 'save'].includes(f.treatment)
-        || (f.treatment === 'save' && c === undefined)
-        || (c !== undefined && (!FILE_NAME_RE.test(String(c.file).slice(FILES.length + 1)) || !String(c.file).startsWith(`${FILES}/`)
-          || !isInt(c.size) || !isInt(c.blockSize) || !Array.isArray(c.blocks) || !c.blocks.every((b) => HASH_RE.xxh64.test(String(b)))))) {
-        throw bad(`saved file record ${JSON.stringify(f).slice(0, 200)}`);
-      }
-    }
-  }
 }

@@ -5,9 +5,10 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-import type { Snapshot } from './schema.js';
+import type { ChunkEntry, FilePolicyOptions, FileTreatment, Manifest, Snapshot, SnapshotMeta } from './schema.js';
+import { guestPath, type FdState, type Location, type Preopen } from '../wasi/state.js';
 import { ImageError } from '../errors.js';
-import { IMAGES, chunkFile, genName, moduleFile, type ChunkEntry, type Manifest } from './format.js';
+import { IMAGES, chunkFile, genName, moduleFile, type ChunkHash, type Codec } from './format.js';
 import { errno, sha256hex } from '../util/fs.js';
 import { hashChunk } from './hash.js';
 import { xxh64hexInPlace } from './xxh64.js';
@@ -39,6 +40,12 @@ const readAsync = promisify(read);
  *  restored 1 GiB from the page cache in ~0.47 s against ~0.65 s one chunk at a time. */
 const READ_AHEAD = 2;
 
+/** Where chunk `index` lies in memory (the last chunk may be short). */
+function span(m: Manifest, index: number): { off: number; len: number } {
+  const off = index * m.memory.chunkSize;
+  return { off, len: Math.min(m.memory.chunkSize, m.memory.byteLength - off) };
+}
+
 function corruptChunk(file: string, imageDir: string, what: string): ImageError {
   return new ImageError('CORRUPT', `memory chunk ${file} of checkpoint image ${imageDir} ${what}: the image cannot be restored; restart from another generation (or take a new checkpoint)`, file);
 }
@@ -56,8 +63,7 @@ function missing(file: string, imageDir: string, what: string): ImageError {
  */
 function readChunk(ckptDir: string, imageDir: string, m: Manifest, c: ChunkEntry, target: Uint8Array): Promise<void> {
   const file = join(ckptDir, chunkFile(m.memory.hash, c.hash, c.codec));
-  const off = c.index * m.memory.chunkSize;
-  const len = Math.min(m.memory.chunkSize, m.memory.byteLength - off);
+  const { off, len } = span(m, c.index);
   const dest = target.subarray(off, off + len);
   if (c.codec === 'none') {
     let fd: number;
@@ -110,8 +116,7 @@ function readChunk(ckptDir: string, imageDir: string, m: Manifest, c: ChunkEntry
 
 /** Checks a chunk read into place against its hash (in place for a wasm memory). */
 function checkChunk(ckptDir: string, imageDir: string, m: Manifest, c: ChunkEntry, target: Uint8Array, wasm: WebAssembly.Memory | null): void {
-  const off = c.index * m.memory.chunkSize;
-  const len = Math.min(m.memory.chunkSize, m.memory.byteLength - off);
+  const { off, len } = span(m, c.index);
   const hash = wasm && m.memory.hash === 'xxh64' ? xxh64hexInPlace(wasm, off, len) : hashChunk(m.memory.hash, target.subarray(off, off + len));
   if (hash !== c.hash) {
     throw corruptChunk(join(ckptDir, chunkFile(m.memory.hash, c.hash, c.codec)), imageDir, `does not match its ${m.memory.hash} hash (damaged)`);
@@ -144,12 +149,13 @@ export async function readImage(path: string, opts: ReadOptions | number = {}): 
     throw new ImageError('CORRUPT', `checkpoint image ${imageDir}: the pending stdin bytes in its manifest do not match their sha256: restart from another generation`, join(imageDir, 'manifest.json'));
   }
 
+  const result = (memory: Uint8Array): ReadResult => ({
+    ref: { dir: ckptDir, path: imageDir, generation: m.snapshot.meta.generation, name: m.snapshot.meta.name },
+    snapshot: { ...m.snapshot, memory, stdinPending: new Uint8Array(stdin.buffer, stdin.byteOffset, stdin.length) },
+    moduleBytes: new Uint8Array(moduleBytes.buffer, moduleBytes.byteOffset, moduleBytes.length),
+  });
+  if (o.memory === false) return result(new Uint8Array(0));
   const byteLength = m.memory.byteLength;
-  if (o.memory === false) {
-    const snapshot: Snapshot = { ...m.snapshot, memory: new Uint8Array(0), stdinPending: new Uint8Array(stdin.buffer, stdin.byteOffset, stdin.length) };
-    const ref: ImageRef = { dir: ckptDir, path: imageDir, generation: m.snapshot.meta.generation, name: m.snapshot.meta.name };
-    return { ref, snapshot, moduleBytes: new Uint8Array(moduleBytes.buffer, moduleBytes.byteOffset, moduleBytes.length) };
-  }
   const { memory, wasm, zeroed } = target(o, byteLength);
   // Chunk i is hashed while the next READ_AHEAD chunks are being read.
   const chunks = m.memory.chunks;
@@ -173,10 +179,7 @@ export async function readImage(path: string, opts: ReadOptions | number = {}): 
   }
   await Promise.all(reading);
   if (!zeroed) zeroGaps(memory, m);
-
-  const snapshot: Snapshot = { ...m.snapshot, memory, stdinPending: new Uint8Array(stdin.buffer, stdin.byteOffset, stdin.length) };
-  const ref: ImageRef = { dir: ckptDir, path: imageDir, generation: m.snapshot.meta.generation, name: m.snapshot.meta.name };
-  return { ref, snapshot, moduleBytes: new Uint8Array(moduleBytes.buffer, moduleBytes.byteOffset, moduleBytes.length) };
+  return result(memory);
 }
 
 function target(o: ReadOptions, byteLength: number): { memory: Uint8Array; wasm: WebAssembly.Memory | null; zeroed: boolean } {
@@ -203,8 +206,7 @@ function zeroGaps(memory: Uint8Array, m: Manifest): void {
   let next = 0;
   const gap = (from: number, to: number) => {
     for (let i = from; i < to; i++) {
-      const off = i * cs;
-      const len = Math.min(cs, m.memory.byteLength - off);
+      const { off, len } = span(m, i);
       const view = Buffer.from(memory.buffer, memory.byteOffset + off, len);
       if (view.compare(z, 0, len) !== 0) view.fill(0);
     }
@@ -240,16 +242,76 @@ export async function latestImage(ckptDir: string): Promise<ImageRef | null> {
   return { dir: ckptDir, path, generation: g, name: m.snapshot.meta.name };
 }
 
+/** What `stasis inspect` shows of an image (its --json output, in this order). */
+export interface ImageSummary {
+  format: { magic: string; version: number };
+  checkpointDir: string;
+  image: string;
+  /** Whether `latest` names this image. */
+  latest: boolean;
+  name: string;
+  generation: number;
+  createdAt: string;
+  pauseMs: number;
+  host: SnapshotMeta['host'];
+  moduleHash: string;
+  module: { sha256: string; size: number; file: string };
+  memory: {
+    byteLength: number;
+    chunkSize: number;
+    chunkHash: ChunkHash;
+    chunks: number;
+    storedChunks: number;
+    zeroChunks: number;
+    /** Bytes of the chunk files it references (each counted once). */
+    storedBytes: number;
+    /** Stored chunks by codec. */
+    codecs: Partial<Record<Codec, number>>;
+  };
+  /** How many globals. */
+  globals: number;
+  asyncifyData: number;
+  monotonicNs: string;
+  stdinPendingBytes: number;
+  stdinReceived: number;
+  wasi: {
+    args: string[];
+    /** How many environment variables. */
+    env: number;
+    preopens: Preopen[];
+    fds: { fd: number; kind: FdState['kind']; stream?: 0 | 1 | 2; location?: Location; access?: 'r' | 'w' | 'rw'; offset?: number }[];
+  };
+  files: {
+    path: string;
+    guestPath: string;
+    fds: number[];
+    treatment: FileTreatment;
+    reason: string;
+    size: number;
+    /** Permission bits in octal ("0644"). */
+    mode: string;
+    deleted: boolean;
+    /** The saved copy, relative to the checkpoint directory. */
+    copy?: string;
+    restartPath?: string;
+  }[];
+  filePolicy?: FilePolicyOptions;
+  /** Every file the image references is there with the right size. */
+  complete: boolean;
+  /** What is missing or of the wrong size. */
+  problems: string[];
+}
+
 /**
  * A summary of an image for `stasis inspect`, from its manifest alone (checked), plus the
  * presence and size of every file it references; memory is not read or hashed.
  */
-export async function inspectImage(path: string, generation?: number): Promise<Record<string, unknown>> {
+export async function inspectImage(path: string, generation?: number): Promise<ImageSummary> {
   const { ckptDir, imageDir } = await resolveImage(path, generation);
   const m = await loadManifest(imageDir);
   const s = m.snapshot;
   const problems: string[] = [];
-  const codecs: Record<string, number> = {};
+  const codecs: Partial<Record<Codec, number>> = {};
   let storedBytes = 0;
   const seen = new Set<string>();
   for (const c of m.memory.chunks) {
@@ -260,7 +322,7 @@ export async function inspectImage(path: string, generation?: number): Promise<R
     try {
       const size = (await stat(join(ckptDir, rel))).size;
       storedBytes += size;
-      const len = Math.min(m.memory.chunkSize, m.memory.byteLength - c.index * m.memory.chunkSize);
+      const { len } = span(m, c.index);
       if (c.codec === 'none' && size !== len) problems.push(`${rel}: ${size} bytes instead of ${len}`);
     } catch (e) {
       if (errno(e) !== 'ENOENT') throw e;
@@ -317,7 +379,7 @@ export async function inspectImage(path: string, generation?: number): Promise<R
       fds: s.wasi.fds.map((f) => ({ fd: f.fd, kind: f.kind, ...(f.kind === 'stdio' ? { stream: f.stream } : { location: f.location }), ...(f.kind === 'file' ? { access: f.access, offset: f.offset } : {}) })),
     },
     files: (s.files ?? []).map((f) => ({
-      path: f.hostPath, guestPath: `${f.location.preopen.replace(/\/$/, '')}/${f.location.rel}`, fds: f.fds,
+      path: f.hostPath, guestPath: guestPath(f.location), fds: f.fds,
       treatment: f.treatment, reason: f.reason, size: f.size, mode: `0${f.mode.toString(8)}`, deleted: f.deleted,
       ...(f.copy && { copy: f.copy.file }), ...(f.restartPath !== undefined && { restartPath: f.restartPath }),
     })),

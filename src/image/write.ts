@@ -4,12 +4,13 @@ import { link, mkdir, readFile, readdir, rename, stat, unlink, writeFile } from 
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-import type { FileRecord, Snapshot } from './schema.js';
+import { manifestShape, type ChunkEntry, type FileRecord, type Manifest, type Snapshot } from './schema.js';
+import { ShapeError } from './shape.js';
 import { ImageError } from '../errors.js';
 import {
-  CHUNK_FILE_RE, CHUNKS, FILE_NAME_RE, FILES, FORMAT_VERSION, IMAGES, LATEST, LOCK, MAGIC, STAGE_PREFIX,
+  CHUNK_FILE_RE, CHUNKS, CODECS, FILE_NAME_RE, FILES, FORMAT_VERSION, IMAGES, LATEST, LOCK, MAGIC, STAGE_PREFIX,
   MANIFEST, MANIFEST_SUM, MODULE_FILE_RE, MODULES, TMP_PREFIX, chunkFile, codecOfSuffix,
-  chunkKey, defaultChunkSize, genName, moduleFile, type ChunkEntry, type ChunkHash, type Codec, type Manifest,
+  chunkKey, defaultChunkSize, genName, moduleFile, type ChunkHash, type Codec,
 } from './format.js';
 import { publishStaged } from './files.js';
 import { hashChunk } from './hash.js';
@@ -201,7 +202,7 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
   const generation = snap.meta.generation;
   if (!Number.isSafeInteger(generation) || generation < 1) throw new TypeError(`writeImage: bad generation ${generation}`);
   const compress = opts.compress ?? 'none';
-  if (!['none', 'deflate', 'brotli'].includes(compress)) throw new TypeError(`writeImage: bad compress ${String(compress)}`);
+  if (!CODECS.includes(compress)) throw new TypeError(`writeImage: bad compress ${String(compress)}`);
   if (opts.keep !== undefined && (!Number.isSafeInteger(opts.keep) || opts.keep < 1)) throw new TypeError(`writeImage: keep must be a positive integer (got ${opts.keep})`);
   const chunkSize = opts.chunkSize ?? defaultChunkSize(snap.memory.length);
   if (!Number.isSafeInteger(chunkSize) || chunkSize <= 0 || chunkSize % 65536 !== 0) throw new TypeError(`writeImage: chunkSize must be a multiple of 64 KiB (got ${chunkSize})`);
@@ -312,6 +313,13 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
       stdinPending: { size: stdin.length, sha256: sha256hex(stdin), base64: stdin.toString('base64') },
       snapshot: state,
     };
+    // A manifest readers would refuse is not published (it would also stop garbage collection).
+    try {
+      manifestShape.check(manifest);
+    } catch (e) {
+      if (e instanceof ShapeError) throw new TypeError(`writeImage: the snapshot does not fit the image format (${e.message})`);
+      throw e;
+    }
     const json = Buffer.from(JSON.stringify(manifest, null, 1) + '\n');
     const sum = Buffer.from(`${sha256hex(json)}  ${MANIFEST}\n`);
     await writeFileAtomic(join(tmpImage, `${TMP_PREFIX}${MANIFEST}`), join(tmpImage, MANIFEST), json);

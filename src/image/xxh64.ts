@@ -1,7 +1,8 @@
 // XXH64 (seed 0) in WebAssembly. A Uint8Array is copied into the module's own memory and
 // hashed there (~5.8 GB/s with the copy on the bench VM; node:crypto sha256: 1.4 GB/s); a
 // WebAssembly.Memory is hashed in place (~11 GB/s).
-// The binaries are xxh64Wat(false) and xxh64Wat(true) (xxh64-src.ts), compiled by build-xxh64.ts.
+// The binaries are xxh64Wat(false) and xxh64Wat(true) (bench/tools/xxh64-src.ts), compiled by
+// bench/tools/build-xxh64.ts.
 
 const OWN_MEMORY =
   'AGFzbQEAAAABEwNgAn5+AX5gA39/fgF+YAF+AX4DBAMCAAEFAwEAAQcSAgZtZW1vcnkCAAV4eGg2NAACCs4EAx4AIABCz9bTvtLHq9lCfkIfiUKHla+vmLbem55/fgshACABEAAgAIVCh5Wvr5i23puef35CnaO16oOxjYr6AH0LigQCAX8DfiAAIAFqIQMgAa0gAUEgTwR+IANBIGshASACQtbrgu7q/Yn14AB8IQQgAkKxqazBrbjUpj19IQUgAkL56tDQ58mh5OEAfCEGA0AgBCAAKQMAQs/W077Sx6vZQn58Qh+JQoeVr6+Ytt6bnn9+IQQgBSAAKQMIQs/W077Sx6vZQn58Qh+JQoeVr6+Ytt6bnn9+IQUgAiAAKQMQQs/W077Sx6vZQn58Qh+JQoeVr6+Ytt6bnn9+IQIgBiAAKQMYQs/W077Sx6vZQn58Qh+JQoeVr6+Ytt6bnn9+IQYgASAAQSBqIgBPDQALIARCAYkgBUIHiXwgAkIMiSAGQhKJfHwgBBABIAUQASACEAEgBhABBSACQsXP2bLx5brqJ3wLfCECA0AgAEEIaiIBIANLRQRAIAApAwAQACAChUIbiUKHla+vmLbem55/fkKdo7Xqg7GNivoAfSECIAEhAAwBCwsgAEEEaiIBIANNBEAgAiAANQIAQoeVr6+Ytt6bnn9+hUIXiULP1tO+0ser2UJ+Qvnz3fGZ9pmrFnwhAiABIQALA0AgACADT0UEQCACIAAxAABCxc/ZsvHluuonfoVCC4lCh5Wvr5i23puef34hAiAAQQFqIQAMAQsLIAIgAkIhiIVCz9bTvtLHq9lCfiICQh2IIAKFQvnz3fGZ9pmrFn4iAkIgiCAChQs=';

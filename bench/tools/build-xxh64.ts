@@ -1,6 +1,6 @@
 // Compiles xxh64Wat (xxh64-src.ts) with binaryen and prints the two base64 strings to paste
-// into xxh64.ts (own memory, then imported memory).
-//   node dist/src/image/build-xxh64.js
+// into src/image/xxh64.ts (own memory, then imported memory).
+//   node dist/bench/tools/build-xxh64.js
 import binaryen from 'binaryen';
 import { xxh64Wat } from './xxh64-src.js';
 

@@ -1,5 +1,5 @@
 // Image store speed against plain fs calls on the same bytes, in the same run:
-//   node dist/src/image/bench-image.js [--mib=1024] [--rounds=5] [--compress=none|deflate|brotli]
+//   node dist/bench/image-store.js [--mib=1024] [--rounds=5] [--compress=none|deflate|brotli]
 //        [--chunk-mib=N] [--content=random|heap] [--dir=DIR]
 // "plain write" = open, 8 MiB writes, fsync, close (durable, as an image is; 8 MiB calls were
 // the fastest of 1 MiB, 8 MiB and one call); "plain read" = a fresh Uint8Array filled by 8 MiB
@@ -11,9 +11,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Snapshot } from './schema.js';
-import { readImage, writeImage } from './index.js';
-import type { Codec } from './format.js';
+import type { Snapshot } from '../src/image/schema.js';
+import { readImage, writeImage, type Codec } from '../src/image/index.js';
 
 const arg = (name: string, dflt: string) =>
   process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
@@ -39,7 +38,7 @@ const snap = (generation: number): Snapshot => ({
   engine: { unwindImports: [], poll: false, stackPointer: null, maxFrameBytes: 64 },
   wasi: { args: [], env: [], preopens: [], fds: [] }, monotonicNs: '0', stdinPending: new Uint8Array(0), stdinReceived: 0,
   meta: { name: 'bench', generation, createdAt: new Date().toISOString(), pauseMs: 0, host: { hostname: '', platform: '', arch: '', node: '', pid: 0 } },
-} as Snapshot);
+});
 
 // Plain I/O in 8 MiB calls: the fastest of 1 MiB, 8 MiB and one call measured on the bench VM.
 const PIECE = 8 << 20;

@@ -1,8 +1,8 @@
-// Source of the XXH64 hash used to name and check memory chunks (xxh64.ts embeds it
-// compiled). XXH64 is the 64-bit xxHash by Yann Collet, as specified in
+// Source of the XXH64 hash used to name and check memory chunks (src/image/xxh64.ts embeds
+// it compiled). XXH64 is the 64-bit xxHash by Yann Collet, as specified in
 // https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md; in wasm it hashes
 // ~11 GB/s on the bench VM, where node:crypto's sha256 does 1.4 GB/s.
-// Regenerate the embedded binary after changing this: node dist/src/image/build-xxh64.js
+// Regenerate the embedded binary after changing this: node dist/bench/tools/build-xxh64.js
 const P1 = '0x9E3779B185EBCA87';
 const P2 = '0xC2B2AE3D27D4EB4F';
 const P3 = '0x165667B19E3779F9';
