@@ -199,6 +199,62 @@ function moduleHash(bytes: Uint8Array): string {
  */
 export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOptions): Promise<WriteResult> {
   const t0 = performance.now();
+  const { generation, compress, chunkSize, moduleSha } = checkWrite(snap, opts);
+  await mkdir(ckptDir, { recursive: true });
+  for (const d of [IMAGES, CHUNKS, MODULES, FILES]) await mkdir(join(ckptDir, d), { recursive: true });
+  const tookOverLock = await acquireLock(ckptDir);
+  let tmpImage: string | undefined;
+  try {
+    let needGc = (await removeLeftovers(ckptDir)) || tookOverLock;
+    const sfx = tmpSuffix();
+    tmpImage = join(ckptDir, IMAGES, `${TMP_PREFIX}${genName(generation)}-${sfx}`);
+    await mkdir(tmpImage);
+    let bytesWritten = await storeModule(ckptDir, moduleSha, opts.moduleBytes, sfx);
+    const alg = opts.chunkHash ?? 'xxh64';
+    const memory = await storeMemory(ckptDir, snap.memory, { alg, chunkSize, compress, sfx, ...(opts.dirty && { dirty: opts.dirty }) });
+    bytesWritten += memory.bytesWritten;
+    bytesWritten += await storeFiles(ckptDir, snap, opts.stagedFiles);
+
+    const { memory: _m, stdinPending, ...state } = snap;
+    const stdin = Buffer.from(stdinPending.buffer, stdinPending.byteOffset, stdinPending.length);
+    bytesWritten += await writeManifest(tmpImage, {
+      magic: MAGIC,
+      version: FORMAT_VERSION,
+      module: { sha256: moduleSha, size: opts.moduleBytes.length },
+      memory: { byteLength: snap.memory.length, chunkSize, hash: alg, chunks: memory.entries },
+      stdinPending: { size: stdin.length, sha256: sha256hex(stdin), base64: stdin.toString('base64') },
+      snapshot: state,
+    });
+    const published = await publish(ckptDir, tmpImage, generation, sfx);
+    tmpImage = undefined;
+    bytesWritten += published.bytesWritten;
+    needGc ||= published.replacedOne;
+
+    // Retention and garbage collection (after publication: a crash here loses nothing).
+    if (opts.keep !== undefined) {
+      await retire(ckptDir, generation, opts.keep, sfx);
+      needGc = true; // with a retention limit there are few images: always collect
+    }
+    await removeLeftovers(ckptDir);
+    if (needGc) await collectGarbage(ckptDir);
+
+    return {
+      dir: ckptDir,
+      path: published.imageDir,
+      generation,
+      name: snap.meta.name,
+      bytesWritten,
+      ms: performance.now() - t0,
+      chunks: memory.counts,
+    };
+  } finally {
+    if (tmpImage) await rmrf(tmpImage).catch(() => {});
+    await releaseLock(ckptDir);
+  }
+}
+
+/** The options checked against the snapshot, with their defaults. */
+function checkWrite(snap: Snapshot, opts: WriteOptions): { generation: number; compress: Codec; chunkSize: number; moduleSha: string } {
   const generation = snap.meta.generation;
   if (!Number.isSafeInteger(generation) || generation < 1) throw new TypeError(`writeImage: bad generation ${generation}`);
   const compress = opts.compress ?? 'none';
@@ -210,177 +266,157 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
   if (moduleSha !== snap.instrumentedHash) {
     throw new TypeError(`writeImage: moduleBytes (sha256 ${moduleSha}) are not the instrumented module of the snapshot (${snap.instrumentedHash})`);
   }
+  return { generation, compress, chunkSize, moduleSha };
+}
 
-  await mkdir(ckptDir, { recursive: true });
-  for (const d of [IMAGES, CHUNKS, MODULES, FILES]) await mkdir(join(ckptDir, d), { recursive: true });
-  const tookOverLock = await acquireLock(ckptDir);
-  let tmpImage: string | undefined;
-  try {
-    let needGc = (await removeLeftovers(ckptDir)) || tookOverLock;
-    let bytesWritten = 0;
-    const sfx = tmpSuffix();
-    tmpImage = join(ckptDir, IMAGES, `${TMP_PREFIX}${genName(generation)}-${sfx}`);
-    await mkdir(tmpImage);
-
-    // The module, stored once per content.
-    const modules = new Set(await readdir(join(ckptDir, MODULES)));
-    const modName = moduleFile(moduleSha).slice(MODULES.length + 1);
-    if (!modules.has(modName)) {
-      await writeFileAtomic(join(ckptDir, MODULES, `${TMP_PREFIX}${modName}-${sfx}`), join(ckptDir, moduleFile(moduleSha)), opts.moduleBytes);
-      bytesWritten += opts.moduleBytes.length;
-    }
-    await fsyncDir(join(ckptDir, MODULES));
-
-    // Memory: chunks by content; what the store has is not written again.
-    const alg = opts.chunkHash ?? 'xxh64';
-    const stored = new Map<string, Codec>(); // chunk key -> a codec it is stored with
-    for (const n of await readdir(join(ckptDir, CHUNKS))) {
-      const m = CHUNK_FILE_RE.exec(n);
-      if (m && (!stored.has(m[1]!) || codecOfSuffix(m[2]) === compress)) stored.set(m[1]!, codecOfSuffix(m[2]));
-    }
-    const mem = snap.memory;
-    const byteLength = mem.length;
-    const nChunks = Math.ceil(byteLength / chunkSize);
-    const base = opts.dirty ? await baseChunks(ckptDir, opts.dirty.base, chunkSize, alg) : null;
-    const entries: ChunkEntry[] = [];
-    const pending = new Map<string, ChunkEntry[]>(); // chunk key -> entries waiting for its write
-    const counts = { written: 0, reused: 0, zero: 0 };
-    let i = 0;
-    const next = (): (() => Promise<void>) | undefined => {
-      for (; i < nChunks; i++) {
-        const off = i * chunkSize;
-        const len = Math.min(chunkSize, byteLength - off);
-        // A clean chunk that lay wholly inside the base image's memory is as it was there.
-        if (base && off + len <= base.byteLength && !opts.dirty!.isDirty(off, len)) {
-          const prev = base.chunks.get(i);
-          if (prev === undefined) { counts.zero++; continue; }
-          const have = stored.get(chunkKey(alg, prev.hash));
-          if (have !== undefined) {
-            entries.push({ index: i, hash: prev.hash, codec: have });
-            counts.reused++;
-            continue;
-          }
-        }
-        if (isZero(mem, off, len)) { counts.zero++; continue; }
-        const view = mem.subarray(off, off + len);
-        const hash = hashChunk(alg, view);
-        const key = chunkKey(alg, hash);
-        const entry: ChunkEntry = { index: i, hash, codec: compress };
-        entries.push(entry);
-        const have = stored.get(key);
-        if (have !== undefined) { entry.codec = have; counts.reused++; continue; }
-        const waiting = pending.get(key);
-        if (waiting) { waiting.push(entry); counts.reused++; continue; }
-        pending.set(key, [entry]);
-        counts.written++;
-        i++;
-        return async () => {
-          const data = await encode(compress, view);
-          const codec: Codec = data.length < view.length ? compress : 'none';
-          const final = join(ckptDir, chunkFile(alg, hash, codec));
-          await writeFileAtomic(join(ckptDir, CHUNKS, `${TMP_PREFIX}${key}-${sfx}`), final, codec === 'none' ? view : data);
-          bytesWritten += codec === 'none' ? view.length : data.length;
-          for (const e of pending.get(key)!) e.codec = codec;
-        };
-      }
-      return undefined;
-    };
-    await pool(WRITE_CONCURRENCY, next);
-    // Always: chunks reused from a writer that died before its own directory fsync must be
-    // durable before a manifest names them.
-    await fsyncDir(join(ckptDir, CHUNKS));
-
-    // Saved files: staged copies get their content names; every saved record needs a copy.
-    for (const [record, staged] of opts.stagedFiles ?? []) {
-      const { copy, added } = await publishStaged(ckptDir, staged);
-      record.copy = copy;
-      bytesWritten += added;
-    }
-    for (const f of snap.files ?? []) {
-      if (f.treatment === 'save' && f.copy === undefined) throw new TypeError(`writeImage: no copy of the saved file ${f.hostPath}`);
-      if (f.copy !== undefined && !(await exists(join(ckptDir, f.copy.file)))) throw new TypeError(`writeImage: the copy ${f.copy.file} of ${f.hostPath} is not in the store`);
-    }
-    await fsyncDir(join(ckptDir, FILES));
-
-    // The manifest, then publication.
-    const { memory: _m, stdinPending, ...state } = snap;
-    const stdin = Buffer.from(stdinPending.buffer, stdinPending.byteOffset, stdinPending.length);
-    const manifest: Manifest = {
-      magic: MAGIC,
-      version: FORMAT_VERSION,
-      module: { sha256: moduleSha, size: opts.moduleBytes.length },
-      memory: { byteLength, chunkSize, hash: alg, chunks: entries },
-      stdinPending: { size: stdin.length, sha256: sha256hex(stdin), base64: stdin.toString('base64') },
-      snapshot: state,
-    };
-    // A manifest readers would refuse is not published (it would also stop garbage collection).
-    try {
-      manifestShape.check(manifest);
-    } catch (e) {
-      if (e instanceof ShapeError) throw new TypeError(`writeImage: the snapshot does not fit the image format (${e.message})`);
-      throw e;
-    }
-    const json = Buffer.from(JSON.stringify(manifest, null, 1) + '\n');
-    const sum = Buffer.from(`${sha256hex(json)}  ${MANIFEST}\n`);
-    await writeFileAtomic(join(tmpImage, `${TMP_PREFIX}${MANIFEST}`), join(tmpImage, MANIFEST), json);
-    await writeFileAtomic(join(tmpImage, `${TMP_PREFIX}${MANIFEST_SUM}`), join(tmpImage, MANIFEST_SUM), sum);
-    bytesWritten += json.length + sum.length;
-    await fsyncDir(tmpImage);
-
-    const name = genName(generation);
-    const imageDir = join(ckptDir, IMAGES, name);
-    let replaced: string | undefined;
-    if (await exists(imageDir)) {
-      // An image of this generation exists (a restart from an older image continues the
-      // numbering): move it aside, then publish. A crash in between leaves the older images,
-      // and `latest` falls back to the highest one that exists.
-      replaced = join(ckptDir, IMAGES, `${TMP_PREFIX}old-${name}-${sfx}`);
-      await rename(imageDir, replaced);
-      needGc = true;
-    }
-    try {
-      await rename(tmpImage, imageDir);
-    } catch (e) {
-      if (replaced) await rename(replaced, imageDir).catch(() => {});
-      throw e;
-    }
-    tmpImage = undefined;
-    await fsyncDir(join(ckptDir, IMAGES));
-    const latest = Buffer.from(`${name}\n`);
-    await writeFileAtomic(join(ckptDir, `${TMP_PREFIX}${LATEST}-${sfx}`), join(ckptDir, LATEST), latest);
-    bytesWritten += latest.length;
-    await fsyncDir(ckptDir);
-
-    // Retention and garbage collection (after publication: a crash here loses nothing).
-    if (opts.keep !== undefined) {
-      const others = (await generations(ckptDir)).filter((g) => g !== generation);
-      const below = others.filter((g) => g < generation);
-      const keepBelow = new Set(opts.keep > 1 ? below.slice(-(opts.keep - 1)) : []);
-      for (const g of others) {
-        if (keepBelow.has(g)) continue;
-        const trash = join(ckptDir, IMAGES, `${TMP_PREFIX}del-${genName(g)}-${sfx}`);
-        await rename(join(ckptDir, IMAGES, genName(g)), trash);
-        needGc = true;
-      }
-      if (needGc) await fsyncDir(join(ckptDir, IMAGES));
-      needGc = true; // with a retention limit there are few images: always collect
-    }
-    await removeLeftovers(ckptDir);
-    if (needGc) await collectGarbage(ckptDir);
-
-    return {
-      dir: ckptDir,
-      path: imageDir,
-      generation,
-      name: snap.meta.name,
-      bytesWritten,
-      ms: performance.now() - t0,
-      chunks: counts,
-    };
-  } finally {
-    if (tmpImage) await rmrf(tmpImage).catch(() => {});
-    await releaseLock(ckptDir);
+/** The module, stored once per content. Returns the bytes written. */
+async function storeModule(ckptDir: string, moduleSha: string, bytes: Uint8Array, sfx: string): Promise<number> {
+  const modules = new Set(await readdir(join(ckptDir, MODULES)));
+  const modName = moduleFile(moduleSha).slice(MODULES.length + 1);
+  let written = 0;
+  if (!modules.has(modName)) {
+    await writeFileAtomic(join(ckptDir, MODULES, `${TMP_PREFIX}${modName}-${sfx}`), join(ckptDir, moduleFile(moduleSha)), bytes);
+    written = bytes.length;
   }
+  await fsyncDir(join(ckptDir, MODULES));
+  return written;
+}
+
+interface MemoryStore { alg: ChunkHash; chunkSize: number; compress: Codec; sfx: string; dirty?: WriteOptions['dirty'] }
+
+/** Memory as chunks by content; what the store has is not written again. */
+async function storeMemory(ckptDir: string, mem: Uint8Array, o: MemoryStore): Promise<{ entries: ChunkEntry[]; counts: WriteResult['chunks']; bytesWritten: number }> {
+  const { alg, chunkSize, compress, sfx } = o;
+  const stored = new Map<string, Codec>(); // chunk key -> a codec it is stored with
+  for (const n of await readdir(join(ckptDir, CHUNKS))) {
+    const m = CHUNK_FILE_RE.exec(n);
+    if (m && (!stored.has(m[1]!) || codecOfSuffix(m[2]) === compress)) stored.set(m[1]!, codecOfSuffix(m[2]));
+  }
+  const byteLength = mem.length;
+  const nChunks = Math.ceil(byteLength / chunkSize);
+  const base = o.dirty ? await baseChunks(ckptDir, o.dirty.base, chunkSize, alg) : null;
+  const entries: ChunkEntry[] = [];
+  const pending = new Map<string, ChunkEntry[]>(); // chunk key -> entries waiting for its write
+  const counts = { written: 0, reused: 0, zero: 0 };
+  let bytesWritten = 0;
+  let i = 0;
+  const next = (): (() => Promise<void>) | undefined => {
+    for (; i < nChunks; i++) {
+      const off = i * chunkSize;
+      const len = Math.min(chunkSize, byteLength - off);
+      // A clean chunk that lay wholly inside the base image's memory is as it was there.
+      if (base && off + len <= base.byteLength && !o.dirty!.isDirty(off, len)) {
+        const prev = base.chunks.get(i);
+        if (prev === undefined) { counts.zero++; continue; }
+        const have = stored.get(chunkKey(alg, prev.hash));
+        if (have !== undefined) {
+          entries.push({ index: i, hash: prev.hash, codec: have });
+          counts.reused++;
+          continue;
+        }
+      }
+      if (isZero(mem, off, len)) { counts.zero++; continue; }
+      const view = mem.subarray(off, off + len);
+      const hash = hashChunk(alg, view);
+      const key = chunkKey(alg, hash);
+      const entry: ChunkEntry = { index: i, hash, codec: compress };
+      entries.push(entry);
+      const have = stored.get(key);
+      if (have !== undefined) { entry.codec = have; counts.reused++; continue; }
+      const waiting = pending.get(key);
+      if (waiting) { waiting.push(entry); counts.reused++; continue; }
+      pending.set(key, [entry]);
+      counts.written++;
+      i++;
+      return async () => {
+        const data = await encode(compress, view);
+        const codec: Codec = data.length < view.length ? compress : 'none';
+        const final = join(ckptDir, chunkFile(alg, hash, codec));
+        await writeFileAtomic(join(ckptDir, CHUNKS, `${TMP_PREFIX}${key}-${sfx}`), final, codec === 'none' ? view : data);
+        bytesWritten += codec === 'none' ? view.length : data.length;
+        for (const e of pending.get(key)!) e.codec = codec;
+      };
+    }
+    return undefined;
+  };
+  await pool(WRITE_CONCURRENCY, next);
+  // Always: chunks reused from a writer that died before its own directory fsync must be
+  // durable before a manifest names them.
+  await fsyncDir(join(ckptDir, CHUNKS));
+  return { entries, counts, bytesWritten };
+}
+
+/** Saved files: staged copies get their content names; every saved record needs a copy. */
+async function storeFiles(ckptDir: string, snap: Snapshot, stagedFiles: WriteOptions['stagedFiles']): Promise<number> {
+  let written = 0;
+  for (const [record, staged] of stagedFiles ?? []) {
+    const { copy, added } = await publishStaged(ckptDir, staged);
+    record.copy = copy;
+    written += added;
+  }
+  for (const f of snap.files ?? []) {
+    if (f.treatment === 'save' && f.copy === undefined) throw new TypeError(`writeImage: no copy of the saved file ${f.hostPath}`);
+    if (f.copy !== undefined && !(await exists(join(ckptDir, f.copy.file)))) throw new TypeError(`writeImage: the copy ${f.copy.file} of ${f.hostPath} is not in the store`);
+  }
+  await fsyncDir(join(ckptDir, FILES));
+  return written;
+}
+
+/** The manifest and its sha256 sidecar, durable in the unpublished image directory. */
+async function writeManifest(tmpImage: string, manifest: Manifest): Promise<number> {
+  // A manifest readers would refuse is not published (it would also stop garbage collection).
+  try {
+    manifestShape.check(manifest);
+  } catch (e) {
+    if (e instanceof ShapeError) throw new TypeError(`writeImage: the snapshot does not fit the image format (${e.message})`);
+    throw e;
+  }
+  const json = Buffer.from(JSON.stringify(manifest, null, 1) + '\n');
+  const sum = Buffer.from(`${sha256hex(json)}  ${MANIFEST}\n`);
+  await writeFileAtomic(join(tmpImage, `${TMP_PREFIX}${MANIFEST}`), join(tmpImage, MANIFEST), json);
+  await writeFileAtomic(join(tmpImage, `${TMP_PREFIX}${MANIFEST_SUM}`), join(tmpImage, MANIFEST_SUM), sum);
+  await fsyncDir(tmpImage);
+  return json.length + sum.length;
+}
+
+/** The image directory renamed into place, then `latest` pointed at it. */
+async function publish(ckptDir: string, tmpImage: string, generation: number, sfx: string): Promise<{ imageDir: string; replacedOne: boolean; bytesWritten: number }> {
+  const name = genName(generation);
+  const imageDir = join(ckptDir, IMAGES, name);
+  let replaced: string | undefined;
+  if (await exists(imageDir)) {
+    // An image of this generation exists (a restart from an older image continues the
+    // numbering): move it aside, then publish. A crash in between leaves the older images,
+    // and `latest` falls back to the highest one that exists.
+    replaced = join(ckptDir, IMAGES, `${TMP_PREFIX}old-${name}-${sfx}`);
+    await rename(imageDir, replaced);
+  }
+  try {
+    await rename(tmpImage, imageDir);
+  } catch (e) {
+    if (replaced) await rename(replaced, imageDir).catch(() => {});
+    throw e;
+  }
+  await fsyncDir(join(ckptDir, IMAGES));
+  const latest = Buffer.from(`${name}\n`);
+  await writeFileAtomic(join(ckptDir, `${TMP_PREFIX}${LATEST}-${sfx}`), join(ckptDir, LATEST), latest);
+  await fsyncDir(ckptDir);
+  return { imageDir, replacedOne: replaced !== undefined, bytesWritten: latest.length };
+}
+
+/** --keep: images beyond the newest `keep` (this one among them) moved to the trash. */
+async function retire(ckptDir: string, generation: number, keep: number, sfx: string): Promise<void> {
+  const others = (await generations(ckptDir)).filter((g) => g !== generation);
+  const below = others.filter((g) => g < generation);
+  const keepBelow = new Set(keep > 1 ? below.slice(-(keep - 1)) : []);
+  let moved = false;
+  for (const g of others) {
+    if (keepBelow.has(g)) continue;
+    const trash = join(ckptDir, IMAGES, `${TMP_PREFIX}del-${genName(g)}-${sfx}`);
+    await rename(join(ckptDir, IMAGES, genName(g)), trash);
+    moved = true;
+  }
+  if (moved) await fsyncDir(join(ckptDir, IMAGES));
 }
 
 /** The memory layout of image `generation`, if it can serve as the base of a dirty hint. */
