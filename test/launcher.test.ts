@@ -5,13 +5,18 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { tempDir } from './helpers.js';
+import { readFileSync } from 'node:fs';
+import { fixture, tempDir } from './helpers.js';
 import { CONTROL_WORDS, Control, type CapturedState } from '../src/engine/protocol.js';
 import type { FileGuard } from '../src/files/guard.js';
 import { readImage } from '../src/image/index.js';
 import { CaptureBuffer } from '../src/launcher/capture-buffer.js';
 import { CheckpointQueue, Checkpoints, type CapturableGuest } from '../src/launcher/checkpoints.js';
 import { onTerminatingSignals, SIGNAL_STATUS } from '../src/launcher/signals.js';
+import { GuestSession } from '../src/launcher/session.js';
+import { WASI_MODULE } from '../src/instrument/abi.js';
+import { instrumentCached } from '../src/instrument/index.js';
+import { maxFrameBytes } from '../src/engine/stack.js';
 
 test('checkpoint queue: steps run one at a time in order; a failed step does not stop the next', async () => {
   const q = new CheckpointQueue();
@@ -157,4 +162,23 @@ test('protocol: control words are distinct and fit the shared array', () => {
   const words = Object.values(Control);
   assert.equal(new Set(words).size, words.length);
   for (const w of words) assert.ok(Number.isInteger(w) && w >= 0 && w < CONTROL_WORDS);
+});
+
+test('a checkpoint asked before the guest thread has started is served, not lost', async () => {
+  const inst = instrumentCached(readFileSync(fixture('ckpt_sleep')), { polls: true });
+  const session = new GuestSession({
+    module: new WebAssembly.Module(inst.bytes as Uint8Array<ArrayBuffer>), modulePath: 'ckpt_sleep.wasm',
+    args: ['ckpt_sleep.wasm', '1000', '1000'], env: [], preopens: [],
+    checkpoint: {
+      unwindImports: inst.meta.unwindImports.map((i) => i.slice(WASI_MODULE.length + 1)),
+      poll: inst.meta.pollImport !== null, stackPointer: inst.meta.stackPointer,
+      maxFrameBytes: maxFrameBytes(inst.bytes), globals: inst.meta.globals,
+    },
+  });
+  // Asked in the same tick as the worker was created: it cannot have loaded yet.
+  const captured = await session.capture(true);
+  assert.ok(captured.memory.length > 0);
+  assert.equal(captured.wasi.args[1], '1000');
+  session.end(75);
+  assert.equal((await session.result).exitCode, 75);
 });

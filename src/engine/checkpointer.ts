@@ -35,10 +35,10 @@ export class Checkpointer {
   private ex!: AsyncifyExports;
   private readonly control: Int32Array;
   private readonly memory: MemoryCopier;
-  /** The last request number this guest has served. */
-  private served: number;
-  /** The last re-entry request seen. Not loaded at start: one asked before this thread got here
-   *  is still to be done. */
+  /** The last request number this guest has served. Requests count from 0 in a fresh control
+   *  array: one asked before this thread got here is still to be served. */
+  private served = 0;
+  /** The last re-entry request seen (likewise from 0). */
   private reentered = 0;
   /** Whether the unwind in progress is for a checkpoint (else for a re-entry only). */
   private checkpointDue = false;
@@ -60,7 +60,6 @@ export class Checkpointer {
   ) {
     this.control = new Int32Array(ck.control, 0, CONTROL_WORDS);
     this.memory = new MemoryCopier(ck.spares);
-    this.served = Atomics.load(this.control, Control.REQUEST);
     setInterruptWord(this.control, Control.REQUEST, this.served);
   }
 

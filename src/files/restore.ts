@@ -6,6 +6,7 @@ import { basename, dirname, join } from 'node:path';
 import type { FileRecord, SavedCopy, Snapshot } from '../image/schema.js';
 import { ImageError, StasisError } from '../errors.js';
 import { readCopy, sameAsCopy } from '../image/files.js';
+import { genName } from '../image/format.js';
 import { copyRangeSync, nowNs, settledBefore } from '../util/fs.js';
 import { guestPath as guestPathOf, hostPathOf, type FileFdState, type Preopen } from '../wasi/state.js';
 import { mapPath, type PathMap } from './pathmap.js';
@@ -185,7 +186,15 @@ export interface Applied {
  * logs cut and backups taken.
  */
 export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Applied {
-  const gen = snap.meta.generation;
+  const temps = stageCopies(plan, ckptDir);
+  const kept = putFiles(plan, temps, join(ckptDir, 'kept', `${genName(snap.meta.generation)}-restart-${new Date().toISOString().replace(/[:.]/g, '-')}`));
+  return { ...reopen(plan, snap, temps), kept };
+}
+
+/** Every saved copy that comes back, written and synced beside its target (or in the
+ *  checkpoint directory, for files deleted while open). Nothing else is changed: on failure
+ *  what was written is removed and the restart refused. */
+function stageCopies(plan: FilePlan, ckptDir: string): Map<Step, string> {
   const temps = new Map<Step, string>();
   const madeDirs: string[] = [];
   try {
@@ -215,10 +224,13 @@ export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Appl
     if (typeof err.code === 'string') throw new StasisError('FILE_ACCESS', `restart refused, nothing changed: cannot prepare ${err.path ?? 'a file'} (${err.code}); fix the permissions or free space there, or map the file elsewhere with --path-map OLD=NEW`);
     throw e;
   }
+  return temps;
+}
 
-  // From here on the restart changes files: everything replaced or cut is kept first.
+/** The files put as the plan says: logs cut, copies renamed into place, missing ones created.
+ *  Everything cut or replaced is kept in `keptDir` first; returns one line per kept thing. */
+function putFiles(plan: FilePlan, temps: Map<Step, string>, keptDir: string): string[] {
   const kept: string[] = [];
-  const keptDir = join(ckptDir, 'kept', `gen-${String(gen).padStart(6, '0')}-restart-${new Date().toISOString().replace(/[:.]/g, '-')}`);
   const report: { path: string; kept: string; what: string; bytes: number }[] = [];
   const keep = (s: Step, what: string, bytes: number, put: (dest: string) => void): void => {
     fs.mkdirSync(keptDir, { recursive: true });
@@ -229,7 +241,6 @@ export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Appl
       ? `cut ${bytes} bytes written after the checkpoint from ${s.target}; kept in ${dest}`
       : `replaced ${s.target} by its saved copy; its previous version (${bytes} bytes) kept in ${dest}`);
   };
-  const deletedTemps: string[] = [];
   for (const s of plan.steps) {
     const r = s.record;
     if (s.kind === 'cut') {
@@ -243,13 +254,16 @@ export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Appl
       fs.renameSync(temps.get(s)!, s.target);
     } else if (s.kind === 'restore') {
       fs.renameSync(temps.get(s)!, s.target);
-    } else if (s.kind === 'restore-deleted') {
-      deletedTemps.push(temps.get(s)!);
     }
   }
   if (report.length > 0) fs.writeFileSync(join(keptDir, 'kept.json'), JSON.stringify(report, null, 1) + '\n');
+  return kept;
+}
 
-  // Open every fd where its file now is; files deleted at the checkpoint are unlinked once open.
+/** Every fd opened where its file now is; files deleted at the checkpoint are unlinked once
+ *  open. Saved files found identical to their copies are remembered (the next checkpoint
+ *  shares the copy). */
+function reopen(plan: FilePlan, snap: Snapshot, temps: Map<Step, string>): Omit<Applied, 'kept'> {
   const access = (a: 'r' | 'w' | 'rw'): number => (a === 'rw' ? fs.constants.O_RDWR : a === 'w' ? fs.constants.O_WRONLY : fs.constants.O_RDONLY);
   const byFd = new Map(snap.wasi.fds.filter((f): f is FileFdState => f.kind === 'file').map((f) => [f.fd, f]));
   const handles: [number, number][] = [];
@@ -273,8 +287,8 @@ export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Appl
       }
     }
   }
-  for (const t of deletedTemps) fs.unlinkSync(t);
-  return { handles, kept, unchanged };
+  for (const s of plan.steps) if (s.kind === 'restore-deleted') fs.unlinkSync(temps.get(s)!);
+  return { handles, unchanged };
 }
 
 /** Copies bytes [from, to) of the file at src into a new file dest. */

@@ -15,6 +15,7 @@ import {
 import { publishStaged } from './files.js';
 import { hashChunk } from './hash.js';
 import { errno, fsyncDir, pool, rmrf, sha256hex, tmpSuffix, writeFileAtomic } from '../util/fs.js';
+import { alive } from '../util/proc.js';
 import { generations, loadManifest, type ImageRef } from './manifest.js';
 
 export interface WriteOptions {
@@ -110,14 +111,6 @@ async function exists(p: string): Promise<boolean> {
 
 interface LockInfo { pid: number; host: string; time: string }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return errno(e) === 'EPERM';
-  }
-}
 
 /** Takes <ckptDir>/.lock; returns whether a previous holder died holding it. */
 async function acquireLock(ckptDir: string): Promise<boolean> {
