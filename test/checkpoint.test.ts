@@ -405,8 +405,9 @@ test('checkpoint and restart show a progress line on a terminal, and none otherw
 test('stack re-entries (unwind and rewind without a capture) leave no trace; a checkpoint among them restarts right', async () => {
   const { dir, cleanup } = tempDir();
   try {
-    // One before the program starts (served at its first safe point with room, however slow the
-    // machine), then every 3 ms for 0.6 s, instead of the few of a normal run.
+    // One before the program starts (its first safe point sees it however slow the machine, and
+    // with the shallow recursion below there is room to serve it there), then every 3 ms for
+    // 0.6 s, instead of the few of a normal run.
     const env = { ...process.env, STASIS_REENTER_MS: Array.from({ length: 201 }, (_, i) => 3 * i).join(',') };
     // Through the API, which reports how many re-entries the program went through.
     const script = join(dir, 'reenter.mjs');

@@ -413,7 +413,7 @@ test('a manifest with a malformed field is CORRUPT, and the message names the fi
       ['snapshot.wasi.fds[0].stream', (m) => { m.snapshot.wasi.fds[0].stream = 3; }],
       ['snapshot.globals[1].value: expected a decimal integer string, got 5', (m) => { m.snapshot.globals[1].value = 5; }],
       ['snapshot.globals[0].value: expected an integer', (m) => { m.snapshot.globals[0].value = 0.5; }],
-      ['snapshot.engine.maxFrameBytes', (m) => { delete m.snapshot.engine.maxFrameBytes; }],
+      ['snapshot.engine.maxFrameBytes', (m) => { m.snapshot.engine.maxFrameBytes = -1; }],
       ['snapshot.engine.poll: expected true or false, got 1', (m) => { m.snapshot.engine.poll = 1; }],
       ['snapshot.monotonicNs', (m) => { m.snapshot.monotonicNs = 12; }],
       ['snapshot.stdinReceived', (m) => { m.snapshot.stdinReceived = -3; }],
@@ -444,10 +444,23 @@ test('a manifest with a malformed field is CORRUPT, and the message names the fi
     const r = await readImage(ckpt);
     assert.ok(Buffer.from(r.snapshot.memory).equals(Buffer.from(snap.memory)));
     assert.deepEqual(r.snapshot.files, snap.files);
+    // Images written before maxFrameBytes and stdinReceived were recorded still read, and so do
+    // non-finite floats: kept as strings, or null in images written before they were.
+    await edited((m) => {
+      delete m.snapshot.engine.maxFrameBytes;
+      delete m.snapshot.stdinReceived;
+      m.snapshot.globals[3].value = null;
+      m.snapshot.globals[4].value = '-Infinity';
+    });
+    const old = await readImage(ckpt);
+    assert.equal(old.snapshot.engine.maxFrameBytes, undefined);
+    assert.deepEqual(old.snapshot.globals.slice(3).map((g) => g.value), [null, '-Infinity']);
+    await assertImageError(edited((m) => { m.snapshot.globals[3].value = 'Inf'; }), 'CORRUPT', 'snapshot.globals[3].value: expected a number, "NaN", "Infinity", "-Infinity" or null, got "Inf"');
+    await edited(() => {}); // the image as written
     // A writer does not publish what readers would refuse.
     const nan = snapshot(sampleMemory(), 2);
     nan.globals[3]!.value = NaN;
-    await assert.rejects(writeImage(ckpt, nan, { moduleBytes: moduleA }), /snapshot\.globals\[3\]\.value: expected a number, got NaN/);
+    await assert.rejects(writeImage(ckpt, nan, { moduleBytes: moduleA }), /snapshot\.globals\[3\]\.value: expected a number, "NaN", "Infinity", "-Infinity" or null, got NaN/);
     assert.equal((await readImage(ckpt)).ref.generation, 1);
   } finally {
     cleanup();

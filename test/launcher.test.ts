@@ -15,7 +15,8 @@ import { CheckpointQueue, Checkpoints, type CapturableGuest } from '../src/launc
 import { onTerminatingSignals, SIGNAL_STATUS } from '../src/launcher/signals.js';
 import { GuestSession } from '../src/launcher/session.js';
 import { WASI_MODULE } from '../src/instrument/abi.js';
-import { instrumentCached } from '../src/instrument/index.js';
+import { instrument, instrumentCached } from '../src/instrument/index.js';
+import binaryen from 'binaryen';
 import { maxFrameBytes } from '../src/engine/stack.js';
 
 test('checkpoint queue: steps run one at a time in order; a failed step does not stop the next', async () => {
@@ -57,7 +58,7 @@ test('capture buffer: small memories need none; a big one is prepared once, hand
     assert.equal(small.ready(), true);
     assert.equal(await small.handOver(), false);
   } finally {
-    small.stop();
+    small.dispose();
   }
   const size = 64 << 20;
   const sink = fakeSink(size);
@@ -74,7 +75,7 @@ test('capture buffer: small memories need none; a big one is prepared once, hand
     assert.equal(sink.given.length, 2);
     assert.equal(buf.ready(), true);
   } finally {
-    buf.stop();
+    buf.dispose();
   }
 });
 
@@ -133,7 +134,7 @@ test('checkpoint steps: capture, files, release, image written, buffer back; gen
       assert.equal(c.generation, 7);
       assert.equal(guest.calls.at(-3), 'capture stop');
     } finally {
-      checkpoints.stop();
+      checkpoints.dispose();
     }
   } finally {
     cleanup();
@@ -164,21 +165,49 @@ test('protocol: control words are distinct and fit the shared array', () => {
   for (const w of words) assert.ok(Number.isInteger(w) && w >= 0 && w < CONTROL_WORDS);
 });
 
-test('a checkpoint asked before the guest thread has started is served, not lost', async () => {
-  const inst = instrumentCached(readFileSync(fixture('ckpt_sleep')), { polls: true });
-  const session = new GuestSession({
-    module: new WebAssembly.Module(inst.bytes as Uint8Array<ArrayBuffer>), modulePath: 'ckpt_sleep.wasm',
-    args: ['ckpt_sleep.wasm', '1000', '1000'], env: [], preopens: [],
+/** A session under checkpoint control for an instrumented module. */
+function sessionFor(inst: { bytes: Uint8Array; meta: { unwindImports: string[]; pollImport: unknown; stackPointer: string | null; globals: { name: string; type: 'i32' | 'i64' | 'f32' | 'f64' }[] } }, args: string[]): GuestSession {
+  return new GuestSession({
+    module: new WebAssembly.Module(inst.bytes as Uint8Array<ArrayBuffer>), modulePath: args[0]!, args, env: [], preopens: [],
     checkpoint: {
       unwindImports: inst.meta.unwindImports.map((i) => i.slice(WASI_MODULE.length + 1)),
       poll: inst.meta.pollImport !== null, stackPointer: inst.meta.stackPointer,
       maxFrameBytes: maxFrameBytes(inst.bytes), globals: inst.meta.globals,
     },
   });
+}
+
+test('a checkpoint asked before the guest thread has started is served, not lost', async () => {
+  const inst = instrumentCached(readFileSync(fixture('ckpt_sleep')), { polls: true });
+  const session = sessionFor(inst, ['ckpt_sleep.wasm', '1000', '1000']);
   // Asked in the same tick as the worker was created: it cannot have loaded yet.
   const captured = await session.capture(true);
   assert.ok(captured.memory.length > 0);
   assert.equal(captured.wasi.args[1], '1000');
   session.end(75);
   assert.equal((await session.result).exitCode, 75);
+});
+
+test('float globals JSON has no number for (NaN, infinities) are captured as strings', async () => {
+  const m = binaryen.parseText(`(module
+    (import "wasi_snapshot_preview1" "sched_yield" (func $yield (result i32)))
+    (memory (export "memory") 1)
+    (global $nan (mut f64) (f64.const nan))
+    (global $inf (mut f32) (f32.const -inf))
+    (global $one (mut f64) (f64.const 1.5))
+    (func (export "_start")
+      (loop $l
+        (drop (call $yield))
+        (global.set $nan (f64.add (global.get $nan) (global.get $one)))
+        (global.set $inf (f32.sub (global.get $inf) (f32.const 1)))
+        (global.set $one (f64.mul (global.get $one) (f64.const 1)))
+        (br $l))))`);
+  const bytes = m.emitBinary();
+  m.dispose();
+  const session = sessionFor(instrument(bytes, { polls: true }), ['floats.wasm']);
+  const captured = await session.capture(true);
+  session.end(75);
+  await session.result;
+  const values = captured.globals.filter((g) => g.type !== 'i32').map((g) => [g.type, g.value]);
+  assert.deepEqual(values.sort(), [['f32', '-Infinity'], ['f64', 1.5], ['f64', 'NaN']]);
 });

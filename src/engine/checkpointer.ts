@@ -136,7 +136,7 @@ export class Checkpointer {
     for (const g of r.globals) {
       const glob = this.ex[g.name] as WebAssembly.Global | undefined;
       if (glob === undefined) throw new Error(`image names global ${g.name}, which the module lacks`);
-      glob.value = g.type === 'i64' ? BigInt(g.value) : g.value;
+      glob.value = g.type === 'i64' ? BigInt(g.value!) : typeof g.value === 'string' ? Number(g.value) : (g.value ?? 0);
     }
     this.rewind(r.asyncifyData);
   }
@@ -179,7 +179,8 @@ export class Checkpointer {
       memory, dirtyPages,
       globals: this.ck.globals.map((g) => {
         const v = (ex[g.name] as WebAssembly.Global).value as number | bigint;
-        return { name: g.name, type: g.type, value: typeof v === 'bigint' ? v.toString() : v };
+        // JSON has no NaN or infinities: those floats are kept as strings, as i64 values are.
+        return { name: g.name, type: g.type, value: typeof v === 'bigint' || !Number.isFinite(v) ? v.toString() : v };
       }),
       asyncifyData: this.dataPtr,
       wasi: this.host.state(),

@@ -9,8 +9,7 @@ import { POLL_IMPORT } from '../instrument/abi.js';
 import { ProcExit, WasiHost } from '../wasi/host.js';
 import { WriteBehind } from '../wasi/writebehind.js';
 import { Checkpointer, type AsyncifyExports } from './checkpointer.js';
-import { CONTROL_WORDS, Control, GUEST_WORKER, type GuestData, type GuestMessage, type GuestResult } from './protocol.js';
-import { PAGE } from './stack.js';
+import { CONTROL_WORDS, Control, GUEST_WORKER, WASM_PAGE, type GuestData, type GuestMessage, type GuestResult } from './protocol.js';
 
 type Post = (m: GuestMessage, transfer?: ArrayBuffer[]) => void;
 
@@ -44,7 +43,7 @@ async function run(data: GuestData, post: Post): Promise<GuestResult> {
   // Under checkpoint control, publish the memory size: the main thread prepares a capture
   // buffer of that size ahead of the first checkpoint.
   const control = ck === undefined ? null : new Int32Array(ck.control, 0, CONTROL_WORDS);
-  host.attach(ex.memory, control === null ? undefined : (bytes) => Atomics.store(control, Control.MEMORY_PAGES, bytes / PAGE));
+  host.attach(ex.memory, control === null ? undefined : (bytes) => Atomics.store(control, Control.MEMORY_PAGES, bytes / WASM_PAGE));
   if (data.restore !== undefined) {
     const { readImage } = await import('../image/read.js'); // only a restart needs the image reader
     try {

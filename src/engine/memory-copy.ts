@@ -3,7 +3,7 @@
 // reads, it does not touch fresh pages), which keeps the pause short and the launcher's memory
 // at one copy, and tells the image store which chunks it need not hash again.
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { PAGE } from './stack.js';
+import { WASM_PAGE } from './protocol.js';
 
 export class MemoryCopier {
   /** A capture buffer handed back by the main thread, holding the previous capture. */
@@ -19,13 +19,13 @@ export class MemoryCopier {
     const spare = this.spare;
     this.spare = null;
     if (spare === null || spare.length !== mem.length) return { memory: mem.slice(), dirtyPages: null };
-    const pages = mem.length / PAGE;
+    const pages = mem.length / WASM_PAGE;
     const dirty = new Uint8Array(pages);
     const a = Buffer.from(mem.buffer, mem.byteOffset, mem.length);
     const b = Buffer.from(spare.buffer, spare.byteOffset, spare.length);
-    for (let p = 0, off = 0; p < pages; p++, off += PAGE) {
-      if (a.compare(b, off, off + PAGE, off, off + PAGE) !== 0) {
-        a.copy(b, off, off, off + PAGE);
+    for (let p = 0, off = 0; p < pages; p++, off += WASM_PAGE) {
+      if (a.compare(b, off, off + WASM_PAGE, off, off + WASM_PAGE) !== 0) {
+        a.copy(b, off, off, off + WASM_PAGE);
         dirty[p] = 1;
       }
     }

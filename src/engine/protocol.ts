@@ -42,7 +42,7 @@ export interface CheckpointSetup {
   stackPointer: string | null;
   /** Whether the module calls stasis.poll in loops. */
   poll: boolean;
-  /** The largest frame the module can put in the asyncify buffer (frames.ts). */
+  /** The largest frame the module can put in the asyncify buffer (stack.ts). */
   maxFrameBytes: number;
   /** Testing aid: request a checkpoint by itself at its Nth unwindable WASI call. */
   checkpointAtCall?: number;
@@ -68,7 +68,7 @@ export const Control = {
   REQUEST: 0,
   /** Set by the main thread before a request: the program ends with this checkpoint. */
   STOP: 1,
-  /** The guest's memory size in 64 KiB pages, as it last published it. */
+  /** The guest's memory size in pages (WASM_PAGE), as it last published it. */
   MEMORY_PAGES: 2,
   /** Bumped by the main thread once it is done with a capture: the guest resumes. */
   RELEASE: 3,
@@ -78,6 +78,9 @@ export const Control = {
   PARKED: 5,
 } as const;
 export const CONTROL_WORDS = 6;
+
+/** Wasm's page size: memory sizes are counted in it, and captures compare memory by page. */
+export const WASM_PAGE = 65536;
 
 export interface GuestResult {
   exitCode: number;

@@ -3,6 +3,7 @@
 // while unwinding, so the buffer is sized before an unwind starts: (wasm frames on the stack)
 // x (the largest frame of the module).
 import { ASYNCIFY_BUFFER_HEADER } from '../instrument/abi.js';
+import { WASM_PAGE } from './protocol.js';
 
 /** The most bytes one frame can take in the asyncify buffer: all params and locals at 8 bytes each, plus its call index. */
 export function maxFrameBytes(module: Uint8Array): number {
@@ -91,8 +92,6 @@ export function wasmFrames(): number {
   return n;
 }
 
-/** Page size of wasm memory. */
-export const PAGE = 65536;
 /** Stack assumed below the initial stack pointer (wasm-ld's default stack size). */
 const MIN_STACK = 64 * 1024;
 
@@ -126,9 +125,9 @@ export function placeBuffer(mem: WebAssembly.Memory, room: { start: number; end:
   if (room !== null) {
     ({ start, end } = room);
   } else {
-    const pages = Math.ceil((bufferBytes(maxFrame) + ASYNCIFY_BUFFER_HEADER) / PAGE);
-    start = mem.grow(pages) * PAGE;
-    end = start + pages * PAGE;
+    const pages = Math.ceil((bufferBytes(maxFrame) + ASYNCIFY_BUFFER_HEADER) / WASM_PAGE);
+    start = mem.grow(pages) * WASM_PAGE;
+    end = start + pages * WASM_PAGE;
   }
   const v = new DataView(mem.buffer);
   v.setUint32(start, start + ASYNCIFY_BUFFER_HEADER, true);

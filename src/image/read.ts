@@ -273,7 +273,8 @@ export interface ImageSummary {
   asyncifyData: number;
   monotonicNs: string;
   stdinPendingBytes: number;
-  stdinReceived: number;
+  /** Absent in images written before it was recorded. */
+  stdinReceived?: number;
   wasi: {
     args: string[];
     /** How many environment variables. */
@@ -371,7 +372,7 @@ export async function inspectImage(path: string, generation?: number): Promise<I
     asyncifyData: s.asyncifyData,
     monotonicNs: s.monotonicNs,
     stdinPendingBytes: m.stdinPending.size,
-    stdinReceived: s.stdinReceived,
+    ...(s.stdinReceived !== undefined && { stdinReceived: s.stdinReceived }),
     wasi: {
       args: s.wasi.args,
       env: s.wasi.env.length,

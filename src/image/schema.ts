@@ -35,13 +35,20 @@ const wasiState = declared<WasiState>()(object({
 
 // ---- the snapshot ----------------------------------------------------------------------
 
+const floatValue = leaf<number | string | null>('a number, "NaN", "Infinity", "-Infinity" or null',
+  (v) => v === null || (typeof v === 'number' && Number.isFinite(v)) || v === 'NaN' || v === 'Infinity' || v === '-Infinity');
+
 const globalValue = refine(object({
   /** Export name the instrumenter gave it ("stasis_g<index>"). */
   name: string,
   type: oneOf('i32', 'i64', 'f32', 'f64'),
-  /** i64 values are decimal strings (JSON-safe). */
-  value: leaf<number | string>('a number or a string', (v) => typeof v === 'string' || typeof v === 'number'),
-}), (g) => checkAt(g.type === 'i64' ? decimal : g.type === 'i32' ? int : number, g.value, 'value'));
+  /**
+   * i64 values are decimal strings (JSON-safe); f32/f64 ones that JSON has no number for are
+   * "NaN", "Infinity" or "-Infinity". null: such a value in an image written before they were
+   * kept (it restores as 0, as it always did).
+   */
+  value: leaf<number | string | null>('a number, a string or null', (v) => v === null || typeof v === 'string' || typeof v === 'number'),
+}), (g) => checkAt(g.type === 'i64' ? decimal : g.type === 'i32' ? int : floatValue, g.value, 'value'));
 /** A value of a wasm global, as saved. */
 export type GlobalValue = Infer<typeof globalValue>;
 
@@ -52,8 +59,9 @@ const engineInfo = object({
   poll: boolean,
   /** Export name of the shadow stack pointer global, if any. */
   stackPointer: nullable(string),
-  /** The largest frame the module can put in the asyncify buffer. */
-  maxFrameBytes: uint,
+  /** The largest frame the module can put in the asyncify buffer (absent in images written
+   *  before it was recorded: a restart computes it from the module). */
+  maxFrameBytes: optional(uint),
 });
 /** How the instrumented module is driven (from the instrumenter); needed to restart it. */
 export type EngineInfo = Infer<typeof engineInfo>;
@@ -148,9 +156,10 @@ const snapshotState = object({
   /**
    * Bytes the checkpointed process had taken from its own stdin (pending ones included). A
    * restarted program reads its new process's stdin after the pending bytes: this says where
-   * in an input that is fed again the program had got to.
+   * in an input that is fed again the program had got to. Absent in images written before it
+   * was recorded.
    */
-  stdinReceived: uint,
+  stdinReceived: optional(uint),
   /** The open regular files and what a restart does with each (absent in version-1 images). */
   files: optional(array(fileRecord)),
   /** The launch's file options, kept so that a restarted program checkpoints the same way. */

@@ -59,7 +59,7 @@ export class CaptureBuffer {
     this.guest.giveBuffer(memory);
   }
 
-  stop(): void {
+  dispose(): void {
     clearInterval(this.timer);
   }
 

@@ -2,7 +2,7 @@
 // next safe point, capture its open files while it waits, let it go on, write the image.
 import { hostname } from 'node:os';
 import * as fs from 'node:fs';
-import type { CapturedState } from '../engine/protocol.js';
+import { WASM_PAGE, type CapturedState } from '../engine/protocol.js';
 import { captureFiles, type CopyCache, type FileCapture } from '../files/capture.js';
 import { copyGuarded, type FileGuard } from '../files/guard.js';
 import { emit, type StasisPlugin } from '../files/plugin.js';
@@ -58,7 +58,7 @@ export interface CheckpointSetting {
   moduleBytes: Uint8Array;
   moduleHash: string;
   instrumentedHash: string;
-  engine: EngineInfo;
+  engine: Required<EngineInfo>;
   policy: FilePolicyOptions;
   /** The built-in file policy, then --plugin ones. */
   plugins: StasisPlugin[];
@@ -117,8 +117,9 @@ export class Checkpoints {
     return this.queue.run(async () => this.persist(captured, await this.captureFiles(captured), performance.now(), 0));
   }
 
-  stop(): void {
-    this.buffer.stop();
+  /** Stops preparing capture buffers (the program has ended). */
+  dispose(): void {
+    this.buffer.dispose();
   }
 
   /** The file side of a capture, while the guest waits; then it goes on. */
@@ -135,6 +136,9 @@ export class Checkpoints {
       copied.catch(() => {}); // persist awaits it; a failure is reported there
       return { ...files, copied };
     } catch (e) {
+      // The buffer goes back holding this capture, which no image has: the next capture's
+      // changed pages are not relative to any image.
+      this.base = null;
       this.buffer.giveBack(captured.memory);
       throw e;
     } finally {
@@ -149,7 +153,7 @@ export class Checkpoints {
     const pages = captured.dirtyPages;
     const base = this.base;
     const dirty = pages !== null && base !== null
-      ? { base, isDirty: (off: number, len: number) => pages.subarray(off >> 16, (off + len + 65535) >> 16).includes(1) }
+      ? { base, isDirty: (off: number, len: number) => pages.subarray(Math.floor(off / WASM_PAGE), Math.ceil((off + len) / WASM_PAGE)).includes(1) }
       : undefined;
     this.base = null;
     try {

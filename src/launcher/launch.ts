@@ -35,14 +35,14 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
   const { inst, module } = await instrumented(opts.module);
   const name = opts.name ?? basename(opts.module).replace(/\.wasm$/, '');
-  const engine: EngineInfo = {
+  const engine: Required<EngineInfo> = {
     unwindImports: inst.meta.unwindImports
       .filter((i) => i.startsWith(`${WASI_MODULE}.`))
       .map((i) => i.slice(WASI_MODULE.length + 1)),
     poll: inst.meta.pollImport !== null,
-    stackPointer: inst.meta.stackPointer, maxFrameBytes: 0,
+    stackPointer: inst.meta.stackPointer,
+    maxFrameBytes: maxFrameBytes(inst.bytes),
   };
-  engine.maxFrameBytes = maxFrameBytes(inst.bytes);
   return supervise({
     name, ckptDir: resolve(opts.ckptDir ?? `${name}.ckpt`), opts,
     moduleBytes: inst.bytes, moduleHash: inst.sourceHash, instrumentedHash: inst.hash,

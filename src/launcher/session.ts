@@ -3,7 +3,7 @@
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { ImageError, StasisError } from '../errors.js';
 import {
-  CONTROL_WORDS, Control, GUEST_WORKER, type CapturedState, type GuestData, type GuestMessage, type GuestResult,
+  CONTROL_WORDS, Control, GUEST_WORKER, WASM_PAGE, type CapturedState, type GuestData, type GuestMessage, type GuestResult,
 } from '../engine/protocol.js';
 import type { FileGuard } from '../files/guard.js';
 import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from '../wasi/stdin.js';
@@ -67,8 +67,9 @@ export class GuestSession {
     if (checkpoint && control) data.checkpoint = { ...checkpoint, control, spares: spares.port2, guards: guards.port2 };
     if (this.stdin !== null) new StdinPump(this.stdin).start();
     const reentries = this.control !== null && compileMode() !== 'optimized' ? reentrySchedule() : [];
-    // A launch's re-entries at 0 ms are asked before the guest starts: its first safe point
-    // with room serves one, however slow the machine.
+    // A launch's re-entries at 0 ms are asked before the guest starts, so its first safe point
+    // sees one however slow the machine (and serves it if the unwind buffer fits on the stack
+    // there; else it is dropped, as every re-entry without room is).
     if (!setup.restore && reentries.includes(0)) Atomics.add(this.control!, Control.REENTER, 1);
     this.worker = new Worker(new URL('../engine/guest.js', import.meta.url), {
       workerData: { kind: GUEST_WORKER, data }, stdin: false, stdout: false, stderr: false,
@@ -158,7 +159,7 @@ export class GuestSession {
 
   /** The guest's memory size in bytes, as it last published it (0 before it did). */
   memoryBytes(): number {
-    return this.control === null ? 0 : Atomics.load(this.control, Control.MEMORY_PAGES) * 65536;
+    return this.control === null ? 0 : Atomics.load(this.control, Control.MEMORY_PAGES) * WASM_PAGE;
   }
 
   /** Makes the guest's buffered writes visible now (before exiting on a signal). */

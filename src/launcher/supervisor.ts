@@ -118,7 +118,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
   try {
     return await session.result;
   } finally {
-    checkpoints.stop();
+    checkpoints.dispose();
     if (interval) clearInterval(interval);
     removeSignals();
     server.close();
