@@ -141,6 +141,51 @@ test('checkpoint steps: capture, files, release, image written, buffer back; gen
   }
 });
 
+test('checkpoint steps: after a failed file capture, the next image is not built on the older one', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const ckptDir = join(dir, 'ck');
+    const bytes = 3 << 16;
+    const moduleBytes = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]);
+    // Each capture: its memory's fill byte, whether its file capture fails (a host fd that is
+    // not open), and its changed pages relative to the capture before it (none for the third).
+    const plan = [{ fill: 1, bad: false }, { fill: 2, bad: true }, { fill: 2, bad: false }];
+    let n = 0;
+    const guest: CapturableGuest = {
+      async capture() {
+        const p = plan[n++]!;
+        return {
+          memory: new Uint8Array(bytes).fill(p.fill), dirtyPages: n === 1 ? null : new Uint8Array(bytes >> 16),
+          globals: [], asyncifyData: 0, monotonicNs: '1', stdinPending: new Uint8Array(0), stdinReceived: 0, pauseMs: 0,
+          wasi: { args: ['prog'], env: [], preopens: [], fds: p.bad ? [{ kind: 'file', fd: 5, location: { preopen: '/', rel: 'x' }, access: 'r', offset: 0, filetype: 4, rightsBase: 0, rightsInheriting: 0, fdflags: 0 }] : [] },
+          fileHandles: p.bad ? [[5, 1 << 20]] : [],
+        };
+      },
+      release() {},
+      memoryBytes: () => bytes,
+      giveBuffer() {},
+    };
+    const checkpoints = new Checkpoints(guest, {
+      name: 'unit', ckptDir, moduleBytes, moduleHash: 'a'.repeat(64), instrumentedHash: createHash('sha256').update(moduleBytes).digest('hex'),
+      engine: { unwindImports: [], poll: false, stackPointer: null, maxFrameBytes: 16 },
+      policy: { checkpointOpenFiles: false, allowFileOverwrite: false, rules: [], pathMap: [] },
+      plugins: [], where: { saved: [], dirs: [], pathMap: [], allowOverwrite: false },
+    }, 0);
+    try {
+      await checkpoints.take();
+      await assert.rejects(checkpoints.take(), /EBADF/);
+      const third = await checkpoints.take();
+      const img = await readImage(ckptDir);
+      assert.equal(img.ref.generation, third.generation);
+      assert.ok(Buffer.from(img.snapshot.memory).equals(Buffer.alloc(bytes, 2)), 'the third capture\'s memory, not the first image\'s');
+    } finally {
+      checkpoints.dispose();
+    }
+  } finally {
+    cleanup();
+  }
+});
+
 test('signals: every terminating signal is handled while installed, and only then', () => {
   const before = SIGNAL_STATUS.map(([sig]) => process.listenerCount(sig));
   const ended: number[] = [];
