@@ -79,7 +79,7 @@ function run(bytes: Uint8Array, args: string[], inst: InstrumentedModule | null,
       } else {
         assert.ok(meta.stackPointer, 'stack pointer export');
         const sp = (ex[meta.stackPointer] as WebAssembly.Global).value as number;
-        // As the engine does (stackRoom in src/engine/guest.ts): the 64 KiB below the initial
+        // As the engine does (stackRoom in src/engine/stack.ts): the 64 KiB below the initial
         // stack pointer (wasm-ld's default stack size) are stack, free below the current one.
         data = Math.max(16, spInit - 65536);
         end = sp - 16;
