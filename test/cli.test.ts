@@ -107,6 +107,10 @@ test('bad input: one-line error, distinct exit code, nothing written', () => {
     writeFileSync(join(dir, 'imports-env.wasm'), wasm(typeSection, importEnvFoo));
     writeFileSync(join(dir, 'truncated.wasm'), wasm([0x01, 0x10, 0x01]));
     mkdirSync(join(dir, 'box'));
+    // Files that are not regular files: reading one would hang (a FIFO) or never end (a device).
+    const fifo = join(dir, 'fifo');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    writeFileSync(join(dir, 'plain-file'), 'x');
     const before = snapshot(dir);
     const cases: [string[], number, RegExp][] = [
       [['run', '--bogus', fixture('cli_cat')], 64, /unknown option --bogus/],
@@ -124,6 +128,14 @@ test('bad input: one-line error, distinct exit code, nothing written', () => {
       [['run', join(dir, 'imports-env.wasm')], 67, /imports function env\.foo, which Stasis does not provide/],
       [['run', '--dir', join(dir, 'nope'), fixture('cli_cat')], 68, /--dir .*nope: no such directory/],
       [['run', '--dir', join(dir, 'notwasm.wasm'), fixture('cli_cat')], 68, /not a directory/],
+      [['run', fifo], 66, /cannot read module .*fifo: it is a FIFO, not a regular file/],
+      [['run', '/dev/zero'], 66, /cannot read module \/dev\/zero: it is a device, not a regular file/],
+      [['run', join(dir, 'box')], 66, /cannot read module .*box: it is a directory/],
+      [['launch', '--file-rules', fifo, fixture('cli_cat')], 78, /cannot read rules file \(it is a FIFO, not a regular file\)/],
+      [['launch', '--plugin', '/dev/zero', fixture('cli_cat')], 78, /--plugin \/dev\/zero: cannot load \/dev\/zero: it is a device, not a regular file/],
+      [['launch', '--ckpt-dir', join(dir, 'plain-file'), fixture('cli_cat')], 64, /--ckpt-dir .*plain-file is a file; give a directory/],
+      [['launch', '--ckpt-dir', fifo, fixture('cli_cat')], 64, /--ckpt-dir .*fifo is a FIFO; give a directory/],
+      [['launch', '--ckpt-dir', '/dev/null', fixture('cli_cat')], 64, /--ckpt-dir \/dev\/null: \/dev\/null is a device/],
     ];
     for (const [args, code, message] of cases) {
       const r = stasis(args, { input: '' });

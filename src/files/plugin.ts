@@ -5,6 +5,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { FileTreatment } from '../image/schema.js';
 import { StasisError } from '../errors.js';
+import { checkRegularFile, unreadable } from '../util/fs.js';
 
 /** An open regular file as a plugin sees it at a checkpoint (the program is paused). */
 export interface OpenFile {
@@ -119,6 +120,11 @@ export async function loadPlugins(specs: readonly string[]): Promise<StasisPlugi
   const out: StasisPlugin[] = [];
   for (const spec of specs) {
     const path = resolve(spec);
+    try {
+      checkRegularFile(path); // import() would hang on a FIFO, or read a device forever
+    } catch (e) {
+      throw new StasisError('BAD_CONFIG', `--plugin ${spec}: cannot load ${path}: ${unreadable(e)}`);
+    }
     let mod: { default?: unknown };
     try {
       mod = (await import(pathToFileURL(path).href)) as { default?: unknown };

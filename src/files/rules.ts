@@ -27,9 +27,9 @@
 //   - "-> RESTART_PATH" is allowed on all three actions. A relative RESTART_PATH is resolved
 //     against the rules file's directory; one ending in '/' is a directory the file keeps its
 //     name in.
-import { readFileSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { StasisError, type StasisErrorCode } from '../errors.js';
+import { readRegularFile, unreadable } from '../util/fs.js';
 
 export type FileAction = 'save' | 'skip' | 'log';
 export interface FileRule {
@@ -88,11 +88,9 @@ export function parseRules(text: string, fileName: string, baseDir: string): Fil
 export function loadRulesFile(path: string): FileRule[] {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readRegularFile(path).toString('utf8');
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EISDIR' ? 'it is a directory' : err.message;
-    throw new StasisError('BAD_CONFIG', `${path}: cannot read rules file (${why}); expected a readable text file of save/skip/log rules`);
+    throw new StasisError('BAD_CONFIG', `${path}: cannot read rules file (${unreadable(e)}); expected a readable text file of save/skip/log rules`);
   }
   return parseRules(text, path, dirname(resolve(path)));
 }

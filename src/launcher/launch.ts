@@ -1,6 +1,6 @@
 // `stasis launch`: a program started under checkpoint control. The module is instrumented
 // (once: cached), the file options are checked, then it runs under supervision.
-import { basename, resolve } from 'node:path';
+import { basename } from 'node:path';
 import { StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
 import { maxFrameBytes } from '../engine/stack.js';
@@ -16,7 +16,7 @@ import { instrumentInThread, Unsupported } from '../instrument/thread.js';
 import { loadModule, readModuleBytes } from './module.js';
 import { progress } from './progress.js';
 import { checkPreopens, type RunOptions } from './run.js';
-import { supervise, type ControlOptions } from './supervisor.js';
+import { checkpointDir, supervise, type ControlOptions } from './supervisor.js';
 
 export interface LaunchOptions extends RunOptions, ControlOptions {
   /** --checkpoint-open-files: save every open file with each checkpoint. */
@@ -28,13 +28,14 @@ export interface LaunchOptions extends RunOptions, ControlOptions {
 }
 
 export async function launch(opts: LaunchOptions): Promise<GuestResult> {
+  const name = opts.name ?? basename(opts.module).replace(/\.wasm$/, '');
+  const ckptDir = checkpointDir(opts.ckptDir ?? `${name}.ckpt`);
   const policy = launchPolicy(opts);
   // The program's state keeps the preopens as given; the host opens them through --path-map.
   const preopens = checkPreopens(opts.preopens);
   const physical = checkPreopens(preopens.map((p) => ({ guest: p.guest, host: mapPath(policy.pathMap, p.host) })));
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
   const { inst, module } = await instrumented(opts.module);
-  const name = opts.name ?? basename(opts.module).replace(/\.wasm$/, '');
   const engine: Required<EngineInfo> = {
     unwindImports: inst.meta.unwindImports
       .filter((i) => i.startsWith(`${WASI_MODULE}.`))
@@ -44,7 +45,7 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
     maxFrameBytes: maxFrameBytes(inst.bytes),
   };
   return supervise({
-    name, ckptDir: resolve(opts.ckptDir ?? `${name}.ckpt`), opts,
+    name, ckptDir, opts,
     moduleBytes: inst.bytes, moduleHash: inst.sourceHash, instrumentedHash: inst.hash,
     engine, globals: inst.meta.globals, policy, plugins, where: { saved: preopens, dirs: [], pathMap: policy.pathMap, allowOverwrite: false },
     setup: {

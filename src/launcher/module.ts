@@ -1,6 +1,6 @@
 // Loading and vetting a program: is it WebAssembly, and a WASI preview-1 command we can run?
-import { readFileSync } from 'node:fs';
 import { StasisError } from '../errors.js';
+import { readRegularFile, unreadable } from '../util/fs.js';
 import { WASI_FUNCTIONS } from '../wasi/signatures.js';
 
 export interface LoadedModule {
@@ -15,11 +15,9 @@ const WASM_MAGIC = Buffer.from([0x00, 0x61, 0x73, 0x6d]);
 export function readModuleBytes(path: string): Buffer {
   let bytes: Buffer;
   try {
-    bytes = readFileSync(path);
+    bytes = readRegularFile(path);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : String(code ?? e);
-    throw new StasisError('NOT_FOUND', `cannot read module ${path}: ${why}`);
+    throw new StasisError('NOT_FOUND', `cannot read module ${path}: ${unreadable(e)}`);
   }
   if (bytes.length < 8 || !bytes.subarray(0, 4).equals(WASM_MAGIC)) {
     throw new StasisError('BAD_MODULE', `${path} is not a WebAssembly module (no \\0asm header); pass a .wasm file built for wasm32-wasi`);

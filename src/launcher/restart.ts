@@ -1,7 +1,6 @@
 // `stasis restart`: a program continued from an image, in this process. Its files are put
 // as the image's plan says (files/restore.ts), then it runs under supervision as if launched.
 import * as fs from 'node:fs';
-import { resolve } from 'node:path';
 import { StasisError } from '../errors.js';
 import type { GuestResult, RestoreState } from '../engine/protocol.js';
 import { maxFrameBytes } from '../engine/stack.js';
@@ -15,7 +14,7 @@ import { guestPath, type Preopen } from '../wasi/state.js';
 import type { CompileMode } from './compile.js';
 import { progress } from './progress.js';
 import { checkPreopens } from './run.js';
-import { supervise, type ControlOptions } from './supervisor.js';
+import { checkpointDir, supervise, type ControlOptions } from './supervisor.js';
 
 export interface RestartOptions extends ControlOptions {
   /** An image directory, or a checkpoint directory (its latest image). */
@@ -54,6 +53,7 @@ async function prepareRestart(opts: RestartOptions) {
 }
 
 export async function restart(opts: RestartOptions): Promise<GuestResult> {
+  const ckptDir = opts.ckptDir === undefined ? undefined : checkpointDir(opts.ckptDir);
   const { image, snap, policy, physical, plan, where } = await prepareRestart(opts);
   checkPlan(plan);
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
@@ -81,7 +81,7 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
       throw new StasisError('BAD_IMAGE', `${image.ref.path}: stored module does not compile: ${(e as Error).message}`);
     }
     return await supervise({
-      name: opts.name ?? snap.meta.name, ckptDir: resolve(opts.ckptDir ?? image.ref.dir), opts,
+      name: opts.name ?? snap.meta.name, ckptDir: ckptDir ?? image.ref.dir, opts,
       moduleBytes: image.moduleBytes, moduleHash: snap.moduleHash, instrumentedHash: snap.instrumentedHash,
       engine: { ...snap.engine, maxFrameBytes: snap.engine.maxFrameBytes ?? maxFrameBytes(image.moduleBytes) },
       globals: snap.globals.map(({ name, type }) => ({ name, type })),

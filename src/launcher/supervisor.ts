@@ -3,7 +3,8 @@
 import * as fs from 'node:fs';
 import { serve, type Reply, type Request } from '../control/channel.js';
 import { newKey, register, socketPath, unregister } from '../control/registry.js';
-import { EXIT } from '../errors.js';
+import { resolve } from 'node:path';
+import { EXIT, StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
 import type { CopyCache } from '../files/capture.js';
 import { listImages, type Codec } from '../image/index.js';
@@ -45,6 +46,18 @@ export interface ControlOptions {
 export const EXIT_CHECKPOINTED = 75;
 /** Exit status of a program stopped by `stasis kill` (as SIGKILL would report it). */
 export const EXIT_KILLED = 137;
+
+/** The checkpoint directory, absolute, refused if something other than a directory is there
+ *  (it is created later, when missing). */
+export function checkpointDir(dir: string): string {
+  const path = resolve(dir);
+  const st = fs.statSync(path, { throwIfNoEntry: false });
+  if (st !== undefined && !st.isDirectory()) {
+    const kind = st.isFile() ? 'a file' : st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : 'not a directory';
+    throw new StasisError('USAGE', `--ckpt-dir ${dir}: ${path} is ${kind}; give a directory (it is created if missing)`);
+  }
+  return path;
+}
 
 export interface Supervised extends Omit<CheckpointSetting, 'keep' | 'compress'> {
   opts: ControlOptions;

@@ -1,6 +1,6 @@
 // Small file-system helpers for durable, atomic publication.
 import { createHash, randomBytes } from 'node:crypto';
-import { readSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync, type Stats } from 'node:fs';
 import { open, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 
 /**
@@ -27,6 +27,48 @@ export function sha256hex(data: Uint8Array): string {
 
 export function errno(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | null)?.code;
+}
+
+/**
+ * The contents of a file the user named (a module, a rules file), refusing anything but a
+ * regular file: opened without blocking and checked on the handle, so a FIFO or a device
+ * (which would hang or never end a read) is an error, not a hang. Errors carry a `code`:
+ * the open's (ENOENT, EACCES...), EISDIR, or ENOTREG for other kinds of file.
+ */
+export function readRegularFile(path: string): Buffer {
+  const fd = openRegularFile(path);
+  try {
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Checks that `path` is a regular file, as readRegularFile does, without reading it. */
+export function checkRegularFile(path: string): void {
+  closeSync(openRegularFile(path));
+}
+
+function openRegularFile(path: string): number {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  let st: Stats;
+  try {
+    st = fstatSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+  if (st.isFile()) return fd;
+  closeSync(fd);
+  const kind = st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : st.isSocket() ? 'a socket' : 'not a regular file';
+  throw Object.assign(new Error(`${path} is ${kind}`), { code: st.isDirectory() ? 'EISDIR' : 'ENOTREG', kind });
+}
+
+/** Why a file named by the user could not be read, in a few words. */
+export function unreadable(e: unknown): string {
+  const err = e as NodeJS.ErrnoException & { kind?: string };
+  if (err.kind !== undefined) return err.code === 'EISDIR' ? `it is ${err.kind}` : `it is ${err.kind}, not a regular file`;
+  return err.code === 'ENOENT' ? 'no such file' : err.code === 'EACCES' ? 'permission denied' : String(err.code ?? err.message);
 }
 
 /** A temporary name unique to this process and call. */
