@@ -11,7 +11,7 @@ import { CONTROL_WORDS, Control, type CapturedState } from '../src/engine/protoc
 import type { FileGuard } from '../src/files/guard.js';
 import { readImage } from '../src/image/index.js';
 import { CaptureBuffer } from '../src/launcher/capture-buffer.js';
-import { CheckpointQueue, Checkpoints, type CapturableGuest } from '../src/launcher/checkpoints.js';
+import { CheckpointQueue, Checkpoints, type CapturableGuest, type CheckpointSetting } from '../src/launcher/checkpoints.js';
 import { onTerminatingSignals, SIGNAL_STATUS } from '../src/launcher/signals.js';
 import { GuestSession } from '../src/launcher/session.js';
 import { WASI_MODULE } from '../src/instrument/abi.js';
@@ -107,19 +107,24 @@ function fakeGuest(bytes: number, fill: () => number) {
   return guest;
 }
 
+/** What the checkpoints of a stand-in program need: a module of 8 bytes, no files, no policy. */
+function setting(ckptDir: string): CheckpointSetting {
+  const moduleBytes = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]);
+  return {
+    name: 'unit', ckptDir, moduleBytes, moduleHash: 'a'.repeat(64), instrumentedHash: createHash('sha256').update(moduleBytes).digest('hex'),
+    engine: { unwindImports: [], poll: false, stackPointer: null, maxFrameBytes: 16 },
+    policy: { checkpointOpenFiles: false, allowFileOverwrite: false, rules: [], pathMap: [] },
+    plugins: [], where: { saved: [], dirs: [], pathMap: [], allowOverwrite: false },
+  };
+}
+
 test('checkpoint steps: capture, files, release, image written, buffer back; generations count on; a failed capture is reported and the next goes on', async () => {
   const { dir, cleanup } = tempDir();
   try {
     const ckptDir = join(dir, 'ck');
     let n = 0;
     const guest = fakeGuest(3 << 16, () => ++n);
-    const moduleBytes = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]);
-    const checkpoints = new Checkpoints(guest, {
-      name: 'unit', ckptDir, moduleBytes, moduleHash: 'a'.repeat(64), instrumentedHash: createHash('sha256').update(moduleBytes).digest('hex'),
-      engine: { unwindImports: [], poll: false, stackPointer: null, maxFrameBytes: 16 },
-      policy: { checkpointOpenFiles: false, allowFileOverwrite: false, rules: [], pathMap: [] },
-      plugins: [], where: { saved: [], dirs: [], pathMap: [], allowOverwrite: false },
-    }, 4);
+    const checkpoints = new Checkpoints(guest, setting(ckptDir), 4);
     try {
       const [a, b] = await Promise.all([checkpoints.take(), checkpoints.take()]);
       assert.equal(a.generation, 5, 'numbered after the images already there');
@@ -146,7 +151,6 @@ test('checkpoint steps: after a failed file capture, the next image is not built
   try {
     const ckptDir = join(dir, 'ck');
     const bytes = 3 << 16;
-    const moduleBytes = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]);
     // Each capture: its memory's fill byte, whether its file capture fails (a host fd that is
     // not open), and its changed pages relative to the capture before it (none for the third).
     const plan = [{ fill: 1, bad: false }, { fill: 2, bad: true }, { fill: 2, bad: false }];
@@ -165,12 +169,7 @@ test('checkpoint steps: after a failed file capture, the next image is not built
       memoryBytes: () => bytes,
       giveBuffer() {},
     };
-    const checkpoints = new Checkpoints(guest, {
-      name: 'unit', ckptDir, moduleBytes, moduleHash: 'a'.repeat(64), instrumentedHash: createHash('sha256').update(moduleBytes).digest('hex'),
-      engine: { unwindImports: [], poll: false, stackPointer: null, maxFrameBytes: 16 },
-      policy: { checkpointOpenFiles: false, allowFileOverwrite: false, rules: [], pathMap: [] },
-      plugins: [], where: { saved: [], dirs: [], pathMap: [], allowOverwrite: false },
-    }, 0);
+    const checkpoints = new Checkpoints(guest, setting(ckptDir), 0);
     try {
       await checkpoints.take();
       await assert.rejects(checkpoints.take(), /EBADF/);
