@@ -14,7 +14,7 @@ export const EXIT = {
   MISSING_FILE: 74, // restart: a file the program had open is no longer there
   CORRUPT_IMAGE: 73, // an image file is damaged: truncated, or its hash (module, memory, manifest, saved file) does not match
   FILE_CHANGED: 76, // restart: a file differs from its saved copy, or a log is shorter than at checkpoint
-  FILE_ACCESS: 77, // restart: a file or directory it must read or write is not accessible (permissions, not a file)
+  FILE_ACCESS: 77, // a file or directory it must use is not accessible or not safe (permissions, not a file, not private)
   BAD_CONFIG: 78, // a --file-rules file or a --plugin that cannot be used
   INTERNAL: 70, // a bug in Stasis
   TRAP: 134, // the program trapped (128 + SIGABRT, as a native abort() would)

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fixture, repoRoot, stasis, stasisBin, tempDir } from './helpers.js';
 
@@ -180,4 +180,45 @@ test('--help and --version', () => {
   const v = stasis(['--version']);
   assert.equal(v.code, 0);
   assert.match(v.stdout, /^stasis \d+\.\d+\.\d+\n$/);
+});
+
+test('the runtime directory of control sockets: a link, a shared or another user\'s directory is refused (77), nothing written through it', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const uid = process.getuid!();
+    const xdg = join(dir, 'xdg');
+    const runtime = join(xdg, `stasis-${uid}`);
+    const elsewhere = join(dir, 'elsewhere');
+    mkdirSync(elsewhere, { mode: 0o700 });
+    const env = { ...process.env, XDG_RUNTIME_DIR: xdg };
+    const refused = (what: RegExp): void => {
+      const r = stasis(['status'], { env });
+      assert.equal(r.code, 77, r.stderr);
+      assert.match(r.stderr, /^stasis: runtime directory [^\n]+\n$/);
+      assert.match(r.stderr, what);
+      assert.match(r.stderr, /set XDG_RUNTIME_DIR/, 'names a way out');
+    };
+    // Missing: made, private.
+    assert.equal(stasis(['status', '--json'], { env }).code, 0);
+    assert.equal(statSync(runtime).mode & 0o777, 0o700);
+    // A link to another directory (even a private one of this user's) is not followed.
+    rmSync(runtime, { recursive: true, force: true });
+    symlinkSync(elsewhere, runtime);
+    refused(/is a symbolic link/);
+    assert.deepEqual(readdirSync(elsewhere), []);
+    rmSync(runtime, { recursive: true, force: true });
+    symlinkSync(join(dir, 'nowhere'), runtime);
+    refused(/is a symbolic link/);
+    rmSync(runtime, { recursive: true, force: true });
+    mkdirSync(runtime);
+    chmodSync(runtime, 0o755);
+    refused(/has mode 0755, not 0700/);
+    if (uid === 0) {
+      chmodSync(runtime, 0o700);
+      chownSync(runtime, 65534, 65534);
+      refused(/belongs to uid 65534, not to you \(uid 0\)/);
+    }
+  } finally {
+    cleanup();
+  }
 });

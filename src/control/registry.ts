@@ -17,14 +17,28 @@ export interface Entry {
   startedAt: string;
 }
 
+/**
+ * The directory of control sockets and registry entries: $XDG_RUNTIME_DIR/stasis-UID, else
+ * stasis-UID in the temporary directory, where another user may have made that name first. It
+ * is used only if it is a real directory (not a link), this user's, and private (0700); a
+ * directory of another user's in a sticky /tmp cannot be swapped once checked.
+ */
 export function runtimeDir(): string {
+  const uid = userInfo().uid;
   const base = process.env.XDG_RUNTIME_DIR ?? tmpdir();
-  const dir = join(base, `stasis-${userInfo().uid}`);
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const st = fs.statSync(dir);
-  if (st.uid !== userInfo().uid || (st.mode & 0o077) !== 0) {
-    throw new StasisError('INTERNAL', `runtime directory ${dir} is not private to this user; remove it or set XDG_RUNTIME_DIR`);
+  const dir = join(base, `stasis-${uid}`);
+  fs.mkdirSync(base, { recursive: true });
+  try {
+    fs.mkdirSync(dir, { mode: 0o700 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
   }
+  const st = fs.lstatSync(dir);
+  const way = `remove it if it is not yours to keep, or set XDG_RUNTIME_DIR to a directory only you can write`;
+  if (st.isSymbolicLink()) throw new StasisError('FILE_ACCESS', `runtime directory ${dir} is a symbolic link (to ${fs.readlinkSync(dir)}), not a directory Stasis made; ${way}`);
+  if (!st.isDirectory()) throw new StasisError('FILE_ACCESS', `runtime directory ${dir} is not a directory; ${way}`);
+  if (st.uid !== uid) throw new StasisError('FILE_ACCESS', `runtime directory ${dir} belongs to uid ${st.uid}, not to you (uid ${uid}); ${way}`);
+  if ((st.mode & 0o077) !== 0) throw new StasisError('FILE_ACCESS', `runtime directory ${dir} has mode 0${(st.mode & 0o777).toString(8)}, not 0700: others could reach its sockets; chmod 700 it, or ${way}`);
   return dir;
 }
 
