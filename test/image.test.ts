@@ -2,7 +2,7 @@
 // crash safety (including writers killed with SIGKILL), retention.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmdirSync, statSync,
@@ -653,6 +653,41 @@ test('writeImage refuses module bytes that are not the snapshot\'s instrumented 
   try {
     await assert.rejects(writeImage(join(dir, 'c'), snapshot(new Uint8Array(65536), 1), { moduleBytes: moduleB }), /instrumented module/);
   } finally {
+    cleanup();
+  }
+});
+
+test('a checkpoint that runs out of disk fails, keeps the previous image, and leaves nothing behind', async (t) => {
+  const { dir, cleanup } = tempDir();
+  const mnt = join(dir, 'small');
+  mkdirSync(mnt);
+  // A 40 MiB file system of its own (needs root): room for one 24 MiB image, not two.
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', mnt]);
+  if (mounted.status !== 0) {
+    cleanup();
+    t.skip(`cannot mount a small tmpfs here (${String(mounted.stderr).trim() || 'not root'})`);
+    return;
+  }
+  try {
+    const ckpt = join(mnt, 'ckpt');
+    const memory = new Uint8Array(24 * MiB);
+    fillRandom(memory, 0, memory.length, 1000);
+    const first = snapshot(memory, 1);
+    await writeImage(ckpt, first, { moduleBytes: moduleA });
+    // Every file with its size (directories' times change as names come and go).
+    const files = (): string[] => tree(ckpt).filter((l) => !statSync(l.split(' ')[0]!).isDirectory()).map((l) => l.split(' ').slice(0, 2).join(' '));
+    const before = files();
+    for (const g of [2, 3]) {
+      const mem = new Uint8Array(24 * MiB);
+      fillRandom(mem, 0, mem.length, 1000 + g);
+      await assert.rejects(writeImage(ckpt, snapshot(mem, g), { moduleBytes: moduleA }), /ENOSPC/);
+      assert.deepEqual(files(), before, `attempt ${g} left nothing behind`);
+    }
+    const r = await readImage(ckpt);
+    assert.equal(r.ref.generation, 1);
+    assert.ok(Buffer.from(r.snapshot.memory).equals(Buffer.from(first.memory)));
+  } finally {
+    spawnSync('umount', [mnt]);
     cleanup();
   }
 });

@@ -197,16 +197,19 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
   for (const d of [IMAGES, CHUNKS, MODULES, FILES]) await mkdir(join(ckptDir, d), { recursive: true });
   const tookOverLock = await acquireLock(ckptDir);
   let tmpImage: string | undefined;
+  // Store files this attempt added (module, chunks, saved copies) until an image names them:
+  // a failed attempt (a full disk) removes them again, leaving the store as it was.
+  const added: string[] = [];
   try {
     let needGc = (await removeLeftovers(ckptDir)) || tookOverLock;
     const sfx = tmpSuffix();
     tmpImage = join(ckptDir, IMAGES, `${TMP_PREFIX}${genName(generation)}-${sfx}`);
     await mkdir(tmpImage);
-    let bytesWritten = await storeModule(ckptDir, moduleSha, opts.moduleBytes, sfx);
+    let bytesWritten = await storeModule(ckptDir, moduleSha, opts.moduleBytes, sfx, added);
     const alg = opts.chunkHash ?? 'xxh64';
-    const memory = await storeMemory(ckptDir, snap.memory, { alg, chunkSize, compress, sfx, ...(opts.dirty && { dirty: opts.dirty }) });
+    const memory = await storeMemory(ckptDir, snap.memory, { alg, chunkSize, compress, sfx, added, ...(opts.dirty && { dirty: opts.dirty }) });
     bytesWritten += memory.bytesWritten;
-    bytesWritten += await storeFiles(ckptDir, snap, opts.stagedFiles);
+    bytesWritten += await storeFiles(ckptDir, snap, opts.stagedFiles, added);
 
     const { memory: _m, stdinPending, ...state } = snap;
     const stdin = Buffer.from(stdinPending.buffer, stdinPending.byteOffset, stdinPending.length);
@@ -218,7 +221,7 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
       stdinPending: { size: stdin.length, sha256: sha256hex(stdin), base64: stdin.toString('base64') },
       snapshot: state,
     });
-    const published = await publish(ckptDir, tmpImage, generation, sfx);
+    const published = await publish(ckptDir, tmpImage, generation, sfx, () => { added.length = 0; });
     tmpImage = undefined;
     bytesWritten += published.bytesWritten;
     needGc ||= published.replacedOne;
@@ -240,6 +243,9 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
       ms: performance.now() - t0,
       chunks: memory.counts,
     };
+  } catch (e) {
+    for (const file of added) await unlink(file).catch(() => {});
+    throw e;
   } finally {
     if (tmpImage) await rmrf(tmpImage).catch(() => {});
     await releaseLock(ckptDir);
@@ -263,19 +269,21 @@ function checkWrite(snap: Snapshot, opts: WriteOptions): { generation: number; c
 }
 
 /** The module, stored once per content. Returns the bytes written. */
-async function storeModule(ckptDir: string, moduleSha: string, bytes: Uint8Array, sfx: string): Promise<number> {
+async function storeModule(ckptDir: string, moduleSha: string, bytes: Uint8Array, sfx: string, added: string[]): Promise<number> {
   const modules = new Set(await readdir(join(ckptDir, MODULES)));
   const modName = moduleFile(moduleSha).slice(MODULES.length + 1);
   let written = 0;
   if (!modules.has(modName)) {
-    await writeFileAtomic(join(ckptDir, MODULES, `${TMP_PREFIX}${modName}-${sfx}`), join(ckptDir, moduleFile(moduleSha)), bytes);
+    const final = join(ckptDir, moduleFile(moduleSha));
+    await writeFileAtomic(join(ckptDir, MODULES, `${TMP_PREFIX}${modName}-${sfx}`), final, bytes);
+    added.push(final);
     written = bytes.length;
   }
   await fsyncDir(join(ckptDir, MODULES));
   return written;
 }
 
-interface MemoryStore { alg: ChunkHash; chunkSize: number; compress: Codec; sfx: string; dirty?: WriteOptions['dirty'] }
+interface MemoryStore { alg: ChunkHash; chunkSize: number; compress: Codec; sfx: string; added: string[]; dirty?: WriteOptions['dirty'] }
 
 /** Memory as chunks by content; what the store has is not written again. */
 async function storeMemory(ckptDir: string, mem: Uint8Array, o: MemoryStore): Promise<{ entries: ChunkEntry[]; counts: WriteResult['chunks']; bytesWritten: number }> {
@@ -326,6 +334,7 @@ async function storeMemory(ckptDir: string, mem: Uint8Array, o: MemoryStore): Pr
         const codec: Codec = data.length < view.length ? compress : 'none';
         const final = join(ckptDir, chunkFile(alg, hash, codec));
         await writeFileAtomic(join(ckptDir, CHUNKS, `${TMP_PREFIX}${key}-${sfx}`), final, codec === 'none' ? view : data);
+        o.added.push(final);
         bytesWritten += codec === 'none' ? view.length : data.length;
         for (const e of pending.get(key)!) e.codec = codec;
       };
@@ -340,12 +349,13 @@ async function storeMemory(ckptDir: string, mem: Uint8Array, o: MemoryStore): Pr
 }
 
 /** Saved files: staged copies get their content names; every saved record needs a copy. */
-async function storeFiles(ckptDir: string, snap: Snapshot, stagedFiles: WriteOptions['stagedFiles']): Promise<number> {
+async function storeFiles(ckptDir: string, snap: Snapshot, stagedFiles: WriteOptions['stagedFiles'], added: string[]): Promise<number> {
   let written = 0;
   for (const [record, staged] of stagedFiles ?? []) {
-    const { copy, added } = await publishStaged(ckptDir, staged);
-    record.copy = copy;
-    written += added;
+    const copy = await publishStaged(ckptDir, staged);
+    record.copy = copy.copy;
+    if (copy.added > 0) added.push(join(ckptDir, copy.copy.file));
+    written += copy.added;
   }
   for (const f of snap.files ?? []) {
     if (f.treatment === 'save' && f.copy === undefined) throw new TypeError(`writeImage: no copy of the saved file ${f.hostPath}`);
@@ -373,7 +383,7 @@ async function writeManifest(tmpImage: string, manifest: Manifest): Promise<numb
 }
 
 /** The image directory renamed into place, then `latest` pointed at it. */
-async function publish(ckptDir: string, tmpImage: string, generation: number, sfx: string): Promise<{ imageDir: string; replacedOne: boolean; bytesWritten: number }> {
+async function publish(ckptDir: string, tmpImage: string, generation: number, sfx: string, onPublished: () => void): Promise<{ imageDir: string; replacedOne: boolean; bytesWritten: number }> {
   const name = genName(generation);
   const imageDir = join(ckptDir, IMAGES, name);
   let replaced: string | undefined;
@@ -390,6 +400,7 @@ async function publish(ckptDir: string, tmpImage: string, generation: number, sf
     if (replaced) await rename(replaced, imageDir).catch(() => {});
     throw e;
   }
+  onPublished(); // readers may use it from here on, `latest` or not
   await fsyncDir(join(ckptDir, IMAGES));
   const latest = Buffer.from(`${name}\n`);
   await writeFileAtomic(join(ckptDir, `${TMP_PREFIX}${LATEST}-${sfx}`), join(ckptDir, LATEST), latest);
