@@ -11,6 +11,7 @@ import {
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import zlib from 'node:zlib';
 import type { Snapshot } from '../src/image/schema.js';
 import {
   FORMAT_VERSION, ImageError, inspectImage, latestImage, listImages, readImage, writeImage, type ImageErrorCode,
@@ -198,6 +199,16 @@ test('compression codecs and the sha256 chunk hash round-trip too', async () => 
         const names = chunkFiles(ckpt);
         assert.ok(names.some((n) => n.endsWith(opts.compress === 'brotli' ? '.br' : '.deflate')), names.join());
         assert.ok(names.some((n) => !n.includes('.')), names.join());
+        // A compressed chunk that would inflate past its size (a bomb) is refused before it
+        // is inflated, not after.
+        const packed = names.find((n) => n.includes('.'))!;
+        const original = readFileSync(join(ckpt, 'chunks', packed));
+        const bomb = new Uint8Array(256 * MiB);
+        writeFileSync(join(ckpt, 'chunks', packed), opts.compress === 'brotli'
+          ? zlib.brotliCompressSync(bomb, { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 1 } })
+          : zlib.deflateRawSync(bomb, { level: 1 }));
+        await assertImageError(readImage(ckpt), 'CORRUPT', `does not decompress (${opts.compress})`);
+        writeFileSync(join(ckpt, 'chunks', packed), original);
       }
     }
   } finally {

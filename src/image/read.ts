@@ -105,7 +105,7 @@ function readChunk(ckptDir: string, imageDir: string, m: Manifest, c: ChunkEntry
   }
   let raw: Buffer;
   try {
-    raw = c.codec === 'brotli' ? zlib.brotliDecompressSync(data) : zlib.inflateRawSync(data, { maxOutputLength: len + 1 });
+    raw = c.codec === 'brotli' ? zlib.brotliDecompressSync(data, { maxOutputLength: len + 1 }) : zlib.inflateRawSync(data, { maxOutputLength: len + 1 });
   } catch {
     throw corruptChunk(file, imageDir, `does not decompress (${c.codec}): truncated or damaged`);
   }
