@@ -417,6 +417,11 @@ test('a manifest with a malformed field is CORRUPT, and the message names the fi
     const cases: [string, (m: any) => void][] = [
       ['snapshot.wasi.fds[4].offset: expected a non-negative integer, got "12345"', (m) => { m.snapshot.wasi.fds[4].offset = '12345'; }],
       ['snapshot.files[0].size: expected a non-negative integer, got -1', (m) => { m.snapshot.files[0].size = -1; }],
+      // Places outside the preopens: an image cannot name them.
+      ['snapshot.files[0].location.rel: expected a relative path without "..", "." or empty components, got "../../../etc/passwd"', (m) => { m.snapshot.files[0].location.rel = '../../../etc/passwd'; }],
+      ['snapshot.files[0].location.rel', (m) => { m.snapshot.files[0].location.rel = 'sub//x'; }],
+      ['snapshot.files[0].location.preopen: expected one of the preopens (/data), got "/etc"', (m) => { m.snapshot.files[0].location.preopen = '/etc'; }],
+      ['snapshot.wasi.fds[4].location.rel', (m) => { m.snapshot.wasi.fds[4].location.rel = 'a/../..'; }],
       ['snapshot.meta: expected an object, got nothing', (m) => { delete m.snapshot.meta; }],
       ['snapshot.meta.host.pid', (m) => { m.snapshot.meta.host.pid = 'x'; }],
       ['snapshot.wasi.fds[2].kind: expected one of "file", "dir", "stdio", got "socket"', (m) => { m.snapshot.wasi.fds[2].kind = 'socket'; }],

@@ -96,7 +96,8 @@ export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
   const changed: string[] = [];
   for (const r of fileRecords(snap)) {
     const guestPath = guestPathOf(r.location);
-    const target = r.restartPath ?? physicalPath(o, r.location) ?? r.hostPath;
+    // (The manifest's schema has checked that the location is below one of the preopens.)
+    const target = r.restartPath ?? physicalPath(o, r.location)!;
     const found = r.deleted ? null : sizeOf(target);
     const at = target === r.hostPath ? target : `${target} (was ${r.hostPath})`;
     const current = typeof found === 'string' ? null : found;

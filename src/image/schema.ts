@@ -17,7 +17,11 @@ const positive = refine(uint, (v) => { if (v === 0) fail('a positive integer', v
 
 // ---- WASI state (types in src/wasi/state.ts) -----------------------------------------
 
-const location = declared<Location>()(object({ preopen: string, rel: string }));
+/** A path below a preopen as the host makes them: '' or names joined by '/', none of them
+ *  '', '.' or '..' (so that no image can name a place outside its preopens). */
+const relPath = leaf<string>('a relative path without "..", "." or empty components',
+  (v) => typeof v === 'string' && (v === '' || v.split('/').every((c) => c !== '' && c !== '.' && c !== '..' && !c.includes('\0'))));
+const location = declared<Location>()(object({ preopen: string, rel: relPath }));
 const fdCommon = { fd: uint, rightsBase: uint, rightsInheriting: uint, fdflags: uint };
 const fdState = declared<FdState>()(variant('kind', {
   file: declared<FileFdState>()(object({
@@ -216,6 +220,16 @@ export const manifestShape = refine(object({
   stdinPending: object({ size: uint, sha256, base64: string }),
   snapshot: snapshotState,
 }), (m) => {
-  if (m.snapshot.instrumentedHash !== m.module.sha256) fail(`module.sha256 (${m.module.sha256})`, m.snapshot.instrumentedHash, 'snapshot', 'instrumentedHash');
+  const s = m.snapshot;
+  if (s.instrumentedHash !== m.module.sha256) fail(`module.sha256 (${m.module.sha256})`, s.instrumentedHash, 'snapshot', 'instrumentedHash');
+  // Every place an image names is below one of its preopens.
+  const preopens = new Set(s.wasi.preopens.map((p) => p.guest));
+  const named = `one of the preopens (${[...preopens].join(', ') || 'none'})`;
+  s.wasi.fds.forEach((f, i) => {
+    if (f.kind !== 'stdio' && !preopens.has(f.location.preopen)) fail(named, f.location.preopen, 'snapshot', 'wasi', 'fds', i, 'location', 'preopen');
+  });
+  s.files?.forEach((f, i) => {
+    if (!preopens.has(f.location.preopen)) fail(named, f.location.preopen, 'snapshot', 'files', i, 'location', 'preopen');
+  });
 });
 export type Manifest = Infer<typeof manifestShape>;
