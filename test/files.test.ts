@@ -196,6 +196,29 @@ test('log (append mode and at-end): cut back to the checkpoint offset, the tail 
   }
 });
 
+test('a damaged memory chunk is found before any file is touched: refused (73), nothing changed', async () => {
+  const files = { 'app.log': 'start\n' };
+  const ops = ['open:0:/data/app.log:a', 'write:0:one\\n', 'pause', 'write:0:two\\n'];
+  const w = world(files);
+  try {
+    await launchAndCheckpoint(w, ops);
+    appendFileSync(join(w.data, 'app.log'), 'stray line\n'); // a restart would cut this tail
+    for (const name of readdirSync(join(w.ckpt, 'chunks'))) {
+      const chunk = join(w.ckpt, 'chunks', name);
+      const bytes = readFileSync(chunk);
+      bytes[bytes.length >> 1] ^= 0xff;
+      writeFileSync(chunk, bytes);
+    }
+    const listing = snapshotDir(w.root);
+    const bad = restart(w);
+    assert.equal(bad.code, 73, bad.stderr);
+    assert.match(bad.stderr, /^stasis: [^\n]*memory chunk[^\n]*\n$/);
+    assert.deepEqual(snapshotDir(w.root), listing);
+  } finally {
+    w.cleanup();
+  }
+});
+
 test('log shorter than at the checkpoint: refused (76), nothing changed', async () => {
   const files = { 'app.log': 'start\n' };
   const ops = ['open:0:/data/app.log:a', 'write:0:one\\n', 'pause', 'write:0:two\\n'];

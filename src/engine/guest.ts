@@ -20,10 +20,8 @@ async function run(data: GuestData, post: Post): Promise<GuestResult> {
     writeBehind: new WriteBehind(data.writeBehind), stdin: data.stdin, changes: guards,
     ...(data.restore && {
       restore: {
-        fds: data.restore.fds, monotonicNs: BigInt(data.restore.monotonicNs),
-        stdinPending: data.restore.stdinPending,
+        monotonicNs: BigInt(data.restore.monotonicNs), stdinPending: data.restore.stdinPending,
         ...(data.restore.pollDeadlines && { pollDeadlines: data.restore.pollDeadlines }),
-        ...(data.restore.handles && { handles: data.restore.handles }),
       },
     }),
   });
@@ -52,7 +50,15 @@ async function run(data: GuestData, post: Post): Promise<GuestResult> {
       if (e instanceof ImageError) return { exitCode: -1, imageError: { reason: e.reason, message: e.message } };
       throw e;
     }
-    engine!.restore(data.restore);
+    // Verified, then acted on: the files are put in place only now that the memory is sound.
+    const restore = data.restore;
+    const handles = await new Promise<[number, number][]>((resolve) => {
+      restore.files.once('message', resolve);
+      post({ type: 'loaded' });
+    });
+    restore.files.close();
+    host.restoreFds(restore.fds, handles);
+    engine!.restore(restore);
     post({ type: 'restored' });
   }
   // Let the event loop turn once before the program starts: V8 finishes work for the new

@@ -58,8 +58,12 @@ export interface RestoreState {
   monotonicNs: string;
   stdinPending: Uint8Array;
   pollDeadlines?: string[];
-  /** [guest fd, host fd] of file fds the restart opened already (where its file plan put them). */
-  handles?: [number, number][];
+  /**
+   * Once the guest has read its memory (and so found the image sound) it posts 'loaded'; the
+   * main thread then puts the program's files in place and sends here the [guest fd, host fd]
+   * of the file fds it opened where its file plan put them.
+   */
+  files: MessagePort;
 }
 
 /** Indexes of the Int32 control words shared by the two threads. */
@@ -96,6 +100,7 @@ export interface GuestResult {
 export type GuestMessage =
   | ({ type: 'result' } & GuestResult)
   | { type: 'snapshot'; request: number; snapshot: CapturedState }
+  | { type: 'loaded' } // a restart's memory is read and checked: its files may be put in place
   | { type: 'restored' }; // a restart's memory and state are in place; the program runs next
 
 /** What the guest captures; the main thread adds names, hashes and generation. */

@@ -84,11 +84,12 @@ export class Checkpoints {
     private readonly guest: CapturableGuest,
     private readonly s: CheckpointSetting,
     generation: number,
-    /** For a restart: saved files it reopened identical to their copies. */
-    unchanged?: CopyCache,
+    /** For a restart: saved files it reopened identical to their copies (filled when its files
+     *  are put in place, before any checkpoint; kept up to date from then on). */
+    copies: CopyCache = new Map(),
   ) {
     this.generation = generation;
-    this.copies = new Map(unchanged ?? []);
+    this.copies = copies;
     this.buffer = new CaptureBuffer(guest);
   }
 

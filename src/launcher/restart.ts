@@ -2,8 +2,9 @@
 // as the image's plan says (files/restore.ts), then it runs under supervision as if launched.
 import * as fs from 'node:fs';
 import { StasisError } from '../errors.js';
-import type { GuestResult, RestoreState } from '../engine/protocol.js';
+import type { GuestResult } from '../engine/protocol.js';
 import { maxFrameBytes } from '../engine/stack.js';
+import type { CopyCache } from '../files/capture.js';
 import { emit, loadPlugins } from '../files/plugin.js';
 import { builtinPolicy } from '../files/policy.js';
 import { checkPathMap, mergePathMaps, mountsOf, parsePathMap } from '../files/pathmap.js';
@@ -58,21 +59,29 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
   checkPlan(plan);
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
   const env = mergeEnv(snap.wasi.env, opts.env);
-  // A progress line (on a terminal, after a second) until the program runs again: saved files
-  // restored, then the memory read in the guest's thread.
+  // A progress line (on a terminal, after a second) until the program runs again: the memory
+  // read and checked in the guest's thread, then the files put in place.
   let restored = (): void => {};
   let failed = (_e: unknown): void => {};
   void progress(`restarting from ${image.ref.path}`, () => new Promise<void>((ok, fail) => { restored = ok; failed = fail; }))
     .catch(() => {});
   try {
-    const applied = applyPlan(plan, snap, image.ref.dir);
-    for (const line of applied.kept) process.stderr.write(`stasis: ${line}\n`);
-    await emit(plugins, 'onRestart', { image: image.ref.path, generation: image.ref.generation, plan: plan.steps.map((s) => s.line) });
-    const restore: RestoreState = {
+    // Saved files found identical to their copies, for the checkpoints of this run: filled
+    // when the files are put in place, before the program runs.
+    const unchanged: CopyCache = new Map();
+    // Only once the guest has read and checked the image's memory: a damaged image changes nothing.
+    const putFiles = async (): Promise<[number, number][]> => {
+      const applied = applyPlan(plan, snap, image.ref.dir);
+      for (const line of applied.kept) process.stderr.write(`stasis: ${line}\n`);
+      for (const [key, copy] of applied.unchanged) unchanged.set(key, copy);
+      await emit(plugins, 'onRestart', { image: image.ref.path, generation: image.ref.generation, plan: plan.steps.map((s) => s.line) });
+      return applied.handles;
+    };
+    const restore = {
       image: { path: image.ref.path, generation: image.ref.generation }, globals: snap.globals, asyncifyData: snap.asyncifyData,
       fds: snap.wasi.fds, monotonicNs: snap.monotonicNs, stdinPending: snap.stdinPending,
       ...(snap.wasi.pollDeadlines && { pollDeadlines: snap.wasi.pollDeadlines }),
-      handles: applied.handles,
+      putFiles,
     };
     let module: WebAssembly.Module;
     try {
@@ -92,7 +101,7 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
         ...(opts.compile && { compile: opts.compile }),
       },
       onRestored: () => restored(),
-      unchanged: applied.unchanged,
+      unchanged,
     });
   } catch (e) {
     failed(e);

@@ -3,7 +3,7 @@
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { ImageError, StasisError } from '../errors.js';
 import {
-  CONTROL_WORDS, Control, GUEST_WORKER, WASM_PAGE, type CapturedState, type GuestData, type GuestMessage, type GuestResult,
+  CONTROL_WORDS, Control, GUEST_WORKER, WASM_PAGE, type CapturedState, type GuestData, type GuestMessage, type GuestResult, type RestoreState,
 } from '../engine/protocol.js';
 import type { FileGuard } from '../files/guard.js';
 import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from '../wasi/stdin.js';
@@ -27,8 +27,11 @@ function reentrySchedule(): number[] {
   return env.split(',').filter((x) => x !== '').map(Number).filter((x) => Number.isFinite(x) && x >= 0);
 }
 
-export type GuestSetup = Omit<GuestData, 'writeBehind' | 'stdin' | 'checkpoint'> & {
+export type GuestSetup = Omit<GuestData, 'writeBehind' | 'stdin' | 'checkpoint' | 'restore'> & {
   checkpoint?: Omit<NonNullable<GuestData['checkpoint']>, 'control' | 'spares' | 'guards'>;
+  /** For a restart: its state, and what puts its files in place once the guest has read its
+   *  memory (and found the image sound), returning [guest fd, host fd] of the files it opened. */
+  restore?: Omit<RestoreState, 'files'> & { putFiles: () => Promise<[number, number][]> };
   /** How V8 compiles the program (process-wide, see compile.ts); absent: as it is. */
   compile?: CompileMode;
 };
@@ -57,14 +60,24 @@ export class GuestSession {
     this.stdin = stdinIsFile() ? null : stdinChannel();
     const control = setup.checkpoint ? new SharedArrayBuffer(4 * CONTROL_WORDS) : null;
     this.control = control && new Int32Array(control);
-    const { checkpoint, compile, ...rest } = setup;
+    const { checkpoint, compile, restore, ...rest } = setup;
     if (compile !== undefined) useCompileMode(compile);
     const data: GuestData = { ...rest, writeBehind: this.writeBehind.shared, stdin: this.stdin };
     const spares = new MessageChannel();
     const guards = new MessageChannel();
+    const files = new MessageChannel();
     this.spares = spares.port1;
     this.guards = guards.port1;
-    if (checkpoint && control) data.checkpoint = { ...checkpoint, control, spares: spares.port2, guards: guards.port2 };
+    const transfer: MessagePort[] = [];
+    if (checkpoint && control) {
+      data.checkpoint = { ...checkpoint, control, spares: spares.port2, guards: guards.port2 };
+      transfer.push(spares.port2, guards.port2);
+    }
+    if (restore) {
+      const { putFiles: _, ...state } = restore;
+      data.restore = { ...state, files: files.port2 };
+      transfer.push(files.port2);
+    }
     if (this.stdin !== null) new StdinPump(this.stdin).start();
     const reentries = this.control !== null && compileMode() !== 'optimized' ? reentrySchedule() : [];
     // A launch's re-entries at 0 ms are asked before the guest starts, so its first safe point
@@ -73,7 +86,7 @@ export class GuestSession {
     if (!setup.restore && reentries.includes(0)) Atomics.add(this.control!, Control.REENTER, 1);
     this.worker = new Worker(new URL('../engine/guest.js', import.meta.url), {
       workerData: { kind: GUEST_WORKER, data }, stdin: false, stdout: false, stderr: false,
-      transferList: data.checkpoint ? [spares.port2, guards.port2] : [],
+      transferList: transfer,
     });
 
     // Flush a burst of small writes once no new one has come for a tick.
@@ -93,7 +106,12 @@ export class GuestSession {
     this.result = new Promise<GuestResult>((resolve, reject) => {
       this.end = (exitCode) => resolve({ exitCode });
       this.worker.on('message', (m: GuestMessage) => {
-        if (m.type === 'restored') {
+        if (m.type === 'loaded') {
+          restore!.putFiles().then((handles) => {
+            files.port1.postMessage(handles);
+            files.port1.close();
+          }, reject);
+        } else if (m.type === 'restored') {
           this.onRestored();
         } else if (m.type === 'snapshot') {
           // One capture serves every request made before the guest reached its safe point.

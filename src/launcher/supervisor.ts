@@ -65,7 +65,8 @@ export interface Supervised extends Omit<CheckpointSetting, 'keep' | 'compress'>
   setup: Omit<GuestSetup, 'checkpoint'>;
   /** For a restart: called once the image is loaded and the program is about to run. */
   onRestored?: () => void;
-  /** For a restart: saved files reopened identical to their copies (files/restore.ts). */
+  /** For a restart: saved files reopened identical to their copies (files/restore.ts), filled
+   *  when its files are put in place. */
   unchanged?: CopyCache;
 }
 

@@ -41,12 +41,8 @@ export interface HostOptions {
   stdin: SharedArrayBuffer | null;
   /** Told before file bytes change (default: nobody). */
   changes?: FileChangeHooks;
-  /** Rebuild this state instead of starting fresh (a restart). */
-  restore?: {
-    fds: FdState[]; monotonicNs: bigint; stdinPending: Uint8Array; pollDeadlines?: string[];
-    /** Host fds already open for some file fds (same process), by guest fd. */
-    handles?: [number, number][];
-  };
+  /** Rebuild this state instead of starting fresh (a restart); the fds follow (restoreFds). */
+  restore?: { monotonicNs: bigint; stdinPending: Uint8Array; pollDeadlines?: string[] };
 }
 
 const O = fs.constants;
@@ -88,8 +84,6 @@ export class WasiHost {
     this.clocks = new Clocks(opts.restore?.monotonicNs ?? 0n);
     this.stdin = openStdin(opts.stdin, opts.restore?.stdinPending);
     if (opts.restore !== undefined) {
-      const handles = new Map(opts.restore.handles ?? []);
-      for (const s of opts.restore.fds) this.fds[s.fd] = this.reopen(s, handles.get(s.fd));
       this.pollDeadlines = opts.restore.pollDeadlines ?? null;
       return;
     }
@@ -99,6 +93,15 @@ export class WasiHost {
     for (const p of opts.preopens) {
       this.fds.push(this.mounted(DirFd.open(p.host, { preopen: p.guest, rel: '' }, RIGHTS_DIR, RIGHTS_ALL, p.guest)));
     }
+  }
+
+  /**
+   * A restart's fds, rebuilt from their saved state once their files are in place. `handles`:
+   * host fds (this process's) already open for some file fds, by guest fd.
+   */
+  restoreFds(fds: FdState[], handles: [number, number][]): void {
+    const open = new Map(handles);
+    for (const s of fds) this.fds[s.fd] = this.reopen(s, open.get(s.fd));
   }
 
   /** Rebuilds an fd from its saved state: the same number, rights, flags and offset. */
