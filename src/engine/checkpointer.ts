@@ -50,6 +50,11 @@ export class Checkpointer {
   private pauseStart = 0;
   /** The stack pointer's initial value (the top of the shadow stack). */
   private spInit = 0;
+  /** Where a re-entry's unwind buffer goes, found when the re-entry was taken (finding it walks
+   *  the stack, so it is not done twice). */
+  private reentryRoom: { start: number; end: number } | null = null;
+  /** Unwindable calls so far (--checkpoint-at-call). */
+  private calls = 0;
 
   constructor(
     private readonly ck: CheckpointSetup,
@@ -104,7 +109,6 @@ export class Checkpointer {
       return safe(a, b, c, d, e, f, g, h, i);
     }) as Call;
   }
-  private calls = 0;
 
   /** The instrumented loops' poll (a safe point); returns the next budget. */
   poll(): number {
@@ -123,8 +127,7 @@ export class Checkpointer {
   /** The stack is unwound: capture if a checkpoint was asked, then rewind. */
   serveUnwind(): void {
     if (this.checkpointDue) {
-      this.capture();
-      this.awaitRelease();
+      this.awaitRelease(this.capture());
     } else {
       this.reentries++;
     }
@@ -149,7 +152,8 @@ export class Checkpointer {
     this.reentered = reenter;
     // A re-entry only where the unwind buffer fits on the shadow stack: in fresh pages, it
     // would grow the program's memory each time.
-    return this.room() !== null;
+    this.reentryRoom = this.room();
+    return this.reentryRoom !== null;
   }
 
   private room(): { start: number; end: number } | null {
@@ -164,14 +168,17 @@ export class Checkpointer {
     this.checkpointDue = request !== this.served || this.stopAfter;
     this.served = request;
     setInterruptWord(this.control, Control.REQUEST, this.served);
-    this.dataPtr = placeBuffer(this.ex.memory, this.room(), this.ck.maxFrameBytes);
+    const room = this.reentryRoom ?? this.room(); // a pending() that said yes unwinds at once
+    this.reentryRoom = null;
+    this.dataPtr = placeBuffer(this.ex.memory, room, this.ck.maxFrameBytes);
     this.ex.asyncify_start_unwind(this.dataPtr);
     return 0;
   }
 
-  /** Posts the program's state to the main thread. A program that ends with this checkpoint
-   *  does nothing more (no output, no writes) while the launcher saves the image and exits. */
-  private capture(): void {
+  /** Posts the program's state to the main thread; returns the release count as it was before.
+   *  A program that ends with this checkpoint does nothing more (no output, no writes) while
+   *  the launcher saves the image and exits. */
+  private capture(): number {
     const ex = this.ex;
     this.host.flushAll();
     const { memory, dirtyPages } = this.memory.copy(ex.memory);
@@ -191,18 +198,17 @@ export class Checkpointer {
       pauseMs: 0,
     };
     snapshot.pauseMs = performance.now() - this.pauseStart;
-    this.releasesSeen = Atomics.load(this.control, Control.RELEASE);
+    const released = Atomics.load(this.control, Control.RELEASE);
     this.post({ type: 'snapshot', request: this.served, snapshot }, [snapshot.memory.buffer as ArrayBuffer]);
     if (this.stopAfter || Atomics.load(this.control, Control.STOP) !== 0) {
       for (;;) Atomics.wait(this.control, Control.PARKED, 0);
     }
+    return released;
   }
-  private releasesSeen = 0;
 
   /** Stays paused while the main thread copies the files that go with the image; then guards
    *  the big files it is still copying (their blocks are copied before the program changes them). */
-  private awaitRelease(): void {
-    const seen = this.releasesSeen;
+  private awaitRelease(seen: number): void {
     while (Atomics.load(this.control, Control.RELEASE) === seen) Atomics.wait(this.control, Control.RELEASE, seen);
     this.guards.add(takeGuards(this.ck.guards, this.control));
   }

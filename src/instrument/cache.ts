@@ -6,7 +6,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { InstrumentedModule, InstrumentMeta, InstrumentOptions } from './types.js';
 import { versionString } from './version.js';
-import { replaceFileSync, settledBefore, sha256hex } from '../util/fs.js';
+import { nowNs, replaceFileSync, settledBefore, sha256hex } from '../util/fs.js';
 
 export function defaultCacheDir(): string {
   const xdg = process.env.XDG_CACHE_HOME;
@@ -57,7 +57,7 @@ export function sourceOf(path: string, read: () => Buffer, cacheDir: string = de
   } catch {
     // no memo yet, or unreadable: hash the file
   }
-  const hashedAt = BigInt(Date.now()) * 1_000_000n; // before the read: a write during it shows in ctime
+  const hashedAt = nowNs(); // before the read: a write during it shows in ctime
   const r = hashed(read());
   const memo: SourceMemo = {
     dev: String(st.dev), ino: String(st.ino), size: String(st.size), mtimeNs: String(st.mtimeNs),

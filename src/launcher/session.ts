@@ -65,7 +65,7 @@ export class GuestSession {
     const data: GuestData = { ...rest, writeBehind: this.writeBehind.shared, stdin: this.stdin };
     const spares = new MessageChannel();
     const guards = new MessageChannel();
-    const files = new MessageChannel();
+    const files = restore ? new MessageChannel() : null;
     this.spares = spares.port1;
     this.guards = guards.port1;
     const transfer: MessagePort[] = [];
@@ -75,8 +75,8 @@ export class GuestSession {
     }
     if (restore) {
       const { putFiles: _, ...state } = restore;
-      data.restore = { ...state, files: files.port2 };
-      transfer.push(files.port2);
+      data.restore = { ...state, files: files!.port2 };
+      transfer.push(files!.port2);
     }
     if (this.stdin !== null) new StdinPump(this.stdin).start();
     const reentries = this.control !== null && compileMode() !== 'optimized' ? reentrySchedule() : [];
@@ -108,8 +108,8 @@ export class GuestSession {
       this.worker.on('message', (m: GuestMessage) => {
         if (m.type === 'loaded') {
           restore!.putFiles().then((handles) => {
-            files.port1.postMessage(handles);
-            files.port1.close();
+            files!.port1.postMessage(handles);
+            files!.port1.close();
           }, reject);
         } else if (m.type === 'restored') {
           this.onRestored();
