@@ -41,7 +41,7 @@ test('poll_oneoff on stdin: times out on an idle pipe, wakes on data and on EOF'
   const child = spawn(process.execPath, [stasisBin, 'run', fixture('cli_poll_stdin')], { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   child.stdin.end();
   assert.equal(code, 0);
   assert.equal(out, 'timeout\n');

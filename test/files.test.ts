@@ -51,7 +51,7 @@ function supervised(w: World, name: string, args: string[]): Launched {
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   return {
     name, exit, out: () => out,
     async paused(n = 1) {
