@@ -12,6 +12,8 @@ import { inspectImage, listImages, type ImageRef, type ImageSummary } from './im
 
 export { launch } from './launcher/launch.js';
 export { restart, planRestart } from './launcher/restart.js';
+export { exportImage } from './launcher/export.js';
+export type { ExportOptions, ExportResult } from './launcher/export.js';
 export { EXIT_CHECKPOINTED, EXIT_KILLED } from './launcher/supervisor.js';
 export type { StasisPlugin, OpenFile, FileDecision, CheckpointEvent, CheckpointedEvent, RestartEvent } from './files/plugin.js';
 export type { LaunchOptions } from './launcher/launch.js';
