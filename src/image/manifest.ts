@@ -120,8 +120,8 @@ export async function resolveImage(pathIn: string, generation?: number): Promise
   return { kind: 'directory', ckptDir: dirname(dirname(imageDir)), imageDir, generation: gen };
 }
 
-function corrupt(file: string, what: string): ImageError {
-  return new ImageError('CORRUPT', `checkpoint image file ${file} ${what}: the image cannot be used; restart from another generation (or take a new checkpoint)`, file);
+function damaged(file: string, what: string, remedy = 'restart from another generation (or take a new checkpoint)'): ImageError {
+  return new ImageError('CORRUPT', `checkpoint image file ${file} ${what}: the image cannot be used; ${remedy}`, file);
 }
 
 /** Reads an image directory's manifest and its sidecar (null for a missing sidecar). */
@@ -150,9 +150,11 @@ export async function loadManifest(imageDir: string): Promise<Manifest> {
 
 /**
  * Checks a manifest and its sidecar's text (null: missing) as loadManifest does; `imageDir`
- * names them in messages (an image directory, or where they lie in an export file).
+ * names them in messages (an image directory, or where they lie in an export file), `remedy`
+ * ends the message about a damaged one.
  */
-export function parseManifest(bytes: Buffer, sumBytes: Buffer | null, imageDir: string): Manifest {
+export function parseManifest(bytes: Buffer, sumBytes: Buffer | null, imageDir: string, remedy?: string): Manifest {
+  const corrupt = (f: string, what: string): ImageError => damaged(f, what, remedy);
   const file = join(imageDir, MANIFEST);
   let m: unknown;
   try {

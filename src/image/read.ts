@@ -143,7 +143,7 @@ async function locate(path: string, generation?: number): Promise<{ ref: ImageRe
   };
   const manifest = entry(`${idx.image}/${MANIFEST}`);
   if (manifest === null) throw new ImageError('CORRUPT', `export file ${r.file} has no ${idx.image}/${MANIFEST}: copy it again (or export the image again)`, r.file);
-  const m = parseManifest(manifest, entry(`${idx.image}/${MANIFEST_SUM}`), imageDir);
+  const m = parseManifest(manifest, entry(`${idx.image}/${MANIFEST_SUM}`), imageDir, source.remedy);
   checkExportEntries(idx, m);
   if (generation !== undefined && generation !== idx.generation) {
     throw new ImageError('MISSING', `export file ${r.file} holds the image of generation ${idx.generation}, not ${generation}`, r.file);
@@ -378,7 +378,8 @@ export async function inspectImage(path: string, generation?: number): Promise<I
     try {
       f = source.open(rel);
     } catch (e) {
-      if (!(e instanceof ImageError)) throw e;
+      // A damaged export is damaged as a whole; in a directory, one file is.
+      if (!(e instanceof ImageError) || source.kind === 'export') throw e;
       problems.push(`${rel}: ${e.message}`);
       return null;
     }
