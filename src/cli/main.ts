@@ -285,11 +285,11 @@ async function cmdKill(argv: string[]): Promise<number> {
 }
 
 async function cmdExport(argv: string[]): Promise<number> {
-  const p = parseArgs('export', argv, { '-o': { value: true }, '--output': { value: true }, ...HELP }, true);
+  const p = parseArgs('export', argv, { '-o': { value: true }, ...HELP }, true);
   if (help(p)) return 0;
   const image = single('export', p);
   if (image === undefined) throw new StasisError('USAGE', 'stasis export: missing IMAGE or CKPT_DIR; usage: stasis export IMAGE|CKPT_DIR [-o FILE]');
-  const out = p.options.get('-o')?.[0] ?? p.options.get('--output')?.[0];
+  const out = p.options.get('-o')?.[0];
   const { exportImage } = await api();
   const r = await exportImage({ image, ...(out !== undefined && { out }) });
   if (r.file !== '-') process.stdout.write(`${r.file}\n`);
