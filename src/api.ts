@@ -65,7 +65,7 @@ export async function kill(target?: string): Promise<void> {
   ok(await request(t.socket, { cmd: 'kill' }), `kill of ${t.name}`);
 }
 
-/** What an image (or a checkpoint directory's latest image) holds, without loading memory. */
+/** What an image (a checkpoint directory's latest, an image directory, or an export file) holds, without loading memory. */
 export async function inspect(path: string): Promise<ImageSummary> {
   return inspectImage(path);
 }

@@ -7,10 +7,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import {
-  appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync,
+  appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
+import { tarHeader } from '../src/image/export.js';
 
 const PROG = fixture('files_ops');
 const FILES = { 'db.bin': '0123456789', 'app.log': 'start\n', 'ro.txt': 'abcdefgh' };
@@ -255,6 +256,26 @@ test('export: a truncated, damaged, foreign, empty or FIFO file is refused with 
         assert.deepEqual(tree(root), before, `${what}: ${cmd[0]} changed something`);
       }
     }
+  } finally {
+    cleanup();
+  }
+});
+
+test('export: an entry of 8 GiB or more gets a size field tar reads (base-256)', (t) => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const size = 9 * 1024 ** 3 + 5;
+    const file = join(dir, 'big.tar');
+    // A sparse archive: the header, then a hole as the entry's bytes, then the end blocks.
+    writeFileSync(file, tarHeader('files/xxh64-0123456789abcdef', size, 1_700_000_000));
+    truncateSync(file, 512 + Math.ceil(size / 512) * 512 + 1024);
+    const r = spawnSync('tar', ['-tvf', file], { encoding: 'utf8' });
+    if (r.error !== undefined) {
+      t.skip('tar is not available');
+      return;
+    }
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^-rw------- 0/0 +${size} 2023-11-1[45] \\d\\d:\\d\\d files/xxh64-0123456789abcdef\n$`));
   } finally {
     cleanup();
   }

@@ -9,9 +9,9 @@ import { errno, sha256hex } from '../util/fs.js';
 
 /** Where an image lives. */
 export interface ImageRef {
-  /** The checkpoint directory (holds images/, chunks/, modules/). */
+  /** The checkpoint directory (holds images/, chunks/, modules/); for an export file, the file. */
   dir: string;
-  /** The image directory (<dir>/images/gen-NNNNNN). */
+  /** The image directory (<dir>/images/gen-NNNNNN); for an export file, the file. */
   path: string;
   generation: number;
   /** Program name recorded in the image. */
