@@ -15,9 +15,10 @@ import { tarHeader } from '../src/image/export.js';
 
 const PROG = fixture('files_ops');
 const FILES = { 'db.bin': '0123456789', 'app.log': 'start\n', 'ro.txt': 'abcdefgh' };
-// A database (saved in the image), a log (cut back at restart) and a read-only file.
+// A database (saved in the image), a log (cut back at restart) and a read-only file; two
+// pauses (a checkpoint at each).
 const OPS = ['open:0:/data/db.bin:rw', 'seek:0:2', 'write:0:AB', 'open:1:/data/app.log:a', 'write:1:one\\n',
-  'open:2:/data/ro.txt:r', 'read:2:3', 'pause', 'write:0:cd', 'write:1:two\\n', 'read:2:3', 'dump:0'];
+  'open:2:/data/ro.txt:r', 'read:2:3', 'pause', 'write:0:cd', 'write:1:two\\n', 'read:2:3', 'pause', 'write:0:ef', 'dump:0'];
 
 function put(dir: string, files: Record<string, string>): void {
   mkdirSync(dir, { recursive: true });
@@ -43,7 +44,7 @@ function reference(): { out: string; files: Map<string, string> } {
   const { dir, cleanup } = tempDir();
   try {
     put(join(dir, 'data'), FILES);
-    const r = stasis(['run', '--dir', `${join(dir, 'data')}::/data`, PROG, ...OPS], { input: 'go\n' });
+    const r = stasis(['run', '--dir', `${join(dir, 'data')}::/data`, PROG, ...OPS], { input: 'go\ngo\n' });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     return { out: r.stdout, files: tree(join(dir, 'data')) };
   } finally {
@@ -51,11 +52,11 @@ function reference(): { out: string; files: Map<string, string> } {
   }
 }
 
-/** Launches the program on `data`, checkpoints it at its pause and stops it; its output so far. */
-async function launchAndCheckpoint(root: string, data: string, ckpt: string): Promise<string> {
-  const name = `export-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', ckpt,
-    '--dir', `${data}::/data`, PROG, ...OPS], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
+/** Runs `stasis ARGS` (a launch or restart of the program NAME) until it pauses, checkpoints
+ *  it there and stops it; its output. `input` goes to its stdin first. */
+async function checkpointAtPause(root: string, name: string, args: string[], input = ''): Promise<string> {
+  const child = spawn(process.execPath, [stasisBin, ...args], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin.write(input);
   let out = '';
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
@@ -65,7 +66,7 @@ async function launchAndCheckpoint(root: string, data: string, ckpt: string): Pr
       out += d.toString();
       if (out.includes('paused\n')) resolve();
     });
-    child.on('exit', () => reject(new Error(`launch ended before pausing: ${out}${err}`)));
+    child.on('exit', () => reject(new Error(`${args[0]} ended before pausing: ${out}${err}`)));
   });
   const cp = stasis(['checkpoint', '--exit', name]);
   assert.equal(cp.code, 0, cp.stderr + err);
@@ -73,18 +74,22 @@ async function launchAndCheckpoint(root: string, data: string, ckpt: string): Pr
   return out;
 }
 
+const newName = (): string => `export-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+
 /** A checkpointed program's image exported to ROOT/x.tar; returns the output before the checkpoint. */
-async function exported(root: string): Promise<{ before: string; file: string }> {
+async function exported(root: string, extra: string[] = []): Promise<{ before: string; file: string }> {
   const data = join(root, 'data');
   put(data, FILES);
-  const before = await launchAndCheckpoint(root, data, join(root, 'ckpt'));
+  const name = newName();
+  const before = await checkpointAtPause(root, name, ['launch', '--quiet', '--name', name, '--ckpt-dir', join(root, 'ckpt'),
+    '--dir', `${data}::/data`, ...extra, PROG, ...OPS]);
   const r = stasis(['export', join(root, 'ckpt'), '-o', join(root, 'x.tar')], { cwd: root });
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, `${join(root, 'x.tar')}\n`);
   return { before, file: join(root, 'x.tar') };
 }
 
-test('export: the image restarts from the file alone, in a new process, with its files moved elsewhere (--dir); output and files as an uninterrupted run', async () => {
+test('export: the image restarts from the file alone, in a new process, with its files moved elsewhere (--dir), and checkpoints into --ckpt-dir; output and files as an uninterrupted run', async () => {
   const ref = reference();
   const { dir: root, cleanup } = tempDir();
   try {
@@ -99,12 +104,20 @@ test('export: the image restarts from the file alone, in a new process, with its
     rmSync(join(root, 'ckpt'), { recursive: true });
     rmSync(join(moved, 'db.bin'));
     appendFileSync(join(moved, 'app.log'), 'stray\n');
-    const r = stasis(['restart', file, '--dir', `${moved}::/data`, '--ckpt-dir', join(root, 'new')], { input: 'go\n', cwd: root });
+    // Restarted from the file, it runs to its second pause, is checkpointed there (into
+    // --ckpt-dir) and stopped; that image restarts in turn.
+    const name = newName();
+    const middle = await checkpointAtPause(root, name, ['restart', file, '--name', name, '--dir', `${moved}::/data`,
+      '--ckpt-dir', join(root, 'new')], 'go\n');
+    assert.deepEqual(readdirSync(join(root, 'new', 'images')), ['gen-000001']);
+    const info = JSON.parse(stasis(['inspect', '--json', join(root, 'new')]).stdout) as { complete: boolean; files: { copy?: string }[] };
+    assert.ok(info.complete && info.files.some((f) => f.copy !== undefined), JSON.stringify(info));
+    // (An image keeps the program's own host paths: each restart remaps them.)
+    const r = stasis(['restart', '--quiet', '--dir', `${moved}::/data`, join(root, 'new')], { input: 'go\n', cwd: root });
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(before + r.stdout, ref.out);
+    assert.equal(before + middle + r.stdout, ref.out);
     assert.deepEqual(tree(moved), ref.files);
-    // Reported: where its checkpoints go; the cut tail kept there.
-    assert.match(r.stderr, new RegExp(`from export ${file.replace(/[.]/g, '\\.')} \\(generation 1\\); its checkpoints go to ${join(root, 'new')}\\n`));
+    // The cut tail of the log is kept where the restart's checkpoints go.
     assert.equal(readFileSync(join(root, 'new', 'kept', readdirSync(join(root, 'new', 'kept'))[0]!, '1-app.log.tail'), 'utf8'), 'stray\n');
     assert.deepEqual(readdirSync(root).sort(), ['elsewhere', 'new', 'x.tar']);
   } finally {
@@ -112,11 +125,13 @@ test('export: the image restarts from the file alone, in a new process, with its
   }
 });
 
-test('export: without --ckpt-dir a restart from the file checkpoints into ./NAME.ckpt; inspect reads the file; it is a tar archive of a checkpoint directory; -o - writes the same bytes', async () => {
+test('export: without --ckpt-dir a restart from the file checkpoints into ./NAME.ckpt (said on stderr); compressed chunks; inspect reads the file; it is a tar archive of a checkpoint directory; -o - writes the same bytes', async () => {
   const ref = reference();
   const { dir: root, cleanup } = tempDir();
   try {
-    const { before, file } = await exported(root);
+    const { before, file } = await exported(root, ['--compress', 'deflate']);
+    const listing = spawnSync('tar', ['-tf', file], { encoding: 'utf8' });
+    if (listing.error === undefined) assert.match(listing.stdout, /^chunks\/xxh64-[0-9a-f]{16}\.deflate$/m);
     // inspect: what it says of the directory's image.
     const fromFile = JSON.parse(stasis(['inspect', '--json', file]).stdout) as Record<string, unknown>;
     const fromDir = JSON.parse(stasis(['inspect', '--json', join(root, 'ckpt')]).stdout) as Record<string, unknown>;
@@ -152,12 +167,13 @@ test('export: without --ckpt-dir a restart from the file checkpoints into ./NAME
     }
 
     rmSync(join(root, 'ckpt'), { recursive: true });
-    const r = stasis(['restart', file], { input: 'go\n', cwd: root });
+    const r = stasis(['restart', file], { input: 'go\ngo\n', cwd: root });
     assert.equal(r.code, 0, r.stderr);
     assert.equal(before + r.stdout, ref.out);
     const ckpt = readdirSync(root).find((n) => n.endsWith('.ckpt'));
     assert.ok(ckpt !== undefined && /^export-\d+-\w+\.ckpt$/.test(ckpt), readdirSync(root).join(' '));
-    assert.match(r.stderr, new RegExp(`its checkpoints go to ${join(root, ckpt).replace(/[.]/g, '\\.')} \\(choose with --ckpt-dir\\)`));
+    const said = `stasis: restarting ${ckpt.slice(0, -'.ckpt'.length)} from export ${file} (generation 1); its checkpoints go to ${join(root, ckpt)} (choose with --ckpt-dir)\n`;
+    assert.ok(r.stderr.startsWith(said), r.stderr);
   } finally {
     cleanup();
   }
