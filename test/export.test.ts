@@ -315,6 +315,13 @@ test('export: a damaged image is not exported; bad outputs are refused; nothing 
     refused([ckpt, '-o', join(root, 'data')], 64, /is a directory/);
     refused([ckpt, '-o', join(root, 'no', 'such', 'x.tar')], 64, /does not exist/);
     refused([], 64, /missing IMAGE/);
+    // A reader of -o - that goes away: one line, its status, no crash.
+    const piped = spawnSync('bash', ['-c', `"${process.execPath}" "${stasisBin}" export "${ckpt}" -o - | head -c 10 >/dev/null; exit \${PIPESTATUS[0]}`], { encoding: 'utf8' });
+    if (piped.error === undefined) {
+      assert.equal(piped.status, 77, piped.stderr);
+      assert.match(piped.stderr, /^stasis: export: writing to standard output failed \(EPIPE\)[^\n]*\n$/);
+    }
+    assert.deepEqual(tree(root), before);
     // A damaged memory chunk: refused (73), no export and no temporary file left.
     const chunks = join(ckpt, 'chunks');
     const name = readdirSync(chunks)[0]!;

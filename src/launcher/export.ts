@@ -44,13 +44,26 @@ export async function exportImage(opts: ExportOptions): Promise<ExportResult> {
     throw new ImageError('BUSY', `stasis export: ${image.ref.path} was replaced while being exported (a checkpoint of the same generation); export again`, image.ref.path);
   }
   const files = { manifest: raw.manifest, sum: raw.sum! };
-  if (toStdout) {
-    const bytes = await writeExport(m, files, image.source, (data) => new Promise((ok, fail) => {
+  if (toStdout) return { file, bytes: await writeStdout((write) => writeExport(m, files, image.source, write)), name, generation };
+  return { file, bytes: await writeAtomically(file, (write) => writeExport(m, files, image.source, write)), name, generation };
+}
+
+/** Writes to standard output; a reader that goes away (EPIPE) is an error, not a crash. */
+async function writeStdout(fill: (write: (data: Uint8Array) => Promise<void>) => Promise<number>): Promise<number> {
+  const swallow = (): void => {}; // the failed write's callback reports it
+  process.stdout.on('error', swallow);
+  try {
+    return await fill((data) => new Promise((ok, fail) => {
       process.stdout.write(data, (e) => (e ? fail(e) : ok()));
     }));
-    return { file, bytes, name, generation };
+  } catch (e) {
+    if (errno(e) !== undefined && !(e instanceof StasisError)) {
+      throw new StasisError('FILE_ACCESS', `stasis export: writing to standard output failed (${errno(e)}): the export is incomplete; give -o FILE, or keep the reader open`);
+    }
+    throw e;
+  } finally {
+    process.stdout.off('error', swallow);
   }
-  return { file, bytes: await writeAtomically(file, (write) => writeExport(m, files, image.source, write)), name, generation };
 }
 
 /** The output path, absolute; refused if something other than a regular file is there. */
