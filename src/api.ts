@@ -12,6 +12,8 @@ import { inspectImage, listImages, type ImageRef, type ImageSummary } from './im
 
 export { launch } from './launcher/launch.js';
 export { restart, planRestart } from './launcher/restart.js';
+export { exportImage } from './launcher/export.js';
+export type { ExportOptions, ExportResult } from './launcher/export.js';
 export { EXIT_CHECKPOINTED, EXIT_KILLED } from './launcher/supervisor.js';
 export type { StasisPlugin, OpenFile, FileDecision, CheckpointEvent, CheckpointedEvent, RestartEvent } from './files/plugin.js';
 export type { LaunchOptions } from './launcher/launch.js';
@@ -63,7 +65,7 @@ export async function kill(target?: string): Promise<void> {
   ok(await request(t.socket, { cmd: 'kill' }), `kill of ${t.name}`);
 }
 
-/** What an image (or a checkpoint directory's latest image) holds, without loading memory. */
+/** What an image (a checkpoint directory's latest, an image directory, or an export file) holds, without loading memory. */
 export async function inspect(path: string): Promise<ImageSummary> {
   return inspectImage(path);
 }

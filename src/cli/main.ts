@@ -19,9 +19,14 @@ commands:
   checkpoint [TARGET] [--exit] [--json]      checkpoint a launched program; print the image
   status [TARGET] [--json]                   list launched programs
   kill [TARGET]                              stop a launched program (no checkpoint)
-  restart IMAGE|CKPT_DIR [--dir NEWHOST::GUEST]... [--env KEY=VALUE]... [--dry-run]
+  restart IMAGE|CKPT_DIR|FILE [--dir NEWHOST::GUEST]... [--env KEY=VALUE]... [--dry-run]
           [--compile MODE] [CONTROL OPTIONS] continue a program from an image, in this process
-  inspect IMAGE|CKPT_DIR [--json]            show what an image holds
+                                             (from an export FILE, its checkpoints go to
+                                             --ckpt-dir, default ./NAME.ckpt)
+  inspect IMAGE|CKPT_DIR|FILE [--json]       show what an image holds
+  export IMAGE|CKPT_DIR [-o FILE]            write one image into one file, to restart
+                                             elsewhere (default ./NAME-gen-NNNNNN.tar;
+                                             -o - writes to stdout); prints the file
 
 run options:
   --dir HOST[::GUEST]   give the program the host directory HOST, seen as GUEST
@@ -279,6 +284,18 @@ async function cmdKill(argv: string[]): Promise<number> {
   return 0;
 }
 
+async function cmdExport(argv: string[]): Promise<number> {
+  const p = parseArgs('export', argv, { '-o': { value: true }, ...HELP }, true);
+  if (help(p)) return 0;
+  const image = single('export', p);
+  if (image === undefined) throw new StasisError('USAGE', 'stasis export: missing IMAGE or CKPT_DIR; usage: stasis export IMAGE|CKPT_DIR [-o FILE]');
+  const out = p.options.get('-o')?.[0];
+  const { exportImage } = await api();
+  const r = await exportImage({ image, ...(out !== undefined && { out }) });
+  if (r.file !== '-') process.stdout.write(`${r.file}\n`);
+  return 0;
+}
+
 async function cmdInspect(argv: string[]): Promise<number> {
   const p = parseArgs('inspect', argv, { '--json': {}, ...HELP }, true);
   if (help(p)) return 0;
@@ -321,6 +338,7 @@ async function main(argv: string[]): Promise<number> {
     case 'status': return cmdStatus(rest);
     case 'kill': return cmdKill(rest);
     case 'inspect': return cmdInspect(rest);
+    case 'export': return cmdExport(rest);
     case '--version':
     case '-V':
       process.stdout.write(`stasis ${version()}\n`);

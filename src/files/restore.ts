@@ -6,6 +6,7 @@ import { basename, dirname, join } from 'node:path';
 import type { FileRecord, SavedCopy, Snapshot } from '../image/schema.js';
 import { ImageError, StasisError } from '../errors.js';
 import { readCopy, sameAsCopy } from '../image/files.js';
+import type { ImageSource } from '../image/source.js';
 import { genName } from '../image/format.js';
 import { copyRangeSync, nowNs, settledBefore } from '../util/fs.js';
 import { guestPath as guestPathOf, hostPathOf, type FileFdState, type Preopen } from '../wasi/state.js';
@@ -186,8 +187,8 @@ export interface Applied {
  * (a damaged copy stops the restart with nothing changed); only then are files replaced,
  * logs cut and backups taken.
  */
-export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Applied {
-  const temps = stageCopies(plan, ckptDir);
+export function applyPlan(plan: FilePlan, snap: Snapshot, source: ImageSource, ckptDir: string): Applied {
+  const temps = stageCopies(plan, source, ckptDir);
   const kept = putFiles(plan, temps, join(ckptDir, 'kept', `${genName(snap.meta.generation)}-restart-${new Date().toISOString().replace(/[:.]/g, '-')}`));
   return { ...reopen(plan, snap, temps), kept };
 }
@@ -195,7 +196,7 @@ export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Appl
 /** Every saved copy that comes back, written and synced beside its target (or in the
  *  checkpoint directory, for files deleted while open). Nothing else is changed: on failure
  *  what was written is removed and the restart refused. */
-function stageCopies(plan: FilePlan, ckptDir: string): Map<Step, string> {
+function stageCopies(plan: FilePlan, source: ImageSource, ckptDir: string): Map<Step, string> {
   const temps = new Map<Step, string>();
   const madeDirs: string[] = [];
   try {
@@ -208,7 +209,7 @@ function stageCopies(plan: FilePlan, ckptDir: string): Map<Step, string> {
       temps.set(s, tmp);
       const fd = fs.openSync(tmp, 'wx', s.record.mode & 0o777);
       try {
-        readCopy(ckptDir, s.record.copy!, s.record.hostPath, (piece, pos) => {
+        readCopy(source, s.record.copy!, s.record.hostPath, (piece, pos) => {
           for (let w = 0; w < piece.length;) w += fs.writeSync(fd, piece, w, piece.length - w, pos + w);
         });
         fs.fchmodSync(fd, s.record.mode & 0o7777);
