@@ -131,7 +131,7 @@ function iovecBytes(mem: GuestMemory, iovs: number, n: number): number {
   return total;
 }
 
-export function filetypeOf(st: fs.Stats | fs.BigIntStats): number {
+export function filetypeOf(st: Pick<fs.Stats, 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isCharacterDevice' | 'isBlockDevice' | 'isSocket'>): number {
   if (st.isFile()) return Filetype.REGULAR_FILE;
   if (st.isDirectory()) return Filetype.DIRECTORY;
   if (st.isSymbolicLink()) return Filetype.SYMBOLIC_LINK;
