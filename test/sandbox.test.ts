@@ -16,12 +16,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import {
-  existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync,
+  existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync,
   symlinkSync, writeFileSync,
 } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fixture, stasis, tempDir, type RunResult } from './helpers.js';
+import { fixture, stasis, stasisBin, tempDir, type RunResult } from './helpers.js';
 
 const SECRET = 'TOP SECRET: launch code 0000\n';
 
@@ -228,3 +229,64 @@ test('sandbox: a dir fd keeps naming its directory after the directory is rename
   assert.equal(readlinkSync(join(B, 'tw')), '../outside');
   assertNoProbes();
 });
+
+/** Launches a program in the background, stdin piped; resolves `seen(text)` once its stdout has it. */
+function launchPiped(args: string[]): { child: ChildProcess; seen: (text: string) => Promise<void>; closed: Promise<void> } {
+  const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  const waiting: [string, () => void][] = [];
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    for (const w of waiting.splice(0)) if (out.includes(w[0])) w[1](); else waiting.push(w);
+  });
+  const closed = new Promise<void>((r) => child.on('close', () => r()));
+  const seen = (text: string): Promise<void> => new Promise((resolve, reject) => {
+    if (out.includes(text)) return resolve();
+    waiting.push([text, resolve]);
+    void closed.then(() => reject(new Error(`the program ended without printing ${JSON.stringify(text)}; stdout: ${out}`)));
+  });
+  return { child, seen, closed };
+}
+
+for (const mode of ['file and dir', 'dir']) {
+  test(`sandbox: a link the program planted where its directory was cannot hand it an outside file at restart (${mode} fds)`, async () => {
+    const { dir: T, cleanup } = tempDir();
+    try {
+      mkdirSync(join(T, 'box/sub'), { recursive: true });
+      mkdirSync(join(T, 'outside'));
+      writeFileSync(join(T, 'box/sub/secret.txt'), 'inside\n');
+      writeFileSync(join(T, 'outside/secret.txt'), 'OUTSIDE\n');
+      const ckpt = join(T, 'ckpt');
+      const name = `planted-${process.pid}-${mode.length}`;
+      const run = launchPiped(['--ckpt-dir', ckpt, '--name', name, '--dir', `${join(T, 'box')}::/box`, fixture('sandbox_planted_link'), ...(mode === 'dir' ? ['dir'] : [])]);
+      try {
+        await run.seen('ready');
+        const cp = stasis(['checkpoint', name]);
+        assert.equal(cp.code, 0, cp.stderr);
+        run.child.stdin!.write('plant\n');
+        await run.seen('planted');
+      } finally {
+        run.child.kill('SIGKILL');
+        await run.closed;
+      }
+      assert.equal(readlinkSync(join(T, 'box/sub')), '../outside');
+
+      const r = stasis(['restart', ckpt], { input: 'read\n' });
+      assert.doesNotMatch(r.stdout, /OUTSIDE/);
+      assert.notEqual(r.code, 0, r.stdout);
+      assert.match(r.stderr, /^stasis: .*symbolic link/m);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.equal(readFileSync(join(T, 'outside/secret.txt'), 'utf8'), 'OUTSIDE\n');
+      assert.deepEqual(readdirSync(join(T, 'outside')), ['secret.txt']);
+
+      // With the directory back where it was, the same image restarts and reads the inside file.
+      rmSync(join(T, 'box/sub'));
+      renameSync(join(T, 'box/sub.away'), join(T, 'box/sub'));
+      const ok = stasis(['restart', '--quiet', ckpt], { input: 'read\n' });
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(ok.stdout, mode === 'dir' ? 'dir: inside\n' : 'file: inside\ndir: inside\n');
+    } finally {
+      cleanup();
+    }
+  });
+}

@@ -38,6 +38,18 @@ export const openat2Used: boolean = ops?.openat2Used() ?? false;
 /** The host path of a place, for messages and the path fallback. */
 export const hostOfAt = (at: At): string => (at.path === '' ? at.host + '/.' : at.host + '/' + at.path);
 
+/**
+ * Without the addon: the host path of a place whose directories on the way were just seen
+ * to be directories, not links (racy, but a link planted beforehand is refused).
+ */
+function checkedHostOf(at: At): string {
+  for (let i = at.path.indexOf('/'); i > 0; i = at.path.indexOf('/', i + 1)) {
+    const st = fs.lstatSync(at.host + '/' + at.path.slice(0, i), { throwIfNoEntry: false });
+    if (st !== undefined && !st.isDirectory()) fail(st.isSymbolicLink() ? -40 /* ELOOP */ : -20 /* ENOTDIR */, 'lstat', at);
+  }
+  return hostOfAt(at);
+}
+
 /** A Node-style error for a -errno from the addon. */
 function fail(r: number, syscall: string, at: At): never {
   let code: string;
@@ -60,7 +72,7 @@ const check = (r: number, syscall: string, at: At): void => {
 
 /** Opens a place without following a symlink in its last name (O_NOFOLLOW is added). */
 export function openAt(at: At, flags: number, mode: number): number {
-  if (ops === null) return fs.openSync(hostOfAt(at), flags | fs.constants.O_NOFOLLOW, mode);
+  if (ops === null) return fs.openSync(checkedHostOf(at), flags | fs.constants.O_NOFOLLOW, mode);
   const r = ops.openBeneath(at.fd, at.path, flags, mode);
   check(r, 'open', at);
   return r;
@@ -92,7 +104,7 @@ class NativeStat implements FileStat {
 export function statAt(at: At, throwIfNoEntry: false): FileStat | undefined;
 export function statAt(at: At): FileStat;
 export function statAt(at: At, throwIfNoEntry = true): FileStat | undefined {
-  if (ops === null) return fs.lstatSync(hostOfAt(at), { bigint: true, throwIfNoEntry });
+  if (ops === null) return fs.lstatSync(checkedHostOf(at), { bigint: true, throwIfNoEntry });
   const out = new BigInt64Array(8);
   const r = ops.statBeneath(at.fd, at.path, out);
   if (r === -2 /* ENOENT */ && !throwIfNoEntry) return undefined;
