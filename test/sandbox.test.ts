@@ -230,9 +230,9 @@ test('sandbox: a dir fd keeps naming its directory after the directory is rename
   assertNoProbes();
 });
 
-/** Launches a program in the background, stdin piped; resolves `seen(text)` once its stdout has it. */
-function launchPiped(args: string[]): { child: ChildProcess; seen: (text: string) => Promise<void>; closed: Promise<void> } {
-  const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+/** Starts `node ARGS` in the background, stdin piped; `seen(text)` resolves once its stdout has it. */
+function piped(args: string[]): { child: ChildProcess; seen: (text: string) => Promise<void>; closed: Promise<void>; out: () => string } {
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   const waiting: [string, () => void][] = [];
   child.stdout!.on('data', (d: Buffer) => {
@@ -245,7 +245,7 @@ function launchPiped(args: string[]): { child: ChildProcess; seen: (text: string
     waiting.push([text, resolve]);
     void closed.then(() => reject(new Error(`the program ended without printing ${JSON.stringify(text)}; stdout: ${out}`)));
   });
-  return { child, seen, closed };
+  return { child, seen, closed, out: () => out };
 }
 
 for (const mode of ['file and dir', 'dir']) {
@@ -258,7 +258,7 @@ for (const mode of ['file and dir', 'dir']) {
       writeFileSync(join(T, 'outside/secret.txt'), 'OUTSIDE\n');
       const ckpt = join(T, 'ckpt');
       const name = `planted-${process.pid}-${mode.length}`;
-      const run = launchPiped(['--ckpt-dir', ckpt, '--name', name, '--dir', `${join(T, 'box')}::/box`, fixture('sandbox_planted_link'), ...(mode === 'dir' ? ['dir'] : [])]);
+      const run = piped([stasisBin, 'launch', '--quiet', '--ckpt-dir', ckpt, '--name', name, '--dir', `${join(T, 'box')}::/box`, fixture('sandbox_planted_link'), ...(mode === 'dir' ? ['dir'] : [])]);
       try {
         await run.seen('ready');
         const cp = stasis(['checkpoint', name]);
@@ -285,6 +285,53 @@ for (const mode of ['file and dir', 'dir']) {
       const ok = stasis(['restart', '--quiet', ckpt], { input: 'read\n' });
       assert.equal(ok.code, 0, ok.stderr);
       assert.equal(ok.stdout, mode === 'dir' ? 'dir: inside\n' : 'file: inside\ndir: inside\n');
+    } finally {
+      cleanup();
+    }
+  });
+}
+
+for (const swapper of ['another program under Stasis', 'a process on the host']) {
+  test(`sandbox: a directory swapped for a link out while the program opens through it: no read or creation escapes (${swapper})`, async () => {
+    const { dir: T, cleanup } = tempDir();
+    try {
+      mkdirSync(join(T, 'box/sub'), { recursive: true });
+      mkdirSync(join(T, 'outside'));
+      writeFileSync(join(T, 'box/sub/file'), 'inside\n');
+      writeFileSync(join(T, 'outside/file'), 'OUTSIDE\n');
+      const box = join(T, 'box');
+      const opens = 1500;
+      const opener = piped([stasisBin, 'run', '--dir', `${box}::/box`, fixture('sandbox_race'), 'open', String(opens)]);
+      let swap;
+      if (swapper === 'a process on the host') {
+        const script = join(T, 'swap.mjs');
+        writeFileSync(script, `import * as fs from 'node:fs';
+const [box] = process.argv.slice(2);
+console.log('ready');
+process.stdin.once('data', () => {
+  while (!fs.existsSync(box + '/stop')) {
+    fs.renameSync(box + '/sub', box + '/sub.real');
+    fs.symlinkSync('../outside', box + '/sub');
+    fs.unlinkSync(box + '/sub');
+    fs.renameSync(box + '/sub.real', box + '/sub');
+  }
+  process.exit(0);
+});
+`);
+        swap = piped([script, box]);
+      } else {
+        swap = piped([stasisBin, 'run', '--dir', `${box}::/box`, fixture('sandbox_race'), 'swap']);
+      }
+      await Promise.all([opener.seen('ready'), swap.seen('ready')]);
+      opener.child.stdin!.end('go\n');
+      swap.child.stdin!.end('go\n');
+      await Promise.all([opener.closed, swap.closed]);
+      assert.equal(opener.child.exitCode, 0);
+      assert.equal(swap.child.exitCode, 0);
+      assert.equal(opener.out(), `ready\nopens ${opens} escapes 0\n`);
+      assert.deepEqual(readdirSync(join(T, 'outside')), ['file']);
+      assert.equal(readFileSync(join(T, 'outside/file'), 'utf8'), 'OUTSIDE\n');
+      assert.ok(lstatSync(join(T, 'box/sub')).isDirectory());
     } finally {
       cleanup();
     }
