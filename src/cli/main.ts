@@ -181,6 +181,13 @@ function help(p: Parsed): boolean {
   return true;
 }
 
+/** Says at start-up when the sandbox is weaker than it should be (no native addon). */
+async function warnIfWeakSandbox(quiet = false): Promise<void> {
+  if (quiet) return;
+  const { sandboxWeakness } = await import('../wasi/beneath.js');
+  if (sandboxWeakness !== null) process.stderr.write(`stasis: warning: ${sandboxWeakness}\n`);
+}
+
 function report(result: { exitCode: number; trap?: string }): number {
   if (result.trap !== undefined) process.stderr.write(`stasis: ${result.trap}\n`);
   return result.exitCode;
@@ -192,6 +199,7 @@ async function cmdRun(argv: string[]): Promise<number> {
   const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis run: missing PROG.wasm; usage: stasis run [options] PROG.wasm [ARGS...]');
   const { run } = await import('../launcher/run.js').then((m) => ({ run: m.runCommand }));
+  await warnIfWeakSandbox();
   return report(await run({
     module, args, env: envOf('run', p), preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('run', d)),
     compile: compileOf('run', p, 'optimized'),
@@ -204,6 +212,7 @@ async function cmdLaunch(argv: string[]): Promise<number> {
   const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis launch: missing PROG.wasm; usage: stasis launch [options] PROG.wasm [ARGS...]');
   const { launch } = await api();
+  await warnIfWeakSandbox(p.options.has('--quiet'));
   return report(await launch({
     module, args, env: envOf('launch', p),
     preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('launch', d)),
@@ -226,6 +235,7 @@ async function cmdRestart(argv: string[]): Promise<number> {
   if (image === undefined) throw new StasisError('USAGE', 'stasis restart: missing IMAGE or CKPT_DIR');
   if (extra.length > 0) throw new StasisError('USAGE', `stasis restart: unexpected argument ${extra[0]}`);
   const { restart, planRestart } = await api();
+  await warnIfWeakSandbox(p.options.has('--quiet') || p.options.has('--dry-run'));
   const opts = {
     image, dirs: (p.options.get('--dir') ?? []).map((d) => parseDir('restart', d)),
     env: (p.options.get('--env') ?? []).map((e) => parseEnv('restart', e)), ...controlOf('restart', p),
