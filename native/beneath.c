@@ -23,7 +23,12 @@
  *   renameBeneath(fromfd, from, tofd, to) -> 0 | -errno
  *   linkBeneath(fromfd, from, tofd, to) -> 0 | -errno
  *   utimensBeneath(dirfd, path, atimeNs, mtimeNs, flags) -> 0 | -errno (flags as utimens.c)
+ *   openPath(path, flags) -> fd | -errno: a plain open (a directory the user named)
+ *   closeFd(fd) -> 0 | -errno
  *   openat2Used() -> whether openat2 is in use (STASIS_NO_OPENAT2=1 turns it off, for tests)
+ *
+ * fds opened here are closed with closeFd: Node's worker threads track the fds their fs
+ * functions open, and warn (slowly) when fs.closeSync closes one it did not open.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -342,6 +347,23 @@ static napi_value js_utimens(napi_env env, napi_callback_info info) {
   return num(env, r);
 }
 
+static napi_value js_open_path(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  int32_t flags;
+  char path[PATH_BYTES];
+  if (!get_path(env, argv[0], path) || napi_get_value_int32(env, argv[1], &flags) != napi_ok)
+    return bad_args(env, "openPath(path, flags)");
+  return num(env, retry_open(AT_FDCWD, path, flags, 0));
+}
+
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  int32_t fd;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) return bad_args(env, "closeFd(fd)");
+  /* Linux releases the fd even when close reports EINTR: never retry. */
+  return num(env, close(fd) < 0 && errno != EINTR ? -errno : 0);
+}
+
 static napi_value js_openat2_used(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out;
@@ -364,6 +386,8 @@ napi_status stasis_beneath_init(napi_env env, napi_value exports) {
     {"renameBeneath", NULL, js_rename, NULL, NULL, NULL, napi_enumerable, NULL},
     {"linkBeneath", NULL, js_link, NULL, NULL, NULL, napi_enumerable, NULL},
     {"utimensBeneath", NULL, js_utimens, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"openPath", NULL, js_open_path, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"closeFd", NULL, js_close, NULL, NULL, NULL, napi_enumerable, NULL},
     {"openat2Used", NULL, js_openat2_used, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);

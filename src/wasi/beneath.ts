@@ -70,7 +70,22 @@ const check = (r: number, syscall: string, at: At): void => {
   if (r < 0) fail(r, syscall, at);
 };
 
-/** Opens a place without following a symlink in its last name (O_NOFOLLOW is added). */
+/** Opens a directory the user named (a --dir): the root places are beneath. Closed with closeFd. */
+export function openHostDir(path: string): number {
+  if (ops === null) return fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  const r = ops.openPath(path, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  check(r, 'open', { fd: -1, host: path, path: '' });
+  return r;
+}
+
+/** Closes an fd opened here (openAt, openHostDir). */
+export function closeFd(fd: number): void {
+  if (ops === null) return fs.closeSync(fd);
+  const r = ops.closeFd(fd);
+  if (r < 0) fail(r, 'close', { fd, host: `fd ${fd}`, path: '' });
+}
+
+/** Opens a place without following a symlink in its last name (O_NOFOLLOW is added). Closed with closeFd. */
 export function openAt(at: At, flags: number, mode: number): number {
   if (ops === null) return fs.openSync(checkedHostOf(at), flags | fs.constants.O_NOFOLLOW, mode);
   const r = ops.openBeneath(at.fd, at.path, flags, mode);

@@ -14,7 +14,7 @@ import { errnoOf, WasiError } from './errno.js';
 import { DirFd, Fd, FileFd, filetypeOf, StdioFd } from './fds.js';
 import { Interrupted, sleep } from './interrupt.js';
 import { GuestMemory, utf8 } from './memory.js';
-import { hostOfAt, linkAt, mkdirAt, openAt, readlinkAt, removeAt, renameAt, setTimesAt, statAt, symlinkAt, type At, type FileStat } from './beneath.js';
+import { closeFd, hostOfAt, linkAt, mkdirAt, openAt, openHostDir, readlinkAt, removeAt, renameAt, setTimesAt, statAt, symlinkAt, type At, type FileStat } from './beneath.js';
 import { joinRel, resolvePath, withSlash, type Resolved } from './paths.js';
 import { hostPathOf, type FdState, type Location, type Mount, type Preopen, type WasiState } from './state.js';
 import { type TimeSpec } from './native.js';
@@ -84,7 +84,7 @@ export class WasiHost {
     this.env = opts.env;
     this.preopens = opts.preopens;
     this.mounts = [...(opts.mounts ?? [])].sort((a, b) => b.rel.length - a.rel.length); // longest first
-    this.mountHandles = this.mounts.map((m) => fs.openSync(m.host, O.O_RDONLY | O.O_DIRECTORY));
+    this.mountHandles = this.mounts.map((m) => openHostDir(m.host));
     this.writeBehind = opts.writeBehind ?? new WriteBehind();
     this.changes = opts.changes ?? NO_CHANGE_HOOKS;
     this.clocks = new Clocks(opts.restore?.monotonicNs ?? 0n);
@@ -140,7 +140,7 @@ export class WasiHost {
     const host = hostPathOf(this.preopens, { preopen: loc.preopen, rel: '' });
     if (host === null) throw new Error(`no preopen named ${loc.preopen}`);
     let fd = this.rootHandles.get(loc.preopen);
-    if (fd === undefined) this.rootHandles.set(loc.preopen, (fd = fs.openSync(host, O.O_RDONLY | O.O_DIRECTORY)));
+    if (fd === undefined) this.rootHandles.set(loc.preopen, (fd = openHostDir(host)));
     return { fd, host, path: loc.rel };
   }
 
@@ -599,7 +599,7 @@ export class WasiHost {
     if (r.dirOnly || oflags & Oflags.DIRECTORY) {
       // Opened O_DIRECTORY: the kernel has checked it is one.
       if (oflags & (Oflags.CREAT | Oflags.TRUNC) || write) {
-        fs.closeSync(handle);
+        closeFd(handle);
         throw new WasiError(Errno.ISDIR);
       }
       return this.mounted(new DirFd(handle, hostOfAt(r.at), location, base & RIGHTS_DIR, inheriting, fdflags));

@@ -42,6 +42,8 @@ interface Addon {
   renameBeneath: (fromfd: number, from: string, tofd: number, to: string) => number;
   linkBeneath: (fromfd: number, from: string, tofd: number, to: string) => number;
   utimensBeneath: (dirfd: number, path: string, atimeNs: bigint, mtimeNs: bigint, flags: number) => number;
+  openPath: (path: string, flags: number) => number;
+  closeFd: (fd: number) => number;
   openat2Used: () => boolean;
 }
 
