@@ -181,9 +181,9 @@ function help(p: Parsed): boolean {
   return true;
 }
 
-/** Says at start-up when the sandbox is weaker than it should be (no native addon). */
+/** Says at start-up when the sandbox is weaker than it should be: the addon could not be built or loaded. */
 async function warnIfWeakSandbox(quiet = false): Promise<void> {
-  if (quiet) return;
+  if (quiet || process.env.STASIS_NO_NATIVE) return; // turned off on purpose: the user knows
   const { sandboxWeakness } = await import('../wasi/beneath.js');
   if (sandboxWeakness !== null) process.stderr.write(`stasis: warning: ${sandboxWeakness}\n`);
 }

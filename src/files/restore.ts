@@ -2,18 +2,18 @@
 // copy, or refuse), checked completely before anything on disk changes; then carried out so
 // that every byte replaced or cut is kept in <ckptDir>/kept/ and reported.
 import * as fs from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import type { FileRecord, SavedCopy, Snapshot } from '../image/schema.js';
 import { ImageError, StasisError } from '../errors.js';
 import { readCopy, sameAsCopy } from '../image/files.js';
 import { genName } from '../image/format.js';
 import { copyRangeSync, nowNs, settledBefore } from '../util/fs.js';
-import { guestPath as guestPathOf, hostPathOf, type FileFdState, type Location, type Preopen } from '../wasi/state.js';
+import { guestPath as guestPathOf, hostPathOf, insidePreopens, type FileFdState, type Location, type Preopen } from '../wasi/state.js';
 import { openAt, statAt, type At } from '../wasi/beneath.js';
 import { mapPath, type PathMap } from './pathmap.js';
 import type { CopyCache } from './capture.js';
 
-type Refusal = 'MISSING_FILE' | 'FILE_CHANGED' | 'FILE_ACCESS';
+type Refusal = 'MISSING_FILE' | 'FILE_CHANGED' | 'FILE_ACCESS' | 'CORRUPT_IMAGE';
 
 export type StepKind = 'reopen' | 'cut' | 'create-empty' | 'restore' | 'replace' | 'restore-deleted';
 
@@ -71,6 +71,17 @@ export function fileRecords(snap: Snapshot): FileRecord[] {
     fds: [f.fd], location: f.location, hostPath: hostPathOf(snap.wasi.preopens, f.location) ?? '', deleted: false,
     size: 0, mode: 0o644, treatment: 'reopen', reason: 'image without file records', onDiffer: 'refuse',
   }));
+}
+
+/** The program's directories at this restart: as saved, or as --dir gives them anew. */
+function effectivePreopens(o: PlanOptions): Preopen[] {
+  return o.saved.map((p) => o.dirs.find((d) => d.guest === p.guest) ?? p);
+}
+
+/** A rule's restart path (from the image) must be a plain absolute path inside the program's directories. */
+function allowedRestartPath(o: PlanOptions, path: string): boolean {
+  const plain = path.endsWith('/') ? path.slice(0, -1) : path;
+  return isAbsolute(plain) && resolve(plain) === plain && insidePreopens(plain, effectivePreopens(o));
 }
 
 /** A preopen's host directory and the program's path below it. */
@@ -144,6 +155,10 @@ export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
   for (const r of fileRecords(snap)) {
     const guestPath = guestPathOf(r.location);
     // (The manifest's schema has checked that the location is below one of the preopens.)
+    if (r.restartPath !== undefined && !allowedRestartPath(o, r.restartPath)) {
+      plan.refusals.push({ code: 'CORRUPT_IMAGE', text: `the image puts ${guestPath} at ${r.restartPath}, outside the program's directories (${effectivePreopens(o).map((p) => p.host).join(', ')}); an image cannot name a place outside them` });
+      continue;
+    }
     const target = r.restartPath ?? physicalPath(o, r.location)!;
     const anchor = r.deleted ? null : anchorOf(o, r.location, r.restartPath);
     const found = r.deleted ? null : (anchor !== null ? linkOnTheWay(anchor) : null) ?? sizeOf(target);
