@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { SavedCopy } from './schema.js';
 import { ImageError } from '../errors.js';
 import { FILE_BLOCK, FILES, STAGE_PREFIX } from './format.js';
-import { copyRangeSync, errno, tmpSuffix } from '../util/fs.js';
+import { copyRangeSync, errno, openRegularFile, tmpSuffix, unreadable } from '../util/fs.js';
 import { xxh64hex } from './xxh64.js';
 
 let block: Buffer | undefined;
@@ -126,11 +126,10 @@ export function readCopy(ckptDir: string, copy: SavedCopy, of: string, each: (pi
   const path = join(ckptDir, copy.file);
   let fd: number;
   try {
-    fd = openSync(path, 'r');
+    fd = openRegularFile(path, true);
   } catch (e) {
-    const code = errno(e);
-    if (code === 'ENOENT') throw new ImageError('MISSING', `the saved copy of ${of} (${path}) is missing: copy the whole checkpoint directory, or restart from another generation`, path);
-    throw new ImageError('CORRUPT', `the saved copy of ${of} (${path}) cannot be read (${code}): fix its permissions, or restart from another generation`, path);
+    if (errno(e) === 'ENOENT') throw new ImageError('MISSING', `the saved copy of ${of} (${path}) is missing: copy the whole checkpoint directory, or restart from another generation`, path);
+    throw new ImageError('CORRUPT', `the saved copy of ${of} (${path}) cannot be read (${unreadable(e)}): fix it, or restart from another generation`, path);
   }
   try {
     let i = 0;

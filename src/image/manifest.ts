@@ -1,11 +1,11 @@
 // Locating images and loading their manifests, with every check a reader needs. Never writes.
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ImageError } from '../errors.js';
 import { FORMAT_VERSION, GEN_RE, IMAGES, LATEST, MAGIC, MANIFEST, MANIFEST_SUM, genName } from './format.js';
 import { manifestShape, type Manifest } from './schema.js';
 import { ShapeError } from './shape.js';
-import { errno, sha256hex } from '../util/fs.js';
+import { errno, readRegularFile, sha256hex, unreadable } from '../util/fs.js';
 
 /** Where an image lives. */
 export interface ImageRef {
@@ -48,10 +48,10 @@ export async function generations(ckptDir: string): Promise<number[]> {
 export async function latestPointer(ckptDir: string): Promise<number | null> {
   let text: string;
   try {
-    text = await readFile(join(ckptDir, LATEST), 'utf8');
+    text = readRegularFile(join(ckptDir, LATEST), { noFollow: true, limit: 4096 }).toString('utf8');
   } catch (e) {
     if (errno(e) === 'ENOENT') return null;
-    throw e;
+    throw corrupt(join(ckptDir, LATEST), `cannot be read: ${unreadable(e)}`);
   }
   const m = GEN_RE.exec(text.trim());
   if (!m) return null;
@@ -122,15 +122,18 @@ function corrupt(file: string, what: string): ImageError {
   return new ImageError('CORRUPT', `checkpoint image file ${file} ${what}: the image cannot be used; restart from another generation (or take a new checkpoint)`, file);
 }
 
+/** A manifest larger than this is damaged (real ones are kilobytes; a long readdir listing, megabytes). */
+const MANIFEST_LIMIT = 256 << 20;
+
 /** Reads, checks (magic, version, sha256 sidecar, then manifestShape) and returns an image's manifest. */
 export async function loadManifest(imageDir: string): Promise<Manifest> {
   const file = join(imageDir, MANIFEST);
   let bytes: Buffer;
   try {
-    bytes = await readFile(file);
+    bytes = readRegularFile(file, { noFollow: true, limit: MANIFEST_LIMIT });
   } catch (e) {
     if (errno(e) === 'ENOENT') throw new ImageError('MISSING', `checkpoint image ${imageDir} has no ${MANIFEST}: it is not a complete image; use another generation`, file);
-    throw e;
+    throw corrupt(file, `cannot be read: ${unreadable(e)}`);
   }
   let m: unknown;
   try {
@@ -152,10 +155,10 @@ export async function loadManifest(imageDir: string): Promise<Manifest> {
   const sumFile = join(imageDir, MANIFEST_SUM);
   let sum: string;
   try {
-    sum = await readFile(sumFile, 'utf8');
+    sum = readRegularFile(sumFile, { noFollow: true, limit: 4096 }).toString('utf8');
   } catch (e) {
     if (errno(e) === 'ENOENT') throw corrupt(sumFile, 'is missing (every image has one next to its manifest)');
-    throw e;
+    throw corrupt(sumFile, `cannot be read: ${unreadable(e)}`);
   }
   const want = /^([0-9a-f]{64}) {2}manifest\.json\n?$/.exec(sum);
   if (!want) throw corrupt(sumFile, 'is damaged (expected "<sha256>  manifest.json")');

@@ -1,7 +1,7 @@
 // Reading checkpoint images: every byte is checked against the hashes in the manifest.
 // Nothing here writes to the file system.
-import { closeSync, fstatSync, openSync, read, readFileSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { closeSync, fstatSync, read } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
@@ -9,7 +9,7 @@ import type { ChunkEntry, FilePolicyOptions, FileTreatment, Manifest, Snapshot, 
 import { guestPath, type FdState, type Location, type Preopen } from '../wasi/state.js';
 import { ImageError } from '../errors.js';
 import { IMAGES, chunkFile, genName, moduleFile, type ChunkHash, type Codec } from './format.js';
-import { errno, sha256hex } from '../util/fs.js';
+import { errno, openRegularFile, readRegularFile, sha256hex, unreadable } from '../util/fs.js';
 import { hashChunk } from './hash.js';
 import { xxh64hexInPlace } from './xxh64.js';
 import { generations, latestPointer, latestGeneration, loadManifest, resolveImage, type ImageRef } from './manifest.js';
@@ -68,10 +68,10 @@ function readChunk(ckptDir: string, imageDir: string, m: Manifest, c: ChunkEntry
   if (c.codec === 'none') {
     let fd: number;
     try {
-      fd = openSync(file, 'r');
+      fd = openRegularFile(file, true);
     } catch (e) {
       if (errno(e) === 'ENOENT') throw missing(file, imageDir, 'memory chunk');
-      throw e;
+      throw corruptChunk(file, imageDir, `cannot be read: ${unreadable(e)}`);
     }
     let size: number;
     try {
@@ -98,10 +98,11 @@ function readChunk(ckptDir: string, imageDir: string, m: Manifest, c: ChunkEntry
   }
   let data: Buffer;
   try {
-    data = readFileSync(file);
+    // Compressing never made a stored chunk much larger than its memory (else it is stored raw).
+    data = readRegularFile(file, { noFollow: true, limit: 2 * len + 4096 });
   } catch (e) {
     if (errno(e) === 'ENOENT') throw missing(file, imageDir, 'memory chunk');
-    throw e;
+    throw corruptChunk(file, imageDir, `cannot be read: ${unreadable(e)}`);
   }
   let raw: Buffer;
   try {
@@ -135,10 +136,10 @@ export async function readImage(path: string, opts: ReadOptions | number = {}): 
   const modFile = join(ckptDir, moduleFile(m.module.sha256));
   let moduleBytes: Buffer;
   try {
-    moduleBytes = await readFile(modFile);
+    moduleBytes = readRegularFile(modFile, { noFollow: true, limit: m.module.size });
   } catch (e) {
     if (errno(e) === 'ENOENT') throw missing(modFile, imageDir, 'module');
-    throw e;
+    throw new ImageError('CORRUPT', `module ${modFile} of checkpoint image ${imageDir} cannot be read (${unreadable(e)}): restart from another generation`, modFile);
   }
   if (moduleBytes.length !== m.module.size || sha256hex(moduleBytes) !== m.module.sha256) {
     throw new ImageError('CORRUPT', `module ${modFile} of checkpoint image ${imageDir} does not match its sha256 (damaged or truncated): restart from another generation`, modFile);
