@@ -16,7 +16,7 @@ import {
 import { join, relative } from 'node:path';
 import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
 
-const COUNT = Number(process.env.STASIS_MUTATIONS ?? 160);
+const COUNT = Number(process.env.STASIS_MUTATIONS ?? 200);
 const SEED = Number(process.env.STASIS_MUTATION_SEED ?? 20261205);
 /** Statuses a refused restart may exit with (README): not an image, damaged, missing/changed/inaccessible file. */
 const REFUSED = new Set([72, 73, 74, 76, 77]);
