@@ -8,7 +8,7 @@ import { request, type Reply } from './control/channel.js';
 import { entries, findTarget, type Entry } from './control/registry.js';
 import { StasisError } from './errors.js';
 import type { CheckpointResult } from './launcher/checkpoints.js';
-import { inspectImage, listImages, type ImageRef, type ImageSummary } from './image/index.js';
+import { inspectImage, listImages, verifyImage, type ImageRef, type ImageSummary, type Verified } from './image/index.js';
 
 export { launch } from './launcher/launch.js';
 export { restart, planRestart } from './launcher/restart.js';
@@ -64,6 +64,11 @@ export async function kill(target?: string): Promise<void> {
 }
 
 /** What an image (or a checkpoint directory's latest image) holds, without loading memory. */
+/** Checks a whole image as a restart would before changing anything; throws StasisError (73, 72...) at the first problem. */
+export async function verify(path: string): Promise<Verified> {
+  return verifyImage(path);
+}
+
 export async function inspect(path: string): Promise<ImageSummary> {
   return inspectImage(path);
 }

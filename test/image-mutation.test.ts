@@ -187,6 +187,9 @@ test(`a damaged image is refused cleanly or restarts right, and never changes th
     const good = await run(['restart', '--quiet', ck], dir, 'go\n', 120_000);
     assert.equal(good.code, 0, good.stderr);
     const expected = good.stdout;
+    const verified = stasis(['inspect', '--verify', pristine]);
+    assert.equal(verified.code, 0, verified.stderr);
+    assert.match(verified.stdout, /^image .* verified: module, \d+ memory chunks \(\d+ bytes\), 1 saved file copies\n$/);
     assert.match(expected, /dump 0: XYAA\n/);
     // The good restart cut the log back and went on: the reference state for every mutation is the image's.
     rmSync(data, { recursive: true });
@@ -216,6 +219,14 @@ test(`a damaged image is refused cleanly or restarts right, and never changes th
         if (!REFUSED.has(r.code ?? -1)) problems.push(`exit ${r.code}`);
         if (!/^stasis: [^\n]+\n$/.test(r.stderr)) problems.push(`stderr not one stasis: line: ${JSON.stringify(r.stderr.slice(0, 300))}`);
         if (JSON.stringify([...treeOf(work)]) !== JSON.stringify([...atCheckpoint])) problems.push('the program\'s files changed');
+      }
+      if (i % 4 === 0) {
+        // `inspect --verify` reads the same image and must judge it as cleanly.
+        const v = await run(['inspect', '--verify', join(copy, 'ckpt')], copy, '', 120_000);
+        if (v.hung) problems.push('verify hung');
+        if (v.code !== 0 && !(v.code === 72 || v.code === 73)) problems.push(`verify exit ${v.code}`);
+        if (v.code !== 0 && !/^stasis: [^\n]+\n$/.test(v.stderr)) problems.push(`verify stderr not one stasis: line: ${JSON.stringify(v.stderr.slice(0, 300))}`);
+        if (v.code === 0 && (r.code === 72 || r.code === 73) && !/unwind buffer|global/.test(r.stderr)) problems.push('verified, but the restart found the image damaged');
       }
       outcomes.set(String(r.code), (outcomes.get(String(r.code)) ?? 0) + 1);
       if (problems.length > 0) failures.push(`#${i} ${what}: ${problems.join('; ')} (exit ${r.code}: ${r.stderr.split('\n')[0]})`);

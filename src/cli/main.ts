@@ -21,7 +21,7 @@ commands:
   kill [TARGET]                              stop a launched program (no checkpoint)
   restart IMAGE|CKPT_DIR [--dir NEWHOST::GUEST]... [--env KEY=VALUE]... [--dry-run]
           [--compile MODE] [CONTROL OPTIONS] continue a program from an image, in this process
-  inspect IMAGE|CKPT_DIR [--json]            show what an image holds
+  inspect IMAGE|CKPT_DIR [--json] [--verify]  show what an image holds; --verify: check all of it, as a restart would
 
 run options:
   --dir HOST[::GUEST]   give the program the host directory HOST, seen as GUEST
@@ -290,11 +290,17 @@ async function cmdKill(argv: string[]): Promise<number> {
 }
 
 async function cmdInspect(argv: string[]): Promise<number> {
-  const p = parseArgs('inspect', argv, { '--json': {}, ...HELP }, true);
+  const p = parseArgs('inspect', argv, { '--json': {}, '--verify': {}, ...HELP }, true);
   if (help(p)) return 0;
   const path = single('inspect', p);
   if (path === undefined) throw new StasisError('USAGE', 'stasis inspect: missing IMAGE or CKPT_DIR');
-  const { inspect } = await api();
+  const { inspect, verify } = await api();
+  if (p.options.has('--verify')) {
+    const v = await verify(path);
+    process.stdout.write(p.options.has('--json') ? JSON.stringify(v) + '\n'
+      : `image ${v.image} verified: module, ${v.chunks} memory chunks (${v.memoryBytes} bytes), ${v.savedCopies} saved file copies\n`);
+    return 0;
+  }
   const info = await inspect(path);
   process.stdout.write(p.options.has('--json') ? JSON.stringify(info, null, 2) + '\n' : formatInspect(info));
   return 0;

@@ -10,6 +10,7 @@ import { guestPath, type FdState, type Location, type Preopen } from '../wasi/st
 import { ImageError } from '../errors.js';
 import { IMAGES, chunkFile, genName, moduleFile, type ChunkHash, type Codec } from './format.js';
 import { errno, openRegularFile, readRegularFile, sha256hex, unreadable } from '../util/fs.js';
+import { readCopy } from './files.js';
 import { hashChunk } from './hash.js';
 import { xxh64hexInPlace } from './xxh64.js';
 import { generations, latestPointer, latestGeneration, loadManifest, resolveImage, type ImageRef } from './manifest.js';
@@ -122,6 +123,30 @@ function checkChunk(ckptDir: string, imageDir: string, m: Manifest, c: ChunkEntr
   if (hash !== c.hash) {
     throw corruptChunk(join(ckptDir, chunkFile(m.memory.hash, c.hash, c.codec)), imageDir, `does not match its ${m.memory.hash} hash (damaged)`);
   }
+}
+
+/** What `verifyImage` checked. */
+export interface Verified {
+  image: string;
+  memoryBytes: number;
+  chunks: number;
+  savedCopies: number;
+}
+
+/**
+ * Checks a whole image as a restart does before it changes anything — manifest, module, every
+ * memory chunk, every saved copy — and keeps nothing: throws ImageError at the first problem.
+ */
+export async function verifyImage(path: string, generation?: number): Promise<Verified> {
+  const r = await readImage(path, generation === undefined ? {} : { generation });
+  let savedCopies = 0;
+  for (const f of r.snapshot.files ?? []) {
+    if (f.copy === undefined) continue;
+    readCopy(r.ref.dir, f.copy, f.hostPath, () => {});
+    savedCopies++;
+  }
+  const m = await loadManifest(r.ref.path);
+  return { image: r.ref.path, memoryBytes: r.snapshot.memory.length, chunks: m.memory.chunks.length, savedCopies };
 }
 
 /**
