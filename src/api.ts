@@ -8,7 +8,7 @@ import { request, type Reply } from './control/channel.js';
 import { entries, findTarget, type Entry } from './control/registry.js';
 import { StasisError } from './errors.js';
 import type { CheckpointResult } from './launcher/checkpoints.js';
-import { inspectImage, listImages, type ImageRef, type ImageSummary } from './image/index.js';
+import { inspectImage, listImages, verifyImage, type ImageRef, type ImageSummary, type Verified } from './image/index.js';
 
 export { launch } from './launcher/launch.js';
 export { restart, planRestart } from './launcher/restart.js';
@@ -63,6 +63,11 @@ export async function status(target?: string): Promise<ProgramStatus[]> {
 export async function kill(target?: string): Promise<void> {
   const t = findTarget(target);
   ok(await request(t.socket, { cmd: 'kill' }), `kill of ${t.name}`);
+}
+
+/** Checks a whole image as a restart would before changing anything; throws StasisError (73, 72...) at the first problem. */
+export async function verify(path: string): Promise<Verified> {
+  return verifyImage(path);
 }
 
 /** What an image (a checkpoint directory's latest, an image directory, or an export file) holds, without loading memory. */

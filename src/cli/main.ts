@@ -23,7 +23,9 @@ commands:
           [--compile MODE] [CONTROL OPTIONS] continue a program from an image, in this process
                                              (from an export FILE, its checkpoints go to
                                              --ckpt-dir, default ./NAME.ckpt)
-  inspect IMAGE|CKPT_DIR|FILE [--json]       show what an image holds
+  inspect IMAGE|CKPT_DIR|FILE [--json] [--verify]
+                                             show what an image holds; --verify: check
+                                             all of it, as a restart would
   export IMAGE|CKPT_DIR [-o FILE]            write one image into one file, to restart
                                              elsewhere (default ./NAME-gen-NNNNNN.tar;
                                              -o - writes to stdout); prints the file
@@ -186,6 +188,13 @@ function help(p: Parsed): boolean {
   return true;
 }
 
+/** Says at start-up when the sandbox is weaker than it should be: the addon could not be built or loaded. */
+async function warnIfWeakSandbox(quiet = false): Promise<void> {
+  if (quiet || process.env.STASIS_NO_NATIVE) return; // turned off on purpose: the user knows
+  const { sandboxWeakness } = await import('../wasi/beneath.js');
+  if (sandboxWeakness !== null) process.stderr.write(`stasis: warning: ${sandboxWeakness}\n`);
+}
+
 function report(result: { exitCode: number; trap?: string }): number {
   if (result.trap !== undefined) process.stderr.write(`stasis: ${result.trap}\n`);
   return result.exitCode;
@@ -197,6 +206,7 @@ async function cmdRun(argv: string[]): Promise<number> {
   const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis run: missing PROG.wasm; usage: stasis run [options] PROG.wasm [ARGS...]');
   const { run } = await import('../launcher/run.js').then((m) => ({ run: m.runCommand }));
+  await warnIfWeakSandbox();
   return report(await run({
     module, args, env: envOf('run', p), preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('run', d)),
     compile: compileOf('run', p, 'optimized'),
@@ -209,6 +219,7 @@ async function cmdLaunch(argv: string[]): Promise<number> {
   const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis launch: missing PROG.wasm; usage: stasis launch [options] PROG.wasm [ARGS...]');
   const { launch } = await api();
+  await warnIfWeakSandbox(p.options.has('--quiet'));
   return report(await launch({
     module, args, env: envOf('launch', p),
     preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('launch', d)),
@@ -231,6 +242,7 @@ async function cmdRestart(argv: string[]): Promise<number> {
   if (image === undefined) throw new StasisError('USAGE', 'stasis restart: missing IMAGE or CKPT_DIR');
   if (extra.length > 0) throw new StasisError('USAGE', `stasis restart: unexpected argument ${extra[0]}`);
   const { restart, planRestart } = await api();
+  await warnIfWeakSandbox(p.options.has('--quiet') || p.options.has('--dry-run'));
   const opts = {
     image, dirs: (p.options.get('--dir') ?? []).map((d) => parseDir('restart', d)),
     env: (p.options.get('--env') ?? []).map((e) => parseEnv('restart', e)), ...controlOf('restart', p),
@@ -297,11 +309,17 @@ async function cmdExport(argv: string[]): Promise<number> {
 }
 
 async function cmdInspect(argv: string[]): Promise<number> {
-  const p = parseArgs('inspect', argv, { '--json': {}, ...HELP }, true);
+  const p = parseArgs('inspect', argv, { '--json': {}, '--verify': {}, ...HELP }, true);
   if (help(p)) return 0;
   const path = single('inspect', p);
   if (path === undefined) throw new StasisError('USAGE', 'stasis inspect: missing IMAGE or CKPT_DIR');
-  const { inspect } = await api();
+  const { inspect, verify } = await api();
+  if (p.options.has('--verify')) {
+    const v = await verify(path);
+    process.stdout.write(p.options.has('--json') ? JSON.stringify(v) + '\n'
+      : `image ${v.image} verified: module, ${v.chunks} memory chunks (${v.memoryBytes} bytes), ${v.savedCopies} saved file copies\n`);
+    return 0;
+  }
   const info = await inspect(path);
   process.stdout.write(p.options.has('--json') ? JSON.stringify(info, null, 2) + '\n' : formatInspect(info));
   return 0;

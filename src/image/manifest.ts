@@ -1,11 +1,11 @@
 // Locating images and loading their manifests, with every check a reader needs. Never writes.
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ImageError } from '../errors.js';
 import { FORMAT_VERSION, GEN_RE, IMAGES, LATEST, MAGIC, MANIFEST, MANIFEST_SUM, genName } from './format.js';
 import { manifestShape, type Manifest } from './schema.js';
 import { ShapeError } from './shape.js';
-import { errno, sha256hex } from '../util/fs.js';
+import { errno, readRegularFile, sha256hex, unreadable } from '../util/fs.js';
 
 /** Where an image lives. */
 export interface ImageRef {
@@ -48,10 +48,10 @@ export async function generations(ckptDir: string): Promise<number[]> {
 export async function latestPointer(ckptDir: string): Promise<number | null> {
   let text: string;
   try {
-    text = await readFile(join(ckptDir, LATEST), 'utf8');
+    text = readRegularFile(join(ckptDir, LATEST), { noFollow: true, limit: 4096 }).toString('utf8');
   } catch (e) {
     if (errno(e) === 'ENOENT') return null;
-    throw e;
+    throw damaged(join(ckptDir, LATEST), `cannot be read: ${unreadable(e)}`);
   }
   const m = GEN_RE.exec(text.trim());
   if (!m) return null;
@@ -124,21 +124,25 @@ function damaged(file: string, what: string, remedy = 'restart from another gene
   return new ImageError('CORRUPT', `checkpoint image file ${file} ${what}: the image cannot be used; ${remedy}`, file);
 }
 
+/** A manifest larger than this is damaged (real ones are kilobytes; a long readdir listing, megabytes). */
+const MANIFEST_LIMIT = 256 << 20;
+
 /** Reads an image directory's manifest and its sidecar (null for a missing sidecar). */
 export async function readManifestFiles(imageDir: string): Promise<{ manifest: Buffer; sum: Buffer | null }> {
   const file = join(imageDir, MANIFEST);
   let manifest: Buffer;
   try {
-    manifest = await readFile(file);
+    manifest = readRegularFile(file, { noFollow: true, limit: MANIFEST_LIMIT });
   } catch (e) {
     if (errno(e) === 'ENOENT') throw new ImageError('MISSING', `checkpoint image ${imageDir} has no ${MANIFEST}: it is not a complete image; use another generation`, file);
-    throw e;
+    throw damaged(file, `cannot be read: ${unreadable(e)}`);
   }
+  const sumFile = join(imageDir, MANIFEST_SUM);
   try {
-    return { manifest, sum: await readFile(join(imageDir, MANIFEST_SUM)) };
+    return { manifest, sum: readRegularFile(sumFile, { noFollow: true, limit: 4096 }) };
   } catch (e) {
     if (errno(e) === 'ENOENT') return { manifest, sum: null };
-    throw e;
+    throw damaged(sumFile, `cannot be read: ${unreadable(e)}`);
   }
 }
 

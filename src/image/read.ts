@@ -97,6 +97,8 @@ function readChunk(source: ImageSource, imageDir: string, m: Manifest, c: ChunkE
   }
   let data: Buffer;
   try {
+    // Compressing never makes a stored chunk much larger than its memory (else it is stored raw).
+    if (f.size > 2 * len + 4096) throw corruptChunk(source, rel, imageDir, `has ${f.size} bytes, too many for ${len} bytes of memory (damaged)`);
     data = readStoredAll(f);
   } finally {
     closeSync(f.fd);
@@ -272,6 +274,25 @@ export async function verifyStored(image: ReadResult): Promise<void> {
     checked.add(f.copy.file);
     readCopy(source, f.copy, f.hostPath, () => {});
   }
+}
+
+/** What `verifyImage` checked. */
+export interface Verified {
+  image: string;
+  memoryBytes: number;
+  chunks: number;
+  savedCopies: number;
+}
+
+/**
+ * Checks a whole image as a restart does before it changes anything — manifest, module, every
+ * memory chunk, every saved copy — and keeps nothing: throws ImageError at the first problem.
+ */
+export async function verifyImage(path: string, generation?: number): Promise<Verified> {
+  const r = await readImage(path, { ...(generation !== undefined && { generation }), memory: false });
+  await verifyStored(r);
+  const m = r.manifest;
+  return { image: r.ref.path, memoryBytes: m.memory.byteLength, chunks: m.memory.chunks.length, savedCopies: (m.snapshot.files ?? []).filter((f) => f.copy !== undefined).length };
 }
 
 /** The images of a checkpoint directory whose manifests pass their checks, oldest first. */

@@ -1,10 +1,10 @@
 // Where an image's stored files (module, memory chunks, saved copies) are read from: the
 // files of a checkpoint directory, or the entries of an export file (export.ts). Readers name
 // a stored file by its path relative to the checkpoint directory, as the manifest does.
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { fstatSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { ImageError } from '../errors.js';
-import { errno } from '../util/fs.js';
+import { errno, openRegularFile, unreadable } from '../util/fs.js';
 
 /** One stored file, open: its bytes are `size` bytes of `fd` from `start`. */
 export interface StoredFile {
@@ -36,21 +36,14 @@ export function dirSource(ckptDir: string): ImageSource {
     name: (rel) => join(ckptDir, rel),
     open(rel) {
       const name = join(ckptDir, rel);
-      let fd: number;
       try {
-        // Without blocking: a FIFO put in the store must be refused, not waited on.
-        fd = openSync(name, constants.O_RDONLY | constants.O_NONBLOCK);
+        // Without blocking or following a link: a FIFO, a device or a link put in the store
+        // must be refused, not waited on or read without end.
+        const fd = openRegularFile(name, true);
+        return { fd, start: 0, size: fstatSync(fd).size, name };
       } catch (e) {
         if (errno(e) === 'ENOENT') return null;
-        throw e;
-      }
-      try {
-        const st = fstatSync(fd);
-        if (!st.isFile()) throw new ImageError('CORRUPT', `${name} is not a regular file: the image cannot be used; restart from another generation (or take a new checkpoint)`, name);
-        return { fd, start: 0, size: st.size, name };
-      } catch (e) {
-        closeSync(fd);
-        throw e;
+        throw new ImageError('CORRUPT', `${name} cannot be read (${unreadable(e)}): the image cannot be used; restart from another generation (or take a new checkpoint)`, name);
       }
     },
   };

@@ -3,11 +3,12 @@
 import { basename } from 'node:path';
 import { StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
+import type { Preopen } from '../wasi/state.js';
 import { maxFrameBytes } from '../engine/stack.js';
 import { loadPlugins } from '../files/plugin.js';
 import { builtinPolicy } from '../files/policy.js';
 import { checkPathMap, mapPath, mountsOf, parsePathMap } from '../files/pathmap.js';
-import { checkConflicts, cliRules, loadRulesFile, ruleData } from '../files/rules.js';
+import { checkConflicts, checkRestartPaths, cliRules, loadRulesFile, ruleData } from '../files/rules.js';
 import type { EngineInfo, FilePolicyOptions } from '../image/schema.js';
 import { WASI_MODULE } from '../instrument/abi.js';
 import { lookupCache, sourceOf } from '../instrument/cache.js';
@@ -30,9 +31,9 @@ export interface LaunchOptions extends RunOptions, ControlOptions {
 export async function launch(opts: LaunchOptions): Promise<GuestResult> {
   const name = opts.name ?? basename(opts.module).replace(/\.wasm$/, '');
   const ckptDir = checkpointDir(opts.ckptDir ?? `${name}.ckpt`);
-  const policy = launchPolicy(opts);
   // The program's state keeps the preopens as given; the host opens them through --path-map.
   const preopens = checkPreopens(opts.preopens);
+  const policy = launchPolicy(opts, preopens);
   const physical = checkPreopens(preopens.map((p) => ({ guest: p.guest, host: mapPath(policy.pathMap, p.host) })));
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
   const { inst, module } = await instrumented(opts.module);
@@ -84,9 +85,10 @@ async function instrumented(path: string): Promise<{ inst: InstrumentedModule; m
 }
 
 /** The file options of a launch, checked (conflicts, rules file, path maps). */
-function launchPolicy(opts: LaunchOptions): FilePolicyOptions {
+function launchPolicy(opts: LaunchOptions, preopens: Preopen[]): FilePolicyOptions {
   const rules = [...cliRules(opts.ckptFiles ?? [], process.cwd()), ...(opts.fileRules !== undefined ? loadRulesFile(opts.fileRules) : [])];
   checkConflicts(rules);
+  checkRestartPaths(rules, preopens);
   const pathMap = parsePathMap(opts.pathMap ?? [], 'launch');
   checkPathMap(pathMap, 'launch');
   return {
