@@ -12,10 +12,12 @@ import { inspectImage, listImages, type ImageRef, type ImageSummary } from './im
 
 export { launch } from './launcher/launch.js';
 export { restart, planRestart } from './launcher/restart.js';
+export { resume } from './launcher/resume.js';
 export { EXIT_CHECKPOINTED, EXIT_KILLED } from './launcher/supervisor.js';
 export type { StasisPlugin, OpenFile, FileDecision, CheckpointEvent, CheckpointedEvent, RestartEvent } from './files/plugin.js';
 export type { LaunchOptions } from './launcher/launch.js';
 export type { RestartOptions } from './launcher/restart.js';
+export type { ResumeOptions } from './launcher/resume.js';
 export type { ControlOptions } from './launcher/supervisor.js';
 export { runCommand as run } from './launcher/run.js';
 export type { RunOptions } from './launcher/run.js';

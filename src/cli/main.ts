@@ -47,6 +47,10 @@ control options:
   --allow-file-overwrite  at restart, replace files that differ from their saved copies
                         (their current versions are kept in CKPT_DIR/kept/)
   --plugin FILE.js      load a plugin (docs/plugins.md); repeatable
+  --resume              (launch) if the checkpoint directory holds an image, continue from
+                        the newest one instead, once it is found to be of this program with
+                        these arguments, directories and variables (else exit 79); the one
+                        command a job script that may be run again needs
 
 file options (launch):
   --checkpoint-open-files  save every open file with each checkpoint
@@ -70,7 +74,8 @@ file not found; 67 not a WASI command Stasis can run; 68 bad or missing director
 foreign, newer format); 73 damaged image (truncated, hash mismatch); 74 a file the
 program had open is missing; 76 a file differs from its saved copy, or a log is shorter
 than at the checkpoint; 77 a file the restart must read or write is not accessible;
-78 bad --file-rules file or --plugin; 70 internal error.`;
+78 bad --file-rules file or --plugin; 79 launch --resume: the image is of another
+program, or of other arguments, directories or variables; 70 internal error.`;
 
 const RUN_OPTIONS: Record<string, OptionSpec> = {
   '--dir': { value: true, repeat: true },
@@ -199,12 +204,15 @@ async function cmdRun(argv: string[]): Promise<number> {
 }
 
 async function cmdLaunch(argv: string[]): Promise<number> {
-  const p = parseArgs('launch', argv, { ...RUN_OPTIONS, ...CONTROL_OPTIONS, ...FILE_OPTIONS, ...HELP });
+  const p = parseArgs('launch', argv, { ...RUN_OPTIONS, ...CONTROL_OPTIONS, ...FILE_OPTIONS, '--resume': {}, ...HELP });
   if (help(p)) return 0;
   const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis launch: missing PROG.wasm; usage: stasis launch [options] PROG.wasm [ARGS...]');
-  const { launch } = await api();
-  return report(await launch({
+  const { launch, resume } = await api();
+  // --resume with --inherit-env: only the variables named here are compared with the image's.
+  const envGiven = p.options.has('--inherit-env') ? { envGiven: (p.options.get('--env') ?? []).map((e) => parseEnv('launch', e)) } : {};
+  return report(await (p.options.has('--resume') ? resume : launch)({
+    ...envGiven,
     module, args, env: envOf('launch', p),
     preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('launch', d)),
     ...controlOf('launch', p),

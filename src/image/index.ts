@@ -5,3 +5,4 @@ export { readImage, listImages, latestImage, inspectImage, type ImageSummary, ty
 export type { ImageRef } from './manifest.js';
 export { CODECS, FORMAT_VERSION, MAGIC, defaultChunkSize, type Codec } from './format.js';
 export type { Manifest } from './schema.js';
+export { generations } from './manifest.js';

@@ -27,9 +27,14 @@ export interface LaunchOptions extends RunOptions, ControlOptions {
   fileRules?: string;
 }
 
-export async function launch(opts: LaunchOptions): Promise<GuestResult> {
+/** The program's name (--name, else the module's file name) and its checkpoint directory. */
+export function launchTarget(opts: LaunchOptions): { name: string; ckptDir: string } {
   const name = opts.name ?? basename(opts.module).replace(/\.wasm$/, '');
-  const ckptDir = checkpointDir(opts.ckptDir ?? `${name}.ckpt`);
+  return { name, ckptDir: checkpointDir(opts.ckptDir ?? `${name}.ckpt`) };
+}
+
+export async function launch(opts: LaunchOptions): Promise<GuestResult> {
+  const { name, ckptDir } = launchTarget(opts);
   const policy = launchPolicy(opts);
   // The program's state keeps the preopens as given; the host opens them through --path-map.
   const preopens = checkPreopens(opts.preopens);
@@ -84,7 +89,7 @@ async function instrumented(path: string): Promise<{ inst: InstrumentedModule; m
 }
 
 /** The file options of a launch, checked (conflicts, rules file, path maps). */
-function launchPolicy(opts: LaunchOptions): FilePolicyOptions {
+export function launchPolicy(opts: LaunchOptions): FilePolicyOptions {
   const rules = [...cliRules(opts.ckptFiles ?? [], process.cwd()), ...(opts.fileRules !== undefined ? loadRulesFile(opts.fileRules) : [])];
   checkConflicts(rules);
   const pathMap = parsePathMap(opts.pathMap ?? [], 'launch');
