@@ -3,10 +3,11 @@
 // concatenated, and the program's files are byte-identical to one uninterrupted run.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { fixture, stasis, tempDir } from './helpers.js';
+import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
 
 const CHECKPOINTED = 75;
 const MISMATCH = 79;
@@ -137,6 +138,76 @@ test('launch --resume in a directory with no complete image (only a dead writer\
     const r = stasis(['launch', '--quiet', '--resume', '--ckpt-dir', ckpt, fixture('ckpt_sleep'), '3', '10']);
     assert.equal(r.code, ref.code, r.stderr);
     assert.equal(r.stdout, ref.stdout);
+  } finally {
+    cleanup();
+  }
+});
+
+/** Starts `stasis ARGS...` and resolves once its stderr has a line matching `line`. */
+function startUntil(args: string[], line: RegExp, env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; exit: Promise<number | null>; stdout: () => string; stderr: () => string }> {
+  const child = spawn(process.execPath, [stasisBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  return new Promise((resolve, reject) => {
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (line.test(err)) resolve({ child, exit, stdout: () => out, stderr: () => err });
+    });
+    void exit.then((code) => reject(new Error(`exited ${code} before printing ${line}: ${err}`)));
+  });
+}
+
+test('SIGTERM while a first launch instruments the module: exit 75, nothing written; --resume then runs it as one run', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const ckpt = join(dir, 'ckpt');
+    const args = [fixture('ckpt_compute'), '3', '200000'];
+    const ref = stasis(['run', ...args]);
+    assert.ok(ref.stdout.length > 0, ref.stderr);
+    // A cache of its own: the module is instrumented, not found.
+    const env = { ...process.env, XDG_CACHE_HOME: join(dir, 'cache') };
+    const first = await startUntil(['launch', '--resume', '--ckpt-dir', ckpt, ...args], /paused at instrument/, { ...env, STASIS_TEST_PAUSE: 'instrument' });
+    first.child.kill('SIGTERM');
+    assert.equal(await first.exit, CHECKPOINTED, first.stderr());
+    assert.equal(first.stdout(), '');
+    assert.deepEqual(tree(join(ckpt, 'images')), {});
+    const again = stasis(['launch', '--quiet', '--resume', '--ckpt-dir', ckpt, ...args], { env });
+    assert.equal(again.code, ref.code, again.stderr);
+    assert.equal(again.stdout, ref.stdout);
+  } finally {
+    cleanup();
+  }
+});
+
+test('SIGTERM or SIGINT in a restart before its program runs: exit 75 (130), the image and files untouched; --resume then finishes the run', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const refWork = join(dir, 'ref');
+    const work = join(dir, 'work');
+    mkdirSync(refWork);
+    mkdirSync(work);
+    const ref = stasis(['run', '--dir', `${refWork}::/work`, fixture('ckpt_fds'), '/work']);
+    const ckpt = join(dir, 'ckpt');
+    const cmd = ['launch', '--resume', '--ckpt-dir', ckpt, '--dir', `${work}::/work`, fixture('ckpt_fds'), '/work'];
+    const first = stasis([...cmd.slice(0, 1), '--checkpoint-at-call', '100', ...cmd.slice(1)]);
+    assert.equal(first.code, CHECKPOINTED, first.stderr);
+    const before = { ckpt: tree(ckpt), work: tree(work) };
+    const paused = { ...process.env, STASIS_TEST_PAUSE: 'restart' };
+    for (const [sig, status] of [['SIGTERM', CHECKPOINTED], ['SIGINT', 130]] as const) {
+      for (const args of [cmd, ['restart', ckpt]]) {
+        const r = await startUntil(args, /paused at restart/, paused);
+        r.child.kill(sig);
+        assert.equal(await r.exit, status, `${args[0]} ${sig}: ${r.stderr()}`);
+        assert.equal(r.stdout(), '');
+        assert.deepEqual({ ckpt: tree(ckpt), work: tree(work) }, before, `${args[0]} ${sig}`);
+      }
+    }
+    const rest = stasis(cmd);
+    assert.equal(rest.code, ref.code, rest.stderr);
+    assert.equal(first.stdout + rest.stdout, ref.stdout);
+    assert.deepEqual(tree(work), tree(refWork));
   } finally {
     cleanup();
   }

@@ -7,6 +7,7 @@ import { CODECS, type Codec } from '../image/format.js';
 /** Loaded per command: `run` needs none of the checkpoint machinery (image store, control). */
 const api = (): Promise<typeof import('../api.js')> => import('../api.js');
 import { COMPILE_MODES, type CompileMode } from '../launcher/compile.js';
+import { stopEarlyOnSignals } from '../launcher/signals.js';
 import type { Preopen } from '../wasi/state.js';
 import { parseArgs, type OptionSpec, type Parsed } from './args.js';
 
@@ -204,6 +205,7 @@ async function cmdRun(argv: string[]): Promise<number> {
 }
 
 async function cmdLaunch(argv: string[]): Promise<number> {
+  stopEarlyOnSignals();
   const p = parseArgs('launch', argv, { ...RUN_OPTIONS, ...CONTROL_OPTIONS, ...FILE_OPTIONS, '--resume': {}, ...HELP });
   if (help(p)) return 0;
   const [module, ...args] = p.operands;
@@ -230,6 +232,7 @@ async function cmdRestart(argv: string[]): Promise<number> {
     '--compile': { value: true }, ...CONTROL_OPTIONS, ...HELP,
   }, true);
   if (help(p)) return 0;
+  if (!p.options.has('--dry-run')) stopEarlyOnSignals();
   const [image, ...extra] = p.operands;
   if (image === undefined) throw new StasisError('USAGE', 'stasis restart: missing IMAGE or CKPT_DIR');
   if (extra.length > 0) throw new StasisError('USAGE', `stasis restart: unexpected argument ${extra[0]}`);

@@ -16,6 +16,7 @@ import { instrumentInThread, Unsupported } from '../instrument/thread.js';
 import { loadModule, readModuleBytes } from './module.js';
 import { progress } from './progress.js';
 import { checkPreopens, type RunOptions } from './run.js';
+import { pauseForTest, stopEarlyOnSignals } from './signals.js';
 import { checkpointDir, supervise, type ControlOptions } from './supervisor.js';
 
 export interface LaunchOptions extends RunOptions, ControlOptions {
@@ -34,6 +35,7 @@ export function launchTarget(opts: LaunchOptions): { name: string; ckptDir: stri
 }
 
 export async function launch(opts: LaunchOptions): Promise<GuestResult> {
+  if (opts.ownProcess === true) stopEarlyOnSignals();
   const { name, ckptDir } = launchTarget(opts);
   const policy = launchPolicy(opts);
   // The program's state keeps the preopens as given; the host opens them through --path-map.
@@ -80,7 +82,7 @@ async function instrumented(path: string): Promise<{ inst: InstrumentedModule; m
   let inst;
   try {
     inst = await progress(`instrumenting ${path} (first launch of this module; cached afterwards)`, () =>
-      instrumentInThread(bytes, { polls: true }));
+      Promise.all([instrumentInThread(bytes, { polls: true }), pauseForTest('instrument')]).then(([i]) => i));
   } catch (e) {
     if (e instanceof Unsupported) throw new StasisError('UNSUPPORTED', `${path}: ${e.message}`);
     throw e;

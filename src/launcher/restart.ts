@@ -15,6 +15,7 @@ import { guestPath, type Preopen } from '../wasi/state.js';
 import type { CompileMode } from './compile.js';
 import { progress } from './progress.js';
 import { checkPreopens } from './run.js';
+import { pauseForTest, stopEarlyOnSignals } from './signals.js';
 import { checkpointDir, supervise, type ControlOptions } from './supervisor.js';
 
 export interface RestartOptions extends ControlOptions {
@@ -54,9 +55,11 @@ async function prepareRestart(opts: RestartOptions) {
 }
 
 export async function restart(opts: RestartOptions): Promise<GuestResult> {
+  if (opts.ownProcess === true) stopEarlyOnSignals();
   const ckptDir = opts.ckptDir === undefined ? undefined : checkpointDir(opts.ckptDir);
   const { image, snap, policy, physical, plan, where } = await prepareRestart(opts);
   checkPlan(plan);
+  await pauseForTest('restart');
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
   const env = mergeEnv(snap.wasi.env, opts.env);
   // A progress line (on a terminal, after a second) until the program runs again: the memory

@@ -12,6 +12,7 @@ import { launch, launchPolicy, launchTarget, type LaunchOptions } from './launch
 import { readModuleBytes } from './module.js';
 import { restart } from './restart.js';
 import { checkPreopens } from './run.js';
+import { stopEarlyOnSignals } from './signals.js';
 
 export interface ResumeOptions extends LaunchOptions {
   /**
@@ -23,6 +24,7 @@ export interface ResumeOptions extends LaunchOptions {
 }
 
 export async function resume(opts: ResumeOptions): Promise<GuestResult> {
+  if (opts.ownProcess === true) stopEarlyOnSignals();
   const { name, ckptDir } = launchTarget(opts);
   const gens = await generations(ckptDir);
   if (gens.length === 0) return launch(opts);

@@ -11,7 +11,7 @@ import { listImages, type Codec } from '../image/index.js';
 import type { GlobalValue } from '../image/schema.js';
 import { Checkpoints, type CheckpointSetting } from './checkpoints.js';
 import { GuestSession, type GuestSetup } from './session.js';
-import { onTerminatingSignals } from './signals.js';
+import { EXIT_CHECKPOINTED, onTerminatingSignals } from './signals.js';
 
 export interface ControlOptions {
   /** Where images go (default ./NAME.ckpt). */
@@ -42,8 +42,7 @@ export interface ControlOptions {
   ownProcess?: boolean;
 }
 
-/** Exit status of a program stopped after a checkpoint (sysexits' "try again later"). */
-export const EXIT_CHECKPOINTED = 75;
+export { EXIT_CHECKPOINTED };
 /** Exit status of a program stopped by `stasis kill` (as SIGKILL would report it). */
 export const EXIT_KILLED = 137;
 
