@@ -1,4 +1,5 @@
 // The process's signals, for commands that own the process (the CLI's run, launch, restart).
+import { slurmJob, WARNING_SIGNALS } from './slurm.js';
 
 /** Exit statuses for signals that end a program (as a shell reports them). */
 export const SIGNAL_STATUS: readonly (readonly [NodeJS.Signals, number])[] = [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]];
@@ -42,7 +43,15 @@ function install(end: (status: number) => void, override: Partial<Record<NodeJS.
  */
 export function stopEarlyOnSignals(): void {
   if (removeEarly !== null) return;
-  removeEarly = install((status) => process.exit(status), { SIGTERM: () => process.exit(EXIT_CHECKPOINTED) });
+  const removeTerminating = install((status) => process.exit(status), { SIGTERM: () => process.exit(EXIT_CHECKPOINTED) });
+  // A Slurm job's warning signal comes before there is anything to save: it changes nothing.
+  const ignore = (): void => {};
+  const warnings = slurmJob() === null ? [] : WARNING_SIGNALS;
+  for (const sig of warnings) process.on(sig, ignore);
+  removeEarly = () => {
+    removeTerminating();
+    for (const sig of warnings) process.off(sig, ignore);
+  };
 }
 
 /**
