@@ -2,7 +2,12 @@
 // (test/slurm-cluster.ts starts one; skipped where Slurm cannot be started).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseJobFields, requeueDecision, slurmJob } from '../src/launcher/slurm.js';
+import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
+import { slurmMissing, startCluster, until, type Cluster } from './slurm-cluster.js';
 
 test('slurm: detected from SLURM_JOB_ID only', () => {
   assert.equal(slurmJob({}), null);
@@ -29,4 +34,72 @@ test('slurm: a job stopped after a checkpoint requeues itself unless Slurm does,
   assert.equal(requeueDecision(job, fields('JobState=RUNNING Requeue=0'), '').requeue, false);
   assert.match(requeueDecision(job, fields('JobState=RUNNING'), '70-80').why, /RequeueExit/);
   assert.equal(requeueDecision(job, fields('JobState=RUNNING'), '1,2').requeue, true);
+});
+
+/** A job script: the whole job is one `launch --resume` (exec'd, so the batch shell's signals
+ *  reach it). */
+function jobScript(dir: string, name: string, ckpt: string, program: string[]): string {
+  const file = join(dir, `${name}.sh`);
+  writeFileSync(file, `#!/bin/bash\nexec ${[process.execPath, stasisBin, 'launch', '--resume', '--ckpt-dir', ckpt, ...program].map((a) => `'${a}'`).join(' ')}\n`, { mode: 0o755 });
+  return file;
+}
+
+function submit(c: Cluster, dir: string, name: string, script: string, options: string[]): { id: string; out: () => string; err: () => string } {
+  const out = join(dir, `${name}.out`);
+  const err = join(dir, `${name}.err`);
+  const id = c.run('sbatch', ['--parsable', '--open-mode=append', `--output=${out}`, `--error=${err}`, `--chdir=${dir}`, ...options, script]).trim();
+  const text = (f: string) => (): string => (existsSync(f) ? readFileSync(f, 'utf8') : '');
+  return { id, out: text(out), err: text(err) };
+}
+
+const slurmSkip = slurmMissing();
+
+test('slurm: a job requeued by scontrol, and a job past its time limit warned by --signal, resume from their images; output as one run', { skip: slurmSkip ?? false, timeout: 600_000 }, async (t) => {
+  let c: Cluster;
+  try {
+    c = await startCluster();
+  } catch (e) {
+    t.skip(`Slurm could not be started here: ${(e as Error).message.split('\n')[0]}`);
+    return;
+  }
+  const { dir, cleanup } = tempDir();
+  try {
+    const short = [fixture('ckpt_sleep'), '40', '100'];
+    // Longer than the first attempt can be: Slurm keeps limits in whole minutes and enforces
+    // them within 30 s after.
+    const long = [fixture('ckpt_sleep'), '200', '500'];
+    const refShort = stasis(['run', ...short]);
+    // The uninterrupted run, alongside the jobs (it sleeps for 100 s).
+    const refLong = new Promise<string>((resolve) => {
+      const child = spawn(process.execPath, [stasisBin, 'run', ...long], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.on('close', () => resolve(out));
+    });
+    const requeued = submit(c, dir, 'requeued', jobScript(dir, 'requeued', join(dir, 'ck-requeued'), short), []);
+    const limited = submit(c, dir, 'limited', jobScript(dir, 'limited', join(dir, 'ck-limited'), long), ['--time=1', '--signal=B:USR1@50']);
+
+    await until(() => requeued.out().includes('tick 3 '), 'the first job to run');
+    c.run('scontrol', ['requeue', requeued.id]);
+    const done = (j: { id: string }) => (): boolean => ['COMPLETED', 'FAILED', 'TIMEOUT', 'CANCELLED'].includes(c.job(j.id)['JobState']!);
+    await until(done(requeued), 'the requeued job to end', [], requeued.err);
+    assert.equal(c.job(requeued.id)['JobState'], 'COMPLETED', requeued.err());
+    assert.equal(c.job(requeued.id)['Restarts'], '1');
+    assert.equal(requeued.out(), refShort.stdout);
+    assert.match(requeued.err(), /^stasis: checkpointed to \S+gen-000001 on SIGTERM in \d+\.\d\d s /m);
+    assert.match(requeued.err(), /^stasis: job \d+ not requeued by stasis: Slurm has requeued it already$/m);
+    assert.match(requeued.err(), /^stasis: resuming ckpt_sleep from /m);
+
+    await until(done(limited), 'the job with a time limit to end', [], limited.err, 300_000);
+    const err = limited.err();
+    assert.equal(c.job(limited.id)['JobState'], 'COMPLETED', err);
+    assert.ok(Number(c.job(limited.id)['Restarts']) >= 1, err);
+    assert.equal(limited.out(), await refLong, err);
+    assert.match(err, /^stasis: checkpointed to \S+ on SIGUSR1 \(Slurm's warning; the program goes on\) in \d+\.\d\d s/m);
+    assert.match(err, /^stasis: checkpointed to \S+ on SIGTERM in \d+\.\d\d s/m);
+    assert.match(err, new RegExp(`^stasis: job ${limited.id} requeued \\(scontrol requeue ${limited.id}\\)`, 'm'));
+  } finally {
+    await c.stop();
+    cleanup();
+  }
 });
