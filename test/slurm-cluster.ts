@@ -42,10 +42,11 @@ function freePort(): Promise<number> {
 }
 
 /**
- * Starts the cluster; resolves once its node is idle. `partitions` are extra slurm.conf lines
- * (the default partition `debug` is always there).
+ * Starts the cluster; resolves once its node is idle. `extra` are more slurm.conf settings,
+ * `debug` more settings of the default partition `debug`, `partitions` more partitions (NODE in
+ * them stands for the node's name).
  */
-export async function startCluster(opts: { extra?: string[]; partitions?: string[] } = {}): Promise<Cluster> {
+export async function startCluster(opts: { extra?: string[]; debug?: string; partitions?: string[] } = {}): Promise<Cluster> {
   const { dir, cleanup } = tempDir('stasis-slurm-');
   const children: ChildProcess[] = [];
   const logs: string[] = [];
@@ -84,10 +85,12 @@ export async function startCluster(opts: { extra?: string[]; partitions?: string
       'SchedulerType=sched/builtin', 'MpiDefault=none', 'ReturnToService=2',
       'JobCompType=jobcomp/none', 'AccountingStorageType=accounting_storage/none', 'JobAcctGatherType=jobacct_gather/none',
       'KillWait=10', 'MinJobAge=600', 'InactiveLimit=0', 'OverTimeLimit=0',
+      // Pending jobs (a requeued one, once its delay is over) are looked at every 2 s, not 60.
+      'SchedulerParameters=sched_interval=2',
       ...(opts.extra ?? []),
       `NodeName=${node} NodeAddr=127.0.0.1 CPUs=2 RealMemory=1000 State=UNKNOWN`,
-      `PartitionName=debug Nodes=${node} Default=YES MaxTime=INFINITE State=UP`,
-      ...(opts.partitions ?? []),
+      `PartitionName=debug Nodes=${node} Default=YES MaxTime=INFINITE State=UP ${opts.debug ?? ''}`,
+      ...(opts.partitions ?? []).map((p) => p.replaceAll('NODE', node)),
       '',
     ].join('\n'));
     chmodSync(dir, 0o755);

@@ -54,10 +54,16 @@ function submit(c: Cluster, dir: string, name: string, script: string, options: 
 
 const slurmSkip = slurmMissing();
 
-test('slurm: a job requeued by scontrol, and a job past its time limit warned by --signal, resume from their images; output as one run', { skip: slurmSkip ?? false, timeout: 600_000 }, async (t) => {
+test('slurm: a job requeued by scontrol, a job past its time limit warned by --signal, and a job preempted by a higher-priority partition resume from their images; output as one run', { skip: slurmSkip ?? false, timeout: 600_000 }, async (t) => {
   let c: Cluster;
   try {
-    c = await startCluster();
+    // Jobs in `low` may be preempted (and are requeued by Slurm) by jobs in `high`; the others not.
+    c = await startCluster({
+      extra: ['PreemptType=preempt/partition_prio', 'PreemptMode=REQUEUE'],
+      debug: 'PriorityTier=1 PreemptMode=OFF',
+      partitions: ['PartitionName=low Nodes=NODE MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE',
+        'PartitionName=high Nodes=NODE MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF'],
+    });
   } catch (e) {
     t.skip(`Slurm could not be started here: ${(e as Error).message.split('\n')[0]}`);
     return;
@@ -67,9 +73,9 @@ test('slurm: a job requeued by scontrol, and a job past its time limit warned by
     const short = [fixture('ckpt_sleep'), '40', '100'];
     // Longer than the first attempt can be: Slurm keeps limits in whole minutes and enforces
     // them within 30 s after.
-    const long = [fixture('ckpt_sleep'), '200', '500'];
+    const long = [fixture('ckpt_sleep'), '220', '500'];
     const refShort = stasis(['run', ...short]);
-    // The uninterrupted run, alongside the jobs (it sleeps for 100 s).
+    // The uninterrupted run, alongside the jobs (it sleeps for 110 s).
     const refLong = new Promise<string>((resolve) => {
       const child = spawn(process.execPath, [stasisBin, 'run', ...long], { stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
@@ -89,6 +95,19 @@ test('slurm: a job requeued by scontrol, and a job past its time limit warned by
     assert.match(requeued.err(), /^stasis: checkpointed to \S+gen-000001 on SIGTERM in \d+\.\d\d s /m);
     assert.match(requeued.err(), /^stasis: job \d+ not requeued by stasis: Slurm has requeued it already$/m);
     assert.match(requeued.err(), /^stasis: resuming ckpt_sleep from /m);
+
+    // The node's two CPUs: one for the job with a time limit, one for this one, until a job of
+    // the higher partition needs it.
+    const preempted = submit(c, dir, 'preempted', jobScript(dir, 'preempted', join(dir, 'ck-preempted'), short), ['--partition=low']);
+    await until(() => preempted.out().includes('tick 3 '), 'the job in the low partition to run');
+    const high = c.run('sbatch', ['--parsable', '--partition=high', `--output=${join(dir, 'high.out')}`, '--wrap', 'echo high']).trim();
+    await until(done(preempted), 'the preempted job to end', [], preempted.err);
+    assert.equal(c.job(high)['JobState'], 'COMPLETED');
+    assert.equal(c.job(preempted.id)['JobState'], 'COMPLETED', preempted.err());
+    assert.equal(c.job(preempted.id)['Restarts'], '1');
+    assert.equal(preempted.out(), refShort.stdout, preempted.err());
+    assert.match(preempted.err(), /^stasis: checkpointed to \S+gen-000001 on SIGTERM in \d+\.\d\d s /m);
+    assert.match(preempted.err(), /^stasis: job \d+ not requeued by stasis: Slurm has requeued it already$/m);
 
     await until(done(limited), 'the job with a time limit to end', [], limited.err, 300_000);
     const err = limited.err();
