@@ -124,6 +124,17 @@ test('launch --resume refuses another program\'s or another run\'s image, and a 
     assert.equal(bad.code, 73, bad.stderr);
     assert.equal(bad.stdout, '');
     assert.deepEqual(tree(only), onlyBefore);
+
+    // With --inherit-env, variables not named on the command line (a scheduler's, which change
+    // from one attempt to the next) are not compared.
+    const ref = stasis(['run', fixture('ckpt_sleep'), '3', '10']);
+    const jobs = join(dir, 'jobs');
+    const cmd = ['launch', '--quiet', '--resume', '--ckpt-dir', jobs, '--inherit-env', '--env', 'MODE=a'];
+    const a = stasis([...cmd, '--checkpoint-at-call', '3', fixture('ckpt_sleep'), '3', '10'], { env: { ...process.env, ATTEMPT: '1' } });
+    assert.equal(a.code, CHECKPOINTED, a.stderr);
+    const b = stasis([...cmd, fixture('ckpt_sleep'), '3', '10'], { env: { ...process.env, ATTEMPT: '2' } });
+    assert.equal(b.code, ref.code, b.stderr);
+    assert.equal(a.stdout + b.stdout, ref.stdout);
   } finally {
     cleanup();
   }
