@@ -124,7 +124,7 @@ export async function startCluster(opts: { extra?: string[]; debug?: string; par
 
 /** Waits for `cond` (a state of the cluster, checked every 100 ms), failing after `limitMs` (a
  *  guard against a hang, not a timing) with the daemons' messages. */
-export async function until(cond: () => boolean, what: string, logs: string[] = [], more: () => string = () => '', limitMs = 60_000): Promise<void> {
+export async function until(cond: () => boolean, what: string, logs: string[] = [], more: () => string = () => '', limitMs = 180_000): Promise<void> {
   const deadline = Date.now() + limitMs;
   while (!cond()) {
     if (Date.now() > deadline) {

@@ -36,11 +36,11 @@ test('slurm: a job stopped after a checkpoint requeues itself unless Slurm does,
   assert.equal(requeueDecision(job, fields('JobState=RUNNING'), '1,2').requeue, true);
 });
 
-/** A job script: the whole job is one `launch --resume` (exec'd, so the batch shell's signals
- *  reach it). */
-function jobScript(dir: string, name: string, ckpt: string, program: string[]): string {
+/** A job script: the whole job is one `launch --resume`, exec'd (so the batch shell's signals
+ *  reach it) or run as a job step (`srun`). */
+function jobScript(dir: string, name: string, ckpt: string, program: string[], how: 'exec' | 'srun' = 'exec'): string {
   const file = join(dir, `${name}.sh`);
-  writeFileSync(file, `#!/bin/bash\nexec ${[process.execPath, stasisBin, 'launch', '--resume', '--ckpt-dir', ckpt, ...program].map((a) => `'${a}'`).join(' ')}\n`, { mode: 0o755 });
+  writeFileSync(file, `#!/bin/bash\n${how} ${[process.execPath, stasisBin, 'launch', '--resume', '--ckpt-dir', ckpt, ...program].map((a) => `'${a}'`).join(' ')}\n`, { mode: 0o755 });
   return file;
 }
 
@@ -54,7 +54,7 @@ function submit(c: Cluster, dir: string, name: string, script: string, options: 
 
 const slurmSkip = slurmMissing();
 
-test('slurm: a job requeued by scontrol, a job past its time limit warned by --signal, and a job preempted by a higher-priority partition resume from their images; output as one run', { skip: slurmSkip ?? false, timeout: 600_000 }, async (t) => {
+test('slurm: a job requeued by scontrol (as a batch script and as a job step), a job past its time limit warned by --signal, and a job preempted by a higher-priority partition resume from their images; output as one run', { skip: slurmSkip ?? false, timeout: 600_000 }, async (t) => {
   let c: Cluster;
   try {
     // Jobs in `low` may be preempted (and are requeued by Slurm) by jobs in `high`; the others not.
@@ -85,7 +85,7 @@ test('slurm: a job requeued by scontrol, a job past its time limit warned by --s
     const requeued = submit(c, dir, 'requeued', jobScript(dir, 'requeued', join(dir, 'ck-requeued'), short), []);
     const limited = submit(c, dir, 'limited', jobScript(dir, 'limited', join(dir, 'ck-limited'), long), ['--time=1', '--signal=B:USR1@50']);
 
-    await until(() => requeued.out().includes('tick 3 '), 'the first job to run');
+    await until(() => requeued.out().includes('tick 3 '), 'the first job to run', [], () => ` (job: ${JSON.stringify(c.job(requeued.id))}; stderr: ${requeued.err()})`);
     c.run('scontrol', ['requeue', requeued.id]);
     const done = (j: { id: string }) => (): boolean => ['COMPLETED', 'FAILED', 'TIMEOUT', 'CANCELLED'].includes(c.job(j.id)['JobState']!);
     await until(done(requeued), 'the requeued job to end', [], requeued.err);
@@ -108,6 +108,15 @@ test('slurm: a job requeued by scontrol, a job past its time limit warned by --s
     assert.equal(preempted.out(), refShort.stdout, preempted.err());
     assert.match(preempted.err(), /^stasis: checkpointed to \S+gen-000001 on SIGTERM in \d+\.\d\d s /m);
     assert.match(preempted.err(), /^stasis: job \d+ not requeued by stasis: Slurm has requeued it already$/m);
+
+    // The same as a job step.
+    const step = submit(c, dir, 'step', jobScript(dir, 'step', join(dir, 'ck-step'), short, 'srun'), []);
+    await until(() => step.out().includes('tick 3 '), 'the job step to run');
+    c.run('scontrol', ['requeue', step.id]);
+    await until(done(step), 'the job step\'s job to end', [], step.err);
+    assert.equal(c.job(step.id)['JobState'], 'COMPLETED', step.err());
+    assert.equal(step.out(), refShort.stdout, step.err());
+    assert.match(step.err(), /^stasis: checkpointed to \S+gen-000001 on SIGTERM in \d+\.\d\d s /m);
 
     await until(done(limited), 'the job with a time limit to end', [], limited.err, 300_000);
     const err = limited.err();
