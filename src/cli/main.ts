@@ -7,6 +7,7 @@ import { CODECS, type Codec } from '../image/format.js';
 /** Loaded per command: `run` needs none of the checkpoint machinery (image store, control). */
 const api = (): Promise<typeof import('../api.js')> => import('../api.js');
 import { COMPILE_MODES, type CompileMode } from '../launcher/compile.js';
+import { stopEarlyOnSignals } from '../launcher/signals.js';
 import type { Preopen } from '../wasi/state.js';
 import { parseArgs, type OptionSpec, type Parsed } from './args.js';
 
@@ -54,6 +55,10 @@ control options:
   --allow-file-overwrite  at restart, replace files that differ from their saved copies
                         (their current versions are kept in CKPT_DIR/kept/)
   --plugin FILE.js      load a plugin (docs/plugins.md); repeatable
+  --resume              (launch) if the checkpoint directory holds an image, continue from
+                        the newest one instead, once it is found to be of this program with
+                        these arguments, directories and variables (else exit 79); the one
+                        command a job script that may be run again needs
 
 file options (launch):
   --checkpoint-open-files  save every open file with each checkpoint
@@ -68,7 +73,9 @@ restart options:
   --dry-run             print what restart would do with each open file; change nothing
 
 TARGET: a program name, a launcher pid, or a checkpoint directory (default: the only one).
-Signals to a launched program: SIGTERM = checkpoint, then exit 75; SIGINT = exit 130.
+Signals to a launched program: SIGTERM = checkpoint, then exit 75 (before the program
+runs: exit 75 at once); SIGINT = exit 130. In a Slurm job (SLURM_JOB_ID set), SIGUSR1 and
+SIGUSR2 = checkpoint, the program goes on; a stop after a checkpoint requeues the job.
 
 exit status: the program's own; 134 if it trapped; 75 stopped after a checkpoint;
 137 stopped by 'stasis kill'; 64 usage error; 65 not a valid wasm module; 66 module
@@ -77,7 +84,8 @@ file not found; 67 not a WASI command Stasis can run; 68 bad or missing director
 foreign, newer format); 73 damaged image (truncated, hash mismatch); 74 a file the
 program had open is missing; 76 a file differs from its saved copy, or a log is shorter
 than at the checkpoint; 77 a file the restart must read or write is not accessible;
-78 bad --file-rules file or --plugin; 70 internal error.`;
+78 bad --file-rules file or --plugin; 79 launch --resume: the image is of another
+program, or of other arguments, directories or variables; 70 internal error.`;
 
 const RUN_OPTIONS: Record<string, OptionSpec> = {
   '--dir': { value: true, repeat: true },
@@ -214,13 +222,17 @@ async function cmdRun(argv: string[]): Promise<number> {
 }
 
 async function cmdLaunch(argv: string[]): Promise<number> {
-  const p = parseArgs('launch', argv, { ...RUN_OPTIONS, ...CONTROL_OPTIONS, ...FILE_OPTIONS, ...HELP });
+  stopEarlyOnSignals();
+  const p = parseArgs('launch', argv, { ...RUN_OPTIONS, ...CONTROL_OPTIONS, ...FILE_OPTIONS, '--resume': {}, ...HELP });
   if (help(p)) return 0;
   const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis launch: missing PROG.wasm; usage: stasis launch [options] PROG.wasm [ARGS...]');
-  const { launch } = await api();
+  const { launch, resume } = await api();
   await warnIfWeakSandbox(p.options.has('--quiet'));
-  return report(await launch({
+  // --resume with --inherit-env: only the variables named here are compared with the image's.
+  const envGiven = p.options.has('--inherit-env') ? { envGiven: (p.options.get('--env') ?? []).map((e) => parseEnv('launch', e)) } : {};
+  return report(await (p.options.has('--resume') ? resume : launch)({
+    ...envGiven,
     module, args, env: envOf('launch', p),
     preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('launch', d)),
     ...controlOf('launch', p),
@@ -238,6 +250,7 @@ async function cmdRestart(argv: string[]): Promise<number> {
     '--compile': { value: true }, ...CONTROL_OPTIONS, ...HELP,
   }, true);
   if (help(p)) return 0;
+  if (!p.options.has('--dry-run')) stopEarlyOnSignals();
   const [image, ...extra] = p.operands;
   if (image === undefined) throw new StasisError('USAGE', 'stasis restart: missing IMAGE or CKPT_DIR');
   if (extra.length > 0) throw new StasisError('USAGE', `stasis restart: unexpected argument ${extra[0]}`);

@@ -6,3 +6,4 @@ export { writeExport, openExport, EXPORT_MODE } from './export.js';
 export type { ImageRef } from './manifest.js';
 export { CODECS, FORMAT_VERSION, MAGIC, defaultChunkSize, type Codec } from './format.js';
 export type { Manifest } from './schema.js';
+export { generations } from './manifest.js';

@@ -17,6 +17,7 @@ import { instrumentInThread, Unsupported } from '../instrument/thread.js';
 import { loadModule, readModuleBytes } from './module.js';
 import { progress } from './progress.js';
 import { checkPreopens, type RunOptions } from './run.js';
+import { pauseForTest, stopEarlyOnSignals } from './signals.js';
 import { checkpointDir, supervise, type ControlOptions } from './supervisor.js';
 
 export interface LaunchOptions extends RunOptions, ControlOptions {
@@ -28,9 +29,15 @@ export interface LaunchOptions extends RunOptions, ControlOptions {
   fileRules?: string;
 }
 
-export async function launch(opts: LaunchOptions): Promise<GuestResult> {
+/** The program's name (--name, else the module's file name) and its checkpoint directory. */
+export function launchTarget(opts: LaunchOptions): { name: string; ckptDir: string } {
   const name = opts.name ?? basename(opts.module).replace(/\.wasm$/, '');
-  const ckptDir = checkpointDir(opts.ckptDir ?? `${name}.ckpt`);
+  return { name, ckptDir: checkpointDir(opts.ckptDir ?? `${name}.ckpt`) };
+}
+
+export async function launch(opts: LaunchOptions): Promise<GuestResult> {
+  if (opts.ownProcess === true) stopEarlyOnSignals();
+  const { name, ckptDir } = launchTarget(opts);
   // The program's state keeps the preopens as given; the host opens them through --path-map.
   const preopens = checkPreopens(opts.preopens);
   const policy = launchPolicy(opts, preopens);
@@ -76,7 +83,7 @@ async function instrumented(path: string): Promise<{ inst: InstrumentedModule; m
   let inst;
   try {
     inst = await progress(`instrumenting ${path} (first launch of this module; cached afterwards)`, () =>
-      instrumentInThread(bytes, { polls: true }));
+      Promise.all([instrumentInThread(bytes, { polls: true }), pauseForTest('instrument')]).then(([i]) => i));
   } catch (e) {
     if (e instanceof Unsupported) throw new StasisError('UNSUPPORTED', `${path}: ${e.message}`);
     throw e;
@@ -85,7 +92,7 @@ async function instrumented(path: string): Promise<{ inst: InstrumentedModule; m
 }
 
 /** The file options of a launch, checked (conflicts, rules file, path maps). */
-function launchPolicy(opts: LaunchOptions, preopens: Preopen[]): FilePolicyOptions {
+export function launchPolicy(opts: LaunchOptions, preopens: Preopen[]): FilePolicyOptions {
   const rules = [...cliRules(opts.ckptFiles ?? [], process.cwd()), ...(opts.fileRules !== undefined ? loadRulesFile(opts.fileRules) : [])];
   checkConflicts(rules);
   checkRestartPaths(rules, preopens);

@@ -15,6 +15,7 @@ import { guestPath, type Preopen } from '../wasi/state.js';
 import type { CompileMode } from './compile.js';
 import { progress } from './progress.js';
 import { checkPreopens } from './run.js';
+import { pauseForTest, stopEarlyOnSignals } from './signals.js';
 import { checkpointDir, supervise, type ControlOptions } from './supervisor.js';
 
 export interface RestartOptions extends ControlOptions {
@@ -57,9 +58,11 @@ async function prepareRestart(opts: RestartOptions) {
 }
 
 export async function restart(opts: RestartOptions): Promise<GuestResult> {
+  if (opts.ownProcess === true) stopEarlyOnSignals();
   if (opts.ckptDir !== undefined) checkpointDir(opts.ckptDir);
   const { image, snap, policy, physical, plan, where } = await prepareRestart(opts);
   checkPlan(plan);
+  await pauseForTest('restart');
   const name = opts.name ?? snap.meta.name;
   // An image's own directory goes on receiving its checkpoints; an export file's go where a
   // launch of the program would put them.
