@@ -508,11 +508,35 @@ test('a restart path outside the program\'s directories: refused at launch (78),
     writeFileSync(join(image, 'manifest.sha256'), `${createHash('sha256').update(text).digest('hex')}  manifest.json\n`);
     rmSync(join(w.data, 'ro.cfg'));
     const before = snapshotDir(w.root);
-    const r = restart(w);
+    const r = restart(w, ['--dir', `${w.data}::/data`]); // an edited image is not ours: its directory is given
     assert.equal(r.code, 73, r.stderr);
     assert.match(r.stderr, /^stasis: restart refused, nothing changed: the image puts \/data\/ro\.cfg at .*outside the program's directories[^\n]*\n$/);
     assert.deepEqual(snapshotDir(w.root), before);
     assert.deepEqual(readdirSync(outside), []);
+  } finally {
+    w.cleanup();
+  }
+});
+
+test('an image this user\'s Stasis did not write: the program gets only the directories given with --dir (77 otherwise, nothing changed)', async () => {
+  const files = { 'a.txt': 'alpha' };
+  const ops = ['open:0:/data/a.txt:r', 'pause', 'read:0:5'];
+  const w = world(files);
+  try {
+    await launchAndCheckpoint(w, ops);
+    // The same image, re-serialised with its hash recomputed: as an image from elsewhere would be.
+    const image = join(w.ckpt, 'images', readdirSync(join(w.ckpt, 'images')).sort().pop()!);
+    const text = JSON.stringify(JSON.parse(readFileSync(join(image, 'manifest.json'), 'utf8')));
+    writeFileSync(join(image, 'manifest.json'), text);
+    writeFileSync(join(image, 'manifest.sha256'), `${createHash('sha256').update(text).digest('hex')}  manifest.json\n`);
+    const before = snapshotDir(w.root);
+    const refused = restart(w);
+    assert.equal(refused.code, 77, refused.stderr);
+    assert.match(refused.stderr, new RegExp(`^stasis: [^\\n]*not written by your Stasis here[^\\n]*--dir ${w.data}::/data\\n$`));
+    assert.deepEqual(snapshotDir(w.root), before);
+    const given = restart(w, ['--dir', `${w.data}::/data`]);
+    assert.equal(given.code, 0, given.stderr);
+    assert.match(given.stdout, /read 0: alpha\n/);
   } finally {
     w.cleanup();
   }

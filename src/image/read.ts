@@ -11,7 +11,8 @@ import { IMAGES, MANIFEST, MANIFEST_SUM, chunkFile, genName, moduleFile, type Ch
 import { sha256hex } from '../util/fs.js';
 import { hashChunk } from './hash.js';
 import { xxh64hexInPlace } from './xxh64.js';
-import { generations, latestPointer, latestGeneration, loadManifest, parseManifest, resolveImage, type ImageRef } from './manifest.js';
+import { generations, latestPointer, latestGeneration, loadManifest, parseManifest, readManifestFiles, resolveImage, type ImageRef } from './manifest.js';
+import { writtenHere } from './provenance.js';
 import { checkExportEntries, exportSource, openExport } from './export.js';
 import { dirSource, readStoredAll, type ImageSource, type StoredFile } from './source.js';
 import { readCopy } from './files.js';
@@ -39,6 +40,8 @@ export interface ReadResult {
   manifest: Manifest;
   /** Where its stored files are read from (a checkpoint directory, or an export file). */
   source: ImageSource;
+  /** Whether this user's Stasis wrote it (provenance.ts): else the host paths it names are not used. */
+  ours: boolean;
 }
 
 const readAsync = promisify(read);
@@ -125,11 +128,12 @@ function checkChunk(source: ImageSource, imageDir: string, m: Manifest, c: Chunk
 
 /** An image's manifest (checked) and where its stored files are: a checkpoint directory's
  *  image, or an export file (its index checked against the manifest). */
-async function locate(path: string, generation?: number): Promise<{ ref: ImageRef; imageDir: string; source: ImageSource; m: Manifest }> {
+async function locate(path: string, generation?: number): Promise<{ ref: ImageRef; imageDir: string; source: ImageSource; m: Manifest; sha: string }> {
   const r = await resolveImage(path, generation);
   if (r.kind === 'directory') {
-    const m = await loadManifest(r.imageDir);
-    return { ref: { dir: r.ckptDir, path: r.imageDir, generation: m.snapshot.meta.generation, name: m.snapshot.meta.name }, imageDir: r.imageDir, source: dirSource(r.ckptDir), m };
+    const { manifest, sum } = await readManifestFiles(r.imageDir);
+    const m = parseManifest(manifest, sum, r.imageDir);
+    return { ref: { dir: r.ckptDir, path: r.imageDir, generation: m.snapshot.meta.generation, name: m.snapshot.meta.name }, imageDir: r.imageDir, source: dirSource(r.ckptDir), m, sha: sha256hex(manifest) };
   }
   const idx = openExport(r.file);
   const source = exportSource(idx);
@@ -150,7 +154,7 @@ async function locate(path: string, generation?: number): Promise<{ ref: ImageRe
   if (generation !== undefined && generation !== idx.generation) {
     throw new ImageError('MISSING', `export file ${r.file} holds the image of generation ${idx.generation}, not ${generation}`, r.file);
   }
-  return { ref: { dir: r.file, path: r.file, generation: idx.generation, name: m.snapshot.meta.name }, imageDir, source, m };
+  return { ref: { dir: r.file, path: r.file, generation: idx.generation, name: m.snapshot.meta.name }, imageDir, source, m, sha: sha256hex(manifest) };
 }
 
 /**
@@ -159,7 +163,7 @@ async function locate(path: string, generation?: number): Promise<{ ref: ImageRe
  */
 export async function readImage(path: string, opts: ReadOptions | number = {}): Promise<ReadResult> {
   const o: ReadOptions = typeof opts === 'number' ? { generation: opts } : opts;
-  const { ref, imageDir, source, m } = await locate(path, o.generation);
+  const { ref, imageDir, source, m, sha } = await locate(path, o.generation);
 
   const modRel = moduleFile(m.module.sha256);
   const mod = openStored(source, modRel, imageDir, 'module');
@@ -184,6 +188,7 @@ export async function readImage(path: string, opts: ReadOptions | number = {}): 
     snapshot: { ...m.snapshot, memory, stdinPending: new Uint8Array(stdin.buffer, stdin.byteOffset, stdin.length) },
     moduleBytes: new Uint8Array(moduleBytes.buffer, moduleBytes.byteOffset, moduleBytes.length),
     manifest: m,
+    ours: writtenHere(sha),
     source,
   });
   if (o.memory === false) return result(new Uint8Array(0));

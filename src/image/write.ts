@@ -13,6 +13,7 @@ import {
   chunkKey, defaultChunkSize, genName, moduleFile, type ChunkHash, type Codec,
 } from './format.js';
 import { publishStaged } from './files.js';
+import { rememberWritten } from './provenance.js';
 import { hashChunk } from './hash.js';
 import { errno, fsyncDir, pool, rmrf, sha256hex, tmpSuffix, writeFileAtomic } from '../util/fs.js';
 import { alive } from '../util/proc.js';
@@ -375,10 +376,12 @@ async function writeManifest(tmpImage: string, manifest: Manifest): Promise<numb
     throw e;
   }
   const json = Buffer.from(JSON.stringify(manifest, null, 1) + '\n');
-  const sum = Buffer.from(`${sha256hex(json)}  ${MANIFEST}\n`);
+  const sha = sha256hex(json);
+  const sum = Buffer.from(`${sha}  ${MANIFEST}\n`);
   await writeFileAtomic(join(tmpImage, `${TMP_PREFIX}${MANIFEST}`), join(tmpImage, MANIFEST), json);
   await writeFileAtomic(join(tmpImage, `${TMP_PREFIX}${MANIFEST_SUM}`), join(tmpImage, MANIFEST_SUM), sum);
   await fsyncDir(tmpImage);
+  rememberWritten(sha);
   return json.length + sum.length;
 }
 

@@ -7,7 +7,7 @@ import { maxFrameBytes } from '../engine/stack.js';
 import type { CopyCache } from '../files/capture.js';
 import { emit, loadPlugins } from '../files/plugin.js';
 import { builtinPolicy } from '../files/policy.js';
-import { checkPathMap, mergePathMaps, mountsOf, parsePathMap } from '../files/pathmap.js';
+import { checkPathMap, mapPath, mergePathMaps, mountsOf, parsePathMap } from '../files/pathmap.js';
 import { applyPlan, checkPlan, fileRecords, locationKey, physicalPath, planFiles, type FilePlan, type PlanOptions } from '../files/restore.js';
 import { readImage, verifyStored } from '../image/index.js';
 import type { FilePolicyOptions, Snapshot } from '../image/schema.js';
@@ -48,6 +48,13 @@ async function prepareRestart(opts: RestartOptions) {
     ...saved, pathMap: mergePathMaps(saved.pathMap, restartMap),
     allowFileOverwrite: saved.allowFileOverwrite || opts.allowFileOverwrite === true,
   };
+  if (!image.ours) {
+    // An image from elsewhere could name any host directory: the program gets only those given here.
+    const ungiven = snap.wasi.preopens.filter((p) => !opts.dirs.some((d) => d.guest === p.guest) && mapPath(restartMap, p.host) === p.host);
+    if (ungiven.length > 0) {
+      throw new StasisError('FILE_ACCESS', `${image.ref.path} was not written by your Stasis here (it may come from elsewhere), so the host directories it names are not given to the program: check them and give each with --dir, e.g. ${ungiven.map((p) => `--dir ${p.host}::${p.guest}`).join(' ')}`);
+    }
+  }
   const where: PlanOptions = { saved: snap.wasi.preopens, dirs: opts.dirs, pathMap: policy.pathMap, allowOverwrite: opts.allowFileOverwrite === true };
   const physical = remapPreopens(snap.wasi.preopens, opts.dirs, (p) => physicalPath(where, { preopen: p.guest, rel: '' })!);
   checkOtherFds(snap, where);
