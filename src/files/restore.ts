@@ -10,7 +10,7 @@ import type { ImageSource } from '../image/source.js';
 import { genName } from '../image/format.js';
 import { copyRangeSync, nowNs, settledBefore } from '../util/fs.js';
 import { guestPath as guestPathOf, hostPathOf, insidePreopens, type FileFdState, type Location, type Preopen } from '../wasi/state.js';
-import { openAt, statAt, type At } from '../wasi/beneath.js';
+import { closeFd, mkdirAt, openAt, openHostDir, statAt, type At } from '../wasi/beneath.js';
 import { mapPath, type PathMap } from './pathmap.js';
 import type { CopyCache } from './capture.js';
 
@@ -273,24 +273,89 @@ export interface Applied {
  * logs cut and backups taken.
  */
 export function applyPlan(plan: FilePlan, snap: Snapshot, source: ImageSource, ckptDir: string): Applied {
-  const temps = stageCopies(plan, source, ckptDir);
-  const kept = putFiles(plan, temps, join(ckptDir, 'kept', `${genName(snap.meta.generation)}-restart-${new Date().toISOString().replace(/[:.]/g, '-')}`));
-  return { ...reopen(plan, snap, temps), kept };
+  const places = new Places();
+  try {
+    const temps = stageCopies(plan, source, ckptDir, places);
+    const kept = putFiles(plan, temps, places, join(ckptDir, 'kept', `${genName(snap.meta.generation)}-restart-${new Date().toISOString().replace(/[:.]/g, '-')}`));
+    return { ...reopen(plan, snap, temps), kept };
+  } finally {
+    places.close();
+  }
+}
+
+const PROC_FD = fs.existsSync('/proc/self/fd') ? '/proc/self/fd/' : null;
+
+/**
+ * Paths to the steps' targets through handles on their directories, opened beneath the
+ * directory the user gave (anchorOf) through no link, missing ones made there: what the
+ * restart writes cannot be led elsewhere by a directory swapped for a link meanwhile.
+ * Targets a rule or --path-map moved (places the user named) are used as they are.
+ */
+class Places {
+  private readonly dirs = new Map<string, number>();
+  /** Directories made for targets (removed again if the restart is refused), deepest last. */
+  readonly made: string[] = [];
+
+  /** The target of a step, or `name` beside it. */
+  path(s: Step, name = basename(s.target)): string {
+    if (s.anchor === null || PROC_FD === null) {
+      const made = fs.mkdirSync(dirname(s.target), { recursive: true });
+      if (made !== undefined) this.made.push(made);
+      return join(dirname(s.target), name);
+    }
+    return `${PROC_FD}${this.dir(s.anchor)}/${name}`;
+  }
+
+  private dir(a: Anchor): number {
+    const rel = a.rel.includes('/') ? a.rel.slice(0, a.rel.lastIndexOf('/')) : '';
+    const key = `${a.root}\0${rel}`;
+    let fd = this.dirs.get(key);
+    if (fd !== undefined) return fd;
+    fd = openHostDir(a.root);
+    let host = a.root;
+    for (const name of rel === '' ? [] : rel.split('/')) {
+      const at: At = { fd, host, path: name };
+      let next: number;
+      try {
+        next = openAt(at, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, 0);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+          closeFd(fd);
+          throw e;
+        }
+        mkdirAt(at);
+        this.made.push(join(host, name));
+        next = openAt(at, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, 0);
+      }
+      closeFd(fd);
+      fd = next;
+      host = join(host, name);
+    }
+    this.dirs.set(key, fd);
+    return fd;
+  }
+
+  close(): void {
+    for (const fd of this.dirs.values()) closeFd(fd);
+    this.dirs.clear();
+  }
 }
 
 /** Every saved copy that comes back, written and synced beside its target (or in the
  *  checkpoint directory, for files deleted while open). Nothing else is changed: on failure
  *  what was written is removed and the restart refused. */
-function stageCopies(plan: FilePlan, source: ImageSource, ckptDir: string): Map<Step, string> {
+function stageCopies(plan: FilePlan, source: ImageSource, ckptDir: string, places: Places): Map<Step, string> {
   const temps = new Map<Step, string>();
-  const madeDirs: string[] = [];
+  const madeDirs = places.made;
   try {
     for (const s of plan.steps) {
       if (s.kind !== 'restore' && s.kind !== 'replace' && s.kind !== 'restore-deleted') continue;
-      const dir = s.kind === 'restore-deleted' ? ckptDir : dirname(s.target);
-      const made = fs.mkdirSync(dir, { recursive: true });
-      if (made !== undefined) madeDirs.push(made);
-      const tmp = join(dir, `.stasis-restore-${process.pid}-${temps.size}-${basename(s.target)}`);
+      const name = `.stasis-restore-${process.pid}-${temps.size}-${basename(s.target)}`;
+      if (s.kind === 'restore-deleted') {
+        const made = fs.mkdirSync(ckptDir, { recursive: true });
+        if (made !== undefined) madeDirs.push(made);
+      }
+      const tmp = s.kind === 'restore-deleted' ? join(ckptDir, name) : places.path(s, name);
       temps.set(s, tmp);
       const fd = fs.openSync(tmp, 'wx', s.record.mode & 0o777);
       try {
@@ -316,7 +381,7 @@ function stageCopies(plan: FilePlan, source: ImageSource, ckptDir: string): Map<
 
 /** The files put as the plan says: logs cut, copies renamed into place, missing ones created.
  *  Everything cut or replaced is kept in `keptDir` first; returns one line per kept thing. */
-function putFiles(plan: FilePlan, temps: Map<Step, string>, keptDir: string): string[] {
+function putFiles(plan: FilePlan, temps: Map<Step, string>, places: Places, keptDir: string): string[] {
   const kept: string[] = [];
   const report: { path: string; kept: string; what: string; bytes: number }[] = [];
   const keep = (s: Step, what: string, bytes: number, put: (dest: string) => void): void => {
@@ -330,17 +395,23 @@ function putFiles(plan: FilePlan, temps: Map<Step, string>, keptDir: string): st
   };
   for (const s of plan.steps) {
     const r = s.record;
+    if (s.kind === 'reopen' || s.kind === 'restore-deleted') continue;
+    const target = places.path(s);
     if (s.kind === 'cut') {
-      keep(s, 'tail', s.current! - r.size, (dest) => copyRange(s.target, dest, r.size, s.current!));
-      fs.truncateSync(s.target, r.size);
+      const fd = fs.openSync(target, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW);
+      try {
+        keep(s, 'tail', s.current! - r.size, (dest) => copyRange(fd, dest, r.size, s.current!));
+        fs.ftruncateSync(fd, r.size);
+      } finally {
+        fs.closeSync(fd);
+      }
     } else if (s.kind === 'create-empty') {
-      fs.mkdirSync(dirname(s.target), { recursive: true });
-      fs.writeFileSync(s.target, '', { mode: r.mode & 0o7777, flag: 'wx' });
+      fs.writeFileSync(target, '', { mode: r.mode & 0o7777, flag: 'wx' });
     } else if (s.kind === 'replace') {
-      keep(s, 'backup', s.current!, (dest) => moveFile(s.target, dest));
-      fs.renameSync(temps.get(s)!, s.target);
+      keep(s, 'backup', s.current!, (dest) => moveFile(target, dest));
+      fs.renameSync(temps.get(s)!, target);
     } else if (s.kind === 'restore') {
-      fs.renameSync(temps.get(s)!, s.target);
+      fs.renameSync(temps.get(s)!, target);
     }
   }
   if (report.length > 0) fs.writeFileSync(join(keptDir, 'kept.json'), JSON.stringify(report, null, 1) + '\n');
@@ -379,15 +450,13 @@ function reopen(plan: FilePlan, snap: Snapshot, temps: Map<Step, string>): Omit<
   return { handles, unchanged };
 }
 
-/** Copies bytes [from, to) of the file at src into a new file dest. */
-function copyRange(src: string, dest: string, from: number, to: number): void {
-  const i = fs.openSync(src, 'r');
+/** Copies bytes [from, to) of the open file src into a new file dest. */
+function copyRange(src: number, dest: string, from: number, to: number): void {
   const o = fs.openSync(dest, 'wx', 0o600);
   try {
-    copyRangeSync(i, o, from, to, Buffer.allocUnsafe(Math.min(4 << 20, Math.max(1, to - from))), 0);
+    copyRangeSync(src, o, from, to, Buffer.allocUnsafe(Math.min(4 << 20, Math.max(1, to - from))), 0);
     fs.fsyncSync(o);
   } finally {
-    fs.closeSync(i);
     fs.closeSync(o);
   }
 }
