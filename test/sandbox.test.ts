@@ -356,3 +356,43 @@ for (const [what, env] of [['openat2 off', { STASIS_NO_OPENAT2: '1' }], ['withou
     assert.equal(r.status, 0, `child test run failed:\n${r.stdout.split('\n').filter((l) => /^not ok|^# (pass|fail)/.test(l)).join('\n')}\n${r.stderr}`);
   });
 }
+
+test('sandbox: a directory swapped for a link while a restart puts files in place: nothing outside is written', async () => {
+  const { dir: T, cleanup } = tempDir();
+  try {
+    mkdirSync(join(T, 'box/sub'), { recursive: true });
+    mkdirSync(join(T, 'outside'));
+    writeFileSync(join(T, 'outside/app.log'), 'OUTSIDE: a longer log that must not be cut\n');
+    const box = join(T, 'box');
+    const ckpt = join(T, 'ckpt');
+    const name = `swap-restart-${process.pid}`;
+    const run = piped([stasisBin, 'launch', '--quiet', '--ckpt-dir', ckpt, '--name', name, '--dir', `${box}::/box`, fixture('files_ops'), 'open:0:/box/sub/app.log:a', 'write:0:one\\n', 'pause', 'write:0:two\\n']);
+    await run.seen('paused');
+    const cp = stasis(['checkpoint', '--exit', name]);
+    assert.equal(cp.code, 0, cp.stderr);
+    await run.closed;
+    writeFileSync(join(box, 'sub/app.log'), 'one\nwritten after the checkpoint\n'); // the restart cuts it back
+    const go = join(T, 'go');
+    const restart = spawn(process.execPath, [stasisBin, 'restart', '--quiet', ckpt], {
+      stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, STASIS_TEST_PAUSE: 'restart', STASIS_TEST_CONTINUE: go },
+    });
+    restart.stdin!.end('go\n');
+    let err = '';
+    const closed = new Promise<number | null>((r) => restart.on('close', r));
+    await new Promise<void>((resolve) => restart.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.includes('paused at restart')) resolve();
+    }));
+    // Checked and planned; now the tree changes under it.
+    renameSync(join(box, 'sub'), join(box, 'sub.away'));
+    symlinkSync('../outside', join(box, 'sub'));
+    writeFileSync(go, '');
+    const code = await closed;
+    assert.equal(code, 77, err);
+    assert.match(err, /\nstasis: restart stopped while putting the program's files in place: a directory on the way was replaced \(by a symbolic link or a file\)[^\n]*\n$/);
+    assert.equal(readFileSync(join(T, 'outside/app.log'), 'utf8'), 'OUTSIDE: a longer log that must not be cut\n');
+    assert.deepEqual(readdirSync(join(T, 'outside')), ['app.log']);
+  } finally {
+    cleanup();
+  }
+});

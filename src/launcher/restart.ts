@@ -1,6 +1,7 @@
 // `stasis restart`: a program continued from an image, in this process. Its files are put
 // as the image's plan says (files/restore.ts), then it runs under supervision as if launched.
 import * as fs from 'node:fs';
+import { join } from 'node:path';
 import { StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
 import { maxFrameBytes } from '../engine/stack.js';
@@ -92,7 +93,15 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
     const unchanged: CopyCache = new Map();
     // Only once the guest has read and checked the image's memory: a damaged image changes nothing.
     const putFiles = async (): Promise<[number, number][]> => {
-      const applied = applyPlan(plan, snap, image.source, fromExport ? ckptDir : image.ref.dir);
+      let applied;
+      try {
+        applied = applyPlan(plan, snap, image.source, fromExport ? ckptDir : image.ref.dir);
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        if (e instanceof StasisError || typeof err.code !== 'string') throw e;
+        // The tree changed under the restart (a directory swapped for a link, a file removed).
+        throw new StasisError('FILE_ACCESS', `restart stopped while putting the program's files in place: ${err.code === 'ELOOP' || err.code === 'ENOTDIR' ? 'a directory on the way was replaced (by a symbolic link or a file)' : err.code}${err.path ? ` (${err.path})` : ''}; files already put back stay so, and what was replaced is in ${join(fromExport ? ckptDir : image.ref.dir, 'kept')}`);
+      }
       for (const line of applied.kept) process.stderr.write(`stasis: ${line}\n`);
       for (const [key, copy] of applied.unchanged) unchanged.set(key, copy);
       await emit(plugins, 'onRestart', { image: image.ref.path, generation: image.ref.generation, plan: plan.steps.map((s) => s.line) });

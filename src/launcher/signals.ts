@@ -1,4 +1,5 @@
 // The process's signals, for commands that own the process (the CLI's run, launch, restart).
+import { existsSync } from 'node:fs';
 import { slurmJob, WARNING_SIGNALS } from './slurm.js';
 
 /** Exit statuses for signals that end a program (as a shell reports them). */
@@ -57,11 +58,21 @@ export function stopEarlyOnSignals(): void {
 /**
  * Testing aid: with STASIS_TEST_PAUSE=PHASE, the launcher says so on stderr when it reaches
  * PHASE ('instrument': a first launch's instrumentation has started; 'restart': a restart's
- * image is read, its program not started) and waits there for ever, so that a test can signal
- * it at that instant without racing it.
+ * image is read and its file plan checked, nothing changed yet) and waits there (for ever, or
+ * until the file STASIS_TEST_CONTINUE names exists), so that a test can signal it, or change
+ * the program's files, at that instant without racing it.
  */
 export async function pauseForTest(phase: 'instrument' | 'restart'): Promise<void> {
   if (process.env['STASIS_TEST_PAUSE'] !== phase) return;
   process.stderr.write(`stasis: paused at ${phase} (STASIS_TEST_PAUSE)\n`);
-  await new Promise(() => setInterval(() => {}, 1 << 30));
+  // Until the file STASIS_TEST_CONTINUE names exists (the test made its change), or for ever.
+  const go = process.env['STASIS_TEST_CONTINUE'];
+  await new Promise<void>((resolve) => {
+    const t = setInterval(() => {
+      if (go !== undefined && existsSync(go)) {
+        clearInterval(t);
+        resolve();
+      }
+    }, 10);
+  });
 }
