@@ -8,6 +8,7 @@ import {
   NON_UNWINDING_WASI, UnsupportedModuleError, analyseModule, cycleBreakers,
   cyclicComponents, unwindingFunctions, vetModule,
 } from './analyse.js';
+import { asyncifyNative, nativeWasmOpt, type AsyncifyArgs } from './native.js';
 import { insertPolls } from './polls.js';
 import { defaultCacheDir, readCache, writeCache } from './cache.js';
 import {
@@ -86,25 +87,45 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
     }
 
     progress('asyncify');
-    binaryen.setOptimizeLevel(2);
-    binaryen.setShrinkLevel(0);
-    binaryen.setDebugInfo(false);
-    binaryen.clearPassArguments();
-    binaryen.setPassArgument('asyncify-imports', unwindImports.length > 0 ? unwindImports.join(',') : 'stasis.none');
     const only = [...unwindingFunctions(a, unwindImportNames)];
-    const useOnly = only.length > 0 && only.every(listable);
-    if (useOnly) binaryen.setPassArgument('asyncify-onlylist', only.join(','));
-    m.runPasses(['strip-dwarf', 'asyncify']);
-    progress('optimize');
-    const post = variant.post ?? 'full';
-    const savedInline = binaryen.getOneCallerInlineMaxSize();
-    try {
-      if (post === 'noinline') { binaryen.addPassToSkip('inlining'); binaryen.addPassToSkip('inlining-optimizing'); }
-      if (post === 'oneCaller0') binaryen.setOneCallerInlineMaxSize(0);
-      if (post !== 'none') m.optimize();
-    } finally {
-      binaryen.clearPassesToSkip();
-      binaryen.setOneCallerInlineMaxSize(savedInline);
+    const asyncifyArgs: AsyncifyArgs = {
+      imports: unwindImports.length > 0 ? unwindImports : ['stasis.none'],
+      only: only.length > 0 && only.every(listable) ? only : null,
+      optimizeLevel: 2,
+    };
+    const tool = nativeWasmOpt();
+    if (tool !== null) {
+      binaryen.setDebugInfo(true); // the lists name functions: keep the name section
+      const out = asyncifyNative(tool, m.emitBinary(), asyncifyArgs);
+      const next = (binaryen.readBinary as (b: Uint8Array, f?: number) => binaryen.Module)(out, FEATURES);
+      m.dispose();
+      m = next;
+      m.setFeatures(FEATURES);
+    } else {
+      // Asyncify optimises the functions it changed itself (at this level): no pass over the
+      // whole module afterwards, which took longer than Asyncify and gave a bigger module.
+      binaryen.setOptimizeLevel(asyncifyArgs.optimizeLevel);
+      binaryen.setShrinkLevel(0);
+      binaryen.setDebugInfo(false);
+      binaryen.clearPassArguments();
+      binaryen.setPassArgument('asyncify-imports', asyncifyArgs.imports.join(','));
+      if (asyncifyArgs.only !== null) binaryen.setPassArgument('asyncify-onlylist', asyncifyArgs.only.join(','));
+      m.runPasses(['strip-dwarf', 'asyncify']);
+    }
+    const post = variant.post ?? 'none';
+    if (post !== 'none') {
+      progress('optimize');
+      const savedInline = binaryen.getOneCallerInlineMaxSize();
+      try {
+        binaryen.setOptimizeLevel(2);
+        binaryen.setShrinkLevel(0);
+        if (post === 'noinline') { binaryen.addPassToSkip('inlining'); binaryen.addPassToSkip('inlining-optimizing'); }
+        if (post === 'oneCaller0') binaryen.setOneCallerInlineMaxSize(0);
+        m.optimize();
+      } finally {
+        binaryen.clearPassesToSkip();
+        binaryen.setOneCallerInlineMaxSize(savedInline);
+      }
     }
 
     // Export every mutable global (after optimisation, which could rename or drop unexported ones).
