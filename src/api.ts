@@ -11,6 +11,7 @@ import type { CheckpointResult } from './launcher/checkpoints.js';
 import { inspectImage, listImages, type ImageRef, type ImageSummary } from './image/index.js';
 
 export { launch } from './launcher/launch.js';
+export { instrumentCommand as instrument } from './launcher/instrumented.js';
 export { restart, planRestart } from './launcher/restart.js';
 export { EXIT_CHECKPOINTED, EXIT_KILLED } from './launcher/supervisor.js';
 export type { StasisPlugin, OpenFile, FileDecision, CheckpointEvent, CheckpointedEvent, RestartEvent } from './files/plugin.js';

@@ -22,6 +22,8 @@ commands:
   restart IMAGE|CKPT_DIR [--dir NEWHOST::GUEST]... [--env KEY=VALUE]... [--dry-run]
           [--compile MODE] [CONTROL OPTIONS] continue a program from an image, in this process
   inspect IMAGE|CKPT_DIR [--json]            show what an image holds
+  instrument PROG.wasm [-o OUT]              instrument ahead of time: into OUT (launch it as
+                                             it is), else into the cache (STASIS_CACHE_DIR)
 
 run options:
   --dir HOST[::GUEST]   give the program the host directory HOST, seen as GUEST
@@ -279,6 +281,16 @@ async function cmdKill(argv: string[]): Promise<number> {
   return 0;
 }
 
+async function cmdInstrument(argv: string[]): Promise<number> {
+  const p = parseArgs('instrument', argv, { '-o': { value: true }, ...HELP }, true);
+  if (help(p)) return 0;
+  const module = single('instrument', p);
+  if (module === undefined) throw new StasisError('USAGE', 'stasis instrument: missing PROG.wasm; usage: stasis instrument PROG.wasm [-o OUT]');
+  const { instrument } = await api();
+  process.stdout.write(`${await instrument(module, p.options.get('-o')?.[0])}\n`);
+  return 0;
+}
+
 async function cmdInspect(argv: string[]): Promise<number> {
   const p = parseArgs('inspect', argv, { '--json': {}, ...HELP }, true);
   if (help(p)) return 0;
@@ -321,6 +333,7 @@ async function main(argv: string[]): Promise<number> {
     case 'status': return cmdStatus(rest);
     case 'kill': return cmdKill(rest);
     case 'inspect': return cmdInspect(rest);
+    case 'instrument': return cmdInstrument(rest);
     case '--version':
     case '-V':
       process.stdout.write(`stasis ${version()}\n`);

@@ -259,6 +259,10 @@ export function cycleBreakers(a: ModuleAnalysis): Set<string> {
   while (comps.length > 0) {
     const rest = new Set<string>();
     for (const comp of comps) {
+      if (comp.length > GREEDY_MAX) {
+        for (const v of backEdgeHeads(a, comp)) chosen.add(v);
+        continue;
+      }
       const inComp = new Set(comp);
       // A self-recursive function must be chosen; otherwise take the one with most in*out edges.
       let best = comp[0]!;
@@ -276,6 +280,48 @@ export function cycleBreakers(a: ModuleAnalysis): Set<string> {
     comps = rest.size > 0 ? cyclicComponents(a, rest) : [];
   }
   return chosen;
+}
+
+/** Components bigger than this get backEdgeHeads: the greedy choice recomputes the components
+ *  after each choice, quadratic on the one of tens of thousands of functions that virtual calls
+ *  make in a big C++ program (hours for a 30 MB module). */
+const GREEDY_MAX = 2000;
+
+/** A feedback vertex set of a component in linear time: the targets of the back edges of a
+ *  depth-first search (every cycle has one). Searching from the best-connected functions first
+ *  makes them the ancestors that most back edges point to. */
+function backEdgeHeads(a: ModuleAnalysis, comp: string[]): Set<string> {
+  const inComp = new Set(comp);
+  const succ = new Map<string, string[]>();
+  const indeg = new Map<string, number>();
+  for (const v of comp) {
+    const outs = [...new Set(callees(a, a.funcs.get(v)!))].filter((w) => inComp.has(w));
+    succ.set(v, outs);
+    for (const w of outs) indeg.set(w, (indeg.get(w) ?? 0) + 1);
+  }
+  const score = (v: string): number => succ.get(v)!.length * (indeg.get(v) ?? 0);
+  const roots = [...comp].sort((x, y) => score(y) - score(x) || (x < y ? -1 : x > y ? 1 : 0));
+  const heads = new Set<string>();
+  const state = new Map<string, 1 | 2>(); // 1: on the search path, 2: done
+  for (const root of roots) {
+    if (state.has(root)) continue;
+    const work: { v: string; i: number }[] = [{ v: root, i: 0 }];
+    state.set(root, 1);
+    while (work.length > 0) {
+      const top = work[work.length - 1]!;
+      const outs = succ.get(top.v)!;
+      if (top.i < outs.length) {
+        const w = outs[top.i++]!;
+        const s = state.get(w);
+        if (s === 1) heads.add(w);
+        else if (s === undefined) { state.set(w, 1); work.push({ v: w, i: 0 }); }
+        continue;
+      }
+      state.set(top.v, 2);
+      work.pop();
+    }
+  }
+  return heads;
 }
 
 /** Functions that can reach (call, directly or through a signature-matched indirect call)

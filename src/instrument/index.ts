@@ -10,6 +10,7 @@ import {
 } from './analyse.js';
 import { asyncifyNative, nativeWasmOpt, type AsyncifyArgs } from './native.js';
 import { insertPolls } from './polls.js';
+import { META_SECTION, embeddedMeta, encodeMeta } from './embedded.js';
 import { defaultCacheDir, readCache, writeCache } from './cache.js';
 import {
   DEFAULT_VARIANT, type GlobalType, type InstrumentedModule, type InstrumentMeta, type InstrumentOptions,
@@ -60,6 +61,7 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
   }
   try {
     m.setFeatures(FEATURES);
+    if (embeddedMeta(bytes) !== null) throw new UnsupportedModuleError('the module is already instrumented by Stasis; launch it as it is, or instrument the original');
     vetModule(m);
     progress('analyse');
     const a = analyseModule(m);
@@ -147,8 +149,6 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
 
     progress('emit');
     if (!m.validate()) throw new Error('instrumented module does not validate (instrumenter bug)');
-    binaryen.setDebugInfo(true); // keeps the name section (function names in traps and profiles)
-    const out = m.emitBinary();
     const meta: InstrumentMeta = {
       version: versionString(opts, variant),
       globals,
@@ -157,6 +157,9 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
       pollBudget,
       unwindImports,
     };
+    m.addCustomSection(META_SECTION, encodeMeta({ meta, sourceHash }));
+    binaryen.setDebugInfo(true); // keeps the name section (function names in traps and profiles)
+    const out = m.emitBinary();
     return { bytes: out, hash: sha256(out), sourceHash, meta };
   } finally {
     m.dispose();
