@@ -325,21 +325,36 @@ function backEdgeHeads(a: ModuleAnalysis, comp: string[]): Set<string> {
 }
 
 /** Functions that can reach (call, directly or through a signature-matched indirect call)
- *  one of `roots`, roots included. */
+ *  one of `roots`, roots included. An indirect call is followed once per signature, not once
+ *  per (caller, table function) pair: in a big C++ program those pairs number in the millions. */
 export function reachingSet(a: ModuleAnalysis, roots: Set<string>): Set<string> {
+  const push = (m: Map<string, string[]>, k: string, v: string): void => {
+    const list = m.get(k);
+    if (list === undefined) m.set(k, [v]);
+    else list.push(v);
+  };
   const callers = new Map<string, string[]>();
+  const indirectCallers = new Map<string, string[]>(); // signature -> functions with a call_indirect of it
   for (const f of a.defined) {
-    for (const c of new Set(callees(a, f))) {
-      const list = callers.get(c) ?? [];
-      list.push(f.name);
-      callers.set(c, list);
-    }
+    for (const c of f.calls) push(callers, c, f.name);
+    for (const s of f.indirectSigs) push(indirectCallers, s, f.name);
   }
+  const tableSig = new Map<string, string>(); // function in a table -> its signature
+  for (const [sig, targets] of a.indirectTargets) for (const t of targets) tableSig.set(t, sig);
   const out = new Set(roots);
   const work = [...roots];
+  const sigsDone = new Set<string>();
+  const reach = (c: string): void => {
+    if (!out.has(c)) { out.add(c); work.push(c); }
+  };
   while (work.length > 0) {
     const v = work.pop()!;
-    for (const c of callers.get(v) ?? []) if (!out.has(c)) { out.add(c); work.push(c); }
+    for (const c of callers.get(v) ?? []) reach(c);
+    const sig = tableSig.get(v);
+    if (sig !== undefined && !sigsDone.has(sig)) {
+      sigsDone.add(sig);
+      for (const c of indirectCallers.get(sig) ?? []) reach(c);
+    }
   }
   return out;
 }
