@@ -4,10 +4,11 @@
 // wasm-opt it runs, summed, sampled from /proc every 50 ms) are reported, beside a baseline in
 // the same run: Binaryen's own `wasm-opt --asyncify -O1` on the same module (what a user would
 // do by hand, without polls or lists), when a native wasm-opt is on PATH. Linux only (/proc).
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { BenchFailure, fmtBytes, median } from './ckpt.js';
+import { nativeWasmOpt } from '../src/instrument/native.js';
 
 export interface InstRow { name: string; title: string; module: () => string | null; missing?: string }
 
@@ -58,7 +59,7 @@ function measured(cmd: string, args: string[], env: NodeJS.ProcessEnv, what: str
 const medianSample = (xs: InstSample[]): InstSample => ({ wallMs: median(xs.map((x) => x.wallMs)), peakRssBytes: Math.max(...xs.map((x) => x.peakRssBytes)) });
 
 export async function instrumentRows(rows: InstRow[], stasisBin: string, tmp: string, runs: number, withNpm: boolean): Promise<{ results: InstResult[]; skipped: { name: string; why: string }[] }> {
-  const native = spawnSync('wasm-opt', ['--version']).status === 0;
+  const native = nativeWasmOpt(); // not node_modules/.bin's (the npm build)
   const results: InstResult[] = [];
   const skipped: { name: string; why: string }[] = [];
   for (const row of rows) {
@@ -78,10 +79,10 @@ export async function instrumentRows(rows: InstRow[], stasisBin: string, tmp: st
     const st: InstSample[] = [], npm: InstSample[] = [], base: InstSample[] = [];
     for (let i = 0; i < runs; i++) {
       st.push(await stasisRun({}));
-      if (withNpm && native) npm.push(await stasisRun({ STASIS_WASM_OPT: 'npm' }));
-      if (native) {
+      if (withNpm && native !== null) npm.push(await stasisRun({ STASIS_WASM_OPT: 'npm' }));
+      if (native !== null) {
         const out = join(dir, 'baseline.wasm');
-        base.push(await measured('wasm-opt', [module, '--enable-bulk-memory', '--enable-sign-ext', '--enable-mutable-globals', '--enable-nontrapping-float-to-int', '--enable-simd', '--asyncify', '-O1', '-o', out], process.env, `${row.name}: wasm-opt --asyncify -O1`));
+        base.push(await measured(native.path, [module, '--enable-bulk-memory', '--enable-sign-ext', '--enable-mutable-globals', '--enable-nontrapping-float-to-int', '--enable-simd', '--asyncify', '-O1', '-o', out], process.env, `${row.name}: wasm-opt --asyncify -O1`));
       }
     }
     rmSync(dir, { recursive: true, force: true });

@@ -10,6 +10,7 @@ import { hostname } from 'node:os';
 import { basename, join } from 'node:path';
 import { fixture, repoRoot, stasis, stasisBin, tempDir } from './helpers.js';
 import { cachedModulePath } from '../src/instrument/cache.js';
+import { nativeWasmOpt } from '../src/instrument/native.js';
 import { sha256hex } from '../src/util/fs.js';
 
 const CHECKPOINTED = 75;
@@ -17,10 +18,10 @@ const UNSUPPORTED = 67;
 /** Instrumenting is slow on a loaded machine: no time limit but the test runner's. */
 const SLOW = { timeout: 0 };
 
-const hasNative = spawnSync('wasm-opt', ['--version']).status === 0;
+const hasNative = nativeWasmOpt() !== null;
 const TOOLS: { name: string; env: Record<string, string>; skip: string | false }[] = [
   { name: 'the npm build', env: { STASIS_WASM_OPT: 'npm' }, skip: false },
-  { name: 'a native wasm-opt', env: {}, skip: hasNative ? false : 'no wasm-opt on PATH (apt-get install binaryen)' },
+  { name: 'a native wasm-opt', env: {}, skip: hasNative ? false : 'no native wasm-opt on PATH (apt-get install binaryen)' },
 ];
 
 function envWith(cache: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {

@@ -26,9 +26,10 @@ export type {
 export { DEFAULT_VARIANT } from './types.js';
 
 /** Features Node 20 (V8 11.3) runs; we read with all of them so that we can refuse clearly
- *  (tail calls, threads, exceptions) instead of failing to parse. */
+ *  (tail calls, threads, exceptions) instead of failing to parse. BulkMemoryOpt (memory.copy
+ *  and fill) comes with BulkMemory: without it Binaryen aborts on a module that uses them. */
 const FEATURES = binaryen.Features.MutableGlobals | binaryen.Features.NontrappingFPToInt
-  | binaryen.Features.SIMD128 | binaryen.Features.BulkMemory | binaryen.Features.SignExt
+  | binaryen.Features.SIMD128 | binaryen.Features.BulkMemory | binaryen.Features.BulkMemoryOpt | binaryen.Features.SignExt
   | binaryen.Features.ReferenceTypes | binaryen.Features.Multivalue | binaryen.Features.TailCall
   | binaryen.Features.Atomics | binaryen.Features.ExceptionHandling;
 
@@ -96,10 +97,17 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
       optimizeLevel: 2,
     };
     const tool = nativeWasmOpt();
+    let native: Uint8Array | null = null;
     if (tool !== null) {
       binaryen.setDebugInfo(true); // the lists name functions: keep the name section
-      const out = asyncifyNative(tool, m.emitBinary(), asyncifyArgs);
-      const next = (binaryen.readBinary as (b: Uint8Array, f?: number) => binaryen.Module)(out, FEATURES);
+      try {
+        native = asyncifyNative(tool, m.emitBinary(), asyncifyArgs);
+      } catch {
+        native = null; // a broken or killed wasm-opt: the npm build below always works
+      }
+    }
+    if (native !== null) {
+      const next = (binaryen.readBinary as (b: Uint8Array, f?: number) => binaryen.Module)(native, FEATURES);
       m.dispose();
       m = next;
       m.setFeatures(FEATURES);

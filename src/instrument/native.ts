@@ -3,9 +3,9 @@
 // and uses every core. The npm build stays the fallback that always works.
 // STASIS_WASM_OPT picks the tool: a path to a wasm-opt, or "npm" for the npm build.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, join, sep } from 'node:path';
 
 /** The oldest release whose Asyncify reads lists from files (`@file`) as we use them. */
 const MIN_VERSION = 100;
@@ -18,8 +18,29 @@ let found: NativeTool | null | undefined;
 export function nativeWasmOpt(): NativeTool | null {
   if (found !== undefined) return found;
   const want = process.env.STASIS_WASM_OPT;
-  found = want === 'npm' ? null : probe(want !== undefined && want !== '' ? want : 'wasm-opt');
+  if (want === 'npm') found = null;
+  else if (want !== undefined && want !== '') found = probe(want);
+  else {
+    const path = nativeOnPath('wasm-opt');
+    found = path === null ? null : probe(path);
+  }
   return found;
+}
+
+/** An executable on PATH, leaving out node_modules/.bin (npm puts it first under `npm test`
+ *  and `npm run`; the wasm-opt there is the npm build again, run as a script). */
+function nativeOnPath(name: string): string | null {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir === '' || dir.split(sep).includes('node_modules')) continue;
+    const p = join(dir, name);
+    try {
+      accessSync(p, constants.X_OK);
+      if (statSync(p).isFile()) return p;
+    } catch {
+      // not here
+    }
+  }
+  return null;
 }
 
 function probe(path: string): NativeTool | null {
