@@ -41,13 +41,14 @@ export async function instrumentedModule(path: string): Promise<{ inst: Instrume
       continue; // still busy, or its holder gave up: try to take it
     }
     const where = lock === 'unwritable' ? `not cached: ${cacheDir} cannot be written` : `cached in ${cacheDir}`;
-    process.stderr.write(`stasis: instrumenting ${basename(path)} (${size(bytes.length)}) once; ${where}\n`);
+    // Said once the module is read and analysed: a module refused there gets its one line only.
+    const notice = `stasis: instrumenting ${basename(path)} (${size(bytes.length)}) once; ${where}\n`;
     const refresh = lock === 'unwritable' ? null : setInterval(() => lock.refresh(), LOCK_REFRESH_MS);
     try {
       // Another process may have finished it between our look and our lock.
       const done = lock === 'unwritable' ? null : await cached(source.sourceHash, cacheDir);
       if (done !== null) return done;
-      const inst = await build(path, bytes, source.sourceHash, 'bar');
+      const inst = await build(path, bytes, source.sourceHash, 'bar', notice);
       if (lock !== 'unwritable') writeCache(inst, OPTS, cacheDir);
       return { inst, module: new WebAssembly.Module(inst.bytes as Uint8Array<ArrayBuffer>) };
     } finally {
@@ -77,10 +78,13 @@ export async function instrumentCommand(path: string, out?: string): Promise<str
   return cachedModulePath(sourceHash, OPTS, cacheDir);
 }
 
-async function build(path: string, bytes: Uint8Array, sourceHash: string, style: 'bar' | 'lines'): Promise<InstrumentedModule> {
+async function build(path: string, bytes: Uint8Array, sourceHash: string, style: 'bar' | 'lines', notice?: string): Promise<InstrumentedModule> {
   const shown = phaseProgress(`instrumenting ${basename(path)}`, style);
   try {
-    const inst = await instrumentInThread(bytes, OPTS, shown.phase);
+    const inst = await instrumentInThread(bytes, OPTS, (phase) => {
+      if (phase === 'polls' && notice !== undefined) process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : ''}${notice}`);
+      shown.phase(phase);
+    });
     if (inst.sourceHash !== sourceHash) throw new Error('instrumented a different module than was hashed');
     shown.done(true);
     return inst;
