@@ -20,6 +20,8 @@
 //   ckpt-latency  checkpoint requests to a program in a pure compute loop (bench/ckpt.ts)
 //   ckpt-1gib     1 GiB of touched memory: checkpoint, incremental checkpoint, restart, peak RSS,
 //                 against plain fs calls on 1 GiB (bench/ckpt.ts, bench/bigio.ts); --skip-big
+//   inst-*        first-launch instrumentation with a cold cache: time and peak RSS, against
+//                 Binaryen's own wasm-opt --asyncify -O1 (bench/instrument.ts)
 //   ckpt-dbfile   a 1 GiB database file held open: first checkpoint (saves a copy) against a plain
 //                 copy + fsync, second checkpoint of the unchanged file (bench/ckpt.ts); --skip-big
 import { spawnSync } from 'node:child_process';
@@ -32,6 +34,7 @@ import {
   BenchFailure, bigMemory, bigPreflight, checkpointLatency, dbFile, dbPreflight, fmtBytes, median,
   type BigResult, type DbResult, type Dist, type LatencyResult, type Paths, exportBench, type ExportBenchResult,
 } from './ckpt.js';
+import { instrumentRows, instrumentTable, type InstRow } from './instrument.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const wasmDir = join(repoRoot, 'bench', 'wasm');
@@ -212,6 +215,20 @@ export const LAUNCH_ROWS: RowDef[] = [
   },
 ];
 
+/** yosys (the second big real program): a plain WASI command, 30 MB. */
+const YOSYS_PACKAGE = '@yowasp/yosys';
+function yosysModule(): string | null {
+  const p = process.env['STASIS_BENCH_YOSYS'] ?? join(repoRoot, 'node_modules', '@yowasp', 'yosys', 'gen', 'yosys.core.wasm');
+  return existsSync(p) ? p : null;
+}
+
+/** First-launch instrumentation rows (bench/instrument.ts). */
+export const INST_ROWS: InstRow[] = [
+  ...['compute', 'calls', 'writes', 'opens'].map((w) => ({ name: `inst-${w}`, title: `bench/wasm/${w}.wasm`, module: () => join(wasmDir, `${w}.wasm`) })),
+  { name: 'inst-flite', title: 'flite 2.3', module: fliteModule, missing: `${FLITE_PACKAGE} is not installed` },
+  { name: 'inst-yosys', title: 'yosys (YoWASP)', module: yosysModule, missing: `${YOSYS_PACKAGE} is not installed (npm ci, or set STASIS_BENCH_YOSYS=/path/to/yosys.core.wasm)` },
+];
+
 /** The checkpoint groups' names (for --only). */
 const CKPT_LATENCY = 'ckpt-latency';
 const CKPT_BIG = 'ckpt-1gib';
@@ -224,6 +241,7 @@ const GROUPS: Record<string, string[]> = {
   run: ROWS.map((r) => r.name),
   launch: LAUNCH_ROWS.map((r) => r.name),
   ckpt: [CKPT_LATENCY, CKPT_BIG, CKPT_DB, CKPT_EXPORT],
+  inst: INST_ROWS.map((r) => r.name),
 };
 
 // ---- runtimes -----------------------------------------------------------------------------------
@@ -247,6 +265,8 @@ interface Options {
   ckptRequests: number;
   bigRounds: number;
   bigMib: number;
+  instRuns: number;
+  instNpm: boolean;
 }
 
 const modulePath = (row: RowDef): string => row.module?.() ?? join(wasmDir, `${row.wasm}.wasm`);
@@ -358,7 +378,7 @@ function measure(row: RowDef, ctx: RowContext, opts: Options, runtimes: readonly
 
 // ---- command line ------------------------------------------------------------------------------
 
-const ALL_NAMES = [...ROWS, ...LAUNCH_ROWS].map((r) => r.name).concat([CKPT_LATENCY, CKPT_BIG, CKPT_DB, CKPT_EXPORT]);
+const ALL_NAMES = [...ROWS, ...LAUNCH_ROWS, ...INST_ROWS].map((r) => r.name).concat([CKPT_LATENCY, CKPT_BIG, CKPT_DB, CKPT_EXPORT]);
 
 const USAGE = `usage: node dist/bench/bench.js [options]    (npm run bench -- [options])
   --runs N              measured runs per runtime and row (default 5); the median is reported
@@ -366,7 +386,10 @@ const USAGE = `usage: node dist/bench/bench.js [options]    (npm run bench -- [o
   --only NAME           run only this row or group (repeatable, or comma-separated); groups:
                         run (${GROUPS['run']!.join(', ')}),
                         launch (${GROUPS['launch']!.join(', ')}),
-                        ckpt (${GROUPS['ckpt']!.join(', ')})
+                        ckpt (${GROUPS['ckpt']!.join(', ')}),
+                        inst (${GROUPS['inst']!.join(', ')})
+  --inst-runs N         runs of each inst row (default 1; cold cache every time)
+  --inst-npm            inst rows: also time the npm Binaryen build (STASIS_WASM_OPT=npm)
   --skip-big            leave out ${CKPT_BIG} (it needs ~3.5 GiB of memory and ~5 GiB in $TMPDIR)
                         and ${CKPT_DB} (~3 GiB in $TMPDIR)
   --ckpt-requests N     checkpoint requests measured by ${CKPT_LATENCY} (default 100)
@@ -382,7 +405,7 @@ function parseArgs(argv: string[]): Options {
   const opts: Options = {
     runs: 5, warmup: 1, only: [], json: false,
     baselineAsStasis: process.env['STASIS_BENCH_BASELINE_AS_STASIS'] === '1',
-    skipBig: false, ckptRequests: 100, bigRounds: 2, bigMib: 1024,
+    skipBig: false, ckptRequests: 100, bigRounds: 2, bigMib: 1024, instRuns: 1, instNpm: false,
   };
   const int = (flag: string, v: string | undefined, min: number): number => {
     const n = Number(v);
@@ -409,6 +432,8 @@ function parseArgs(argv: string[]): Options {
       case '--ckpt-requests': opts.ckptRequests = int('--ckpt-requests', value(), 1); break;
       case '--big-rounds': opts.bigRounds = int('--big-rounds', value(), 1); break;
       case '--big-mib': opts.bigMib = int('--big-mib', value(), 2); break;
+      case '--inst-runs': opts.instRuns = int('--inst-runs', value(), 1); break;
+      case '--inst-npm': opts.instNpm = true; break;
       case '--json': opts.json = true; break;
       case '--baseline-as-stasis': opts.baselineAsStasis = true; break;
       case '-h': case '--help': process.stdout.write(USAGE); process.exit(0);
@@ -751,6 +776,13 @@ async function main(): Promise<number> {
       launch.max = { name: worst.name, overhead: worst.overhead! };
     }
 
+    const instRows = INST_ROWS.filter((r) => wanted(r.name) && !opts.baselineAsStasis);
+    let inst: Awaited<ReturnType<typeof instrumentRows>> | null = null;
+    if (instRows.length > 0) {
+      process.stderr.write('bench: inst rows (first-launch instrumentation, cold cache)\n');
+      inst = await instrumentRows(instRows, stasisBin, tmp, opts.instRuns, opts.instNpm);
+    }
+
     let latency: LatencyResult | null = null;
     if (doLatency) {
       process.stderr.write(`bench: ${CKPT_LATENCY}\n`);
@@ -796,6 +828,7 @@ async function main(): Promise<number> {
         method: 'netMs = median wall ms of fresh child processes minus median wall ms of empty.wasm run just before each of them under the same runtime; ratio = netMs(node:wasi) / netMs(stasis)',
         rows: results,
         launch: { method: 'as rows, plus bin/stasis.js launch; overhead = netMs(launch) / netMs(node:wasi)', ...launch },
+        instrument: inst,
         checkpointLatency: latency,
         bigMemory: big && { ...big, summary: bigSummary },
         ...(bigSkipped !== null && { bigMemorySkipped: bigSkipped }),
@@ -806,6 +839,7 @@ async function main(): Promise<number> {
     } else {
       if (results.length > 0) process.stdout.write(table(results, opts));
       if (launch.rows.length > 0 || launch.skipped.length > 0) process.stdout.write(launchTable(launch, opts));
+      if (inst) process.stdout.write(instrumentTable(inst, grid));
       if (latency) process.stdout.write(latencyTable(latency));
       if (big && bigSummary) process.stdout.write(bigTable(big, bigSummary));
       if (bigSkipped !== null && (opts.only.length > 0 || !opts.skipBig)) process.stdout.write(`\n${CKPT_BIG}: SKIPPED: ${bigSkipped}\n`);

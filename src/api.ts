@@ -11,6 +11,7 @@ import type { CheckpointResult } from './launcher/checkpoints.js';
 import { inspectImage, listImages, verifyImage, type ImageRef, type ImageSummary, type Verified } from './image/index.js';
 
 export { launch } from './launcher/launch.js';
+export { instrumentCommand as instrument } from './launcher/instrumented.js';
 export { restart, planRestart } from './launcher/restart.js';
 export { exportImage } from './launcher/export.js';
 export type { ExportOptions, ExportResult } from './launcher/export.js';

@@ -317,7 +317,7 @@ test('a minimal module instruments, and onProgress reports phases', () => {
   const module = `(module (global $sp (mut i32) (i32.const 4096)) ${MEM}
     (func (export "_start") (global.set $sp (i32.sub (global.get $sp) (i32.const 16)))))`;
   const r = instrument(wat(module), { polls: true, onProgress: (p) => phases.push(p) });
-  assert.deepEqual(phases, ['parse', 'analyse', 'polls', 'asyncify', 'optimize', 'emit']);
+  assert.deepEqual(phases, ['parse', 'analyse', 'polls', 'asyncify', 'emit']);
   assert.ok(WebAssembly.validate(r.bytes as Uint8Array<ArrayBuffer>));
   assert.equal(r.meta.stackPointer, 'stasis_g0');
 });

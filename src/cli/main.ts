@@ -30,6 +30,8 @@ commands:
   export IMAGE|CKPT_DIR [-o FILE]            write one image into one file, to restart
                                              elsewhere (default ./NAME-gen-NNNNNN.tar;
                                              -o - writes to stdout); prints the file
+  instrument PROG.wasm [-o OUT]              instrument ahead of time: into OUT (launch it as
+                                             it is), else into the cache (STASIS_CACHE_DIR)
 
 run options:
   --dir HOST[::GUEST]   give the program the host directory HOST, seen as GUEST
@@ -321,6 +323,16 @@ async function cmdExport(argv: string[]): Promise<number> {
   return 0;
 }
 
+async function cmdInstrument(argv: string[]): Promise<number> {
+  const p = parseArgs('instrument', argv, { '-o': { value: true }, ...HELP }, true);
+  if (help(p)) return 0;
+  const module = single('instrument', p);
+  if (module === undefined) throw new StasisError('USAGE', 'stasis instrument: missing PROG.wasm; usage: stasis instrument PROG.wasm [-o OUT]');
+  const { instrument } = await api();
+  process.stdout.write(`${await instrument(module, p.options.get('-o')?.[0])}\n`);
+  return 0;
+}
+
 async function cmdInspect(argv: string[]): Promise<number> {
   const p = parseArgs('inspect', argv, { '--json': {}, '--verify': {}, ...HELP }, true);
   if (help(p)) return 0;
@@ -370,6 +382,7 @@ async function main(argv: string[]): Promise<number> {
     case 'kill': return cmdKill(rest);
     case 'inspect': return cmdInspect(rest);
     case 'export': return cmdExport(rest);
+    case 'instrument': return cmdInstrument(rest);
     case '--version':
     case '-V':
       process.stdout.write(`stasis ${version()}\n`);

@@ -259,6 +259,10 @@ export function cycleBreakers(a: ModuleAnalysis): Set<string> {
   while (comps.length > 0) {
     const rest = new Set<string>();
     for (const comp of comps) {
+      if (comp.length > GREEDY_MAX) {
+        for (const v of backEdgeHeads(a, comp)) chosen.add(v);
+        continue;
+      }
       const inComp = new Set(comp);
       // A self-recursive function must be chosen; otherwise take the one with most in*out edges.
       let best = comp[0]!;
@@ -278,22 +282,79 @@ export function cycleBreakers(a: ModuleAnalysis): Set<string> {
   return chosen;
 }
 
-/** Functions that can reach (call, directly or through a signature-matched indirect call)
- *  one of `roots`, roots included. */
-export function reachingSet(a: ModuleAnalysis, roots: Set<string>): Set<string> {
-  const callers = new Map<string, string[]>();
-  for (const f of a.defined) {
-    for (const c of new Set(callees(a, f))) {
-      const list = callers.get(c) ?? [];
-      list.push(f.name);
-      callers.set(c, list);
+/** Components bigger than this get backEdgeHeads: the greedy choice recomputes the components
+ *  after each choice, quadratic on the one of tens of thousands of functions that virtual calls
+ *  make in a big C++ program (hours for a 30 MB module). */
+const GREEDY_MAX = 2000;
+
+/** A feedback vertex set of a component in linear time: the targets of the back edges of a
+ *  depth-first search (every cycle has one). Searching from the best-connected functions first
+ *  makes them the ancestors that most back edges point to. */
+function backEdgeHeads(a: ModuleAnalysis, comp: string[]): Set<string> {
+  const inComp = new Set(comp);
+  const succ = new Map<string, string[]>();
+  const indeg = new Map<string, number>();
+  for (const v of comp) {
+    const outs = [...new Set(callees(a, a.funcs.get(v)!))].filter((w) => inComp.has(w));
+    succ.set(v, outs);
+    for (const w of outs) indeg.set(w, (indeg.get(w) ?? 0) + 1);
+  }
+  const score = (v: string): number => succ.get(v)!.length * (indeg.get(v) ?? 0);
+  const roots = [...comp].sort((x, y) => score(y) - score(x) || (x < y ? -1 : x > y ? 1 : 0));
+  const heads = new Set<string>();
+  const state = new Map<string, 1 | 2>(); // 1: on the search path, 2: done
+  for (const root of roots) {
+    if (state.has(root)) continue;
+    const work: { v: string; i: number }[] = [{ v: root, i: 0 }];
+    state.set(root, 1);
+    while (work.length > 0) {
+      const top = work[work.length - 1]!;
+      const outs = succ.get(top.v)!;
+      if (top.i < outs.length) {
+        const w = outs[top.i++]!;
+        const s = state.get(w);
+        if (s === 1) heads.add(w);
+        else if (s === undefined) { state.set(w, 1); work.push({ v: w, i: 0 }); }
+        continue;
+      }
+      state.set(top.v, 2);
+      work.pop();
     }
   }
+  return heads;
+}
+
+/** Functions that can reach (call, directly or through a signature-matched indirect call)
+ *  one of `roots`, roots included. An indirect call is followed once per signature, not once
+ *  per (caller, table function) pair: in a big C++ program those pairs number in the millions. */
+export function reachingSet(a: ModuleAnalysis, roots: Set<string>): Set<string> {
+  const push = (m: Map<string, string[]>, k: string, v: string): void => {
+    const list = m.get(k);
+    if (list === undefined) m.set(k, [v]);
+    else list.push(v);
+  };
+  const callers = new Map<string, string[]>();
+  const indirectCallers = new Map<string, string[]>(); // signature -> functions with a call_indirect of it
+  for (const f of a.defined) {
+    for (const c of f.calls) push(callers, c, f.name);
+    for (const s of f.indirectSigs) push(indirectCallers, s, f.name);
+  }
+  const tableSig = new Map<string, string>(); // function in a table -> its signature
+  for (const [sig, targets] of a.indirectTargets) for (const t of targets) tableSig.set(t, sig);
   const out = new Set(roots);
   const work = [...roots];
+  const sigsDone = new Set<string>();
+  const reach = (c: string): void => {
+    if (!out.has(c)) { out.add(c); work.push(c); }
+  };
   while (work.length > 0) {
     const v = work.pop()!;
-    for (const c of callers.get(v) ?? []) if (!out.has(c)) { out.add(c); work.push(c); }
+    for (const c of callers.get(v) ?? []) reach(c);
+    const sig = tableSig.get(v);
+    if (sig !== undefined && !sigsDone.has(sig)) {
+      sigsDone.add(sig);
+      for (const c of indirectCallers.get(sig) ?? []) reach(c);
+    }
   }
   return out;
 }

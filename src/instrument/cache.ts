@@ -1,21 +1,31 @@
 // The on-disk cache of instrumented modules: by sha256(input) + version string. Free of
 // binaryen, so a launch whose module is cached never loads it.
 import { webcrypto } from 'node:crypto';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { closeSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
+import { homedir, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { InstrumentedModule, InstrumentMeta, InstrumentOptions } from './types.js';
 import { versionString } from './version.js';
-import { nowNs, replaceFileSync, settledBefore, sha256hex } from '../util/fs.js';
+import { errno, nowNs, replaceFileSync, settledBefore, sha256hex } from '../util/fs.js';
+import { alive } from '../util/proc.js';
 
+/** STASIS_CACHE_DIR (a cache several users or nodes may share, possibly read-only), else
+ *  $XDG_CACHE_HOME/stasis/modules, else ~/.cache/stasis/modules. */
 export function defaultCacheDir(): string {
+  const shared = process.env.STASIS_CACHE_DIR;
+  if (shared !== undefined && shared.length > 0) return resolve(shared);
   const xdg = process.env.XDG_CACHE_HOME;
   return join(xdg && xdg.length > 0 ? xdg : join(homedir(), '.cache'), 'stasis', 'modules');
 }
 
-function paths(sourceHash: string, version: string, cacheDir: string): { wasm: string; meta: string } {
+function paths(sourceHash: string, version: string, cacheDir: string): { wasm: string; meta: string; lock: string } {
   const key = sha256hex(new TextEncoder().encode(`${sourceHash}\n${version}`));
-  return { wasm: join(cacheDir, `${key}.wasm`), meta: join(cacheDir, `${key}.json`) };
+  return { wasm: join(cacheDir, `${key}.wasm`), meta: join(cacheDir, `${key}.json`), lock: join(cacheDir, `${key}.lock`) };
+}
+
+/** Where the instrumented module of a source goes in the cache. */
+export function cachedModulePath(sourceHash: string, opts: InstrumentOptions, cacheDir: string = defaultCacheDir()): string {
+  return paths(sourceHash, versionString(opts), cacheDir).wasm;
 }
 
 /** The cached instrumentation of bytes, or null (a miss, or an entry that fails its checks). */
@@ -91,13 +101,73 @@ function readEntry(sourceHash: string, opts: InstrumentOptions, cacheDir: string
   }
 }
 
-export function writeCache(result: InstrumentedModule, opts: InstrumentOptions, cacheDir: string = defaultCacheDir()): void {
+/** Stores an entry (each file renamed into place whole; the module before the metadata that
+ *  points to it). Returns false if the cache cannot be written: that only costs the next run
+ *  another instrumentation. */
+export function writeCache(result: InstrumentedModule, opts: InstrumentOptions, cacheDir: string = defaultCacheDir()): boolean {
   const p = paths(result.sourceHash, versionString(opts), cacheDir);
   try {
     mkdirSync(cacheDir, { recursive: true });
     replaceFileSync(p.wasm, result.bytes);
     replaceFileSync(p.meta, JSON.stringify({ ...result.meta, hash: result.hash, sourceHash: result.sourceHash }, null, 1));
+    return true;
   } catch {
-    // A read-only or full cache only costs the next run another instrumentation.
+    return false;
+  }
+}
+
+// ---- one instrumentation per entry at a time, across processes and nodes sharing the cache ----
+
+/** A lock not refreshed for this long was left by a process that died on another node. */
+const STALE_LOCK_MS = 60_000;
+/** How often a holder refreshes its lock (its mtime). */
+export const LOCK_REFRESH_MS = 10_000;
+
+export interface EntryLock {
+  path: string;
+  /** Shows the lock is still held (call every LOCK_REFRESH_MS). */
+  refresh(): void;
+  release(): void;
+}
+
+/**
+ * Takes the lock of a source's entry: an EntryLock, 'busy' (another process holds it: wait
+ * for the entry), or 'unwritable' (the cache cannot be written: instrument without it).
+ * A lock whose holder is gone (a dead pid on this host, or not refreshed for a minute) is
+ * taken over.
+ */
+export function lockEntry(sourceHash: string, opts: InstrumentOptions, cacheDir: string = defaultCacheDir()): EntryLock | 'busy' | 'unwritable' {
+  const path = paths(sourceHash, versionString(opts), cacheDir).lock;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      mkdirSync(cacheDir, { recursive: true });
+      const fd = openSync(path, 'wx', 0o644);
+      try {
+        writeSync(fd, `${process.pid} ${hostname()}\n`);
+      } finally {
+        closeSync(fd);
+      }
+      return {
+        path,
+        refresh: () => { try { const now = new Date(); utimesSync(path, now, now); } catch { /* taken over: we still finish */ } },
+        release: () => { try { unlinkSync(path); } catch { /* gone already */ } },
+      };
+    } catch (e) {
+      if (errno(e) !== 'EEXIST') return 'unwritable';
+      if (!stale(path)) return 'busy';
+      try { unlinkSync(path); } catch { /* another waiter took it over first */ }
+    }
+  }
+  return 'busy';
+}
+
+function stale(lockPath: string): boolean {
+  try {
+    const st = statSync(lockPath);
+    const [pid, host] = readFileSync(lockPath, 'utf8').trim().split(' ');
+    if (host === hostname() && Number(pid) > 0 && !alive(Number(pid))) return true;
+    return Date.now() - st.mtimeMs > STALE_LOCK_MS;
+  } catch {
+    return false; // gone (released) or just being written: look again
   }
 }

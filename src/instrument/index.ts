@@ -8,7 +8,9 @@ import {
   NON_UNWINDING_WASI, UnsupportedModuleError, analyseModule, cycleBreakers,
   cyclicComponents, unwindingFunctions, vetModule,
 } from './analyse.js';
+import { asyncifyNative, nativeWasmOpt, type AsyncifyArgs } from './native.js';
 import { insertPolls } from './polls.js';
+import { META_SECTION, embeddedMeta, encodeMeta } from './embedded.js';
 import { defaultCacheDir, readCache, writeCache } from './cache.js';
 import {
   DEFAULT_VARIANT, type GlobalType, type InstrumentedModule, type InstrumentMeta, type InstrumentOptions,
@@ -24,9 +26,10 @@ export type {
 export { DEFAULT_VARIANT } from './types.js';
 
 /** Features Node 20 (V8 11.3) runs; we read with all of them so that we can refuse clearly
- *  (tail calls, threads, exceptions) instead of failing to parse. */
+ *  (tail calls, threads, exceptions) instead of failing to parse. BulkMemoryOpt (memory.copy
+ *  and fill) comes with BulkMemory: without it Binaryen aborts on a module that uses them. */
 const FEATURES = binaryen.Features.MutableGlobals | binaryen.Features.NontrappingFPToInt
-  | binaryen.Features.SIMD128 | binaryen.Features.BulkMemory | binaryen.Features.SignExt
+  | binaryen.Features.SIMD128 | binaryen.Features.BulkMemory | binaryen.Features.BulkMemoryOpt | binaryen.Features.SignExt
   | binaryen.Features.ReferenceTypes | binaryen.Features.Multivalue | binaryen.Features.TailCall
   | binaryen.Features.Atomics | binaryen.Features.ExceptionHandling;
 
@@ -59,6 +62,7 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
   }
   try {
     m.setFeatures(FEATURES);
+    if (embeddedMeta(bytes) !== null) throw new UnsupportedModuleError('the module is already instrumented by Stasis; launch it as it is, or instrument the original');
     vetModule(m);
     progress('analyse');
     const a = analyseModule(m);
@@ -86,25 +90,52 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
     }
 
     progress('asyncify');
-    binaryen.setOptimizeLevel(2);
-    binaryen.setShrinkLevel(0);
-    binaryen.setDebugInfo(false);
-    binaryen.clearPassArguments();
-    binaryen.setPassArgument('asyncify-imports', unwindImports.length > 0 ? unwindImports.join(',') : 'stasis.none');
     const only = [...unwindingFunctions(a, unwindImportNames)];
-    const useOnly = only.length > 0 && only.every(listable);
-    if (useOnly) binaryen.setPassArgument('asyncify-onlylist', only.join(','));
-    m.runPasses(['strip-dwarf', 'asyncify']);
-    progress('optimize');
-    const post = variant.post ?? 'full';
-    const savedInline = binaryen.getOneCallerInlineMaxSize();
-    try {
-      if (post === 'noinline') { binaryen.addPassToSkip('inlining'); binaryen.addPassToSkip('inlining-optimizing'); }
-      if (post === 'oneCaller0') binaryen.setOneCallerInlineMaxSize(0);
-      if (post !== 'none') m.optimize();
-    } finally {
-      binaryen.clearPassesToSkip();
-      binaryen.setOneCallerInlineMaxSize(savedInline);
+    const asyncifyArgs: AsyncifyArgs = {
+      imports: unwindImports.length > 0 ? unwindImports : ['stasis.none'],
+      only: only.length > 0 && only.every(listable) ? only : null,
+      optimizeLevel: 2,
+    };
+    const tool = nativeWasmOpt();
+    let native: Uint8Array | null = null;
+    if (tool !== null) {
+      binaryen.setDebugInfo(true); // the lists name functions: keep the name section
+      try {
+        native = asyncifyNative(tool, m.emitBinary(), asyncifyArgs);
+      } catch {
+        native = null; // a broken or killed wasm-opt: the npm build below always works
+      }
+    }
+    if (native !== null) {
+      const next = (binaryen.readBinary as (b: Uint8Array, f?: number) => binaryen.Module)(native, FEATURES);
+      m.dispose();
+      m = next;
+      m.setFeatures(FEATURES);
+    } else {
+      // Asyncify optimises the functions it changed itself (at this level): no pass over the
+      // whole module afterwards, which took longer than Asyncify and gave a bigger module.
+      binaryen.setOptimizeLevel(asyncifyArgs.optimizeLevel);
+      binaryen.setShrinkLevel(0);
+      binaryen.setDebugInfo(false);
+      binaryen.clearPassArguments();
+      binaryen.setPassArgument('asyncify-imports', asyncifyArgs.imports.join(','));
+      if (asyncifyArgs.only !== null) binaryen.setPassArgument('asyncify-onlylist', asyncifyArgs.only.join(','));
+      m.runPasses(['strip-dwarf', 'asyncify']);
+    }
+    const post = variant.post ?? 'none';
+    if (post !== 'none') {
+      progress('optimize');
+      const savedInline = binaryen.getOneCallerInlineMaxSize();
+      try {
+        binaryen.setOptimizeLevel(2);
+        binaryen.setShrinkLevel(0);
+        if (post === 'noinline') { binaryen.addPassToSkip('inlining'); binaryen.addPassToSkip('inlining-optimizing'); }
+        if (post === 'oneCaller0') binaryen.setOneCallerInlineMaxSize(0);
+        m.optimize();
+      } finally {
+        binaryen.clearPassesToSkip();
+        binaryen.setOneCallerInlineMaxSize(savedInline);
+      }
     }
 
     // Export every mutable global (after optimisation, which could rename or drop unexported ones).
@@ -126,8 +157,6 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
 
     progress('emit');
     if (!m.validate()) throw new Error('instrumented module does not validate (instrumenter bug)');
-    binaryen.setDebugInfo(true); // keeps the name section (function names in traps and profiles)
-    const out = m.emitBinary();
     const meta: InstrumentMeta = {
       version: versionString(opts, variant),
       globals,
@@ -136,6 +165,9 @@ export function instrumentVariant(bytes: Uint8Array, opts: InstrumentOptions, va
       pollBudget,
       unwindImports,
     };
+    m.addCustomSection(META_SECTION, encodeMeta({ meta, sourceHash }));
+    binaryen.setDebugInfo(true); // keeps the name section (function names in traps and profiles)
+    const out = m.emitBinary();
     return { bytes: out, hash: sha256(out), sourceHash, meta };
   } finally {
     m.dispose();

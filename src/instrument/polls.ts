@@ -54,9 +54,18 @@ export interface PollsAdded {
   pollers: Set<string>;
 }
 
+/** Where the search for a free name of each base goes on (names are only ever added): a name
+ *  per loop made the search from the start quadratic in the loops of a big program. */
+const searchFrom = new WeakMap<Set<string>, Map<string, number>>();
+
+/** `base`, else `base0`, `base1`, ...: the first one not in `taken` (which gets it). */
 function freshName(taken: Set<string>, base: string): string {
-  let n = base;
-  for (let i = 0; taken.has(n); i++) n = `${base}${i}`;
+  let from = searchFrom.get(taken);
+  if (from === undefined) searchFrom.set(taken, from = new Map());
+  let i = from.get(base) ?? -1;
+  let n = i < 0 ? base : `${base}${i}`;
+  while (taken.has(n)) n = `${base}${++i}`;
+  from.set(base, i + 1);
   taken.add(n);
   return n;
 }

@@ -1,21 +1,23 @@
 // Instrumentation runs in a worker thread: binaryen needs seconds on a first launch, and the
-// main thread must stay free to show progress and to answer signals meanwhile.
+// main thread must stay free to show progress, keep its cache lock fresh and answer signals.
 import { parentPort, Worker, workerData } from 'node:worker_threads';
 import type { InstrumentedModule, InstrumentOptions } from './types.js';
 
 type Outcome =
-  | { ok: true; result: InstrumentedModule }
-  | { ok: false; unsupported: boolean; message: string };
+  | { kind: 'phase'; phase: string }
+  | { kind: 'result'; ok: true; result: InstrumentedModule }
+  | { kind: 'result'; ok: false; unsupported: boolean; message: string };
 
 /** Thrown for a module the instrumenter refuses (the message says why). */
 export class Unsupported extends Error {}
 
-/** The instrumented module, built in a worker thread (which fills the cache; callers look the
- *  cache up first with lookupCache, without loading binaryen). */
-export function instrumentInThread(bytes: Uint8Array, opts: Omit<InstrumentOptions, 'onProgress'>): Promise<InstrumentedModule> {
+/** The instrumented module, built in a worker thread (callers look the cache up first with
+ *  lookupCache, without loading binaryen, and fill it). `onPhase` hears each phase start. */
+export function instrumentInThread(bytes: Uint8Array, opts: Omit<InstrumentOptions, 'onProgress'>, onPhase: (phase: string) => void = () => {}): Promise<InstrumentedModule> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(new URL(import.meta.url), { workerData: { kind: 'instrument', bytes, opts } });
-    worker.once('message', (o: Outcome) => {
+    worker.on('message', (o: Outcome) => {
+      if (o.kind === 'phase') { onPhase(o.phase); return; }
       if (o.ok) resolve(o.result);
       else reject(o.unsupported ? new Unsupported(o.message) : new Error(o.message));
       void worker.terminate();
@@ -26,12 +28,13 @@ export function instrumentInThread(bytes: Uint8Array, opts: Omit<InstrumentOptio
 
 if (parentPort !== null && workerData?.kind === 'instrument') {
   const port = parentPort;
-  const { instrumentCached, UnsupportedModuleError } = await import('./index.js');
+  const { instrument, UnsupportedModuleError } = await import('./index.js');
   let outcome: Outcome;
   try {
-    outcome = { ok: true, result: instrumentCached(workerData.bytes as Uint8Array, workerData.opts as InstrumentOptions) };
+    const opts: InstrumentOptions = { ...workerData.opts as InstrumentOptions, onProgress: (phase) => port.postMessage({ kind: 'phase', phase }) };
+    outcome = { kind: 'result', ok: true, result: instrument(workerData.bytes as Uint8Array, opts) };
   } catch (e) {
-    outcome = { ok: false, unsupported: e instanceof UnsupportedModuleError, message: (e as Error).message };
+    outcome = { kind: 'result', ok: false, unsupported: e instanceof UnsupportedModuleError, message: (e as Error).message };
   }
   port.postMessage(outcome);
 }

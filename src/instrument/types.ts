@@ -6,7 +6,7 @@ import type { PollImport } from './abi.js';
 export interface InstrumentOptions {
   /** Safe-point polls in loops and recursion, so pure compute can be checkpointed. */
   polls: boolean;
-  /** Called at the start of each phase (parse, analyse, polls, asyncify, optimize, emit). */
+  /** Called at the start of each phase (parse, analyse, polls, asyncify, emit). */
   onProgress?: (phase: string) => void;
 }
 
@@ -50,7 +50,8 @@ export interface PollVariant {
   trustAllocator?: boolean;
   /** Experiment: leave loops in call-free functions without polls (unsound, measures the cost). */
   skipLeafLoops?: boolean;
-  /** Optimisation after Asyncify: full -O2, none, or -O2 without inlining. */
+  /** Optimisation after Asyncify, over the whole module: none (the default: Asyncify's own
+   *  optimisation of what it changed), full -O2, or -O2 without inlining. */
   post?: 'full' | 'none' | 'noinline' | 'oneCaller0';
 }
 

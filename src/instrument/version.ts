@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { DEFAULT_VARIANT, type InstrumentOptions, type PollVariant } from './types.js';
 
 /** Bump when the output for a given input changes (placement, passes, exports). */
-export const INSTRUMENTER_VERSION = '4';
+export const INSTRUMENTER_VERSION = '5';
 
 // Read from its package.json: resolving a path loads nothing.
 const BINARYEN_VERSION = ((): string => {
@@ -19,5 +19,5 @@ const BINARYEN_VERSION = ((): string => {
 
 export function versionString(opts: InstrumentOptions, variant: PollVariant = DEFAULT_VARIANT): string {
   const v = opts.polls ? `polls=${variant.loops}/${variant.counter}/${variant.cycles}${variant.skipBounded ? '/skipbounded' : ''}${variant.skipLeafLoops ? '/skipleaf' : ''}${variant.skipPolledCalls ? '/skippolledcalls' : ''}${variant.trustAllocator ? '/allocator' : ''}` : 'polls=off';
-  return `stasis-instrument ${INSTRUMENTER_VERSION}; binaryen ${BINARYEN_VERSION}; ${v}${variant.post && variant.post !== 'full' ? `; post=${variant.post}` : ''}`;
+  return `stasis-instrument ${INSTRUMENTER_VERSION}; binaryen ${BINARYEN_VERSION}; ${v}${variant.post && variant.post !== 'none' ? `; post=${variant.post}` : ''}`;
 }

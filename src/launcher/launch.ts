@@ -1,7 +1,6 @@
 // `stasis launch`: a program started under checkpoint control. The module is instrumented
-// (once: cached), the file options are checked, then it runs under supervision.
+// (once: cached; instrumented.ts), the file options are checked, then it runs under supervision.
 import { basename } from 'node:path';
-import { StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
 import type { Preopen } from '../wasi/state.js';
 import { maxFrameBytes } from '../engine/stack.js';
@@ -11,13 +10,9 @@ import { checkPathMap, mapPath, mountsOf, parsePathMap } from '../files/pathmap.
 import { checkConflicts, checkRestartPaths, cliRules, loadRulesFile, ruleData } from '../files/rules.js';
 import type { EngineInfo, FilePolicyOptions } from '../image/schema.js';
 import { WASI_MODULE } from '../instrument/abi.js';
-import { lookupCache, sourceOf } from '../instrument/cache.js';
-import type { InstrumentedModule } from '../instrument/types.js';
-import { instrumentInThread, Unsupported } from '../instrument/thread.js';
-import { loadModule, readModuleBytes } from './module.js';
-import { progress } from './progress.js';
+import { instrumentedModule } from './instrumented.js';
 import { checkPreopens, type RunOptions } from './run.js';
-import { pauseForTest, stopEarlyOnSignals } from './signals.js';
+import { stopEarlyOnSignals } from './signals.js';
 import { checkpointDir, supervise, type ControlOptions } from './supervisor.js';
 
 export interface LaunchOptions extends RunOptions, ControlOptions {
@@ -43,7 +38,7 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
   const policy = launchPolicy(opts, preopens);
   const physical = checkPreopens(preopens.map((p) => ({ guest: p.guest, host: mapPath(policy.pathMap, p.host) })));
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
-  const { inst, module } = await instrumented(opts.module);
+  const { inst, module } = await instrumentedModule(opts.module);
   const engine: Required<EngineInfo> = {
     unwindImports: inst.meta.unwindImports
       .filter((i) => i.startsWith(`${WASI_MODULE}.`))
@@ -62,33 +57,6 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
       ...(opts.compile && { compile: opts.compile }),
     },
   });
-}
-
-/** The program instrumented and compiled: from the cache (the original is neither compiled nor
- *  hashed twice; the cached module's hash is checked while it compiles), else vetted and built. */
-async function instrumented(path: string): Promise<{ inst: InstrumentedModule; module: WebAssembly.Module }> {
-  const source = sourceOf(path, () => readModuleBytes(path));
-  const found = await lookupCache(source.sourceHash, { polls: true });
-  if (found !== null) {
-    let module: WebAssembly.Module | null = null;
-    try {
-      module = new WebAssembly.Module(found.module.bytes as Uint8Array<ArrayBuffer>);
-    } catch {
-      // a damaged entry: rebuilt below
-    }
-    if (await found.verified && module !== null) return { inst: found.module, module };
-  }
-  const bytes = source.bytes ?? readModuleBytes(path);
-  loadModule(path, bytes); // a clear error for a module that is not a WASI command
-  let inst;
-  try {
-    inst = await progress(`instrumenting ${path} (first launch of this module; cached afterwards)`, () =>
-      Promise.all([instrumentInThread(bytes, { polls: true }), pauseForTest('instrument')]).then(([i]) => i));
-  } catch (e) {
-    if (e instanceof Unsupported) throw new StasisError('UNSUPPORTED', `${path}: ${e.message}`);
-    throw e;
-  }
-  return { inst, module: new WebAssembly.Module(inst.bytes as Uint8Array<ArrayBuffer>) };
 }
 
 /** The file options of a launch, checked (conflicts, rules file, path maps). */
