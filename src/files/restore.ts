@@ -91,7 +91,10 @@ function sameContents(path: string, copy: SavedCopy): boolean | string {
   }
 }
 
-export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
+/** `rolledBack`: whether the rollback (rollback.ts) puts a path back as it was at the
+ *  checkpoint; such files are planned as reopened (the plan is made again, and checked, once
+ *  the rollback is done). */
+export function planFiles(snap: Snapshot, o: PlanOptions, rolledBack: (path: string) => boolean = () => false): FilePlan {
   const plan: FilePlan = { steps: [], refusals: [] };
   const changed: string[] = [];
   for (const r of fileRecords(snap)) {
@@ -104,6 +107,10 @@ export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
     const step = (kind: StepKind, line: string, comparedAt?: bigint): void => {
       plan.steps.push({ kind, record: r, target, guestPath, current, line, ...(comparedAt !== undefined && { comparedAt }) });
     };
+    if (!r.deleted && rolledBack(target)) {
+      step('reopen', `reopen   ${at}: as at the checkpoint once rolled back (${r.reason})`);
+      continue;
+    }
     if (typeof found === 'string') {
       refuse(plan, step, 'FILE_ACCESS', `${at} (the program's ${guestPath}) ${found}; fix it, or map the file elsewhere with --path-map OLD=NEW`);
       continue;

@@ -46,7 +46,7 @@ export class CheckpointQueue {
 export interface CapturableGuest {
   capture(stop: boolean): Promise<CapturedState>;
   /** Lets the paused guest go on, guarding the files still being copied. */
-  release(guards: FileGuard[]): void;
+  release(guards: FileGuard[], generation: number): void;
   memoryBytes(): number;
   giveBuffer(memory: Uint8Array): void;
 }
@@ -143,7 +143,8 @@ export class Checkpoints {
       this.buffer.giveBack(captured.memory);
       throw e;
     } finally {
-      this.guest.release(files?.guards ?? []);
+      // Checkpoints are taken one at a time: this capture is saved as the next generation.
+      this.guest.release(files?.guards ?? [], this.generation + 1);
       captured.pauseMs += performance.now() - from; // the program waited for its files too
     }
   }

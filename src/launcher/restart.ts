@@ -9,6 +9,7 @@ import { emit, loadPlugins } from '../files/plugin.js';
 import { builtinPolicy } from '../files/policy.js';
 import { checkPathMap, mergePathMaps, mountsOf, parsePathMap } from '../files/pathmap.js';
 import { applyPlan, checkPlan, fileRecords, locationKey, physicalPath, planFiles, type FilePlan, type PlanOptions } from '../files/restore.js';
+import { applyRollback, planRollback, rollbackKeptDir, rollsBack, type RollbackPlan } from '../files/rollback.js';
 import { readImage } from '../image/index.js';
 import type { FilePolicyOptions, Snapshot } from '../image/schema.js';
 import { guestPath, type Preopen } from '../wasi/state.js';
@@ -31,7 +32,7 @@ export interface RestartOptions extends ControlOptions {
 /** What a restart would do with each open file, checked; nothing is changed. */
 export async function planRestart(opts: RestartOptions): Promise<{ lines: string[]; plan: FilePlan }> {
   const p = await prepareRestart(opts);
-  return { lines: p.plan.steps.map((s) => s.line), plan: p.plan };
+  return { lines: [...p.rollback.lines, ...p.plan.steps.map((s) => s.line)], plan: p.plan };
 }
 
 async function prepareRestart(opts: RestartOptions) {
@@ -46,17 +47,19 @@ async function prepareRestart(opts: RestartOptions) {
   };
   const where: PlanOptions = { saved: snap.wasi.preopens, dirs: opts.dirs, pathMap: policy.pathMap, allowOverwrite: opts.allowFileOverwrite === true };
   const physical = remapPreopens(snap.wasi.preopens, opts.dirs, (p) => physicalPath(where, { preopen: p.guest, rel: '' })!);
-  checkOtherFds(snap, where);
-  const plan = planFiles(snap, where);
+  // What the program changed since the checkpoint is undone first (files/rollback.ts).
+  const rollback = planRollback(image.ref.dir, image.ref.generation, physical.map((p) => p.host));
+  checkOtherFds(snap, where, rollback);
+  const plan = planFiles(snap, where, (p) => rollsBack(rollback, p));
   // Files a rule moved stay where they were put for later checkpoints of this run.
   where.moved = new Map(plan.steps.filter((st) => st.record.restartPath !== undefined).map((st) => [locationKey(st.record.location), st.target]));
-  return { image, snap, policy, physical, plan, where };
+  return { image, snap, policy, physical, plan, where, rollback };
 }
 
 export async function restart(opts: RestartOptions): Promise<GuestResult> {
   const ckptDir = opts.ckptDir === undefined ? undefined : checkpointDir(opts.ckptDir);
-  const { image, snap, policy, physical, plan, where } = await prepareRestart(opts);
-  checkPlan(plan);
+  const { image, snap, policy, physical, plan: planned, where, rollback } = await prepareRestart(opts);
+  checkPlan(planned);
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
   const env = mergeEnv(snap.wasi.env, opts.env);
   // A progress line (on a terminal, after a second) until the program runs again: the memory
@@ -71,6 +74,11 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
     const unchanged: CopyCache = new Map();
     // Only once the guest has read and checked the image's memory: a damaged image changes nothing.
     const putFiles = async (): Promise<[number, number][]> => {
+      const rolledBack = applyRollback(rollback, rollbackKeptDir(image.ref.dir, image.ref.generation));
+      for (const line of rolledBack) process.stderr.write(`stasis: ${line}\n`);
+      // Planned again on the files as the rollback left them, and checked again.
+      const plan = rollback.touched.size === 0 ? planned : planFiles(snap, where);
+      checkPlan(plan);
       const applied = applyPlan(plan, snap, image.ref.dir);
       for (const line of applied.kept) process.stderr.write(`stasis: ${line}\n`);
       for (const [key, copy] of applied.unchanged) unchanged.set(key, copy);
@@ -101,6 +109,7 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
         ...(opts.compile && { compile: opts.compile }),
       },
       onRestored: () => restored(),
+      restartedFrom: image.ref.generation,
       unchanged,
     });
   } catch (e) {
@@ -134,12 +143,12 @@ function remapPreopens(saved: Preopen[], dirs: Preopen[], where: (p: Preopen) =>
  * Directories the program had open (other than preopens), and files that have no record
  * (devices, pipes opened by path), must still be there.
  */
-function checkOtherFds(snap: Snapshot, where: PlanOptions): void {
+function checkOtherFds(snap: Snapshot, where: PlanOptions, rollback: RollbackPlan): void {
   const recorded = new Set(fileRecords(snap).flatMap((r) => r.fds));
   for (const f of snap.wasi.fds) {
     if (f.kind === 'stdio' || recorded.has(f.fd) || (f.kind === 'dir' && f.location.rel === '')) continue;
     const host = physicalPath(where, f.location);
-    if (host !== null && fs.existsSync(host)) continue;
+    if (host !== null && (fs.existsSync(host) || rollsBack(rollback, host))) continue;
     throw new StasisError('MISSING_FILE', `the program had ${f.kind === 'dir' ? 'the directory ' : ''}${guestPath(f.location)} open (fd ${f.fd}), but ${host ?? 'its preopen'} is missing; put it back, or map it with --path-map or --dir NEWHOST::${f.location.preopen}`);
   }
 }

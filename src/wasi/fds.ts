@@ -164,6 +164,7 @@ export class FileFd extends Fd {
   ) {
     super(rightsBase, rightsInheriting, fdflags);
     this.type = filetype;
+    if (changes.active) changes.opened?.(handle, openedAt);
   }
 
   get filetype(): number {
@@ -192,6 +193,7 @@ export class FileFd extends Fd {
   }
 
   close(): void {
+    if (this.changes.active) this.changes.closed?.(this.handle);
     fs.closeSync(this.handle);
     this.writeBehind.takeError(this.handle);
   }
@@ -215,9 +217,10 @@ export class FileFd extends Fd {
     const wb = this.writeBehind;
     wb.takeError(this.handle);
     if (!this.seekable) return iovecIo(mem, iovs, n, this.handle, null, true);
+    let end: number | undefined; // the file's size, for append mode
     if (this.changes.active) {
-      const at = this.fdflags & Fdflags.APPEND ? Number(this.stat().size) : this.offset;
-      this.changes.beforeWrite(this.handle, at, iovecBytes(mem, iovs, n));
+      if (this.fdflags & Fdflags.APPEND) end = Number(this.stat().size);
+      this.changes.beforeWrite(this.handle, end ?? this.offset, iovecBytes(mem, iovs, n));
     }
     if (this.fdflags === 0) {
       // Small writes at the current offset are gathered (see writebehind.ts); as in
@@ -243,7 +246,7 @@ export class FileFd extends Fd {
       return total;
     }
     // Append mode is kept here, not in the host handle, so that it is plain state.
-    if (this.fdflags & Fdflags.APPEND) this.offset = Number(this.stat().size);
+    if (this.fdflags & Fdflags.APPEND) this.offset = end ?? Number(this.stat().size);
     const put = this.pwrite(mem, iovs, n, this.offset);
     this.offset += put;
     return put;
@@ -277,10 +280,13 @@ export class FileFd extends Fd {
   override allocate(offset: number, len: number): void {
     // Node has no posix_fallocate: extending the file gives the same visible result.
     const end = offset + len;
-    if (end > Number(this.stat().size)) fs.ftruncateSync(this.handle, end);
+    if (end <= Number(this.stat().size)) return;
+    if (this.changes.active) this.changes.beforeTruncate(this.handle, end);
+    fs.ftruncateSync(this.handle, end);
   }
 
   override setTimes(atime: TimeSpec, mtime: TimeSpec): void {
+    if (this.changes.active) this.changes.beforeSetTimes?.(this.handle);
     setTimesFd(this.handle, atime, mtime);
   }
 

@@ -433,6 +433,7 @@ export class WasiHost {
         const d = h.dir(fd, Right.PATH_CREATE_DIRECTORY);
         const r = resolvePath(d.root, h.path(p, l), false, d.mounts);
         if (r.rel === '') throw new WasiError(Errno.EXIST);
+        if (h.changes.active) h.changes.beforeCreate?.(r.host);
         fs.mkdirSync(r.host);
       },
       path_filestat_get(fd: number, flags: number, p: number, l: number, out: number) {
@@ -447,6 +448,7 @@ export class WasiHost {
         const follow = follows(flags);
         const r = resolvePath(d.root, h.path(p, l), follow, d.mounts);
         const [a, m] = h.times(atim, mtim, fst);
+        if (h.changes.active) h.changes.beforeSetTimes?.(r.host);
         setTimesPath(r.host, a, m, false); // any symlink to follow was expanded by resolvePath
       },
       path_link(
@@ -456,6 +458,7 @@ export class WasiHost {
         const dst = h.dir(newFd, Right.PATH_LINK_TARGET);
         const from = resolvePath(src.root, h.path(op, ol), follows(oldFlags), src.mounts);
         const to = resolvePath(dst.root, h.path(np, nl), false, dst.mounts);
+        if (h.changes.active) h.changes.beforeCreate?.(to.host);
         fs.linkSync(hostArg(from), hostArg(to));
       },
       path_open(
@@ -476,6 +479,7 @@ export class WasiHost {
         const d = h.dir(fd, Right.PATH_REMOVE_DIRECTORY);
         const r = resolvePath(d.root, h.path(p, l), false, d.mounts);
         if (r.rel === '') throw new WasiError(Errno.BUSY);
+        if (h.changes.active) h.changes.beforeRemove?.(r.host);
         fs.rmdirSync(r.host);
         h.refreshRoots();
       },
@@ -485,6 +489,7 @@ export class WasiHost {
         const from = resolvePath(src.root, h.path(op, ol), false, src.mounts);
         const to = resolvePath(dst.root, h.path(np, nl), false, dst.mounts);
         if (from.rel === '' || to.rel === '') throw new WasiError(Errno.BUSY);
+        if (h.changes.active) h.changes.beforeRename?.(from.host, to.host);
         fs.renameSync(hostArg(from), hostArg(to));
         h.refreshRoots();
       },
@@ -495,11 +500,13 @@ export class WasiHost {
         // An absolute target could never be followed inside the sandbox (as in wasmtime: EPERM).
         if (target.startsWith('/')) throw new WasiError(Errno.PERM);
         const r = resolvePath(d.root, h.path(np, nl), false, d.mounts);
+        if (h.changes.active) h.changes.beforeCreate?.(r.host);
         fs.symlinkSync(target, hostArg(r));
       },
       path_unlink_file(fd: number, p: number, l: number) {
         const d = h.dir(fd, Right.PATH_UNLINK_FILE);
         const r = resolvePath(d.root, h.path(p, l), false, d.mounts);
+        if (h.changes.active) h.changes.beforeRemove?.(r.host);
         fs.unlinkSync(hostArg(r));
       },
 
@@ -569,11 +576,7 @@ export class WasiHost {
     // Resolve all but the last component, open that one O_NOFOLLOW, and only if it turns out
     // to be a symlink that should be followed, resolve it too: one syscall in the common case.
     let r = resolvePath(d.root, path, false, d.mounts);
-    if (this.changes.active && flags & O.O_TRUNC) {
-      // Truncating a file whose checkpoint copy is still being made: its blocks go first.
-      const st = fs.statSync(r.host, { bigint: true, throwIfNoEntry: false });
-      if (st !== undefined) this.changes.beforeTruncateFile(`${st.dev}:${st.ino}`);
-    }
+    if (this.changes.active) this.beforeOpen(r, flags);
     let handle: number;
     try {
       handle = this.openHost(r, flags);
@@ -582,6 +585,7 @@ export class WasiHost {
       const code = (e as NodeJS.ErrnoException).code;
       if (!follow || (code !== 'ELOOP' && code !== 'ENOTDIR')) throw e;
       r = resolvePath(d.root, path, true, d.mounts);
+      if (this.changes.active) this.beforeOpen(r, flags);
       handle = this.openHost(r, flags);
     }
     const location = { preopen: d.location.preopen, rel: joinRel(d.location.rel, r.rel) };
@@ -598,6 +602,16 @@ export class WasiHost {
     const access = write ? (read ? 'rw' : 'w') : 'r';
     const filetype = oflags & Oflags.CREAT ? Filetype.REGULAR_FILE : undefined;
     return new FileFd(this.writeBehind, this.changes, handle, r.host, location, access, filetype, base, inheriting, fdflags);
+  }
+
+  /** Tells the listeners what an open may change: a file created, or one truncated (a file
+   *  whose checkpoint copy is still being made has its blocks copied first). */
+  private beforeOpen(r: Resolved, flags: number): void {
+    if (flags & O.O_CREAT) this.changes.beforeCreate?.(r.host);
+    if (flags & O.O_TRUNC) {
+      const st = fs.statSync(r.host, { bigint: true, throwIfNoEntry: false });
+      if (st !== undefined) this.changes.beforeTruncateFile(`${st.dev}:${st.ino}`, r.host);
+    }
   }
 
   /** If fd is a FileFd that turns out to be a directory, replaces it by a DirFd. */

@@ -1,0 +1,167 @@
+// Rollback, end to end: a real program changes its files after a checkpoint, its launcher is
+// killed (SIGKILL, no cooperation from the program), and a restart in a new process must
+// finish exactly as an uninterrupted run: same output, same files and directories (contents
+// and modes) under its directory.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
+
+/** Every file and directory below dir: contents (files), mode and kind. */
+function tree(dir: string, prefix = ''): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const name of readdirSync(dir).sort()) {
+    const p = join(dir, name);
+    const st = lstatSync(p);
+    const mode = (st.mode & 0o7777).toString(8);
+    if (st.isDirectory()) {
+      out.set(`${prefix}${name}/`, `dir ${mode}`);
+      for (const [k, v] of tree(p, `${prefix}${name}/`)) out.set(k, v);
+    } else {
+      out.set(prefix + name, `file ${mode} ${readFileSync(p).toString('base64')}`);
+    }
+  }
+  return out;
+}
+
+interface Run {
+  /** The launcher's output up to and including its first pause (the checkpoint). */
+  before: string;
+  root: string;
+  data: string;
+  ckpt: string;
+  cleanup: () => void;
+}
+
+/**
+ * Launches PROG on a fresh directory, checkpoints it at its first pause, lets it go on to its
+ * second pause, and kills the launcher there (SIGKILL).
+ */
+async function checkpointContinueKill(prog: string, args: (data: string) => string[]): Promise<Run> {
+  const { dir, cleanup } = tempDir();
+  const data = join(dir, 'data');
+  const ckpt = join(dir, 'ckpt');
+  mkdirSync(data);
+  const name = `rollback-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', ckpt,
+    '--dir', `${data}::/data`, prog, ...args('/data')], { stdio: ['pipe', 'pipe', 'pipe'], cwd: dir });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  const paused = async (n: number): Promise<void> => {
+    while (out.split('paused\n').length - 1 < n) {
+      if (child.exitCode !== null) assert.fail(`launch ended (${child.exitCode}) before pausing: ${out}${err}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  try {
+    await paused(1);
+    const before = out;
+    const cp = stasis(['checkpoint', '--json', name]);
+    assert.equal(cp.code, 0, cp.stderr + err);
+    child.stdin.write('go\n');
+    await paused(2);
+    child.kill('SIGKILL');
+    await closed;
+    return { before, root: dir, data, ckpt, cleanup };
+  } catch (e) {
+    child.kill('SIGKILL');
+    cleanup();
+    throw e;
+  }
+}
+
+/** The same program run to the end in one process: its output and its directory. */
+function uninterrupted(prog: string, args: (data: string) => string[]): { out: string; tree: Map<string, string> } {
+  const { dir, cleanup } = tempDir();
+  try {
+    const data = join(dir, 'data');
+    mkdirSync(data);
+    const r = stasis(['run', '--dir', `${data}::/data`, prog, ...args('/data')], { input: 'go\ngo\n' });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    return { out: r.stdout, tree: tree(data) };
+  } finally {
+    cleanup();
+  }
+}
+
+test('a data file written sequentially, then updated in place with pwrite: saved as a database (observed), rolled back; the restarted run prints what an uninterrupted one does', async () => {
+  const prog = fixture('rollback_records');
+  const args = (d: string): string[] => [`${d}/records.bin`];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    // The fd's offset is at the end (a log, by the offset rule), but the program wrote over
+    // its records: a database, and inspect says why.
+    const info = JSON.parse(stasis(['inspect', '--json', run.ckpt]).stdout) as { files: { path: string; treatment: string; reason: string }[] };
+    const rec = info.files.find((f) => f.path.endsWith('records.bin'))!;
+    assert.equal(rec.treatment, 'save');
+    assert.match(rec.reason, /^database \(observed: it wrote over existing bytes/);
+
+    const dry = stasis(['restart', '--dry-run', run.ckpt]);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /^rollback \S*records\.bin: contents put back as at the checkpoint/m);
+    assert.match(dry.stdout, /^reopen +\S*records\.bin: as at the checkpoint once rolled back \(database \(observed/m);
+
+    const r = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
+    // The version rolled back is kept and named.
+    assert.match(r.stderr, /rolled back \S*records\.bin \(its contents changed after the checkpoint\); kept in \S*kept/);
+  } finally {
+    run.cleanup();
+  }
+});
+
+test('one result file per step (O_CREAT|O_EXCL, rename into place, unlink the one from 5 steps ago), a log, rename-over, mkdir/rmdir: checkpoint, more steps, SIGKILL, restart finishes as an uninterrupted run, twice from the same image', async () => {
+  const prog = fixture('rollback_steps');
+  const args = (d: string): string[] => [d];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    const dry = stasis(['restart', '--dry-run', run.ckpt]);
+    assert.equal(dry.code, 0, dry.stderr);
+    const lines = dry.stdout.split('\n').filter((l) => l.startsWith('rollback '));
+    // One line per path: results made and removed after the checkpoint, the log, the state...
+    assert.equal(new Set(lines.map((l) => l.split(':')[0])).size, lines.length);
+    const line = (path: string): string | undefined => lines.find((l) => l.startsWith(`rollback ${join(run.data, path)}: `))?.slice(`rollback ${join(run.data, path)}: `.length);
+    assert.equal(line('result-012'), 'made after the checkpoint: moved to kept/', dry.stdout);
+    assert.equal(line('result-003'), 'removed after the checkpoint: put back (file)', dry.stdout);
+    assert.equal(line('state'), 'replaced after the checkpoint: its checkpoint version put back (file), the current one moved to kept/', dry.stdout);
+    assert.equal(line('progress.log'), 'contents put back as at the checkpoint (the current version kept)', dry.stdout);
+    assert.equal(line('batch-04'), 'made after the checkpoint: removed', dry.stdout);
+    assert.equal(line('batch-02'), 'removed after the checkpoint: put back (dir)', dry.stdout);
+    const atKill = tree(run.data);
+    assert.deepEqual(tree(run.data), atKill, '--dry-run changed something');
+
+    // A first restart, killed at the same point: a second restart from the same image still
+    // starts from the checkpoint's files.
+    const again = spawn(process.execPath, [stasisBin, 'restart', '--quiet', run.ckpt], { stdio: ['pipe', 'pipe', 'pipe'], cwd: run.root });
+    let out = '';
+    again.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    again.stdin.write('go\n');
+    const closed = new Promise<void>((resolve) => again.on('close', () => resolve()));
+    while (!out.includes('paused\n')) {
+      assert.equal(again.exitCode, null, out);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    again.kill('SIGKILL');
+    await closed;
+    assert.equal(run.before + out, ref.out.slice(0, (run.before + out).length));
+
+    const r = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
+    // Nothing lost: what was created after the checkpoint is kept, and reported.
+    assert.match(r.stderr, /rolled back \S*result-012 \(made after the checkpoint\); kept in /);
+    assert.ok(existsSync(join(run.ckpt, 'kept')));
+  } finally {
+    run.cleanup();
+  }
+});
