@@ -31,9 +31,11 @@ const GEN_RE = /^gen-(\d{6,})$/;
 /**
  * The journals a restart from `generation` undoes (that one and every later one), read and
  * checked; nothing is changed. `roots`: the preopens' host directories now: entries outside
- * them (the program's directories moved since) are left alone, and said so.
+ * them (the program's directories moved since) are left alone, and said so. `saved`: files
+ * the image has copies of: their contents come back from the copy, under the restart plan's
+ * rules for a file that differs, so the journal's bytes for them are not used.
  */
-export function planRollback(ckptDir: string, generation: number, roots: string[]): RollbackPlan {
+export function planRollback(ckptDir: string, generation: number, roots: string[], saved: string[] = []): RollbackPlan {
   const root = join(ckptDir, JOURNAL_DIR);
   let names: string[];
   try {
@@ -48,6 +50,8 @@ export function planRollback(ckptDir: string, generation: number, roots: string[
     .sort((a, b) => b.generation - a.generation);
   const real = roots.map((r) => realOr(r));
   const inside = (p: string): boolean => real.some((r) => p === r || p.startsWith(r + '/'));
+  const fromCopy = new Set(saved.map(realPath));
+  for (const j of journals) j.entries = j.entries.filter((e) => !((e.op === 'size' || e.op === 'block') && fromCopy.has(e.path)));
   const touched = new Set<string>();
   const outside = new Set<string>();
   for (const j of journals) {
@@ -232,9 +236,12 @@ export function applyRollback(plan: RollbackPlan, keptDir: string): string[] {
 /** Whether the rollback changes what `path` names (compared by real directory). */
 export function rollsBack(plan: RollbackPlan, path: string): boolean {
   if (plan.touched.size === 0) return false;
-  if (plan.touched.has(path)) return true;
-  const real = join(realOr(dirname(path)), basename(path));
-  return plan.touched.has(real);
+  return plan.touched.has(path) || plan.touched.has(realPath(path));
+}
+
+/** A path with its directory's symlinks resolved (as the host's paths are). */
+function realPath(path: string): string {
+  return join(realOr(dirname(path)), basename(path));
 }
 
 /** The name of the directory a rollback keeps things in. */

@@ -48,7 +48,8 @@ async function prepareRestart(opts: RestartOptions) {
   const where: PlanOptions = { saved: snap.wasi.preopens, dirs: opts.dirs, pathMap: policy.pathMap, allowOverwrite: opts.allowFileOverwrite === true };
   const physical = remapPreopens(snap.wasi.preopens, opts.dirs, (p) => physicalPath(where, { preopen: p.guest, rel: '' })!);
   // What the program changed since the checkpoint is undone first (files/rollback.ts).
-  const rollback = planRollback(image.ref.dir, image.ref.generation, physical.map((p) => p.host));
+  const copied = fileRecords(snap).filter((r) => r.treatment === 'save' && !r.deleted).map((r) => r.restartPath ?? physicalPath(where, r.location)!);
+  const rollback = planRollback(image.ref.dir, image.ref.generation, physical.map((p) => p.host), copied);
   checkOtherFds(snap, where, rollback);
   const plan = planFiles(snap, where, (p) => rollsBack(rollback, p));
   // Files a rule moved stay where they were put for later checkpoints of this run.

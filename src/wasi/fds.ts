@@ -217,12 +217,8 @@ export class FileFd extends Fd {
     const wb = this.writeBehind;
     wb.takeError(this.handle);
     if (!this.seekable) return iovecIo(mem, iovs, n, this.handle, null, true);
-    let end: number | undefined; // the file's size, for append mode
-    if (this.changes.active) {
-      if (this.fdflags & Fdflags.APPEND) end = Number(this.stat().size);
-      this.changes.beforeWrite(this.handle, end ?? this.offset, iovecBytes(mem, iovs, n));
-    }
     if (this.fdflags === 0) {
+      if (this.changes.active) this.changes.beforeWrite(this.handle, this.offset, iovecBytes(mem, iovs, n));
       // Small writes at the current offset are gathered (see writebehind.ts); as in
       // iovecIo, a bad iovec is EFAULT before anything is taken.
       const v = decodeIovecs(mem, iovs, n);
@@ -246,8 +242,8 @@ export class FileFd extends Fd {
       return total;
     }
     // Append mode is kept here, not in the host handle, so that it is plain state.
-    if (this.fdflags & Fdflags.APPEND) this.offset = end ?? Number(this.stat().size);
-    const put = this.pwrite(mem, iovs, n, this.offset);
+    if (this.fdflags & Fdflags.APPEND) this.offset = Number(this.stat().size);
+    const put = this.pwrite(mem, iovs, n, this.offset); // (listeners are told there)
     this.offset += put;
     return put;
   }
