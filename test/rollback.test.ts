@@ -89,7 +89,7 @@ function uninterrupted(prog: string, args: (data: string) => string[]): { out: s
   }
 }
 
-test('a data file written sequentially, then updated in place with pwrite: saved as a database (observed), rolled back; the restarted run prints what an uninterrupted one does', async () => {
+test('a data file written sequentially, then updated in place with pwrite: saved as a database (observed), restored; the restarted run prints what an uninterrupted one does', async () => {
   const prog = fixture('rollback_records');
   const args = (d: string): string[] => [`${d}/records.bin`];
   const ref = uninterrupted(prog, args);
@@ -114,6 +114,30 @@ test('a data file written sequentially, then updated in place with pwrite: saved
     assert.deepEqual(tree(run.data), ref.tree);
     // The version rolled back is kept and named.
     assert.match(r.stderr, /replaced \S*records\.bin by its saved copy; its previous version \(128 bytes\) kept in \S*kept/);
+  } finally {
+    run.cleanup();
+  }
+});
+
+test('the same data file closed between steps (no fd open at the checkpoint): its overwritten records come back from the journal', async () => {
+  const prog = fixture('rollback_records');
+  const args = (d: string): string[] => [`${d}/records.bin`, 'close'];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    const dry = stasis(['restart', '--dry-run', run.ckpt]);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.equal(dry.stdout, `rollback ${join(run.data, 'records.bin')}: contents put back as at the checkpoint (the current version kept)\n`);
+    const atKill = readFileSync(join(run.data, 'records.bin'));
+    const r = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
+    const kept = /rolled back (\S*records\.bin) \(its contents changed after the checkpoint\); kept in (\S+)\n/.exec(r.stderr);
+    assert.ok(kept, r.stderr);
+    assert.deepEqual(readFileSync(kept[2]!), atKill);
+    // The journal it undid is gone; the restarted run keeps its own (until it ends).
+    assert.deepEqual(readdirSync(join(run.ckpt, 'journal')), ['gen-000001']);
   } finally {
     run.cleanup();
   }
