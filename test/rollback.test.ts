@@ -39,14 +39,14 @@ interface Run {
  * Launches PROG on a fresh directory, checkpoints it at its first pause, lets it go on to its
  * second pause, and kills the launcher there (SIGKILL).
  */
-async function checkpointContinueKill(prog: string, args: (data: string) => string[]): Promise<Run> {
+async function checkpointContinueKill(prog: string, args: (data: string) => string[], launchOptions: string[] = []): Promise<Run> {
   const { dir, cleanup } = tempDir();
   const data = join(dir, 'data');
   const ckpt = join(dir, 'ckpt');
   mkdirSync(data);
   const name = `rollback-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', ckpt,
-    '--dir', `${data}::/data`, prog, ...args('/data')], { stdio: ['pipe', 'pipe', 'pipe'], cwd: dir });
+    '--dir', `${data}::/data`, ...launchOptions, prog, ...args('/data')], { stdio: ['pipe', 'pipe', 'pipe'], cwd: dir });
   let out = '';
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -188,5 +188,39 @@ test('one result file per step (O_CREAT|O_EXCL, rename into place, unlink the on
     assert.ok(existsSync(join(run.ckpt, 'kept')));
   } finally {
     run.cleanup();
+  }
+});
+
+test('--no-rollback is DMTCP\'s behaviour: at launch no journal and offsets decide; at restart nothing is undone', async () => {
+  const records = fixture('rollback_records');
+  const run = await checkpointContinueKill(records, (d) => [`${d}/records.bin`], ['--no-rollback']);
+  try {
+    const info = JSON.parse(stasis(['inspect', '--json', run.ckpt]).stdout) as { files: { path: string; treatment: string; reason: string }[] };
+    const rec = info.files.find((f) => f.path.endsWith('records.bin'))!;
+    assert.equal(rec.treatment, 'log');
+    assert.match(rec.reason, /^log \(offset rule, no write observed: writable, offset at end\)/);
+    assert.equal(existsSync(join(run.ckpt, 'journal')), false);
+  } finally {
+    run.cleanup();
+  }
+
+  // Journaled at launch, but restarted with --no-rollback: the files stay as the kill left
+  // them, the journal too, and the program fails on its own unlink as under DMTCP.
+  const steps = fixture('rollback_steps');
+  const run2 = await checkpointContinueKill(steps, (d) => [d]);
+  try {
+    const atKill = tree(run2.data);
+    const journal = tree(join(run2.ckpt, 'journal'));
+    const dry = stasis(['restart', '--dry-run', '--no-rollback', run2.ckpt]);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.equal(dry.stdout, 'no open files\n');
+    const r = stasis(['restart', '--quiet', '--no-rollback', run2.ckpt], { input: 'go\ngo\n', cwd: run2.root });
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stdout, `FAIL unlink /data/result-003: No such file or directory\n`);
+    // (Step 8 made its result again over the one the killed run made: the same bytes.)
+    assert.deepEqual(tree(run2.data), atKill);
+    assert.deepEqual(tree(join(run2.ckpt, 'journal')), journal);
+  } finally {
+    run2.cleanup();
   }
 });

@@ -195,7 +195,7 @@ export class Checkpointer {
       stdinPending: this.host.stdinPending(),
       stdinReceived: this.host.stdinReceived(),
       fileHandles: this.host.fileHandles(),
-      written: this.changes.written(),
+      written: this.ck.journal === undefined ? [] : this.changes.written(), // --no-rollback: offsets decide
       pauseMs: 0,
     };
     snapshot.pauseMs = performance.now() - this.pauseStart;

@@ -26,6 +26,9 @@ export interface RollbackPlan {
   touched: Set<string>;
 }
 
+/** A restart with --no-rollback: nothing to undo. */
+export const NO_ROLLBACK: RollbackPlan = { journals: [], lines: [], touched: new Set() };
+
 const GEN_RE = /^gen-(\d{6,})$/;
 
 /**

@@ -91,6 +91,7 @@ function launchPolicy(opts: LaunchOptions): FilePolicyOptions {
   checkPathMap(pathMap, 'launch');
   return {
     checkpointOpenFiles: opts.checkpointOpenFiles === true, allowFileOverwrite: opts.allowFileOverwrite === true,
+    ...(opts.noRollback === true && { noRollback: true }),
     rules: rules.map(ruleData), pathMap,
   };
 }

@@ -9,7 +9,7 @@ import { emit, loadPlugins } from '../files/plugin.js';
 import { builtinPolicy } from '../files/policy.js';
 import { checkPathMap, mergePathMaps, mountsOf, parsePathMap } from '../files/pathmap.js';
 import { applyPlan, checkPlan, fileRecords, locationKey, physicalPath, planFiles, type FilePlan, type PlanOptions } from '../files/restore.js';
-import { applyRollback, planRollback, rollbackKeptDir, rollsBack, type RollbackPlan } from '../files/rollback.js';
+import { applyRollback, NO_ROLLBACK, planRollback, rollbackKeptDir, rollsBack, type RollbackPlan } from '../files/rollback.js';
 import { readImage } from '../image/index.js';
 import type { FilePolicyOptions, Snapshot } from '../image/schema.js';
 import { guestPath, type Preopen } from '../wasi/state.js';
@@ -44,12 +44,15 @@ async function prepareRestart(opts: RestartOptions) {
   const policy: FilePolicyOptions = {
     ...saved, pathMap: mergePathMaps(saved.pathMap, restartMap),
     allowFileOverwrite: saved.allowFileOverwrite || opts.allowFileOverwrite === true,
+    ...((saved.noRollback === true || opts.noRollback === true) && { noRollback: true }),
   };
   const where: PlanOptions = { saved: snap.wasi.preopens, dirs: opts.dirs, pathMap: policy.pathMap, allowOverwrite: opts.allowFileOverwrite === true };
   const physical = remapPreopens(snap.wasi.preopens, opts.dirs, (p) => physicalPath(where, { preopen: p.guest, rel: '' })!);
   // What the program changed since the checkpoint is undone first (files/rollback.ts).
   const copied = fileRecords(snap).filter((r) => r.treatment === 'save' && !r.deleted).map((r) => r.restartPath ?? physicalPath(where, r.location)!);
-  const rollback = planRollback(image.ref.dir, image.ref.generation, physical.map((p) => p.host), copied);
+  const rollback = opts.noRollback === true
+    ? NO_ROLLBACK
+    : planRollback(image.ref.dir, image.ref.generation, physical.map((p) => p.host), copied);
   checkOtherFds(snap, where, rollback);
   const plan = planFiles(snap, where, (p) => rollsBack(rollback, p));
   // Files a rule moved stay where they were put for later checkpoints of this run.

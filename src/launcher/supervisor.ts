@@ -34,6 +34,10 @@ export interface ControlOptions {
   pathMap?: string[];
   /** --allow-file-overwrite: a saved file that differs at restart is replaced (and kept as a backup). */
   allowFileOverwrite?: boolean;
+  /** --no-rollback: DMTCP's file rules exactly: no undo journal (a restart undoes nothing the
+   *  program changed), open files classified by their offsets. At restart: nothing is rolled
+   *  back, and the run goes on without a journal. */
+  noRollback?: boolean;
   /**
    * The launcher owns this process, as the CLI does: SIGTERM checkpoints and exits 75, other
    * terminating signals exit, and a stop (`kill`, `checkpoint --exit`) exits the process.
@@ -82,7 +86,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
     ...s.setup,
     checkpoint: {
       ...s.engine, globals: s.globals,
-      journal: { dir: join(s.ckptDir, JOURNAL_DIR), generation: s.restartedFrom ?? null },
+      ...(s.policy.noRollback !== true && { journal: { dir: join(s.ckptDir, JOURNAL_DIR), generation: s.restartedFrom ?? null } }),
       ...(opts.checkpointAtCall !== undefined && { checkpointAtCall: opts.checkpointAtCall }),
     },
   });
