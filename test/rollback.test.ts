@@ -224,3 +224,44 @@ test('--no-rollback is DMTCP\'s behaviour: at launch no journal and offsets deci
     run2.cleanup();
   }
 });
+
+test('--keep 1: a second checkpoint prunes the first one\'s journal; a restart from it after the program ended undoes everything since', async () => {
+  const prog = fixture('rollback_steps');
+  const ref = uninterrupted(prog, (d) => [d]);
+  const { dir, cleanup } = tempDir();
+  try {
+    const data = join(dir, 'data');
+    const ckpt = join(dir, 'ckpt');
+    mkdirSync(data);
+    const name = `rollback-keep-${process.pid}`;
+    const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--keep', '1', '--name', name, '--ckpt-dir', ckpt,
+      '--dir', `${data}::/data`, prog, '/data'], { stdio: ['pipe', 'pipe', 'pipe'], cwd: dir });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const paused = async (n: number): Promise<void> => {
+      while (out.split('paused\n').length - 1 < n) {
+        assert.equal(child.exitCode, null, out);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    await paused(1);
+    assert.equal(stasis(['checkpoint', name]).code, 0);
+    child.stdin.write('go\n');
+    await paused(2);
+    const before = out;
+    assert.equal(stasis(['checkpoint', name]).code, 0);
+    assert.deepEqual(readdirSync(join(ckpt, 'journal')), [], 'the first journal was not pruned');
+    child.stdin.end('go\n');
+    assert.equal(await exited, 0);
+    assert.equal(out, ref.out);
+    assert.deepEqual(readdirSync(join(ckpt, 'journal')), ['gen-000002']);
+
+    const r = stasis(['restart', '--quiet', ckpt], { input: 'go\n', cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(before + r.stdout, ref.out);
+    assert.deepEqual(tree(data), ref.tree);
+  } finally {
+    cleanup();
+  }
+});

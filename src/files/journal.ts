@@ -32,6 +32,22 @@ export type JournalEntry =
   | { op: 'block'; path: string; pos: number; len: number; at: number }
   | { op: 'times'; path: string; atimeNs: string; mtimeNs: string };
 
+/** Removes the journals older than generation `oldest` (no image left to restart from needs
+ *  them: a restart from image G undoes journals G and later). */
+export function pruneJournals(ckptDir: string, oldest: number): void {
+  const root = join(ckptDir, JOURNAL_DIR);
+  let names: string[];
+  try {
+    names = fs.readdirSync(root);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const m = /^gen-(\d{6,})$/.exec(n);
+    if (m !== null && Number(m[1]) < oldest) fs.rmSync(join(root, n), { recursive: true, force: true });
+  }
+}
+
 /** How the program has written a file: only at its end, or over existing bytes. */
 export type Written = 'append' | 'overwrite';
 

@@ -7,7 +7,8 @@ import { captureFiles, type CopyCache, type FileCapture } from '../files/capture
 import { copyGuarded, type FileGuard } from '../files/guard.js';
 import { emit, type StasisPlugin } from '../files/plugin.js';
 import { physicalPath, type PlanOptions } from '../files/restore.js';
-import { writeImage, type Codec } from '../image/index.js';
+import { listImages, writeImage, type Codec } from '../image/index.js';
+import { pruneJournals } from '../files/journal.js';
 import type { EngineInfo, FilePolicyOptions, Snapshot } from '../image/schema.js';
 import { CaptureBuffer } from './capture-buffer.js';
 
@@ -167,6 +168,8 @@ export class Checkpoints {
         ...(dirty !== undefined && { dirty }),
       });
       this.base = ref.generation;
+      // --keep pruned the oldest images: the journals only they needed go too.
+      if (this.s.keep !== undefined) pruneJournals(this.s.ckptDir, Math.min(...(await listImages(this.s.ckptDir)).map((i) => i.generation)));
       for (const [record, r] of files.remember) {
         this.copies.set(r.key, { size: r.st.size, mtimeNs: r.st.mtimeNs, ctimeNs: r.st.ctimeNs, copiedAt: r.copiedAt, copy: record.copy! });
       }
