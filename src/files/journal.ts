@@ -52,6 +52,8 @@ export function pruneJournals(ckptDir: string, oldest: number): void {
 export type Written = 'append' | 'overwrite';
 
 interface FileState {
+  /** "dev:ino". */
+  id: string;
   /** The end of the file as the program's writes left it (behaviour: a write before it overwrites). */
   end: number;
   overwrote: boolean;
@@ -104,12 +106,17 @@ export class ChangeRecorder implements FileChangeHooks {
     this.gen = generation;
     this.createdPaths = new Set();
     this.timed = new Set();
+    // What is known of files no fd is open on now is not needed any more (a checkpoint only
+    // classifies open files; the journal starts afresh): memory stays bounded.
+    const open = new Set<FileState>();
+    for (const h of this.handles.values()) if (h.file !== null) open.add(h.file);
+    for (const [id, f] of this.files) if (!open.has(f)) this.files.delete(id);
   }
 
-  /** How the program has written the files open as `handles` ("dev:ino" each), where it has. */
+  /** How the program has written the files it has open, by "dev:ino", where it has. */
   written(): [string, Written][] {
     const out = new Map<string, Written>();
-    for (const [id, f] of this.files) out.set(id, f.overwrote ? 'overwrite' : 'append');
+    for (const h of this.handles.values()) if (h.file !== null) out.set(h.file.id, h.file.overwrote ? 'overwrite' : 'append');
     return [...out];
   }
 
@@ -169,7 +176,7 @@ export class ChangeRecorder implements FileChangeHooks {
       if (!st.isFile()) return;
       let f = this.files.get(id);
       if (f === undefined) {
-        f = { end: st.size, overwrote: false, gen: -1, created: false, origSize: 0, saved: new Set() };
+        f = { id, end: st.size, overwrote: false, gen: -1, created: false, origSize: 0, saved: new Set() };
         this.files.set(id, f);
       }
       if (st.size > 0) f.overwrote = true;
@@ -242,7 +249,7 @@ export class ChangeRecorder implements FileChangeHooks {
     const id = `${st.dev}:${st.ino}`;
     let f = this.files.get(id);
     if (f === undefined) {
-      f = { end: Number(st.size), overwrote: false, gen: -1, created: false, origSize: 0, saved: new Set() };
+      f = { id, end: Number(st.size), overwrote: false, gen: -1, created: false, origSize: 0, saved: new Set() };
       this.files.set(id, f);
     }
     h.file = f;

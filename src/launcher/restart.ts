@@ -1,6 +1,7 @@
 // `stasis restart`: a program continued from an image, in this process. Its files are put
 // as the image's plan says (files/restore.ts), then it runs under supervision as if launched.
 import * as fs from 'node:fs';
+import { join } from 'node:path';
 import { StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
 import { maxFrameBytes } from '../engine/stack.js';
@@ -78,7 +79,14 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
     const unchanged: CopyCache = new Map();
     // Only once the guest has read and checked the image's memory: a damaged image changes nothing.
     const putFiles = async (): Promise<[number, number][]> => {
-      const rolledBack = applyRollback(rollback, rollbackKeptDir(image.ref.dir, image.ref.generation));
+      let rolledBack: string[];
+      try {
+        rolledBack = applyRollback(rollback, rollbackKeptDir(image.ref.dir, image.ref.generation));
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        if (e instanceof StasisError || typeof err.code !== 'string') throw e;
+        throw new StasisError('FILE_ACCESS', `restart stopped: the rollback could not change ${err.path ?? 'a file'} (${err.code}); what it undid so far is kept in ${join(image.ref.dir, 'kept')}; fix it and restart again (the rollback goes on where it stopped), or restart with --no-rollback`);
+      }
       for (const line of rolledBack) process.stderr.write(`stasis: ${line}\n`);
       // Planned again on the files as the rollback left them, and checked again.
       const plan = rollback.touched.size === 0 ? planned : planFiles(snap, where);
