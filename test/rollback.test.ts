@@ -265,3 +265,24 @@ test('--keep 1: a second checkpoint prunes the first one\'s journal; a restart f
     cleanup();
   }
 });
+
+test('a tree of changes (an open file written over, appended, truncated and regrown; a closed multi-block file; nested directories made and renamed; the open file\'s directory renamed): restart finishes as an uninterrupted run', async () => {
+  const prog = fixture('rollback_tree');
+  const args = (d: string): string[] => [d];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    const dry = stasis(['restart', '--dry-run', run.ckpt]);
+    assert.equal(dry.code, 0, dry.stderr);
+    const line = (p: string): string | undefined => dry.stdout.split('\n').find((l) => l.startsWith(`rollback ${join(run.data, p)}: `));
+    assert.match(line('work-v2') ?? '', /: renamed back to \S*\/work$/, dry.stdout);
+    assert.match(line('tree-11') ?? '', /: renamed back to \S*\/tree$/, dry.stdout);
+    assert.match(line('big.dat') ?? '', /: contents put back as at the checkpoint/, dry.stdout);
+    const r = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
+  } finally {
+    run.cleanup();
+  }
+});

@@ -144,7 +144,7 @@ export class ChangeRecorder implements FileChangeHooks {
     const f = h.file ?? this.fileOf(h, handle);
     if (f === null) return;
     if (pos < f.end) f.overwrote = true;
-    else f.end = pos + len;
+    if (pos + len > f.end) f.end = pos + len;
     if (this.gen === null || h.path === '') return;
     if (f.gen !== this.gen) this.begin(f, h.path, handle);
     if (!f.created && pos < f.origSize) this.saveBlocks(f, h.path, handle, pos, Math.min(pos + len, f.origSize));
