@@ -5,7 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
 
@@ -39,10 +40,15 @@ interface Run {
  * Launches PROG on a fresh directory, checkpoints it at its first pause, lets it go on to its
  * second pause, and kills the launcher there (SIGKILL).
  */
-async function checkpointContinueKill(prog: string, args: (data: string) => string[], launchOptions: string[] = []): Promise<Run> {
-  const { dir, cleanup } = tempDir();
+async function checkpointContinueKill(prog: string, args: (data: string) => string[], launchOptions: string[] = [], ckptParent?: string): Promise<Run> {
+  const { dir, cleanup: cleanupData } = tempDir();
+  const other = ckptParent === undefined ? null : mkdtempSync(join(ckptParent, 'stasis-test-ckpt-'));
+  const cleanup = (): void => {
+    cleanupData();
+    if (other !== null) rmSync(other, { recursive: true, force: true });
+  };
   const data = join(dir, 'data');
-  const ckpt = join(dir, 'ckpt');
+  const ckpt = join(other ?? dir, 'ckpt');
   mkdirSync(data);
   const name = `rollback-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', ckpt,
@@ -282,6 +288,42 @@ test('a tree of changes (an open file written over, appended, truncated and regr
     assert.equal(r.code, 0, r.stderr);
     assert.equal(run.before + r.stdout, ref.out);
     assert.deepEqual(tree(run.data), ref.tree);
+  } finally {
+    run.cleanup();
+  }
+});
+
+/** A writable directory on another file system than the temporary one, if there is one. */
+function otherFileSystem(): string | null {
+  for (const d of ['/dev/shm', '/run/user/' + String(process.getuid?.() ?? '')]) {
+    try {
+      if (statSync(d).dev !== statSync(tmpdir()).dev) {
+        rmSync(mkdtempSync(join(d, 'stasis-probe-')), { recursive: true });
+        return d;
+      }
+    } catch {
+      // not there, or not writable
+    }
+  }
+  return null;
+}
+
+test('the checkpoint directory on another file system: removed files are copied into the journal and moved back across', async (t) => {
+  const other = otherFileSystem();
+  if (other === null) {
+    t.skip('no writable directory on another file system than the temporary one (/dev/shm)');
+    return;
+  }
+  const prog = fixture('rollback_steps');
+  const args = (d: string): string[] => [d];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args, [], other);
+  try {
+    const r = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
+    assert.match(r.stderr, /rolled back \S*result-012 \(made after the checkpoint\); kept in /);
   } finally {
     run.cleanup();
   }

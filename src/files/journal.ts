@@ -30,7 +30,10 @@ export type JournalEntry =
   | { op: 'renamed'; from: string; to: string }
   | { op: 'size'; path: string; size: number }
   | { op: 'block'; path: string; pos: number; len: number; at: number }
-  | { op: 'times'; path: string; atimeNs: string; mtimeNs: string };
+  | { op: 'times'; path: string; atimeNs: string; mtimeNs: string }
+  /** What was there could not be saved (e.g. a file this user may not read): the change goes
+   *  ahead, and a restart refuses to roll back rather than half-undo it. */
+  | { op: 'lost'; path: string; why: string };
 
 /** Removes the journals older than generation `oldest` (no image left to restart from needs
  *  them: a restart from image G undoes journals G and later). */
@@ -278,7 +281,15 @@ export class ChangeRecorder implements FileChangeHooks {
     try {
       for (let i = first; i <= last; i++) {
         if (f.saved.has(i)) continue;
-        if (fd < 0) fd = openReadable(handle, path);
+        if (fd < 0) {
+          try {
+            fd = openReadable(handle, path);
+          } catch (e) {
+            this.lost(path, e);
+            f.created = true; // nothing more to save of it in this generation
+            return;
+          }
+        }
         const pos = i * JOURNAL_BLOCK;
         const want = Math.min(JOURNAL_BLOCK, f.origSize - pos);
         const buf = (this.buf ??= Buffer.allocUnsafe(JOURNAL_BLOCK));
@@ -310,12 +321,21 @@ export class ChangeRecorder implements FileChangeHooks {
       fs.linkSync(path, dest);
     } catch {
       linked = false;
-      fs.copyFileSync(path, dest, fs.constants.COPYFILE_FICLONE);
+      try {
+        fs.copyFileSync(path, dest, fs.constants.COPYFILE_FICLONE);
+      } catch (e) {
+        this.lost(path, e);
+        return;
+      }
     }
     this.append({ op: 'removed', path, kind: 'file', mode, saved });
     // Writes through fds still open on it change the linked copy from now on (undone there
     // first); a copy is no longer the file they write to.
     for (const h of this.handles.values()) if (h.path === path) h.path = linked ? dest : '';
+  }
+
+  private lost(path: string, e: unknown): void {
+    this.append({ op: 'lost', path, why: (e as NodeJS.ErrnoException).code ?? String(e) });
   }
 
   private dir(): string {

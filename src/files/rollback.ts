@@ -55,6 +55,11 @@ export function planRollback(ckptDir: string, generation: number, roots: string[
   const inside = (p: string): boolean => real.some((r) => p === r || p.startsWith(r + '/'));
   const fromCopy = new Set(saved.map(realPath));
   for (const j of journals) j.entries = j.entries.filter((e) => !((e.op === 'size' || e.op === 'block') && fromCopy.has(e.path)));
+  const lost = journals.flatMap((j) => j.entries.filter((e): e is Extract<JournalEntry, { op: 'lost' }> => e.op === 'lost' && inside(e.path)));
+  if (lost.length > 0) {
+    const what = [...new Set(lost.map((e) => `${e.path} (${e.why})`))].join(', ');
+    throw new StasisError('FILE_ACCESS', `restart refused, nothing changed: the program changed files after the checkpoint that could not be saved for rollback: ${what}; restart with --no-rollback to keep the files as they are`);
+  }
   const touched = new Set<string>();
   const outside = new Set<string>();
   for (const j of journals) {
