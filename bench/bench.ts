@@ -30,7 +30,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   BenchFailure, bigMemory, bigPreflight, checkpointLatency, dbFile, dbPreflight, fmtBytes, median,
-  type BigResult, type DbResult, type Dist, type LatencyResult, type Paths,
+  type BigResult, type DbResult, type Dist, type LatencyResult, type Paths, exportBench, type ExportBenchResult,
 } from './ckpt.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -216,10 +216,14 @@ export const LAUNCH_ROWS: RowDef[] = [
 const CKPT_LATENCY = 'ckpt-latency';
 const CKPT_BIG = 'ckpt-1gib';
 const CKPT_DB = 'ckpt-dbfile';
+const CKPT_EXPORT = 'ckpt-export';
+/** Memory size and rounds of ckpt-export (small enough for any machine). */
+const EXPORT_MIB = 64;
+const EXPORT_ROUNDS = 3;
 const GROUPS: Record<string, string[]> = {
   run: ROWS.map((r) => r.name),
   launch: LAUNCH_ROWS.map((r) => r.name),
-  ckpt: [CKPT_LATENCY, CKPT_BIG, CKPT_DB],
+  ckpt: [CKPT_LATENCY, CKPT_BIG, CKPT_DB, CKPT_EXPORT],
 };
 
 // ---- runtimes -----------------------------------------------------------------------------------
@@ -354,7 +358,7 @@ function measure(row: RowDef, ctx: RowContext, opts: Options, runtimes: readonly
 
 // ---- command line ------------------------------------------------------------------------------
 
-const ALL_NAMES = [...ROWS, ...LAUNCH_ROWS].map((r) => r.name).concat([CKPT_LATENCY, CKPT_BIG, CKPT_DB]);
+const ALL_NAMES = [...ROWS, ...LAUNCH_ROWS].map((r) => r.name).concat([CKPT_LATENCY, CKPT_BIG, CKPT_DB, CKPT_EXPORT]);
 
 const USAGE = `usage: node dist/bench/bench.js [options]    (npm run bench -- [options])
   --runs N              measured runs per runtime and row (default 5); the median is reported
@@ -579,6 +583,19 @@ function summarizeBig(b: BigResult): BigSummary {
   };
 }
 
+function exportTable(e: ExportBenchResult): string {
+  const dir = median(e.restartDirMs);
+  const ex = median(e.exportMs);
+  const file = median(e.restartFileMs);
+  const out = ['', `export: bench/wasm/bigmem.wasm ${e.mib} checkpointed once; median of ${e.restartDirMs.length} rounds (an export file of ${fmtBytes(e.fileBytes)})`, ''];
+  out.push(...grid(['measure', 'ms', 'restart from dir', 'ratio'], [
+    ['stasis restart CKPT_DIR -> running again', fmtInt(dir), '', ''],
+    ['stasis export CKPT_DIR -o FILE (checked, written, fsynced)', fmtInt(ex), fmtInt(dir), `${(ex / dir).toFixed(2)}x`],
+    ['stasis restart FILE -> running again (file checked first)', fmtInt(file), fmtInt(dir), `${(file / dir).toFixed(2)}x`],
+  ], 1));
+  return out.join('\n') + '\n';
+}
+
 function bigTable(b: BigResult, s: BigSummary): string {
   const GiB = 1024 ** 3;
   const size = b.mib >= 1024 && b.mib % 1024 === 0 ? `${b.mib / 1024} GiB` : `${b.mib} MiB`;
@@ -671,7 +688,8 @@ async function main(): Promise<number> {
   const doBig = wanted(CKPT_BIG) && !opts.skipBig && !opts.baselineAsStasis;
   const needed = [EMPTY, ...rows, ...launchRows.filter((r) => r.module === undefined)].map((r) => r.wasm);
   if (doLatency) needed.push('spin');
-  if (doBig) needed.push('bigmem');
+  const doExport = wanted(CKPT_EXPORT) && !opts.baselineAsStasis;
+  if (doBig || doExport) needed.push('bigmem');
   const doDb = wanted(CKPT_DB) && !opts.skipBig && !opts.baselineAsStasis;
   if (doDb) needed.push('dbfile');
   for (const w of new Set(needed)) {
@@ -764,6 +782,12 @@ async function main(): Promise<number> {
       }
     }
 
+    let exp: ExportBenchResult | null = null;
+    if (doExport) {
+      process.stderr.write(`bench: ${CKPT_EXPORT} (${EXPORT_ROUNDS} rounds of ${EXPORT_MIB} MiB)\n`);
+      exp = await exportBench(paths, tmp, EXPORT_MIB, EXPORT_ROUNDS);
+    }
+
     if (opts.json) {
       process.stdout.write(JSON.stringify({
         node: process.version, platform: `${process.platform}-${process.arch}`, cpu: cpus()[0]?.model ?? null, cpus: cpus().length,
@@ -777,6 +801,7 @@ async function main(): Promise<number> {
         ...(bigSkipped !== null && { bigMemorySkipped: bigSkipped }),
         dbFile: db && { ...db, firstRatio: db.first.ms / db.plainCopyMs, secondOverFirst: db.second.ms / db.first.ms },
         ...(dbSkipped !== null && { dbFileSkipped: dbSkipped }),
+        export: exp,
       }, null, 2) + '\n');
     } else {
       if (results.length > 0) process.stdout.write(table(results, opts));
@@ -786,7 +811,8 @@ async function main(): Promise<number> {
       if (bigSkipped !== null && (opts.only.length > 0 || !opts.skipBig)) process.stdout.write(`\n${CKPT_BIG}: SKIPPED: ${bigSkipped}\n`);
       if (db) process.stdout.write(dbTable(db));
       if (dbSkipped !== null && (opts.only.length > 0 || !opts.skipBig)) process.stdout.write(`\n${CKPT_DB}: SKIPPED: ${dbSkipped}\n`);
-      if (opts.baselineAsStasis && (wanted(CKPT_LATENCY) || wanted(CKPT_BIG) || wanted(CKPT_DB))) {
+      if (exp) process.stdout.write(exportTable(exp));
+      if (opts.baselineAsStasis && (wanted(CKPT_LATENCY) || wanted(CKPT_BIG) || wanted(CKPT_DB) || wanted(CKPT_EXPORT))) {
         process.stdout.write('\nckpt groups: skipped under --baseline-as-stasis (node:wasi cannot checkpoint).\n');
       }
     }

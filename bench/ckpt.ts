@@ -4,6 +4,8 @@
 //                 against plain fs writes/reads of 1 GiB in the same run
 //   ckpt-dbfile   a program holding a 1 GiB database file open: first checkpoint (copies the file)
 //                 against a plain copy + fsync of it in the same run, and a second one (file unchanged)
+//   ckpt-export   64 MiB of touched memory: `stasis export` and a restart from the export file,
+//                 against a restart from the checkpoint directory in the same run
 // All drive real `stasis launch` / `stasis restart` processes (bin/stasis.js) and talk to the
 // launcher's control socket directly (newline-delimited JSON), so no `stasis checkpoint` process
 // start-up is counted.
@@ -346,9 +348,9 @@ async function launchBig(p: Paths, name: string, ckptDir: string, mib: number): 
 }
 
 /** `stasis restart CKPT_DIR`: time to the program's answer to "ping"; checks its memory sum. */
-async function restartBig(p: Paths, ckptDir: string, mib: number, sum: string): Promise<{ ms: number; peakRss: number }> {
+async function restartBig(p: Paths, ckptDir: string, mib: number, sum: string, extra: string[] = []): Promise<{ ms: number; peakRss: number }> {
   const t0 = performance.now();
-  const child = new Child(`stasis restart of bigmem ${mib}`, [p.stasisBin, 'restart', '--quiet', ckptDir], 'pipe');
+  const child = new Child(`stasis restart of bigmem ${mib}`, [p.stasisBin, 'restart', '--quiet', ...extra, ckptDir], 'pipe');
   try {
     child.send('ping');
     await child.expectLine(/^pong$/, 300_000);
@@ -444,6 +446,56 @@ export async function bigMemory(p: Paths, tmp: string, mib: number, rounds: numb
   const out: BigRound[] = [];
   for (let i = 0; i < rounds; i++) out.push(await bigRound(p, tmp, mib, i));
   return { mib, rounds: out };
+}
+
+// ---- ckpt-export --------------------------------------------------------------------------------
+
+export interface ExportBenchResult {
+  mib: number;
+  /** Per round: `stasis restart CKPT_DIR` spawned -> "pong". */
+  restartDirMs: number[];
+  /** `stasis export CKPT_DIR -o FILE`, process spawned -> exited (checks, writes, fsyncs). */
+  exportMs: number[];
+  /** `stasis restart FILE` spawned -> "pong" (the whole file checked first, then restored from it). */
+  restartFileMs: number[];
+  fileBytes: number;
+}
+
+/** bigmem MIB checkpointed once; then, `rounds` times: restart from the directory, export, restart from the file. */
+export async function exportBench(p: Paths, tmp: string, mib: number, rounds: number): Promise<ExportBenchResult> {
+  const ckptDir = join(tmp, 'export.ckpt');
+  const file = join(tmp, 'export.tar');
+  const { child, ctl } = await launchBig(p, `bench-export-${process.pid}`, ckptDir, mib);
+  let sum: string;
+  try {
+    child.send('sum');
+    sum = await child.expectLine(/^sum=[0-9a-f]{16}$/, 60_000);
+    await ctl.checkpoint(true);
+    ctl.close();
+    await child.expectExit(75, 60_000);
+  } finally {
+    child.kill();
+  }
+  const res: ExportBenchResult = { mib, restartDirMs: [], exportMs: [], restartFileMs: [], fileBytes: 0 };
+  try {
+    // Both restarts after the export (whose writes could still slow the one right after it).
+    for (let i = 0; i < rounds; i++) {
+      rmSync(file, { force: true });
+      const t0 = performance.now();
+      const ex = spawnSync(process.execPath, [p.stasisBin, 'export', ckptDir, '-o', file], { encoding: 'utf8', timeout: 600_000 });
+      res.exportMs.push(performance.now() - t0);
+      if (ex.status !== 0) throw new BenchFailure(`stasis export: exit ${ex.status}: ${ex.stderr}`);
+      res.fileBytes = statSync(file).size;
+      res.restartDirMs.push((await restartBig(p, ckptDir, mib, sum)).ms);
+      const newDir = join(tmp, `export-restart${i}.ckpt`);
+      res.restartFileMs.push((await restartBig(p, file, mib, sum, ['--ckpt-dir', newDir])).ms);
+      rmSync(newDir, { recursive: true, force: true });
+    }
+  } finally {
+    rmSync(ckptDir, { recursive: true, force: true });
+    rmSync(file, { force: true });
+  }
+  return res;
 }
 
 // ---- ckpt-dbfile --------------------------------------------------------------------------------

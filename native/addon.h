@@ -1,4 +1,4 @@
-/* stasis_native: one addon, two parts, each adding its functions to the exports. */
+/* stasis_native: one addon, three parts, each adding its functions to the exports. */
 #ifndef STASIS_ADDON_H
 #define STASIS_ADDON_H
 #ifndef NAPI_VERSION
@@ -10,5 +10,7 @@
 napi_status stasis_utimens_init(napi_env env, napi_value exports);
 /* io.c: iovecIo (fd_read / fd_write / fd_pread / fd_pwrite straight into wasm memory). */
 napi_status stasis_io_init(napi_env env, napi_value exports);
+/* beneath.c: file operations confined beneath a directory fd (the sandbox's resolution). */
+napi_status stasis_beneath_init(napi_env env, napi_value exports);
 
 #endif

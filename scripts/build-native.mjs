@@ -19,7 +19,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const sources = ['addon.c', 'utimens.c', 'io.c'].map((f) => join(root, 'native', f));
+const sources = ['addon.c', 'utimens.c', 'io.c', 'beneath.c'].map((f) => join(root, 'native', f));
 const outDir = join(root, 'native', 'build');
 const out = join(outDir, 'stasis_native.node');
 
@@ -77,7 +77,7 @@ function main() {
   // Make sure it actually loads in this Node before installing it.
   try {
     const addon = createRequire(import.meta.url)(tmp);
-    if (!['futimens', 'utimensat', 'iovecIo'].every((f) => typeof addon[f] === 'function')) {
+    if (!['futimens', 'utimensat', 'iovecIo', 'openBeneath'].every((f) => typeof addon[f] === 'function')) {
       throw new Error('missing exports');
     }
   } catch (e) {

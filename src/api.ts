@@ -8,14 +8,18 @@ import { request, type Reply } from './control/channel.js';
 import { entries, findTarget, type Entry } from './control/registry.js';
 import { StasisError } from './errors.js';
 import type { CheckpointResult } from './launcher/checkpoints.js';
-import { inspectImage, listImages, type ImageRef, type ImageSummary } from './image/index.js';
+import { inspectImage, listImages, verifyImage, type ImageRef, type ImageSummary, type Verified } from './image/index.js';
 
 export { launch } from './launcher/launch.js';
 export { restart, planRestart } from './launcher/restart.js';
+export { exportImage } from './launcher/export.js';
+export type { ExportOptions, ExportResult } from './launcher/export.js';
+export { resume } from './launcher/resume.js';
 export { EXIT_CHECKPOINTED, EXIT_KILLED } from './launcher/supervisor.js';
 export type { StasisPlugin, OpenFile, FileDecision, CheckpointEvent, CheckpointedEvent, RestartEvent } from './files/plugin.js';
 export type { LaunchOptions } from './launcher/launch.js';
 export type { RestartOptions } from './launcher/restart.js';
+export type { ResumeOptions } from './launcher/resume.js';
 export type { ControlOptions } from './launcher/supervisor.js';
 export { runCommand as run } from './launcher/run.js';
 export type { RunOptions } from './launcher/run.js';
@@ -63,7 +67,12 @@ export async function kill(target?: string): Promise<void> {
   ok(await request(t.socket, { cmd: 'kill' }), `kill of ${t.name}`);
 }
 
-/** What an image (or a checkpoint directory's latest image) holds, without loading memory. */
+/** Checks a whole image as a restart would before changing anything; throws StasisError (73, 72...) at the first problem. */
+export async function verify(path: string): Promise<Verified> {
+  return verifyImage(path);
+}
+
+/** What an image (a checkpoint directory's latest, an image directory, or an export file) holds, without loading memory. */
 export async function inspect(path: string): Promise<ImageSummary> {
   return inspectImage(path);
 }

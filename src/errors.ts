@@ -16,6 +16,7 @@ export const EXIT = {
   FILE_CHANGED: 76, // restart: a file differs from its saved copy, or a log is shorter than at checkpoint
   FILE_ACCESS: 77, // a file or directory it must use is not accessible or not safe (permissions, not a file, not private)
   BAD_CONFIG: 78, // a --file-rules file or a --plugin that cannot be used
+  MISMATCH: 79, // launch --resume: the checkpoint directory's image is of another program, or other arguments
   INTERNAL: 70, // a bug in Stasis
   TRAP: 134, // the program trapped (128 + SIGABRT, as a native abort() would)
 } as const;
@@ -23,7 +24,7 @@ export const EXIT = {
 export type StasisErrorCode =
   | 'USAGE' | 'BAD_MODULE' | 'NOT_FOUND' | 'UNSUPPORTED' | 'BAD_DIR' | 'INTERNAL'
   | 'NO_TARGET' | 'CONTROL' | 'BAD_IMAGE' | 'CORRUPT_IMAGE' | 'MISSING_FILE' | 'FILE_CHANGED'
-  | 'FILE_ACCESS' | 'BAD_CONFIG';
+  | 'FILE_ACCESS' | 'BAD_CONFIG' | 'MISMATCH';
 
 export class StasisError extends Error {
   readonly exitCode: number;

@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   appendFileSync, chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync,
 } from 'node:fs';
@@ -455,9 +456,9 @@ test('ckptfiles: --ckpt-files / --no-ckpt-files / --file-rules choose what is sa
     'open:3:/data/x.bin:rw', 'pause', 'dump:0', 'dump:1', 'read:2:6', 'dump:3'];
   const w = world(files);
   try {
-    const moved = join(w.root, 'new-place');
+    const moved = join(w.data, 'new-place');
     mkdirSync(moved);
-    writeFileSync(join(w.root, 'rules.txt'), `# rules for the test\nskip  data/b.db\nsave  *.cfg -> new-place/\nlog   x.bin\n`);
+    writeFileSync(join(w.root, 'rules.txt'), `# rules for the test\nskip  data/b.db\nsave  *.cfg -> data/new-place/\nlog   x.bin\n`);
     await launchAndCheckpoint(w, ops, ['--no-ckpt-files', 'a.db', '--ckpt-files', '*.db', '--file-rules', 'rules.txt']);
     const info = JSON.parse(stasis(['inspect', '--json', w.ckpt]).stdout) as { files: { path: string; treatment: string; reason: string }[] };
     const by = Object.fromEntries(info.files.map((f) => [f.path.replace(/.*\//, ''), f]));
@@ -479,6 +480,39 @@ test('ckptfiles: --ckpt-files / --no-ckpt-files / --file-rules choose what is sa
     assert.match(r.stdout, /read 2: config\n/); // restored at its restart path
     assert.equal(readFileSync(join(moved, 'ro.cfg'), 'utf8'), 'config');
     assert.match(r.stdout, /dump 3: xx\n/); // a log: cut back
+  } finally {
+    w.cleanup();
+  }
+});
+
+test('a restart path outside the program\'s directories: refused at launch (78), and in an image (73) with nothing written', async () => {
+  const files = { 'ro.cfg': 'config' };
+  const ops = ['open:0:/data/ro.cfg:r', 'pause', 'read:0:6'];
+  const w = world(files);
+  try {
+    const outside = join(w.root, 'outside');
+    mkdirSync(outside);
+    writeFileSync(join(w.root, 'out.rules'), 'save *.cfg -> outside/\n');
+    const refused = stasis(['launch', '--quiet', '--ckpt-dir', w.ckpt, '--dir', `${w.data}::/data`, '--file-rules', 'out.rules', PROG, ...ops], { cwd: w.root, input: 'go\n' });
+    assert.equal(refused.code, 78, refused.stderr);
+    assert.match(refused.stderr, /^stasis: save \*\.cfg \(out\.rules:1\) puts files at .*outside every --dir[^\n]*\n$/);
+    assert.equal(existsSync(w.ckpt), false);
+
+    // An image whose rule says "inside", edited (hash recomputed) to put the file outside.
+    mkdirSync(join(w.data, 'kept'));
+    writeFileSync(join(w.root, 'in.rules'), 'save *.cfg -> data/kept/\n');
+    await launchAndCheckpoint(w, ops, ['--file-rules', 'in.rules']);
+    const image = join(w.ckpt, 'images', readdirSync(join(w.ckpt, 'images')).sort().pop()!);
+    const text = readFileSync(join(image, 'manifest.json'), 'utf8').replaceAll(join(w.data, 'kept'), outside);
+    writeFileSync(join(image, 'manifest.json'), text);
+    writeFileSync(join(image, 'manifest.sha256'), `${createHash('sha256').update(text).digest('hex')}  manifest.json\n`);
+    rmSync(join(w.data, 'ro.cfg'));
+    const before = snapshotDir(w.root);
+    const r = restart(w);
+    assert.equal(r.code, 73, r.stderr);
+    assert.match(r.stderr, /^stasis: restart refused, nothing changed: the image puts \/data\/ro\.cfg at .*outside the program's directories[^\n]*\n$/);
+    assert.deepEqual(snapshotDir(w.root), before);
+    assert.deepEqual(readdirSync(outside), []);
   } finally {
     w.cleanup();
   }

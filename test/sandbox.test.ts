@@ -16,12 +16,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import {
-  existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync,
+  existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync,
   symlinkSync, writeFileSync,
 } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fixture, stasis, tempDir, type RunResult } from './helpers.js';
+import { dirname, join } from 'node:path';
+import { fixture, stasis, stasisBin, tempDir, type RunResult } from './helpers.js';
+import { sandboxWeakness } from '../src/wasi/beneath.js';
 
 const SECRET = 'TOP SECRET: launch code 0000\n';
 
@@ -228,3 +231,128 @@ test('sandbox: a dir fd keeps naming its directory after the directory is rename
   assert.equal(readlinkSync(join(B, 'tw')), '../outside');
   assertNoProbes();
 });
+
+/** Starts `node ARGS` in the background, stdin piped; `seen(text)` resolves once its stdout has it. */
+function piped(args: string[]): { child: ChildProcess; seen: (text: string) => Promise<void>; closed: Promise<void>; out: () => string } {
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  const waiting: [string, () => void][] = [];
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    for (const w of waiting.splice(0)) if (out.includes(w[0])) w[1](); else waiting.push(w);
+  });
+  const closed = new Promise<void>((r) => child.on('close', () => r()));
+  const seen = (text: string): Promise<void> => new Promise((resolve, reject) => {
+    if (out.includes(text)) return resolve();
+    waiting.push([text, resolve]);
+    void closed.then(() => reject(new Error(`the program ended without printing ${JSON.stringify(text)}; stdout: ${out}`)));
+  });
+  return { child, seen, closed, out: () => out };
+}
+
+for (const mode of ['file and dir', 'dir']) {
+  test(`sandbox: a link the program planted where its directory was cannot hand it an outside file at restart (${mode} fds)`, async () => {
+    const { dir: T, cleanup } = tempDir();
+    try {
+      mkdirSync(join(T, 'box/sub'), { recursive: true });
+      mkdirSync(join(T, 'outside'));
+      writeFileSync(join(T, 'box/sub/secret.txt'), 'inside\n');
+      writeFileSync(join(T, 'outside/secret.txt'), 'OUTSIDE\n');
+      const ckpt = join(T, 'ckpt');
+      const name = `planted-${process.pid}-${mode.length}`;
+      const run = piped([stasisBin, 'launch', '--quiet', '--ckpt-dir', ckpt, '--name', name, '--dir', `${join(T, 'box')}::/box`, fixture('sandbox_planted_link'), ...(mode === 'dir' ? ['dir'] : [])]);
+      try {
+        await run.seen('ready');
+        const cp = stasis(['checkpoint', name]);
+        assert.equal(cp.code, 0, cp.stderr);
+        run.child.stdin!.write('plant\n');
+        await run.seen('planted');
+      } finally {
+        run.child.kill('SIGKILL');
+        await run.closed;
+      }
+      assert.equal(readlinkSync(join(T, 'box/sub')), '../outside');
+
+      const r = stasis(['restart', '--quiet', ckpt], { input: 'read\n' });
+      assert.doesNotMatch(r.stdout, /OUTSIDE/);
+      assert.notEqual(r.code, 0, r.stdout);
+      assert.match(r.stderr, /^stasis: .*symbolic link/m);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.equal(readFileSync(join(T, 'outside/secret.txt'), 'utf8'), 'OUTSIDE\n');
+      assert.deepEqual(readdirSync(join(T, 'outside')), ['secret.txt']);
+
+      // With the directory back where it was, the same image restarts and reads the inside file.
+      rmSync(join(T, 'box/sub'));
+      renameSync(join(T, 'box/sub.away'), join(T, 'box/sub'));
+      const ok = stasis(['restart', '--quiet', ckpt], { input: 'read\n' });
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal(ok.stdout, mode === 'dir' ? 'dir: inside\n' : 'file: inside\ndir: inside\n');
+    } finally {
+      cleanup();
+    }
+  });
+}
+
+for (const swapper of ['another program under Stasis', 'a process on the host']) {
+  test(`sandbox: a directory swapped for a link out while the program opens through it: no read or creation escapes (${swapper})`, {
+    skip: sandboxWeakness !== null && 'without the native addon the sandbox does not hold against a concurrent swap (README)',
+  }, async () => {
+    const { dir: T, cleanup } = tempDir();
+    try {
+      mkdirSync(join(T, 'box/sub'), { recursive: true });
+      mkdirSync(join(T, 'outside'));
+      writeFileSync(join(T, 'box/sub/file'), 'inside\n');
+      writeFileSync(join(T, 'outside/file'), 'OUTSIDE\n');
+      const box = join(T, 'box');
+      const opens = 1500;
+      const opener = piped([stasisBin, 'run', '--dir', `${box}::/box`, fixture('sandbox_race'), 'open', String(opens)]);
+      let swap;
+      if (swapper === 'a process on the host') {
+        const script = join(T, 'swap.mjs');
+        writeFileSync(script, `import * as fs from 'node:fs';
+const [box] = process.argv.slice(2);
+console.log('ready');
+process.stdin.once('data', () => {
+  while (!fs.existsSync(box + '/stop')) {
+    fs.renameSync(box + '/sub', box + '/sub.real');
+    fs.symlinkSync('../outside', box + '/sub');
+    fs.unlinkSync(box + '/sub');
+    fs.renameSync(box + '/sub.real', box + '/sub');
+  }
+  process.exit(0);
+});
+`);
+        swap = piped([script, box]);
+      } else {
+        swap = piped([stasisBin, 'run', '--dir', `${box}::/box`, fixture('sandbox_race'), 'swap']);
+      }
+      await Promise.all([opener.seen('ready'), swap.seen('ready')]);
+      opener.child.stdin!.end('go\n');
+      swap.child.stdin!.end('go\n');
+      await Promise.all([opener.closed, swap.closed]);
+      assert.equal(opener.child.exitCode, 0);
+      assert.equal(swap.child.exitCode, 0);
+      assert.equal(opener.out(), `ready\nopens ${opens} escapes 0\n`);
+      assert.deepEqual(readdirSync(join(T, 'outside')), ['file']);
+      assert.equal(readFileSync(join(T, 'outside/file'), 'utf8'), 'OUTSIDE\n');
+      assert.ok(lstatSync(join(T, 'box/sub')).isDirectory());
+    } finally {
+      cleanup();
+    }
+  });
+}
+
+// The tests above, again in a child process: with the kernel's openat2 turned off (the addon
+// then walks one name at a time) and without the addon (paths by name: everything but the
+// concurrent swap must still hold).
+for (const [what, env] of [['openat2 off', { STASIS_NO_OPENAT2: '1' }], ['without the native addon', { STASIS_NO_NATIVE: '1' }]] as const) {
+  test(`sandbox: the sandbox and path conformance tests pass ${what} (child run)`, {
+    skip: (process.env.STASIS_NO_OPENAT2 !== undefined || process.env.STASIS_NO_NATIVE !== undefined || sandboxWeakness !== null) && 'a child run itself, or no addon',
+  }, () => {
+    const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
+    delete childEnv.NODE_TEST_CONTEXT; // else the child reports to us over a side channel
+    const here = fileURLToPath(import.meta.url);
+    const r = spawnSync(process.execPath, ['--test', '--test-reporter=tap', here, join(dirname(here), 'conformance-path.test.js')], { env: childEnv, encoding: 'utf8' });
+    assert.equal(r.status, 0, `child test run failed:\n${r.stdout.split('\n').filter((l) => /^not ok|^# (pass|fail)/.test(l)).join('\n')}\n${r.stderr}`);
+  });
+}

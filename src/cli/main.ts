@@ -7,6 +7,7 @@ import { CODECS, type Codec } from '../image/format.js';
 /** Loaded per command: `run` needs none of the checkpoint machinery (image store, control). */
 const api = (): Promise<typeof import('../api.js')> => import('../api.js');
 import { COMPILE_MODES, type CompileMode } from '../launcher/compile.js';
+import { stopEarlyOnSignals } from '../launcher/signals.js';
 import type { Preopen } from '../wasi/state.js';
 import { parseArgs, type OptionSpec, type Parsed } from './args.js';
 
@@ -19,9 +20,16 @@ commands:
   checkpoint [TARGET] [--exit] [--json]      checkpoint a launched program; print the image
   status [TARGET] [--json]                   list launched programs
   kill [TARGET]                              stop a launched program (no checkpoint)
-  restart IMAGE|CKPT_DIR [--dir NEWHOST::GUEST]... [--env KEY=VALUE]... [--dry-run]
+  restart IMAGE|CKPT_DIR|FILE [--dir NEWHOST::GUEST]... [--env KEY=VALUE]... [--dry-run]
           [--compile MODE] [CONTROL OPTIONS] continue a program from an image, in this process
-  inspect IMAGE|CKPT_DIR [--json]            show what an image holds
+                                             (from an export FILE, its checkpoints go to
+                                             --ckpt-dir, default ./NAME.ckpt)
+  inspect IMAGE|CKPT_DIR|FILE [--json] [--verify]
+                                             show what an image holds; --verify: check
+                                             all of it, as a restart would
+  export IMAGE|CKPT_DIR [-o FILE]            write one image into one file, to restart
+                                             elsewhere (default ./NAME-gen-NNNNNN.tar;
+                                             -o - writes to stdout); prints the file
 
 run options:
   --dir HOST[::GUEST]   give the program the host directory HOST, seen as GUEST
@@ -50,6 +58,10 @@ control options:
                         program changed since the checkpoint as it is; open files are
                         classified by their offsets (at restart: roll nothing back)
   --plugin FILE.js      load a plugin (docs/plugins.md); repeatable
+  --resume              (launch) if the checkpoint directory holds an image, continue from
+                        the newest one instead, once it is found to be of this program with
+                        these arguments, directories and variables (else exit 79); the one
+                        command a job script that may be run again needs
 
 file options (launch):
   --checkpoint-open-files  save every open file with each checkpoint
@@ -66,7 +78,9 @@ restart options:
   --dry-run             print what restart would do with each open file; change nothing
 
 TARGET: a program name, a launcher pid, or a checkpoint directory (default: the only one).
-Signals to a launched program: SIGTERM = checkpoint, then exit 75; SIGINT = exit 130.
+Signals to a launched program: SIGTERM = checkpoint, then exit 75 (before the program
+runs: exit 75 at once); SIGINT = exit 130. In a Slurm job (SLURM_JOB_ID set), SIGUSR1 and
+SIGUSR2 = checkpoint, the program goes on; a stop after a checkpoint requeues the job.
 
 exit status: the program's own; 134 if it trapped; 75 stopped after a checkpoint;
 137 stopped by 'stasis kill'; 64 usage error; 65 not a valid wasm module; 66 module
@@ -75,7 +89,8 @@ file not found; 67 not a WASI command Stasis can run; 68 bad or missing director
 foreign, newer format); 73 damaged image (truncated, hash mismatch); 74 a file the
 program had open is missing; 76 a file differs from its saved copy, or a log is shorter
 than at the checkpoint; 77 a file the restart must read or write is not accessible;
-78 bad --file-rules file or --plugin; 70 internal error.`;
+78 bad --file-rules file or --plugin; 79 launch --resume: the image is of another
+program, or of other arguments, directories or variables; 70 internal error.`;
 
 const RUN_OPTIONS: Record<string, OptionSpec> = {
   '--dir': { value: true, repeat: true },
@@ -188,6 +203,13 @@ function help(p: Parsed): boolean {
   return true;
 }
 
+/** Says at start-up when the sandbox is weaker than it should be: the addon could not be built or loaded. */
+async function warnIfWeakSandbox(quiet = false): Promise<void> {
+  if (quiet || process.env.STASIS_NO_NATIVE) return; // turned off on purpose: the user knows
+  const { sandboxWeakness } = await import('../wasi/beneath.js');
+  if (sandboxWeakness !== null) process.stderr.write(`stasis: warning: ${sandboxWeakness}\n`);
+}
+
 function report(result: { exitCode: number; trap?: string }): number {
   if (result.trap !== undefined) process.stderr.write(`stasis: ${result.trap}\n`);
   return result.exitCode;
@@ -199,6 +221,7 @@ async function cmdRun(argv: string[]): Promise<number> {
   const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis run: missing PROG.wasm; usage: stasis run [options] PROG.wasm [ARGS...]');
   const { run } = await import('../launcher/run.js').then((m) => ({ run: m.runCommand }));
+  await warnIfWeakSandbox();
   return report(await run({
     module, args, env: envOf('run', p), preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('run', d)),
     compile: compileOf('run', p, 'optimized'),
@@ -206,12 +229,17 @@ async function cmdRun(argv: string[]): Promise<number> {
 }
 
 async function cmdLaunch(argv: string[]): Promise<number> {
-  const p = parseArgs('launch', argv, { ...RUN_OPTIONS, ...CONTROL_OPTIONS, ...FILE_OPTIONS, ...HELP });
+  stopEarlyOnSignals();
+  const p = parseArgs('launch', argv, { ...RUN_OPTIONS, ...CONTROL_OPTIONS, ...FILE_OPTIONS, '--resume': {}, ...HELP });
   if (help(p)) return 0;
   const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis launch: missing PROG.wasm; usage: stasis launch [options] PROG.wasm [ARGS...]');
-  const { launch } = await api();
-  return report(await launch({
+  const { launch, resume } = await api();
+  await warnIfWeakSandbox(p.options.has('--quiet'));
+  // --resume with --inherit-env: only the variables named here are compared with the image's.
+  const envGiven = p.options.has('--inherit-env') ? { envGiven: (p.options.get('--env') ?? []).map((e) => parseEnv('launch', e)) } : {};
+  return report(await (p.options.has('--resume') ? resume : launch)({
+    ...envGiven,
     module, args, env: envOf('launch', p),
     preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('launch', d)),
     ...controlOf('launch', p),
@@ -229,10 +257,12 @@ async function cmdRestart(argv: string[]): Promise<number> {
     '--compile': { value: true }, ...CONTROL_OPTIONS, ...HELP,
   }, true);
   if (help(p)) return 0;
+  if (!p.options.has('--dry-run')) stopEarlyOnSignals();
   const [image, ...extra] = p.operands;
   if (image === undefined) throw new StasisError('USAGE', 'stasis restart: missing IMAGE or CKPT_DIR');
   if (extra.length > 0) throw new StasisError('USAGE', `stasis restart: unexpected argument ${extra[0]}`);
   const { restart, planRestart } = await api();
+  await warnIfWeakSandbox(p.options.has('--quiet') || p.options.has('--dry-run'));
   const opts = {
     image, dirs: (p.options.get('--dir') ?? []).map((d) => parseDir('restart', d)),
     env: (p.options.get('--env') ?? []).map((e) => parseEnv('restart', e)), ...controlOf('restart', p),
@@ -286,12 +316,30 @@ async function cmdKill(argv: string[]): Promise<number> {
   return 0;
 }
 
+async function cmdExport(argv: string[]): Promise<number> {
+  const p = parseArgs('export', argv, { '-o': { value: true }, ...HELP }, true);
+  if (help(p)) return 0;
+  const image = single('export', p);
+  if (image === undefined) throw new StasisError('USAGE', 'stasis export: missing IMAGE or CKPT_DIR; usage: stasis export IMAGE|CKPT_DIR [-o FILE]');
+  const out = p.options.get('-o')?.[0];
+  const { exportImage } = await api();
+  const r = await exportImage({ image, ...(out !== undefined && { out }) });
+  if (r.file !== '-') process.stdout.write(`${r.file}\n`);
+  return 0;
+}
+
 async function cmdInspect(argv: string[]): Promise<number> {
-  const p = parseArgs('inspect', argv, { '--json': {}, ...HELP }, true);
+  const p = parseArgs('inspect', argv, { '--json': {}, '--verify': {}, ...HELP }, true);
   if (help(p)) return 0;
   const path = single('inspect', p);
   if (path === undefined) throw new StasisError('USAGE', 'stasis inspect: missing IMAGE or CKPT_DIR');
-  const { inspect } = await api();
+  const { inspect, verify } = await api();
+  if (p.options.has('--verify')) {
+    const v = await verify(path);
+    process.stdout.write(p.options.has('--json') ? JSON.stringify(v) + '\n'
+      : `image ${v.image} verified: module, ${v.chunks} memory chunks (${v.memoryBytes} bytes), ${v.savedCopies} saved file copies\n`);
+    return 0;
+  }
   const info = await inspect(path);
   process.stdout.write(p.options.has('--json') ? JSON.stringify(info, null, 2) + '\n' : formatInspect(info));
   return 0;
@@ -328,6 +376,7 @@ async function main(argv: string[]): Promise<number> {
     case 'status': return cmdStatus(rest);
     case 'kill': return cmdKill(rest);
     case 'inspect': return cmdInspect(rest);
+    case 'export': return cmdExport(rest);
     case '--version':
     case '-V':
       process.stdout.write(`stasis ${version()}\n`);

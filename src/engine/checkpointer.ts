@@ -10,7 +10,7 @@
 // is entered again and runs that code.
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { ChangeRecorder } from '../files/journal.js';
-import { ASYNCIFY_STATE, POLL_BUDGET } from '../instrument/abi.js';
+import { ASYNCIFY_BUFFER_HEADER, ASYNCIFY_STATE, POLL_BUDGET } from '../instrument/abi.js';
 import { Interrupted, setInterruptWord } from '../wasi/interrupt.js';
 import type { WasiHost } from '../wasi/host.js';
 import { MemoryCopier } from './memory-copy.js';
@@ -134,11 +134,30 @@ export class Checkpointer {
     this.rewind(this.dataPtr);
   }
 
-  /** A restart: globals from the image (its memory is in place already), then the rewind. */
+  /**
+   * Why an image's engine state cannot be put into this module, or null: checked before a
+   * restart changes any file (an image may come from elsewhere).
+   */
+  restoreProblem(r: RestoreState): string | null {
+    for (const g of r.globals) {
+      const glob = this.ex[g.name];
+      if (!(glob instanceof WebAssembly.Global)) return `it names global ${g.name}, which the module lacks`;
+      if ((typeof glob.value === 'bigint') !== (g.type === 'i64')) return `its global ${g.name} has the wrong type (${g.type})`;
+    }
+    const size = this.ex.memory.buffer.byteLength;
+    const at = r.asyncifyData;
+    if (at % 4 !== 0 || at + ASYNCIFY_BUFFER_HEADER > size) return `its unwind buffer address ${at} is outside the memory`;
+    const view = new DataView(this.ex.memory.buffer);
+    const current = view.getUint32(at, true);
+    const end = view.getUint32(at + 4, true);
+    if (current < at + ASYNCIFY_BUFFER_HEADER || current > end || end > size) return 'its unwind buffer is damaged';
+    return null;
+  }
+
+  /** A restart: globals from the image (its memory is in place already, checked by restoreProblem), then the rewind. */
   restore(r: RestoreState): void {
     for (const g of r.globals) {
-      const glob = this.ex[g.name] as WebAssembly.Global | undefined;
-      if (glob === undefined) throw new Error(`image names global ${g.name}, which the module lacks`);
+      const glob = this.ex[g.name] as WebAssembly.Global;
       glob.value = g.type === 'i64' ? BigInt(g.value!) : typeof g.value === 'string' ? Number(g.value) : (g.value ?? 0);
     }
     this.rewind(r.asyncifyData);

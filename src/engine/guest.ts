@@ -51,6 +51,10 @@ async function run(data: GuestData, post: Post): Promise<GuestResult> {
       if (e instanceof ImageError) return { exitCode: -1, imageError: { reason: e.reason, message: e.message } };
       throw e;
     }
+    const problem = engine!.restoreProblem(data.restore);
+    if (problem !== null) {
+      return { exitCode: -1, imageError: { reason: 'CORRUPT', message: `checkpoint image ${data.restore.image.path} cannot be restored: ${problem}; restart from another generation` } };
+    }
     // Verified, then acted on: the files are put in place only now that the memory is sound.
     const restore = data.restore;
     const handles = await new Promise<[number, number][]>((resolve) => {

@@ -2,17 +2,19 @@
 // copy, or refuse), checked completely before anything on disk changes; then carried out so
 // that every byte replaced or cut is kept in <ckptDir>/kept/ and reported.
 import * as fs from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import type { FileRecord, SavedCopy, Snapshot } from '../image/schema.js';
 import { ImageError, StasisError } from '../errors.js';
 import { readCopy, sameAsCopy } from '../image/files.js';
+import type { ImageSource } from '../image/source.js';
 import { genName } from '../image/format.js';
 import { copyRangeSync, nowNs, settledBefore } from '../util/fs.js';
-import { guestPath as guestPathOf, hostPathOf, type FileFdState, type Preopen } from '../wasi/state.js';
+import { guestPath as guestPathOf, hostPathOf, insidePreopens, type FileFdState, type Location, type Preopen } from '../wasi/state.js';
+import { openAt, statAt, type At } from '../wasi/beneath.js';
 import { mapPath, type PathMap } from './pathmap.js';
 import type { CopyCache } from './capture.js';
 
-type Refusal = 'MISSING_FILE' | 'FILE_CHANGED' | 'FILE_ACCESS';
+type Refusal = 'MISSING_FILE' | 'FILE_CHANGED' | 'FILE_ACCESS' | 'CORRUPT_IMAGE';
 
 export type StepKind = 'reopen' | 'cut' | 'create-empty' | 'restore' | 'replace' | 'restore-deleted';
 
@@ -21,6 +23,8 @@ export interface Step {
   record: FileRecord;
   /** Host path the file is opened at. */
   target: string;
+  /** Where the target is beneath a directory the user gave (see anchorOf); opened there. */
+  anchor: Anchor | null;
   /** The program's name for it. */
   guestPath: string;
   /** Size of the file there now (null: missing). */
@@ -70,6 +74,61 @@ export function fileRecords(snap: Snapshot): FileRecord[] {
   }));
 }
 
+/** The program's directories at this restart: as saved, or as --dir gives them anew. */
+function effectivePreopens(o: PlanOptions): Preopen[] {
+  return o.saved.map((p) => o.dirs.find((d) => d.guest === p.guest) ?? p);
+}
+
+/** A rule's restart path (from the image) must be a plain absolute path inside the program's directories. */
+function allowedRestartPath(o: PlanOptions, path: string): boolean {
+  const plain = path.endsWith('/') ? path.slice(0, -1) : path;
+  return isAbsolute(plain) && resolve(plain) === plain && insidePreopens(plain, effectivePreopens(o));
+}
+
+/** A preopen's host directory and the program's path below it. */
+interface Anchor {
+  root: string;
+  rel: string;
+}
+
+/**
+ * Where a location is when nothing (a rule, --path-map) moved it: below its preopen's
+ * directory as given at launch or by --dir at restart. There the restart looks and opens
+ * beneath that directory's handle, never through a link: the program may have replaced a
+ * directory on the way by a symlink out of its sandbox after the checkpoint.
+ */
+function anchorOf(o: PlanOptions, loc: Location, restartPath?: string): Anchor | null {
+  if (restartPath !== undefined || o.moved?.has(locationKey(loc))) return null;
+  const moved = o.dirs.find((d) => d.guest === loc.preopen);
+  if (moved !== undefined) return { root: moved.host, rel: loc.rel };
+  const saved = o.saved.find((p) => p.guest === loc.preopen);
+  const full = hostPathOf(o.saved, loc);
+  if (saved === undefined || full === null || mapPath(o.pathMap, full) !== full) return null;
+  return { root: saved.host, rel: loc.rel };
+}
+
+/** Runs fn with the anchor as a place beneath a handle on its root. */
+function beneath<T>(a: Anchor, fn: (at: At) => T): T {
+  const fd = fs.openSync(a.root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    return fn({ fd, host: a.root, path: a.rel });
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Why the anchored file cannot be used as it is, or null: a link on its way or in its place. */
+function linkOnTheWay(a: Anchor): string | null {
+  try {
+    const st = beneath(a, (at) => statAt(at, false));
+    return st?.isSymbolicLink() ? 'is a symbolic link now' : null;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP' || code === 'ENOTDIR' || code === 'EXDEV') return 'is reached through a symbolic link now (a directory on its way was replaced by one)';
+    return null; // reported by the lookup that follows
+  }
+}
+
 /** Size of the regular file at p, null if nothing is there; a string says why it can't be used. */
 const sizeOf = (p: string): number | null | string => {
   let st;
@@ -100,12 +159,17 @@ export function planFiles(snap: Snapshot, o: PlanOptions, rolledBack: (path: str
   for (const r of fileRecords(snap)) {
     const guestPath = guestPathOf(r.location);
     // (The manifest's schema has checked that the location is below one of the preopens.)
+    if (r.restartPath !== undefined && !allowedRestartPath(o, r.restartPath)) {
+      plan.refusals.push({ code: 'CORRUPT_IMAGE', text: `the image puts ${guestPath} at ${r.restartPath}, outside the program's directories (${effectivePreopens(o).map((p) => p.host).join(', ')}); an image cannot name a place outside them` });
+      continue;
+    }
     const target = r.restartPath ?? physicalPath(o, r.location)!;
-    const found = r.deleted ? null : sizeOf(target);
+    const anchor = r.deleted ? null : anchorOf(o, r.location, r.restartPath);
+    const found = r.deleted ? null : (anchor !== null ? linkOnTheWay(anchor) : null) ?? sizeOf(target);
     const at = target === r.hostPath ? target : `${target} (was ${r.hostPath})`;
     const current = typeof found === 'string' ? null : found;
     const step = (kind: StepKind, line: string, comparedAt?: bigint): void => {
-      plan.steps.push({ kind, record: r, target, guestPath, current, line, ...(comparedAt !== undefined && { comparedAt }) });
+      plan.steps.push({ kind, record: r, target, anchor, guestPath, current, line, ...(comparedAt !== undefined && { comparedAt }) });
     };
     if (!r.deleted && rolledBack(target)) {
       step('reopen', `reopen   ${at}: as at the checkpoint once rolled back (${r.reason})`);
@@ -155,6 +219,7 @@ export function planFiles(snap: Snapshot, o: PlanOptions, rolledBack: (path: str
       step('reopen', `reopen   ${at}: ${r.reason}, offsets restored`);
     }
   }
+  checkDirs(plan, snap, o);
   if (changed.length > 0) {
     plan.refusals.push({
       code: 'FILE_CHANGED',
@@ -162,6 +227,27 @@ export function planFiles(snap: Snapshot, o: PlanOptions, rolledBack: (path: str
     });
   }
   return plan;
+}
+
+/** The program's directory fds: each must still be a directory reached through no link. */
+function checkDirs(plan: FilePlan, snap: Snapshot, o: PlanOptions): void {
+  for (const d of snap.wasi.fds) {
+    if (d.kind !== 'dir' || d.location.rel === '') continue;
+    const a = anchorOf(o, d.location);
+    if (a === null) continue;
+    const at = `${a.root}/${a.rel} (the program's directory ${guestPathOf(d.location)}, fd ${d.fd})`;
+    const link = linkOnTheWay(a);
+    let st;
+    try {
+      st = link === null ? beneath(a, (p) => statAt(p, false)) : undefined;
+    } catch (e) {
+      plan.refusals.push({ code: 'FILE_ACCESS', text: `${at} cannot be looked at (${(e as NodeJS.ErrnoException).code}); fix its permissions` });
+      continue;
+    }
+    if (link !== null) plan.refusals.push({ code: 'FILE_ACCESS', text: `${at} ${link}; put the directory back where it was, or map it elsewhere with --path-map OLD=NEW` });
+    else if (st === undefined) plan.refusals.push({ code: 'MISSING_FILE', text: `${at} is missing; put it back, or map it elsewhere with --path-map OLD=NEW` });
+    else if (!st.isDirectory()) plan.refusals.push({ code: 'FILE_ACCESS', text: `${at} is not a directory now; put the directory back where it was` });
+  }
 }
 
 function refuse(plan: FilePlan, step: (k: StepKind, line: string) => void, code: Refusal, text: string): void {
@@ -193,8 +279,8 @@ export interface Applied {
  * (a damaged copy stops the restart with nothing changed); only then are files replaced,
  * logs cut and backups taken.
  */
-export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Applied {
-  const temps = stageCopies(plan, ckptDir);
+export function applyPlan(plan: FilePlan, snap: Snapshot, source: ImageSource, ckptDir: string): Applied {
+  const temps = stageCopies(plan, source, ckptDir);
   const kept = putFiles(plan, temps, join(ckptDir, 'kept', `${genName(snap.meta.generation)}-restart-${new Date().toISOString().replace(/[:.]/g, '-')}`));
   return { ...reopen(plan, snap, temps), kept };
 }
@@ -202,7 +288,7 @@ export function applyPlan(plan: FilePlan, snap: Snapshot, ckptDir: string): Appl
 /** Every saved copy that comes back, written and synced beside its target (or in the
  *  checkpoint directory, for files deleted while open). Nothing else is changed: on failure
  *  what was written is removed and the restart refused. */
-function stageCopies(plan: FilePlan, ckptDir: string): Map<Step, string> {
+function stageCopies(plan: FilePlan, source: ImageSource, ckptDir: string): Map<Step, string> {
   const temps = new Map<Step, string>();
   const madeDirs: string[] = [];
   try {
@@ -215,7 +301,7 @@ function stageCopies(plan: FilePlan, ckptDir: string): Map<Step, string> {
       temps.set(s, tmp);
       const fd = fs.openSync(tmp, 'wx', s.record.mode & 0o777);
       try {
-        readCopy(ckptDir, s.record.copy!, s.record.hostPath, (piece, pos) => {
+        readCopy(source, s.record.copy!, s.record.hostPath, (piece, pos) => {
           for (let w = 0; w < piece.length;) w += fs.writeSync(fd, piece, w, piece.length - w, pos + w);
         });
         fs.fchmodSync(fd, s.record.mode & 0o7777);
@@ -282,7 +368,8 @@ function reopen(plan: FilePlan, snap: Snapshot, temps: Map<Step, string>): Omit<
     for (const fd of s.record.fds) {
       const st = byFd.get(fd);
       if (st === undefined) continue;
-      const handle = fs.openSync(path, access(st.access) | fs.constants.O_NOFOLLOW);
+      const flags = access(st.access) | fs.constants.O_NOFOLLOW;
+      const handle = s.anchor !== null && s.kind !== 'restore-deleted' ? beneath(s.anchor, (at) => openAt(at, flags, 0)) : fs.openSync(path, flags);
       handles.push([fd, handle]);
       opened ??= handle;
     }

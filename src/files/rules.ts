@@ -30,6 +30,7 @@
 import { basename, dirname, resolve } from 'node:path';
 import { StasisError, type StasisErrorCode } from '../errors.js';
 import { readRegularFile, unreadable } from '../util/fs.js';
+import { insidePreopens, type Preopen } from '../wasi/state.js';
 
 export type FileAction = 'save' | 'skip' | 'log';
 export interface FileRule {
@@ -110,6 +111,14 @@ export function checkConflicts(rules: readonly FileRule[]): void {
     else if (earlier.action !== rule.action) {
       throw new StasisError('USAGE', `${describe(earlier)} conflicts with ${describe(rule)}: a file can't be both ${VERB[earlier.action]} and ${VERB[rule.action]}`);
     }
+  }
+}
+
+/** A restart path must lie inside the program's directories: a restart refuses an image that names one outside. */
+export function checkRestartPaths(rules: readonly FileRule[], preopens: readonly Preopen[]): void {
+  for (const rule of rules) {
+    if (rule.restartPath === undefined || insidePreopens(rule.restartPath.replace(/\/$/, ''), preopens)) continue;
+    throw new StasisError('BAD_CONFIG', `${describe(rule)} puts files at ${rule.restartPath} at restart, outside every --dir of the program (${preopens.map((p) => p.host).join(', ') || 'none'}); a restart path must be inside one of them`);
   }
 }
 

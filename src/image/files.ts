@@ -8,21 +8,24 @@ import { join } from 'node:path';
 import type { SavedCopy } from './schema.js';
 import { ImageError } from '../errors.js';
 import { FILE_BLOCK, FILES, STAGE_PREFIX } from './format.js';
+import type { ImageSource, StoredFile } from './source.js';
 import { copyRangeSync, errno, tmpSuffix } from '../util/fs.js';
 import { xxh64hex } from './xxh64.js';
 
 let block: Buffer | undefined;
 const blockBuffer = (): Buffer => (block ??= Buffer.allocUnsafe(FILE_BLOCK));
 
-/** XXH64 of each FILE_BLOCK piece of the open file `fd`; `each` sees every piece read. */
-export function hashBlocks(fd: number, each?: (piece: Buffer, pos: number) => void): { size: number; blocks: string[] } {
+/** XXH64 of each FILE_BLOCK piece of the open file `fd` (of its `size` bytes from `start`:
+ *  fewer when it ends before); `each` sees every piece read, at its position from `start`. */
+export function hashBlocks(fd: number, each?: (piece: Buffer, pos: number) => void, start = 0, size = Infinity): { size: number; blocks: string[] } {
   const buf = blockBuffer();
   const blocks: string[] = [];
   let pos = 0;
   for (;;) {
+    const want = Math.min(FILE_BLOCK, size - pos);
     let n = 0;
-    while (n < FILE_BLOCK) {
-      const got = readSync(fd, buf, n, FILE_BLOCK - n, pos + n);
+    while (n < want) {
+      const got = readSync(fd, buf, n, want - n, start + pos + n);
       if (got === 0) break;
       n += got;
     }
@@ -31,7 +34,7 @@ export function hashBlocks(fd: number, each?: (piece: Buffer, pos: number) => vo
     blocks.push(xxh64hex(piece));
     each?.(piece, pos);
     pos += n;
-    if (n < FILE_BLOCK) break;
+    if (n < want || pos === size) break;
   }
   return { size: pos, blocks };
 }
@@ -122,29 +125,35 @@ export async function publishStaged(ckptDir: string, staged: string): Promise<{ 
  * Reads a saved copy piece by piece, checking each piece against its hash; `each` gets the
  * checked pieces. Throws ImageError MISSING/CORRUPT naming the copy and the file it saves.
  */
-export function readCopy(ckptDir: string, copy: SavedCopy, of: string, each: (piece: Buffer, pos: number) => void): void {
-  const path = join(ckptDir, copy.file);
-  let fd: number;
+export function readCopy(source: ImageSource, copy: SavedCopy, of: string, each: (piece: Buffer, pos: number) => void): void {
+  const path = source.name(copy.file);
+  let f: StoredFile | null;
   try {
-    fd = openSync(path, 'r');
+    f = source.open(copy.file);
   } catch (e) {
-    const code = errno(e);
-    if (code === 'ENOENT') throw new ImageError('MISSING', `the saved copy of ${of} (${path}) is missing: copy the whole checkpoint directory, or restart from another generation`, path);
-    throw new ImageError('CORRUPT', `the saved copy of ${of} (${path}) cannot be read (${code}): fix its permissions, or restart from another generation`, path);
+    if (e instanceof ImageError) throw e;
+    throw new ImageError('CORRUPT', `the saved copy of ${of} (${path}) cannot be read (${errno(e)}): fix its permissions, or ${source.remedy}`, path);
+  }
+  if (f === null) {
+    const hint = source.kind === 'export' ? 'export the image again' : 'copy the whole checkpoint directory, or restart from another generation';
+    throw new ImageError('MISSING', `the saved copy of ${of} (${path}) is missing: ${hint}`, path);
   }
   try {
+    if (f.size !== copy.size) {
+      throw new ImageError('CORRUPT', `the saved copy of ${of} (${path}) has ${f.size} bytes instead of ${copy.size}: ${source.remedy}`, path);
+    }
     let i = 0;
-    const got = hashBlocks(fd, (piece, pos) => {
+    hashBlocks(f.fd, (piece, pos) => {
       if (copy.blockSize !== FILE_BLOCK || xxh64hex(piece) !== copy.blocks[i++]) {
-        throw new ImageError('CORRUPT', `the saved copy of ${of} (${path}) is damaged (block at ${pos} does not match its hash): restart from another generation`, path);
+        throw new ImageError('CORRUPT', `the saved copy of ${of} (${path}) is damaged (block at ${pos} does not match its hash): ${source.remedy}`, path);
       }
       each(piece, pos);
-    });
-    if (got.size !== copy.size) {
-      throw new ImageError('CORRUPT', `the saved copy of ${of} (${path}) has ${got.size} bytes instead of ${copy.size}: restart from another generation`, path);
+    }, f.start, f.size);
+    if (i !== copy.blocks.length) {
+      throw new ImageError('CORRUPT', `the saved copy of ${of} (${path}) is truncated (${i} of ${copy.blocks.length} blocks): ${source.remedy}`, path);
     }
   } finally {
-    closeSync(fd);
+    closeSync(f.fd);
   }
 }
 

@@ -1,17 +1,17 @@
 // Locating images and loading their manifests, with every check a reader needs. Never writes.
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ImageError } from '../errors.js';
 import { FORMAT_VERSION, GEN_RE, IMAGES, LATEST, MAGIC, MANIFEST, MANIFEST_SUM, genName } from './format.js';
 import { manifestShape, type Manifest } from './schema.js';
 import { ShapeError } from './shape.js';
-import { errno, sha256hex } from '../util/fs.js';
+import { errno, readRegularFile, sha256hex, unreadable } from '../util/fs.js';
 
 /** Where an image lives. */
 export interface ImageRef {
-  /** The checkpoint directory (holds images/, chunks/, modules/). */
+  /** The checkpoint directory (holds images/, chunks/, modules/); for an export file, the file. */
   dir: string;
-  /** The image directory (<dir>/images/gen-NNNNNN). */
+  /** The image directory (<dir>/images/gen-NNNNNN); for an export file, the file. */
   path: string;
   generation: number;
   /** Program name recorded in the image. */
@@ -48,10 +48,10 @@ export async function generations(ckptDir: string): Promise<number[]> {
 export async function latestPointer(ckptDir: string): Promise<number | null> {
   let text: string;
   try {
-    text = await readFile(join(ckptDir, LATEST), 'utf8');
+    text = readRegularFile(join(ckptDir, LATEST), { noFollow: true, limit: 4096 }).toString('utf8');
   } catch (e) {
     if (errno(e) === 'ENOENT') return null;
-    throw e;
+    throw damaged(join(ckptDir, LATEST), `cannot be read: ${unreadable(e)}`);
   }
   const m = GEN_RE.exec(text.trim());
   if (!m) return null;
@@ -74,14 +74,18 @@ export async function latestGeneration(ckptDir: string): Promise<number | null> 
   return null;
 }
 
+/** An image in a checkpoint directory, or an export file (any other regular file: export.ts
+ *  tells whether it is one). */
+export type Resolved =
+  | { kind: 'directory'; ckptDir: string; imageDir: string; generation: number | null }
+  | { kind: 'export'; file: string };
+
 /**
- * Resolves what the user pointed at — a checkpoint directory, an image directory, or an
- * image's manifest.json — to an image directory and its checkpoint directory.
+ * Resolves what the user pointed at — a checkpoint directory, an image directory, an
+ * image's manifest.json, or an export file — to an image directory and its checkpoint
+ * directory, or to the export file.
  */
-export async function resolveImage(
-  pathIn: string,
-  generation?: number,
-): Promise<{ ckptDir: string; imageDir: string; generation: number | null }> {
+export async function resolveImage(pathIn: string, generation?: number): Promise<Resolved> {
   const path = resolve(pathIn);
   const st = await statOrNull(path);
   if (!st) {
@@ -89,12 +93,10 @@ export async function resolveImage(
   }
   let imageDir: string;
   if (st.isFile()) {
-    if (basename(path) !== MANIFEST) {
-      throw new ImageError('NOT_AN_IMAGE', `${path} is a file, not a Stasis checkpoint: give the checkpoint directory (with images/ inside) or an image directory (with manifest.json inside)`, path);
-    }
+    if (basename(path) !== MANIFEST) return { kind: 'export', file: path };
     imageDir = dirname(path);
   } else if (!st.isDirectory()) {
-    throw new ImageError('NOT_AN_IMAGE', `${path} is not a Stasis checkpoint directory or image`, path);
+    throw new ImageError('NOT_AN_IMAGE', `${path} is not a Stasis checkpoint directory, image or export file (it is not a regular file or directory)`, path);
   } else if (await statOrNull(join(path, MANIFEST))) {
     imageDir = path;
   } else if ((await statOrNull(join(path, IMAGES)))?.isDirectory()) {
@@ -115,23 +117,49 @@ export async function resolveImage(
   if (generation !== undefined && gen !== generation) {
     throw new ImageError('MISSING', `${imageDir} is the image of generation ${gen ?? '?'}, not ${generation}: point at the checkpoint directory to choose a generation`, imageDir);
   }
-  return { ckptDir: dirname(dirname(imageDir)), imageDir, generation: gen };
+  return { kind: 'directory', ckptDir: dirname(dirname(imageDir)), imageDir, generation: gen };
 }
 
-function corrupt(file: string, what: string): ImageError {
-  return new ImageError('CORRUPT', `checkpoint image file ${file} ${what}: the image cannot be used; restart from another generation (or take a new checkpoint)`, file);
+function damaged(file: string, what: string, remedy = 'restart from another generation (or take a new checkpoint)'): ImageError {
+  return new ImageError('CORRUPT', `checkpoint image file ${file} ${what}: the image cannot be used; ${remedy}`, file);
+}
+
+/** A manifest larger than this is damaged (real ones are kilobytes; a long readdir listing, megabytes). */
+const MANIFEST_LIMIT = 256 << 20;
+
+/** Reads an image directory's manifest and its sidecar (null for a missing sidecar). */
+export async function readManifestFiles(imageDir: string): Promise<{ manifest: Buffer; sum: Buffer | null }> {
+  const file = join(imageDir, MANIFEST);
+  let manifest: Buffer;
+  try {
+    manifest = readRegularFile(file, { noFollow: true, limit: MANIFEST_LIMIT });
+  } catch (e) {
+    if (errno(e) === 'ENOENT') throw new ImageError('MISSING', `checkpoint image ${imageDir} has no ${MANIFEST}: it is not a complete image; use another generation`, file);
+    throw damaged(file, `cannot be read: ${unreadable(e)}`);
+  }
+  const sumFile = join(imageDir, MANIFEST_SUM);
+  try {
+    return { manifest, sum: readRegularFile(sumFile, { noFollow: true, limit: 4096 }) };
+  } catch (e) {
+    if (errno(e) === 'ENOENT') return { manifest, sum: null };
+    throw damaged(sumFile, `cannot be read: ${unreadable(e)}`);
+  }
 }
 
 /** Reads, checks (magic, version, sha256 sidecar, then manifestShape) and returns an image's manifest. */
 export async function loadManifest(imageDir: string): Promise<Manifest> {
+  const { manifest, sum } = await readManifestFiles(imageDir);
+  return parseManifest(manifest, sum, imageDir);
+}
+
+/**
+ * Checks a manifest and its sidecar's text (null: missing) as loadManifest does; `imageDir`
+ * names them in messages (an image directory, or where they lie in an export file), `remedy`
+ * ends the message about a damaged one.
+ */
+export function parseManifest(bytes: Buffer, sumBytes: Buffer | null, imageDir: string, remedy?: string): Manifest {
+  const corrupt = (f: string, what: string): ImageError => damaged(f, what, remedy);
   const file = join(imageDir, MANIFEST);
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(file);
-  } catch (e) {
-    if (errno(e) === 'ENOENT') throw new ImageError('MISSING', `checkpoint image ${imageDir} has no ${MANIFEST}: it is not a complete image; use another generation`, file);
-    throw e;
-  }
   let m: unknown;
   try {
     m = JSON.parse(bytes.toString('utf8'));
@@ -150,14 +178,8 @@ export async function loadManifest(imageDir: string): Promise<Manifest> {
     throw new ImageError('BAD_VERSION', `checkpoint image ${imageDir} uses image format version ${version}, newer than this Stasis reads (${FORMAT_VERSION}): restart it with a newer Stasis`, file);
   }
   const sumFile = join(imageDir, MANIFEST_SUM);
-  let sum: string;
-  try {
-    sum = await readFile(sumFile, 'utf8');
-  } catch (e) {
-    if (errno(e) === 'ENOENT') throw corrupt(sumFile, 'is missing (every image has one next to its manifest)');
-    throw e;
-  }
-  const want = /^([0-9a-f]{64}) {2}manifest\.json\n?$/.exec(sum);
+  if (sumBytes === null) throw corrupt(sumFile, 'is missing (every image has one next to its manifest)');
+  const want = /^([0-9a-f]{64}) {2}manifest\.json\n?$/.exec(sumBytes.toString('utf8'));
   if (!want) throw corrupt(sumFile, 'is damaged (expected "<sha256>  manifest.json")');
   if (sha256hex(bytes) !== want[1]) throw corrupt(file, 'does not match its sha256 in manifest.sha256 (damaged or truncated)');
   try {

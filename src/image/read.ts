@@ -1,18 +1,20 @@
 // Reading checkpoint images: every byte is checked against the hashes in the manifest.
 // Nothing here writes to the file system.
-import { closeSync, fstatSync, openSync, read, readFileSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { closeSync, read } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import type { ChunkEntry, FilePolicyOptions, FileTreatment, Manifest, Snapshot, SnapshotMeta } from './schema.js';
 import { guestPath, type FdState, type Location, type Preopen } from '../wasi/state.js';
 import { ImageError } from '../errors.js';
-import { IMAGES, chunkFile, genName, moduleFile, type ChunkHash, type Codec } from './format.js';
-import { errno, sha256hex } from '../util/fs.js';
+import { IMAGES, MANIFEST, MANIFEST_SUM, chunkFile, genName, moduleFile, type ChunkHash, type Codec } from './format.js';
+import { sha256hex } from '../util/fs.js';
 import { hashChunk } from './hash.js';
 import { xxh64hexInPlace } from './xxh64.js';
-import { generations, latestPointer, latestGeneration, loadManifest, resolveImage, type ImageRef } from './manifest.js';
+import { generations, latestPointer, latestGeneration, loadManifest, parseManifest, resolveImage, type ImageRef } from './manifest.js';
+import { checkExportEntries, exportSource, openExport } from './export.js';
+import { dirSource, readStoredAll, type ImageSource, type StoredFile } from './source.js';
+import { readCopy } from './files.js';
 
 export interface ReadOptions {
   /** Which generation, when the path is a checkpoint directory (default: the latest). */
@@ -30,9 +32,13 @@ export interface ReadOptions {
 }
 
 export interface ReadResult {
+  /** For an export file, `dir` and `path` are the file. */
   ref: ImageRef;
   snapshot: Snapshot;
   moduleBytes: Uint8Array;
+  manifest: Manifest;
+  /** Where its stored files are read from (a checkpoint directory, or an export file). */
+  source: ImageSource;
 }
 
 const readAsync = promisify(read);
@@ -46,113 +52,139 @@ function span(m: Manifest, index: number): { off: number; len: number } {
   return { off, len: Math.min(m.memory.chunkSize, m.memory.byteLength - off) };
 }
 
-function corruptChunk(file: string, imageDir: string, what: string): ImageError {
-  return new ImageError('CORRUPT', `memory chunk ${file} of checkpoint image ${imageDir} ${what}: the image cannot be restored; restart from another generation (or take a new checkpoint)`, file);
+function corruptChunk(source: ImageSource, rel: string, imageDir: string, what: string): ImageError {
+  return new ImageError('CORRUPT', `memory chunk ${source.name(rel)} of checkpoint image ${imageDir} ${what}: the image cannot be restored; ${source.remedy}`, source.name(rel));
 }
 
-function missing(file: string, imageDir: string, what: string): ImageError {
-  return new ImageError('MISSING', `${what} ${file} of checkpoint image ${imageDir} is missing: copy or move the whole checkpoint directory (images/, chunks/ and modules/ together), or restart from another generation`, file);
+function missing(source: ImageSource, rel: string, imageDir: string, what: string): ImageError {
+  const hint = source.kind === 'export' ? 'export the image again' : 'copy or move the whole checkpoint directory (images/, chunks/ and modules/ together), or restart from another generation';
+  return new ImageError('MISSING', `${what} ${source.name(rel)} of checkpoint image ${imageDir} is missing: ${hint}`, source.name(rel));
+}
+
+function openStored(source: ImageSource, rel: string, imageDir: string, what: string): StoredFile {
+  const f = source.open(rel);
+  if (f === null) throw missing(source, rel, imageDir, what);
+  return f;
 }
 
 /**
- * Starts reading one chunk into place; resolves once its bytes are there (check them with
- * checkChunk). An uncompressed chunk is read on the thread pool, so that the caller can hash
- * the previous one meanwhile (a 1 GiB restore: ~0.5 s of reading, ~0.17 s of hashing); open
- * and fstat stay synchronous (cheap, and a missing chunk is reported at once). Compressed
- * chunks are read and inflated here.
+ * Starts reading one chunk into `dest` (exactly its length); resolves once its bytes are
+ * there (check them with checkChunk). An uncompressed chunk is read on the thread pool, so
+ * that the caller can hash the previous one meanwhile (a 1 GiB restore: ~0.5 s of reading,
+ * ~0.17 s of hashing); opening stays synchronous (cheap, and a missing chunk is reported at
+ * once). Compressed chunks are read and inflated here, never past the chunk's length.
  */
-function readChunk(ckptDir: string, imageDir: string, m: Manifest, c: ChunkEntry, target: Uint8Array): Promise<void> {
-  const file = join(ckptDir, chunkFile(m.memory.hash, c.hash, c.codec));
-  const { off, len } = span(m, c.index);
-  const dest = target.subarray(off, off + len);
+function readChunk(source: ImageSource, imageDir: string, m: Manifest, c: ChunkEntry, dest: Uint8Array): Promise<void> {
+  const rel = chunkFile(m.memory.hash, c.hash, c.codec);
+  const len = dest.length;
+  const f = openStored(source, rel, imageDir, 'memory chunk');
   if (c.codec === 'none') {
-    let fd: number;
-    try {
-      fd = openSync(file, 'r');
-    } catch (e) {
-      if (errno(e) === 'ENOENT') throw missing(file, imageDir, 'memory chunk');
-      throw e;
-    }
-    let size: number;
-    try {
-      size = fstatSync(fd).size;
-    } catch (e) {
-      closeSync(fd);
-      throw e;
-    }
-    if (size !== len) {
-      closeSync(fd);
-      throw corruptChunk(file, imageDir, `has ${size} bytes instead of ${len} (truncated or damaged)`);
+    if (f.size !== len) {
+      closeSync(f.fd);
+      throw corruptChunk(source, rel, imageDir, `has ${f.size} bytes instead of ${len} (truncated or damaged)`);
     }
     return (async () => {
       try {
         for (let done = 0; done < len;) {
-          const { bytesRead } = await readAsync(fd, dest, done, len - done, done);
-          if (bytesRead === 0) throw corruptChunk(file, imageDir, 'is truncated');
+          const { bytesRead } = await readAsync(f.fd, dest, done, len - done, f.start + done);
+          if (bytesRead === 0) throw corruptChunk(source, rel, imageDir, 'is truncated');
           done += bytesRead;
         }
       } finally {
-        closeSync(fd);
+        closeSync(f.fd);
       }
     })();
   }
   let data: Buffer;
   try {
-    data = readFileSync(file);
-  } catch (e) {
-    if (errno(e) === 'ENOENT') throw missing(file, imageDir, 'memory chunk');
-    throw e;
+    // Compressing never makes a stored chunk much larger than its memory (else it is stored raw).
+    if (f.size > 2 * len + 4096) throw corruptChunk(source, rel, imageDir, `has ${f.size} bytes, too many for ${len} bytes of memory (damaged)`);
+    data = readStoredAll(f);
+  } finally {
+    closeSync(f.fd);
   }
   let raw: Buffer;
   try {
     raw = c.codec === 'brotli' ? zlib.brotliDecompressSync(data, { maxOutputLength: len + 1 }) : zlib.inflateRawSync(data, { maxOutputLength: len + 1 });
   } catch {
-    throw corruptChunk(file, imageDir, `does not decompress (${c.codec}): truncated or damaged`);
+    throw corruptChunk(source, rel, imageDir, `does not decompress (${c.codec}): truncated or damaged`);
   }
-  if (raw.length !== len) throw corruptChunk(file, imageDir, `decompresses to ${raw.length} bytes instead of ${len}`);
+  if (raw.length !== len) throw corruptChunk(source, rel, imageDir, `decompresses to ${raw.length} bytes instead of ${len}`);
   dest.set(raw);
   return Promise.resolve();
 }
 
 /** Checks a chunk read into place against its hash (in place for a wasm memory). */
-function checkChunk(ckptDir: string, imageDir: string, m: Manifest, c: ChunkEntry, target: Uint8Array, wasm: WebAssembly.Memory | null): void {
-  const { off, len } = span(m, c.index);
+function checkChunk(source: ImageSource, imageDir: string, m: Manifest, c: ChunkEntry, target: Uint8Array, wasm: WebAssembly.Memory | null, off: number): void {
+  const { len } = span(m, c.index);
   const hash = wasm && m.memory.hash === 'xxh64' ? xxh64hexInPlace(wasm, off, len) : hashChunk(m.memory.hash, target.subarray(off, off + len));
   if (hash !== c.hash) {
-    throw corruptChunk(join(ckptDir, chunkFile(m.memory.hash, c.hash, c.codec)), imageDir, `does not match its ${m.memory.hash} hash (damaged)`);
+    throw corruptChunk(source, chunkFile(m.memory.hash, c.hash, c.codec), imageDir, `does not match its ${m.memory.hash} hash (damaged)`);
   }
+}
+
+/** An image's manifest (checked) and where its stored files are: a checkpoint directory's
+ *  image, or an export file (its index checked against the manifest). */
+async function locate(path: string, generation?: number): Promise<{ ref: ImageRef; imageDir: string; source: ImageSource; m: Manifest }> {
+  const r = await resolveImage(path, generation);
+  if (r.kind === 'directory') {
+    const m = await loadManifest(r.imageDir);
+    return { ref: { dir: r.ckptDir, path: r.imageDir, generation: m.snapshot.meta.generation, name: m.snapshot.meta.name }, imageDir: r.imageDir, source: dirSource(r.ckptDir), m };
+  }
+  const idx = openExport(r.file);
+  const source = exportSource(idx);
+  const imageDir = `${r.file}:${idx.image}`;
+  const entry = (rel: string): Buffer | null => {
+    const f = source.open(rel);
+    if (f === null) return null;
+    try {
+      return readStoredAll(f);
+    } finally {
+      closeSync(f.fd);
+    }
+  };
+  const manifest = entry(`${idx.image}/${MANIFEST}`);
+  if (manifest === null) throw new ImageError('CORRUPT', `export file ${r.file} has no ${idx.image}/${MANIFEST}: copy it again (or export the image again)`, r.file);
+  const m = parseManifest(manifest, entry(`${idx.image}/${MANIFEST_SUM}`), imageDir, source.remedy);
+  checkExportEntries(idx, m);
+  if (generation !== undefined && generation !== idx.generation) {
+    throw new ImageError('MISSING', `export file ${r.file} holds the image of generation ${idx.generation}, not ${generation}`, r.file);
+  }
+  return { ref: { dir: r.file, path: r.file, generation: idx.generation, name: m.snapshot.meta.name }, imageDir, source, m };
 }
 
 /**
  * Reads and verifies an image: `path` is a checkpoint directory (its latest image, or
- * opts.generation), an image directory, or an image's manifest.json.
+ * opts.generation), an image directory, an image's manifest.json, or an export file.
  */
 export async function readImage(path: string, opts: ReadOptions | number = {}): Promise<ReadResult> {
   const o: ReadOptions = typeof opts === 'number' ? { generation: opts } : opts;
-  const { ckptDir, imageDir } = await resolveImage(path, o.generation);
-  const m = await loadManifest(imageDir);
+  const { ref, imageDir, source, m } = await locate(path, o.generation);
 
-  const modFile = join(ckptDir, moduleFile(m.module.sha256));
+  const modRel = moduleFile(m.module.sha256);
+  const mod = openStored(source, modRel, imageDir, 'module');
   let moduleBytes: Buffer;
   try {
-    moduleBytes = await readFile(modFile);
-  } catch (e) {
-    if (errno(e) === 'ENOENT') throw missing(modFile, imageDir, 'module');
-    throw e;
+    if (mod.size !== m.module.size) throw new ImageError('CORRUPT', `module ${mod.name} of checkpoint image ${imageDir} has ${mod.size} bytes instead of ${m.module.size} (damaged or truncated): ${source.remedy}`, mod.name);
+    moduleBytes = readStoredAll(mod);
+  } finally {
+    closeSync(mod.fd);
   }
-  if (moduleBytes.length !== m.module.size || sha256hex(moduleBytes) !== m.module.sha256) {
-    throw new ImageError('CORRUPT', `module ${modFile} of checkpoint image ${imageDir} does not match its sha256 (damaged or truncated): restart from another generation`, modFile);
+  if (sha256hex(moduleBytes) !== m.module.sha256) {
+    throw new ImageError('CORRUPT', `module ${mod.name} of checkpoint image ${imageDir} does not match its sha256 (damaged): ${source.remedy}`, mod.name);
   }
 
   const stdin = Buffer.from(m.stdinPending.base64, 'base64');
   if (stdin.length !== m.stdinPending.size || sha256hex(stdin) !== m.stdinPending.sha256) {
-    throw new ImageError('CORRUPT', `checkpoint image ${imageDir}: the pending stdin bytes in its manifest do not match their sha256: restart from another generation`, join(imageDir, 'manifest.json'));
+    throw new ImageError('CORRUPT', `checkpoint image ${imageDir}: the pending stdin bytes in its manifest do not match their sha256: ${source.remedy}`, join(imageDir, 'manifest.json'));
   }
 
   const result = (memory: Uint8Array): ReadResult => ({
-    ref: { dir: ckptDir, path: imageDir, generation: m.snapshot.meta.generation, name: m.snapshot.meta.name },
+    ref,
     snapshot: { ...m.snapshot, memory, stdinPending: new Uint8Array(stdin.buffer, stdin.byteOffset, stdin.length) },
     moduleBytes: new Uint8Array(moduleBytes.buffer, moduleBytes.byteOffset, moduleBytes.length),
+    manifest: m,
+    source,
   });
   if (o.memory === false) return result(new Uint8Array(0));
   const byteLength = m.memory.byteLength;
@@ -163,7 +195,8 @@ export async function readImage(path: string, opts: ReadOptions | number = {}): 
     if (i >= chunks.length) return null;
     let p: Promise<void>;
     try {
-      p = readChunk(ckptDir, imageDir, m, chunks[i]!, memory);
+      const { off, len } = span(m, chunks[i]!.index);
+      p = readChunk(source, imageDir, m, chunks[i]!, memory.subarray(off, off + len));
     } catch (e) {
       p = Promise.reject(e); // reported in chunk order, after the chunks before it are checked
     }
@@ -175,7 +208,7 @@ export async function readImage(path: string, opts: ReadOptions | number = {}): 
   for (let i = 0; i < chunks.length; i++) {
     await reading.shift();
     reading.push(start(i + READ_AHEAD));
-    checkChunk(ckptDir, imageDir, m, chunks[i]!, memory, wasm);
+    checkChunk(source, imageDir, m, chunks[i]!, memory, wasm, span(m, chunks[i]!.index).off);
   }
   await Promise.all(reading);
   if (!zeroed) zeroGaps(memory, m);
@@ -218,6 +251,50 @@ function zeroGaps(memory: Uint8Array, m: Manifest): void {
   gap(next, Math.ceil(m.memory.byteLength / cs));
 }
 
+/**
+ * Reads every memory chunk and saved copy of an image read with readImage and checks each
+ * against its hash (the module and manifest were checked by readImage), without keeping the
+ * memory: an image that passes restores completely. Throws ImageError MISSING or CORRUPT.
+ */
+export async function verifyStored(image: ReadResult): Promise<void> {
+  const { manifest: m, source } = image;
+  const imageDir = image.ref.path;
+  const buf = new Uint8Array(m.memory.chunkSize);
+  const checked = new Set<string>();
+  for (const c of m.memory.chunks) {
+    const rel = chunkFile(m.memory.hash, c.hash, c.codec);
+    if (checked.has(rel)) continue;
+    checked.add(rel);
+    const { len } = span(m, c.index);
+    await readChunk(source, imageDir, m, c, buf.subarray(0, len));
+    checkChunk(source, imageDir, m, c, buf, null, 0);
+  }
+  for (const f of m.snapshot.files ?? []) {
+    if (f.copy === undefined || checked.has(f.copy.file)) continue;
+    checked.add(f.copy.file);
+    readCopy(source, f.copy, f.hostPath, () => {});
+  }
+}
+
+/** What `verifyImage` checked. */
+export interface Verified {
+  image: string;
+  memoryBytes: number;
+  chunks: number;
+  savedCopies: number;
+}
+
+/**
+ * Checks a whole image as a restart does before it changes anything — manifest, module, every
+ * memory chunk, every saved copy — and keeps nothing: throws ImageError at the first problem.
+ */
+export async function verifyImage(path: string, generation?: number): Promise<Verified> {
+  const r = await readImage(path, { ...(generation !== undefined && { generation }), memory: false });
+  await verifyStored(r);
+  const m = r.manifest;
+  return { image: r.ref.path, memoryBytes: m.memory.byteLength, chunks: m.memory.chunks.length, savedCopies: (m.snapshot.files ?? []).filter((f) => f.copy !== undefined).length };
+}
+
 /** The images of a checkpoint directory whose manifests pass their checks, oldest first. */
 export async function listImages(ckptDir: string): Promise<ImageRef[]> {
   const out: ImageRef[] = [];
@@ -245,9 +322,11 @@ export async function latestImage(ckptDir: string): Promise<ImageRef | null> {
 /** What `stasis inspect` shows of an image (its --json output, in this order). */
 export interface ImageSummary {
   format: { magic: string; version: number };
+  /** The checkpoint directory, or the export file. */
   checkpointDir: string;
+  /** The image directory (for an export file: FILE:images/gen-NNNNNN). */
   image: string;
-  /** Whether `latest` names this image. */
+  /** Whether `latest` names this image (always, for an export file). */
   latest: boolean;
   name: string;
   generation: number;
@@ -305,52 +384,57 @@ export interface ImageSummary {
 
 /**
  * A summary of an image for `stasis inspect`, from its manifest alone (checked), plus the
- * presence and size of every file it references; memory is not read or hashed.
+ * presence and size of every file it references (for an export file, its index and every
+ * entry's header); memory is not read or hashed.
  */
 export async function inspectImage(path: string, generation?: number): Promise<ImageSummary> {
-  const { ckptDir, imageDir } = await resolveImage(path, generation);
-  const m = await loadManifest(imageDir);
+  const { ref, imageDir, source, m } = await locate(path, generation);
   const s = m.snapshot;
   const problems: string[] = [];
   const codecs: Partial<Record<Codec, number>> = {};
   let storedBytes = 0;
+  /** The stored file's size; a problem noted when it is missing or unreadable. */
+  const sizeOf = (rel: string): number | null => {
+    let f: StoredFile | null;
+    try {
+      f = source.open(rel);
+    } catch (e) {
+      // A damaged export is damaged as a whole; in a directory, one file is.
+      if (!(e instanceof ImageError) || source.kind === 'export') throw e;
+      problems.push(`${rel}: ${e.message}`);
+      return null;
+    }
+    if (f === null) problems.push(`${rel}: missing`);
+    else closeSync(f.fd);
+    return f?.size ?? null;
+  };
   const seen = new Set<string>();
   for (const c of m.memory.chunks) {
     codecs[c.codec] = (codecs[c.codec] ?? 0) + 1;
     const rel = chunkFile(m.memory.hash, c.hash, c.codec);
     if (seen.has(rel)) continue;
     seen.add(rel);
-    try {
-      const size = (await stat(join(ckptDir, rel))).size;
-      storedBytes += size;
-      const { len } = span(m, c.index);
-      if (c.codec === 'none' && size !== len) problems.push(`${rel}: ${size} bytes instead of ${len}`);
-    } catch (e) {
-      if (errno(e) !== 'ENOENT') throw e;
-      problems.push(`${rel}: missing`);
-    }
+    const size = sizeOf(rel);
+    if (size === null) continue;
+    storedBytes += size;
+    const { len } = span(m, c.index);
+    if (c.codec === 'none' && size !== len) problems.push(`${rel}: ${size} bytes instead of ${len}`);
   }
   const modRel = moduleFile(m.module.sha256);
-  try {
-    const size = (await stat(join(ckptDir, modRel))).size;
-    if (size !== m.module.size) problems.push(`${modRel}: ${size} bytes instead of ${m.module.size}`);
-  } catch (e) {
-    if (errno(e) !== 'ENOENT') throw e;
-    problems.push(`${modRel}: missing`);
-  }
+  const modSize = sizeOf(modRel);
+  if (modSize !== null && modSize !== m.module.size) problems.push(`${modRel}: ${modSize} bytes instead of ${m.module.size}`);
   for (const f of s.files ?? []) {
     if (f.copy === undefined || seen.has(f.copy.file)) continue;
     seen.add(f.copy.file);
-    const size = (await stat(join(ckptDir, f.copy.file)).catch(() => null))?.size;
-    if (size === undefined) problems.push(`${f.copy.file}: missing`);
-    else if (size !== f.copy.size) problems.push(`${f.copy.file}: ${size} bytes instead of ${f.copy.size}`);
+    const size = sizeOf(f.copy.file);
+    if (size !== null && size !== f.copy.size) problems.push(`${f.copy.file}: ${size} bytes instead of ${f.copy.size}`);
   }
   const nChunks = Math.ceil(m.memory.byteLength / m.memory.chunkSize);
   return {
     format: { magic: m.magic, version: m.version },
-    checkpointDir: ckptDir,
+    checkpointDir: ref.dir,
     image: imageDir,
-    latest: (await latestPointer(ckptDir)) === s.meta.generation,
+    latest: source.kind === 'export' || (await latestPointer(ref.dir)) === s.meta.generation,
     name: s.meta.name,
     generation: s.meta.generation,
     createdAt: s.meta.createdAt,

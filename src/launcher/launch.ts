@@ -3,11 +3,12 @@
 import { basename } from 'node:path';
 import { StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
+import type { Preopen } from '../wasi/state.js';
 import { maxFrameBytes } from '../engine/stack.js';
 import { loadPlugins } from '../files/plugin.js';
 import { builtinPolicy } from '../files/policy.js';
 import { checkPathMap, mapPath, mountsOf, parsePathMap } from '../files/pathmap.js';
-import { checkConflicts, cliRules, loadRulesFile, ruleData } from '../files/rules.js';
+import { checkConflicts, checkRestartPaths, cliRules, loadRulesFile, ruleData } from '../files/rules.js';
 import type { EngineInfo, FilePolicyOptions } from '../image/schema.js';
 import { WASI_MODULE } from '../instrument/abi.js';
 import { lookupCache, sourceOf } from '../instrument/cache.js';
@@ -16,6 +17,7 @@ import { instrumentInThread, Unsupported } from '../instrument/thread.js';
 import { loadModule, readModuleBytes } from './module.js';
 import { progress } from './progress.js';
 import { checkPreopens, type RunOptions } from './run.js';
+import { pauseForTest, stopEarlyOnSignals } from './signals.js';
 import { checkpointDir, supervise, type ControlOptions } from './supervisor.js';
 
 export interface LaunchOptions extends RunOptions, ControlOptions {
@@ -27,12 +29,18 @@ export interface LaunchOptions extends RunOptions, ControlOptions {
   fileRules?: string;
 }
 
-export async function launch(opts: LaunchOptions): Promise<GuestResult> {
+/** The program's name (--name, else the module's file name) and its checkpoint directory. */
+export function launchTarget(opts: LaunchOptions): { name: string; ckptDir: string } {
   const name = opts.name ?? basename(opts.module).replace(/\.wasm$/, '');
-  const ckptDir = checkpointDir(opts.ckptDir ?? `${name}.ckpt`);
-  const policy = launchPolicy(opts);
+  return { name, ckptDir: checkpointDir(opts.ckptDir ?? `${name}.ckpt`) };
+}
+
+export async function launch(opts: LaunchOptions): Promise<GuestResult> {
+  if (opts.ownProcess === true) stopEarlyOnSignals();
+  const { name, ckptDir } = launchTarget(opts);
   // The program's state keeps the preopens as given; the host opens them through --path-map.
   const preopens = checkPreopens(opts.preopens);
+  const policy = launchPolicy(opts, preopens);
   const physical = checkPreopens(preopens.map((p) => ({ guest: p.guest, host: mapPath(policy.pathMap, p.host) })));
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
   const { inst, module } = await instrumented(opts.module);
@@ -75,7 +83,7 @@ async function instrumented(path: string): Promise<{ inst: InstrumentedModule; m
   let inst;
   try {
     inst = await progress(`instrumenting ${path} (first launch of this module; cached afterwards)`, () =>
-      instrumentInThread(bytes, { polls: true }));
+      Promise.all([instrumentInThread(bytes, { polls: true }), pauseForTest('instrument')]).then(([i]) => i));
   } catch (e) {
     if (e instanceof Unsupported) throw new StasisError('UNSUPPORTED', `${path}: ${e.message}`);
     throw e;
@@ -84,9 +92,10 @@ async function instrumented(path: string): Promise<{ inst: InstrumentedModule; m
 }
 
 /** The file options of a launch, checked (conflicts, rules file, path maps). */
-function launchPolicy(opts: LaunchOptions): FilePolicyOptions {
+export function launchPolicy(opts: LaunchOptions, preopens: Preopen[]): FilePolicyOptions {
   const rules = [...cliRules(opts.ckptFiles ?? [], process.cwd()), ...(opts.fileRules !== undefined ? loadRulesFile(opts.fileRules) : [])];
   checkConflicts(rules);
+  checkRestartPaths(rules, preopens);
   const pathMap = parsePathMap(opts.pathMap ?? [], 'launch');
   checkPathMap(pathMap, 'launch');
   return {

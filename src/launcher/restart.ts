@@ -11,16 +11,18 @@ import { builtinPolicy } from '../files/policy.js';
 import { checkPathMap, mergePathMaps, mountsOf, parsePathMap } from '../files/pathmap.js';
 import { applyPlan, checkPlan, fileRecords, locationKey, physicalPath, planFiles, type FilePlan, type PlanOptions } from '../files/restore.js';
 import { applyRollback, NO_ROLLBACK, planRollback, rollbackKeptDir, rollsBack, type RollbackPlan } from '../files/rollback.js';
-import { readImage } from '../image/index.js';
+import { readImage, verifyStored } from '../image/index.js';
 import type { FilePolicyOptions, Snapshot } from '../image/schema.js';
 import { guestPath, type Preopen } from '../wasi/state.js';
 import type { CompileMode } from './compile.js';
 import { progress } from './progress.js';
 import { checkPreopens } from './run.js';
+import { pauseForTest, stopEarlyOnSignals } from './signals.js';
 import { checkpointDir, supervise, type ControlOptions } from './supervisor.js';
 
 export interface RestartOptions extends ControlOptions {
-  /** An image directory, or a checkpoint directory (its latest image). */
+  /** An image directory, a checkpoint directory (its latest image), or an export file
+   *  (`stasis export`; its checkpoints then go to ckptDir, default ./NAME.ckpt). */
   image: string;
   /** Preopens to remap: GUEST names must be ones the program had. */
   dirs: Preopen[];
@@ -38,6 +40,8 @@ export async function planRestart(opts: RestartOptions): Promise<{ lines: string
 
 async function prepareRestart(opts: RestartOptions) {
   const image = await readImage(opts.image, { memory: false }); // the guest thread reads the memory
+  // A file from elsewhere is checked whole before anything is done with it.
+  if (image.source.kind === 'export') await verifyStored(image);
   const snap = image.snapshot;
   const saved: FilePolicyOptions = snap.filePolicy ?? { checkpointOpenFiles: false, allowFileOverwrite: false, rules: [], pathMap: [] };
   const restartMap = parsePathMap(opts.pathMap ?? [], 'restart');
@@ -51,7 +55,8 @@ async function prepareRestart(opts: RestartOptions) {
   const physical = remapPreopens(snap.wasi.preopens, opts.dirs, (p) => physicalPath(where, { preopen: p.guest, rel: '' })!);
   // What the program changed since the checkpoint is undone first (files/rollback.ts).
   const copied = fileRecords(snap).filter((r) => r.treatment === 'save' && !r.deleted).map((r) => r.restartPath ?? physicalPath(where, r.location)!);
-  const rollback = opts.noRollback === true
+  // (An export file carries no journal: its program's files are not here to undo.)
+  const rollback = opts.noRollback === true || image.source.kind === 'export'
     ? NO_ROLLBACK
     : planRollback(image.ref.dir, image.ref.generation, physical.map((p) => p.host), copied);
   checkOtherFds(snap, where, rollback);
@@ -62,9 +67,19 @@ async function prepareRestart(opts: RestartOptions) {
 }
 
 export async function restart(opts: RestartOptions): Promise<GuestResult> {
-  const ckptDir = opts.ckptDir === undefined ? undefined : checkpointDir(opts.ckptDir);
+  if (opts.ownProcess === true) stopEarlyOnSignals();
+  if (opts.ckptDir !== undefined) checkpointDir(opts.ckptDir);
   const { image, snap, policy, physical, plan: planned, where, rollback } = await prepareRestart(opts);
   checkPlan(planned);
+  await pauseForTest('restart');
+  const name = opts.name ?? snap.meta.name;
+  // An image's own directory goes on receiving its checkpoints; an export file's go where a
+  // launch of the program would put them.
+  const fromExport = image.source.kind === 'export';
+  const ckptDir = checkpointDir(opts.ckptDir ?? (fromExport ? `${name}.ckpt` : image.ref.dir));
+  if (fromExport && !opts.quiet) {
+    process.stderr.write(`stasis: restarting ${name} from export ${image.ref.path} (generation ${image.ref.generation}); its checkpoints go to ${ckptDir}${opts.ckptDir === undefined ? ' (choose with --ckpt-dir)' : ''}\n`);
+  }
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
   const env = mergeEnv(snap.wasi.env, opts.env);
   // A progress line (on a terminal, after a second) until the program runs again: the memory
@@ -91,7 +106,7 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
       // Planned again on the files as the rollback left them, and checked again.
       const plan = rollback.touched.size === 0 ? planned : planFiles(snap, where);
       checkPlan(plan);
-      const applied = applyPlan(plan, snap, image.ref.dir);
+      const applied = applyPlan(plan, snap, image.source, fromExport ? ckptDir : image.ref.dir);
       for (const line of applied.kept) process.stderr.write(`stasis: ${line}\n`);
       for (const [key, copy] of applied.unchanged) unchanged.set(key, copy);
       await emit(plugins, 'onRestart', { image: image.ref.path, generation: image.ref.generation, plan: plan.steps.map((s) => s.line) });
@@ -110,7 +125,7 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
       throw new StasisError('BAD_IMAGE', `${image.ref.path}: stored module does not compile: ${(e as Error).message}`);
     }
     return await supervise({
-      name: opts.name ?? snap.meta.name, ckptDir: ckptDir ?? image.ref.dir, opts,
+      name, ckptDir, opts,
       moduleBytes: image.moduleBytes, moduleHash: snap.moduleHash, instrumentedHash: snap.instrumentedHash,
       engine: { ...snap.engine, maxFrameBytes: snap.engine.maxFrameBytes ?? maxFrameBytes(image.moduleBytes) },
       globals: snap.globals.map(({ name, type }) => ({ name, type })),

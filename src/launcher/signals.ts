@@ -1,13 +1,28 @@
 // The process's signals, for commands that own the process (the CLI's run, launch, restart).
+import { slurmJob, WARNING_SIGNALS } from './slurm.js';
 
 /** Exit statuses for signals that end a program (as a shell reports them). */
 export const SIGNAL_STATUS: readonly (readonly [NodeJS.Signals, number])[] = [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]];
 
+/** Exit status of a program stopped after a checkpoint, or before it started: "run me again"
+ *  (sysexits' "try again later"). */
+export const EXIT_CHECKPOINTED = 75;
+
+/** The handlers stopEarlyOnSignals installed, until a program's own take over. */
+let removeEarly: (() => void) | null = null;
+
 /**
  * Handles each terminating signal: `override` for those it names, else `end(status)` with the
- * signal's status. Returns the function that removes the handlers.
+ * signal's status. Replaces stopEarlyOnSignals's handlers. Returns the function that removes
+ * the handlers.
  */
 export function onTerminatingSignals(end: (status: number) => void, override: Partial<Record<NodeJS.Signals, () => void>> = {}): () => void {
+  removeEarly?.();
+  removeEarly = null;
+  return install(end, override);
+}
+
+function install(end: (status: number) => void, override: Partial<Record<NodeJS.Signals, () => void>>): () => void {
   const installed = SIGNAL_STATUS.map(([sig, status]) => {
     const h = override[sig] ?? ((): void => end(status));
     process.on(sig, h);
@@ -16,4 +31,37 @@ export function onTerminatingSignals(end: (status: number) => void, override: Pa
   return () => {
     for (const [sig, h] of installed) process.off(sig, h);
   };
+}
+
+/**
+ * For a launch or restart that owns the process, from its first instant until its program runs
+ * under supervision (whose handlers replace these): SIGTERM exits 75, as a checkpoint would —
+ * the program has not started, so there is nothing to save, and the same command run again
+ * starts it (`launch --resume`: from the image it was going to restart) — and the other
+ * terminating signals exit with their status. Nothing is left half-done: until then a launch
+ * or restart writes only the module cache, each file under a temporary name renamed into place.
+ */
+export function stopEarlyOnSignals(): void {
+  if (removeEarly !== null) return;
+  const removeTerminating = install((status) => process.exit(status), { SIGTERM: () => process.exit(EXIT_CHECKPOINTED) });
+  // A Slurm job's warning signal comes before there is anything to save: it changes nothing.
+  const ignore = (): void => {};
+  const warnings = slurmJob() === null ? [] : WARNING_SIGNALS;
+  for (const sig of warnings) process.on(sig, ignore);
+  removeEarly = () => {
+    removeTerminating();
+    for (const sig of warnings) process.off(sig, ignore);
+  };
+}
+
+/**
+ * Testing aid: with STASIS_TEST_PAUSE=PHASE, the launcher says so on stderr when it reaches
+ * PHASE ('instrument': a first launch's instrumentation has started; 'restart': a restart's
+ * image is read, its program not started) and waits there for ever, so that a test can signal
+ * it at that instant without racing it.
+ */
+export async function pauseForTest(phase: 'instrument' | 'restart'): Promise<void> {
+  if (process.env['STASIS_TEST_PAUSE'] !== phase) return;
+  process.stderr.write(`stasis: paused at ${phase} (STASIS_TEST_PAUSE)\n`);
+  await new Promise(() => setInterval(() => {}, 1 << 30));
 }

@@ -10,9 +10,10 @@ import type { CopyCache } from '../files/capture.js';
 import { JOURNAL_DIR } from '../files/journal.js';
 import { listImages, type Codec } from '../image/index.js';
 import type { GlobalValue } from '../image/schema.js';
-import { Checkpoints, type CheckpointSetting } from './checkpoints.js';
+import { Checkpoints, type CheckpointResult, type CheckpointSetting } from './checkpoints.js';
 import { GuestSession, type GuestSetup } from './session.js';
-import { onTerminatingSignals } from './signals.js';
+import { EXIT_CHECKPOINTED, onTerminatingSignals } from './signals.js';
+import { requeueAfterCheckpoint, slurmJob, WARNING_SIGNALS } from './slurm.js';
 
 export interface ControlOptions {
   /** Where images go (default ./NAME.ckpt). */
@@ -47,8 +48,7 @@ export interface ControlOptions {
   ownProcess?: boolean;
 }
 
-/** Exit status of a program stopped after a checkpoint (sysexits' "try again later"). */
-export const EXIT_CHECKPOINTED = 75;
+export { EXIT_CHECKPOINTED };
 /** Exit status of a program stopped by `stasis kill` (as SIGKILL would report it). */
 export const EXIT_KILLED = 137;
 
@@ -97,10 +97,17 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
   const key = newKey();
   const socket = socketPath(key);
 
-  /** Ends the program (and the process, when it is ours) with `status`. */
+  // A Slurm job (slurm.ts): warning signals checkpoint, and a stop after a checkpoint requeues.
+  const slurm = opts.ownProcess === true ? slurmJob() : null;
+  let stopping = false;
+  /** Ends the program (and the process, when it is ours) with `status`; once. */
   const stop = (status: number): void => {
+    if (stopping) return;
+    stopping = true;
     session.flush();
     unregister(key);
+    // Last: Slurm ends the job's processes as soon as it requeues it.
+    if (slurm !== null && status === EXIT_CHECKPOINTED) process.stderr.write(`stasis: ${requeueAfterCheckpoint(slurm)}\n`);
     if (opts.ownProcess === true) process.exit(status);
     session.end(status);
   };
@@ -124,11 +131,19 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
   const interval = opts.interval !== undefined && opts.interval > 0
     ? setInterval(() => void checkpoints.take().catch((e: Error) => process.stderr.write(`stasis: periodic checkpoint failed: ${e.message}\n`)), opts.interval * 1000)
     : null;
-  // SIGTERM (a scheduler's or a cloud VM's preemption notice): checkpoint, then stop.
+  // SIGTERM (a scheduler's or a cloud VM's preemption notice): checkpoint, then stop. How long
+  // it took is what a job's --signal or KillWait must leave: a scheduler's log always shows it.
+  const report = (r: CheckpointResult, why: string): void => {
+    if (opts.quiet && slurm === null) return;
+    process.stderr.write(`stasis: checkpointed to ${r.image} on ${why} in ${(r.ms / 1000).toFixed(2)} s (${(r.bytesWritten / 2 ** 20).toFixed(1)} MiB written)\n`);
+  };
+  let terminating = false;
   const onTerm = (): void => {
+    if (terminating || stopping) return; // Slurm signals every process of the job, maybe twice
+    terminating = true;
     checkpoints.take(true).then(
       (r) => {
-        if (!opts.quiet) process.stderr.write(`stasis: checkpointed to ${r.image} on SIGTERM\n`);
+        report(r, 'SIGTERM');
         stop(EXIT_CHECKPOINTED);
       },
       (e: Error) => {
@@ -138,12 +153,22 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
     );
   };
   const removeSignals = opts.ownProcess === true ? onTerminatingSignals(stop, { SIGTERM: onTerm }) : () => {};
+  // Slurm's warning (--signal=[B:]USR1@SECONDS): a checkpoint now, so that the one at the end
+  // writes only what changed since; the program goes on.
+  const onWarning = (sig: NodeJS.Signals) => (): void => {
+    if (terminating || stopping) return;
+    checkpoints.take().then((r) => report(r, `${sig} (Slurm's warning; the program goes on)`),
+      (e: Error) => process.stderr.write(`stasis: checkpoint on ${sig} failed: ${e.message}\n`));
+  };
+  const warnings = slurm === null ? [] : WARNING_SIGNALS.map((sig) => [sig, onWarning(sig)] as const);
+  for (const [sig, h] of warnings) process.on(sig, h);
   try {
     return await session.result;
   } finally {
     checkpoints.dispose();
     if (interval) clearInterval(interval);
     removeSignals();
+    for (const [sig, h] of warnings) process.off(sig, h);
     server.close();
     unregister(key);
   }

@@ -29,15 +29,26 @@ export function errno(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | null)?.code;
 }
 
+/** How a file that may come from elsewhere is read (see readRegularFile). */
+export interface PlainRead {
+  /** Refuse a symlink in the last component (ELOOP) instead of following it: an image's files. */
+  noFollow?: boolean;
+  /** Refuse a file larger than this many bytes (EFBIG) instead of reading it. */
+  limit?: number;
+}
+
 /**
- * The contents of a file the user named (a module, a rules file), refusing anything but a
- * regular file: opened without blocking and checked on the handle, so a FIFO or a device
- * (which would hang or never end a read) is an error, not a hang. Errors carry a `code`:
- * the open's (ENOENT, EACCES...), EISDIR, or ENOTREG for other kinds of file.
+ * The contents of a file the user named (a module, a rules file) or an image holds, refusing
+ * anything but a regular file: opened without blocking and checked on the handle, so a FIFO
+ * or a device (which would hang or never end a read) is an error, not a hang. Errors carry a
+ * `code`: the open's (ENOENT, EACCES, ELOOP...), EISDIR, ENOTREG for other kinds of file, EFBIG.
  */
-export function readRegularFile(path: string): Buffer {
-  const fd = openRegularFile(path);
+export function readRegularFile(path: string, how: PlainRead = {}): Buffer {
+  const fd = openRegularFile(path, how.noFollow === true);
   try {
+    if (how.limit !== undefined && fstatSync(fd).size > how.limit) {
+      throw Object.assign(new Error(`${path} is larger than ${how.limit} bytes`), { code: 'EFBIG' });
+    }
     return readFileSync(fd);
   } finally {
     closeSync(fd);
@@ -49,8 +60,9 @@ export function checkRegularFile(path: string): void {
   closeSync(openRegularFile(path));
 }
 
-function openRegularFile(path: string): number {
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+/** Opens a regular file for reading as readRegularFile does; the caller closes it. */
+export function openRegularFile(path: string, noFollow = false): number {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | (noFollow ? constants.O_NOFOLLOW : 0));
   let st: Stats;
   try {
     st = fstatSync(fd);
@@ -68,7 +80,8 @@ function openRegularFile(path: string): number {
 export function unreadable(e: unknown): string {
   const err = e as NodeJS.ErrnoException & { kind?: string };
   if (err.kind !== undefined) return err.code === 'EISDIR' ? `it is ${err.kind}` : `it is ${err.kind}, not a regular file`;
-  return err.code === 'ENOENT' ? 'no such file' : err.code === 'EACCES' ? 'permission denied' : String(err.code ?? err.message);
+  const known: Record<string, string> = { ENOENT: 'no such file', EACCES: 'permission denied', ELOOP: 'it is a symbolic link', EFBIG: 'it is too large' };
+  return known[err.code ?? ''] ?? String(err.code ?? err.message);
 }
 
 /** A temporary name unique to this process and call. */

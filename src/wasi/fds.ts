@@ -10,6 +10,7 @@ import type { GuestMemory } from './memory.js';
 import type { FileChangeHooks } from './changes.js';
 import type { Mounts } from './paths.js';
 import type { DirFdState, FdState, FileFdState, Location, StdioFdState } from './state.js';
+import { closeFd, openHostDir } from './beneath.js';
 import { nativeIovecIo, setTimesFd, type TimeSpec } from './native.js';
 import { getSystemErrorName } from 'node:util';
 import type { StdinSource } from './stdin.js';
@@ -131,7 +132,7 @@ function iovecBytes(mem: GuestMemory, iovs: number, n: number): number {
   return total;
 }
 
-export function filetypeOf(st: fs.Stats | fs.BigIntStats): number {
+export function filetypeOf(st: Pick<fs.Stats, 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isCharacterDevice' | 'isBlockDevice' | 'isSocket'>): number {
   if (st.isFile()) return Filetype.REGULAR_FILE;
   if (st.isDirectory()) return Filetype.DIRECTORY;
   if (st.isSymbolicLink()) return Filetype.SYMBOLIC_LINK;
@@ -194,7 +195,7 @@ export class FileFd extends Fd {
 
   close(): void {
     if (this.changes.active) this.changes.closed?.(this.handle);
-    fs.closeSync(this.handle);
+    closeFd(this.handle);
     this.writeBehind.takeError(this.handle);
   }
 
@@ -340,7 +341,7 @@ export class DirFd extends Fd {
 
   /** Opens a host directory (for a preopen). */
   static open(host: string, location: Location, rightsBase: number, rightsInheriting: number, name?: string): DirFd {
-    const handle = fs.openSync(host, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    const handle = openHostDir(host);
     const d = new DirFd(handle, host, location, rightsBase, rightsInheriting, 0, name);
     d.refreshRoot(); // the real path: symlinks in what the user gave are resolved once
     return d;
@@ -356,7 +357,7 @@ export class DirFd extends Fd {
   }
 
   close(): void {
-    fs.closeSync(this.handle);
+    closeFd(this.handle);
   }
 
   stat(): fs.BigIntStats {

@@ -14,9 +14,10 @@ import { errnoOf, WasiError } from './errno.js';
 import { DirFd, Fd, FileFd, filetypeOf, StdioFd } from './fds.js';
 import { Interrupted, sleep } from './interrupt.js';
 import { GuestMemory, utf8 } from './memory.js';
-import { joinRel, resolvePath, type Resolved } from './paths.js';
+import { closeFd, hostOfAt, linkAt, mkdirAt, openAt, openHostDir, readlinkAt, removeAt, renameAt, setTimesAt, statAt, symlinkAt, type At, type FileStat } from './beneath.js';
+import { joinRel, resolvePath, withSlash, type Resolved } from './paths.js';
 import { hostPathOf, type FdState, type Location, type Mount, type Preopen, type WasiState } from './state.js';
-import { setTimesPath, type TimeSpec } from './native.js';
+import { type TimeSpec } from './native.js';
 import { openStdin, type StdinSource } from './stdin.js';
 import { WriteBehind } from './writebehind.js';
 
@@ -67,6 +68,10 @@ export class WasiHost {
   private readonly env: string[];
   private readonly preopens: Preopen[];
   private readonly mounts: Mount[];
+  /** A handle on each mount's host directory, in the order of `mounts`. */
+  private readonly mountHandles: number[];
+  /** Handles on the preopens' host directories, by guest name: what a restart reopens beneath. */
+  private readonly rootHandles = new Map<string, number>();
   private readonly writeBehind: WriteBehind;
   private readonly changes: FileChangeHooks;
   /** Deadlines of a poll_oneoff a checkpoint interrupted (see poll). */
@@ -79,6 +84,7 @@ export class WasiHost {
     this.env = opts.env;
     this.preopens = opts.preopens;
     this.mounts = [...(opts.mounts ?? [])].sort((a, b) => b.rel.length - a.rel.length); // longest first
+    this.mountHandles = this.mounts.map((m) => openHostDir(m.host));
     this.writeBehind = opts.writeBehind ?? new WriteBehind();
     this.changes = opts.changes ?? NO_CHANGE_HOOKS;
     this.clocks = new Clocks(opts.restore?.monotonicNs ?? 0n);
@@ -109,25 +115,33 @@ export class WasiHost {
     if (s.kind === 'stdio') {
       return new StdioFd(s.stream, stdioFiletype(s.stream), s.rightsBase, s.rightsInheriting, s.fdflags, s.stream === 0 ? this.stdin : null);
     }
-    const host = this.hostPathOf(s.location);
+    // Beneath the preopen's handle, never through a link: the program may have planted one
+    // where a directory was since the checkpoint.
+    const at = this.placeOf(s.location);
     if (s.kind === 'dir') {
-      const d = this.mounted(DirFd.open(host, s.location, s.rightsBase, s.rightsInheriting, s.preopenName));
+      const d = this.mounted(new DirFd(openAt(at, O.O_RDONLY | O.O_DIRECTORY, 0), hostOfAt(at), s.location, s.rightsBase, s.rightsInheriting, 0, s.preopenName));
+      d.refreshRoot();
       d.fdflags = s.fdflags;
       d.listing = s.listing;
       return d;
     }
     const access = s.access === 'rw' ? O.O_RDWR : s.access === 'w' ? O.O_WRONLY : O.O_RDONLY;
-    handle ??= fs.openSync(host, access | O.O_NOFOLLOW);
-    return new FileFd(this.writeBehind, this.changes, handle, host, s.location, s.access, s.filetype, s.rightsBase, s.rightsInheriting, s.fdflags, s.offset);
+    handle ??= openAt(at, access, 0);
+    return new FileFd(this.writeBehind, this.changes, handle, hostOfAt(at), s.location, s.access, s.filetype, s.rightsBase, s.rightsInheriting, s.fdflags, s.offset);
   }
 
-  /** The host path of a location, through the (possibly remapped) preopens and the mounts. */
-  private hostPathOf(loc: Location): string {
-    const mount = this.mounts.find((m) => m.preopen === loc.preopen && (loc.rel === m.rel || loc.rel.startsWith(m.rel + '/')));
-    if (mount !== undefined) return mount.host + loc.rel.slice(mount.rel.length);
-    const host = hostPathOf(this.preopens, loc);
+  /** Where a location is: beneath its mount's handle or its (possibly remapped) preopen's. */
+  private placeOf(loc: Location): At {
+    const i = this.mounts.findIndex((m) => m.preopen === loc.preopen && (loc.rel === m.rel || loc.rel.startsWith(m.rel + '/')));
+    if (i >= 0) {
+      const m = this.mounts[i]!;
+      return { fd: this.mountHandles[i]!, host: m.host, path: loc.rel.slice(m.rel.length + 1) };
+    }
+    const host = hostPathOf(this.preopens, { preopen: loc.preopen, rel: '' });
     if (host === null) throw new Error(`no preopen named ${loc.preopen}`);
-    return host;
+    let fd = this.rootHandles.get(loc.preopen);
+    if (fd === undefined) this.rootHandles.set(loc.preopen, (fd = openHostDir(host)));
+    return { fd, host, path: loc.rel };
   }
 
   /** Gives a directory fd the mounts below it (paths relative to it), longest first. */
@@ -135,12 +149,14 @@ export class WasiHost {
     if (this.mounts.length === 0) return d;
     const base = d.location.rel;
     const below = this.mounts
+      .map((m, i) => ({ ...m, fd: this.mountHandles[i]! }))
       .filter((m) => m.preopen === d.location.preopen && (base === '' ? m.rel !== '' : m.rel.startsWith(base + '/')))
-      .map((m) => [base === '' ? m.rel : m.rel.slice(base.length + 1), m.host] as const)
+      .map((m) => [base === '' ? m.rel : m.rel.slice(base.length + 1), m.host, m.fd] as const)
       .sort((a, b) => b[0].length - a[0].length);
     d.mounts = below.length > 0 ? below : null;
     return d;
   }
+
 
   /** Bytes read from stdin for the program that it has not consumed yet. */
   stdinPending(): Uint8Array {
@@ -227,7 +243,7 @@ export class WasiHost {
     return this.mem.string(ptr, len);
   }
 
-  private writeFilestat(ptr: number, st: fs.BigIntStats): void {
+  private writeFilestat(ptr: number, st: FileStat): void {
     const m = this.mem;
     m.check(ptr, 64);
     m.bytes.fill(0, ptr, ptr + 64);
@@ -431,35 +447,35 @@ export class WasiHost {
 
       path_create_directory(fd: number, p: number, l: number) {
         const d = h.dir(fd, Right.PATH_CREATE_DIRECTORY);
-        const r = resolvePath(d.root, h.path(p, l), false, d.mounts);
+        const r = resolvePath(d, h.path(p, l), false);
         if (r.rel === '') throw new WasiError(Errno.EXIST);
-        if (h.changes.active) h.changes.beforeCreate?.(r.host);
-        fs.mkdirSync(r.host);
+        if (h.changes.active) h.changes.beforeCreate?.(hostOfAt(r.at));
+        mkdirAt(r.at);
       },
       path_filestat_get(fd: number, flags: number, p: number, l: number, out: number) {
         const d = h.dir(fd, Right.PATH_FILESTAT_GET);
-        const r = resolvePath(d.root, h.path(p, l), follows(flags), d.mounts);
-        h.writeFilestat(out, fs.lstatSync(r.host, { bigint: true }));
+        const r = resolvePath(d, h.path(p, l), follows(flags));
+        h.writeFilestat(out, statAt(r.at));
       },
       path_filestat_set_times(
         fd: number, flags: number, p: number, l: number, atim: bigint, mtim: bigint, fst: number,
       ) {
         const d = h.dir(fd, Right.PATH_FILESTAT_SET_TIMES);
         const follow = follows(flags);
-        const r = resolvePath(d.root, h.path(p, l), follow, d.mounts);
+        const r = resolvePath(d, h.path(p, l), follow);
         const [a, m] = h.times(atim, mtim, fst);
-        if (h.changes.active) h.changes.beforeSetTimes?.(r.host);
-        setTimesPath(r.host, a, m, false); // any symlink to follow was expanded by resolvePath
+        if (h.changes.active) h.changes.beforeSetTimes?.(hostOfAt(r.at));
+        setTimesAt(r.at, a, m); // any symlink to follow was expanded by resolvePath
       },
       path_link(
         oldFd: number, oldFlags: number, op: number, ol: number, newFd: number, np: number, nl: number,
       ) {
         const src = h.dir(oldFd, Right.PATH_LINK_SOURCE);
         const dst = h.dir(newFd, Right.PATH_LINK_TARGET);
-        const from = resolvePath(src.root, h.path(op, ol), follows(oldFlags), src.mounts);
-        const to = resolvePath(dst.root, h.path(np, nl), false, dst.mounts);
-        if (h.changes.active) h.changes.beforeCreate?.(to.host);
-        fs.linkSync(hostArg(from), hostArg(to));
+        const from = resolvePath(src, h.path(op, ol), follows(oldFlags));
+        const to = resolvePath(dst, h.path(np, nl), false);
+        if (h.changes.active) h.changes.beforeCreate?.(hostOfAt(to.at));
+        linkAt(withSlash(from), withSlash(to));
       },
       path_open(
         fd: number, dirflags: number, p: number, l: number, oflags: number,
@@ -471,26 +487,26 @@ export class WasiHost {
       },
       path_readlink(fd: number, p: number, l: number, buf: number, len: number, out: number) {
         const d = h.dir(fd, Right.PATH_READLINK);
-        const r = resolvePath(d.root, h.path(p, l), false, d.mounts);
-        const target = fs.readlinkSync(r.host, { encoding: 'buffer' });
+        const r = resolvePath(d, h.path(p, l), false);
+        const target = readlinkAt(r.at);
         h.mem.setU32(out, h.mem.write(buf, target, len));
       },
       path_remove_directory(fd: number, p: number, l: number) {
         const d = h.dir(fd, Right.PATH_REMOVE_DIRECTORY);
-        const r = resolvePath(d.root, h.path(p, l), false, d.mounts);
+        const r = resolvePath(d, h.path(p, l), false);
         if (r.rel === '') throw new WasiError(Errno.BUSY);
-        if (h.changes.active) h.changes.beforeRemove?.(r.host);
-        fs.rmdirSync(r.host);
+        if (h.changes.active) h.changes.beforeRemove?.(hostOfAt(r.at));
+        removeAt(r.at, true);
         h.refreshRoots();
       },
       path_rename(fd: number, op: number, ol: number, newFd: number, np: number, nl: number) {
         const src = h.dir(fd, Right.PATH_RENAME_SOURCE);
         const dst = h.dir(newFd, Right.PATH_RENAME_TARGET);
-        const from = resolvePath(src.root, h.path(op, ol), false, src.mounts);
-        const to = resolvePath(dst.root, h.path(np, nl), false, dst.mounts);
+        const from = resolvePath(src, h.path(op, ol), false);
+        const to = resolvePath(dst, h.path(np, nl), false);
         if (from.rel === '' || to.rel === '') throw new WasiError(Errno.BUSY);
-        if (h.changes.active) h.changes.beforeRename?.(from.host, to.host);
-        fs.renameSync(hostArg(from), hostArg(to));
+        if (h.changes.active) h.changes.beforeRename?.(hostOfAt(from.at), hostOfAt(to.at));
+        renameAt(withSlash(from), withSlash(to));
         h.refreshRoots();
       },
       path_symlink(op: number, ol: number, fd: number, np: number, nl: number) {
@@ -499,15 +515,15 @@ export class WasiHost {
         if (target.includes('\0')) throw new WasiError(Errno.INVAL);
         // An absolute target could never be followed inside the sandbox (as in wasmtime: EPERM).
         if (target.startsWith('/')) throw new WasiError(Errno.PERM);
-        const r = resolvePath(d.root, h.path(np, nl), false, d.mounts);
-        if (h.changes.active) h.changes.beforeCreate?.(r.host);
-        fs.symlinkSync(target, hostArg(r));
+        const r = resolvePath(d, h.path(np, nl), false);
+        if (h.changes.active) h.changes.beforeCreate?.(hostOfAt(r.at));
+        symlinkAt(target, withSlash(r));
       },
       path_unlink_file(fd: number, p: number, l: number) {
         const d = h.dir(fd, Right.PATH_UNLINK_FILE);
-        const r = resolvePath(d.root, h.path(p, l), false, d.mounts);
-        if (h.changes.active) h.changes.beforeRemove?.(r.host);
-        fs.unlinkSync(hostArg(r));
+        const r = resolvePath(d, h.path(p, l), false);
+        if (h.changes.active) h.changes.beforeRemove?.(hostOfAt(r.at));
+        removeAt(withSlash(r), false);
       },
 
       poll_oneoff(inPtr: number, outPtr: number, n: number, outCount: number) {
@@ -575,8 +591,7 @@ export class WasiHost {
 
     // Resolve all but the last component, open that one O_NOFOLLOW, and only if it turns out
     // to be a symlink that should be followed, resolve it too: one syscall in the common case.
-    let r = resolvePath(d.root, path, false, d.mounts);
-    if (this.changes.active) this.beforeOpen(r, flags);
+    let r = resolvePath(d, path, false);
     let handle: number;
     try {
       handle = this.openHost(r, flags);
@@ -584,34 +599,23 @@ export class WasiHost {
       // O_NOFOLLOW met a symlink: ELOOP, or ENOTDIR when O_DIRECTORY was asked for.
       const code = (e as NodeJS.ErrnoException).code;
       if (!follow || (code !== 'ELOOP' && code !== 'ENOTDIR')) throw e;
-      r = resolvePath(d.root, path, true, d.mounts);
-      if (this.changes.active) this.beforeOpen(r, flags);
+      r = resolvePath(d, path, true);
       handle = this.openHost(r, flags);
     }
     const location = { preopen: d.location.preopen, rel: joinRel(d.location.rel, r.rel) };
     if (r.dirOnly || oflags & Oflags.DIRECTORY) {
       // Opened O_DIRECTORY: the kernel has checked it is one.
       if (oflags & (Oflags.CREAT | Oflags.TRUNC) || write) {
-        fs.closeSync(handle);
+        closeFd(handle);
         throw new WasiError(Errno.ISDIR);
       }
-      return this.mounted(new DirFd(handle, r.host, location, base & RIGHTS_DIR, inheriting, fdflags));
+      return this.mounted(new DirFd(handle, hostOfAt(r.at), location, base & RIGHTS_DIR, inheriting, fdflags));
     }
     // Without O_DIRECTORY a read-only open may still have found a directory; its type is
     // looked up when first needed (asDir), saving an fstat on every open.
     const access = write ? (read ? 'rw' : 'w') : 'r';
     const filetype = oflags & Oflags.CREAT ? Filetype.REGULAR_FILE : undefined;
-    return new FileFd(this.writeBehind, this.changes, handle, r.host, location, access, filetype, base, inheriting, fdflags);
-  }
-
-  /** Tells the listeners what an open may change: a file created, or one truncated (a file
-   *  whose checkpoint copy is still being made has its blocks copied first). */
-  private beforeOpen(r: Resolved, flags: number): void {
-    if (flags & O.O_CREAT) this.changes.beforeCreate?.(r.host);
-    if (flags & O.O_TRUNC) {
-      const st = fs.statSync(r.host, { bigint: true, throwIfNoEntry: false });
-      if (st !== undefined) this.changes.beforeTruncateFile(`${st.dev}:${st.ino}`, r.host);
-    }
+    return new FileFd(this.writeBehind, this.changes, handle, hostOfAt(r.at), location, access, filetype, base, inheriting, fdflags);
   }
 
   /** If fd is a FileFd that turns out to be a directory, replaces it by a DirFd. */
@@ -627,7 +631,15 @@ export class WasiHost {
     if (r.rel === '' && flags & O.O_CREAT) {
       throw new WasiError(flags & O.O_EXCL ? Errno.EXIST : Errno.ISDIR);
     }
-    return fs.openSync(r.host, flags, 0o666);
+    if (this.changes.active) {
+      if (flags & O.O_CREAT) this.changes.beforeCreate?.(hostOfAt(r.at));
+      if (flags & O.O_TRUNC) {
+        // Truncating a file whose checkpoint copy is still being made: its blocks go first.
+        const st = statAt(r.at, false);
+        if (st?.isFile()) this.changes.beforeTruncateFile(`${st.dev}:${st.ino}`, hostOfAt(r.at));
+      }
+    }
+    return openAt(r.at, flags, 0o666);
   }
 
   /** Fills buf with dirents from cookie on; returns bytes used (== len means maybe more). */
@@ -641,9 +653,7 @@ export class WasiHost {
     let used = 0;
     for (let i = 0; i < names.length && used < len; i++) {
       const name = names[i]!;
-      const st = fs.lstatSync(d.root + '/' + name, {
-        bigint: true, throwIfNoEntry: false,
-      });
+      const st = statAt({ fd: d.handle, host: d.root, path: name }, false);
       if (st === undefined) continue; // removed since the listing was taken
       const nameBytes = utf8(name);
       head.fill(0, 0, 24);
@@ -777,11 +787,6 @@ class PollEvents {
     m.setU64(o + 16, nbytes);
     m.view.setUint16(o + 24, flags, true);
   }
-}
-
-/** The host path to hand the kernel, keeping a trailing slash so it applies its own rules. */
-function hostArg(r: Resolved): string {
-  return r.dirOnly && r.rel !== '' ? r.host + '/' : r.host;
 }
 
 type Call = (...a: never[]) => number | void;

@@ -32,7 +32,23 @@ interface Addon {
   ): void;
   /** Bytes moved, or -errno (see native/io.c). Absent from addons built before it. */
   iovecIo?: (fd: number, memory: ArrayBuffer, iovs: number, n: number, pos: number, write: boolean) => number;
+  /** Operations confined beneath a directory fd (native/beneath.c). Absent from older addons. */
+  openBeneath?: (dirfd: number, path: string, flags: number, mode: number) => number;
+  statBeneath: (dirfd: number, path: string, out: BigInt64Array) => number;
+  mkdirBeneath: (dirfd: number, path: string, mode: number) => number;
+  unlinkBeneath: (dirfd: number, path: string, removeDir: boolean) => number;
+  symlinkBeneath: (target: string, dirfd: number, path: string) => number;
+  readlinkBeneath: (dirfd: number, path: string) => Buffer | number;
+  renameBeneath: (fromfd: number, from: string, tofd: number, to: string) => number;
+  linkBeneath: (fromfd: number, from: string, tofd: number, to: string) => number;
+  utimensBeneath: (dirfd: number, path: string, atimeNs: bigint, mtimeNs: bigint, flags: number) => number;
+  openPath: (path: string, flags: number) => number;
+  closeFd: (fd: number) => number;
+  openat2Used: () => boolean;
 }
+
+/** The addon's confined operations (see native/beneath.c). */
+export type BeneathOps = Required<Pick<Addon, 'openBeneath'>> & Omit<Addon, 'futimens' | 'utimensat' | 'iovecIo' | 'openBeneath'>;
 
 // Flag encoding shared with native/utimens.c.
 const ATIME_OMIT = 1;
@@ -82,10 +98,14 @@ export const nativeTimestamps: boolean = addon !== null;
 export const nativeIovecIo: NonNullable<Addon['iovecIo']> | null =
   typeof addon?.iovecIo === 'function' ? addon.iovecIo : null;
 
+/** The addon's operations confined beneath a directory fd, or null (see src/wasi/beneath.ts). */
+export const nativeBeneath: BeneathOps | null = typeof addon?.openBeneath === 'function' ? (addon as BeneathOps) : null;
+
 /** Why the addon is not in use (null when it is). For diagnostics. */
 export const nativeLoadError: string | null = addon ? null : loadError;
 
-function flagsFor(atime: TimeSpec, mtime: TimeSpec): number {
+/** The time flags of native/utimens.c and native/beneath.c for a pair of times. */
+export function timeFlags(atime: TimeSpec, mtime: TimeSpec): number {
   let f = 0;
   if (atime === null) f |= ATIME_OMIT;
   else if (atime === 'now') f |= ATIME_NOW;
@@ -94,7 +114,8 @@ function flagsFor(atime: TimeSpec, mtime: TimeSpec): number {
   return f;
 }
 
-const ns = (t: TimeSpec): bigint => (typeof t === 'bigint' ? t : 0n);
+/** A time as the addon takes it (ignored when its flag says omit or now). */
+export const timeNs = (t: TimeSpec): bigint => (typeof t === 'bigint' ? t : 0n);
 
 /** Native errors carry code 'UNKNOWN' for errnos missing from the C name table. */
 function fixCode(e: unknown): unknown {
@@ -168,7 +189,7 @@ export function setTimesFd(fd: number, atimeNs: TimeSpec, mtimeNs: TimeSpec): vo
   }
   if (addon) {
     try {
-      addon.futimens(fd, ns(atimeNs), ns(mtimeNs), flagsFor(atimeNs, mtimeNs));
+      addon.futimens(fd, timeNs(atimeNs), timeNs(mtimeNs), timeFlags(atimeNs, mtimeNs));
     } catch (e) {
       throw fixCode(e);
     }
@@ -201,7 +222,7 @@ export function setTimesPath(
   }
   if (addon) {
     try {
-      addon.utimensat(path, ns(atimeNs), ns(mtimeNs), flagsFor(atimeNs, mtimeNs), !followSymlinks);
+      addon.utimensat(path, timeNs(atimeNs), timeNs(mtimeNs), timeFlags(atimeNs, mtimeNs), !followSymlinks);
     } catch (e) {
       throw fixCode(e);
     }

@@ -78,3 +78,11 @@ export function hostPathOf(preopens: Preopen[], loc: Location): string | null {
   if (p === undefined) return null;
   return loc.rel === '' ? p.host : `${p.host}/${loc.rel}`;
 }
+
+/** Whether an absolute host path lies in (or is) one of the preopens' host directories. */
+export function insidePreopens(path: string, preopens: readonly Preopen[]): boolean {
+  return preopens.some((p) => {
+    const dir = p.host.endsWith('/') ? p.host.slice(0, -1) : p.host;
+    return path === dir || path.startsWith(dir + '/');
+  });
+}

@@ -1,0 +1,95 @@
+// Running as a Slurm job (SLURM_JOB_ID is set): the scheduler's warning signal checkpoints, and
+// a job stopped after a checkpoint puts itself back in the queue, so that its next attempt
+// (`launch --resume`) continues from the image instead of Slurm recording a failure. Off
+// outside Slurm. docs/slurm.md has the job scripts.
+import { execFileSync } from 'node:child_process';
+
+export interface SlurmJob {
+  jobId: string;
+  /** SLURM_RESTART_COUNT: how many times the job had been requeued when this attempt began. */
+  restarts: number;
+}
+
+/** The job this process runs in, or null outside Slurm. */
+export function slurmJob(env: NodeJS.ProcessEnv = process.env): SlurmJob | null {
+  const jobId = env['SLURM_JOB_ID'];
+  if (jobId === undefined || !/^\d+$/.test(jobId)) return null;
+  const restarts = Number(env['SLURM_RESTART_COUNT'] ?? 0);
+  return { jobId, restarts: Number.isInteger(restarts) && restarts >= 0 ? restarts : 0 };
+}
+
+/** Signals `--signal=[B:]SIG@SECONDS` may send ahead of the end: a checkpoint, and the program
+ *  goes on (SIGTERM, the end itself, checkpoints and stops as everywhere). */
+export const WARNING_SIGNALS: readonly NodeJS.Signals[] = ['SIGUSR1', 'SIGUSR2'];
+
+/** What `scontrol show job -o ID` says of the job: its KEY=VALUE fields. */
+export type JobFields = Record<string, string>;
+
+export function parseJobFields(line: string): JobFields {
+  const out: JobFields = {};
+  for (const m of line.matchAll(/(?:^|\s)([A-Za-z:/]+)=(\S*)/g)) out[m[1]!] = m[2]!;
+  return out;
+}
+
+/**
+ * Whether a job that stopped after a checkpoint should requeue itself, and why (for its log).
+ * Slurm requeues on its own after `scontrol requeue` or a preemption in REQUEUE mode (its
+ * restart count has gone up already), and, where the admin set RequeueExit=75, when the job
+ * exits 75. A job cancelled by its user, or submitted with --no-requeue, stays ended.
+ */
+export function requeueDecision(job: SlurmJob, fields: JobFields, requeueExit: string): { requeue: boolean; why: string } {
+  if (Number(fields['Restarts'] ?? 0) > job.restarts) return { requeue: false, why: 'Slurm has requeued it already' };
+  if (fields['Requeue'] === '0') return { requeue: false, why: 'it was submitted with --no-requeue' };
+  const state = fields['JobState'] ?? '';
+  if (state === 'CANCELLED' || (state === 'COMPLETING' && fields['Reason'] !== 'TimeLimit' && !timedOut(fields))) {
+    return { requeue: false, why: 'it was cancelled' };
+  }
+  if (exitCodes(requeueExit).includes(75)) return { requeue: false, why: 'Slurm requeues it on exit 75 (RequeueExit)' };
+  return { requeue: true, why: '' };
+}
+
+function timedOut(fields: JobFields): boolean {
+  const limit = seconds(fields['TimeLimit']);
+  const run = seconds(fields['RunTime']);
+  return limit !== null && run !== null && run >= limit;
+}
+
+/** Slurm's [DAYS-]HH:MM:SS (or MM:SS) in seconds; null for UNLIMITED and the like. */
+function seconds(v: string | undefined): number | null {
+  const m = /^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$/.exec(v ?? '');
+  if (m === null) return null;
+  return ((Number(m[1] ?? 0) * 24 + Number(m[2] ?? 0)) * 60 + Number(m[3])) * 60 + Number(m[4]);
+}
+
+/** RequeueExit=75,76 or 70-80 (as `scontrol show config` prints it) as a list of statuses. */
+function exitCodes(spec: string): number[] {
+  const out: number[] = [];
+  for (const part of spec.split(',')) {
+    const m = /^\s*(\d+)(?:-(\d+))?\s*$/.exec(part);
+    if (m === null) continue;
+    for (let c = Number(m[1]); c <= Number(m[2] ?? m[1]); c++) out.push(c);
+  }
+  return out;
+}
+
+function scontrol(args: string[]): string {
+  return execFileSync('scontrol', args, { encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/**
+ * Puts the job back in the queue if Slurm will not (requeueDecision); returns what was done,
+ * for the job's log. Slurm ends the running job at once when it requeues it: call this last.
+ */
+export function requeueAfterCheckpoint(job: SlurmJob): string {
+  try {
+    const fields = parseJobFields(scontrol(['show', 'job', '-o', job.jobId]));
+    const config = /^RequeueExit\s*=\s*(.*)$/m.exec(scontrol(['show', 'config']))?.[1] ?? '';
+    const d = requeueDecision(job, fields, config.trim());
+    if (!d.requeue) return `job ${job.jobId} not requeued by stasis: ${d.why}`;
+    scontrol(['requeue', job.jobId]);
+    return `job ${job.jobId} requeued (scontrol requeue ${job.jobId}); its next attempt resumes from the image`;
+  } catch (e) {
+    const msg = ((e as { stderr?: string }).stderr || (e as Error).message).trim().split('\n')[0];
+    return `could not requeue job ${job.jobId} (${msg}): requeue it with 'scontrol requeue ${job.jobId}'`;
+  }
+}
