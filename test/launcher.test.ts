@@ -96,7 +96,7 @@ function fakeGuest(bytes: number, fill: () => number) {
       const state: CapturedState = {
         memory: new Uint8Array(bytes).fill(fill()), dirtyPages: null, globals: [], asyncifyData: 0,
         wasi: { args: ['prog'], env: [], preopens: [], fds: [] }, monotonicNs: '1', stdinPending: new Uint8Array(0),
-        stdinReceived: 0, fileHandles: [], pauseMs: 0,
+        stdinReceived: 0, fileHandles: [], written: [], pauseMs: 0,
       };
       return state;
     },
@@ -162,7 +162,7 @@ test('checkpoint steps: after a failed file capture, the next image is not built
           memory: new Uint8Array(bytes).fill(p.fill), dirtyPages: n === 1 ? null : new Uint8Array(bytes >> 16),
           globals: [], asyncifyData: 0, monotonicNs: '1', stdinPending: new Uint8Array(0), stdinReceived: 0, pauseMs: 0,
           wasi: { args: ['prog'], env: [], preopens: [], fds: p.bad ? [{ kind: 'file', fd: 5, location: { preopen: '/', rel: 'x' }, access: 'r', offset: 0, filetype: 4, rightsBase: 0, rightsInheriting: 0, fdflags: 0 }] : [] },
-          fileHandles: p.bad ? [[5, 1 << 20]] : [],
+          fileHandles: p.bad ? [[5, 1 << 20]] : [], written: [],
         };
       },
       release() {},

@@ -56,6 +56,9 @@ control options:
                         the longest OLD wins; repeatable
   --allow-file-overwrite  at restart, replace files that differ from their saved copies
                         (their current versions are kept in CKPT_DIR/kept/)
+  --no-rollback         DMTCP's rules exactly: no undo journal, so a restart leaves what the
+                        program changed since the checkpoint as it is; open files are
+                        classified by their offsets (at restart: roll nothing back)
   --plugin FILE.js      load a plugin (docs/plugins.md); repeatable
   --resume              (launch) if the checkpoint directory holds an image, continue from
                         the newest one instead, once it is found to be of this program with
@@ -67,9 +70,11 @@ file options (launch):
   --ckpt-files GLOB     save files matching GLOB; repeatable, first match wins
   --no-ckpt-files GLOB  don't save files matching GLOB
   --file-rules FILE     rules file: lines 'save|skip|log GLOB [-> RESTART_PATH]'
-  Default: read-only files are reopened; writable files at their end (logs) are cut back
-  to their checkpoint size at restart (the cut tail is kept); other writable files
-  (databases) and deleted open files are saved.
+  Default: read-only files are reopened; files the program only appended to (logs) are cut
+  back to their checkpoint size at restart (the cut tail is kept); files it wrote over or
+  truncated (databases) and deleted open files are saved (not written yet: decided by the
+  offset, at the end = log). Everything the program changes below its directories after a
+  checkpoint is journaled and undone at restart (kept in CKPT_DIR/kept/), unless --no-rollback.
 
 restart options:
   --dry-run             print what restart would do with each open file; change nothing
@@ -105,6 +110,7 @@ const CONTROL_OPTIONS: Record<string, OptionSpec> = {
   '--checkpoint-at-call': { value: true },
   '--path-map': { value: true, repeat: true },
   '--allow-file-overwrite': {},
+  '--no-rollback': {},
   '--plugin': { value: true, repeat: true },
 };
 const FILE_OPTIONS: Record<string, OptionSpec> = {
@@ -189,6 +195,7 @@ function controlOf(command: string, p: Parsed): ControlOptions {
   if (p.options.has('--path-map')) c.pathMap = p.options.get('--path-map')!;
   if (p.options.has('--plugin')) c.plugins = p.options.get('--plugin')!;
   if (p.options.has('--allow-file-overwrite')) c.allowFileOverwrite = true;
+  if (p.options.has('--no-rollback')) c.noRollback = true;
   return c;
 }
 

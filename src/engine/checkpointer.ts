@@ -9,12 +9,12 @@
 // although V8 has compiled optimized code for it meanwhile; rewound, every frame on the stack
 // is entered again and runs that code.
 import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import type { FileGuard, WriteGuards } from '../files/guard.js';
+import type { ChangeRecorder } from '../files/journal.js';
 import { ASYNCIFY_BUFFER_HEADER, ASYNCIFY_STATE, POLL_BUDGET } from '../instrument/abi.js';
 import { Interrupted, setInterruptWord } from '../wasi/interrupt.js';
 import type { WasiHost } from '../wasi/host.js';
 import { MemoryCopier } from './memory-copy.js';
-import { CONTROL_WORDS, Control, type CapturedState, type CheckpointSetup, type GuestMessage, type RestoreState } from './protocol.js';
+import { CONTROL_WORDS, Control, type CapturedState, type CheckpointSetup, type GuestMessage, type Release, type RestoreState } from './protocol.js';
 import { placeBuffer, stackRoom } from './stack.js';
 
 export type AsyncifyExports = Record<string, unknown> & {
@@ -59,7 +59,7 @@ export class Checkpointer {
   constructor(
     private readonly ck: CheckpointSetup,
     private readonly host: WasiHost,
-    private readonly guards: WriteGuards,
+    private readonly changes: ChangeRecorder,
     /** Sends a message to the main thread (the worker's parent port). */
     private readonly post: (m: GuestMessage, transfer: ArrayBuffer[]) => void,
   ) {
@@ -214,6 +214,7 @@ export class Checkpointer {
       stdinPending: this.host.stdinPending(),
       stdinReceived: this.host.stdinReceived(),
       fileHandles: this.host.fileHandles(),
+      written: this.ck.journal === undefined ? [] : this.changes.written(), // --no-rollback: offsets decide
       pauseMs: 0,
     };
     snapshot.pauseMs = performance.now() - this.pauseStart;
@@ -226,10 +227,13 @@ export class Checkpointer {
   }
 
   /** Stays paused while the main thread copies the files that go with the image; then guards
-   *  the big files it is still copying (their blocks are copied before the program changes them). */
+   *  the big files it is still copying (their blocks are copied before the program changes them),
+   *  and journals its changes from this checkpoint on. */
   private awaitRelease(seen: number): void {
     while (Atomics.load(this.control, Control.RELEASE) === seen) Atomics.wait(this.control, Control.RELEASE, seen);
-    this.guards.add(takeGuards(this.ck.guards, this.control));
+    const release = takeRelease(this.ck.guards, this.control);
+    this.changes.guards.add(release.guards);
+    this.changes.startGeneration(release.generation);
   }
 
   private rewind(ptr: number): void {
@@ -243,11 +247,11 @@ export class Checkpointer {
   }
 }
 
-/** The guard list posted with a release (it is there by the time the release is seen). */
-function takeGuards(port: MessagePort, control: Int32Array): FileGuard[] {
+/** The message posted with a release (it is there by the time the release is seen). */
+function takeRelease(port: MessagePort, control: Int32Array): Release {
   for (let spins = 0; ; spins++) {
     const m = receiveMessageOnPort(port);
-    if (m !== undefined) return m.message as FileGuard[];
+    if (m !== undefined) return m.message as Release;
     if (spins > 5000) throw new Error('no file guards came with the release');
     Atomics.wait(control, Control.PARKED, 0, 1);
   }

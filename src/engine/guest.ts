@@ -4,7 +4,7 @@
 // (src/instrument/) and a Checkpointer serves requests at its safe points.
 import { parentPort, workerData } from 'node:worker_threads';
 import { EXIT, ImageError } from '../errors.js';
-import { WriteGuards } from '../files/guard.js';
+import { ChangeRecorder } from '../files/journal.js';
 import { POLL_IMPORT } from '../instrument/abi.js';
 import { ProcExit, WasiHost } from '../wasi/host.js';
 import { WriteBehind } from '../wasi/writebehind.js';
@@ -14,10 +14,12 @@ import { CONTROL_WORDS, Control, GUEST_WORKER, WASM_PAGE, type GuestData, type G
 type Post = (m: GuestMessage, transfer?: ArrayBuffer[]) => void;
 
 async function run(data: GuestData, post: Post): Promise<GuestResult> {
-  const guards = new WriteGuards();
+  const ck = data.checkpoint;
+  const changes = new ChangeRecorder(ck?.journal?.dir ?? null, ck?.journal?.generation ?? null);
   const host = new WasiHost({
     args: data.args, env: data.env, preopens: data.preopens, ...(data.mounts && { mounts: data.mounts }),
-    writeBehind: new WriteBehind(data.writeBehind), stdin: data.stdin, changes: guards,
+    writeBehind: new WriteBehind(data.writeBehind), stdin: data.stdin,
+    ...(ck !== undefined && { changes }),
     ...(data.restore && {
       restore: {
         monotonicNs: BigInt(data.restore.monotonicNs), stdinPending: data.restore.stdinPending,
@@ -25,12 +27,11 @@ async function run(data: GuestData, post: Post): Promise<GuestResult> {
       },
     }),
   });
-  const ck = data.checkpoint;
   const wasi = host.imports() as Record<string, (...a: never[]) => number>;
   const imports: WebAssembly.Imports = { wasi_snapshot_preview1: wasi };
   let engine: Checkpointer | null = null;
   if (ck !== undefined) {
-    const checkpointer = new Checkpointer(ck, host, guards, post);
+    const checkpointer = new Checkpointer(ck, host, changes, post);
     imports.wasi_snapshot_preview1 = checkpointer.wrapImports(wasi);
     if (ck.poll) imports[POLL_IMPORT.module] = { [POLL_IMPORT.name]: () => checkpointer.poll() };
     engine = checkpointer;

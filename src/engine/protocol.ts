@@ -4,6 +4,8 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { ImageErrorCode } from '../errors.js';
 import type { GlobalValue } from '../image/schema.js';
+import type { FileGuard } from '../files/guard.js';
+import type { Written } from '../files/journal.js';
 import type { FdState, Mount, Preopen, WasiState } from '../wasi/state.js';
 
 /** The worker's data (workerData.data, with workerData.kind === GUEST_WORKER). */
@@ -32,8 +34,13 @@ export interface CheckpointSetup {
   control: SharedArrayBuffer;
   /** The main thread hands capture buffers back on this port once their image is written. */
   spares: MessagePort;
-  /** With each release after a capture: the files still being copied (files/guard.ts). */
+  /** With each release after a capture (a Release): the files still being copied
+   *  (files/guard.ts), and the generation the capture is saved as. */
   guards: MessagePort;
+  /** The undo journal (files/journal.ts): its directory, and the generation it records from
+   *  the start (a restart's image; null for a launch: from its first checkpoint on). Absent:
+   *  no journal (only the program's behaviour is recorded). */
+  journal?: { dir: string; generation: number | null };
   /** Imports the module can unwind at (the instrumenter's list, without the module name). */
   unwindImports: string[];
   /** Export names of the mutable globals. */
@@ -64,6 +71,13 @@ export interface RestoreState {
    * of the file fds it opened where its file plan put them.
    */
   files: MessagePort;
+}
+
+/** What the main thread posts with each release after a capture. */
+export interface Release {
+  guards: FileGuard[];
+  /** The capture's generation: changes from now on are undone by restarting from it. */
+  generation: number;
 }
 
 /** Indexes of the Int32 control words shared by the two threads. */
@@ -124,5 +138,7 @@ export interface CapturedState {
    * they are as the program left them.
    */
   fileHandles: [number, number][];
+  /** How the program has written its files, by "dev:ino" (files/journal.ts). */
+  written: [string, Written][];
   pauseMs: number;
 }

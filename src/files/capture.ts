@@ -9,6 +9,7 @@ import { nowNs, settledBefore } from '../util/fs.js';
 import { guestPath, hostPathOf, type FileFdState, type Location, type Preopen, type WasiState } from '../wasi/state.js';
 import { Fdflags } from '../wasi/constants.js';
 import { GUARD_MIN, newGuard, type FileGuard } from './guard.js';
+import type { Written } from './journal.js';
 import { decide, type OpenFile, type StasisPlugin } from './plugin.js';
 
 /** What a launcher remembers of the copies it saved, to skip copying unchanged files. */
@@ -43,9 +44,11 @@ export interface PausedFds {
   wasi: WasiState;
   /** [guest fd, host fd], open in this process while the program waits. */
   fileHandles: [number, number][];
+  /** How the program has written its files, by "dev:ino" (journal.ts). */
+  written?: [string, Written][];
 }
 
-interface OpenGroup { key: string; st: BigIntStats; handles: number[]; fds: FileFdState[] }
+interface OpenGroup { key: string; st: BigIntStats; handles: number[]; fds: FileFdState[]; written?: Written }
 
 export async function captureFiles(c: PausedFds, ctx: CaptureContext): Promise<FileCapture> {
   const out: FileCapture = { records: [], staged: new Map(), remember: new Map(), guards: [] };
@@ -65,6 +68,11 @@ export async function captureFiles(c: PausedFds, ctx: CaptureContext): Promise<F
       g.handles.push(handle);
     }
   }
+  const written = new Map(c.written ?? []);
+  for (const g of groups.values()) {
+    const w = written.get(g.key);
+    if (w !== undefined) g.written = w;
+  }
   try {
     for (const g of groups.values()) out.records.push(await captureFile(g, c.wasi.preopens, ctx, out));
   } catch (e) {
@@ -79,7 +87,7 @@ export async function captureFiles(c: PausedFds, ctx: CaptureContext): Promise<F
 }
 
 /** One file: where it is, the policy's decision, and its copy if saved. `preopens`: where they are now. */
-async function captureFile({ key, st, handles, fds }: OpenGroup, preopens: Preopen[], ctx: CaptureContext, out: FileCapture): Promise<FileRecord> {
+async function captureFile({ key, st, handles, fds, written }: OpenGroup, preopens: Preopen[], ctx: CaptureContext, out: FileCapture): Promise<FileRecord> {
   let location = fds[0]!.location;
   let deleted = st.nlink === 0n;
   if (!deleted && !sameFile(ctx.physical(location), st)) {
@@ -100,6 +108,7 @@ async function captureFile({ key, st, handles, fds }: OpenGroup, preopens: Preop
     append: writable.length > 0 && writable.every((f) => (f.fdflags & Fdflags.APPEND) !== 0),
     atEnd: writable.every((f) => (f.fdflags & Fdflags.APPEND) !== 0 || f.offset >= size),
     size, mode: Number(st.mode & 0o7777n), deleted,
+    ...(written !== undefined && { written }),
   };
   const d = await decide(ctx.plugins, file, { treatment: 'reopen', reason: 'default', onDiffer: 'refuse' });
   const record: FileRecord = {

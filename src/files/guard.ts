@@ -76,7 +76,7 @@ export class WriteGuards implements FileChangeHooks {
   }
 
   /** Call before truncating the file with identity "dev:ino" some other way (open O_TRUNC). */
-  beforeTruncateFile(id: string): void {
+  beforeTruncateFile(id: string, _path: string): void {
     for (const [h, e] of this.byHandle) {
       if (e.g.id === id) return this.beforeTruncate(h, 0);
     }

@@ -21,6 +21,10 @@ export interface OpenFile {
   readonly append: boolean;
   /** Every writable fd not in append mode is at the end of the file. */
   readonly atEnd: boolean;
+  /** How the program has written it in this run, as its host saw: only at its end ('append'),
+   *  or over existing bytes or truncating them ('overwrite'); absent if it has not written it
+   *  (or wrote it only before a restart). */
+  readonly written?: 'append' | 'overwrite';
   readonly size: number;
   /** Permission bits. */
   readonly mode: number;

@@ -15,11 +15,14 @@ export function defaultRules(opts: Pick<FilePolicyOptions, 'checkpointOpenFiles'
       if (f.deleted) return { treatment: 'save', reason: 'deleted while open', onDiffer: 'replace' };
       if (opts.checkpointOpenFiles) return { treatment: 'save', reason: '--checkpoint-open-files', onDiffer: differ };
       if (!f.writable) return { treatment: 'reopen', reason: 'read-only', onDiffer: differ };
-      if (f.append) return { treatment: 'log', reason: 'log (append mode)', onDiffer: differ };
-      if (f.atEnd) return { treatment: 'log', reason: 'log (writable, offset at end)', onDiffer: differ };
       // A database: the program's memory refers to what it wrote, so the file must come back
       // as it was. A differing file at restart is replaced, and kept as a backup.
-      return { treatment: 'save', reason: 'database (writable, offset before end)', onDiffer: 'replace' };
+      // What the program did decides; where its offsets are only when it did nothing yet.
+      if (f.written === 'overwrite') return { treatment: 'save', reason: 'database (observed: it wrote over existing bytes or truncated)', onDiffer: 'replace' };
+      if (f.written === 'append') return { treatment: 'log', reason: 'log (observed: it only appended)', onDiffer: differ };
+      if (f.append) return { treatment: 'log', reason: 'log (offset rule, no write observed: append mode)', onDiffer: differ };
+      if (f.atEnd) return { treatment: 'log', reason: 'log (offset rule, no write observed: writable, offset at end)', onDiffer: differ };
+      return { treatment: 'save', reason: 'database (offset rule, no write observed: writable, offset before end)', onDiffer: 'replace' };
     },
   };
 }

@@ -150,7 +150,10 @@ function sameContents(path: string, copy: SavedCopy): boolean | string {
   }
 }
 
-export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
+/** `rolledBack`: whether the rollback (rollback.ts) puts a path back as it was at the
+ *  checkpoint; such files are planned as reopened (the plan is made again, and checked, once
+ *  the rollback is done). */
+export function planFiles(snap: Snapshot, o: PlanOptions, rolledBack: (path: string) => boolean = () => false): FilePlan {
   const plan: FilePlan = { steps: [], refusals: [] };
   const changed: string[] = [];
   for (const r of fileRecords(snap)) {
@@ -168,6 +171,10 @@ export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
     const step = (kind: StepKind, line: string, comparedAt?: bigint): void => {
       plan.steps.push({ kind, record: r, target, anchor, guestPath, current, line, ...(comparedAt !== undefined && { comparedAt }) });
     };
+    if (!r.deleted && rolledBack(target)) {
+      step('reopen', `reopen   ${at}: as at the checkpoint once rolled back (${r.reason})`);
+      continue;
+    }
     if (typeof found === 'string') {
       refuse(plan, step, 'FILE_ACCESS', `${at} (the program's ${guestPath}) ${found}; fix it, or map the file elsewhere with --path-map OLD=NEW`);
       continue;
@@ -212,7 +219,7 @@ export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
       step('reopen', `reopen   ${at}: ${r.reason}, offsets restored`);
     }
   }
-  checkDirs(plan, snap, o);
+  checkDirs(plan, snap, o, rolledBack);
   if (changed.length > 0) {
     plan.refusals.push({
       code: 'FILE_CHANGED',
@@ -223,11 +230,11 @@ export function planFiles(snap: Snapshot, o: PlanOptions): FilePlan {
 }
 
 /** The program's directory fds: each must still be a directory reached through no link. */
-function checkDirs(plan: FilePlan, snap: Snapshot, o: PlanOptions): void {
+function checkDirs(plan: FilePlan, snap: Snapshot, o: PlanOptions, rolledBack: (path: string) => boolean): void {
   for (const d of snap.wasi.fds) {
     if (d.kind !== 'dir' || d.location.rel === '') continue;
     const a = anchorOf(o, d.location);
-    if (a === null) continue;
+    if (a === null || rolledBack(join(a.root, a.rel))) continue; // checked again once rolled back
     const at = `${a.root}/${a.rel} (the program's directory ${guestPathOf(d.location)}, fd ${d.fd})`;
     const link = linkOnTheWay(a);
     let st;

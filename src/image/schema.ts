@@ -125,6 +125,8 @@ const filePolicy = object({
   rules: array(object({ action: oneOf('save', 'skip', 'log'), pattern: string, source: string, restartPath: optional(string) })),
   /** --path-map OLD=NEW pairs (host path prefixes). */
   pathMap: array(tuple(string, string)),
+  /** --no-rollback: no undo journal, files classified by their offsets only (DMTCP's rules). */
+  noRollback: optional(boolean),
 });
 /** File options given at launch (see src/files/policy.ts). */
 export type FilePolicyOptions = Infer<typeof filePolicy>;

@@ -7,7 +7,8 @@ import { captureFiles, type CopyCache, type FileCapture } from '../files/capture
 import { copyGuarded, type FileGuard } from '../files/guard.js';
 import { emit, type StasisPlugin } from '../files/plugin.js';
 import { physicalPath, type PlanOptions } from '../files/restore.js';
-import { writeImage, type Codec } from '../image/index.js';
+import { listImages, writeImage, type Codec } from '../image/index.js';
+import { pruneJournals } from '../files/journal.js';
 import type { EngineInfo, FilePolicyOptions, Snapshot } from '../image/schema.js';
 import { CaptureBuffer } from './capture-buffer.js';
 
@@ -46,7 +47,7 @@ export class CheckpointQueue {
 export interface CapturableGuest {
   capture(stop: boolean): Promise<CapturedState>;
   /** Lets the paused guest go on, guarding the files still being copied. */
-  release(guards: FileGuard[]): void;
+  release(guards: FileGuard[], generation: number): void;
   memoryBytes(): number;
   giveBuffer(memory: Uint8Array): void;
 }
@@ -143,7 +144,8 @@ export class Checkpoints {
       this.buffer.giveBack(captured.memory);
       throw e;
     } finally {
-      this.guest.release(files?.guards ?? []);
+      // Checkpoints are taken one at a time: this capture is saved as the next generation.
+      this.guest.release(files?.guards ?? [], this.generation + 1);
       captured.pauseMs += performance.now() - from; // the program waited for its files too
     }
   }
@@ -166,6 +168,8 @@ export class Checkpoints {
         ...(dirty !== undefined && { dirty }),
       });
       this.base = ref.generation;
+      // --keep pruned the oldest images: the journals only they needed go too.
+      if (this.s.keep !== undefined) pruneJournals(this.s.ckptDir, Math.min(...(await listImages(this.s.ckptDir)).map((i) => i.generation)));
       for (const [record, r] of files.remember) {
         this.copies.set(r.key, { size: r.st.size, mtimeNs: r.st.mtimeNs, ctimeNs: r.st.ctimeNs, copiedAt: r.copiedAt, copy: record.copy! });
       }

@@ -68,6 +68,7 @@ export function launchPolicy(opts: LaunchOptions, preopens: Preopen[]): FilePoli
   checkPathMap(pathMap, 'launch');
   return {
     checkpointOpenFiles: opts.checkpointOpenFiles === true, allowFileOverwrite: opts.allowFileOverwrite === true,
+    ...(opts.noRollback === true && { noRollback: true }),
     rules: rules.map(ruleData), pathMap,
   };
 }

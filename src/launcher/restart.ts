@@ -10,6 +10,7 @@ import { emit, loadPlugins } from '../files/plugin.js';
 import { builtinPolicy } from '../files/policy.js';
 import { checkPathMap, mapPath, mergePathMaps, mountsOf, parsePathMap } from '../files/pathmap.js';
 import { applyPlan, checkPlan, fileRecords, locationKey, physicalPath, planFiles, type FilePlan, type PlanOptions } from '../files/restore.js';
+import { applyRollback, NO_ROLLBACK, planRollback, rollbackKeptDir, rollsBack, type RollbackPlan } from '../files/rollback.js';
 import { readImage, verifyStored } from '../image/index.js';
 import type { FilePolicyOptions, Snapshot } from '../image/schema.js';
 import { guestPath, type Preopen } from '../wasi/state.js';
@@ -34,7 +35,7 @@ export interface RestartOptions extends ControlOptions {
 /** What a restart would do with each open file, checked; nothing is changed. */
 export async function planRestart(opts: RestartOptions): Promise<{ lines: string[]; plan: FilePlan }> {
   const p = await prepareRestart(opts);
-  return { lines: p.plan.steps.map((s) => s.line), plan: p.plan };
+  return { lines: [...p.rollback.lines, ...p.plan.steps.map((s) => s.line)], plan: p.plan };
 }
 
 async function prepareRestart(opts: RestartOptions) {
@@ -48,6 +49,7 @@ async function prepareRestart(opts: RestartOptions) {
   const policy: FilePolicyOptions = {
     ...saved, pathMap: mergePathMaps(saved.pathMap, restartMap),
     allowFileOverwrite: saved.allowFileOverwrite || opts.allowFileOverwrite === true,
+    ...((saved.noRollback === true || opts.noRollback === true) && { noRollback: true }),
   };
   if (!image.ours) {
     // An image from elsewhere could name any host directory: the program gets only those given here.
@@ -58,18 +60,25 @@ async function prepareRestart(opts: RestartOptions) {
   }
   const where: PlanOptions = { saved: snap.wasi.preopens, dirs: opts.dirs, pathMap: policy.pathMap, allowOverwrite: opts.allowFileOverwrite === true };
   const physical = remapPreopens(snap.wasi.preopens, opts.dirs, (p) => physicalPath(where, { preopen: p.guest, rel: '' })!);
-  checkOtherFds(snap, where);
-  const plan = planFiles(snap, where);
+  // What the program changed since the checkpoint is undone first (files/rollback.ts).
+  const copied = fileRecords(snap).filter((r) => r.treatment === 'save' && !r.deleted).map((r) => r.restartPath ?? physicalPath(where, r.location)!);
+  // (An export file carries no journal: its program's files are not here to undo; nor is a
+  // journal beside an image from elsewhere trusted to say what to change.)
+  const rollback = opts.noRollback === true || image.source.kind === 'export' || !image.ours
+    ? NO_ROLLBACK
+    : planRollback(image.ref.dir, image.ref.generation, physical.map((p) => p.host), copied);
+  checkOtherFds(snap, where, rollback);
+  const plan = planFiles(snap, where, (p) => rollsBack(rollback, p));
   // Files a rule moved stay where they were put for later checkpoints of this run.
   where.moved = new Map(plan.steps.filter((st) => st.record.restartPath !== undefined).map((st) => [locationKey(st.record.location), st.target]));
-  return { image, snap, policy, physical, plan, where };
+  return { image, snap, policy, physical, plan, where, rollback };
 }
 
 export async function restart(opts: RestartOptions): Promise<GuestResult> {
   if (opts.ownProcess === true) stopEarlyOnSignals();
   if (opts.ckptDir !== undefined) checkpointDir(opts.ckptDir);
-  const { image, snap, policy, physical, plan, where } = await prepareRestart(opts);
-  checkPlan(plan);
+  const { image, snap, policy, physical, plan: planned, where, rollback } = await prepareRestart(opts);
+  checkPlan(planned);
   await pauseForTest('restart');
   const name = opts.name ?? snap.meta.name;
   // An image's own directory goes on receiving its checkpoints; an export file's go where a
@@ -93,6 +102,18 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
     const unchanged: CopyCache = new Map();
     // Only once the guest has read and checked the image's memory: a damaged image changes nothing.
     const putFiles = async (): Promise<[number, number][]> => {
+      let rolledBack: string[];
+      try {
+        rolledBack = applyRollback(rollback, rollbackKeptDir(image.ref.dir, image.ref.generation));
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        if (e instanceof StasisError || typeof err.code !== 'string') throw e;
+        throw new StasisError('FILE_ACCESS', `restart stopped: the rollback could not change ${err.path ?? 'a file'} (${err.code}); what it undid so far is kept in ${join(image.ref.dir, 'kept')}; fix it and restart again (the rollback goes on where it stopped), or restart with --no-rollback`);
+      }
+      for (const line of rolledBack) process.stderr.write(`stasis: ${line}\n`);
+      // Planned again on the files as the rollback left them, and checked again.
+      const plan = rollback.touched.size === 0 ? planned : planFiles(snap, where);
+      checkPlan(plan);
       let applied;
       try {
         applied = applyPlan(plan, snap, image.source, fromExport ? ckptDir : image.ref.dir);
@@ -131,6 +152,7 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
         ...(opts.compile && { compile: opts.compile }),
       },
       onRestored: () => restored(),
+      restartedFrom: image.ref.generation,
       unchanged,
     });
   } catch (e) {
@@ -164,12 +186,12 @@ function remapPreopens(saved: Preopen[], dirs: Preopen[], where: (p: Preopen) =>
  * Directories the program had open (other than preopens), and files that have no record
  * (devices, pipes opened by path), must still be there.
  */
-function checkOtherFds(snap: Snapshot, where: PlanOptions): void {
+function checkOtherFds(snap: Snapshot, where: PlanOptions, rollback: RollbackPlan): void {
   const recorded = new Set(fileRecords(snap).flatMap((r) => r.fds));
   for (const f of snap.wasi.fds) {
     if (f.kind === 'stdio' || recorded.has(f.fd) || (f.kind === 'dir' && f.location.rel === '')) continue;
     const host = physicalPath(where, f.location);
-    if (host !== null && fs.existsSync(host)) continue;
+    if (host !== null && (fs.existsSync(host) || rollsBack(rollback, host))) continue;
     throw new StasisError('MISSING_FILE', `the program had ${f.kind === 'dir' ? 'the directory ' : ''}${guestPath(f.location)} open (fd ${f.fd}), but ${host ?? 'its preopen'} is missing; put it back, or map it with --path-map or --dir NEWHOST::${f.location.preopen}`);
   }
 }

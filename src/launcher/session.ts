@@ -3,7 +3,7 @@
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { ImageError, StasisError } from '../errors.js';
 import {
-  CONTROL_WORDS, Control, GUEST_WORKER, WASM_PAGE, type CapturedState, type GuestData, type GuestMessage, type GuestResult, type RestoreState,
+  CONTROL_WORDS, Control, GUEST_WORKER, WASM_PAGE, type CapturedState, type GuestData, type GuestMessage, type GuestResult, type Release, type RestoreState,
 } from '../engine/protocol.js';
 import type { FileGuard } from '../files/guard.js';
 import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from '../wasi/stdin.js';
@@ -158,9 +158,9 @@ export class GuestSession {
    * Lets the guest go on after a capture (it waits so that its files can be copied), with the
    * files whose copies are still being made (it copies a block before changing it).
    */
-  release(guards: FileGuard[] = []): void {
+  release(guards: FileGuard[], generation: number): void {
     if (this.control === null) return;
-    this.guards.postMessage(guards);
+    this.guards.postMessage({ guards, generation } satisfies Release);
     Atomics.add(this.control, Control.RELEASE, 1);
     Atomics.notify(this.control, Control.RELEASE);
   }

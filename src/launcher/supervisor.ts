@@ -3,10 +3,11 @@
 import * as fs from 'node:fs';
 import { serve, type Reply, type Request } from '../control/channel.js';
 import { newKey, register, socketPath, unregister } from '../control/registry.js';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { EXIT, StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
 import type { CopyCache } from '../files/capture.js';
+import { JOURNAL_DIR } from '../files/journal.js';
 import { listImages, type Codec } from '../image/index.js';
 import type { GlobalValue } from '../image/schema.js';
 import { Checkpoints, type CheckpointResult, type CheckpointSetting } from './checkpoints.js';
@@ -34,6 +35,10 @@ export interface ControlOptions {
   pathMap?: string[];
   /** --allow-file-overwrite: a saved file that differs at restart is replaced (and kept as a backup). */
   allowFileOverwrite?: boolean;
+  /** --no-rollback: DMTCP's file rules exactly: no undo journal (a restart undoes nothing the
+   *  program changed), open files classified by their offsets. At restart: nothing is rolled
+   *  back, and the run goes on without a journal. */
+  noRollback?: boolean;
   /**
    * The launcher owns this process, as the CLI does: SIGTERM checkpoints and exits 75, other
    * terminating signals exit, and a stop (`kill`, `checkpoint --exit`) exits the process.
@@ -63,6 +68,9 @@ export interface Supervised extends Omit<CheckpointSetting, 'keep' | 'compress'>
   opts: ControlOptions;
   globals: Omit<GlobalValue, 'value'>[];
   setup: Omit<GuestSetup, 'checkpoint'>;
+  /** For a restart: the image's generation (its changes from the start are journaled as
+   *  that generation's: a later restart from the same image undoes them). */
+  restartedFrom?: number;
   /** For a restart: called once the image is loaded and the program is about to run. */
   onRestored?: () => void;
   /** For a restart: saved files reopened identical to their copies (files/restore.ts), filled
@@ -78,6 +86,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
     ...s.setup,
     checkpoint: {
       ...s.engine, globals: s.globals,
+      ...(s.policy.noRollback !== true && { journal: { dir: join(s.ckptDir, JOURNAL_DIR), generation: s.restartedFrom ?? null } }),
       ...(opts.checkpointAtCall !== undefined && { checkpointAtCall: opts.checkpointAtCall }),
     },
   });

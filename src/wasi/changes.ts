@@ -1,16 +1,31 @@
-// What the host tells a listener before it changes a file's bytes. A checkpoint that is still
+// What the host tells a listener before it changes the file system. A checkpoint that is still
 // copying a big file listens (files/guard.ts), so that it copies a block before the program
-// overwrites it; the host itself does not know who listens.
+// overwrites it; the undo journal listens (files/journal.ts), so that a restart can undo what
+// the program changed since its checkpoint. The host itself does not know who listens.
+// Paths are host paths, as the kernel is given them.
 
 export interface FileChangeHooks {
-  /** False while nobody listens: the write paths skip the calls. */
+  /** False while nobody listens: the host skips the calls. */
   readonly active: boolean;
   /** Before [pos, pos + len) of the file open as host fd `handle` is written. */
   beforeWrite(handle: number, pos: number, len: number): void;
-  /** Before the file open as host fd `handle` is cut to `size` bytes. */
+  /** Before the file open as host fd `handle` is cut (or extended) to `size` bytes. */
   beforeTruncate(handle: number, size: number): void;
-  /** Before the file with identity "dev:ino" is truncated some other way (an open with O_TRUNC). */
-  beforeTruncateFile(id: string): void;
+  /** Before the file with identity "dev:ino" at `path` is truncated some other way (an open
+   *  with O_TRUNC). */
+  beforeTruncateFile(id: string, path: string): void;
+  /** A file was opened as host fd `handle` by `path` (a restart's reopened files too). */
+  opened?(handle: number, path: string): void;
+  /** Host fd `handle` was closed. */
+  closed?(handle: number): void;
+  /** Before something may be created at `path` (an open with O_CREAT, mkdir, symlink, link). */
+  beforeCreate?(path: string): void;
+  /** Before the file, symlink or (empty) directory at `path` is removed. */
+  beforeRemove?(path: string): void;
+  /** Before `from` is renamed to `to` (which it may replace). */
+  beforeRename?(from: string, to: string): void;
+  /** Before the timestamps of what `path` names (or host fd `handle` is open on) are set. */
+  beforeSetTimes?(path: string | number): void;
 }
 
 export const NO_CHANGE_HOOKS: FileChangeHooks = {

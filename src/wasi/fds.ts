@@ -165,6 +165,7 @@ export class FileFd extends Fd {
   ) {
     super(rightsBase, rightsInheriting, fdflags);
     this.type = filetype;
+    if (changes.active) changes.opened?.(handle, openedAt);
   }
 
   get filetype(): number {
@@ -193,6 +194,7 @@ export class FileFd extends Fd {
   }
 
   close(): void {
+    if (this.changes.active) this.changes.closed?.(this.handle);
     closeFd(this.handle);
     this.writeBehind.takeError(this.handle);
   }
@@ -216,11 +218,8 @@ export class FileFd extends Fd {
     const wb = this.writeBehind;
     wb.takeError(this.handle);
     if (!this.seekable) return iovecIo(mem, iovs, n, this.handle, null, true);
-    if (this.changes.active) {
-      const at = this.fdflags & Fdflags.APPEND ? Number(this.stat().size) : this.offset;
-      this.changes.beforeWrite(this.handle, at, iovecBytes(mem, iovs, n));
-    }
     if (this.fdflags === 0) {
+      if (this.changes.active) this.changes.beforeWrite(this.handle, this.offset, iovecBytes(mem, iovs, n));
       // Small writes at the current offset are gathered (see writebehind.ts); as in
       // iovecIo, a bad iovec is EFAULT before anything is taken.
       const v = decodeIovecs(mem, iovs, n);
@@ -245,7 +244,7 @@ export class FileFd extends Fd {
     }
     // Append mode is kept here, not in the host handle, so that it is plain state.
     if (this.fdflags & Fdflags.APPEND) this.offset = Number(this.stat().size);
-    const put = this.pwrite(mem, iovs, n, this.offset);
+    const put = this.pwrite(mem, iovs, n, this.offset); // (listeners are told there)
     this.offset += put;
     return put;
   }
@@ -278,10 +277,13 @@ export class FileFd extends Fd {
   override allocate(offset: number, len: number): void {
     // Node has no posix_fallocate: extending the file gives the same visible result.
     const end = offset + len;
-    if (end > Number(this.stat().size)) fs.ftruncateSync(this.handle, end);
+    if (end <= Number(this.stat().size)) return;
+    if (this.changes.active) this.changes.beforeTruncate(this.handle, end);
+    fs.ftruncateSync(this.handle, end);
   }
 
   override setTimes(atime: TimeSpec, mtime: TimeSpec): void {
+    if (this.changes.active) this.changes.beforeSetTimes?.(this.handle);
     setTimesFd(this.handle, atime, mtime);
   }
 

@@ -1,0 +1,375 @@
+// The program's side of rollback: what it does to its files, recorded before it happens.
+//
+// - Behaviour: for every file it writes, whether it only ever appended (a log) or wrote over
+//   existing bytes or truncated them (a database). A checkpoint classifies open files by it.
+// - The undo journal: from each checkpoint on, every change below the preopens is recorded
+//   *before* it is made, once per block or path per generation, in
+//   CKPT_DIR/journal/gen-NNNNNN/ (`log`: one JSON entry a line; `blocks`: the bytes the entries
+//   point into; `files/`: removed files, hard-linked there, or copied when the checkpoint
+//   directory is on another file system). A restart undoes it (rollback.ts).
+//
+// Each entry is one write(2) made before the change: a launcher killed at any instant leaves
+// a journal that covers every change made (an entry whose change never happened undoes to
+// nothing). Nothing is fsynced: after a power loss the last entries may be lost with the
+// page cache, while the program's own writes may have reached the disk (docs/files.md).
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { genName } from '../image/format.js';
+import type { FileChangeHooks } from '../wasi/changes.js';
+import { WriteGuards } from './guard.js';
+
+/** The journals' directory, in the checkpoint directory. */
+export const JOURNAL_DIR = 'journal';
+/** Bytes saved per first write to a block. */
+export const JOURNAL_BLOCK = 64 << 10;
+
+/** One change, as it is undone. Paths are host paths; `saved` is relative to the journal. */
+export type JournalEntry =
+  | { op: 'created'; path: string }
+  | { op: 'removed'; path: string; kind: 'file' | 'dir' | 'symlink'; mode: number; saved?: string; target?: string }
+  | { op: 'renamed'; from: string; to: string }
+  | { op: 'size'; path: string; size: number }
+  | { op: 'block'; path: string; pos: number; len: number; at: number }
+  | { op: 'times'; path: string; atimeNs: string; mtimeNs: string }
+  /** What was there could not be saved (e.g. a file this user may not read): the change goes
+   *  ahead, and a restart refuses to roll back rather than half-undo it. */
+  | { op: 'lost'; path: string; why: string };
+
+/** Removes the journals older than generation `oldest` (no image left to restart from needs
+ *  them: a restart from image G undoes journals G and later). */
+export function pruneJournals(ckptDir: string, oldest: number): void {
+  const root = join(ckptDir, JOURNAL_DIR);
+  let names: string[];
+  try {
+    names = fs.readdirSync(root);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const m = /^gen-(\d{6,})$/.exec(n);
+    if (m !== null && Number(m[1]) < oldest) fs.rmSync(join(root, n), { recursive: true, force: true });
+  }
+}
+
+/** How the program has written a file: only at its end, or over existing bytes. */
+export type Written = 'append' | 'overwrite';
+
+interface FileState {
+  /** "dev:ino". */
+  id: string;
+  /** The end of the file as the program's writes left it (behaviour: a write before it overwrites). */
+  end: number;
+  overwrote: boolean;
+  /** The generation the fields below are about. */
+  gen: number;
+  /** Created in that generation: nothing of it needs saving. */
+  created: boolean;
+  /** Its size when first changed in that generation. */
+  origSize: number;
+  /** Blocks saved in that generation. */
+  saved: Set<number>;
+}
+
+interface HandleState {
+  /** Where the file is now, as far as the program's own renames tell ('' = nowhere to undo to). */
+  path: string;
+  file: FileState | null;
+}
+
+const PROC_FD = fs.existsSync('/proc/self/fd') ? '/proc/self/fd/' : null;
+
+/**
+ * The listener the host of a checkpointed program gets: records behaviour and the journal,
+ * and passes writes on to the copy-on-write guards of a checkpoint still copying big files.
+ */
+export class ChangeRecorder implements FileChangeHooks {
+  readonly active = true;
+  readonly guards = new WriteGuards();
+  private readonly handles = new Map<number, HandleState>();
+  private readonly files = new Map<string, FileState>();
+  /** Journal generation being recorded (null: none yet, before a launch's first checkpoint). */
+  private gen: number | null;
+  private log = -1;
+  private blocks = -1;
+  private blocksEnd = 0;
+  private savedFiles = 0;
+  private createdPaths = new Set<string>();
+  private timed = new Set<string>();
+  private buf: Buffer | null = null;
+
+  /** `root`: CKPT_DIR/journal, or null for no journal (behaviour only). */
+  constructor(private readonly root: string | null, generation: number | null) {
+    this.gen = root === null ? null : generation;
+  }
+
+  /** From now on, changes are undone by restarting from image `generation`. */
+  startGeneration(generation: number): void {
+    if (this.root === null) return;
+    this.closeJournal();
+    this.gen = generation;
+    this.createdPaths = new Set();
+    this.timed = new Set();
+    // What is known of files no fd is open on now is not needed any more (a checkpoint only
+    // classifies open files; the journal starts afresh): memory stays bounded.
+    const open = new Set<FileState>();
+    for (const h of this.handles.values()) if (h.file !== null) open.add(h.file);
+    for (const [id, f] of this.files) if (!open.has(f)) this.files.delete(id);
+  }
+
+  /** How the program has written the files it has open, by "dev:ino", where it has. */
+  written(): [string, Written][] {
+    const out = new Map<string, Written>();
+    for (const h of this.handles.values()) if (h.file !== null) out.set(h.file.id, h.file.overwrote ? 'overwrite' : 'append');
+    return [...out];
+  }
+
+  opened(handle: number, path: string): void {
+    const h: HandleState = { path, file: null };
+    this.handles.set(handle, h);
+    if (this.gen !== null && this.createdPaths.has(path)) {
+      const f = this.fileOf(h, handle);
+      if (f !== null) {
+        this.resetFor(f, 0);
+        f.created = true;
+      }
+    }
+  }
+
+  closed(handle: number): void {
+    this.handles.delete(handle);
+  }
+
+  beforeWrite(handle: number, pos: number, len: number): void {
+    if (this.guards.active) this.guards.beforeWrite(handle, pos, len);
+    if (len <= 0) return;
+    const h = this.handles.get(handle);
+    if (h === undefined) return;
+    const f = h.file ?? this.fileOf(h, handle);
+    if (f === null) return;
+    if (pos < f.end) f.overwrote = true;
+    if (pos + len > f.end) f.end = pos + len;
+    if (this.gen === null || h.path === '') return;
+    if (f.gen !== this.gen) this.begin(f, h.path, handle);
+    if (!f.created && pos < f.origSize) this.saveBlocks(f, h.path, handle, pos, Math.min(pos + len, f.origSize));
+  }
+
+  beforeTruncate(handle: number, size: number): void {
+    if (this.guards.active) this.guards.beforeTruncate(handle, size);
+    const h = this.handles.get(handle);
+    if (h === undefined) return;
+    const f = h.file ?? this.fileOf(h, handle);
+    if (f === null) return;
+    if (size < f.end) f.overwrote = true;
+    f.end = size;
+    if (this.gen === null || h.path === '') return;
+    if (f.gen !== this.gen) this.begin(f, h.path, handle);
+    if (!f.created && size < f.origSize) this.saveBlocks(f, h.path, handle, size, f.origSize);
+  }
+
+  beforeTruncateFile(id: string, path: string): void {
+    if (this.guards.active) this.guards.beforeTruncateFile(id, path);
+    let fd: number;
+    try {
+      fd = fs.openSync(path, 'r');
+    } catch {
+      return; // the open will fail too, or truncates nothing we could read
+    }
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile()) return;
+      let f = this.files.get(id);
+      if (f === undefined) {
+        f = { id, end: st.size, overwrote: false, gen: -1, created: false, origSize: 0, saved: new Set() };
+        this.files.set(id, f);
+      }
+      if (st.size > 0) f.overwrote = true;
+      f.end = 0;
+      if (this.gen === null) return;
+      if (f.gen !== this.gen) this.begin(f, path, fd);
+      if (!f.created && f.origSize > 0) this.saveBlocks(f, path, fd, 0, f.origSize, fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  beforeCreate(path: string): void {
+    if (this.gen === null || fs.lstatSync(path, { throwIfNoEntry: false }) !== undefined) return;
+    this.append({ op: 'created', path });
+    this.createdPaths.add(path);
+  }
+
+  beforeRemove(path: string): void {
+    if (this.gen === null) return;
+    const st = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
+    if (st === undefined) return;
+    if (st.isDirectory()) {
+      if (!this.createdPaths.has(path)) this.append({ op: 'removed', path, kind: 'dir', mode: Number(st.mode & 0o7777n) });
+      return;
+    }
+    if (st.isSymbolicLink()) {
+      this.append({ op: 'removed', path, kind: 'symlink', mode: 0o777, target: fs.readlinkSync(path) });
+      return;
+    }
+    const f = this.files.get(`${st.dev}:${st.ino}`);
+    if (f !== undefined && f.gen === this.gen && f.created) return; // did not exist at the checkpoint
+    this.saveRemoved(path, Number(st.mode & 0o7777n));
+  }
+
+  beforeRename(from: string, to: string): void {
+    if (this.gen === null) return;
+    const src = fs.lstatSync(from, { bigint: true, throwIfNoEntry: false });
+    if (src === undefined) return;
+    const dst = fs.lstatSync(to, { bigint: true, throwIfNoEntry: false });
+    if (dst !== undefined && !(dst.dev === src.dev && dst.ino === src.ino)) this.beforeRemove(to);
+    this.append({ op: 'renamed', from, to });
+    const moved = (p: string): string | null => (p === from ? to : p.startsWith(from + '/') ? to + p.slice(from.length) : null);
+    for (const h of this.handles.values()) {
+      const now = moved(h.path);
+      if (now !== null) h.path = now;
+    }
+    if (this.createdPaths.delete(from)) this.createdPaths.add(to);
+  }
+
+  beforeSetTimes(target: string | number): void {
+    if (this.gen === null) return;
+    const path = typeof target === 'number' ? this.handles.get(target)?.path : target;
+    if (path === undefined || path === '' || this.timed.has(path)) return;
+    const st = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
+    if (st === undefined) return;
+    this.timed.add(path);
+    this.append({ op: 'times', path, atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) });
+  }
+
+  /** The state of the file open as `handle` (shared by every handle on it). */
+  private fileOf(h: HandleState, handle: number): FileState | null {
+    let st: fs.BigIntStats;
+    try {
+      st = fs.fstatSync(handle, { bigint: true });
+    } catch {
+      return null;
+    }
+    if (!st.isFile()) return null;
+    const id = `${st.dev}:${st.ino}`;
+    let f = this.files.get(id);
+    if (f === undefined) {
+      f = { id, end: Number(st.size), overwrote: false, gen: -1, created: false, origSize: 0, saved: new Set() };
+      this.files.set(id, f);
+    }
+    h.file = f;
+    return f;
+  }
+
+  private resetFor(f: FileState, size: number): void {
+    f.gen = this.gen!;
+    f.created = false;
+    f.origSize = size;
+    f.saved = new Set();
+  }
+
+  /** The file's first change in this generation: its size then is recorded. */
+  private begin(f: FileState, path: string, handle: number): void {
+    const size = Number(fs.fstatSync(handle).size);
+    this.resetFor(f, size);
+    this.append({ op: 'size', path, size });
+  }
+
+  /** Saves the blocks of [from, to) not saved yet in this generation, before they change. */
+  private saveBlocks(f: FileState, path: string, handle: number, from: number, to: number, readable?: number): void {
+    const first = Math.floor(from / JOURNAL_BLOCK);
+    const last = Math.floor((to - 1) / JOURNAL_BLOCK);
+    let fd = readable ?? -1;
+    try {
+      for (let i = first; i <= last; i++) {
+        if (f.saved.has(i)) continue;
+        if (fd < 0) {
+          try {
+            fd = openReadable(handle, path);
+          } catch (e) {
+            this.lost(path, e);
+            f.created = true; // nothing more to save of it in this generation
+            return;
+          }
+        }
+        const pos = i * JOURNAL_BLOCK;
+        const want = Math.min(JOURNAL_BLOCK, f.origSize - pos);
+        const buf = (this.buf ??= Buffer.allocUnsafe(JOURNAL_BLOCK));
+        let got = 0;
+        while (got < want) {
+          const n = fs.readSync(fd, buf, got, want - got, pos + got);
+          if (n === 0) break; // shorter now than when first changed (another process)
+          got += n;
+        }
+        this.openJournal();
+        const at = this.blocksEnd;
+        for (let w = 0; w < got;) w += fs.writeSync(this.blocks, buf, w, got - w, at + w);
+        this.blocksEnd += got;
+        this.append({ op: 'block', path, pos, len: got, at });
+        f.saved.add(i);
+      }
+    } finally {
+      if (fd >= 0 && fd !== readable) fs.closeSync(fd);
+    }
+  }
+
+  /** Keeps a file about to be removed: a hard link in the journal (O(1)), else a copy. */
+  private saveRemoved(path: string, mode: number): void {
+    this.openJournal();
+    const saved = join('files', String(++this.savedFiles));
+    const dest = join(this.dir(), saved);
+    let linked = true;
+    try {
+      fs.linkSync(path, dest);
+    } catch {
+      linked = false;
+      try {
+        fs.copyFileSync(path, dest, fs.constants.COPYFILE_FICLONE);
+      } catch (e) {
+        this.lost(path, e);
+        return;
+      }
+    }
+    this.append({ op: 'removed', path, kind: 'file', mode, saved });
+    // Writes through fds still open on it change the linked copy from now on (undone there
+    // first); a copy is no longer the file they write to.
+    for (const h of this.handles.values()) if (h.path === path) h.path = linked ? dest : '';
+  }
+
+  private lost(path: string, e: unknown): void {
+    this.append({ op: 'lost', path, why: (e as NodeJS.ErrnoException).code ?? String(e) });
+  }
+
+  private dir(): string {
+    return join(this.root!, genName(this.gen!));
+  }
+
+  /** Opens this generation's journal, replacing any left over from an earlier run. */
+  private openJournal(): void {
+    if (this.log >= 0) return;
+    const dir = this.dir();
+    fs.rmSync(dir, { recursive: true, force: true });
+    fs.mkdirSync(join(dir, 'files'), { recursive: true });
+    this.blocks = fs.openSync(join(dir, 'blocks'), 'w', 0o600);
+    this.blocksEnd = 0;
+    this.savedFiles = 0;
+    this.log = fs.openSync(join(dir, 'log'), 'a', 0o600);
+  }
+
+  private closeJournal(): void {
+    if (this.log < 0) return;
+    fs.closeSync(this.log);
+    fs.closeSync(this.blocks);
+    this.log = -1;
+    this.blocks = -1;
+  }
+
+  /** One entry, in one write: it is in the journal before the change it undoes is made. */
+  private append(e: JournalEntry): void {
+    this.openJournal();
+    fs.writeSync(this.log, JSON.stringify(e) + '\n');
+  }
+}
+
+/** A read-only fd on the file open as `handle` (which may be write-only). */
+function openReadable(handle: number, path: string): number {
+  return fs.openSync(PROC_FD !== null ? PROC_FD + handle : path, 'r');
+}

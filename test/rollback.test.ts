@@ -1,0 +1,330 @@
+// Rollback, end to end: a real program changes its files after a checkpoint, its launcher is
+// killed (SIGKILL, no cooperation from the program), and a restart in a new process must
+// finish exactly as an uninterrupted run: same output, same files and directories (contents
+// and modes) under its directory.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
+
+/** Every file and directory below dir: contents (files), mode and kind. */
+function tree(dir: string, prefix = ''): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const name of readdirSync(dir).sort()) {
+    const p = join(dir, name);
+    const st = lstatSync(p);
+    const mode = (st.mode & 0o7777).toString(8);
+    if (st.isDirectory()) {
+      out.set(`${prefix}${name}/`, `dir ${mode}`);
+      for (const [k, v] of tree(p, `${prefix}${name}/`)) out.set(k, v);
+    } else {
+      out.set(prefix + name, `file ${mode} ${readFileSync(p).toString('base64')}`);
+    }
+  }
+  return out;
+}
+
+interface Run {
+  /** The launcher's output up to and including its first pause (the checkpoint). */
+  before: string;
+  root: string;
+  data: string;
+  ckpt: string;
+  cleanup: () => void;
+}
+
+/**
+ * Launches PROG on a fresh directory, checkpoints it at its first pause, lets it go on to its
+ * second pause, and kills the launcher there (SIGKILL).
+ */
+async function checkpointContinueKill(prog: string, args: (data: string) => string[], launchOptions: string[] = [], ckptParent?: string): Promise<Run> {
+  const { dir, cleanup: cleanupData } = tempDir();
+  const other = ckptParent === undefined ? null : mkdtempSync(join(ckptParent, 'stasis-test-ckpt-'));
+  const cleanup = (): void => {
+    cleanupData();
+    if (other !== null) rmSync(other, { recursive: true, force: true });
+  };
+  const data = join(dir, 'data');
+  const ckpt = join(other ?? dir, 'ckpt');
+  mkdirSync(data);
+  const name = `rollback-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', ckpt,
+    '--dir', `${data}::/data`, ...launchOptions, prog, ...args('/data')], { stdio: ['pipe', 'pipe', 'pipe'], cwd: dir });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  const paused = async (n: number): Promise<void> => {
+    while (out.split('paused\n').length - 1 < n) {
+      if (child.exitCode !== null) assert.fail(`launch ended (${child.exitCode}) before pausing: ${out}${err}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  try {
+    await paused(1);
+    const before = out;
+    const cp = stasis(['checkpoint', '--json', name]);
+    assert.equal(cp.code, 0, cp.stderr + err);
+    child.stdin.write('go\n');
+    await paused(2);
+    child.kill('SIGKILL');
+    await closed;
+    return { before, root: dir, data, ckpt, cleanup };
+  } catch (e) {
+    child.kill('SIGKILL');
+    cleanup();
+    throw e;
+  }
+}
+
+/** The same program run to the end in one process: its output and its directory. */
+function uninterrupted(prog: string, args: (data: string) => string[]): { out: string; tree: Map<string, string> } {
+  const { dir, cleanup } = tempDir();
+  try {
+    const data = join(dir, 'data');
+    mkdirSync(data);
+    const r = stasis(['run', '--dir', `${data}::/data`, prog, ...args('/data')], { input: 'go\ngo\n' });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    return { out: r.stdout, tree: tree(data) };
+  } finally {
+    cleanup();
+  }
+}
+
+test('a data file written sequentially, then updated in place with pwrite: saved as a database (observed), restored; the restarted run prints what an uninterrupted one does', async () => {
+  const prog = fixture('rollback_records');
+  const args = (d: string): string[] => [`${d}/records.bin`];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    // The fd's offset is at the end (a log, by the offset rule), but the program wrote over
+    // its records: a database, and inspect says why.
+    const info = JSON.parse(stasis(['inspect', '--json', run.ckpt]).stdout) as { files: { path: string; treatment: string; reason: string }[] };
+    const rec = info.files.find((f) => f.path.endsWith('records.bin'))!;
+    assert.equal(rec.treatment, 'save');
+    assert.match(rec.reason, /^database \(observed: it wrote over existing bytes/);
+
+    const dry = stasis(['restart', '--dry-run', run.ckpt]);
+    assert.equal(dry.code, 0, dry.stderr);
+    // Its contents come back from its saved copy (the journal's bytes are not needed).
+    assert.doesNotMatch(dry.stdout, /^rollback /m);
+    assert.match(dry.stdout, /^replace +\S*records\.bin: differs from its saved copy/m);
+
+    const r = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
+    // The version rolled back is kept and named.
+    assert.match(r.stderr, /replaced \S*records\.bin by its saved copy; its previous version \(128 bytes\) kept in \S*kept/);
+  } finally {
+    run.cleanup();
+  }
+});
+
+test('the same data file closed between steps (no fd open at the checkpoint): its overwritten records come back from the journal', async () => {
+  const prog = fixture('rollback_records');
+  const args = (d: string): string[] => [`${d}/records.bin`, 'close'];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    const dry = stasis(['restart', '--dry-run', run.ckpt]);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.equal(dry.stdout, `rollback ${join(run.data, 'records.bin')}: contents put back as at the checkpoint (the current version kept)\n`);
+    const atKill = readFileSync(join(run.data, 'records.bin'));
+    const r = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
+    const kept = /rolled back (\S*records\.bin) \(its contents changed after the checkpoint\); kept in (\S+)\n/.exec(r.stderr);
+    assert.ok(kept, r.stderr);
+    assert.deepEqual(readFileSync(kept[2]!), atKill);
+    // The journal it undid is gone; the restarted run keeps its own (until it ends).
+    assert.deepEqual(readdirSync(join(run.ckpt, 'journal')), ['gen-000001']);
+  } finally {
+    run.cleanup();
+  }
+});
+
+test('one result file per step (O_CREAT|O_EXCL, rename into place, unlink the one from 5 steps ago), a log, rename-over, mkdir/rmdir: checkpoint, more steps, SIGKILL, restart finishes as an uninterrupted run, twice from the same image', async () => {
+  const prog = fixture('rollback_steps');
+  const args = (d: string): string[] => [d];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    const dry = stasis(['restart', '--dry-run', run.ckpt]);
+    assert.equal(dry.code, 0, dry.stderr);
+    const lines = dry.stdout.split('\n').filter((l) => l.startsWith('rollback '));
+    // One line per path: results made and removed after the checkpoint, the log, the state...
+    assert.equal(new Set(lines.map((l) => l.split(':')[0])).size, lines.length);
+    const line = (path: string): string | undefined => lines.find((l) => l.startsWith(`rollback ${join(run.data, path)}: `))?.slice(`rollback ${join(run.data, path)}: `.length);
+    assert.equal(line('result-012'), 'made after the checkpoint: moved to kept/', dry.stdout);
+    assert.equal(line('result-003'), 'removed after the checkpoint: put back (file)', dry.stdout);
+    assert.equal(line('state'), 'replaced after the checkpoint: its checkpoint version put back (file), the current one moved to kept/', dry.stdout);
+    assert.equal(line('progress.log'), 'contents put back as at the checkpoint (the current version kept)', dry.stdout);
+    assert.equal(line('batch-04'), 'made after the checkpoint: removed', dry.stdout);
+    assert.equal(line('batch-02'), 'removed after the checkpoint: put back (dir)', dry.stdout);
+    const atKill = tree(run.data);
+    assert.deepEqual(tree(run.data), atKill, '--dry-run changed something');
+
+    // A first restart, killed at the same point: a second restart from the same image still
+    // starts from the checkpoint's files.
+    const again = spawn(process.execPath, [stasisBin, 'restart', '--quiet', run.ckpt], { stdio: ['pipe', 'pipe', 'pipe'], cwd: run.root });
+    let out = '';
+    again.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    again.stdin.write('go\n');
+    const closed = new Promise<void>((resolve) => again.on('close', () => resolve()));
+    while (!out.includes('paused\n')) {
+      assert.equal(again.exitCode, null, out);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    again.kill('SIGKILL');
+    await closed;
+    assert.equal(run.before + out, ref.out.slice(0, (run.before + out).length));
+
+    const r = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
+    // Nothing lost: what was created after the checkpoint is kept, and reported.
+    assert.match(r.stderr, /rolled back \S*result-012 \(made after the checkpoint\); kept in /);
+    assert.ok(existsSync(join(run.ckpt, 'kept')));
+  } finally {
+    run.cleanup();
+  }
+});
+
+test('--no-rollback is DMTCP\'s behaviour: at launch no journal and offsets decide; at restart nothing is undone', async () => {
+  const records = fixture('rollback_records');
+  const run = await checkpointContinueKill(records, (d) => [`${d}/records.bin`], ['--no-rollback']);
+  try {
+    const info = JSON.parse(stasis(['inspect', '--json', run.ckpt]).stdout) as { files: { path: string; treatment: string; reason: string }[] };
+    const rec = info.files.find((f) => f.path.endsWith('records.bin'))!;
+    assert.equal(rec.treatment, 'log');
+    assert.match(rec.reason, /^log \(offset rule, no write observed: writable, offset at end\)/);
+    assert.equal(existsSync(join(run.ckpt, 'journal')), false);
+  } finally {
+    run.cleanup();
+  }
+
+  // Journaled at launch, but restarted with --no-rollback: the files stay as the kill left
+  // them, the journal too, and the program fails on its own unlink as under DMTCP.
+  const steps = fixture('rollback_steps');
+  const run2 = await checkpointContinueKill(steps, (d) => [d]);
+  try {
+    const atKill = tree(run2.data);
+    const journal = tree(join(run2.ckpt, 'journal'));
+    const dry = stasis(['restart', '--dry-run', '--no-rollback', run2.ckpt]);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.equal(dry.stdout, 'no open files\n');
+    const r = stasis(['restart', '--quiet', '--no-rollback', run2.ckpt], { input: 'go\ngo\n', cwd: run2.root });
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stdout, `FAIL unlink /data/result-003: No such file or directory\n`);
+    // (Step 8 made its result again over the one the killed run made: the same bytes.)
+    assert.deepEqual(tree(run2.data), atKill);
+    assert.deepEqual(tree(join(run2.ckpt, 'journal')), journal);
+  } finally {
+    run2.cleanup();
+  }
+});
+
+test('--keep 1: a second checkpoint prunes the first one\'s journal; a restart from it after the program ended undoes everything since', async () => {
+  const prog = fixture('rollback_steps');
+  const ref = uninterrupted(prog, (d) => [d]);
+  const { dir, cleanup } = tempDir();
+  try {
+    const data = join(dir, 'data');
+    const ckpt = join(dir, 'ckpt');
+    mkdirSync(data);
+    const name = `rollback-keep-${process.pid}`;
+    const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--keep', '1', '--name', name, '--ckpt-dir', ckpt,
+      '--dir', `${data}::/data`, prog, '/data'], { stdio: ['pipe', 'pipe', 'pipe'], cwd: dir });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const paused = async (n: number): Promise<void> => {
+      while (out.split('paused\n').length - 1 < n) {
+        assert.equal(child.exitCode, null, out);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    await paused(1);
+    assert.equal(stasis(['checkpoint', name]).code, 0);
+    child.stdin.write('go\n');
+    await paused(2);
+    const before = out;
+    assert.equal(stasis(['checkpoint', name]).code, 0);
+    assert.deepEqual(readdirSync(join(ckpt, 'journal')), [], 'the first journal was not pruned');
+    child.stdin.end('go\n');
+    assert.equal(await exited, 0);
+    assert.equal(out, ref.out);
+    assert.deepEqual(readdirSync(join(ckpt, 'journal')), ['gen-000002']);
+
+    const r = stasis(['restart', '--quiet', ckpt], { input: 'go\n', cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(before + r.stdout, ref.out);
+    assert.deepEqual(tree(data), ref.tree);
+  } finally {
+    cleanup();
+  }
+});
+
+test('a tree of changes (an open file written over, appended, truncated and regrown; a closed multi-block file; nested directories made and renamed; the open file\'s directory renamed): restart finishes as an uninterrupted run', async () => {
+  const prog = fixture('rollback_tree');
+  const args = (d: string): string[] => [d];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    const dry = stasis(['restart', '--dry-run', run.ckpt]);
+    assert.equal(dry.code, 0, dry.stderr);
+    const line = (p: string): string | undefined => dry.stdout.split('\n').find((l) => l.startsWith(`rollback ${join(run.data, p)}: `));
+    assert.match(line('work-v2') ?? '', /: renamed back to \S*\/work$/, dry.stdout);
+    assert.match(line('tree-11') ?? '', /: renamed back to \S*\/tree$/, dry.stdout);
+    assert.match(line('big.dat') ?? '', /: contents put back as at the checkpoint/, dry.stdout);
+    const r = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
+  } finally {
+    run.cleanup();
+  }
+});
+
+/** A writable directory on another file system than the temporary one, if there is one. */
+function otherFileSystem(): string | null {
+  for (const d of ['/dev/shm', '/run/user/' + String(process.getuid?.() ?? '')]) {
+    try {
+      if (statSync(d).dev !== statSync(tmpdir()).dev) {
+        rmSync(mkdtempSync(join(d, 'stasis-probe-')), { recursive: true });
+        return d;
+      }
+    } catch {
+      // not there, or not writable
+    }
+  }
+  return null;
+}
+
+test('the checkpoint directory on another file system: removed files are copied into the journal and moved back across', async (t) => {
+  const other = otherFileSystem();
+  if (other === null) {
+    t.skip('no writable directory on another file system than the temporary one (/dev/shm)');
+    return;
+  }
+  const prog = fixture('rollback_steps');
+  const args = (d: string): string[] => [d];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args, [], other);
+  try {
+    const r = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
+    assert.match(r.stderr, /rolled back \S*result-012 \(made after the checkpoint\); kept in /);
+  } finally {
+    run.cleanup();
+  }
+});
