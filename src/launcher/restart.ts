@@ -1,7 +1,7 @@
 // `stasis restart`: a program continued from an image, in this process. Its files are put
 // as the image's plan says (files/restore.ts), then it runs under supervision as if launched.
 import * as fs from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
 import { maxFrameBytes } from '../engine/stack.js';
@@ -152,7 +152,9 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
         ...(opts.compile && { compile: opts.compile }),
       },
       onRestored: () => restored(),
-      restartedFrom: image.ref.generation,
+      // Journaled as the image's generation only where its own later images go: in another
+      // checkpoint directory the journal starts with the first checkpoint there.
+      ...(!fromExport && resolve(ckptDir) === resolve(image.ref.dir) && { restartedFrom: image.ref.generation }),
       unchanged,
     });
   } catch (e) {
