@@ -328,3 +328,41 @@ test('the checkpoint directory on another file system: removed files are copied 
     run.cleanup();
   }
 });
+
+test('--rollback-exempt: outputs the user wants kept are left as the program made them; the rest is rolled back; also given at restart', async () => {
+  const prog = fixture('files_ops');
+  // A result written into out/ and a scratch file, between the checkpoint and the kill.
+  const args = (d: string): string[] => [`mkdir:${d}/out`, 'pause', `open:0:${d}/out/r1:w`, 'write:0:R1', 'close:0',
+    `open:1:${d}/scratch:w`, 'write:1:S', 'close:1', 'pause', 'print:end'];
+  const ref = uninterrupted(prog, args);
+  for (const given of ['launch', 'restart'] as const) {
+    const run = await checkpointContinueKill(prog, args, given === 'launch' ? ['--rollback-exempt', 'data/out'] : []);
+    try {
+      const at = given === 'restart' ? ['--rollback-exempt', join(run.data, 'out')] : [];
+      const dry = stasis(['restart', '--dry-run', ...at, run.ckpt], { cwd: run.root });
+      assert.equal(dry.code, 0, dry.stderr);
+      assert.match(dry.stdout, new RegExp(`^rollback ${join(run.data, 'out/r1')}: left as it is \\(--rollback-exempt ${join(run.data, 'out')}\\)$`, 'm'));
+      assert.match(dry.stdout, new RegExp(`^rollback ${join(run.data, 'scratch')}: `, 'm'));
+      const r = stasis(['restart', '--quiet', ...at, run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(run.before + r.stdout, ref.out);
+      assert.deepEqual(tree(run.data), ref.tree);
+      assert.match(r.stderr, /rolled back \S*scratch \(made after the checkpoint\)/);
+      assert.doesNotMatch(r.stderr, /r1/); // never moved aside
+    } finally {
+      run.cleanup();
+    }
+  }
+});
+
+test('--rollback-exempt with an empty pattern is a usage error (64), nothing written', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const r = stasis(['launch', '--quiet', '--ckpt-dir', join(dir, 'ck'), '--rollback-exempt', '', fixture('files_ops'), 'print:x']);
+    assert.equal(r.code, 64, r.stderr);
+    assert.match(r.stderr, /^stasis: --rollback-exempt: empty pattern[^\n]*\n$/);
+    assert.deepEqual(readdirSync(dir), []);
+  } finally {
+    cleanup();
+  }
+});

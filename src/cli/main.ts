@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import type { ControlOptions } from '../api.js';
 import { EXIT, StasisError } from '../errors.js';
+import { exemptPatterns } from '../files/rules.js';
 import { CODECS, type Codec } from '../image/format.js';
 
 /** Loaded per command: `run` needs none of the checkpoint machinery (image store, control). */
@@ -59,6 +60,10 @@ control options:
   --no-rollback         DMTCP's rules exactly: no undo journal, so a restart leaves what the
                         program changed since the checkpoint as it is; open files are
                         classified by their offsets (at restart: roll nothing back)
+  --rollback-exempt PATTERN
+                        a restart never rolls back paths matching PATTERN (a glob as for
+                        --ckpt-files; a directory covers what is below it): outputs to keep.
+                        Repeatable; at launch (kept in the image) or at restart
   --plugin FILE.js      load a plugin (docs/plugins.md); repeatable
   --resume              (launch) if the checkpoint directory holds an image, continue from
                         the newest one instead, once it is found to be of this program with
@@ -111,6 +116,7 @@ const CONTROL_OPTIONS: Record<string, OptionSpec> = {
   '--path-map': { value: true, repeat: true },
   '--allow-file-overwrite': {},
   '--no-rollback': {},
+  '--rollback-exempt': { value: true, repeat: true },
   '--plugin': { value: true, repeat: true },
 };
 const FILE_OPTIONS: Record<string, OptionSpec> = {
@@ -196,6 +202,7 @@ function controlOf(command: string, p: Parsed): ControlOptions {
   if (p.options.has('--plugin')) c.plugins = p.options.get('--plugin')!;
   if (p.options.has('--allow-file-overwrite')) c.allowFileOverwrite = true;
   if (p.options.has('--no-rollback')) c.noRollback = true;
+  if (p.options.has('--rollback-exempt')) c.rollbackExempt = exemptPatterns(p.options.get('--rollback-exempt')!, process.cwd());
   return c;
 }
 

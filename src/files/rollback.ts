@@ -6,6 +6,7 @@
 // (moved, not deleted) in CKPT_DIR/kept/ and reported.
 import * as fs from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { exemptMatcher } from './rules.js';
 import { StasisError } from '../errors.js';
 import { genName } from '../image/format.js';
 import { setTimesPath } from '../wasi/native.js';
@@ -38,7 +39,7 @@ const GEN_RE = /^gen-(\d{6,})$/;
  * the image has copies of: their contents come back from the copy, under the restart plan's
  * rules for a file that differs, so the journal's bytes for them are not used.
  */
-export function planRollback(ckptDir: string, generation: number, roots: string[], saved: string[] = []): RollbackPlan {
+export function planRollback(ckptDir: string, generation: number, roots: string[], saved: string[] = [], exempt: readonly string[] = []): RollbackPlan {
   const root = join(ckptDir, JOURNAL_DIR);
   let names: string[];
   try {
@@ -63,15 +64,20 @@ export function planRollback(ckptDir: string, generation: number, roots: string[
   }
   const touched = new Set<string>();
   const outside = new Set<string>();
+  const exemptOf = exemptMatcher(exempt);
+  const exempted = new Map<string, string>();
   for (const j of journals) {
     for (const e of j.entries) {
       const paths = e.op === 'renamed' ? [e.from, e.to] : [e.path];
-      if (paths.every(inside)) for (const p of paths) touched.add(p);
+      const by = paths.map(exemptOf).find((x) => x !== undefined);
+      if (by !== undefined) for (const p of paths) exempted.set(p, by);
+      else if (paths.every(inside)) for (const p of paths) touched.add(p);
       else for (const p of paths) outside.add(p);
     }
   }
   const lines = [
     ...describe(journals, touched),
+    ...[...exempted].sort().map(([p, by]) => `rollback ${p}: left as it is (--rollback-exempt ${by})`),
     ...[...outside].sort().map((p) => `rollback ${p}: left alone, outside the program's directories now (moved with --dir or --path-map?)`),
   ];
   return { journals, lines, touched };

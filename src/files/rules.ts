@@ -122,6 +122,26 @@ export function checkRestartPaths(rules: readonly FileRule[], preopens: readonly
   }
 }
 
+/** --rollback-exempt patterns, checked and resolved against cwd as --ckpt-files ones are. */
+export function exemptPatterns(patterns: readonly string[], cwd: string): string[] {
+  return patterns.map((pattern) => {
+    if (pattern === '') throw new StasisError('USAGE', '--rollback-exempt: empty pattern; expected a file name or path glob');
+    return makeRule('skip', pattern, '--rollback-exempt', cwd, undefined, 'USAGE').resolved;
+  });
+}
+
+/** For exempt patterns (resolved): the one a path, or a directory above it, matches; undefined if none. */
+export function exemptMatcher(resolved: readonly string[]): (hostPath: string) => string | undefined {
+  const rules = resolved.map((p) => makeRule('skip', p, '--rollback-exempt', '/', undefined, 'BAD_CONFIG'));
+  return (hostPath) => {
+    for (let p = hostPath; p !== dirname(p); p = dirname(p)) {
+      const hit = rules.find((r) => r.test(p));
+      if (hit !== undefined) return hit.resolved;
+    }
+    return undefined;
+  };
+}
+
 /** Where a matched file goes at restart given rule.restartPath ('/'-ending = dir + basename). */
 export function restartPathFor(rule: FileRule, hostPath: string): string | undefined {
   const to = rule.restartPath;

@@ -127,6 +127,7 @@ const filePolicy = object({
   pathMap: array(tuple(string, string)),
   /** --no-rollback: no undo journal, files classified by their offsets only (DMTCP's rules). */
   noRollback: optional(boolean),
+  rollbackExempt: optional(array(string)),
 });
 /** File options given at launch (see src/files/policy.ts). */
 export type FilePolicyOptions = Infer<typeof filePolicy>;

@@ -69,6 +69,7 @@ export function launchPolicy(opts: LaunchOptions, preopens: Preopen[]): FilePoli
   return {
     checkpointOpenFiles: opts.checkpointOpenFiles === true, allowFileOverwrite: opts.allowFileOverwrite === true,
     ...(opts.noRollback === true && { noRollback: true }),
+    ...(opts.rollbackExempt !== undefined && { rollbackExempt: opts.rollbackExempt }),
     rules: rules.map(ruleData), pathMap,
   };
 }

@@ -50,6 +50,7 @@ async function prepareRestart(opts: RestartOptions) {
     ...saved, pathMap: mergePathMaps(saved.pathMap, restartMap),
     allowFileOverwrite: saved.allowFileOverwrite || opts.allowFileOverwrite === true,
     ...((saved.noRollback === true || opts.noRollback === true) && { noRollback: true }),
+    ...((saved.rollbackExempt !== undefined || opts.rollbackExempt !== undefined) && { rollbackExempt: [...saved.rollbackExempt ?? [], ...opts.rollbackExempt ?? []] }),
   };
   if (!image.ours) {
     // An image from elsewhere could name any host directory: the program gets only those given here.
@@ -66,7 +67,7 @@ async function prepareRestart(opts: RestartOptions) {
   // journal beside an image from elsewhere trusted to say what to change.)
   const rollback = opts.noRollback === true || image.source.kind === 'export' || !image.ours
     ? NO_ROLLBACK
-    : planRollback(image.ref.dir, image.ref.generation, physical.map((p) => p.host), copied);
+    : planRollback(image.ref.dir, image.ref.generation, physical.map((p) => p.host), copied, policy.rollbackExempt);
   checkOtherFds(snap, where, rollback);
   const plan = planFiles(snap, where, (p) => rollsBack(rollback, p));
   // Files a rule moved stay where they were put for later checkpoints of this run.

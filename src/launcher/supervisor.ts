@@ -39,6 +39,9 @@ export interface ControlOptions {
    *  program changed), open files classified by their offsets. At restart: nothing is rolled
    *  back, and the run goes on without a journal. */
   noRollback?: boolean;
+  /** --rollback-exempt: paths (globs, as --ckpt-files) a restart never rolls back, with what is
+   *  below them: outputs the user wants kept. Given at launch (kept in the image) or at restart. */
+  rollbackExempt?: string[];
   /**
    * The launcher owns this process, as the CLI does: SIGTERM checkpoints and exits 75, other
    * terminating signals exit, and a stop (`kill`, `checkpoint --exit`) exits the process.
