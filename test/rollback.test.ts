@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
@@ -329,19 +329,23 @@ test('the checkpoint directory on another file system: removed files are copied 
   }
 });
 
-test('--rollback-exempt: outputs the user wants kept are left as the program made them; the rest is rolled back; also given at restart', async () => {
+test('--rollback-exempt (or `exempt` in a rules file): outputs the user wants kept are left as the program made them; the rest is rolled back; also given at restart', async () => {
   const prog = fixture('files_ops');
   // A result written into out/ and a scratch file, between the checkpoint and the kill.
   const args = (d: string): string[] => [`mkdir:${d}/out`, 'pause', `open:0:${d}/out/r1:w`, 'write:0:R1', 'close:0',
     `open:1:${d}/scratch:w`, 'write:1:S', 'close:1', 'pause', 'print:end'];
   const ref = uninterrupted(prog, args);
-  for (const given of ['launch', 'restart'] as const) {
-    const run = await checkpointContinueKill(prog, args, given === 'launch' ? ['--rollback-exempt', 'data/out'] : []);
+  const rulesDir = tempDir();
+  const rulesFile = join(rulesDir.dir, 'rules.txt');
+  writeFileSync(rulesFile, '# outputs\nexempt out\n'); // a name: any path named out, and what is below it
+  for (const given of ['launch', 'rules file', 'restart'] as const) {
+    const options = given === 'launch' ? ['--rollback-exempt', 'data/out'] : given === 'rules file' ? ['--file-rules', rulesFile] : [];
+    const run = await checkpointContinueKill(prog, args, options);
     try {
       const at = given === 'restart' ? ['--rollback-exempt', join(run.data, 'out')] : [];
       const dry = stasis(['restart', '--dry-run', ...at, run.ckpt], { cwd: run.root });
       assert.equal(dry.code, 0, dry.stderr);
-      assert.match(dry.stdout, new RegExp(`^rollback ${join(run.data, 'out/r1')}: left as it is \\(--rollback-exempt ${join(run.data, 'out')}\\)$`, 'm'));
+      assert.match(dry.stdout, new RegExp(`^rollback ${join(run.data, 'out/r1')}: left as it is \\(--rollback-exempt ${given === 'rules file' ? 'out' : join(run.data, 'out')}\\)$`, 'm'));
       assert.match(dry.stdout, new RegExp(`^rollback ${join(run.data, 'scratch')}: `, 'm'));
       const r = stasis(['restart', '--quiet', ...at, run.ckpt], { input: 'go\ngo\n', cwd: run.root });
       assert.equal(r.code, 0, r.stderr);
@@ -353,6 +357,7 @@ test('--rollback-exempt: outputs the user wants kept are left as the program mad
       run.cleanup();
     }
   }
+  rulesDir.cleanup();
 });
 
 test('--rollback-exempt with an empty pattern is a usage error (64), nothing written', () => {

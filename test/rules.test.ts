@@ -183,7 +183,7 @@ test('quoting: spaces, escapes, quoted ->, glob escapes survive', () => {
 
 test('rules-file errors: BAD_CONFIG, one line, FILE:LINE, what is wrong and what is expected', () => {
   const parse = (text: string) => () => parseRules(text, 'rules.txt', '/b');
-  throwsStasis(parse('save a\nsav *.db'), 'BAD_CONFIG', /^rules\.txt:2: unknown action "sav"; expected save, skip or log$/);
+  throwsStasis(parse('save a\nsav *.db'), 'BAD_CONFIG', /^rules\.txt:2: unknown action "sav"; expected save, skip, log or exempt$/);
   throwsStasis(parse('SAVE x'), 'BAD_CONFIG', /^rules\.txt:1: unknown action "SAVE"/);
   throwsStasis(parse('# c\n\nskip'), 'BAD_CONFIG', /^rules\.txt:3: missing pattern after "skip"; expected skip PATTERN \[-> RESTART_PATH\]$/);
   throwsStasis(parse('save -> /x'), 'BAD_CONFIG', /^rules\.txt:1: missing pattern after "save"/);

@@ -32,7 +32,8 @@ import { StasisError, type StasisErrorCode } from '../errors.js';
 import { readRegularFile, unreadable } from '../util/fs.js';
 import { insidePreopens, type Preopen } from '../wasi/state.js';
 
-export type FileAction = 'save' | 'skip' | 'log';
+/** What a rule does; `exempt`: a restart never rolls the path back (as --rollback-exempt). */
+export type FileAction = 'save' | 'skip' | 'log' | 'exempt';
 export interface FileRule {
   action: FileAction;
   /** The pattern as the user wrote it (for messages). */
@@ -47,8 +48,8 @@ export interface FileRule {
   test(hostPath: string): boolean;
 }
 
-const ACTIONS: readonly string[] = ['save', 'skip', 'log'];
-const VERB: Record<FileAction, string> = { save: 'saved', skip: 'not saved', log: 'treated as a log' };
+const ACTIONS: readonly string[] = ['save', 'skip', 'log', 'exempt'];
+const VERB: Record<FileAction, string> = { save: 'saved', skip: 'not saved', log: 'treated as a log', exempt: 'exempt from rollback' };
 
 /** Rules from the command line, in the order given. flags: [{action:'save'|'skip', pattern}] ; relative patterns containing '/' resolve against cwd. */
 export function cliRules(flags: { action: 'save' | 'skip'; pattern: string }[], cwd: string): FileRule[] {
@@ -69,7 +70,7 @@ export function parseRules(text: string, fileName: string, baseDir: string): Fil
     if (fields.length === 0) return;
     const [action, pattern, arrow, target, extra] = fields;
     if (!ACTIONS.includes(action.text)) {
-      throw bad(`unknown action ${q(action.text)}; expected save, skip or log`);
+      throw bad(`unknown action ${q(action.text)}; expected save, skip, log or exempt`);
     }
     if (!pattern || isArrow(pattern) || pattern.text === '') {
       throw bad(`missing pattern after ${q(action.text)}; expected ${action.text} PATTERN [-> RESTART_PATH]`);
@@ -77,6 +78,7 @@ export function parseRules(text: string, fileName: string, baseDir: string): Fil
     if (arrow && !isArrow(arrow)) {
       throw bad(`unexpected ${q(arrow.text)} after the pattern; expected "-> RESTART_PATH" or nothing (quote a pattern with spaces)`);
     }
+    if (arrow && action.text === 'exempt') throw bad('"exempt" takes no restart path; expected exempt PATTERN');
     if (arrow && (!target || target.text === '')) throw bad('"->" without a path; expected -> RESTART_PATH');
     if (extra) throw bad(`unexpected ${q(extra.text)} after the restart path; expected nothing more (quote a path with spaces)`);
     const restartPath = target && resolveKeepingSlash(baseDir, target.text);
@@ -168,9 +170,10 @@ function makeRule(action: FileAction, pattern: string, source: string, baseDir: 
 }
 
 /** A rule as plain data (kept in images so a restarted program checkpoints the same way). */
-export interface RuleData { action: FileAction; pattern: string; source: string; restartPath?: string }
+export interface RuleData { action: Exclude<FileAction, 'exempt'>; pattern: string; source: string; restartPath?: string }
 
 export function ruleData(r: FileRule): RuleData {
+  if (r.action === 'exempt') throw new TypeError('an exempt rule is kept as a rollbackExempt pattern, not as a rule');
   return { action: r.action, pattern: r.resolved, source: r.source, ...(r.restartPath !== undefined && { restartPath: r.restartPath }) };
 }
 

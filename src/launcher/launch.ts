@@ -61,7 +61,10 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
 
 /** The file options of a launch, checked (conflicts, rules file, path maps). */
 export function launchPolicy(opts: LaunchOptions, preopens: Preopen[]): FilePolicyOptions {
-  const rules = [...cliRules(opts.ckptFiles ?? [], process.cwd()), ...(opts.fileRules !== undefined ? loadRulesFile(opts.fileRules) : [])];
+  const all = [...cliRules(opts.ckptFiles ?? [], process.cwd()), ...(opts.fileRules !== undefined ? loadRulesFile(opts.fileRules) : [])];
+  // `exempt` lines of a rules file are --rollback-exempt patterns; the others decide what is saved.
+  const rules = all.filter((r) => r.action !== 'exempt');
+  const exempt = [...opts.rollbackExempt ?? [], ...all.filter((r) => r.action === 'exempt').map((r) => r.resolved)];
   checkConflicts(rules);
   checkRestartPaths(rules, preopens);
   const pathMap = parsePathMap(opts.pathMap ?? [], 'launch');
@@ -69,7 +72,7 @@ export function launchPolicy(opts: LaunchOptions, preopens: Preopen[]): FilePoli
   return {
     checkpointOpenFiles: opts.checkpointOpenFiles === true, allowFileOverwrite: opts.allowFileOverwrite === true,
     ...(opts.noRollback === true && { noRollback: true }),
-    ...(opts.rollbackExempt !== undefined && { rollbackExempt: opts.rollbackExempt }),
+    ...(exempt.length > 0 && { rollbackExempt: exempt }),
     rules: rules.map(ruleData), pathMap,
   };
 }
