@@ -142,8 +142,9 @@ test('the same data file closed between steps (no fd open at the checkpoint): it
     const kept = /rolled back (\S*records\.bin) \(its contents changed after the checkpoint\); kept in (\S+)\n/.exec(r.stderr);
     assert.ok(kept, r.stderr);
     assert.deepEqual(readFileSync(kept[2]!), atKill);
-    // The journal it undid is gone; the restarted run keeps its own (until it ends).
-    assert.deepEqual(readdirSync(join(run.ckpt, 'journal')), ['gen-000001']);
+    // The journal it undid is gone; the restarted run keeps its own and, having ended, seals
+    // it (what the files were when it stopped: a later restart's conflict check).
+    assert.deepEqual(readdirSync(join(run.ckpt, 'journal')), ['gen-000001', 'sealed.json']);
   } finally {
     run.cleanup();
   }
@@ -261,7 +262,7 @@ test('--keep 1: a second checkpoint prunes the first one\'s journal; a restart f
     child.stdin.end('go\n');
     assert.equal(await exited, 0);
     assert.equal(out, ref.out);
-    assert.deepEqual(readdirSync(join(ckpt, 'journal')), ['gen-000002']);
+    assert.deepEqual(readdirSync(join(ckpt, 'journal')), ['gen-000002', 'sealed.json']);
 
     const r = stasis(['restart', '--quiet', ckpt], { input: 'go\n', cwd: dir });
     assert.equal(r.code, 0, r.stderr);
