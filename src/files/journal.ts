@@ -22,6 +22,8 @@ import { WriteGuards } from './guard.js';
 export const JOURNAL_DIR = 'journal';
 /** Bytes saved per first write to a block. */
 export const JOURNAL_BLOCK = 64 << 10;
+/** The most saved in one go, for a write over many blocks not saved yet. */
+const JOURNAL_RUN = 1 << 20;
 
 /** One change, as it is undone. Paths are host paths; `saved` is relative to the journal. */
 export type JournalEntry =
@@ -270,14 +272,20 @@ export class ChangeRecorder implements FileChangeHooks {
     this.append({ op: 'size', path, size, atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) });
   }
 
-  /** Saves the blocks of [from, to) not saved yet in this generation, before they change. */
+  /** Saves the blocks of [from, to) not saved yet in this generation, before they change:
+   *  runs of adjacent ones in one read and one write (up to JOURNAL_RUN bytes). */
   private saveBlocks(f: FileState, path: string, handle: number, from: number, to: number, readable?: number): void {
     const first = Math.floor(from / JOURNAL_BLOCK);
     const last = Math.floor((to - 1) / JOURNAL_BLOCK);
     let fd = readable ?? -1;
     try {
-      for (let i = first; i <= last; i++) {
-        if (f.saved.has(i)) continue;
+      for (let i = first; i <= last;) {
+        if (f.saved.has(i)) {
+          i++;
+          continue;
+        }
+        let n = 1;
+        while (i + n <= last && n < JOURNAL_RUN / JOURNAL_BLOCK && !f.saved.has(i + n)) n++;
         if (fd < 0) {
           try {
             fd = openReadable(handle, path);
@@ -288,20 +296,21 @@ export class ChangeRecorder implements FileChangeHooks {
           }
         }
         const pos = i * JOURNAL_BLOCK;
-        const want = Math.min(JOURNAL_BLOCK, f.origSize - pos);
-        const buf = (this.buf ??= Buffer.allocUnsafe(JOURNAL_BLOCK));
+        const want = Math.max(0, Math.min(n * JOURNAL_BLOCK, f.origSize - pos));
+        const buf = (this.buf ??= Buffer.allocUnsafe(JOURNAL_RUN));
         let got = 0;
         while (got < want) {
-          const n = fs.readSync(fd, buf, got, want - got, pos + got);
-          if (n === 0) break; // shorter now than when first changed (another process)
-          got += n;
+          const r = fs.readSync(fd, buf, got, want - got, pos + got);
+          if (r === 0) break; // shorter now than when first changed (another process)
+          got += r;
         }
         this.openJournal();
         const at = this.blocksEnd;
         for (let w = 0; w < got;) w += fs.writeSync(this.blocks, buf, w, got - w, at + w);
         this.blocksEnd += got;
         this.append({ op: 'block', path, pos, len: got, at });
-        f.saved.add(i);
+        for (let k = 0; k < n; k++) f.saved.add(i + k);
+        i += n;
       }
     } finally {
       if (fd >= 0 && fd !== readable) fs.closeSync(fd);
