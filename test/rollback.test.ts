@@ -500,3 +500,59 @@ test('a path another process changed after the program stopped is a conflict: th
     run.cleanup();
   }
 });
+
+test('a crash during a checkpoint: the launcher killed after the second capture, its image never written, while the program went on changing files; a restart from the first image finishes as an uninterrupted run', async () => {
+  const prog = fixture('rollback_steps');
+  const ref = uninterrupted(prog, (d) => [d]);
+  const { dir, cleanup } = tempDir();
+  try {
+    const data = join(dir, 'data');
+    const ckpt = join(dir, 'ckpt');
+    mkdirSync(data);
+    const go = join(dir, 'go');
+    const name = `rollback-crash-${process.pid}`;
+    const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', ckpt, '--dir', `${data}::/data`, prog, '/data'], {
+      stdio: ['pipe', 'pipe', 'pipe'], cwd: dir, env: { ...process.env, STASIS_TEST_PAUSE: 'checkpoint', STASIS_TEST_CONTINUE: go },
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
+    const until = async (what: () => boolean): Promise<void> => {
+      while (!what()) {
+        if (child.exitCode !== null) assert.fail(`launch ended (${child.exitCode}): ${out}${err}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    const count = (s: string, sub: string): number => s.split(sub).length - 1;
+    await until(() => count(out, 'paused\n') === 1);
+    const before = out;
+    // The first checkpoint: let it through its pause.
+    const first = spawn(process.execPath, [stasisBin, 'checkpoint', name], { stdio: 'ignore' });
+    await until(() => count(err, 'paused at checkpoint') === 1);
+    writeFileSync(go, '');
+    assert.equal(await new Promise((r) => first.on('close', r)), 0);
+    rmSync(go);
+    child.stdin.write('go\n');
+    await until(() => count(out, 'paused\n') === 2);
+    // The second: captured, the program released, its image not written yet.
+    const second = spawn(process.execPath, [stasisBin, 'checkpoint', name], { stdio: 'ignore' });
+    await until(() => count(err, 'paused at checkpoint') === 2);
+    child.stdin.end('go\n');
+    await until(() => out.includes('final state: '));
+    child.kill('SIGKILL');
+    await closed;
+    await new Promise((r) => second.on('close', r));
+    assert.deepEqual(readdirSync(join(ckpt, 'images')), ['gen-000001']);
+    // (Generation 2's journal holds what the program did after the second capture.)
+    assert.deepEqual(readdirSync(join(ckpt, 'journal')).filter((n) => n.startsWith('gen-')).sort(), ['gen-000001', 'gen-000002']);
+
+    const r = stasis(['restart', '--quiet', ckpt], { input: 'go\ngo\n', cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(before + r.stdout, ref.out);
+    assert.deepEqual(tree(data), ref.tree);
+  } finally {
+    cleanup();
+  }
+});
