@@ -556,3 +556,43 @@ test('a crash during a checkpoint: the launcher killed after the second capture,
     cleanup();
   }
 });
+
+test('the program\'s directory moved before the restart (--dir NEWHOST::/data): the journal is undone where the directory is now', async () => {
+  const prog = fixture('rollback_steps');
+  const ref = uninterrupted(prog, (d) => [d]);
+  const run = await checkpointContinueKill(prog, (d) => [d]);
+  try {
+    const moved = join(run.root, 'moved');
+    renameSync(run.data, moved);
+    const dry = stasis(['restart', '--dry-run', '--dir', `${moved}::/data`, run.ckpt], { cwd: run.root });
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, new RegExp(`^rollback ${join(moved, 'result-003')}: removed after the checkpoint: put back \\(file\\)$`, 'm'));
+    assert.doesNotMatch(dry.stdout, /outside the program's directories/);
+    const r = stasis(['restart', '--quiet', '--dir', `${moved}::/data`, run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(moved), ref.tree);
+  } finally {
+    run.cleanup();
+  }
+});
+
+test('a path left as it is keeps the directory the program made for it after the checkpoint (its rollback would have moved the file away too)', async () => {
+  const prog = fixture('files_ops');
+  const args = (d: string): string[] => ['pause', `mkdir:${d}/out`, `open:0:${d}/out/r1:w`, 'write:0:R1', 'close:0',
+    `open:1:${d}/scratch:w`, 'write:1:S', 'close:1', 'pause', 'print:end'];
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    const plugin = join(run.root, 'keep-r1.mjs');
+    writeFileSync(plugin, `export default { name: 'keep-r1', decideRollback(p) { if (p.guestPath === '/data/out/r1') return { rollback: false, reason: 'the result' }; } };\n`);
+    const dry = stasis(['restart', '--dry-run', '--plugin', plugin, run.ckpt], { cwd: run.root });
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, new RegExp(`^rollback ${join(run.data, 'out')}: left as it is \\(holds ${join(run.data, 'out/r1')}, the result\\)$`, 'm'));
+    assert.match(dry.stdout, new RegExp(`^rollback ${join(run.data, 'scratch')}: made after the checkpoint: moved to kept/$`, 'm'));
+    // The program makes out/ again and fails there: keeping it is the user's choice for outputs.
+    stasis(['restart', '--quiet', '--plugin', plugin, run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(readFileSync(join(run.data, 'out/r1'), 'utf8'), 'R1');
+  } finally {
+    run.cleanup();
+  }
+});

@@ -110,11 +110,22 @@ export async function planRollback(ckptDir: string, generation: number, roots: r
     const d = await decideRollback(o.plugins ?? [], { path, guestPath: guestOf.get(path)!, changes: [...what] });
     if (!d.rollback) kept.set(path, d.reason);
   }
-  for (const j of journals) {
-    for (const e of j.entries) {
-      if (e.op !== 'renamed') continue;
+  // What is left as it is keeps what it needs: both names of a rename, and the directories
+  // the program made that it is in (until nothing more changes).
+  const renames = journals.flatMap((j) => j.entries.filter((e): e is Extract<JournalEntry, { op: 'renamed' }> => e.op === 'renamed'));
+  for (let grew = true; grew;) {
+    grew = false;
+    const keep = (p: string, why: string): void => {
+      if (kept.has(p) || !changes.has(p)) return;
+      kept.set(p, why);
+      grew = true;
+    };
+    for (const e of renames) {
       const why = kept.get(e.from) ?? kept.get(e.to);
-      if (why !== undefined) for (const p of [e.from, e.to]) if (!kept.has(p)) kept.set(p, why);
+      if (why !== undefined) for (const p of [e.from, e.to]) keep(p, why);
+    }
+    for (const [p, why] of [...kept]) {
+      for (let up = dirname(p); up !== dirname(up); up = dirname(up)) keep(up, `holds ${p}, ${why}`);
     }
   }
   const touched = new Set([...changes.keys()].filter((p) => !kept.has(p)));
