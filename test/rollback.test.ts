@@ -596,3 +596,21 @@ test('a path left as it is keeps the directory the program made for it after the
     run.cleanup();
   }
 });
+
+test('made after the checkpoint, then renamed over an old file, renamed as a directory, removed with an fd still open and written: a restart finishes as one run', async () => {
+  const prog = fixture('files_ops');
+  const args = (d: string): string[] => [`open:0:${d}/keep:w`, 'write:0:CHECKPOINT', 'close:0', 'pause',
+    `open:1:${d}/tmp:w`, 'write:1:NEW', 'close:1', `rename:${d}/tmp:${d}/keep`,
+    `mkdir:${d}/d1`, `open:2:${d}/d1/x:w`, 'write:2:X', 'close:2', `rename:${d}/d1:${d}/d2`, `unlink:${d}/d2/x`, `rmdir:${d}/d2`,
+    `open:3:${d}/gone:rwc`, 'write:3:G1', `unlink:${d}/gone`, 'pause', 'write:3:G2', 'dump:3', 'print:end'];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    const r = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
+  } finally {
+    run.cleanup();
+  }
+});
