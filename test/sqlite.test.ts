@@ -1,10 +1,11 @@
 // A real database under checkpoint/restart: SQLite (test/fixtures/src/sqlite_job.c) with a page
 // cache far smaller than its database, so each transaction writes pages into the database
 // file before it commits and keeps a hot rollback journal beside it until then. Checkpointed
-// in the middle of a transaction or between two, continued, its launcher killed (SIGKILL),
-// restarted in a new process: the restarted run must print what an uninterrupted run prints
-// (integrity_check ok, the same table digest), leave the same bytes on disk, and a fresh
-// process reading the database must find it intact and the same table.
+// in the middle of a transaction or between two, continued, its launcher killed (SIGKILL) in
+// the middle of a later transaction or between two, restarted in a new process: the restarted
+// run must print what an uninterrupted run prints (its integrity_check ok, its table's digest)
+// and leave the same bytes on disk (so the same table, as intact). Under --no-rollback
+// (DMTCP's rules) the same runs are refused or end with a locked, then corrupt, database.
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -15,10 +16,16 @@ import { fixture, stasis, stasisBin, tempDir, tree } from './helpers.js';
 const prog = fixture('sqlite_job');
 
 before(() => {
-  // Instrumenting SQLite (1.3 MB) takes seconds to tens of seconds: once, into the module
-  // cache every launch below then finds it in (STASIS_CACHE_DIR, else the user's cache).
-  const r = stasis(['instrument', prog], { timeout: 900_000 });
-  assert.equal(r.code, 0, r.stderr);
+  // Instrumenting SQLite (1.3 MB) takes seconds, a minute on a loaded machine: done once, by
+  // this first launch (the job without arguments only prints its usage), into the module cache
+  // (STASIS_CACHE_DIR, else the user's) where every launch below finds it.
+  const { dir, cleanup } = tempDir();
+  try {
+    const r = stasis(['launch', '--quiet', '--ckpt-dir', join(dir, 'ckpt'), prog], { timeout: 900_000 });
+    assert.equal(r.code, 2, r.stderr);
+  } finally {
+    cleanup();
+  }
 });
 
 /** The integrity check and the whole table, as a new process opening data/app.db sees them. */
@@ -112,7 +119,7 @@ function restart(run: Killed, options: string[] = []): ReturnType<typeof stasis>
   return stasis(['restart', '--quiet', ...options, run.ckpt], { input: 'go\ngo\n', cwd: run.root });
 }
 
-/** The restarted job finished as one run: same output, same bytes on disk, a sound database. */
+/** The restarted job finished as one run: same output (integrity_check ok, the table's digest), the same bytes on disk. */
 function sameAsOneRun(run: Killed, r: ReturnType<typeof stasis>, ref: Reference): void {
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.equal(run.before + r.stdout, ref.out);
@@ -122,9 +129,6 @@ function sameAsOneRun(run: Killed, r: ReturnType<typeof stasis>, ref: Reference)
   assert.deepEqual(tree(run.data), ref.tree);
   // Everything rolled back or replaced was kept, and said so.
   assert.match(r.stderr, /kept in \S+\/kept\/\S+app\.db$/m);
-  const d = dump(run.data);
-  assert.equal(d.code, 0, d.stdout + d.stderr);
-  assert.match(d.stdout, /^integrity_check: ok\n/);
 }
 
 test('checkpointed in the middle of a transaction (its pages partly in the database file, a hot journal beside it), more transactions, killed in the middle of another: the restart finishes as one run', async () => {
