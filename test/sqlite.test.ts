@@ -8,7 +8,7 @@
 // (DMTCP's rules) the same runs are refused or end with a locked, then corrupt, database.
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fixture, stasis, stasisBin, tempDir, tree } from './helpers.js';
@@ -59,10 +59,37 @@ function uninterrupted(args: string[]): Reference {
   }
 }
 
+/** `stasis ARGS` in the background, its output collected. */
+function background(args: string[], cwd: string): { child: ChildProcessWithoutNullStreams; out: () => string; paused: (n: number) => Promise<void>; kill: () => Promise<void> } {
+  const child = spawn(process.execPath, [stasisBin, ...args], { stdio: ['pipe', 'pipe', 'pipe'], cwd });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  return {
+    child,
+    out: () => out,
+    // Resolves once the program has printed its Nth "paused" (it then waits on stdin).
+    paused: (n) => new Promise((resolve, reject) => {
+      const check = (): void => {
+        if (out.split('paused\n').length - 1 >= n) resolve();
+      };
+      child.stdout.on('data', check);
+      void closed.then(() => reject(new Error(`${args[0]} ended (${child.exitCode}) before pause ${n}: ${out}${err}`)));
+      check();
+    }),
+    kill: async () => {
+      child.kill('SIGKILL');
+      await closed;
+    },
+  };
+}
+
 interface Killed {
-  /** The launcher's output up to its first pause, where it was checkpointed. */
+  /** The launcher's output up to its first pause, where it was first checkpointed. */
   before: string;
-  /** The program's directory as it was at the checkpoint. */
+  /** The program's directory as it was at the first checkpoint. */
   atCheckpoint: Map<string, string>;
   root: string;
   data: string;
@@ -71,58 +98,46 @@ interface Killed {
 }
 
 /**
- * Launches the job with ARGS (two pauses) on a fresh directory, checkpoints it at its first
- * pause, lets it go on to its second and kills the launcher there (SIGKILL).
+ * Launches the job with ARGS on a fresh directory, checkpoints it at each of its first
+ * CHECKPOINTS pauses, lets it go on to the next one and kills the launcher there (SIGKILL).
  */
-async function checkpointContinueKill(args: string[], launchOptions: string[] = []): Promise<Killed> {
+async function checkpointContinueKill(args: string[], launchOptions: string[] = [], checkpoints = 1): Promise<Killed> {
   const { dir: root, cleanup } = tempDir();
   const data = join(root, 'data');
   const ckpt = join(root, 'ckpt');
   mkdirSync(data);
   const name = `sqlite-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', ckpt,
-    '--dir', `${data}::/data`, ...launchOptions, prog, '/data/app.db', ...args], { stdio: ['pipe', 'pipe', 'pipe'], cwd: root });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
-  // Resolves once the program has printed its Nth "paused" (it then waits on stdin).
-  const paused = (n: number): Promise<void> => new Promise((resolve, reject) => {
-    const check = (): void => {
-      if (out.split('paused\n').length - 1 >= n) resolve();
-    };
-    child.stdout.on('data', check);
-    void closed.then(() => reject(new Error(`launch ended (${child.exitCode}) before pause ${n}: ${out}${err}`)));
-    check();
-  });
+  const job = background(['launch', '--quiet', '--name', name, '--ckpt-dir', ckpt, '--dir', `${data}::/data`, ...launchOptions,
+    prog, '/data/app.db', ...args], root);
   try {
-    await paused(1);
-    const before = out;
+    await job.paused(1);
+    const before = job.out();
     const atCheckpoint = tree(data);
-    const cp = stasis(['checkpoint', '--json', name]);
-    assert.equal(cp.code, 0, cp.stderr + err);
-    child.stdin.write('go\n');
-    await paused(2);
-    child.kill('SIGKILL');
-    await closed;
+    for (let n = 1; n <= checkpoints; n++) {
+      await job.paused(n);
+      const cp = stasis(['checkpoint', '--json', name]);
+      assert.equal(cp.code, 0, cp.stderr);
+      job.child.stdin.write('go\n');
+    }
+    await job.paused(checkpoints + 1);
+    await job.kill();
     return { before, atCheckpoint, root, data, ckpt, cleanup };
   } catch (e) {
-    child.kill('SIGKILL');
+    await job.kill();
     cleanup();
     throw e;
   }
 }
 
-/** Restarts the job (back in its first pause, so both pauses are answered). */
-function restart(run: Killed, options: string[] = []): ReturnType<typeof stasis> {
-  return stasis(['restart', '--quiet', ...options, run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+/** Restarts the job from IMAGE (default: the newest), answering its PAUSES (it is back in the first). */
+function restart(run: Killed, options: string[] = [], pauses = 2, image = run.ckpt): ReturnType<typeof stasis> {
+  return stasis(['restart', '--quiet', ...options, image], { input: 'go\n'.repeat(pauses), cwd: run.root });
 }
 
 /** The restarted job finished as one run: same output (integrity_check ok, the table's digest), the same bytes on disk. */
-function sameAsOneRun(run: Killed, r: ReturnType<typeof stasis>, ref: Reference): void {
+function sameAsOneRun(before: string, run: Killed, r: ReturnType<typeof stasis>, ref: Reference): void {
   assert.equal(r.code, 0, r.stdout + r.stderr);
-  assert.equal(run.before + r.stdout, ref.out);
+  assert.equal(before + r.stdout, ref.out);
   assert.match(r.stdout, /^integrity_check: ok\ntable: \d+ rows, digest [0-9a-f]{16}\n$/m);
   // The database alone is left (no journal, no lock directory), byte for byte as one run leaves it.
   assert.deepEqual([...tree(run.data).keys()], ['app.db']);
@@ -140,7 +155,7 @@ test('checkpointed in the middle of a transaction (its pages partly in the datab
     const spilled = /^step 3: in a transaction, (\d+) dirty pages written to the database file so far$/m.exec(run.before);
     assert.ok(spilled && Number(spilled[1]) > 0, run.before);
     assert.deepEqual([...run.atCheckpoint.keys()], ['app.db', 'app.db-journal', 'app.db.lock/']);
-    sameAsOneRun(run, restart(run), ref);
+    sameAsOneRun(run.before, run, restart(run), ref);
   } finally {
     run.cleanup();
   }
@@ -151,7 +166,7 @@ test('checkpointed in the middle of a transaction, killed between two later ones
   const ref = uninterrupted(args);
   const run = await checkpointContinueKill(args);
   try {
-    sameAsOneRun(run, restart(run), ref);
+    sameAsOneRun(run.before, run, restart(run), ref);
   } finally {
     run.cleanup();
   }
@@ -176,7 +191,7 @@ test('checkpointed between transactions, killed in the middle of a later one: th
   const run = await checkpointContinueKill(args);
   try {
     assert.deepEqual([...run.atCheckpoint.keys()], ['app.db']);
-    sameAsOneRun(run, restart(run), ref);
+    sameAsOneRun(run.before, run, restart(run), ref);
   } finally {
     run.cleanup();
   }
@@ -201,17 +216,26 @@ test('checkpointed between transactions, killed in the middle of a later one: th
   }
 });
 
-test('the database closed between transactions (no fd on it at the checkpoint), killed in the middle of a later one: its pages come back from the undo journal and the restart finishes as one run', async () => {
-  const args = ['close', '3e', '6m'];
+test('the database closed between transactions (no fd on it at the first checkpoint), checkpointed again mid-transaction, killed mid-transaction; restarted from the first image, killed again, restarted from it again: its pages come back from the undo journals (both generations, and the restarted run\'s own) and the job finishes as one run', async () => {
+  const args = ['close', '2e', '4m', '6m'];
   const ref = uninterrupted(args);
-  const run = await checkpointContinueKill(args);
+  const run = await checkpointContinueKill(args, [], 2);
   try {
     assert.deepEqual([...run.atCheckpoint.keys()], ['app.db']);
-    const info = JSON.parse(stasis(['inspect', '--json', run.ckpt]).stdout) as { files: unknown[] };
+    const first = join(run.ckpt, 'images', 'gen-000001');
+    const info = JSON.parse(stasis(['inspect', '--json', first]).stdout) as { files: unknown[] };
     assert.deepEqual(info.files, []);
-    const r = restart(run);
+
+    // Restarted from the first image, killed in the middle of step 6's transaction again.
+    const again = background(['restart', '--quiet', first], run.root);
+    again.child.stdin.write('go\ngo\n');
+    await again.paused(2);
+    await again.kill();
+    assert.ok(ref.out.startsWith(run.before + again.out()), again.out());
+
+    const r = restart(run, [], 3, first);
     assert.match(r.stderr, /rolled back \S+\/app\.db \(its contents changed after the checkpoint\)/);
-    sameAsOneRun(run, r, ref);
+    sameAsOneRun(run.before, run, r, ref);
   } finally {
     run.cleanup();
   }
