@@ -135,9 +135,9 @@ function restart(run: Killed, options: string[] = [], pauses = 2, image = run.ck
 }
 
 /** The restarted job finished as one run: same output (integrity_check ok, the table's digest), the same bytes on disk. */
-function sameAsOneRun(before: string, run: Killed, r: ReturnType<typeof stasis>, ref: Reference): void {
+function sameAsOneRun(run: Killed, r: ReturnType<typeof stasis>, ref: Reference): void {
   assert.equal(r.code, 0, r.stdout + r.stderr);
-  assert.equal(before + r.stdout, ref.out);
+  assert.equal(run.before + r.stdout, ref.out);
   assert.match(r.stdout, /^integrity_check: ok\ntable: \d+ rows, digest [0-9a-f]{16}\n$/m);
   // The database alone is left (no journal, no lock directory), byte for byte as one run leaves it.
   assert.deepEqual([...tree(run.data).keys()], ['app.db']);
@@ -155,7 +155,7 @@ test('checkpointed in the middle of a transaction (its pages partly in the datab
     const spilled = /^step 3: in a transaction, (\d+) dirty pages written to the database file so far$/m.exec(run.before);
     assert.ok(spilled && Number(spilled[1]) > 0, run.before);
     assert.deepEqual([...run.atCheckpoint.keys()], ['app.db', 'app.db-journal', 'app.db.lock/']);
-    sameAsOneRun(run.before, run, restart(run), ref);
+    sameAsOneRun(run, restart(run), ref);
   } finally {
     run.cleanup();
   }
@@ -166,7 +166,7 @@ test('checkpointed in the middle of a transaction, killed between two later ones
   const ref = uninterrupted(args);
   const run = await checkpointContinueKill(args);
   try {
-    sameAsOneRun(run.before, run, restart(run), ref);
+    sameAsOneRun(run, restart(run), ref);
   } finally {
     run.cleanup();
   }
@@ -191,7 +191,7 @@ test('checkpointed between transactions, killed in the middle of a later one: th
   const run = await checkpointContinueKill(args);
   try {
     assert.deepEqual([...run.atCheckpoint.keys()], ['app.db']);
-    sameAsOneRun(run.before, run, restart(run), ref);
+    sameAsOneRun(run, restart(run), ref);
   } finally {
     run.cleanup();
   }
@@ -235,7 +235,7 @@ test('the database closed between transactions (no fd on it at the first checkpo
 
     const r = restart(run, [], 3, first);
     assert.match(r.stderr, /rolled back \S+\/app\.db \(its contents changed after the checkpoint\)/);
-    sameAsOneRun(run.before, run, r, ref);
+    sameAsOneRun(run, r, ref);
   } finally {
     run.cleanup();
   }
