@@ -1,6 +1,6 @@
 // Shared helpers for end-to-end tests: they drive the real CLI in a child process.
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,4 +44,21 @@ export function stasis(args: string[], opts: SpawnSyncOptions = {}): RunResult {
 export function tempDir(prefix = 'stasis-test-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Every file and directory below dir: contents (files), mode and kind, by relative path. */
+export function tree(dir: string, prefix = ''): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const name of readdirSync(dir).sort()) {
+    const p = join(dir, name);
+    const st = lstatSync(p);
+    const mode = (st.mode & 0o7777).toString(8);
+    if (st.isDirectory()) {
+      out.set(`${prefix}${name}/`, `dir ${mode}`);
+      for (const [k, v] of tree(p, `${prefix}${name}/`)) out.set(k, v);
+    } else {
+      out.set(prefix + name, `file ${mode} ${readFileSync(p).toString('base64')}`);
+    }
+  }
+  return out;
 }
