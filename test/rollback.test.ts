@@ -9,24 +9,7 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { renameSync, symlinkSync, appendFileSync } from 'node:fs';
-import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
-
-/** Every file and directory below dir: contents (files), mode and kind. */
-function tree(dir: string, prefix = ''): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const name of readdirSync(dir).sort()) {
-    const p = join(dir, name);
-    const st = lstatSync(p);
-    const mode = (st.mode & 0o7777).toString(8);
-    if (st.isDirectory()) {
-      out.set(`${prefix}${name}/`, `dir ${mode}`);
-      for (const [k, v] of tree(p, `${prefix}${name}/`)) out.set(k, v);
-    } else {
-      out.set(prefix + name, `file ${mode} ${readFileSync(p).toString('base64')}`);
-    }
-  }
-  return out;
-}
+import { fixture, stasis, stasisBin, tempDir, tree } from './helpers.js';
 
 interface Run {
   /** The launcher's output up to and including its first pause (the checkpoint). */
