@@ -28,7 +28,7 @@ const JOURNAL_RUN = 1 << 20;
 /** One change, as it is undone. Paths are host paths; `saved` is relative to the journal. */
 export type JournalEntry =
   | { op: 'created'; path: string }
-  | { op: 'removed'; path: string; kind: 'file' | 'dir' | 'symlink'; mode: number; saved?: string; target?: string }
+  | { op: 'removed'; path: string; kind: 'file' | 'dir' | 'symlink'; mode: number; saved?: string; target?: string; atimeNs?: string; mtimeNs?: string }
   | { op: 'renamed'; from: string; to: string }
   /** The file's first change in the generation: its size and times then. */
   | { op: 'size'; path: string; size: number; atimeNs?: string; mtimeNs?: string }
@@ -186,25 +186,22 @@ export class ChangeRecorder implements FileChangeHooks {
     }
   }
 
-  beforeCreate(path: string): void {
+  beforeCreate(path: string, link = false): void {
     if (this.gen === null || fs.lstatSync(path, { throwIfNoEntry: false }) !== undefined) return;
     this.beforeSetTimes(dirname(path));
     this.append({ op: 'created', path });
-    this.createdPaths.add(path);
+    // A new name for an old file is undone as made, but the file itself is not new.
+    if (!link) this.createdPaths.add(path);
   }
 
   beforeRemove(path: string): void {
     if (this.gen === null) return;
-    if (this.createdPaths.delete(path)) {
-      // Made in this generation: its 'created' entry undoes it; nothing to save.
-      for (const h of this.handles.values()) if (h.path === path) h.path = '';
-      return;
-    }
     const st = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
     if (st === undefined) return;
     this.beforeSetTimes(dirname(path));
+    const times = { atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) };
     if (st.isDirectory()) {
-      if (!this.createdPaths.has(path)) this.append({ op: 'removed', path, kind: 'dir', mode: Number(st.mode & 0o7777n) });
+      if (!this.createdPaths.has(path)) this.append({ op: 'removed', path, kind: 'dir', mode: Number(st.mode & 0o7777n), ...times });
       return;
     }
     if (st.isSymbolicLink()) {
@@ -213,39 +210,47 @@ export class ChangeRecorder implements FileChangeHooks {
     }
     const f = this.files.get(`${st.dev}:${st.ino}`);
     if (f !== undefined && f.gen === this.gen && f.created) return; // did not exist at the checkpoint
-    this.saveRemoved(path, Number(st.mode & 0o7777n));
+    this.saveRemoved(path, Number(st.mode & 0o7777n), times);
   }
 
   beforeRename(from: string, to: string): void {
     if (this.gen === null) return;
+    const src = fs.lstatSync(from, { bigint: true, throwIfNoEntry: false });
+    if (src === undefined) return;
     const dst = fs.lstatSync(to, { bigint: true, throwIfNoEntry: false });
+    if (dst !== undefined && dst.dev === src.dev && dst.ino === src.ino) return; // two names of one file: nothing happens
+    if (dst !== undefined) this.beforeRemove(to);
     this.beforeSetTimes(dirname(from));
     this.beforeSetTimes(dirname(to));
-    if (dst === undefined && this.createdPaths.has(from)) {
-      // Made in this generation, to a free name: undone as made there.
-      this.append({ op: 'created', path: to });
-    } else {
-      const src = fs.lstatSync(from, { bigint: true, throwIfNoEntry: false });
-      if (src === undefined) return;
-      if (dst !== undefined && dst.dev === src.dev && dst.ino === src.ino) return; // two names of one file: nothing happens
-      if (dst !== undefined) this.beforeRemove(to);
-      this.append({ op: 'renamed', from, to });
-    }
+    this.append({ op: 'renamed', from, to });
     const moved = (p: string): string | null => (p === from ? to : p.startsWith(from + '/') ? to + p.slice(from.length) : null);
     for (const h of this.handles.values()) {
       const now = moved(h.path);
       if (now !== null) h.path = now;
     }
-    // Whether what is at `to` now was made in this generation (an older entry under `from/`
-    // may stay: it names nothing the checkpoint had).
+    // What is made in this generation moves with it; what was at `to` (and below) is gone.
+    if (src.isDirectory()) {
+      const made = [...this.createdPaths];
+      for (const p of made) if (p.startsWith(to + '/')) this.createdPaths.delete(p);
+      for (const p of made) {
+        const now = p.startsWith(from + '/') ? moved(p) : null;
+        if (now !== null) {
+          this.createdPaths.delete(p);
+          this.createdPaths.add(now);
+        }
+      }
+    }
     if (this.createdPaths.delete(from)) this.createdPaths.add(to);
     else this.createdPaths.delete(to);
   }
 
   beforeSetTimes(target: string | number): void {
     if (this.gen === null) return;
-    const path = typeof target === 'number' ? this.handles.get(target)?.path : target;
-    if (path === undefined || path === '' || this.timed.has(path)) return;
+    let path = typeof target === 'number' ? this.handles.get(target)?.path : target;
+    if (path === undefined || path === '') return;
+    if (path.endsWith('/.')) path = path.slice(0, -2); // a directory named by itself
+    // Made in this generation: it had no times at the checkpoint.
+    if (this.timed.has(path) || this.createdPaths.has(path)) return;
     const st = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
     if (st === undefined) return;
     this.timed.add(path);
@@ -332,7 +337,7 @@ export class ChangeRecorder implements FileChangeHooks {
   }
 
   /** Keeps a file about to be removed: a hard link in the journal (O(1)), else a copy. */
-  private saveRemoved(path: string, mode: number): void {
+  private saveRemoved(path: string, mode: number, times: { atimeNs: string; mtimeNs: string }): void {
     this.openJournal();
     const saved = join('files', String(++this.savedFiles));
     const dest = join(this.dir(), saved);
@@ -348,7 +353,7 @@ export class ChangeRecorder implements FileChangeHooks {
         return;
       }
     }
-    this.append({ op: 'removed', path, kind: 'file', mode, saved });
+    this.append({ op: 'removed', path, kind: 'file', mode, saved, ...times });
     // Writes through fds still open on it change the linked copy from now on (undone there
     // first); a copy is no longer the file they write to.
     for (const h of this.handles.values()) if (h.path === path) h.path = linked ? dest : '';

@@ -47,6 +47,8 @@ export interface FileDecision {
 export interface ChangedPath {
   /** Host path, where the program's directory is now (after --dir). */
   readonly path: string;
+  /** Host path as the program's run named it (before --dir at restart). */
+  readonly launchPath: string;
   /** The path the program uses for it (preopen name + path below it). */
   readonly guestPath: string;
   /** What the program did to it since the checkpoint. */

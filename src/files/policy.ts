@@ -55,7 +55,7 @@ export function rollbackExempt(patterns: readonly string[]): StasisPlugin {
   return {
     name: 'stasis:rollback-exempt',
     decideRollback(p) {
-      const by = exemptOf(p.path);
+      const by = exemptOf(p.path) ?? exemptOf(p.launchPath);
       return by === undefined ? undefined : { rollback: false, reason: `--rollback-exempt ${by}` };
     },
   };

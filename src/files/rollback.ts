@@ -25,9 +25,17 @@ export interface RollbackRoot {
 interface Journal {
   generation: number;
   dir: string;
-  /** With the paths where they are now. */
+  /** Those not undone yet, with the paths where they are now. */
   entries: JournalEntry[];
+  /** Each entry's line in the log (from 0). */
+  lines: number[];
+  /** Lines in the log. */
+  count: number;
 }
+
+/** In a journal's directory: how many of its last entries a rollback has undone (it goes on
+ *  from there if it was stopped). */
+const UNDONE = 'undone';
 
 export interface RollbackPlan {
   ckptDir: string;
@@ -85,8 +93,17 @@ export async function planRollback(ckptDir: string, generation: number, roots: r
     .filter((j) => j.generation >= generation)
     .map((j) => {
       const dir = join(root, j.name);
-      const entries = readJournal(dir, (line) => new StasisError('CORRUPT_IMAGE', `restart refused, nothing changed: the undo journal ${join(dir, 'log')} is damaged at line ${line}; restart with --no-rollback to leave the files as they are`));
-      return { generation: j.generation, dir, entries: entries.flatMap((e) => placed(e, now, outside)) };
+      const all = readJournal(dir, (line) => new StasisError('CORRUPT_IMAGE', `restart refused, nothing changed: the undo journal ${join(dir, 'log')} is damaged at line ${line}; restart with --no-rollback to leave the files as they are`));
+      const todo = all.length - undoneOf(dir);
+      const entries: JournalEntry[] = [];
+      const lines: number[] = [];
+      for (let i = 0; i < todo; i++) {
+        for (const e of placed(all[i]!, now, outside)) {
+          entries.push(e);
+          lines.push(i);
+        }
+      }
+      return { generation: j.generation, dir, entries, lines, count: all.length };
     })
     .sort((a, b) => b.generation - a.generation);
   const lost = journals.flatMap((j) => j.entries.filter((e): e is Extract<JournalEntry, { op: 'lost' }> => e.op === 'lost'));
@@ -95,7 +112,11 @@ export async function planRollback(ckptDir: string, generation: number, roots: r
     throw new StasisError('FILE_ACCESS', `restart refused, nothing changed: the program changed files after the checkpoint that could not be saved for rollback: ${what}; restart with --no-rollback to keep the files as they are`);
   }
   const fromCopy = new Set((o.saved ?? []).map(realPath));
-  for (const j of journals) j.entries = j.entries.filter((e) => !((e.op === 'size' || e.op === 'block') && fromCopy.has(realPath(e.path))));
+  for (const j of journals) {
+    const keep = j.entries.map((e) => !((e.op === 'size' || e.op === 'block') && fromCopy.has(realPath(e.path))));
+    j.entries = j.entries.filter((_, k) => keep[k]);
+    j.lines = j.lines.filter((_, k) => keep[k]);
+  }
 
   // Each path's decision (Stasis's exempt rules, then plugins); a rename is undone whole or not at all.
   const changes = new Map<string, Set<ChangedPath['changes'][number]>>();
@@ -107,7 +128,7 @@ export async function planRollback(ckptDir: string, generation: number, roots: r
   }
   const kept = new Map<string, string>();
   for (const [path, what] of [...changes].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    const d = await decideRollback(o.plugins ?? [], { path, guestPath: guestOf.get(path)!, changes: [...what] });
+    const d = await decideRollback(o.plugins ?? [], { path, launchPath: wasOf.get(path)!, guestPath: guestOf.get(path)!, changes: [...what] });
     if (!d.rollback) kept.set(path, d.reason);
   }
   // What is left as it is keeps what it needs: both names of a rename, and the directories
@@ -131,6 +152,12 @@ export async function planRollback(ckptDir: string, generation: number, roots: r
   const touched = new Set([...changes.keys()].filter((p) => !kept.has(p)));
 
   const conflicts = changedByOthers(ckptDir, touched, wasOf);
+  // A file the program renamed and another process then changed in place: what it held at the
+  // checkpoint is in no journal (the program never wrote it), so it cannot come back.
+  const lostByRename = [...new Set(journals.flatMap((j) => j.entries.flatMap((e) => (e.op === 'renamed' && touched.has(e.to) && conflicts.has(e.to) ? [e.to] : []))))];
+  if (lostByRename.length > 0) {
+    throw new StasisError('FILE_CHANGED', `restart refused, nothing changed: since the program stopped, another process changed ${lostByRename.sort().join(', ')}, which the program had renamed after the checkpoint; what it held at the checkpoint was never saved, so it cannot be rolled back; leave it as it is with --rollback-exempt PATH, or restart with --no-rollback`);
+  }
   if (conflicts.size > 0 && o.allowOverwrite !== true) {
     const list = [...conflicts].sort();
     throw new StasisError('FILE_CHANGED', `restart refused, nothing changed: since the program stopped, another process changed ${list.length === 1 ? list[0] : `${list.length} paths (${list.join(', ')})`}, which the program had changed after the checkpoint too; restart with --allow-file-overwrite to roll ${list.length === 1 ? 'it' : 'them'} back anyway (the current ${list.length === 1 ? 'version is' : 'versions are'} kept in ${join(ckptDir, 'kept')}), or leave ${list.length === 1 ? 'it' : 'them'} as ${list.length === 1 ? 'it is' : 'they are'} with --rollback-exempt PATH`);
@@ -142,6 +169,18 @@ export async function planRollback(ckptDir: string, generation: number, roots: r
     ...[...outside].sort().map((p) => `rollback ${p}: left alone, outside the program's directories now (moved with --path-map?)`),
   ];
   return { ckptDir, journals, lines, touched, places, conflicts };
+}
+
+/** How many of a journal's last entries an earlier rollback undid (0 if none). */
+function undoneOf(dir: string): number {
+  let text: string;
+  try {
+    text = fs.readFileSync(join(dir, UNDONE), 'utf8');
+  } catch {
+    return 0;
+  }
+  const n = Number(text.trim() || '0');
+  return Number.isSafeInteger(n) && n >= 0 ? n : 0;
 }
 
 /** An entry with its paths where they are now, or none if one is outside (noted in `outside`). */
@@ -189,7 +228,9 @@ function changedByOthers(ckptDir: string, touched: Set<string>, wasOf: Map<strin
 function sameState(a: SealedState | null, b: SealedState | null, samePlace: boolean): boolean {
   if (a === null || b === null) return a === b;
   if (a.kind !== b.kind) return false;
-  if (a.kind === 'dir' && !samePlace) return true; // a copied tree's directories differ in size and times
+  // A directory's size and times change with any entry made in it (a job's log beside the
+  // program's files): only its identity counts; what is in it is checked path by path.
+  if (a.kind === 'dir') return !samePlace || (a.dev === b.dev && a.ino === b.ino);
   if (a.size !== b.size || a.mtimeNs !== b.mtimeNs) return false;
   return !samePlace || (a.dev === b.dev && a.ino === b.ino && a.ctimeNs === b.ctimeNs);
 }
@@ -279,8 +320,12 @@ export function applyRollback(plan: RollbackPlan, keptDir: string): string[] {
   try {
     for (const j of plan.journals) {
       let blocks = -1;
+      const progress = fs.openSync(join(j.dir, UNDONE), fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o600);
       try {
-        for (const e of [...j.entries].reverse()) {
+        for (let k = j.entries.length - 1; k >= 0; k--) {
+          const e = j.entries[k]!;
+          // Entries before this one in the log are all that is left to undo, from now on.
+          if (k < j.entries.length - 1) fs.writeSync(progress, `${String(j.count - j.lines[k + 1]!).padStart(12)}\n`, 0);
           if (!pathsOf(e).every((p) => plan.touched.has(p))) continue;
           switch (e.op) {
             case 'created': {
@@ -303,6 +348,7 @@ export function applyRollback(plan: RollbackPlan, keptDir: string): string[] {
               } else {
                 putBack({ fd: dirFd(j.dir), host: j.dir, path: e.saved! }, at(e.path), e.mode);
               }
+              if (e.mtimeNs !== undefined) times.set(e.path, e);
               break;
             }
             case 'renamed':
@@ -311,6 +357,12 @@ export function applyRollback(plan: RollbackPlan, keptDir: string): string[] {
                 renameAt(at(e.to), at(e.from));
                 was.set(e.from, was.get(e.to) ?? e.to);
                 was.delete(e.to);
+                // Times taken under its later name belong to it under this one.
+                const t = times.get(e.to);
+                if (t !== undefined) {
+                  times.delete(e.to);
+                  times.set(e.from, t);
+                }
               }
               break;
             case 'size':
@@ -342,6 +394,7 @@ export function applyRollback(plan: RollbackPlan, keptDir: string): string[] {
         }
       } finally {
         if (blocks >= 0) fs.closeSync(blocks);
+        fs.closeSync(progress);
       }
     }
     // Last: putting things back changed the times of their directories.
@@ -406,6 +459,8 @@ function copyOut(src: At, dest: string): void {
     });
   } else if (st.isFile()) {
     withFd(src, fs.constants.O_RDONLY, (fd) => {
+      // Through the open fd itself: a reflink where the file system has them.
+      if (PROC_FD !== null) return fs.copyFileSync(PROC_FD + fd, dest, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
       const out = fs.openSync(dest, 'wx', 0o600);
       try {
         copyRangeSync(fd, out, 0, Number(st.size), Buffer.allocUnsafe(1 << 20));

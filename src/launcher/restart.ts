@@ -66,7 +66,8 @@ async function prepareRestart(opts: RestartOptions) {
   // (An export file carries no journal: its program's files are not here to undo; nor is a
   // journal beside an image from elsewhere trusted to say what to change.)
   const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
-  const roots = snap.wasi.preopens.map((p) => ({ guest: p.guest, was: p.host, now: physicalPath(where, { preopen: p.guest, rel: '' })! }));
+  // The journals name the directories where the run had them: after its own --path-map.
+  const roots = snap.wasi.preopens.map((p) => ({ guest: p.guest, was: mapPath(saved.pathMap, p.host), now: physicalPath(where, { preopen: p.guest, rel: '' })! }));
   const rollback = opts.noRollback === true || image.source.kind === 'export' || !image.ours
     ? NO_ROLLBACK
     : await planRollback(image.ref.dir, image.ref.generation, roots, { saved: copied, plugins, allowOverwrite: policy.allowFileOverwrite });

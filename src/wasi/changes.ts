@@ -18,8 +18,9 @@ export interface FileChangeHooks {
   opened?(handle: number, path: string): void;
   /** Host fd `handle` was closed. */
   closed?(handle: number): void;
-  /** Before something may be created at `path` (an open with O_CREAT, mkdir, symlink, link). */
-  beforeCreate?(path: string): void;
+  /** Before something may be created at `path` (an open with O_CREAT, mkdir, symlink, link;
+   *  `link`: a new name for an existing file, not a new file). */
+  beforeCreate?(path: string, link?: boolean): void;
   /** Before the file, symlink or (empty) directory at `path` is removed. */
   beforeRemove?(path: string): void;
   /** Before `from` is renamed to `to` (which it may replace). */

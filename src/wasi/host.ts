@@ -474,7 +474,7 @@ export class WasiHost {
         const dst = h.dir(newFd, Right.PATH_LINK_TARGET);
         const from = resolvePath(src, h.path(op, ol), follows(oldFlags));
         const to = resolvePath(dst, h.path(np, nl), false);
-        if (h.changes.active) h.changes.beforeCreate?.(hostOfAt(to.at));
+        if (h.changes.active) h.changes.beforeCreate?.(hostOfAt(to.at), true);
         linkAt(withSlash(from), withSlash(to));
       },
       path_open(

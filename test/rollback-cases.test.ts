@@ -1,0 +1,396 @@
+// Rollback, hard cases: directories made and renamed around old files, hard links, --path-map,
+// timestamps, interrupted rollbacks run again, exempt paths after a move, conflicts. Each is
+// checked against an uninterrupted run (files_ops: its link, symlink, cat and rmdirq ops).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
+
+const PROG = fixture('files_ops');
+
+function tree(dir: string, prefix = ''): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const name of readdirSync(dir).sort()) {
+    const p = join(dir, name);
+    const st = lstatSync(p);
+    const mode = (st.mode & 0o7777).toString(8);
+    if (st.isDirectory()) {
+      out.set(`${prefix}${name}/`, `dir ${mode}`);
+      for (const [k, v] of tree(p, `${prefix}${name}/`)) out.set(k, v);
+    } else {
+      out.set(prefix + name, `file ${mode} ${readFileSync(p).toString('base64')}`);
+    }
+  }
+  return out;
+}
+
+interface Run { before: string; root: string; data: string; ckpt: string; err: string; cleanup: () => void }
+
+interface How {
+  /** Let the program run to its end (it seals its journals) instead of SIGKILL at the second pause. */
+  finish?: boolean;
+  /** launch options; `data` is the directory the program's files are in. */
+  options?: (root: string, data: string) => string[];
+  /** The host directory given with --dir (default: data). */
+  given?: (root: string, data: string) => string;
+  /** Called once the checkpoint is durable. */
+  atCheckpoint?: (data: string) => void;
+  /** Files to put in data before the launch. */
+  files?: Record<string, string>;
+}
+
+async function run(args: string[], how: How = {}): Promise<Run> {
+  const { dir, cleanup } = tempDir();
+  const data = join(dir, 'data');
+  const ckpt = join(dir, 'ckpt');
+  mkdirSync(data);
+  for (const [k, v] of Object.entries(how.files ?? {})) {
+    mkdirSync(join(data, k, '..'), { recursive: true });
+    writeFileSync(join(data, k), v);
+  }
+  const given = how.given?.(dir, data) ?? data;
+  const name = `rollback-case-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', ckpt,
+    '--dir', `${given}::/data`, ...(how.options?.(dir, data) ?? []), PROG, ...args], { stdio: ['pipe', 'pipe', 'pipe'], cwd: dir });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  const paused = async (n: number): Promise<void> => {
+    while (out.split('paused\n').length - 1 < n) {
+      if (child.exitCode !== null) assert.fail(`launch ended (${child.exitCode}) before pausing: ${out}${err}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  try {
+    await paused(1);
+    const before = out;
+    const cp = stasis(['checkpoint', '--json', name]);
+    assert.equal(cp.code, 0, cp.stderr + err);
+    how.atCheckpoint?.(data);
+    child.stdin.write('go\n');
+    await paused(2);
+    if (how.finish === true) {
+      child.stdin.end('go\n');
+      await closed;
+      assert.equal(child.exitCode, 0, out + err);
+    } else {
+      child.kill('SIGKILL');
+      await closed;
+    }
+    return { before, root: dir, data, ckpt, err, cleanup };
+  } catch (e) {
+    child.kill('SIGKILL');
+    cleanup();
+    throw e;
+  }
+}
+
+function uninterrupted(args: string[], files: Record<string, string> = {}): { out: string; tree: Map<string, string> } {
+  const { dir, cleanup } = tempDir();
+  try {
+    const data = join(dir, 'data');
+    mkdirSync(data);
+    for (const [k, v] of Object.entries(files)) {
+      mkdirSync(join(data, k, '..'), { recursive: true });
+      writeFileSync(join(data, k), v);
+    }
+    const r = stasis(['run', '--dir', `${data}::/data`, PROG, ...args], { input: 'go\ngo\n' });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    return { out: r.stdout, tree: tree(data) };
+  } finally {
+    cleanup();
+  }
+}
+
+/** Restart and check it finishes as one uninterrupted run. */
+function restartMatches(r: Run, ref: { out: string; tree: Map<string, string> }, extra: string[] = []): void {
+  const x = stasis(['restart', '--quiet', ...extra, r.ckpt], { input: 'go\ngo\n', cwd: r.root });
+  assert.equal(r.before + x.stdout, ref.out, `exit ${x.code}\n${x.stderr}`);
+  assert.equal(x.code, 0, x.stderr);
+  assert.deepEqual(tree(r.data), ref.tree);
+}
+
+test('a directory made after the checkpoint, a checkpoint-time file moved into it, the directory renamed: the file comes back', async () => {
+  const args = ['open:0:/data/f:w', 'write:0:CHECKPOINT-F', 'close:0', 'pause',
+    'mkdir:/data/t', 'rename:/data/f:/data/t/f', 'rename:/data/t:/data/u', 'cat:/data/u/f', 'pause', 'print:end'];
+  const ref = uninterrupted(args);
+  const r = await run(args);
+  try {
+    restartMatches(r, ref);
+  } finally {
+    r.cleanup();
+  }
+});
+
+test('a new directory renamed away, an old one renamed to its name, a file in it unlinked: the old file comes back', async () => {
+  const args = ['mkdir:/data/c', 'open:0:/data/c/x:w', 'write:0:CHECKPOINT-X', 'close:0', 'pause', 'cat:/data/c/x',
+    'mkdir:/data/d', 'open:1:/data/d/x:w', 'write:1:NEW', 'close:1', 'rename:/data/d:/data/e',
+    'rename:/data/c:/data/d', 'unlink:/data/d/x', 'pause', 'print:end'];
+  const ref = uninterrupted(args);
+  const r = await run(args);
+  try {
+    const x = stasis(['restart', '--quiet', r.ckpt], { input: 'go\ngo\n', cwd: r.root });
+    assert.equal(r.before + x.stdout, ref.out, x.stderr);
+  } finally {
+    r.cleanup();
+  }
+});
+
+test('a hard link made after the checkpoint to an old file, written through: the old file\'s contents come back', async () => {
+  const args = ['open:0:/data/f:w', 'write:0:ORIGINAL', 'close:0', 'pause', 'cat:/data/f',
+    'link:/data/f:/data/g', 'open:1:/data/g:rw', 'write:1:CHANGED', 'close:1', 'unlink:/data/g', 'pause', 'print:end'];
+  const ref = uninterrupted(args);
+  const r = await run(args);
+  try {
+    restartMatches(r, ref);
+  } finally {
+    r.cleanup();
+  }
+});
+
+test('a hard link made after the checkpoint, opened, then the old name unlinked: the old file comes back', async () => {
+  const args = ['open:0:/data/f:w', 'write:0:ORIGINAL', 'close:0', 'pause', 'cat:/data/f',
+    'link:/data/f:/data/g', 'open:1:/data/g:r', 'close:1', 'unlink:/data/f', 'unlink:/data/g', 'pause', 'print:end'];
+  const ref = uninterrupted(args);
+  const r = await run(args);
+  try {
+    restartMatches(r, ref);
+  } finally {
+    r.cleanup();
+  }
+});
+
+test('--path-map at launch moving the program\'s directory: the rollback still happens', async () => {
+  const args = ['open:0:/data/f:w', 'write:0:CHECKPOINT', 'close:0', 'pause', 'cat:/data/f',
+    'open:1:/data/f:rw', 'write:1:LATER', 'close:1', 'open:2:/data/new:w', 'close:2', 'pause', 'print:end'];
+  const ref = uninterrupted(args);
+  let real = '';
+  const r = await run(args, {
+    options: (root, data) => {
+      real = join(root, 'real');
+      mkdirSync(real);
+      return ['--path-map', `${data}=${real}`];
+    },
+  });
+  try {
+    const x = stasis(['restart', '--quiet', r.ckpt], { input: 'go\ngo\n', cwd: r.root });
+    assert.equal(r.before + x.stdout, ref.out, x.stderr);
+    assert.deepEqual(tree(real), ref.tree);
+  } finally {
+    r.cleanup();
+  }
+});
+
+test('an interrupted rollback of a sealed journal can be run again (nobody else changed anything: no conflict)', async () => {
+  const args = ['mkdir:/data/sub', 'open:0:/data/sub/db:w', 'write:0:CHECKPOINT-DB', 'close:0',
+    'open:1:/data/r:w', 'write:1:R', 'close:1', 'pause',
+    'open:2:/data/sub/db:w', 'write:2:LATER', 'close:2', 'unlink:/data/r', 'pause', 'print:end'];
+  const ref = uninterrupted(args);
+  const r = await run(args, { finish: true });
+  try {
+    const go = join(r.root, 'go');
+    const restart = spawn(process.execPath, [stasisBin, 'restart', '--quiet', r.ckpt], {
+      stdio: ['pipe', 'pipe', 'pipe'], cwd: r.root, env: { ...process.env, STASIS_TEST_PAUSE: 'restart', STASIS_TEST_CONTINUE: go },
+    });
+    restart.stdin!.end('go\n');
+    let err = '';
+    const closed = new Promise<number | null>((res) => restart.on('close', res));
+    await new Promise<void>((resolve) => restart.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.includes('paused at restart')) resolve();
+    }));
+    const outside = join(r.root, 'outside');
+    mkdirSync(outside);
+    renameSync(join(r.data, 'sub'), join(r.data, 'sub.away'));
+    symlinkSync('../outside', join(r.data, 'sub'));
+    writeFileSync(go, '');
+    assert.equal(await closed, 77, err);
+    assert.ok(existsSync(join(r.data, 'r')), 'r was put back by the first attempt');
+    rmSync(join(r.data, 'sub'));
+    renameSync(join(r.data, 'sub.away'), join(r.data, 'sub'));
+    // Nobody else changed anything: the rollback should go on where it stopped.
+    const again = stasis(['restart', '--quiet', r.ckpt], { input: 'go\ngo\n', cwd: r.root });
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(r.before + again.stdout, ref.out);
+    assert.deepEqual(tree(r.data), ref.tree);
+  } finally {
+    r.cleanup();
+  }
+});
+
+/** Modification times of everything below dir. */
+function mtimes(dir: string, prefix = '', out: Record<string, string> = {}): Record<string, string> {
+  out[prefix === '' ? '.' : prefix] = String(lstatSync(dir, { bigint: true }).mtimeNs);
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    const st = lstatSync(p, { bigint: true });
+    if (st.isDirectory()) mtimes(p, `${prefix}${name}/`, out);
+    else out[prefix + name] = String(st.mtimeNs);
+  }
+  return out;
+}
+
+function timesAfterRestart(r: Run): Record<string, string> {
+  const plugin = join(r.root, 'times.mjs');
+  const seen = join(r.root, 'times.json');
+  writeFileSync(plugin, `import { lstatSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+${mtimes.toString().replace(/: [A-Za-z<>, ]+(?=[,)=])/g, '').replace(/\): Record<string, string> \{/, ') {')}
+export default { name: 'times', onRestart() { writeFileSync(${JSON.stringify(seen)}, JSON.stringify(mtimes(${JSON.stringify(r.data)}))); } };
+`);
+  const x = stasis(['restart', '--quiet', '--plugin', plugin, r.ckpt], { input: 'go\ngo\n', cwd: r.root });
+  assert.equal(x.code, 0, x.stderr);
+  return JSON.parse(readFileSync(seen, 'utf8')) as Record<string, string>;
+}
+
+test('times: the output directory rotated (rename out -> out.1, mkdir out, write out/f): out keeps its checkpoint mtime', async () => {
+  let atCheckpoint: Record<string, string> = {};
+  const args = ['mkdir:/data/out', 'open:0:/data/out/a:w', 'write:0:A', 'close:0', 'pause',
+    'rename:/data/out:/data/out.1', 'mkdir:/data/out', 'open:1:/data/out/f:w', 'write:1:F', 'close:1', 'pause', 'print:end'];
+  const r = await run(args, { atCheckpoint: (d) => { atCheckpoint = mtimes(d); } });
+  try {
+    await new Promise((res) => setTimeout(res, 50));
+    assert.deepEqual(timesAfterRestart(r), atCheckpoint);
+  } finally {
+    r.cleanup();
+  }
+});
+
+test('times: an empty checkpoint-time directory removed comes back with its checkpoint mtime', async () => {
+  let atCheckpoint: Record<string, string> = {};
+  const args = ['mkdir:/data/empty', 'pause', 'rmdir:/data/empty', 'pause', 'print:end'];
+  const r = await run(args, { atCheckpoint: (d) => { atCheckpoint = mtimes(d); } });
+  try {
+    await new Promise((res) => setTimeout(res, 50));
+    assert.deepEqual(timesAfterRestart(r), atCheckpoint);
+  } finally {
+    r.cleanup();
+  }
+});
+
+test('an output made under an exempt directory and renamed out of it is left as it is', async () => {
+  const args = ['mkdir:/data/out', 'pause', 'open:0:/data/out/r1:w', 'write:0:R1', 'close:0',
+    'rename:/data/out/r1:/data/final-r1', 'pause', 'print:end'];
+  const r = await run(args, { options: () => ['--rollback-exempt', 'out'] });
+  try {
+    const dry = stasis(['restart', '--dry-run', r.ckpt], { cwd: r.root });
+    assert.doesNotMatch(dry.stdout, /final-r1: made after the checkpoint: moved to kept/);
+  } finally {
+    r.cleanup();
+  }
+});
+
+/** Restarts with the program's directory `sub` swapped for a link once the rollback is planned:
+ *  the rollback stops (77) part-way; then `sub` is put back. */
+async function interruptedRollback(r: Run): Promise<string> {
+  const go = join(r.root, 'go');
+  const restart = spawn(process.execPath, [stasisBin, 'restart', '--quiet', r.ckpt], {
+    stdio: ['pipe', 'pipe', 'pipe'], cwd: r.root, env: { ...process.env, STASIS_TEST_PAUSE: 'restart', STASIS_TEST_CONTINUE: go },
+  });
+  restart.stdin!.end('go\n');
+  let err = '';
+  const closed = new Promise<number | null>((res) => restart.on('close', res));
+  await new Promise<void>((resolve) => restart.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+    if (err.includes('paused at restart')) resolve();
+  }));
+  const outside = join(r.root, 'outside');
+  mkdirSync(outside, { recursive: true });
+  renameSync(join(r.data, 'sub'), join(r.data, 'sub.away'));
+  symlinkSync('../outside', join(r.data, 'sub'));
+  writeFileSync(go, '');
+  assert.equal(await closed, 77, err);
+  rmSync(join(r.data, 'sub'));
+  renameSync(join(r.data, 'sub.away'), join(r.data, 'sub'));
+  return err;
+}
+
+test('interrupted rollback, run again: rename a -> b then unlink b', async () => {
+  const args = ['mkdir:/data/sub', 'open:0:/data/sub/db:w', 'write:0:CHECKPOINT-DB', 'close:0',
+    'open:1:/data/a:w', 'write:1:CHECKPOINT-A', 'close:1', 'pause', 'cat:/data/a',
+    'open:2:/data/sub/db:w', 'write:2:LATER', 'close:2', 'rename:/data/a:/data/b', 'unlink:/data/b', 'pause', 'print:end'];
+  const ref = uninterrupted(args);
+  const r = await run(args);
+  try {
+    await interruptedRollback(r);
+    restartMatches(r, ref);
+  } finally {
+    r.cleanup();
+  }
+});
+
+test('interrupted rollback, run again: rename a over f, then write f: f is not overwritten with a\'s bytes', async () => {
+  const args = ['mkdir:/data/sub', 'open:0:/data/sub/db:w', 'write:0:CHECKPOINT-DB', 'close:0',
+    'open:1:/data/a:w', 'write:1:aaaa', 'close:1', 'open:2:/data/f:w', 'write:2:ffffffffffff', 'close:2', 'pause', 'cat:/data/a', 'cat:/data/f',
+    'open:3:/data/sub/db:w', 'write:3:LATER', 'close:3', 'rename:/data/a:/data/f', 'open:4:/data/f:rw', 'write:4:XX', 'close:4', 'pause', 'print:end'];
+  const ref = uninterrupted(args);
+  const r = await run(args);
+  try {
+    await interruptedRollback(r);
+    restartMatches(r, ref);
+  } finally {
+    r.cleanup();
+  }
+});
+
+test('--rollback-exempt DATA/out from launch still exempts out/ after the directory moved (--dir at restart)', async () => {
+  const args = ['mkdir:/data/out', 'pause', 'open:0:/data/out/r1:w', 'write:0:R1', 'close:0', 'pause', 'print:end'];
+  const r = await run(args, { options: (_root, data) => ['--rollback-exempt', join(data, 'out')] });
+  try {
+    const moved = join(r.root, 'moved');
+    renameSync(r.data, moved);
+    const dry = stasis(['restart', '--dry-run', '--dir', `${moved}::/data`, r.ckpt], { cwd: r.root });
+    assert.match(dry.stdout, /out\/r1: left as it is/);
+  } finally {
+    r.cleanup();
+  }
+});
+
+test('an unrelated file made in the same directory after the program ended is not a conflict', async () => {
+  const args = ['open:0:/data/f:w', 'write:0:F', 'close:0', 'pause', 'open:1:/data/new:w', 'write:1:N', 'close:1', 'pause', 'print:end'];
+  const r = await run(args, { finish: true });
+  try {
+    writeFileSync(join(r.root, 'data', 'slurm-123.out'), 'unrelated\n');
+    const x = stasis(['restart', '--quiet', r.ckpt], { input: 'go\ngo\n', cwd: r.root });
+    assert.equal(x.code, 0, x.stderr);
+  } finally {
+    r.cleanup();
+  }
+});
+
+// 6c. Times of a file renamed and then written (log rotation with the fd kept open): the
+// 'size' entry's times are filed under the new name, which no longer exists once the rename is
+// undone: the file keeps the rollback's own mtime.
+test('times: a log renamed (rotated) and written through its open fd keeps its checkpoint mtime', async () => {
+  let atCheckpoint: Record<string, string> = {};
+  const args = ['open:0:/data/app.log:a', 'write:0:one\\n', 'pause', 'rename:/data/app.log:/data/app.log.1', 'write:0:two\\n', 'pause', 'print:end'];
+  const r = await run(args, { atCheckpoint: (d) => { atCheckpoint = mtimes(d); } });
+  try {
+    await new Promise((res) => setTimeout(res, 50));
+    assert.deepEqual(timesAfterRestart(r), atCheckpoint);
+  } finally {
+    r.cleanup();
+  }
+});
+
+test('another process changed in place a file the program had renamed: its checkpoint contents were never saved, so even --allow-file-overwrite refuses (76), changing nothing', async () => {
+  const args = ['open:0:/data/a:w', 'write:0:A', 'close:0', 'open:1:/data/f:w', 'write:1:F', 'close:1', 'pause',
+    'cat:/data/a', 'cat:/data/f', 'rename:/data/a:/data/f', 'pause', 'print:end'];
+  const r = await run(args, { finish: true });
+  try {
+    writeFileSync(join(r.data, 'f'), 'A+OTHER');
+    const before = tree(r.data);
+    for (const extra of [[], ['--allow-file-overwrite']]) {
+      const x = stasis(['restart', '--quiet', ...extra, r.ckpt], { input: 'go\ngo\n', cwd: r.root });
+      assert.equal(x.code, 76, x.stderr);
+      assert.match(x.stderr, /^stasis: restart refused, nothing changed: since the program stopped, another process changed \S*\/f, which the program had renamed after the checkpoint; [^\n]*\n$/);
+      assert.deepEqual(tree(r.data), before);
+    }
+  } finally {
+    r.cleanup();
+  }
+});
