@@ -2,7 +2,7 @@
 // `binaryen`): it is several times faster than the npm build (compiled to wasm, one thread)
 // and uses every core. The npm build stays the fallback that always works.
 // STASIS_WASM_OPT picks the tool: a path to a wasm-opt, or "npm" for the npm build.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join, sep } from 'node:path';
@@ -58,12 +58,38 @@ const FEATURE_FLAGS = [
   '--enable-threads', '--enable-exception-handling',
 ];
 
+/** Asyncify's optimisation of the functions it changes (in either build). */
+export const ASYNCIFY_OPTIMIZE_LEVEL = 2;
+
 export interface AsyncifyArgs {
   /** asyncify-imports: module.name of each import an unwind may start at. */
   imports: string[];
   /** asyncify-onlylist, or null to instrument every function that may need it. */
   only: string[] | null;
-  optimizeLevel: number;
+}
+
+/** The command line, with its lists in files in `dir` (a big program's list is longer than
+ *  one argument may be). */
+function commandLine(dir: string, input: Uint8Array, args: AsyncifyArgs): { argv: string[]; outPath: string } {
+  const inPath = join(dir, 'in.wasm');
+  const outPath = join(dir, 'out.wasm');
+  writeFileSync(inPath, input);
+  writeFileSync(join(dir, 'imports'), args.imports.join(','));
+  const argv = [
+    inPath, ...FEATURE_FLAGS, '--debuginfo', `--optimize-level=${ASYNCIFY_OPTIMIZE_LEVEL}`, '--shrink-level=0',
+    '--strip-dwarf', '--asyncify', `--pass-arg=asyncify-imports@@${join(dir, 'imports')}`,
+  ];
+  if (args.only !== null) {
+    writeFileSync(join(dir, 'only'), args.only.join(','));
+    argv.push(`--pass-arg=asyncify-onlylist@@${join(dir, 'only')}`);
+  }
+  argv.push('-o', outPath);
+  return { argv, outPath };
+}
+
+function failure(tool: NativeTool, status: number | null, stderr: string, error?: Error): Error {
+  const why = error?.message ?? (stderr.trim().split('\n').slice(-3).join(' / ') || `exit status ${status}`);
+  return new Error(`${tool.path} (Asyncify) failed: ${why}`);
 }
 
 /** Runs strip-dwarf and Asyncify (with Asyncify's own optimisation of what it changed) on a
@@ -71,25 +97,28 @@ export interface AsyncifyArgs {
 export function asyncifyNative(tool: NativeTool, input: Uint8Array, args: AsyncifyArgs): Uint8Array {
   const dir = mkdtempSync(join(tmpdir(), 'stasis-asyncify-'));
   try {
-    const inPath = join(dir, 'in.wasm');
-    const outPath = join(dir, 'out.wasm');
-    writeFileSync(inPath, input);
-    // Lists go through files: a big program's list is longer than one argument may be.
-    writeFileSync(join(dir, 'imports'), args.imports.join(','));
-    const argv = [
-      inPath, ...FEATURE_FLAGS, '--debuginfo', `--optimize-level=${args.optimizeLevel}`, '--shrink-level=0',
-      '--strip-dwarf', '--asyncify', `--pass-arg=asyncify-imports@@${join(dir, 'imports')}`,
-    ];
-    if (args.only !== null) {
-      writeFileSync(join(dir, 'only'), args.only.join(','));
-      argv.push(`--pass-arg=asyncify-onlylist@@${join(dir, 'only')}`);
-    }
-    argv.push('-o', outPath);
+    const { argv, outPath } = commandLine(dir, input, args);
     const r = spawnSync(tool.path, argv, { encoding: 'utf8', maxBuffer: 64 << 20 });
-    if (r.status !== 0) {
-      const why = r.error?.message ?? (r.stderr.trim().split('\n').slice(-3).join(' / ') || `exit status ${r.status}`);
-      throw new Error(`${tool.path} (Asyncify) failed: ${why}`);
-    }
+    if (r.status !== 0) throw failure(tool, r.status, r.stderr ?? '', r.error);
+    return readFileSync(outPath);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** asyncifyNative without blocking the thread (the launcher's main thread keeps its lock fresh
+ *  and answers signals meanwhile). */
+export async function asyncifyNativeAsync(tool: NativeTool, input: Uint8Array, args: AsyncifyArgs): Promise<Uint8Array> {
+  const dir = mkdtempSync(join(tmpdir(), 'stasis-asyncify-'));
+  try {
+    const { argv, outPath } = commandLine(dir, input, args);
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn(tool.path, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr = (stderr + d).slice(-8192); });
+      child.once('error', (e) => reject(failure(tool, null, stderr, e)));
+      child.once('close', (status) => (status === 0 ? resolve() : reject(failure(tool, status, stderr))));
+    });
     return readFileSync(outPath);
   } finally {
     rmSync(dir, { recursive: true, force: true });
