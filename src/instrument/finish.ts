@@ -17,6 +17,8 @@ export interface Prepared {
   /** Asyncify's lists: imports an unwind may start at, functions to instrument (null: all). */
   imports: string[];
   only: string[] | null;
+  /** The same functions as `only`, by position among the defined functions. */
+  onlyDefined: number[] | null;
   /** Global indices of the shadow-stack pointer and the poll budget, or null. */
   stackPointer: number | null;
   pollBudget: number | null;

@@ -110,13 +110,24 @@ export function prepare(bytes: Uint8Array, opts: InstrumentOptions, variant: Pol
       for (const name of added.pollers) a.funcs.get(name)!.calls.add(added.pollFunction);
       unwindImportNames.add(added.pollFunction);
     }
-    const only = [...unwindingFunctions(a, unwindImportNames)];
+    const unwinding = unwindingFunctions(a, unwindImportNames);
+    const only = [...unwinding];
+    // Their positions among the defined functions as written (imports are written first).
+    const onlyDefined: number[] = [];
+    for (let i = 0, d = 0; i < m.getNumFunctions(); i++) {
+      const f = binaryen.getFunctionInfo(m.getFunctionByIndex(i));
+      if (f.module) continue;
+      if (unwinding.has(f.name)) onlyDefined.push(d);
+      d++;
+    }
     binaryen.setDebugInfo(true); // the lists name functions: keep the name section
     const pre = m.emitBinary();
+    const listed = only.length > 0 && only.every(listable);
     return {
       pre, sourceHash, stackPointer, pollBudget,
       imports: unwindImports.length > 0 ? unwindImports : ['stasis.none'],
-      only: only.length > 0 && only.every(listable) ? only : null,
+      only: listed ? only : null,
+      onlyDefined: listed ? onlyDefined : null,
       meta: { version: versionString(opts, variant), pollImport: opts.polls ? { ...POLL_IMPORT } : null, unwindImports },
     };
   } finally {
