@@ -79,6 +79,8 @@ export interface RowDef {
   expectFiles?: (ctx: RowContext) => Record<string, string>;
   /** Extra flags for `stasis run` only, before --dir (e.g. checkpointing rows). */
   stasisFlags?: string[];
+  /** More preopens (HOST::GUEST) beside the row's own directory, for every runtime. */
+  dirs?: (ctx: RowContext) => string[];
 }
 
 // ---- workloads ----------------------------------------------------------------------------------
@@ -193,6 +195,37 @@ const FLITE_TEXT =
   'opened and then renamed, a timer that was set but has not yet fired. None of them may be lost, and ' +
   'none of them may be seen twice, or the program that wakes up is not the program that went to sleep.\n';
 
+/** yosys (the second big real program): a plain WASI command, 30 MB. Opt-in: STASIS_BENCH_YOSYS
+ *  names gen/yosys.core.wasm of an unpacked @yowasp/yosys (its first instrumentation takes
+ *  minutes); its data files come from gen/resources-yosys.js beside it. */
+const YOSYS_PACKAGE = '@yowasp/yosys';
+const YOSYS_MISSING = `set STASIS_BENCH_YOSYS=/path/to/gen/yosys.core.wasm of an unpacked ${YOSYS_PACKAGE} (npm pack ${YOSYS_PACKAGE}; tar xzf it)`;
+function yosysModule(): string | null {
+  const p = process.env['STASIS_BENCH_YOSYS'];
+  return p !== undefined && p !== '' && existsSync(p) ? p : null;
+}
+/** A small design for yosys to synthesise (2,544 cells after `synth -noabc`): fixed, so is the netlist. */
+const YOSYS_DESIGN = `module top(input clk, input rst, input [15:0] a, input [15:0] b, input [31:0] c, input [2:0] op,
+           output reg [31:0] y, output reg [7:0] cnt);
+  reg [31:0] acc;
+  always @(posedge clk) begin
+    if (rst) begin acc <= 0; cnt <= 0; end
+    else begin
+      cnt <= cnt + 1;
+      case (op)
+        3'd0: acc <= a * b + c;
+        3'd1: acc <= acc + (a ^ b);
+        3'd2: acc <= acc - c;
+        3'd3: acc <= {a, b} >> op;
+        3'd4: acc <= (a < b) ? c : acc;
+        default: acc <= acc;
+      endcase
+      y <= acc;
+    end
+  end
+endmodule
+`;
+
 const rowNamed = (name: string): RowDef => ROWS.find((r) => r.name === name)!;
 
 export const LAUNCH_ROWS: RowDef[] = [
@@ -216,20 +249,31 @@ export const LAUNCH_ROWS: RowDef[] = [
     beforeEach: (c) => rmSync(join(c.host, 'out.wav'), { force: true }),
     outputFiles: ['out.wav'],
   },
+  {
+    name: 'launch-yosys',
+    title: 'yosys 0.55 (30 MB wasm, not ours): synthesise a small design (synth -noabc), netlist and statistics',
+    wasm: 'yosys',
+    module: yosysModule,
+    missing: YOSYS_MISSING,
+    args: (c) => ['-q', '-p', `read_verilog ${c.guest}/design.v; synth -top top -noabc; tee -q -o ${c.guest}/stat.txt stat; write_verilog -noattr ${c.guest}/out.v`],
+    dirs: (c) => [`${c.host}.share::/share`],
+    setup: (c) => {
+      writeFileSync(join(c.host, 'design.v'), YOSYS_DESIGN);
+      const resources = join(dirname(yosysModule()!), 'resources-yosys.js');
+      rmSync(`${c.host}.share`, { recursive: true, force: true });
+      const r = spawnSync(process.execPath, [join(repoRoot, 'dist', 'bench', 'yosys-share.js'), resources, `${c.host}.share`], { encoding: 'utf8' });
+      if (r.status !== 0) throw new BenchFailure(`launch-yosys: cannot write yosys's data files from ${resources}: ${r.stderr}`);
+    },
+    beforeEach: (c) => { rmSync(join(c.host, 'stat.txt'), { force: true }); rmSync(join(c.host, 'out.v'), { force: true }); },
+    outputFiles: ['stat.txt', 'out.v'],
+  },
 ];
-
-/** yosys (the second big real program): a plain WASI command, 30 MB. */
-const YOSYS_PACKAGE = '@yowasp/yosys';
-function yosysModule(): string | null {
-  const p = process.env['STASIS_BENCH_YOSYS'] ?? join(repoRoot, 'node_modules', '@yowasp', 'yosys', 'gen', 'yosys.core.wasm');
-  return existsSync(p) ? p : null;
-}
 
 /** First-launch instrumentation rows (bench/instrument.ts). */
 export const INST_ROWS: InstRow[] = [
   ...['compute', 'calls', 'writes', 'opens'].map((w) => ({ name: `inst-${w}`, title: `bench/wasm/${w}.wasm`, module: () => join(wasmDir, `${w}.wasm`) })),
   { name: 'inst-flite', title: 'flite 2.3', module: fliteModule, missing: `${FLITE_PACKAGE} is not installed` },
-  { name: 'inst-yosys', title: 'yosys (YoWASP)', module: yosysModule, missing: `${YOSYS_PACKAGE} is not installed (npm ci, or set STASIS_BENCH_YOSYS=/path/to/yosys.core.wasm)` },
+  { name: 'inst-yosys', title: 'yosys 0.55 (YoWASP)', module: yosysModule, missing: YOSYS_MISSING },
 ];
 
 /** The checkpoint groups' names (for --only). */
@@ -276,7 +320,10 @@ interface Options {
 const modulePath = (row: RowDef): string => row.module?.() ?? join(wasmDir, `${row.wasm}.wasm`);
 
 function commandFor(rt: RuntimeId, row: RowDef, ctx: RowContext, opts: Options): string[] {
-  const common = ['--dir', `${ctx.host}::${ctx.guest}`, modulePath(row), ...(row.args?.(ctx) ?? [])];
+  const common = [
+    '--dir', `${ctx.host}::${ctx.guest}`, ...(row.dirs?.(ctx) ?? []).flatMap((d) => ['--dir', d]),
+    modulePath(row), ...(row.args?.(ctx) ?? []),
+  ];
   if (rt === 'node:wasi' || opts.baselineAsStasis) return [nodeWasiRunner, ...common];
   if (rt === 'launch') {
     // No checkpoint is taken: this measures what running under checkpoint control costs.

@@ -22,6 +22,8 @@ const hasNative = nativeWasmOpt() !== null;
 const TOOLS: { name: string; env: Record<string, string>; skip: string | false }[] = [
   { name: 'the npm build', env: { STASIS_WASM_OPT: 'npm' }, skip: false },
   { name: 'a native wasm-opt', env: {}, skip: hasNative ? false : 'no native wasm-opt on PATH (apt-get install binaryen)' },
+  // Pieces of 300 bytes of instrumented code: a few functions each, merged back (chunks.ts).
+  { name: 'a native wasm-opt on the module cut in pieces', env: { STASIS_ASYNCIFY_PIECE_BYTES: '300' }, skip: hasNative ? false : 'no native wasm-opt on PATH (apt-get install binaryen)' },
 ];
 
 function envWith(cache: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
@@ -252,6 +254,71 @@ test('restart equivalence on flite (21 MB): checkpoints at sampled WASI calls gi
     }
     assert.ok(checkpointed >= 4, `only ${checkpointed} of the sampled calls were reached`);
     assert.equal(basename(flite), 'flite.wasm');
+  } finally {
+    cleanup();
+  }
+});
+
+// yosys (the npm package @yowasp/yosys, gen/yosys.core.wasm: 30 MB, 34,000 functions) is opt-in:
+// its first instrumentation takes minutes. STASIS_TEST_YOSYS names the original module (the
+// reference runs it under node:wasi); STASIS_TEST_YOSYS_INSTRUMENTED, if set, the output of
+// `stasis instrument` on it (else the first launch instruments it into the test's cache).
+const yosys = process.env['STASIS_TEST_YOSYS'] ?? '';
+const yosysInstrumented = process.env['STASIS_TEST_YOSYS_INSTRUMENTED'] ?? '';
+const YOSYS_DESIGN = `module top(input clk, input rst, input [7:0] a, input [7:0] b, input [1:0] op, output reg [15:0] y);
+  always @(posedge clk)
+    if (rst) y <= 0;
+    else case (op)
+      2'd0: y <= a * b;
+      2'd1: y <= y + a;
+      2'd2: y <= {a, b} >> op;
+      default: y <= (a < b) ? y : {b, a};
+    endcase
+endmodule
+`;
+/** It makes 394 unwindable WASI calls (344 of them clock_time_get, around each pass). */
+const YOSYS_SAMPLES = [1, 20, 150, 300, 390];
+
+test('restart equivalence on yosys (30 MB): checkpoints at sampled WASI calls and polls give node:wasi\'s netlist', {
+  skip: yosys !== '' && existsSync(yosys) ? false : 'set STASIS_TEST_YOSYS=/path/to/gen/yosys.core.wasm of an unpacked @yowasp/yosys',
+}, () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const env = envWith(join(dir, 'cache'));
+    const share = join(dir, 'share');
+    const made = spawnSync(process.execPath, [join(repoRoot, 'dist', 'bench', 'yosys-share.js'), join(yosys, '..', 'resources-yosys.js'), share], { encoding: 'utf8' });
+    assert.equal(made.status, 0, made.stderr);
+    const script = 'read_verilog /w/design.v; synth -top top -noabc; tee -q -o /w/stat.txt stat; write_verilog -noattr /w/out.v';
+    const args = (work: string): string[] => ['--dir', `${work}::/w`, '--dir', `${share}::/share`];
+    const workDir = (name: string): string => {
+      const w = join(dir, name);
+      mkdirSync(w);
+      writeFileSync(join(w, 'design.v'), YOSYS_DESIGN);
+      return w;
+    };
+    const outputs = (w: string): string => readFileSync(join(w, 'stat.txt'), 'utf8') + readFileSync(join(w, 'out.v'), 'utf8');
+    const refWork = workDir('ref');
+    const ref = spawnSync(process.execPath, [join(repoRoot, 'dist', 'bench', 'node-wasi-runner.js'), ...args(refWork), yosys, '-q', '-p', script], { encoding: 'utf8' });
+    assert.equal(ref.status, 0, ref.stderr);
+    const want = outputs(refWork);
+    assert.match(want, /Number of cells/);
+    const prog = yosysInstrumented !== '' ? yosysInstrumented : yosys;
+    let checkpointed = 0;
+    for (const n of YOSYS_SAMPLES) {
+      const work = workDir(`w${n}`);
+      const ckpt = join(dir, `ck${n}`);
+      const first = stasis(['launch', '--quiet', '--ckpt-dir', ckpt, '--checkpoint-at-call', String(n), ...args(work), prog, '-q', '-p', script], { env, ...SLOW });
+      if (first.code !== CHECKPOINTED) {
+        assert.equal(first.code, 0, first.stderr);
+      } else {
+        checkpointed++;
+        const second = stasis(['restart', '--quiet', ckpt], { env, ...SLOW });
+        assert.equal(second.code, 0, `call ${n}: ${second.stderr}`);
+        assert.equal(first.stdout + second.stdout, ref.stdout, `call ${n}`);
+      }
+      assert.equal(outputs(work), want, `call ${n}: the netlist or statistics differ`);
+    }
+    assert.ok(checkpointed >= YOSYS_SAMPLES.length - 1, `only ${checkpointed} of the sampled calls were reached`);
   } finally {
     cleanup();
   }

@@ -4,15 +4,10 @@
 import binaryen from 'binaryen';
 import { WASI_FUNCTIONS } from '../wasi/signatures.js';
 import { WASI_MODULE } from './abi.js';
+import { UnsupportedModuleError } from './errors.js';
 import { Expr, Ids, UnknownExpressionError, walk, type Ref } from './walk.js';
 
-export class UnsupportedModuleError extends Error {
-  readonly code = 'UNSUPPORTED' as const;
-  constructor(message: string) {
-    super(message);
-    this.name = 'UnsupportedModuleError';
-  }
-}
+export { UnsupportedModuleError };
 
 /** Imports a checkpoint never unwinds at: start-up and exit. Keeps crt1's start-up uninstrumented. */
 export const NON_UNWINDING_WASI = new Set([
