@@ -62,9 +62,9 @@ test('slurm, two nodes: a job moved off a drained node, a job array, and SIGTERM
       assert.match(job.err(), /^stasis: resuming ckpt_job from /m);
     });
 
-    await t.test('a job array: each task its own checkpoint directory, signalled, requeued by itself, resumed', async () => {
+    await t.test('a job array: each task its own checkpoint directory, signalled, requeued by itself (not the array), resumed', async () => {
       const tasks = [0, 1, 2, 3];
-      const refs = tasks.map((i) => reference(dir, `task${i}`, ['30', '100', String(i)]));
+      const refs = tasks.map((i) => reference(dir, `task${i}`, ['40', '100', String(i)]));
       // As docs/slurm.md has it: one directory per task, from the array's job ID and the task's index.
       const script = join(dir, 'array.sh');
       writeFileSync(script, [
@@ -72,17 +72,24 @@ test('slurm, two nodes: a job moved off a drained node, a job array, and SIGTERM
         `work='${dir}'/work-task$SLURM_ARRAY_TASK_ID`,
         'mkdir -p "$work"',
         `exec '${process.execPath}' '${stasisBin}' launch --resume --ckpt-dir '${dir}'/ck-\${SLURM_ARRAY_JOB_ID}_\${SLURM_ARRAY_TASK_ID} \\`,
-        `  --dir "$work::/work" '${fixture('ckpt_job')}' /work 30 100 "$SLURM_ARRAY_TASK_ID"`,
+        `  --dir "$work::/work" '${fixture('ckpt_job')}' /work 40 100 "$SLURM_ARRAY_TASK_ID"`,
         '',
       ].join('\n'), { mode: 0o755 });
       const array = c.run('sbatch', ['--parsable', `--array=0-${tasks.length - 1}`, '--open-mode=append',
         `--output=${join(dir, 'array-%a.out')}`, `--error=${join(dir, 'array-%a.err')}`, `--chdir=${dir}`, script]).trim();
       const out = tasks.map((i) => textOf(join(dir, `array-${i}.out`)));
       const err = tasks.map((i) => textOf(join(dir, `array-${i}.err`)));
-      await until(() => out.every((o) => o().includes('step 3 ')), 'every task to run', [], () => ` (stderr: ${err.map((e) => e()).join('')})`);
-      // SIGTERM to every task's batch shell, which is its launcher; Slurm does not requeue on it
-      // (as at a time limit): each task checkpoints, stops, and requeues itself.
-      c.run('scancel', ['--batch', '--signal=TERM', array]);
+      // Each task, once it runs, gets a SIGTERM to its batch shell, which is its launcher; Slurm
+      // does not requeue on it (as at a time limit): the task checkpoints, stops, and requeues itself.
+      const signalled = new Set<number>();
+      await until(() => {
+        for (const i of tasks) {
+          if (signalled.has(i) || !out[i]!().includes('step 3 ')) continue;
+          c.run('scancel', ['--batch', '--signal=TERM', `${array}_${i}`]);
+          signalled.add(i);
+        }
+        return signalled.size === tasks.length;
+      }, 'every task to run', [], () => ` (stderr: ${err.map((e) => e()).join('')})`);
       for (const i of tasks) {
         const task = `${array}_${i}`;
         await until(() => ended(c, task), `task ${i} to end`, [], err[i]!);
@@ -103,14 +110,16 @@ test('slurm, two nodes: a job moved off a drained node, a job array, and SIGTERM
       const work = join(dir, 'work-early');
       mkdirSync(work);
       const ckpt = join(dir, 'ck-early');
-      const go = join(dir, 'early.go');
+      const go = (n: number): string => join(dir, `early.go${n}`);
       // Attempt 0 stops where it starts instrumenting (a cache of its own: nothing cached),
-      // attempt 2 where its restart has read the image, before it changes anything; attempt 3
-      // waits for the test to have compared the files with those attempt 2 found.
+      // attempt 2 where its restart has read the image, before it changes anything; attempts 1
+      // and 3 wait for the test to have looked at what the attempt before them left.
       const job = submit(c, dir, 'early', jobScript(dir, 'early', ckpt,
         ['--dir', `${work}::/work`, fixture('ckpt_job'), '/work', ...args], 'exec', [
           `export STASIS_CACHE_DIR='${join(dir, 'cache-early')}'`,
-          'case ${SLURM_RESTART_COUNT:-0} in 0) export STASIS_TEST_PAUSE=instrument ;; 2) export STASIS_TEST_PAUSE=restart ;; 3) until [ -e \'' + go + '\' ]; do sleep 0.1; done ;; esac',
+          'n=${SLURM_RESTART_COUNT:-0}',
+          'case $n in 0) export STASIS_TEST_PAUSE=instrument ;; 2) export STASIS_TEST_PAUSE=restart ;; esac',
+          `until [ $n = 0 ] || [ $n = 2 ] || [ -e '${dir}'/early.go$n ]; do sleep 0.1; done`,
         ]), []);
       const requeuedLines = (): number => job.err().match(/^stasis: stopped on SIGTERM before the program ran; nothing written; job \d+ requeued /gm)?.length ?? 0;
       await until(() => job.err().includes('paused at instrument'), 'the first attempt to instrument', [], job.err);
@@ -118,6 +127,7 @@ test('slurm, two nodes: a job moved off a drained node, a job array, and SIGTERM
       await until(() => requeuedLines() === 1, 'the first attempt to stop and requeue itself', [], job.err);
       assert.deepEqual(tree(ckpt), {});
       assert.deepEqual(tree(work), {});
+      writeFileSync(go(1), '');
 
       await until(() => job.out().includes('step 3 '), 'the second attempt to run', [], job.err);
       c.run('scontrol', ['requeue', job.id]);
@@ -126,7 +136,7 @@ test('slurm, two nodes: a job moved off a drained node, a job array, and SIGTERM
       c.run('scancel', ['--batch', '--signal=TERM', job.id]);
       await until(() => requeuedLines() === 2, 'the third attempt to stop and requeue itself', [], job.err);
       assert.deepEqual({ ckpt: tree(ckpt), work: tree(work) }, before);
-      writeFileSync(go, '');
+      writeFileSync(go(3), '');
 
       await until(() => ended(c, job.id), 'the job to end', [], job.err);
       const fields = c.job(job.id);

@@ -76,8 +76,12 @@ function exitCodes(spec: string): number[] {
   return out;
 }
 
+/** Runs scontrol. `scontrol requeue` of this job is answered by the end of this attempt: a
+ *  SIGTERM to each of the job's processes, scontrol's too, which may come before it has seen
+ *  the answer and exited; so it runs with SIGTERM ignored (kept across exec). */
 function scontrol(args: string[]): string {
-  return execFileSync('scontrol', args, { encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [cmd, argv] = args[0] === 'requeue' ? ['sh', ['-c', 'trap "" TERM; exec scontrol "$@"', 'sh', ...args]] : ['scontrol', args];
+  return execFileSync(cmd, argv, { encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 /**
@@ -94,6 +98,8 @@ export function requeueAfterStop(job: SlurmJob): string {
     scontrol(['requeue', job.jobId]);
     return `job ${job.jobId} requeued (scontrol requeue ${job.jobId}); its next attempt (launch --resume) goes on where this one stopped`;
   } catch (e) {
+    const signal = (e as { signal?: string | null }).signal;
+    if (typeof signal === 'string') return `scontrol was ended by ${signal} (Slurm ending this attempt): if job ${job.jobId} is not back in the queue, requeue it with 'scontrol requeue ${job.jobId}'`;
     const msg = ((e as { stderr?: string }).stderr || (e as Error).message).trim().split('\n')[0];
     return `could not requeue job ${job.jobId} (${msg}): requeue it with 'scontrol requeue ${job.jobId}'`;
   }
