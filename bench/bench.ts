@@ -22,6 +22,8 @@
 //                 against plain fs calls on 1 GiB (bench/ckpt.ts, bench/bigio.ts); --skip-big
 //   inst-*        first-launch instrumentation with a cold cache: time and peak RSS, against
 //                 Binaryen's own wasm-opt --asyncify -O1 (bench/instrument.ts)
+//   journal-*     the undo journal's cost: a program after a checkpoint, journaled vs --no-rollback
+//                 (bench/journal.ts); journal-rewrite rewrites a 1 GiB file (64 MiB with --skip-big)
 //   ckpt-dbfile   a 1 GiB database file held open: first checkpoint (saves a copy) against a plain
 //                 copy + fsync, second checkpoint of the unchanged file (bench/ckpt.ts); --skip-big
 //   slurm-requeue a batch job's requeue round trip on a local Slurm (SIGTERM -> running again),
@@ -38,6 +40,7 @@ import {
   type BigResult, type DbResult, type Dist, type LatencyResult, type Paths, exportBench, type ExportBenchResult,
 } from './ckpt.js';
 import { instrumentRows, instrumentTable, type InstRow } from './instrument.js';
+import { defaultJournalRows, journalRows, journalTable, type JournalResult } from './journal.js';
 import { SLURM_REQUEUE, slurmPreflight, slurmRequeue, slurmTable, type SlurmResult } from './slurm.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -246,6 +249,7 @@ const GROUPS: Record<string, string[]> = {
   launch: LAUNCH_ROWS.map((r) => r.name),
   ckpt: [CKPT_LATENCY, CKPT_BIG, CKPT_DB, CKPT_EXPORT],
   inst: INST_ROWS.map((r) => r.name),
+  journal: defaultJournalRows(1).map((r) => r.name),
   slurm: [SLURM_REQUEUE],
 };
 
@@ -383,7 +387,7 @@ function measure(row: RowDef, ctx: RowContext, opts: Options, runtimes: readonly
 
 // ---- command line ------------------------------------------------------------------------------
 
-const ALL_NAMES = [...ROWS, ...LAUNCH_ROWS, ...INST_ROWS].map((r) => r.name).concat([CKPT_LATENCY, CKPT_BIG, CKPT_DB, CKPT_EXPORT, SLURM_REQUEUE]);
+const ALL_NAMES = [...ROWS, ...LAUNCH_ROWS, ...INST_ROWS, ...defaultJournalRows(1)].map((r) => r.name).concat([CKPT_LATENCY, CKPT_BIG, CKPT_DB, CKPT_EXPORT, SLURM_REQUEUE]);
 
 const USAGE = `usage: node dist/bench/bench.js [options]    (npm run bench -- [options])
   --runs N              measured runs per runtime and row (default 5); the median is reported
@@ -797,6 +801,13 @@ async function main(): Promise<number> {
       inst = await instrumentRows(instRows, stasisBin, tmp, opts.instRuns, opts.instNpm);
     }
 
+    const journalWanted = defaultJournalRows(opts.skipBig ? 64 : opts.bigMib).filter((r) => wanted(r.name) && !opts.baselineAsStasis);
+    let journal: JournalResult[] | null = null;
+    if (journalWanted.length > 0) {
+      process.stderr.write('bench: journal rows (journal on vs --no-rollback)\n');
+      journal = journalRows(journalWanted, paths, tmp, opts.runs);
+    }
+
     let latency: LatencyResult | null = null;
     if (doLatency) {
       process.stderr.write(`bench: ${CKPT_LATENCY}\n`);
@@ -858,6 +869,7 @@ async function main(): Promise<number> {
         rows: results,
         launch: { method: 'as rows, plus bin/stasis.js launch; overhead = netMs(launch) / netMs(node:wasi)', ...launch },
         instrument: inst,
+        journal,
         checkpointLatency: latency,
         bigMemory: big && { ...big, summary: bigSummary },
         ...(bigSkipped !== null && { bigMemorySkipped: bigSkipped }),
@@ -871,6 +883,7 @@ async function main(): Promise<number> {
       if (results.length > 0) process.stdout.write(table(results, opts));
       if (launch.rows.length > 0 || launch.skipped.length > 0) process.stdout.write(launchTable(launch, opts));
       if (inst) process.stdout.write(instrumentTable(inst, grid));
+      if (journal) process.stdout.write(journalTable(journal, grid));
       if (latency) process.stdout.write(latencyTable(latency));
       if (big && bigSummary) process.stdout.write(bigTable(big, bigSummary));
       if (bigSkipped !== null && (opts.only.length > 0 || !opts.skipBig)) process.stdout.write(`\n${CKPT_BIG}: SKIPPED: ${bigSkipped}\n`);

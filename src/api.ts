@@ -17,7 +17,7 @@ export { exportImage } from './launcher/export.js';
 export type { ExportOptions, ExportResult } from './launcher/export.js';
 export { resume } from './launcher/resume.js';
 export { EXIT_CHECKPOINTED, EXIT_KILLED } from './launcher/supervisor.js';
-export type { StasisPlugin, OpenFile, FileDecision, CheckpointEvent, CheckpointedEvent, RestartEvent } from './files/plugin.js';
+export type { StasisPlugin, OpenFile, FileDecision, CheckpointEvent, CheckpointedEvent, RestartEvent, ChangedPath, RollbackDecision } from './files/plugin.js';
 export type { LaunchOptions } from './launcher/launch.js';
 export type { RestartOptions } from './launcher/restart.js';
 export type { ResumeOptions } from './launcher/resume.js';

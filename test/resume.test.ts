@@ -170,6 +170,22 @@ function startUntil(args: string[], line: RegExp, env: NodeJS.ProcessEnv): Promi
   });
 }
 
+test('SIGTERM before the launcher\'s modules have loaded: exit 75 (not 143), nothing written', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const ckpt = join(dir, 'ckpt');
+    for (const cmd of [['launch', '--resume', '--ckpt-dir', ckpt, fixture('ckpt_compute'), '3', '200000'], ['restart', ckpt]]) {
+      const p = await startUntil(cmd, /paused at load/, { ...process.env, STASIS_TEST_PAUSE: 'load' });
+      p.child.kill('SIGTERM');
+      assert.equal(await p.exit, CHECKPOINTED, p.stderr());
+      assert.equal(p.stdout(), '');
+      assert.equal(existsSync(ckpt), false);
+    }
+  } finally {
+    cleanup();
+  }
+});
+
 test('SIGTERM while a first launch instruments the module: exit 75, nothing written; --resume then runs it as one run', async () => {
   const { dir, cleanup } = tempDir();
   try {

@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { renameSync, symlinkSync, appendFileSync } from 'node:fs';
 import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
 
 /** Every file and directory below dir: contents (files), mode and kind. */
@@ -36,11 +37,18 @@ interface Run {
   cleanup: () => void;
 }
 
+interface RunHow {
+  /** Called once the checkpoint is durable, the program still paused. */
+  atCheckpoint?: (data: string) => void;
+  /** Let the program run to its end (exit 0) instead of killing the launcher at its second pause. */
+  finish?: boolean;
+}
+
 /**
  * Launches PROG on a fresh directory, checkpoints it at its first pause, lets it go on to its
  * second pause, and kills the launcher there (SIGKILL).
  */
-async function checkpointContinueKill(prog: string, args: (data: string) => string[], launchOptions: string[] = [], ckptParent?: string): Promise<Run> {
+async function checkpointContinueKill(prog: string, args: (data: string) => string[], launchOptions: string[] = [], ckptParent?: string, how: RunHow = {}): Promise<Run> {
   const { dir, cleanup: cleanupData } = tempDir();
   const other = ckptParent === undefined ? null : mkdtempSync(join(ckptParent, 'stasis-test-ckpt-'));
   const cleanup = (): void => {
@@ -69,10 +77,17 @@ async function checkpointContinueKill(prog: string, args: (data: string) => stri
     const before = out;
     const cp = stasis(['checkpoint', '--json', name]);
     assert.equal(cp.code, 0, cp.stderr + err);
+    how.atCheckpoint?.(data);
     child.stdin.write('go\n');
     await paused(2);
-    child.kill('SIGKILL');
-    await closed;
+    if (how.finish === true) {
+      child.stdin.end('go\n');
+      await closed;
+      assert.equal(child.exitCode, 0, out + err);
+    } else {
+      child.kill('SIGKILL');
+      await closed;
+    }
     return { before, root: dir, data, ckpt, cleanup };
   } catch (e) {
     child.kill('SIGKILL');
@@ -142,8 +157,9 @@ test('the same data file closed between steps (no fd open at the checkpoint): it
     const kept = /rolled back (\S*records\.bin) \(its contents changed after the checkpoint\); kept in (\S+)\n/.exec(r.stderr);
     assert.ok(kept, r.stderr);
     assert.deepEqual(readFileSync(kept[2]!), atKill);
-    // The journal it undid is gone; the restarted run keeps its own (until it ends).
-    assert.deepEqual(readdirSync(join(run.ckpt, 'journal')), ['gen-000001']);
+    // The journal it undid is gone; the restarted run keeps its own and, having ended, seals
+    // it (what the files were when it stopped: a later restart's conflict check).
+    assert.deepEqual(readdirSync(join(run.ckpt, 'journal')), ['gen-000001', 'sealed.json']);
   } finally {
     run.cleanup();
   }
@@ -261,7 +277,7 @@ test('--keep 1: a second checkpoint prunes the first one\'s journal; a restart f
     child.stdin.end('go\n');
     assert.equal(await exited, 0);
     assert.equal(out, ref.out);
-    assert.deepEqual(readdirSync(join(ckpt, 'journal')), ['gen-000002']);
+    assert.deepEqual(readdirSync(join(ckpt, 'journal')), ['gen-000002', 'sealed.json']);
 
     const r = stasis(['restart', '--quiet', ckpt], { input: 'go\n', cwd: dir });
     assert.equal(r.code, 0, r.stderr);
@@ -338,14 +354,21 @@ test('--rollback-exempt (or `exempt` in a rules file): outputs the user wants ke
   const rulesDir = tempDir();
   const rulesFile = join(rulesDir.dir, 'rules.txt');
   writeFileSync(rulesFile, '# outputs\nexempt out\n'); // a name: any path named out, and what is below it
-  for (const given of ['launch', 'rules file', 'restart'] as const) {
+  // The same decision by a plugin's decideRollback, per path, given what the program did to it.
+  const pluginFile = join(rulesDir.dir, 'keep-outputs.mjs');
+  writeFileSync(pluginFile, `export default { name: 'keep-outputs', decideRollback(p, proposed) {
+    if (!proposed.rollback) throw new Error('proposed ' + JSON.stringify(proposed));
+    if (p.guestPath.startsWith('/data/out/')) return { rollback: false, reason: 'outputs: ' + p.changes.join(',') };
+  } };\n`);
+  for (const given of ['launch', 'rules file', 'restart', 'plugin'] as const) {
     const options = given === 'launch' ? ['--rollback-exempt', 'data/out'] : given === 'rules file' ? ['--file-rules', rulesFile] : [];
     const run = await checkpointContinueKill(prog, args, options);
     try {
-      const at = given === 'restart' ? ['--rollback-exempt', join(run.data, 'out')] : [];
+      const at = given === 'restart' ? ['--rollback-exempt', join(run.data, 'out')] : given === 'plugin' ? ['--plugin', pluginFile] : [];
       const dry = stasis(['restart', '--dry-run', ...at, run.ckpt], { cwd: run.root });
       assert.equal(dry.code, 0, dry.stderr);
-      assert.match(dry.stdout, new RegExp(`^rollback ${join(run.data, 'out/r1')}: left as it is \\(--rollback-exempt ${given === 'rules file' ? 'out' : join(run.data, 'out')}\\)$`, 'm'));
+      const why = given === 'plugin' ? 'outputs: created' : `--rollback-exempt ${given === 'rules file' ? 'out' : join(run.data, 'out')}`;
+      assert.match(dry.stdout, new RegExp(`^rollback ${join(run.data, 'out/r1')}: left as it is \\(${why}\\)$`, 'm'));
       assert.match(dry.stdout, new RegExp(`^rollback ${join(run.data, 'scratch')}: `, 'm'));
       const r = stasis(['restart', '--quiet', ...at, run.ckpt], { input: 'go\ngo\n', cwd: run.root });
       assert.equal(r.code, 0, r.stderr);
@@ -369,5 +392,207 @@ test('--rollback-exempt with an empty pattern is a usage error (64), nothing wri
     assert.deepEqual(readdirSync(dir), []);
   } finally {
     cleanup();
+  }
+});
+
+test('the rollback works beneath its directory: a directory swapped for a link during the restart stops it (77) with nothing outside changed; put back, the next restart finishes as one run', async () => {
+  const prog = fixture('files_ops');
+  const args = (d: string): string[] => [`mkdir:${d}/sub`, `open:0:${d}/sub/db:w`, 'write:0:CHECKPOINT-DB', 'close:0', 'pause',
+    `open:1:${d}/sub/db:w`, 'write:1:LATER', 'close:1', `open:2:${d}/sub/new:w`, 'write:2:NEW', 'close:2', 'pause', 'print:end'];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    const outside = join(run.root, 'outside');
+    mkdirSync(outside);
+    writeFileSync(join(outside, 'db'), 'OUTSIDE-DB');
+    writeFileSync(join(outside, 'new'), 'OUTSIDE-NEW');
+    const go = join(run.root, 'go');
+    const restart = spawn(process.execPath, [stasisBin, 'restart', '--quiet', run.ckpt], {
+      stdio: ['pipe', 'pipe', 'pipe'], cwd: run.root, env: { ...process.env, STASIS_TEST_PAUSE: 'restart', STASIS_TEST_CONTINUE: go },
+    });
+    restart.stdin!.end('go\n');
+    let err = '';
+    const closed = new Promise<number | null>((r) => restart.on('close', r));
+    await new Promise<void>((resolve) => restart.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.includes('paused at restart')) resolve();
+    }));
+    // The rollback is planned and checked; now the tree changes under it.
+    renameSync(join(run.data, 'sub'), join(run.data, 'sub.away'));
+    symlinkSync('../outside', join(run.data, 'sub'));
+    writeFileSync(go, '');
+    assert.equal(await closed, 77, err);
+    assert.match(err, /\nstasis: restart stopped: during the rollback, a directory on the way to \S*sub\S* was replaced \(by a symbolic link or a file\)[^\n]*\n$/);
+    assert.deepEqual(readdirSync(outside).sort(), ['db', 'new']);
+    assert.equal(readFileSync(join(outside, 'db'), 'utf8'), 'OUTSIDE-DB');
+    assert.equal(readFileSync(join(outside, 'new'), 'utf8'), 'OUTSIDE-NEW');
+
+    rmSync(join(run.data, 'sub'));
+    renameSync(join(run.data, 'sub.away'), join(run.data, 'sub'));
+    const r = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
+  } finally {
+    run.cleanup();
+  }
+});
+
+/** Modification times of everything below dir (and of dir itself, as '.'). */
+function mtimes(dir: string, prefix = '', out: Record<string, string> = {}): Record<string, string> {
+  out[prefix === '' ? '.' : prefix] = String(lstatSync(dir, { bigint: true }).mtimeNs);
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    const st = lstatSync(p, { bigint: true });
+    if (st.isDirectory()) mtimes(p, `${prefix}${name}/`, out);
+    else out[prefix + name] = String(st.mtimeNs);
+  }
+  return out;
+}
+
+test('after the rollback every file and directory has its checkpoint-time modification time (appended log, file renamed over, files and directories made and removed)', async () => {
+  const prog = fixture('rollback_steps');
+  let atCheckpoint: Record<string, string> = {};
+  const run = await checkpointContinueKill(prog, (d) => [d], [], undefined, { atCheckpoint: (data) => (atCheckpoint = mtimes(data)) });
+  try {
+    // A plugin's onRestart runs once the files are in place, before the program goes on.
+    const plugin = join(run.root, 'times.mjs');
+    const seen = join(run.root, 'times.json');
+    writeFileSync(plugin, `import { lstatSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+${mtimes.toString().replace(/: [A-Za-z<>, ]+(?=[,)=])/g, '').replace(/\): Record<string, string> \{/, ') {')}
+export default { name: 'times', onRestart() { writeFileSync(${JSON.stringify(seen)}, JSON.stringify(mtimes(${JSON.stringify(run.data)}))); } };
+`);
+    const r = stasis(['restart', '--quiet', '--plugin', plugin, run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(readFileSync(seen, 'utf8')), atCheckpoint);
+  } finally {
+    run.cleanup();
+  }
+});
+
+test('a path another process changed after the program stopped is a conflict: the restart refuses (76) and changes nothing; with --allow-file-overwrite it rolls back and keeps that version', async () => {
+  const prog = fixture('rollback_steps');
+  const ref = uninterrupted(prog, (d) => [d]);
+  const run = await checkpointContinueKill(prog, (d) => [d], [], undefined, { finish: true });
+  try {
+    // The program appended to progress.log after the checkpoint, and so does someone else now.
+    appendFileSync(join(run.data, 'progress.log'), 'written by another process\n');
+    const before = tree(run.data);
+    const ckptBefore = tree(run.ckpt);
+    const refused = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(refused.code, 76, refused.stderr);
+    assert.match(refused.stderr, /^stasis: restart refused, nothing changed: since the program stopped, another process changed \S*progress\.log, which the program had changed after the checkpoint too; restart with --allow-file-overwrite[^\n]*\n$/);
+    assert.deepEqual(tree(run.data), before);
+    assert.deepEqual(tree(run.ckpt), ckptBefore);
+
+    const dry = stasis(['restart', '--dry-run', '--allow-file-overwrite', run.ckpt], { cwd: run.root });
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /^rollback \S*progress\.log: changed by another process since the program stopped; rolled back anyway/m);
+    const r = stasis(['restart', '--quiet', '--allow-file-overwrite', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
+    const kept = /rolled back \S*progress\.log \(its contents changed after the checkpoint\); kept in (\S+)\n/.exec(r.stderr);
+    assert.ok(kept, r.stderr);
+    assert.match(readFileSync(kept[1]!, 'utf8'), /step 20\nwritten by another process\n$/);
+  } finally {
+    run.cleanup();
+  }
+});
+
+test('a crash during a checkpoint: the launcher killed after the second capture, its image never written, while the program went on changing files; a restart from the first image finishes as an uninterrupted run', async () => {
+  const prog = fixture('rollback_steps');
+  const ref = uninterrupted(prog, (d) => [d]);
+  const { dir, cleanup } = tempDir();
+  try {
+    const data = join(dir, 'data');
+    const ckpt = join(dir, 'ckpt');
+    mkdirSync(data);
+    const go = join(dir, 'go');
+    const name = `rollback-crash-${process.pid}`;
+    const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', ckpt, '--dir', `${data}::/data`, prog, '/data'], {
+      stdio: ['pipe', 'pipe', 'pipe'], cwd: dir, env: { ...process.env, STASIS_TEST_PAUSE: 'checkpoint', STASIS_TEST_CONTINUE: go },
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
+    const until = async (what: () => boolean): Promise<void> => {
+      while (!what()) {
+        if (child.exitCode !== null) assert.fail(`launch ended (${child.exitCode}): ${out}${err}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    const count = (s: string, sub: string): number => s.split(sub).length - 1;
+    await until(() => count(out, 'paused\n') === 1);
+    const before = out;
+    // The first checkpoint: let it through its pause.
+    const first = spawn(process.execPath, [stasisBin, 'checkpoint', name], { stdio: 'ignore' });
+    await until(() => count(err, 'paused at checkpoint') === 1);
+    writeFileSync(go, '');
+    assert.equal(await new Promise((r) => first.on('close', r)), 0);
+    rmSync(go);
+    child.stdin.write('go\n');
+    await until(() => count(out, 'paused\n') === 2);
+    // The second: captured, the program released, its image not written yet.
+    const second = spawn(process.execPath, [stasisBin, 'checkpoint', name], { stdio: 'ignore' });
+    await until(() => count(err, 'paused at checkpoint') === 2);
+    child.stdin.end('go\n');
+    await until(() => out.includes('final state: '));
+    child.kill('SIGKILL');
+    await closed;
+    await new Promise((r) => second.on('close', r));
+    assert.deepEqual(readdirSync(join(ckpt, 'images')), ['gen-000001']);
+    // (Generation 2's journal holds what the program did after the second capture.)
+    assert.deepEqual(readdirSync(join(ckpt, 'journal')).filter((n) => n.startsWith('gen-')).sort(), ['gen-000001', 'gen-000002']);
+
+    const r = stasis(['restart', '--quiet', ckpt], { input: 'go\ngo\n', cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(before + r.stdout, ref.out);
+    assert.deepEqual(tree(data), ref.tree);
+  } finally {
+    cleanup();
+  }
+});
+
+test('the program\'s directory moved before the restart (--dir NEWHOST::/data): the journal is undone where the directory is now', async () => {
+  const prog = fixture('rollback_steps');
+  const ref = uninterrupted(prog, (d) => [d]);
+  const run = await checkpointContinueKill(prog, (d) => [d]);
+  try {
+    const moved = join(run.root, 'moved');
+    renameSync(run.data, moved);
+    const dry = stasis(['restart', '--dry-run', '--dir', `${moved}::/data`, run.ckpt], { cwd: run.root });
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, new RegExp(`^rollback ${join(moved, 'result-003')}: removed after the checkpoint: put back \\(file\\)$`, 'm'));
+    assert.doesNotMatch(dry.stdout, /outside the program's directories/);
+    const r = stasis(['restart', '--quiet', '--dir', `${moved}::/data`, run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(moved), ref.tree);
+  } finally {
+    run.cleanup();
+  }
+});
+
+test('a path left as it is keeps the directory the program made for it after the checkpoint (its rollback would have moved the file away too)', async () => {
+  const prog = fixture('files_ops');
+  const args = (d: string): string[] => ['pause', `mkdir:${d}/out`, `open:0:${d}/out/r1:w`, 'write:0:R1', 'close:0',
+    `open:1:${d}/scratch:w`, 'write:1:S', 'close:1', 'pause', 'print:end'];
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    const plugin = join(run.root, 'keep-r1.mjs');
+    writeFileSync(plugin, `export default { name: 'keep-r1', decideRollback(p) { if (p.guestPath === '/data/out/r1') return { rollback: false, reason: 'the result' }; } };\n`);
+    const dry = stasis(['restart', '--dry-run', '--plugin', plugin, run.ckpt], { cwd: run.root });
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, new RegExp(`^rollback ${join(run.data, 'out')}: left as it is \\(holds ${join(run.data, 'out/r1')}, the result\\)$`, 'm'));
+    assert.match(dry.stdout, new RegExp(`^rollback ${join(run.data, 'scratch')}: made after the checkpoint: moved to kept/$`, 'm'));
+    // The program makes out/ again and fails there: keeping it is the user's choice for outputs.
+    stasis(['restart', '--quiet', '--plugin', plugin, run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(readFileSync(join(run.data, 'out/r1'), 'utf8'), 'R1');
+  } finally {
+    run.cleanup();
   }
 });

@@ -13,7 +13,7 @@
 // nothing). Nothing is fsynced: after a power loss the last entries may be lost with the
 // page cache, while the program's own writes may have reached the disk (docs/files.md).
 import * as fs from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { genName } from '../image/format.js';
 import type { FileChangeHooks } from '../wasi/changes.js';
 import { WriteGuards } from './guard.js';
@@ -22,13 +22,16 @@ import { WriteGuards } from './guard.js';
 export const JOURNAL_DIR = 'journal';
 /** Bytes saved per first write to a block. */
 export const JOURNAL_BLOCK = 64 << 10;
+/** The most saved in one go, for a write over many blocks not saved yet. */
+const JOURNAL_RUN = 1 << 20;
 
 /** One change, as it is undone. Paths are host paths; `saved` is relative to the journal. */
 export type JournalEntry =
   | { op: 'created'; path: string }
   | { op: 'removed'; path: string; kind: 'file' | 'dir' | 'symlink'; mode: number; saved?: string; target?: string }
   | { op: 'renamed'; from: string; to: string }
-  | { op: 'size'; path: string; size: number }
+  /** The file's first change in the generation: its size and times then. */
+  | { op: 'size'; path: string; size: number; atimeNs?: string; mtimeNs?: string }
   | { op: 'block'; path: string; pos: number; len: number; at: number }
   | { op: 'times'; path: string; atimeNs: string; mtimeNs: string }
   /** What was there could not be saved (e.g. a file this user may not read): the change goes
@@ -39,16 +42,7 @@ export type JournalEntry =
  *  them: a restart from image G undoes journals G and later). */
 export function pruneJournals(ckptDir: string, oldest: number): void {
   const root = join(ckptDir, JOURNAL_DIR);
-  let names: string[];
-  try {
-    names = fs.readdirSync(root);
-  } catch {
-    return;
-  }
-  for (const n of names) {
-    const m = /^gen-(\d{6,})$/.exec(n);
-    if (m !== null && Number(m[1]) < oldest) fs.rmSync(join(root, n), { recursive: true, force: true });
-  }
+  for (const j of listJournals(root)) if (j.generation < oldest) fs.rmSync(join(root, j.name), { recursive: true, force: true });
 }
 
 /** How the program has written a file: only at its end, or over existing bytes. */
@@ -194,6 +188,7 @@ export class ChangeRecorder implements FileChangeHooks {
 
   beforeCreate(path: string): void {
     if (this.gen === null || fs.lstatSync(path, { throwIfNoEntry: false }) !== undefined) return;
+    this.beforeSetTimes(dirname(path));
     this.append({ op: 'created', path });
     this.createdPaths.add(path);
   }
@@ -202,6 +197,7 @@ export class ChangeRecorder implements FileChangeHooks {
     if (this.gen === null) return;
     const st = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
     if (st === undefined) return;
+    this.beforeSetTimes(dirname(path));
     if (st.isDirectory()) {
       if (!this.createdPaths.has(path)) this.append({ op: 'removed', path, kind: 'dir', mode: Number(st.mode & 0o7777n) });
       return;
@@ -221,6 +217,8 @@ export class ChangeRecorder implements FileChangeHooks {
     if (src === undefined) return;
     const dst = fs.lstatSync(to, { bigint: true, throwIfNoEntry: false });
     if (dst !== undefined && !(dst.dev === src.dev && dst.ino === src.ino)) this.beforeRemove(to);
+    this.beforeSetTimes(dirname(from));
+    this.beforeSetTimes(dirname(to));
     this.append({ op: 'renamed', from, to });
     const moved = (p: string): string | null => (p === from ? to : p.startsWith(from + '/') ? to + p.slice(from.length) : null);
     for (const h of this.handles.values()) {
@@ -268,19 +266,26 @@ export class ChangeRecorder implements FileChangeHooks {
 
   /** The file's first change in this generation: its size then is recorded. */
   private begin(f: FileState, path: string, handle: number): void {
-    const size = Number(fs.fstatSync(handle).size);
+    const st = fs.fstatSync(handle, { bigint: true });
+    const size = Number(st.size);
     this.resetFor(f, size);
-    this.append({ op: 'size', path, size });
+    this.append({ op: 'size', path, size, atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) });
   }
 
-  /** Saves the blocks of [from, to) not saved yet in this generation, before they change. */
+  /** Saves the blocks of [from, to) not saved yet in this generation, before they change:
+   *  runs of adjacent ones in one read and one write (up to JOURNAL_RUN bytes). */
   private saveBlocks(f: FileState, path: string, handle: number, from: number, to: number, readable?: number): void {
     const first = Math.floor(from / JOURNAL_BLOCK);
     const last = Math.floor((to - 1) / JOURNAL_BLOCK);
     let fd = readable ?? -1;
     try {
-      for (let i = first; i <= last; i++) {
-        if (f.saved.has(i)) continue;
+      for (let i = first; i <= last;) {
+        if (f.saved.has(i)) {
+          i++;
+          continue;
+        }
+        let n = 1;
+        while (i + n <= last && n < JOURNAL_RUN / JOURNAL_BLOCK && !f.saved.has(i + n)) n++;
         if (fd < 0) {
           try {
             fd = openReadable(handle, path);
@@ -291,20 +296,21 @@ export class ChangeRecorder implements FileChangeHooks {
           }
         }
         const pos = i * JOURNAL_BLOCK;
-        const want = Math.min(JOURNAL_BLOCK, f.origSize - pos);
-        const buf = (this.buf ??= Buffer.allocUnsafe(JOURNAL_BLOCK));
+        const want = Math.max(0, Math.min(n * JOURNAL_BLOCK, f.origSize - pos));
+        const buf = (this.buf ??= Buffer.allocUnsafe(JOURNAL_RUN));
         let got = 0;
         while (got < want) {
-          const n = fs.readSync(fd, buf, got, want - got, pos + got);
-          if (n === 0) break; // shorter now than when first changed (another process)
-          got += n;
+          const r = fs.readSync(fd, buf, got, want - got, pos + got);
+          if (r === 0) break; // shorter now than when first changed (another process)
+          got += r;
         }
         this.openJournal();
         const at = this.blocksEnd;
         for (let w = 0; w < got;) w += fs.writeSync(this.blocks, buf, w, got - w, at + w);
         this.blocksEnd += got;
         this.append({ op: 'block', path, pos, len: got, at });
-        f.saved.add(i);
+        for (let k = 0; k < n; k++) f.saved.add(i + k);
+        i += n;
       }
     } finally {
       if (fd >= 0 && fd !== readable) fs.closeSync(fd);
@@ -372,4 +378,110 @@ export class ChangeRecorder implements FileChangeHooks {
 /** A read-only fd on the file open as `handle` (which may be write-only). */
 function openReadable(handle: number, path: string): number {
   return fs.openSync(PROC_FD !== null ? PROC_FD + handle : path, 'r');
+}
+
+/** What a path was when the program stopped: lstat's identity, size and times, or null if absent. */
+export interface SealedState {
+  kind: 'file' | 'dir' | 'symlink' | 'other';
+  dev: string;
+  ino: string;
+  size: number;
+  mtimeNs: string;
+  ctimeNs: string;
+}
+
+/** The seal: what every path the journals name was when the program stopped. */
+const SEAL = 'sealed.json';
+
+export function stateOf(path: string): SealedState | null {
+  const st = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
+  if (st === undefined) return null;
+  const kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
+  return { kind, dev: String(st.dev), ino: String(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) };
+}
+
+/** The paths a journal's entries name. */
+export function pathsOf(e: JournalEntry): string[] {
+  return e.op === 'renamed' ? [e.from, e.to] : [e.path];
+}
+
+/**
+ * Seals the journals of generation `from` and later once the program has stopped for good
+ * (it ended, or stopped after a checkpoint): a later restart that finds a path no longer as
+ * sealed knows another process changed it, a conflict. Without a seal (the launcher was
+ * killed) the program's changes cannot be told from others'.
+ */
+export function sealJournals(ckptDir: string, from: number): void {
+  const root = join(ckptDir, JOURNAL_DIR);
+  const paths = new Set<string>();
+  for (const n of listJournals(root)) {
+    if (n.generation < from) continue;
+    for (const e of readJournal(join(root, n.name), () => null)) for (const p of pathsOf(e)) paths.add(p);
+  }
+  if (paths.size === 0) return;
+  const states: Record<string, SealedState | null> = {};
+  for (const p of [...paths].sort()) states[p] = stateOf(p);
+  const tmp = join(root, `.${SEAL}.${process.pid}`);
+  fs.writeFileSync(tmp, JSON.stringify({ from, states }) + '\n', { mode: 0o600 });
+  fs.renameSync(tmp, join(root, SEAL));
+}
+
+/** The seal, or null: none (the launcher was killed), or unreadable (then nothing is known). */
+export function readSeal(ckptDir: string): Map<string, SealedState | null> | null {
+  try {
+    const { states } = JSON.parse(fs.readFileSync(join(ckptDir, JOURNAL_DIR, SEAL), 'utf8')) as { states: Record<string, SealedState | null> };
+    return typeof states === 'object' && states !== null ? new Map(Object.entries(states)) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A run about to change files: a seal left by an earlier one says nothing of what this one does. */
+export function unseal(ckptDir: string): void {
+  fs.rmSync(join(ckptDir, JOURNAL_DIR, SEAL), { force: true });
+}
+
+/** The journals in `root` (CKPT_DIR/journal), by generation. */
+export function listJournals(root: string): { name: string; generation: number }[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(root);
+  } catch {
+    return [];
+  }
+  return names.flatMap((name) => {
+    const m = /^gen-(\d{6,})$/.exec(name);
+    return m === null ? [] : [{ name, generation: Number(m[1]) }];
+  });
+}
+
+/**
+ * The entries of one journal; a last line cut short (the launcher killed while writing it) is
+ * not there yet, and its change was not made. `damaged` says what to throw for a bad line
+ * (null: stop reading there).
+ */
+export function readJournal(dir: string, damaged: (line: number) => Error | null): JournalEntry[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(join(dir, 'log'), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+  const lines = text.split('\n');
+  lines.pop(); // '' after the last newline, or an entry cut short
+  const out: JournalEntry[] = [];
+  for (const [i, line] of lines.entries()) {
+    let e: JournalEntry;
+    try {
+      e = JSON.parse(line) as JournalEntry;
+      if (typeof e !== 'object' || e === null || typeof e.op !== 'string') throw new Error('not an entry');
+    } catch {
+      const err = damaged(i + 1);
+      if (err === null) break;
+      throw err;
+    }
+    out.push(e);
+  }
+  return out;
 }

@@ -43,6 +43,23 @@ export interface FileDecision {
   restartPath?: string;
 }
 
+/** A path the program changed after the checkpoint a restart goes back to. */
+export interface ChangedPath {
+  /** Host path, where the program's directory is now (after --dir). */
+  readonly path: string;
+  /** The path the program uses for it (preopen name + path below it). */
+  readonly guestPath: string;
+  /** What the program did to it since the checkpoint. */
+  readonly changes: readonly ('created' | 'removed' | 'renamed' | 'contents' | 'times')[];
+}
+
+/** Whether a restart undoes the program's changes to a path. */
+export interface RollbackDecision {
+  rollback: boolean;
+  /** Why: shown by `restart --dry-run` for a path left as it is. */
+  reason: string;
+}
+
 export interface CheckpointEvent {
   /** The program's name and checkpoint directory. */
   name: string;
@@ -78,6 +95,13 @@ export interface StasisPlugin {
    * returns a new one, or nothing to keep it.
    */
   decideFile?(file: OpenFile, proposed: FileDecision): FileDecision | void | Promise<FileDecision | void>;
+  /**
+   * At restart, before any file changes: whether the program's changes to one path since the
+   * checkpoint are undone (the default) or left as they are (an output nothing re-reads).
+   * Gets the decision so far; returns a new one, or nothing to keep it. Both names of a
+   * rename are left as they are if either is.
+   */
+  decideRollback?(path: ChangedPath, proposed: RollbackDecision): RollbackDecision | void | Promise<RollbackDecision | void>;
   /** After the image is durable (and the program has resumed, unless it is stopping). */
   afterCheckpoint?(e: CheckpointedEvent): void | Promise<void>;
   /** At restart, once the files are in place and before the program continues. */
@@ -100,6 +124,26 @@ export async function decide(plugins: readonly StasisPlugin[], file: OpenFile, i
       throw new StasisError('BAD_CONFIG', `plugin ${p.name}: decideFile returned treatment ${JSON.stringify(next.treatment)} for ${file.path}; expected reopen, log or save`);
     }
     d = { ...d, ...next, reason: next.reason || `plugin ${p.name}` };
+  }
+  return d;
+}
+
+/** Runs every plugin's decideRollback in order, starting from rolling back. */
+export async function decideRollback(plugins: readonly StasisPlugin[], path: ChangedPath): Promise<RollbackDecision> {
+  let d: RollbackDecision = { rollback: true, reason: 'changed after the checkpoint' };
+  for (const p of plugins) {
+    if (p.decideRollback === undefined) continue;
+    let next: RollbackDecision | void;
+    try {
+      next = await p.decideRollback(path, d);
+    } catch (e) {
+      throw new StasisError('BAD_CONFIG', `plugin ${p.name}: decideRollback failed for ${path.path}: ${(e as Error).message}`);
+    }
+    if (next === undefined || next === null) continue;
+    if (typeof next.rollback !== 'boolean') {
+      throw new StasisError('BAD_CONFIG', `plugin ${p.name}: decideRollback returned rollback ${JSON.stringify(next.rollback)} for ${path.path}; expected true or false`);
+    }
+    d = { rollback: next.rollback, reason: next.reason || `plugin ${p.name}` };
   }
   return d;
 }

@@ -3,7 +3,7 @@
 // --file-rules), then any --plugin.
 import type { FilePolicyOptions } from '../image/schema.js';
 import type { FileDecision, OpenFile, StasisPlugin } from './plugin.js';
-import { compileRule, matchRule, restartPathFor } from './rules.js';
+import { compileRule, exemptMatcher, matchRule, restartPathFor } from './rules.js';
 
 /** The default rules, with --checkpoint-open-files and --allow-file-overwrite. */
 export function defaultRules(opts: Pick<FilePolicyOptions, 'checkpointOpenFiles' | 'allowFileOverwrite'>): StasisPlugin {
@@ -49,9 +49,22 @@ export function ckptFilesRules(opts: Pick<FilePolicyOptions, 'rules' | 'allowFil
   };
 }
 
+/** --rollback-exempt (and a rules file's exempt lines): paths a restart leaves as they are. */
+export function rollbackExempt(patterns: readonly string[]): StasisPlugin {
+  const exemptOf = exemptMatcher(patterns);
+  return {
+    name: 'stasis:rollback-exempt',
+    decideRollback(p) {
+      const by = exemptOf(p.path);
+      return by === undefined ? undefined : { rollback: false, reason: `--rollback-exempt ${by}` };
+    },
+  };
+}
+
 /** The built-in policy plugins for a launch's options, in order. */
 export function builtinPolicy(opts: FilePolicyOptions): StasisPlugin[] {
   const out = [defaultRules(opts)];
   if (opts.rules.length > 0) out.push(ckptFilesRules(opts));
+  if ((opts.rollbackExempt ?? []).length > 0) out.push(rollbackExempt(opts.rollbackExempt!));
   return out;
 }

@@ -6,81 +6,192 @@
 // (moved, not deleted) in CKPT_DIR/kept/ and reported.
 import * as fs from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
-import { exemptMatcher } from './rules.js';
 import { StasisError } from '../errors.js';
 import { genName } from '../image/format.js';
-import { setTimesPath } from '../wasi/native.js';
-import { JOURNAL_DIR, type JournalEntry } from './journal.js';
+import { closeFd, mkdirAt, openAt, openHostDir, readlinkAt, removeAt, renameAt, setTimesAt, statAt, symlinkAt, type At } from '../wasi/beneath.js';
+import { setTimesFd } from '../wasi/native.js';
+import { guestPath } from '../wasi/state.js';
+import { copyRangeSync } from '../util/fs.js';
+import { JOURNAL_DIR, listJournals, pathsOf, readJournal, readSeal, stateOf, unseal, type JournalEntry, type SealedState } from './journal.js';
+import { decideRollback, type ChangedPath, type StasisPlugin } from './plugin.js';
+
+/** One of the program's directories: its host path as the journals name it, and where it is now. */
+export interface RollbackRoot {
+  guest: string;
+  was: string;
+  now: string;
+}
 
 interface Journal {
   generation: number;
   dir: string;
+  /** With the paths where they are now. */
   entries: JournalEntry[];
 }
 
 export interface RollbackPlan {
+  ckptDir: string;
   /** Journals to undo, newest first. */
   journals: Journal[];
   /** One line per path, for `restart --dry-run`. */
   lines: string[];
-  /** Host paths the rollback may change. */
+  /** Host paths (now) the rollback may change. */
   touched: Set<string>;
+  /** Each of them beneath its directory: the rollback works through a handle on `root`. */
+  places: Map<string, { root: string; rel: string }>;
+  /** Those another process changed since the program stopped (rolled back with --allow-file-overwrite). */
+  conflicts: Set<string>;
 }
 
 /** A restart with --no-rollback: nothing to undo. */
-export const NO_ROLLBACK: RollbackPlan = { journals: [], lines: [], touched: new Set() };
+export const NO_ROLLBACK: RollbackPlan = { ckptDir: '', journals: [], lines: [], touched: new Set(), places: new Map(), conflicts: new Set() };
 
-const GEN_RE = /^gen-(\d{6,})$/;
+export interface RollbackOptions {
+  /** Files the image has copies of: their contents come back from the copy, under the
+   *  restart plan's rules for a file that differs, so the journal's bytes are not used. */
+  saved?: readonly string[];
+  /** Stasis's rules and --plugin modules: each path's decideRollback. */
+  plugins?: readonly StasisPlugin[];
+  /** --allow-file-overwrite: roll back paths another process changed too (kept aside). */
+  allowOverwrite?: boolean;
+}
 
 /**
  * The journals a restart from `generation` undoes (that one and every later one), read and
- * checked; nothing is changed. `roots`: the preopens' host directories now: entries outside
- * them (the program's directories moved since) are left alone, and said so. `saved`: files
- * the image has copies of: their contents come back from the copy, under the restart plan's
- * rules for a file that differs, so the journal's bytes for them are not used.
+ * checked; nothing is changed. Entries are placed beneath the program's directories as they
+ * are now (`roots`, after --dir); those outside them are left alone, and said so.
  */
-export function planRollback(ckptDir: string, generation: number, roots: string[], saved: string[] = [], exempt: readonly string[] = []): RollbackPlan {
+export async function planRollback(ckptDir: string, generation: number, roots: readonly RollbackRoot[], o: RollbackOptions = {}): Promise<RollbackPlan> {
   const root = join(ckptDir, JOURNAL_DIR);
-  let names: string[];
-  try {
-    names = fs.readdirSync(root);
-  } catch {
-    names = [];
-  }
-  const journals = names
-    .map((n) => ({ n, m: GEN_RE.exec(n) }))
-    .filter((x): x is { n: string; m: RegExpExecArray } => x.m !== null && Number(x.m[1]) >= generation)
-    .map(({ n, m }) => ({ generation: Number(m[1]), dir: join(root, n), entries: readLog(join(root, n)) }))
+  const places = new Map<string, { root: string; rel: string }>();
+  const wasOf = new Map<string, string>();
+  const guestOf = new Map<string, string>();
+  const bases = roots.flatMap((r) => [...new Set([r.was, realOr(r.was)])].map((w) => ({ w, r }))).sort((a, b) => b.w.length - a.w.length);
+  /** Where a recorded path is now; null outside the program's directories. Plain absolute
+   *  paths only: a damaged or forged journal cannot name a place outside with `..`. */
+  const now = (p: string): string | null => {
+    if (typeof p !== 'string' || !isAbsolute(p) || resolve(p) !== p) return null;
+    const hit = bases.find(({ w }) => p === w || p.startsWith(w + '/'));
+    if (hit === undefined) return null;
+    const rel = p === hit.w ? '' : p.slice(hit.w.length + 1);
+    const q = rel === '' ? hit.r.now : join(hit.r.now, rel);
+    places.set(q, { root: hit.r.now, rel });
+    wasOf.set(q, p);
+    guestOf.set(q, guestPath({ preopen: hit.r.guest, rel }));
+    return q;
+  };
+  const outside = new Set<string>();
+  const journals = listJournals(root)
+    .filter((j) => j.generation >= generation)
+    .map((j) => {
+      const dir = join(root, j.name);
+      const entries = readJournal(dir, (line) => new StasisError('CORRUPT_IMAGE', `restart refused, nothing changed: the undo journal ${join(dir, 'log')} is damaged at line ${line}; restart with --no-rollback to leave the files as they are`));
+      return { generation: j.generation, dir, entries: entries.flatMap((e) => placed(e, now, outside)) };
+    })
     .sort((a, b) => b.generation - a.generation);
-  const real = roots.map((r) => realOr(r));
-  // Plain absolute paths only: a damaged or forged journal cannot name a place outside with `..`.
-  const inside = (p: string): boolean => isAbsolute(p) && resolve(p) === p && real.some((r) => p === r || p.startsWith(r + '/'));
-  const fromCopy = new Set(saved.map(realPath));
-  for (const j of journals) j.entries = j.entries.filter((e) => !((e.op === 'size' || e.op === 'block') && fromCopy.has(e.path)));
-  const lost = journals.flatMap((j) => j.entries.filter((e): e is Extract<JournalEntry, { op: 'lost' }> => e.op === 'lost' && inside(e.path)));
+  const lost = journals.flatMap((j) => j.entries.filter((e): e is Extract<JournalEntry, { op: 'lost' }> => e.op === 'lost'));
   if (lost.length > 0) {
     const what = [...new Set(lost.map((e) => `${e.path} (${e.why})`))].join(', ');
     throw new StasisError('FILE_ACCESS', `restart refused, nothing changed: the program changed files after the checkpoint that could not be saved for rollback: ${what}; restart with --no-rollback to keep the files as they are`);
   }
-  const touched = new Set<string>();
-  const outside = new Set<string>();
-  const exemptOf = exemptMatcher(exempt);
-  const exempted = new Map<string, string>();
+  const fromCopy = new Set((o.saved ?? []).map(realPath));
+  for (const j of journals) j.entries = j.entries.filter((e) => !((e.op === 'size' || e.op === 'block') && fromCopy.has(realPath(e.path))));
+
+  // Each path's decision (Stasis's exempt rules, then plugins); a rename is undone whole or not at all.
+  const changes = new Map<string, Set<ChangedPath['changes'][number]>>();
   for (const j of journals) {
     for (const e of j.entries) {
-      const paths = e.op === 'renamed' ? [e.from, e.to] : [e.path];
-      const by = paths.map(exemptOf).find((x) => x !== undefined);
-      if (by !== undefined) for (const p of paths) exempted.set(p, by);
-      else if (paths.every(inside)) for (const p of paths) touched.add(p);
-      else for (const p of paths) outside.add(p);
+      const what = e.op === 'size' || e.op === 'block' ? 'contents' : e.op === 'lost' ? 'contents' : e.op;
+      for (const p of pathsOf(e)) (changes.get(p) ?? changes.set(p, new Set()).get(p)!).add(what);
     }
+  }
+  const kept = new Map<string, string>();
+  for (const [path, what] of [...changes].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const d = await decideRollback(o.plugins ?? [], { path, guestPath: guestOf.get(path)!, changes: [...what] });
+    if (!d.rollback) kept.set(path, d.reason);
+  }
+  // What is left as it is keeps what it needs: both names of a rename, and the directories
+  // the program made that it is in (until nothing more changes).
+  const renames = journals.flatMap((j) => j.entries.filter((e): e is Extract<JournalEntry, { op: 'renamed' }> => e.op === 'renamed'));
+  for (let grew = true; grew;) {
+    grew = false;
+    const keep = (p: string, why: string): void => {
+      if (kept.has(p) || !changes.has(p)) return;
+      kept.set(p, why);
+      grew = true;
+    };
+    for (const e of renames) {
+      const why = kept.get(e.from) ?? kept.get(e.to);
+      if (why !== undefined) for (const p of [e.from, e.to]) keep(p, why);
+    }
+    for (const [p, why] of [...kept]) {
+      for (let up = dirname(p); up !== dirname(up); up = dirname(up)) keep(up, `holds ${p}, ${why}`);
+    }
+  }
+  const touched = new Set([...changes.keys()].filter((p) => !kept.has(p)));
+
+  const conflicts = changedByOthers(ckptDir, touched, wasOf);
+  if (conflicts.size > 0 && o.allowOverwrite !== true) {
+    const list = [...conflicts].sort();
+    throw new StasisError('FILE_CHANGED', `restart refused, nothing changed: since the program stopped, another process changed ${list.length === 1 ? list[0] : `${list.length} paths (${list.join(', ')})`}, which the program had changed after the checkpoint too; restart with --allow-file-overwrite to roll ${list.length === 1 ? 'it' : 'them'} back anyway (the current ${list.length === 1 ? 'version is' : 'versions are'} kept in ${join(ckptDir, 'kept')}), or leave ${list.length === 1 ? 'it' : 'them'} as ${list.length === 1 ? 'it is' : 'they are'} with --rollback-exempt PATH`);
   }
   const lines = [
     ...describe(journals, touched),
-    ...[...exempted].sort().map(([p, by]) => `rollback ${p}: left as it is (--rollback-exempt ${by})`),
-    ...[...outside].sort().map((p) => `rollback ${p}: left alone, outside the program's directories now (moved with --dir or --path-map?)`),
+    ...[...conflicts].sort().map((p) => `rollback ${p}: changed by another process since the program stopped; rolled back anyway (--allow-file-overwrite), that version kept`),
+    ...[...kept].sort().map(([p, why]) => `rollback ${p}: left as it is (${why})`),
+    ...[...outside].sort().map((p) => `rollback ${p}: left alone, outside the program's directories now (moved with --path-map?)`),
   ];
-  return { journals, lines, touched };
+  return { ckptDir, journals, lines, touched, places, conflicts };
+}
+
+/** An entry with its paths where they are now, or none if one is outside (noted in `outside`). */
+function placed(e: JournalEntry, now: (p: string) => string | null, outside: Set<string>): JournalEntry[] {
+  if (typeof e !== 'object' || e === null) return [];
+  if (e.op === 'renamed') {
+    const from = now(e.from);
+    const to = now(e.to);
+    if (from === null || to === null) {
+      for (const p of [e.from, e.to]) outside.add(String(p));
+      return [];
+    }
+    return [{ ...e, from, to }];
+  }
+  if (e.op === 'removed' && e.kind === 'file' && !/^files\/\d+$/.test(String(e.saved))) {
+    throw new StasisError('CORRUPT_IMAGE', `restart refused, nothing changed: the undo journal names ${JSON.stringify(e.saved)} as a saved file; restart with --no-rollback to leave the files as they are`);
+  }
+  const path = now(e.path);
+  if (path === null) {
+    outside.add(String(e.path));
+    return [];
+  }
+  return [{ ...e, path }];
+}
+
+/**
+ * The touched paths that are no longer as the program left them when it stopped (the seal,
+ * journal.ts): another process changed them since. Where a directory was moved (--dir), only
+ * what a copy keeps (kind, size, modification time) is compared.
+ */
+function changedByOthers(ckptDir: string, touched: Set<string>, wasOf: Map<string, string>): Set<string> {
+  const seal = readSeal(ckptDir);
+  const out = new Set<string>();
+  if (seal === null) return out;
+  for (const p of touched) {
+    const was = wasOf.get(p)!;
+    if (!seal.has(was)) continue;
+    const then = seal.get(was) ?? null;
+    const cur = stateOf(p);
+    if (!sameState(then, cur, was === p || realPath(was) === realPath(p))) out.add(p);
+  }
+  return out;
+}
+
+function sameState(a: SealedState | null, b: SealedState | null, samePlace: boolean): boolean {
+  if (a === null || b === null) return a === b;
+  if (a.kind !== b.kind) return false;
+  if (a.kind === 'dir' && !samePlace) return true; // a copied tree's directories differ in size and times
+  if (a.size !== b.size || a.mtimeNs !== b.mtimeNs) return false;
+  return !samePlace || (a.dev === b.dev && a.ino === b.ino && a.ctimeNs === b.ctimeNs);
 }
 
 /**
@@ -136,116 +247,199 @@ function describe(journals: Journal[], touched: Set<string>): string[] {
   return lines;
 }
 
-/** The entries of one journal; a last line cut short (the launcher killed while writing it) is
- *  not there yet, and its change was not made. */
-function readLog(dir: string): JournalEntry[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(join(dir, 'log'), 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new StasisError('FILE_ACCESS', `restart refused, nothing changed: cannot read the undo journal ${dir} (${(e as NodeJS.ErrnoException).code}); fix its permissions`);
-  }
-  const lines = text.split('\n');
-  lines.pop(); // '' after the last newline, or an entry cut short
-  return lines.map((line, i) => {
-    try {
-      const e = JSON.parse(line) as JournalEntry;
-      if (typeof e !== 'object' || e === null || typeof e.op !== 'string') throw new Error('not an entry');
-      return e;
-    } catch {
-      throw new StasisError('CORRUPT_IMAGE', `restart refused, nothing changed: the undo journal ${join(dir, 'log')} is damaged at line ${i + 1}; restart with --no-rollback to leave the files as they are`);
-    }
-  });
-}
-
 /**
- * Undoes the plan's journals, then removes them. Returns one line per thing kept (also listed
- * in `keptDir`/kept.json).
+ * Undoes the plan's journals, then removes them. Every change is made beneath a handle on the
+ * program's directory, never through a link: a directory swapped for a symlink meanwhile
+ * makes the rollback stop (ELOOP, ENOTDIR or EXDEV) instead of changing a file outside.
+ * Returns one line per thing kept (also listed in `keptDir`/kept.json).
  */
 export function applyRollback(plan: RollbackPlan, keptDir: string): string[] {
+  const fds = new Map<string, number>();
+  const dirFd = (dir: string): number => fds.get(dir) ?? fds.set(dir, openHostDir(dir)).get(dir)!;
+  const at = (path: string): At => {
+    const p = plan.places.get(path)!;
+    return { fd: dirFd(p.root), host: p.root, path: p.rel };
+  };
   const kept: string[] = [];
   const report: { path: string; kept: string; what: string }[] = [];
   // Where what is at a path now was before the rollback renamed it back: named so in reports.
   const was = new Map<string, string>();
   const keepAside = (path: string, what: string, move: boolean): void => {
-    fs.mkdirSync(keptDir, { recursive: true });
+    if (!fs.existsSync(keptDir)) fs.mkdirSync(keptDir, { recursive: true });
     const shown = was.get(path) ?? path;
-    const dest = join(keptDir, `${report.length + 1}-${basename(shown)}`);
-    if (move) moveAside(path, dest);
-    else fs.copyFileSync(path, dest, fs.constants.COPYFILE_FICLONE);
-    report.push({ path: shown, kept: dest, what });
-    kept.push(`rolled back ${shown} (${what}); kept in ${dest}`);
+    const name = `${report.length + 1}-${basename(shown)}`;
+    if (move) moveOut(at(path), { fd: dirFd(keptDir), host: keptDir, path: name });
+    else copyOut(at(path), join(keptDir, name));
+    report.push({ path: shown, kept: join(keptDir, name), what });
+    kept.push(`rolled back ${shown} (${what}); kept in ${join(keptDir, name)}`);
   };
+  const exists = (path: string): boolean => statAt(at(path), false) !== undefined;
   const keptContents = new Set<string>();
-  const times = new Map<string, { atimeNs: string; mtimeNs: string }>();
-  for (const j of plan.journals) {
-    let blocks = -1;
-    try {
-      for (const e of [...j.entries].reverse()) {
-        if (e.op === 'renamed' ? !plan.touched.has(e.from) : !plan.touched.has(e.path)) continue;
-        switch (e.op) {
-          case 'created': {
-            const st = fs.lstatSync(e.path, { throwIfNoEntry: false });
-            if (st === undefined) break;
-            if (st.isDirectory() && fs.readdirSync(e.path).length === 0) fs.rmdirSync(e.path);
-            else keepAside(e.path, 'made after the checkpoint', true);
-            break;
-          }
-          case 'removed': {
-            if (exists(e.path)) break; // never removed
-            if (e.kind === 'dir') fs.mkdirSync(e.path, { mode: e.mode });
-            else if (e.kind === 'symlink') fs.symlinkSync(e.target!, e.path);
-            else moveAside(join(j.dir, e.saved!), e.path);
-            if (e.kind !== 'symlink') fs.chmodSync(e.path, e.mode);
-            break;
-          }
-          case 'renamed':
-            if (exists(e.to) && !exists(e.from)) {
-              fs.renameSync(e.to, e.from);
-              was.set(e.from, was.get(e.to) ?? e.to);
-              was.delete(e.to);
+  const times = new Map<string, { atimeNs?: string; mtimeNs?: string }>();
+  try {
+    for (const j of plan.journals) {
+      let blocks = -1;
+      try {
+        for (const e of [...j.entries].reverse()) {
+          if (!pathsOf(e).every((p) => plan.touched.has(p))) continue;
+          switch (e.op) {
+            case 'created': {
+              const st = statAt(at(e.path), false);
+              if (st === undefined) break;
+              if (st.isDirectory() && isEmptyDir(at(e.path))) removeAt(at(e.path), true);
+              else keepAside(e.path, 'made after the checkpoint', true);
+              break;
             }
-            break;
-          case 'size':
-          case 'block': {
-            const st = fs.lstatSync(e.path, { throwIfNoEntry: false });
-            if (st === undefined || !st.isFile()) break;
-            if (!keptContents.has(e.path)) {
-              keptContents.add(e.path);
-              keepAside(e.path, 'its contents changed after the checkpoint', false);
-            }
-            if (e.op === 'size') {
-              fs.truncateSync(e.path, e.size);
-            } else {
-              if (blocks < 0) blocks = fs.openSync(join(j.dir, 'blocks'), 'r');
-              const buf = Buffer.allocUnsafe(e.len);
-              const got = fs.readSync(blocks, buf, 0, e.len, e.at);
-              if (got !== e.len) throw new StasisError('CORRUPT_IMAGE', `the undo journal ${j.dir} is missing saved bytes of ${e.path}; its rollback is incomplete`);
-              const fd = fs.openSync(e.path, 'r+');
-              try {
-                for (let w = 0; w < got;) w += fs.writeSync(fd, buf, w, got - w, e.pos + w);
-              } finally {
-                fs.closeSync(fd);
+            case 'removed': {
+              if (exists(e.path)) {
+                if (!plan.conflicts.has(e.path)) break; // never removed
+                keepAside(e.path, 'made by another process where the program had removed it', true);
               }
+              if (e.kind === 'dir') {
+                mkdirAt(at(e.path));
+                withFd(at(e.path), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, (fd) => fs.fchmodSync(fd, e.mode));
+              } else if (e.kind === 'symlink') {
+                symlinkAt(e.target!, at(e.path));
+              } else {
+                putBack({ fd: dirFd(j.dir), host: j.dir, path: e.saved! }, at(e.path), e.mode);
+              }
+              break;
             }
-            break;
+            case 'renamed':
+              if (exists(e.to) && exists(e.from) && plan.conflicts.has(e.from)) keepAside(e.from, 'made by another process where the program had renamed it away', true);
+              if (exists(e.to) && !exists(e.from)) {
+                renameAt(at(e.to), at(e.from));
+                was.set(e.from, was.get(e.to) ?? e.to);
+                was.delete(e.to);
+              }
+              break;
+            case 'size':
+            case 'block': {
+              const st = statAt(at(e.path), false);
+              if (st === undefined || !st.isFile()) break;
+              if (!keptContents.has(e.path)) {
+                keptContents.add(e.path);
+                keepAside(e.path, 'its contents changed after the checkpoint', false);
+              }
+              if (e.op === 'size') {
+                withFd(at(e.path), fs.constants.O_WRONLY, (fd) => fs.ftruncateSync(fd, e.size));
+                if (e.mtimeNs !== undefined) times.set(e.path, e); // the oldest wins: set once the contents are back
+              } else {
+                if (blocks < 0) blocks = fs.openSync(join(j.dir, 'blocks'), 'r');
+                const buf = Buffer.allocUnsafe(e.len);
+                const got = fs.readSync(blocks, buf, 0, e.len, e.at);
+                if (got !== e.len) throw new StasisError('CORRUPT_IMAGE', `the undo journal ${j.dir} is missing saved bytes of ${e.path}; its rollback is incomplete`);
+                withFd(at(e.path), fs.constants.O_WRONLY, (fd) => {
+                  for (let w = 0; w < got;) w += fs.writeSync(fd, buf, w, got - w, e.pos + w);
+                });
+              }
+              break;
+            }
+            case 'times':
+              times.set(e.path, e);
+              break;
           }
-          case 'times':
-            times.set(e.path, e); // the oldest wins: set once the contents are back
-            break;
         }
+      } finally {
+        if (blocks >= 0) fs.closeSync(blocks);
       }
-    } finally {
-      if (blocks >= 0) fs.closeSync(blocks);
     }
-  }
-  for (const [path, t] of times) {
-    if (exists(path)) setTimesPath(path, BigInt(t.atimeNs), BigInt(t.mtimeNs), false);
+    // Last: putting things back changed the times of their directories.
+    for (const [path, t] of times) {
+      const a = t.atimeNs === undefined ? null : BigInt(t.atimeNs);
+      const m = t.mtimeNs === undefined ? null : BigInt(t.mtimeNs);
+      const place = at(path);
+      if (place.path === '') setTimesFd(place.fd, a, m);
+      else if (statAt(place, false) !== undefined) setTimesAt(place, a, m);
+    }
+  } finally {
+    for (const fd of fds.values()) closeFd(fd);
   }
   if (report.length > 0) fs.writeFileSync(join(keptDir, 'kept.json'), JSON.stringify(report, null, 1) + '\n');
   for (const j of plan.journals) fs.rmSync(j.dir, { recursive: true, force: true });
+  if (plan.journals.length > 0) unseal(plan.ckptDir); // it was about the journals just undone
   return kept;
+}
+
+/** Runs fn with the place opened (not through a link), and closes it. */
+function withFd<T>(place: At, flags: number, fn: (fd: number) => T): T {
+  const fd = openAt(place, flags, 0);
+  try {
+    return fn(fd);
+  } finally {
+    closeFd(fd);
+  }
+}
+
+function isEmptyDir(place: At): boolean {
+  return withFd(place, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, (fd) => listFd(fd, place).length === 0);
+}
+
+const PROC_FD = fs.existsSync('/proc/self/fd') ? '/proc/self/fd/' : null;
+
+/** The names in a directory open as fd (by its host path where there is no /proc). */
+function listFd(fd: number, place: At): string[] {
+  return fs.readdirSync(PROC_FD !== null ? PROC_FD + fd : join(place.host, place.path));
+}
+
+/** A file or tree moved to `dest` (kept/): a rename, or a copy and removal across file systems. */
+function moveOut(src: At, dest: At): void {
+  try {
+    renameAt(src, dest);
+    return;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
+  }
+  copyOut(src, join(dest.host, dest.path));
+  removeTree(src);
+}
+
+/** Copies a file, symlink or tree from beneath a handle to a host path of ours. */
+function copyOut(src: At, dest: string): void {
+  const st = statAt(src);
+  if (st.isSymbolicLink()) {
+    fs.symlinkSync(readlinkAt(src), dest);
+  } else if (st.isDirectory()) {
+    fs.mkdirSync(dest);
+    withFd(src, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, (fd) => {
+      for (const name of listFd(fd, src)) copyOut({ fd, host: join(src.host, src.path), path: name }, join(dest, name));
+    });
+  } else if (st.isFile()) {
+    withFd(src, fs.constants.O_RDONLY, (fd) => {
+      const out = fs.openSync(dest, 'wx', 0o600);
+      try {
+        copyRangeSync(fd, out, 0, Number(st.size), Buffer.allocUnsafe(1 << 20));
+      } finally {
+        fs.closeSync(out);
+      }
+    });
+  }
+}
+
+function removeTree(place: At): void {
+  const st = statAt(place, false);
+  if (st === undefined) return;
+  if (st.isDirectory()) {
+    withFd(place, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, (fd) => {
+      for (const name of listFd(fd, place)) removeTree({ fd, host: join(place.host, place.path), path: name });
+    });
+  }
+  removeAt(place, st.isDirectory());
+}
+
+/** A removed file back in place from the journal: its hard link renamed, or its copy copied. */
+function putBack(saved: At, to: At, mode: number): void {
+  try {
+    renameAt(saved, to);
+    return;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
+  }
+  const st = statAt(saved);
+  withFd(saved, fs.constants.O_RDONLY, (src) => withFd(to, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, (out) => {
+    copyRangeSync(src, out, 0, Number(st.size), Buffer.allocUnsafe(1 << 20));
+    fs.fchmodSync(out, mode);
+  }));
 }
 
 /** Whether the rollback changes what `path` names (compared by real directory). */
@@ -268,26 +462,10 @@ export function rollbackKeptDir(ckptDir: string, generation: number): string {
   return join(ckptDir, 'kept', `${genName(generation)}-rollback-${new Date().toISOString().replace(/[:.]/g, '-')}`);
 }
 
-function exists(p: string): boolean {
-  return fs.lstatSync(p, { throwIfNoEntry: false }) !== undefined;
-}
-
 function realOr(p: string): string {
   try {
     return fs.realpathSync(p);
   } catch {
     return p;
-  }
-}
-
-/** Moves a file or directory (a rename, or a copy and removal across file systems). */
-function moveAside(src: string, dest: string): void {
-  fs.mkdirSync(dirname(dest), { recursive: true });
-  try {
-    fs.renameSync(src, dest);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
-    fs.cpSync(src, dest, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, errorOnExist: true, force: false });
-    fs.rmSync(src, { recursive: true });
   }
 }

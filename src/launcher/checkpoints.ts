@@ -11,6 +11,7 @@ import { listImages, writeImage, type Codec } from '../image/index.js';
 import { pruneJournals } from '../files/journal.js';
 import type { EngineInfo, FilePolicyOptions, Snapshot } from '../image/schema.js';
 import { CaptureBuffer } from './capture-buffer.js';
+import { pauseForTest } from './signals.js';
 
 export interface CheckpointResult {
   /** The image directory written. */
@@ -160,6 +161,7 @@ export class Checkpoints {
       : undefined;
     this.base = null;
     try {
+      await pauseForTest('checkpoint');
       await files.copied;
       const ref = await writeImage(this.s.ckptDir, snapshot, {
         moduleBytes: this.s.moduleBytes, stagedFiles: files.staged,

@@ -65,20 +65,22 @@ async function prepareRestart(opts: RestartOptions) {
   const copied = fileRecords(snap).filter((r) => r.treatment === 'save' && !r.deleted).map((r) => r.restartPath ?? physicalPath(where, r.location)!);
   // (An export file carries no journal: its program's files are not here to undo; nor is a
   // journal beside an image from elsewhere trusted to say what to change.)
+  const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
+  const roots = snap.wasi.preopens.map((p) => ({ guest: p.guest, was: p.host, now: physicalPath(where, { preopen: p.guest, rel: '' })! }));
   const rollback = opts.noRollback === true || image.source.kind === 'export' || !image.ours
     ? NO_ROLLBACK
-    : planRollback(image.ref.dir, image.ref.generation, physical.map((p) => p.host), copied, policy.rollbackExempt);
+    : await planRollback(image.ref.dir, image.ref.generation, roots, { saved: copied, plugins, allowOverwrite: policy.allowFileOverwrite });
   checkOtherFds(snap, where, rollback);
   const plan = planFiles(snap, where, (p) => rollsBack(rollback, p));
   // Files a rule moved stay where they were put for later checkpoints of this run.
   where.moved = new Map(plan.steps.filter((st) => st.record.restartPath !== undefined).map((st) => [locationKey(st.record.location), st.target]));
-  return { image, snap, policy, physical, plan, where, rollback };
+  return { image, snap, policy, physical, plan, where, rollback, plugins };
 }
 
 export async function restart(opts: RestartOptions): Promise<GuestResult> {
   if (opts.ownProcess === true) stopEarlyOnSignals();
   if (opts.ckptDir !== undefined) checkpointDir(opts.ckptDir);
-  const { image, snap, policy, physical, plan: planned, where, rollback } = await prepareRestart(opts);
+  const { image, snap, policy, physical, plan: planned, where, rollback, plugins } = await prepareRestart(opts);
   checkPlan(planned);
   await pauseForTest('restart');
   const name = opts.name ?? snap.meta.name;
@@ -89,7 +91,6 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
   if (fromExport && !opts.quiet) {
     process.stderr.write(`stasis: restarting ${name} from export ${image.ref.path} (generation ${image.ref.generation}); its checkpoints go to ${ckptDir}${opts.ckptDir === undefined ? ' (choose with --ckpt-dir)' : ''}\n`);
   }
-  const plugins = [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])];
   const env = mergeEnv(snap.wasi.env, opts.env);
   // A progress line (on a terminal, after a second) until the program runs again: the memory
   // read and checked in the guest's thread, then the files put in place.
@@ -109,6 +110,8 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
         if (e instanceof StasisError || typeof err.code !== 'string') throw e;
+        const swapped = err.code === 'ELOOP' || err.code === 'ENOTDIR' || err.code === 'EXDEV';
+        if (swapped) throw new StasisError('FILE_ACCESS', `restart stopped: during the rollback, a directory on the way to ${err.path ?? 'a file'} was replaced (by a symbolic link or a file); nothing was changed through it; what was undone so far is kept in ${join(image.ref.dir, 'kept')}; put the directory back and restart again (the rollback goes on where it stopped)`);
         throw new StasisError('FILE_ACCESS', `restart stopped: the rollback could not change ${err.path ?? 'a file'} (${err.code}); what it undid so far is kept in ${join(image.ref.dir, 'kept')}; fix it and restart again (the rollback goes on where it stopped), or restart with --no-rollback`);
       }
       for (const line of rolledBack) process.stderr.write(`stasis: ${line}\n`);

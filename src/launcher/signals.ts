@@ -24,6 +24,13 @@ export function onTerminatingSignals(end: (status: number) => void, override: Pa
 }
 
 function install(end: (status: number) => void, override: Partial<Record<NodeJS.Signals, () => void>>): () => void {
+  // bin/stasis.js's handler, there before any module loaded: these take over from it.
+  const key = Symbol.for('stasis.earlyStop');
+  const first = (globalThis as Record<symbol, unknown>)[key];
+  if (typeof first === 'function') {
+    process.off('SIGTERM', first as () => void);
+    delete (globalThis as Record<symbol, unknown>)[key];
+  }
   const installed = SIGNAL_STATUS.map(([sig, status]) => {
     const h = override[sig] ?? ((): void => end(status));
     process.on(sig, h);
@@ -64,12 +71,13 @@ export function stopEarlyOnSignals(): void {
 
 /**
  * Testing aid: with STASIS_TEST_PAUSE=PHASE, the launcher says so on stderr when it reaches
- * PHASE ('instrument': a first launch's instrumentation has started; 'restart': a restart's
- * image is read and its file plan checked, nothing changed yet) and waits there (for ever, or
+ * PHASE ('load': bin/stasis.js, before any module loads; 'instrument': a first launch's instrumentation has started; 'restart': a restart's
+ * image is read and its file plan checked, nothing changed yet; 'checkpoint': a checkpoint's
+ * capture is done and the program goes on, its image not written yet) and waits there (for ever, or
  * until the file STASIS_TEST_CONTINUE names exists), so that a test can signal it, or change
  * the program's files, at that instant without racing it.
  */
-export async function pauseForTest(phase: 'instrument' | 'restart'): Promise<void> {
+export async function pauseForTest(phase: 'instrument' | 'restart' | 'checkpoint'): Promise<void> {
   if (process.env['STASIS_TEST_PAUSE'] !== phase) return;
   process.stderr.write(`stasis: paused at ${phase} (STASIS_TEST_PAUSE)\n`);
   // Until the file STASIS_TEST_CONTINUE names exists (the test made its change), or for ever.

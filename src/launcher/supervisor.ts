@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { EXIT, StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
 import type { CopyCache } from '../files/capture.js';
-import { JOURNAL_DIR } from '../files/journal.js';
+import { JOURNAL_DIR, sealJournals, unseal } from '../files/journal.js';
 import { listImages, type Codec } from '../image/index.js';
 import type { GlobalValue } from '../image/schema.js';
 import { Checkpoints, type CheckpointResult, type CheckpointSetting } from './checkpoints.js';
@@ -85,11 +85,22 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
   const { opts } = s;
   fs.mkdirSync(s.ckptDir, { recursive: true });
   const generation = Math.max(0, ...(await listImages(s.ckptDir)).map((r) => r.generation));
+  const journaled = s.policy.noRollback !== true;
+  if (journaled) unseal(s.ckptDir);
+  /** Once the program can change nothing more: what its journals name, as it left it. */
+  const seal = (): void => {
+    if (!journaled) return;
+    try {
+      sealJournals(s.ckptDir, s.restartedFrom ?? generation + 1);
+    } catch (e) {
+      process.stderr.write(`stasis: could not record the files' state for a later restart's conflict check (${(e as Error).message}); a restart will not tell another process's changes from the program's\n`);
+    }
+  };
   const session = new GuestSession({
     ...s.setup,
     checkpoint: {
       ...s.engine, globals: s.globals,
-      ...(s.policy.noRollback !== true && { journal: { dir: join(s.ckptDir, JOURNAL_DIR), generation: s.restartedFrom ?? null } }),
+      ...(journaled && { journal: { dir: join(s.ckptDir, JOURNAL_DIR), generation: s.restartedFrom ?? null } }),
       ...(opts.checkpointAtCall !== undefined && { checkpointAtCall: opts.checkpointAtCall }),
     },
   });
@@ -108,6 +119,8 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
     if (stopping) return;
     stopping = true;
     session.flush();
+    // Stopped after a checkpoint: the program is held, it changes nothing more.
+    if (status === EXIT_CHECKPOINTED) seal();
     unregister(key);
     // Last: Slurm ends the job's processes as soon as it requeues it.
     if (slurm !== null && status === EXIT_CHECKPOINTED) process.stderr.write(`stasis: ${requeueAfterStop(slurm)}\n`);
@@ -166,7 +179,9 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
   const warnings = slurm === null ? [] : WARNING_SIGNALS.map((sig) => [sig, onWarning(sig)] as const);
   for (const [sig, h] of warnings) process.on(sig, h);
   try {
-    return await session.result;
+    const result = await session.result;
+    if (!stopping) seal(); // the program ended by itself
+    return result;
   } finally {
     checkpoints.dispose();
     if (interval) clearInterval(interval);
