@@ -4,13 +4,29 @@
 #   scripts/build-fixtures.sh          rebuild every fixture
 #   scripts/build-fixtures.sh NAME...  rebuild only these (file names without .c)
 #   scripts/build-fixtures.sh --check  rebuild into a temp dir and fail if a committed one differs
+#   --sqlite (with any of the above)   also the fixtures linked with SQLite (test/fixtures/src/
+#                                      sqlite_*.c); without it they are left as committed
+# The SQLite fixtures are linked with SQLite's amalgamation, which is not in the repository:
+# scripts/sqlite-amalgamation.sh fetches it from the npm registry (once; then cached), and
+# compiling it takes a minute. So they are built only when asked (--sqlite): --check alone
+# stays fast and needs no network, and the committed sqlite_*.wasm change only with SQLite's
+# pinned version or their own source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 check=0
-[ "${1:-}" = "--check" ] && { check=1; shift; }
+sqlite=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --check) check=1; shift ;;
+    --sqlite) sqlite=1; shift ;;
+    *) break ;;
+  esac
+done
 only=" $* "   # optional fixture names (without .c): build just those
 CC=${CC:-clang}
 CFLAGS=(--target=wasm32-wasi -O2 -Wall -Werror)
+# SQLite on WASI: no WAL (no shared memory there), no threads, mmap emulated by wasi-libc.
+SQLITE_FLAGS=(-D_WASI_EMULATED_MMAN -DSQLITE_OMIT_WAL -DSQLITE_THREADSAFE=0)
 if ! command -v "$CC" >/dev/null; then echo "build-fixtures: $CC not found; install: apt-get install -y clang lld wasi-libc libclang-rt-14-dev-wasm32" >&2; exit 2; fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 # clang runs Binaryen's wasm-opt on what it links when it finds one (first beside itself, then
@@ -31,9 +47,18 @@ for pair in "test/fixtures/src:test/fixtures/wasm" "bench/src:bench/wasm" "examp
     [ -e "$c" ] || continue
     name=$(basename "$c" .c)
     [ "$only" = "  " ] || [[ "$only" == *" $name "* ]] || continue
-    "$CC" "${CFLAGS[@]}" "$c" -o "$tmp/$name.wasm"
+    case $name in
+      sqlite_*)
+        [ $sqlite = 1 ] || continue
+        if [ ! -e "$tmp/sqlite3.o" ]; then
+          amalgamation=$(bash scripts/sqlite-amalgamation.sh)
+          "$CC" --target=wasm32-wasi -O2 "${SQLITE_FLAGS[@]}" -c "$amalgamation/sqlite3.c" -o "$tmp/sqlite3.o"
+        fi
+        "$CC" "${CFLAGS[@]}" "${SQLITE_FLAGS[@]}" -I"$amalgamation" "$c" "$tmp/sqlite3.o" -lwasi-emulated-mman -o "$tmp/$name.wasm" ;;
+      *) "$CC" "${CFLAGS[@]}" "$c" -o "$tmp/$name.wasm" ;;
+    esac
     if [ $check = 1 ]; then
-      if ! cmp -s "$tmp/$name.wasm" "$out/$name.wasm"; then echo "stale fixture: $out/$name.wasm (run npm run fixtures)" >&2; stale=1; fi
+      if ! cmp -s "$tmp/$name.wasm" "$out/$name.wasm"; then echo "stale fixture: $out/$name.wasm (run npm run fixtures$([[ $name == sqlite_* ]] && echo ' -- --sqlite'))" >&2; stale=1; fi
     else
       cp "$tmp/$name.wasm" "$out/$name.wasm"
     fi

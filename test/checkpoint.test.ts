@@ -175,23 +175,25 @@ test('checkpoint, continue, checkpoint again; restart from the first image', asy
 test('SIGTERM checkpoints then exits 75; status and kill', async () => {
   const { dir, cleanup } = tempDir();
   try {
-    const args = [fixture('ckpt_sleep'), '40', '50'];
-    const ref = stasis(['run', ...args]);
+    // A program that waits for its next line: it cannot end before the signal, however slow the machine.
+    const prog = fixture('ckpt_stdin');
+    const ref = stasis(['run', prog], { input: 'one\ntwo\n' });
     const ckpt = join(dir, 'ckpt');
     const name = `term-${process.pid}`;
-    const run = launchInBackground(['--ckpt-dir', ckpt, '--name', name, ...args]);
+    const run = launchInBackground(['--ckpt-dir', ckpt, '--name', name, prog], process.env, 'pipe');
     await waitRunning(name, run.child);
-    await new Promise((r) => setTimeout(r, 200));
+    run.child.stdin!.write('one\n');
+    while (!run.out().includes('1: ONE\n')) await new Promise((r) => setTimeout(r, 20));
     const st = stasis(['status', name, '--json']);
     assert.equal(st.code, 0, st.stderr);
     assert.equal((JSON.parse(st.stdout) as { name: string }).name, name);
     run.child.kill('SIGTERM');
     assert.equal(await run.exit, CHECKPOINTED);
-    const rest = stasis(['restart', '--quiet', ckpt]);
+    const rest = stasis(['restart', '--quiet', ckpt], { input: 'two\n' });
     assert.equal(rest.code, 0, rest.stderr);
     assert.equal(run.out() + rest.stdout, ref.stdout);
 
-    const again = launchInBackground(['--ckpt-dir', join(dir, 'k'), '--name', `kill-${process.pid}`, ...args]);
+    const again = launchInBackground(['--ckpt-dir', join(dir, 'k'), '--name', `kill-${process.pid}`, prog], process.env, 'pipe');
     await waitRunning(`kill-${process.pid}`);
     assert.equal(stasis(['kill', `kill-${process.pid}`]).code, 0);
     assert.equal(await again.exit, 137);

@@ -1,9 +1,8 @@
 // Shared helpers for end-to-end tests: they drive the real CLI in a child process.
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname, relative, resolve } from 'node:path';
+import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** Repository root (tests run from dist/test/, two levels below it). */
@@ -47,16 +46,19 @@ export function tempDir(prefix = 'stasis-test-'): { dir: string; cleanup: () => 
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** Every file below `dir` (relative path -> sha256 of its bytes); {} if `dir` does not exist. */
-export function tree(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string): void => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else out[relative(dir, p)] = createHash('sha256').update(readFileSync(p)).digest('hex');
+/** Every file and directory below dir: contents (files), mode and kind, by relative path. */
+export function tree(dir: string, prefix = ''): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const name of readdirSync(dir).sort()) {
+    const p = join(dir, name);
+    const st = lstatSync(p);
+    const mode = (st.mode & 0o7777).toString(8);
+    if (st.isDirectory()) {
+      out.set(`${prefix}${name}/`, `dir ${mode}`);
+      for (const [k, v] of tree(p, `${prefix}${name}/`)) out.set(k, v);
+    } else {
+      out.set(prefix + name, `file ${mode} ${readFileSync(p).toString('base64')}`);
     }
-  };
-  if (existsSync(dir)) walk(dir);
+  }
   return out;
 }

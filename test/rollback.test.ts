@@ -9,24 +9,7 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { renameSync, symlinkSync, appendFileSync } from 'node:fs';
-import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
-
-/** Every file and directory below dir: contents (files), mode and kind. */
-function tree(dir: string, prefix = ''): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const name of readdirSync(dir).sort()) {
-    const p = join(dir, name);
-    const st = lstatSync(p);
-    const mode = (st.mode & 0o7777).toString(8);
-    if (st.isDirectory()) {
-      out.set(`${prefix}${name}/`, `dir ${mode}`);
-      for (const [k, v] of tree(p, `${prefix}${name}/`)) out.set(k, v);
-    } else {
-      out.set(prefix + name, `file ${mode} ${readFileSync(p).toString('base64')}`);
-    }
-  }
-  return out;
-}
+import { fixture, stasis, stasisBin, tempDir, tree } from './helpers.js';
 
 interface Run {
   /** The launcher's output up to and including its first pause (the checkpoint). */
@@ -592,6 +575,24 @@ test('a path left as it is keeps the directory the program made for it after the
     // The program makes out/ again and fails there: keeping it is the user's choice for outputs.
     stasis(['restart', '--quiet', '--plugin', plugin, run.ckpt], { input: 'go\ngo\n', cwd: run.root });
     assert.equal(readFileSync(join(run.data, 'out/r1'), 'utf8'), 'R1');
+  } finally {
+    run.cleanup();
+  }
+});
+
+test('made after the checkpoint, then renamed over an old file, renamed as a directory, removed with an fd still open and written: a restart finishes as one run', async () => {
+  const prog = fixture('files_ops');
+  const args = (d: string): string[] => [`open:0:${d}/keep:w`, 'write:0:CHECKPOINT', 'close:0', 'pause',
+    `open:1:${d}/tmp:w`, 'write:1:NEW', 'close:1', `rename:${d}/tmp:${d}/keep`,
+    `mkdir:${d}/d1`, `open:2:${d}/d1/x:w`, 'write:2:X', 'close:2', `rename:${d}/d1:${d}/d2`, `unlink:${d}/d2/x`, `rmdir:${d}/d2`,
+    `open:3:${d}/gone:rwc`, 'write:3:G1', `unlink:${d}/gone`, 'pause', 'write:3:G2', 'dump:3', 'print:end'];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    const r = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
   } finally {
     run.cleanup();
   }

@@ -195,6 +195,11 @@ export class ChangeRecorder implements FileChangeHooks {
 
   beforeRemove(path: string): void {
     if (this.gen === null) return;
+    if (this.createdPaths.delete(path)) {
+      // Made in this generation: its 'created' entry undoes it; nothing to save.
+      for (const h of this.handles.values()) if (h.path === path) h.path = '';
+      return;
+    }
     const st = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
     if (st === undefined) return;
     this.beforeSetTimes(dirname(path));
@@ -213,19 +218,28 @@ export class ChangeRecorder implements FileChangeHooks {
 
   beforeRename(from: string, to: string): void {
     if (this.gen === null) return;
-    const src = fs.lstatSync(from, { bigint: true, throwIfNoEntry: false });
-    if (src === undefined) return;
     const dst = fs.lstatSync(to, { bigint: true, throwIfNoEntry: false });
-    if (dst !== undefined && !(dst.dev === src.dev && dst.ino === src.ino)) this.beforeRemove(to);
     this.beforeSetTimes(dirname(from));
     this.beforeSetTimes(dirname(to));
-    this.append({ op: 'renamed', from, to });
+    if (dst === undefined && this.createdPaths.has(from)) {
+      // Made in this generation, to a free name: undone as made there.
+      this.append({ op: 'created', path: to });
+    } else {
+      const src = fs.lstatSync(from, { bigint: true, throwIfNoEntry: false });
+      if (src === undefined) return;
+      if (dst !== undefined && dst.dev === src.dev && dst.ino === src.ino) return; // two names of one file: nothing happens
+      if (dst !== undefined) this.beforeRemove(to);
+      this.append({ op: 'renamed', from, to });
+    }
     const moved = (p: string): string | null => (p === from ? to : p.startsWith(from + '/') ? to + p.slice(from.length) : null);
     for (const h of this.handles.values()) {
       const now = moved(h.path);
       if (now !== null) h.path = now;
     }
+    // Whether what is at `to` now was made in this generation (an older entry under `from/`
+    // may stay: it names nothing the checkpoint had).
     if (this.createdPaths.delete(from)) this.createdPaths.add(to);
+    else this.createdPaths.delete(to);
   }
 
   beforeSetTimes(target: string | number): void {
