@@ -14,7 +14,7 @@
 // Rows are plain data (ROWS below): add one by giving a name, a bench/wasm program, its guest
 // arguments, and optionally setup / beforeEach / output files / Stasis-only flags.
 //
-// After those rows come four groups for checkpointing (bench/README.md has the method):
+// After those rows come the groups for checkpointing (bench/README.md has the method):
 //   launch-*      the run overhead of `stasis launch` (instrumented, checkpointable) vs node:wasi,
 //                 same method as above, with a `stasis run` column for reference
 //   ckpt-latency  checkpoint requests to a program in a pure compute loop (bench/ckpt.ts)
@@ -26,6 +26,9 @@
 //                 (bench/journal.ts); journal-rewrite rewrites a 1 GiB file (64 MiB with --skip-big)
 //   ckpt-dbfile   a 1 GiB database file held open: first checkpoint (saves a copy) against a plain
 //                 copy + fsync, second checkpoint of the unchanged file (bench/ckpt.ts); --skip-big
+//   slurm-requeue a batch job's requeue round trip on a local Slurm (SIGTERM -> running again),
+//                 against a plain shell job's, Slurm's share shown (bench/slurm.ts; skipped
+//                 without Slurm or root)
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
@@ -38,6 +41,7 @@ import {
 } from './ckpt.js';
 import { instrumentRows, instrumentTable, type InstRow } from './instrument.js';
 import { defaultJournalRows, journalRows, journalTable, type JournalResult } from './journal.js';
+import { SLURM_REQUEUE, slurmPreflight, slurmRequeue, slurmTable, type SlurmResult } from './slurm.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const wasmDir = join(repoRoot, 'bench', 'wasm');
@@ -290,6 +294,7 @@ const GROUPS: Record<string, string[]> = {
   ckpt: [CKPT_LATENCY, CKPT_BIG, CKPT_DB, CKPT_EXPORT],
   inst: INST_ROWS.map((r) => r.name),
   journal: defaultJournalRows(1).map((r) => r.name),
+  slurm: [SLURM_REQUEUE],
 };
 
 // ---- runtimes -----------------------------------------------------------------------------------
@@ -429,7 +434,7 @@ function measure(row: RowDef, ctx: RowContext, opts: Options, runtimes: readonly
 
 // ---- command line ------------------------------------------------------------------------------
 
-const ALL_NAMES = [...ROWS, ...LAUNCH_ROWS, ...INST_ROWS, ...defaultJournalRows(1)].map((r) => r.name).concat([CKPT_LATENCY, CKPT_BIG, CKPT_DB, CKPT_EXPORT]);
+const ALL_NAMES = [...ROWS, ...LAUNCH_ROWS, ...INST_ROWS, ...defaultJournalRows(1)].map((r) => r.name).concat([CKPT_LATENCY, CKPT_BIG, CKPT_DB, CKPT_EXPORT, SLURM_REQUEUE]);
 
 const USAGE = `usage: node dist/bench/bench.js [options]    (npm run bench -- [options])
   --runs N              measured runs per runtime and row (default 5); the median is reported
@@ -438,7 +443,8 @@ const USAGE = `usage: node dist/bench/bench.js [options]    (npm run bench -- [o
                         run (${GROUPS['run']!.join(', ')}),
                         launch (${GROUPS['launch']!.join(', ')}),
                         ckpt (${GROUPS['ckpt']!.join(', ')}),
-                        inst (${GROUPS['inst']!.join(', ')})
+                        inst (${GROUPS['inst']!.join(', ')}),
+                        slurm (${SLURM_REQUEUE}: needs root and slurm-wlm, munge)
   --inst-runs N         runs of each inst row (default 1; cold cache every time)
   --inst-npm            inst rows: also time the npm Binaryen build (STASIS_WASM_OPT=npm)
   --skip-big            leave out ${CKPT_BIG} (it needs ~3.5 GiB of memory and ~5 GiB in $TMPDIR)
@@ -774,6 +780,8 @@ async function main(): Promise<number> {
   if (doBig || doExport) needed.push('bigmem');
   const doDb = wanted(CKPT_DB) && !opts.skipBig && !opts.baselineAsStasis;
   if (doDb) needed.push('dbfile');
+  const doSlurm = wanted(SLURM_REQUEUE) && !opts.baselineAsStasis;
+  if (doSlurm) needed.push('ticker');
   for (const w of new Set(needed)) {
     const p = join(wasmDir, `${w}.wasm`);
     if (!existsSync(p)) {
@@ -884,6 +892,21 @@ async function main(): Promise<number> {
       exp = await exportBench(paths, tmp, EXPORT_MIB, EXPORT_ROUNDS);
     }
 
+    let slurm: SlurmResult | null = null;
+    let slurmSkipped: string | null = null;
+    if (doSlurm) {
+      slurmSkipped = slurmPreflight();
+      if (slurmSkipped === null) {
+        process.stderr.write(`bench: ${SLURM_REQUEUE} (a local Slurm cluster)\n`);
+        const r = await slurmRequeue(paths, tmp);
+        if (typeof r === 'string') slurmSkipped = r;
+        else slurm = r;
+      }
+      if (slurmSkipped !== null) {
+        process.stderr.write(`bench: ${SLURM_REQUEUE}: SKIPPED: ${slurmSkipped}\n`);
+      }
+    }
+
     if (opts.json) {
       process.stdout.write(JSON.stringify({
         node: process.version, platform: `${process.platform}-${process.arch}`, cpu: cpus()[0]?.model ?? null, cpus: cpus().length,
@@ -900,6 +923,8 @@ async function main(): Promise<number> {
         dbFile: db && { ...db, firstRatio: db.first.ms / db.plainCopyMs, secondOverFirst: db.second.ms / db.first.ms },
         ...(dbSkipped !== null && { dbFileSkipped: dbSkipped }),
         export: exp,
+        slurmRequeue: slurm,
+        ...(slurmSkipped !== null && { slurmRequeueSkipped: slurmSkipped }),
       }, null, 2) + '\n');
     } else {
       if (results.length > 0) process.stdout.write(table(results, opts));
@@ -912,6 +937,8 @@ async function main(): Promise<number> {
       if (db) process.stdout.write(dbTable(db));
       if (dbSkipped !== null && (opts.only.length > 0 || !opts.skipBig)) process.stdout.write(`\n${CKPT_DB}: SKIPPED: ${dbSkipped}\n`);
       if (exp) process.stdout.write(exportTable(exp));
+      if (slurm) process.stdout.write(slurmTable(slurm));
+      if (slurmSkipped !== null) process.stdout.write(`\n${SLURM_REQUEUE}: SKIPPED: ${slurmSkipped}\n`);
       if (opts.baselineAsStasis && (wanted(CKPT_LATENCY) || wanted(CKPT_BIG) || wanted(CKPT_DB) || wanted(CKPT_EXPORT))) {
         process.stdout.write('\nckpt groups: skipped under --baseline-as-stasis (node:wasi cannot checkpoint).\n');
       }

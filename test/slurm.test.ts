@@ -3,17 +3,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseJobFields, requeueDecision, slurmJob } from '../src/launcher/slurm.js';
 import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
-import { slurmMissing, startCluster, until, type Cluster } from './slurm-cluster.js';
+import { ended, jobScript, slurmMissing, startCluster, submit, until, type Cluster } from './slurm-cluster.js';
 
-test('slurm: detected from SLURM_JOB_ID only', () => {
+test('slurm: detected from SLURM_JOB_ID only; an array task named as ARRAY_TASK', () => {
   assert.equal(slurmJob({}), null);
   assert.equal(slurmJob({ SLURM_JOB_ID: '' }), null);
   assert.deepEqual(slurmJob({ SLURM_JOB_ID: '42' }), { jobId: '42', restarts: 0 });
   assert.deepEqual(slurmJob({ SLURM_JOB_ID: '42', SLURM_RESTART_COUNT: '3' }), { jobId: '42', restarts: 3 });
+  // A task of an array: ARRAY_TASK, never the array's ID (the first task's own), which is all tasks to scontrol.
+  assert.deepEqual(slurmJob({ SLURM_JOB_ID: '40', SLURM_ARRAY_JOB_ID: '40', SLURM_ARRAY_TASK_ID: '3' }), { jobId: '40_3', restarts: 0 });
+  assert.deepEqual(slurmJob({ SLURM_JOB_ID: '43', SLURM_ARRAY_JOB_ID: '40', SLURM_ARRAY_TASK_ID: '0' }), { jobId: '40_0', restarts: 0 });
 });
 
 test('slurm: a job stopped after a checkpoint requeues itself unless Slurm does, or it was cancelled', () => {
@@ -35,22 +37,6 @@ test('slurm: a job stopped after a checkpoint requeues itself unless Slurm does,
   assert.match(requeueDecision(job, fields('JobState=RUNNING'), '70-80').why, /RequeueExit/);
   assert.equal(requeueDecision(job, fields('JobState=RUNNING'), '1,2').requeue, true);
 });
-
-/** A job script: the whole job is one `launch --resume`, exec'd (so the batch shell's signals
- *  reach it) or run as a job step (`srun`). */
-function jobScript(dir: string, name: string, ckpt: string, program: string[], how: 'exec' | 'srun' = 'exec'): string {
-  const file = join(dir, `${name}.sh`);
-  writeFileSync(file, `#!/bin/bash\n${how} ${[process.execPath, stasisBin, 'launch', '--resume', '--ckpt-dir', ckpt, ...program].map((a) => `'${a}'`).join(' ')}\n`, { mode: 0o755 });
-  return file;
-}
-
-function submit(c: Cluster, dir: string, name: string, script: string, options: string[]): { id: string; out: () => string; err: () => string } {
-  const out = join(dir, `${name}.out`);
-  const err = join(dir, `${name}.err`);
-  const id = c.run('sbatch', ['--parsable', '--open-mode=append', `--output=${out}`, `--error=${err}`, `--chdir=${dir}`, ...options, script]).trim();
-  const text = (f: string) => (): string => (existsSync(f) ? readFileSync(f, 'utf8') : '');
-  return { id, out: text(out), err: text(err) };
-}
 
 const slurmSkip = slurmMissing();
 
@@ -87,7 +73,7 @@ test('slurm: a job requeued by scontrol (as a batch script and as a job step), a
 
     await until(() => requeued.out().includes('tick 3 '), 'the first job to run', [], () => ` (job: ${JSON.stringify(c.job(requeued.id))}; stderr: ${requeued.err()})`);
     c.run('scontrol', ['requeue', requeued.id]);
-    const done = (j: { id: string }) => (): boolean => ['COMPLETED', 'FAILED', 'TIMEOUT', 'CANCELLED'].includes(c.job(j.id)['JobState']!);
+    const done = (j: { id: string }) => (): boolean => ended(c, j.id);
     await until(done(requeued), 'the requeued job to end', [], requeued.err);
     assert.equal(c.job(requeued.id)['JobState'], 'COMPLETED', requeued.err());
     assert.equal(c.job(requeued.id)['Restarts'], '1');

@@ -87,7 +87,7 @@ restart options:
 TARGET: a program name, a launcher pid, or a checkpoint directory (default: the only one).
 Signals to a launched program: SIGTERM = checkpoint, then exit 75 (before the program
 runs: exit 75 at once); SIGINT = exit 130. In a Slurm job (SLURM_JOB_ID set), SIGUSR1 and
-SIGUSR2 = checkpoint, the program goes on; a stop after a checkpoint requeues the job.
+SIGUSR2 = checkpoint, the program goes on; a stop with exit 75 requeues the job.
 
 exit status: the program's own; 134 if it trapped; 75 stopped after a checkpoint;
 137 stopped by 'stasis kill'; 64 usage error; 65 not a valid wasm module; 66 module

@@ -45,6 +45,10 @@ export async function instrumentedModule(path: string): Promise<{ inst: Instrume
     // Said once the module is read and analysed: a module refused there gets its one line only.
     const notice = `stasis: instrumenting ${basename(path)} (${size(bytes.length)}) once; ${where}\n`;
     const refresh = lock === 'unwritable' ? null : setInterval(() => lock.refresh(), LOCK_REFRESH_MS);
+    // A SIGTERM meanwhile exits at once (signals.ts): the lock goes too, or a process on another
+    // host (a job's next attempt on another node) would wait a minute for it to go stale.
+    const releaseOnExit = (): void => { if (lock !== 'unwritable') lock.release(); };
+    process.once('exit', releaseOnExit);
     try {
       // Another process may have finished it between our look and our lock.
       const done = lock === 'unwritable' ? null : await cached(source.sourceHash, cacheDir);
@@ -54,6 +58,7 @@ export async function instrumentedModule(path: string): Promise<{ inst: Instrume
       return { inst, module: new WebAssembly.Module(inst.bytes as Uint8Array<ArrayBuffer>) };
     } finally {
       if (refresh !== null) clearInterval(refresh);
+      process.off('exit', releaseOnExit);
       if (lock !== 'unwritable') lock.release();
     }
   }

@@ -1,6 +1,6 @@
 // The process's signals, for commands that own the process (the CLI's run, launch, restart).
 import { existsSync } from 'node:fs';
-import { slurmJob, WARNING_SIGNALS } from './slurm.js';
+import { requeueAfterStop, slurmJob, WARNING_SIGNALS } from './slurm.js';
 
 /** Exit statuses for signals that end a program (as a shell reports them). */
 export const SIGNAL_STATUS: readonly (readonly [NodeJS.Signals, number])[] = [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]];
@@ -51,10 +51,17 @@ function install(end: (status: number) => void, override: Partial<Record<NodeJS.
  */
 export function stopEarlyOnSignals(): void {
   if (removeEarly !== null) return;
-  const removeTerminating = install((status) => process.exit(status), { SIGTERM: () => process.exit(EXIT_CHECKPOINTED) });
+  const slurm = slurmJob();
+  // A Slurm job goes back in the queue, as after a checkpoint (a time limit's SIGTERM while a
+  // big module is instrumented must not end it as failed).
+  const onTerm = (): void => {
+    if (slurm !== null) process.stderr.write(`stasis: stopped on SIGTERM before the program ran; nothing written; ${requeueAfterStop(slurm)}\n`);
+    process.exit(EXIT_CHECKPOINTED);
+  };
+  const removeTerminating = install((status) => process.exit(status), { SIGTERM: onTerm });
   // A Slurm job's warning signal comes before there is anything to save: it changes nothing.
   const ignore = (): void => {};
-  const warnings = slurmJob() === null ? [] : WARNING_SIGNALS;
+  const warnings = slurm === null ? [] : WARNING_SIGNALS;
   for (const sig of warnings) process.on(sig, ignore);
   removeEarly = () => {
     removeTerminating();

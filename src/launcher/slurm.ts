@@ -5,6 +5,8 @@
 import { execFileSync } from 'node:child_process';
 
 export interface SlurmJob {
+  /** How scontrol names the job: SLURM_JOB_ID, or ARRAY_TASK for a task of a job array (the
+   *  first task's own ID is the array's, which scontrol takes for every task of it). */
   jobId: string;
   /** SLURM_RESTART_COUNT: how many times the job had been requeued when this attempt began. */
   restarts: number;
@@ -12,8 +14,10 @@ export interface SlurmJob {
 
 /** The job this process runs in, or null outside Slurm. */
 export function slurmJob(env: NodeJS.ProcessEnv = process.env): SlurmJob | null {
-  const jobId = env['SLURM_JOB_ID'];
-  if (jobId === undefined || !/^\d+$/.test(jobId)) return null;
+  const id = env['SLURM_JOB_ID'];
+  if (id === undefined || !/^\d+$/.test(id)) return null;
+  const [array, task] = [env['SLURM_ARRAY_JOB_ID'], env['SLURM_ARRAY_TASK_ID']];
+  const jobId = array !== undefined && task !== undefined && /^\d+$/.test(array) && /^\d+$/.test(task) ? `${array}_${task}` : id;
   const restarts = Number(env['SLURM_RESTART_COUNT'] ?? 0);
   return { jobId, restarts: Number.isInteger(restarts) && restarts >= 0 ? restarts : 0 };
 }
@@ -72,23 +76,30 @@ function exitCodes(spec: string): number[] {
   return out;
 }
 
+/** Runs scontrol. `scontrol requeue` of this job is answered by the end of this attempt: a
+ *  SIGTERM to each of the job's processes, scontrol's too, which may come before it has seen
+ *  the answer and exited; so it runs with SIGTERM ignored (kept across exec). */
 function scontrol(args: string[]): string {
-  return execFileSync('scontrol', args, { encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [cmd, argv] = args[0] === 'requeue' ? ['sh', ['-c', 'trap "" TERM; exec scontrol "$@"', 'sh', ...args]] : ['scontrol', args];
+  return execFileSync(cmd, argv, { encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 /**
- * Puts the job back in the queue if Slurm will not (requeueDecision); returns what was done,
- * for the job's log. Slurm ends the running job at once when it requeues it: call this last.
+ * Puts a job stopped with exit 75 (after a checkpoint, or by a SIGTERM before its program ran)
+ * back in the queue if Slurm will not (requeueDecision); returns what was done, for the job's
+ * log. Slurm ends the running job at once when it requeues it: call this last.
  */
-export function requeueAfterCheckpoint(job: SlurmJob): string {
+export function requeueAfterStop(job: SlurmJob): string {
   try {
     const fields = parseJobFields(scontrol(['show', 'job', '-o', job.jobId]));
     const config = /^RequeueExit\s*=\s*(.*)$/m.exec(scontrol(['show', 'config']))?.[1] ?? '';
     const d = requeueDecision(job, fields, config.trim());
     if (!d.requeue) return `job ${job.jobId} not requeued by stasis: ${d.why}`;
     scontrol(['requeue', job.jobId]);
-    return `job ${job.jobId} requeued (scontrol requeue ${job.jobId}); its next attempt resumes from the image`;
+    return `job ${job.jobId} requeued (scontrol requeue ${job.jobId}); its next attempt (launch --resume) goes on where this one stopped`;
   } catch (e) {
+    const signal = (e as { signal?: string | null }).signal;
+    if (typeof signal === 'string') return `scontrol was ended by ${signal} (Slurm ending this attempt): if job ${job.jobId} is not back in the queue, requeue it with 'scontrol requeue ${job.jobId}'`;
     const msg = ((e as { stderr?: string }).stderr || (e as Error).message).trim().split('\n')[0];
     return `could not requeue job ${job.jobId} (${msg}): requeue it with 'scontrol requeue ${job.jobId}'`;
   }

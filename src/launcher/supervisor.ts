@@ -13,7 +13,7 @@ import type { GlobalValue } from '../image/schema.js';
 import { Checkpoints, type CheckpointResult, type CheckpointSetting } from './checkpoints.js';
 import { GuestSession, type GuestSetup } from './session.js';
 import { EXIT_CHECKPOINTED, onTerminatingSignals } from './signals.js';
-import { requeueAfterCheckpoint, slurmJob, WARNING_SIGNALS } from './slurm.js';
+import { requeueAfterStop, slurmJob, WARNING_SIGNALS } from './slurm.js';
 
 export interface ControlOptions {
   /** Where images go (default ./NAME.ckpt). */
@@ -123,7 +123,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
     if (status === EXIT_CHECKPOINTED) seal();
     unregister(key);
     // Last: Slurm ends the job's processes as soon as it requeues it.
-    if (slurm !== null && status === EXIT_CHECKPOINTED) process.stderr.write(`stasis: ${requeueAfterCheckpoint(slurm)}\n`);
+    if (slurm !== null && status === EXIT_CHECKPOINTED) process.stderr.write(`stasis: ${requeueAfterStop(slurm)}\n`);
     if (opts.ownProcess === true) process.exit(status);
     session.end(status);
   };
