@@ -1,16 +1,23 @@
 #!/usr/bin/env node
 // A launch or restart told to stop before its code has loaded stops as it would a moment later
-// (exit 75, nothing written): Node's default for SIGTERM would end it with 143. The launcher's
-// own handlers replace this one (src/launcher/signals.ts).
+// (exit 75 and, in a Slurm job, a requeue; nothing written): Node's default for SIGTERM would end
+// it with 143. The signal is kept until the launcher's own handlers take over and get it
+// (src/launcher/signals.ts).
 if (process.argv[2] === 'launch' || process.argv[2] === 'restart') {
-  const stop = () => process.exit(75);
-  globalThis[Symbol.for('stasis.earlyStop')] = stop;
-  process.on('SIGTERM', stop);
-  // Testing aid (as STASIS_TEST_PAUSE's other phases): held here, before any module loads.
+  const early = { sigterm: false, handler: () => { early.sigterm = true; } };
+  globalThis[Symbol.for('stasis.earlyStop')] = early;
+  process.on('SIGTERM', early.handler);
+  // Testing aid (as STASIS_TEST_PAUSE's other phases): held here, before any module loads,
+  // until a SIGTERM (kept as above) or the file STASIS_TEST_CONTINUE names.
   if (process.env.STASIS_TEST_PAUSE === 'load') {
     process.stderr.write('stasis: paused at load (STASIS_TEST_PAUSE)\n');
-    setInterval(() => {}, 1 << 30);
-    await new Promise(() => {});
+    const { existsSync } = await import('node:fs');
+    const go = process.env.STASIS_TEST_CONTINUE;
+    await new Promise((resolve) => {
+      const t = setInterval(() => {
+        if (early.sigterm || (go !== undefined && existsSync(go))) resolve(clearInterval(t));
+      }, 10);
+    });
   }
 }
 await import('../dist/src/cli/main.js');

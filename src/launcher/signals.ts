@@ -24,11 +24,12 @@ export function onTerminatingSignals(end: (status: number) => void, override: Pa
 }
 
 function install(end: (status: number) => void, override: Partial<Record<NodeJS.Signals, () => void>>): () => void {
-  // bin/stasis.js's handler, there before any module loaded: these take over from it.
+  // bin/stasis.js's handler, there before any module loaded: these take over from it, and
+  // get a SIGTERM it kept.
   const key = Symbol.for('stasis.earlyStop');
-  const first = (globalThis as Record<symbol, unknown>)[key];
-  if (typeof first === 'function') {
-    process.off('SIGTERM', first as () => void);
+  const early = (globalThis as Record<symbol, unknown>)[key] as { sigterm: boolean; handler: () => void } | undefined;
+  if (early !== undefined) {
+    process.off('SIGTERM', early.handler);
     delete (globalThis as Record<symbol, unknown>)[key];
   }
   const installed = SIGNAL_STATUS.map(([sig, status]) => {
@@ -36,6 +37,7 @@ function install(end: (status: number) => void, override: Partial<Record<NodeJS.
     process.on(sig, h);
     return [sig, h] as const;
   });
+  if (early?.sigterm === true) process.nextTick(() => process.emit('SIGTERM', 'SIGTERM'));
   return () => {
     for (const [sig, h] of installed) process.off(sig, h);
   };
