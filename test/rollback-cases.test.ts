@@ -6,25 +6,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
+import { fixture, stasis, stasisBin, tempDir, tree } from './helpers.js';
 
 const PROG = fixture('files_ops');
-
-function tree(dir: string, prefix = ''): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const name of readdirSync(dir).sort()) {
-    const p = join(dir, name);
-    const st = lstatSync(p);
-    const mode = (st.mode & 0o7777).toString(8);
-    if (st.isDirectory()) {
-      out.set(`${prefix}${name}/`, `dir ${mode}`);
-      for (const [k, v] of tree(p, `${prefix}${name}/`)) out.set(k, v);
-    } else {
-      out.set(prefix + name, `file ${mode} ${readFileSync(p).toString('base64')}`);
-    }
-  }
-  return out;
-}
 
 interface Run { before: string; root: string; data: string; ckpt: string; err: string; cleanup: () => void }
 

@@ -14,8 +14,9 @@ const EXTERNAL_GLOBAL = 3;
 
 const VALTYPES: Record<number, GlobalType> = { 0x7f: 'i32', 0x7e: 'i64', 0x7d: 'f32', 0x7c: 'f64' };
 
-class Reader {
-  constructor(readonly b: Uint8Array, public p: number, readonly end: number) {}
+/** Reads LEB128s and names from b[p..end). */
+export class Reader {
+  constructor(readonly b: Uint8Array, public p: number, readonly end: number = b.length) {}
   byte(): number {
     if (this.p >= this.end) throw new BinaryFormatError('truncated section');
     return this.b[this.p++]!;

@@ -10,7 +10,7 @@
 // type section (Binaryen sorts it by use). The merged module keeps the first piece's types (plus
 // any another one uses that it lacks) and renumbers the type indices in bodies taken from other
 // modules: block types and call_indirect. No binaryen here.
-import { BinaryFormatError } from './binary.js';
+import { BinaryFormatError, Reader } from './binary.js';
 
 const STUB_BODY = [0x00, 0x00, 0x0b]; // no locals; unreachable; end
 
@@ -24,25 +24,6 @@ interface Parsed {
   bodies: [number, number][];
 }
 
-function reader(b: Uint8Array, p: number): { p: number; u32(): number; byte(): number } {
-  const r = {
-    p,
-    byte(): number {
-      if (r.p >= b.length) throw new BinaryFormatError('truncated module');
-      return b[r.p++]!;
-    },
-    u32(): number {
-      let v = 0, shift = 0, x: number;
-      do {
-        x = r.byte();
-        v += (x & 0x7f) * 2 ** shift;
-        shift += 7;
-      } while (x & 0x80);
-      return v;
-    },
-  };
-  return r;
-}
 
 function uleb(v: number, out: number[]): void {
   do {
@@ -56,7 +37,7 @@ function uleb(v: number, out: number[]): void {
 const latin1 = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
 
 function parse(b: Uint8Array): Parsed {
-  const r = reader(b, 8);
+  const r = new Reader(b, 8);
   const out: Parsed = { b, sections: [], types: [], importedFunctions: 0, bodies: [] };
   while (r.p < b.length) {
     const start = r.p;
@@ -139,14 +120,14 @@ export function piece(pre: Uint8Array, keep: (definedIndex: number) => boolean):
 }
 
 function customName(b: Uint8Array, payload: number): string {
-  const r = reader(b, payload);
+  const r = new Reader(b, payload);
   const n = r.u32();
   return latin1(b.subarray(r.p, r.p + n));
 }
 
 /** A name section's payload without its local (2) and label (3) subsections. */
 function withoutLocalNames(b: Uint8Array, payload: number, end: number): Uint8Array {
-  const r = reader(b, payload);
+  const r = new Reader(b, payload);
   const nameLength = r.u32();
   r.p += nameLength;
   const keep: Uint8Array[] = [b.subarray(payload, r.p)];
@@ -232,7 +213,7 @@ export function merge(pre: Uint8Array, outputs: Uint8Array[], owner: (definedInd
 /** A function body (locals and code) with its type indices renumbered. */
 export function renumberTypes(b: Uint8Array, start: number, end: number, remap: number[]): Uint8Array {
   const out: number[] = [];
-  const r = reader(b, start);
+  const r = new Reader(b, start);
   let copied = start;
   const flush = (to: number): void => {
     for (let i = copied; i < to; i++) out.push(b[i]!);
