@@ -6,7 +6,7 @@
 // (`unshare --uts`), so that its jobs see another host name; both share the file system, as the
 // nodes of a cluster share theirs.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -55,11 +55,41 @@ function freePort(): Promise<number> {
  * partitions (NODE in them stands for the first node's name), `nodes` how many (1 or 2; the
  * scheduler prefers the first: Weight).
  */
+/**
+ * Ends what the cluster's jobs left running: their scripts (run from DIR's spool), everything
+ * in their process groups, and the slurmstepd above them, which outlive slurmd.
+ */
+function killJobs(dir: string): void {
+  const fields = (stat: string): number[] => stat.slice(stat.lastIndexOf(')') + 2).split(' ').slice(1, 3).map(Number);
+  const [, ownGroup] = fields(readFileSync('/proc/self/stat', 'utf8'));
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let cmd: string;
+    let stat: string;
+    try {
+      cmd = readFileSync(`/proc/${name}/cmdline`, 'utf8');
+      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    if (!cmd.includes(`${dir}/spool`)) continue;
+    // stat: "pid (comm) state ppid pgrp ..."; comm may hold spaces, so from the last ')'.
+    const [ppid, pgrp] = fields(stat);
+    const targets = [pgrp! > 1 && pgrp !== ownGroup ? -pgrp! : 0, ppid! > 1 && ppid !== process.pid ? ppid! : 0];
+    for (const target of targets) {
+      try {
+        if (target !== 0) process.kill(target, 'SIGKILL');
+      } catch { /* gone already */ }
+    }
+  }
+}
+
 export async function startCluster(opts: { extra?: string[]; debug?: string; partitions?: string[]; nodes?: 1 | 2 } = {}): Promise<Cluster> {
   const { dir, cleanup } = tempDir('stasis-slurm-');
   const children: ChildProcess[] = [];
   const logs: string[] = [];
   const stop = async (): Promise<void> => {
+    killJobs(dir);
     for (const c of children.reverse()) {
       if (c.exitCode === null && c.signalCode === null) {
         const gone = new Promise((r) => c.once('close', r));
