@@ -6,7 +6,7 @@
  * a request object, trace hooks), and a JS loop over iovecs makes one syscall per iovec.
  * Here the iovec array is read from memory, bounds-checked, and handed to the kernel.
  *
- * Export:
+ * Exports (copyRange is described where it is defined):
  *   iovecIo(fd: number, memory: ArrayBuffer, iovs: number, n: number, pos: number,
  *           write: boolean): number
  *     iovs: address of n WASI iovecs (u32 pointer, u32 length) in memory;
@@ -110,9 +110,48 @@ static napi_value js_iovec_io(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* copyRange(fdIn, posIn, fdOut, posOut, len): bytes copied by the kernel (copy_file_range,
+   a reflink where the file system has them), stopping early at the end of fdIn; or -errno
+   when nothing was copied (EXDEV, EINVAL, ENOSYS: the caller copies them itself). */
+static napi_value js_copy_range(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  int32_t in, out;
+  double pin, pout, len;
+  napi_value result;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 ||
+      napi_get_value_int32(env, argv[0], &in) != napi_ok ||
+      napi_get_value_double(env, argv[1], &pin) != napi_ok ||
+      napi_get_value_int32(env, argv[2], &out) != napi_ok ||
+      napi_get_value_double(env, argv[3], &pout) != napi_ok ||
+      napi_get_value_double(env, argv[4], &len) != napi_ok || pin < 0 || pout < 0 || len < 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "copyRange(fdIn, posIn, fdOut, posOut, len)");
+    return NULL;
+  }
+  double done = 0;
+#ifdef __linux__
+  loff_t oin = (loff_t)pin, oout = (loff_t)pout;
+  while (done < len) {
+    ssize_t r = copy_file_range(in, &oin, out, &oout, (size_t)(len - done), 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (done == 0) done = -errno;
+      break;
+    }
+    if (r == 0) break;
+    done += (double)r;
+  }
+#else
+  done = -ENOSYS;
+#endif
+  napi_create_double(env, done, &result);
+  return result;
+}
+
 napi_status stasis_io_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"iovecIo", NULL, js_iovec_io, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"copyRange", NULL, js_copy_range, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 }

@@ -16,6 +16,7 @@ import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import { genName } from '../image/format.js';
 import type { FileChangeHooks } from '../wasi/changes.js';
+import { nativeCopyRange } from '../wasi/native.js';
 import { WriteGuards } from './guard.js';
 
 /** The journals' directory, in the checkpoint directory. */
@@ -316,16 +317,20 @@ export class ChangeRecorder implements FileChangeHooks {
         }
         const pos = i * JOURNAL_BLOCK;
         const want = Math.max(0, Math.min(n * JOURNAL_BLOCK, f.origSize - pos));
-        const buf = (this.buf ??= Buffer.allocUnsafe(JOURNAL_RUN));
-        let got = 0;
-        while (got < want) {
-          const r = fs.readSync(fd, buf, got, want - got, pos + got);
-          if (r === 0) break; // shorter now than when first changed (another process)
-          got += r;
-        }
         this.openJournal();
         const at = this.blocksEnd;
-        for (let w = 0; w < got;) w += fs.writeSync(this.blocks, buf, w, got - w, at + w);
+        // In the kernel where it can (a reflink on some file systems); else through a buffer.
+        let got = want > 0 && nativeCopyRange !== null ? nativeCopyRange(fd, pos, this.blocks, at, want) : -1;
+        if (got < 0) {
+          const buf = (this.buf ??= Buffer.allocUnsafe(JOURNAL_RUN));
+          got = 0;
+          while (got < want) {
+            const r = fs.readSync(fd, buf, got, want - got, pos + got);
+            if (r === 0) break; // shorter now than when first changed (another process)
+            got += r;
+          }
+          for (let w = 0; w < got;) w += fs.writeSync(this.blocks, buf, w, got - w, at + w);
+        }
         this.blocksEnd += got;
         this.append({ op: 'block', path, pos, len: got, at });
         for (let k = 0; k < n; k++) f.saved.add(i + k);

@@ -32,6 +32,8 @@ interface Addon {
   ): void;
   /** Bytes moved, or -errno (see native/io.c). Absent from addons built before it. */
   iovecIo?: (fd: number, memory: ArrayBuffer, iovs: number, n: number, pos: number, write: boolean) => number;
+  /** Bytes copied by copy_file_range, or -errno if none (see native/io.c). Absent from older addons. */
+  copyRange?: (fdIn: number, posIn: number, fdOut: number, posOut: number, len: number) => number;
   /** Operations confined beneath a directory fd (native/beneath.c). Absent from older addons. */
   openBeneath?: (dirfd: number, path: string, flags: number, mode: number) => number;
   statBeneath: (dirfd: number, path: string, out: BigInt64Array) => number;
@@ -97,6 +99,10 @@ export const nativeTimestamps: boolean = addon !== null;
 /** The addon's direct file I/O, or null (see native/io.c). */
 export const nativeIovecIo: NonNullable<Addon['iovecIo']> | null =
   typeof addon?.iovecIo === 'function' ? addon.iovecIo : null;
+
+/** The kernel's copy between two files (copy_file_range), or null. */
+export const nativeCopyRange: NonNullable<Addon['copyRange']> | null =
+  typeof addon?.copyRange === 'function' ? addon.copyRange : null;
 
 /** The addon's operations confined beneath a directory fd, or null (see src/wasi/beneath.ts). */
 export const nativeBeneath: BeneathOps | null = typeof addon?.openBeneath === 'function' ? (addon as BeneathOps) : null;
