@@ -6,89 +6,18 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fixture, stasis, stasisBin, tempDir, tree } from './helpers.js';
+import { fixture, stasis, stasisBin, tree } from './helpers.js';
+import { checkpointContinueKill, uninterrupted as oneRun, type Run, type RunHow } from './rollback-run.js';
 
 const PROG = fixture('files_ops');
 
-interface Run { before: string; root: string; data: string; ckpt: string; err: string; cleanup: () => void }
-
-interface How {
-  /** Let the program run to its end (it seals its journals) instead of SIGKILL at the second pause. */
-  finish?: boolean;
+type How = RunHow & {
   /** launch options; `data` is the directory the program's files are in. */
   options?: (root: string, data: string) => string[];
-  /** The host directory given with --dir (default: data). */
-  given?: (root: string, data: string) => string;
-  /** Called once the checkpoint is durable. */
-  atCheckpoint?: (data: string) => void;
-  /** Files to put in data before the launch. */
-  files?: Record<string, string>;
-}
+};
 
-async function run(args: string[], how: How = {}): Promise<Run> {
-  const { dir, cleanup } = tempDir();
-  const data = join(dir, 'data');
-  const ckpt = join(dir, 'ckpt');
-  mkdirSync(data);
-  for (const [k, v] of Object.entries(how.files ?? {})) {
-    mkdirSync(join(data, k, '..'), { recursive: true });
-    writeFileSync(join(data, k), v);
-  }
-  const given = how.given?.(dir, data) ?? data;
-  const name = `rollback-case-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', ckpt,
-    '--dir', `${given}::/data`, ...(how.options?.(dir, data) ?? []), PROG, ...args], { stdio: ['pipe', 'pipe', 'pipe'], cwd: dir });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
-  const paused = async (n: number): Promise<void> => {
-    while (out.split('paused\n').length - 1 < n) {
-      if (child.exitCode !== null) assert.fail(`launch ended (${child.exitCode}) before pausing: ${out}${err}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
-  try {
-    await paused(1);
-    const before = out;
-    const cp = stasis(['checkpoint', '--json', name]);
-    assert.equal(cp.code, 0, cp.stderr + err);
-    how.atCheckpoint?.(data);
-    child.stdin.write('go\n');
-    await paused(2);
-    if (how.finish === true) {
-      child.stdin.end('go\n');
-      await closed;
-      assert.equal(child.exitCode, 0, out + err);
-    } else {
-      child.kill('SIGKILL');
-      await closed;
-    }
-    return { before, root: dir, data, ckpt, err, cleanup };
-  } catch (e) {
-    child.kill('SIGKILL');
-    cleanup();
-    throw e;
-  }
-}
-
-function uninterrupted(args: string[], files: Record<string, string> = {}): { out: string; tree: Map<string, string> } {
-  const { dir, cleanup } = tempDir();
-  try {
-    const data = join(dir, 'data');
-    mkdirSync(data);
-    for (const [k, v] of Object.entries(files)) {
-      mkdirSync(join(data, k, '..'), { recursive: true });
-      writeFileSync(join(data, k), v);
-    }
-    const r = stasis(['run', '--dir', `${data}::/data`, PROG, ...args], { input: 'go\ngo\n' });
-    assert.equal(r.code, 0, r.stdout + r.stderr);
-    return { out: r.stdout, tree: tree(data) };
-  } finally {
-    cleanup();
-  }
-}
+const run = (args: string[], how: How = {}): Promise<Run> => checkpointContinueKill(PROG, () => args, how.options ?? [], undefined, how);
+const uninterrupted = (args: string[], files: Record<string, string> = {}): { out: string; tree: Map<string, string> } => oneRun(PROG, () => args, files);
 
 /** Restart and check it finishes as one uninterrupted run. */
 function restartMatches(r: Run, ref: { out: string; tree: Map<string, string> }, extra: string[] = []): void {

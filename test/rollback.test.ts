@@ -5,93 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { renameSync, symlinkSync, appendFileSync } from 'node:fs';
 import { fixture, stasis, stasisBin, tempDir, tree } from './helpers.js';
-
-interface Run {
-  /** The launcher's output up to and including its first pause (the checkpoint). */
-  before: string;
-  root: string;
-  data: string;
-  ckpt: string;
-  cleanup: () => void;
-}
-
-interface RunHow {
-  /** Called once the checkpoint is durable, the program still paused. */
-  atCheckpoint?: (data: string) => void;
-  /** Let the program run to its end (exit 0) instead of killing the launcher at its second pause. */
-  finish?: boolean;
-}
-
-/**
- * Launches PROG on a fresh directory, checkpoints it at its first pause, lets it go on to its
- * second pause, and kills the launcher there (SIGKILL).
- */
-async function checkpointContinueKill(prog: string, args: (data: string) => string[], launchOptions: string[] = [], ckptParent?: string, how: RunHow = {}): Promise<Run> {
-  const { dir, cleanup: cleanupData } = tempDir();
-  const other = ckptParent === undefined ? null : mkdtempSync(join(ckptParent, 'stasis-test-ckpt-'));
-  const cleanup = (): void => {
-    cleanupData();
-    if (other !== null) rmSync(other, { recursive: true, force: true });
-  };
-  const data = join(dir, 'data');
-  const ckpt = join(other ?? dir, 'ckpt');
-  mkdirSync(data);
-  const name = `rollback-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
-  const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', ckpt,
-    '--dir', `${data}::/data`, ...launchOptions, prog, ...args('/data')], { stdio: ['pipe', 'pipe', 'pipe'], cwd: dir });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const closed = new Promise<void>((resolve) => child.on('close', () => resolve()));
-  const paused = async (n: number): Promise<void> => {
-    while (out.split('paused\n').length - 1 < n) {
-      if (child.exitCode !== null) assert.fail(`launch ended (${child.exitCode}) before pausing: ${out}${err}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
-  try {
-    await paused(1);
-    const before = out;
-    const cp = stasis(['checkpoint', '--json', name]);
-    assert.equal(cp.code, 0, cp.stderr + err);
-    how.atCheckpoint?.(data);
-    child.stdin.write('go\n');
-    await paused(2);
-    if (how.finish === true) {
-      child.stdin.end('go\n');
-      await closed;
-      assert.equal(child.exitCode, 0, out + err);
-    } else {
-      child.kill('SIGKILL');
-      await closed;
-    }
-    return { before, root: dir, data, ckpt, cleanup };
-  } catch (e) {
-    child.kill('SIGKILL');
-    cleanup();
-    throw e;
-  }
-}
-
-/** The same program run to the end in one process: its output and its directory. */
-function uninterrupted(prog: string, args: (data: string) => string[]): { out: string; tree: Map<string, string> } {
-  const { dir, cleanup } = tempDir();
-  try {
-    const data = join(dir, 'data');
-    mkdirSync(data);
-    const r = stasis(['run', '--dir', `${data}::/data`, prog, ...args('/data')], { input: 'go\ngo\n' });
-    assert.equal(r.code, 0, r.stdout + r.stderr);
-    return { out: r.stdout, tree: tree(data) };
-  } finally {
-    cleanup();
-  }
-}
+import { checkpointContinueKill, uninterrupted } from './rollback-run.js';
 
 test('a data file written sequentially, then updated in place with pwrite: saved as a database (observed), restored; the restarted run prints what an uninterrupted one does', async () => {
   const prog = fixture('rollback_records');

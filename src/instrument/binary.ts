@@ -85,7 +85,8 @@ function skipConstExpr(r: Reader): void {
   }
 }
 
-function uleb(v: number): number[] {
+/** An unsigned LEB128. */
+export function uleb(v: number): number[] {
   const out: number[] = [];
   do {
     let x = v % 128;

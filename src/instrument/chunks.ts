@@ -10,7 +10,7 @@
 // type section (Binaryen sorts it by use). The merged module keeps the first piece's types (plus
 // any another one uses that it lacks) and renumbers the type indices in bodies taken from other
 // modules: block types and call_indirect. No binaryen here.
-import { BinaryFormatError, Reader } from './binary.js';
+import { BinaryFormatError, Reader, uleb } from './binary.js';
 
 const STUB_BODY = [0x00, 0x00, 0x0b]; // no locals; unreachable; end
 
@@ -25,14 +25,6 @@ interface Parsed {
 }
 
 
-function uleb(v: number, out: number[]): void {
-  do {
-    let x = v % 128;
-    v = Math.floor(v / 128);
-    if (v > 0) x |= 0x80;
-    out.push(x);
-  } while (v > 0);
-}
 
 const latin1 = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
 
@@ -95,16 +87,16 @@ export function piece(pre: Uint8Array, keep: (definedIndex: number) => boolean):
   for (const s of m.sections) {
     if (s.id === 10) {
       const body: number[] = [];
-      uleb(m.bodies.length, body);
+      body.push(...uleb(m.bodies.length));
       const chunks: Uint8Array[] = [];
       let pending: number[] = body;
       m.bodies.forEach(([a, z], d) => {
         if (keep(d)) {
-          uleb(z - a, pending);
+          pending.push(...uleb(z - a));
           chunks.push(Uint8Array.from(pending), pre.subarray(a, z));
           pending = [];
         } else {
-          uleb(STUB_BODY.length, pending);
+          pending.push(...uleb(STUB_BODY.length));
           pending.push(...STUB_BODY);
         }
       });
@@ -143,7 +135,7 @@ function withoutLocalNames(b: Uint8Array, payload: number, end: number): Uint8Ar
 
 function section(id: number, payload: Uint8Array[]): Uint8Array[] {
   const head: number[] = [id];
-  uleb(payload.reduce((s, p) => s + p.length, 0), head);
+  head.push(...uleb(payload.reduce((s, p) => s + p.length, 0)));
   return [Uint8Array.from(head), ...payload];
 }
 
@@ -182,7 +174,7 @@ export function merge(pre: Uint8Array, outputs: Uint8Array[], owner: (definedInd
 
   const code: Uint8Array[] = [];
   const head: number[] = [];
-  uleb(base.bodies.length, head);
+  head.push(...uleb(base.bodies.length));
   code.push(Uint8Array.from(head));
   for (let d = 0; d < base.bodies.length; d++) {
     const k = d < original.bodies.length ? owner(d) : 0;
@@ -191,7 +183,7 @@ export function merge(pre: Uint8Array, outputs: Uint8Array[], owner: (definedInd
     const [a, z] = from.bodies[d]!;
     const body = remap === null ? from.b.subarray(a, z) : renumberTypes(from.b, a, z, remap);
     const size: number[] = [];
-    uleb(body.length, size);
+    size.push(...uleb(body.length));
     code.push(Uint8Array.from(size), body);
   }
 
@@ -199,7 +191,7 @@ export function merge(pre: Uint8Array, outputs: Uint8Array[], owner: (definedInd
   for (const s of base.sections) {
     if (s.id === 1 && types.length !== base.types.length) {
       const count: number[] = [];
-      uleb(types.length, count);
+      count.push(...uleb(types.length));
       parts.push(...section(1, [Uint8Array.from(count), ...types.map((t) => Buffer.from(t, 'latin1'))]));
     } else if (s.id === 10) {
       parts.push(...section(10, code));
