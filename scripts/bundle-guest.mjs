@@ -2,10 +2,11 @@
 // and the ~25 modules it imports) into one CommonJS file, dist/src/engine/guest.bundle.cjs, which
 // is what the thread loads (src/launcher/guest-thread.ts). A new thread resolving and loading
 // that many ES modules one by one, with Node's ES module loader, took ~40 ms more of every run's
-// start-up than loading one script. The image reader, which only a restart's guest loads, stays
-// a module of its own, imported from the bundle by the same relative path as from guest.js; the
-// bundle's import.meta.url is its own file's, one level below dist/src as the modules were, so
-// the relative URLs the modules resolve against it (the native addon's) still hold.
+// start-up than loading one script. Everything is in it, the image reader that only a restart's
+// guest runs too: a module loaded beside it would have classes of its own (an ImageError it threw
+// would not be the bundle's). The bundle's import.meta.url is its own file's, one level below
+// dist/src as the modules were, so the relative URLs the modules resolve against it (the native
+// addon's) still hold.
 import { build } from 'esbuild';
 import { fileURLToPath } from 'node:url';
 
@@ -18,7 +19,6 @@ await build({
   format: 'cjs',
   platform: 'node',
   target: 'node20',
-  external: ['../image/read.js'],
   define: { 'import.meta.url': 'bundleUrl' },
   banner: { js: "const bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   logLevel: 'warning',
