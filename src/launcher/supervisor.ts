@@ -173,6 +173,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
   // writes only what changed since; the program goes on.
   const onWarning = (sig: NodeJS.Signals) => (): void => {
     if (terminating || stopping) return;
+    checkpoints.expectStop();
     checkpoints.take().then((r) => report(r, `${sig} (Slurm's warning; the program goes on)`),
       (e: Error) => process.stderr.write(`stasis: checkpoint on ${sig} failed: ${e.message}\n`));
   };
