@@ -55,11 +55,13 @@ class Child {
   readonly exited: Promise<number | null>;
   private out = '';
   private err = '';
+  /** stderr not matched by expectStderr yet. */
+  private errSeen = '';
   private lines: string[] = [];
   private wake: (() => void) | null = null;
 
-  constructor(readonly what: string, argv: string[], stdin: 'pipe' | 'ignore') {
-    this.proc = spawn(process.execPath, argv, { stdio: [stdin, 'pipe', 'pipe'] });
+  constructor(readonly what: string, argv: string[], stdin: 'pipe' | 'ignore', env: NodeJS.ProcessEnv = process.env) {
+    this.proc = spawn(process.execPath, argv, { stdio: [stdin, 'pipe', 'pipe'], env });
     this.proc.stdout!.setEncoding('utf8').on('data', (s: string) => {
       this.out += s;
       let nl: number;
@@ -69,7 +71,11 @@ class Child {
       }
       this.wake?.();
     });
-    this.proc.stderr!.setEncoding('utf8').on('data', (s: string) => { this.err = (this.err + s).slice(-4000); });
+    this.proc.stderr!.setEncoding('utf8').on('data', (s: string) => {
+      this.err = (this.err + s).slice(-4000);
+      this.errSeen += s;
+      this.wake?.();
+    });
     this.proc.stdin?.on('error', () => {}); // the reply to a write may be the child's exit
     this.exited = new Promise((resolve) => this.proc.once('exit', (code) => { this.wake?.(); resolve(code); }));
   }
@@ -104,6 +110,26 @@ class Child {
     const l = await this.line(timeoutMs);
     if (!re.test(l)) throw new BenchFailure(`${this.what}: printed '${l}', expected ${re}\n--- stderr ---\n${this.err}`);
     return l;
+  }
+
+  /** Waits until stderr has a line matching re (fails if the child exits first, or after timeoutMs). */
+  async expectStderr(re: RegExp, timeoutMs: number): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const m = re.exec(this.errSeen);
+      if (m !== null) {
+        this.errSeen = this.errSeen.slice(m.index + m[0].length);
+        return;
+      }
+      if (this.proc.exitCode !== null || this.proc.signalCode !== null) throw new BenchFailure(`${this.what}: exited before printing ${re}\n--- stderr ---\n${this.err}`);
+      const left = deadline - performance.now();
+      if (left <= 0) throw new BenchFailure(`${this.what}: no ${re} on stderr within ${timeoutMs} ms\n--- stderr ---\n${this.err}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, left);
+        this.wake = () => { clearTimeout(t); r(); };
+      });
+      this.wake = null;
+    }
   }
 
   async expectExit(code: number, timeoutMs: number): Promise<void> {
@@ -339,9 +365,9 @@ export function bigPreflight(tmp: string, mib: number): string | null {
 }
 
 /** Launches bigmem MIB, waits for its fill; returns it with its control connection. */
-async function launchBig(p: Paths, name: string, ckptDir: string, mib: number): Promise<{ child: Child; ctl: Control; fillMs: number }> {
+async function launchBig(p: Paths, name: string, ckptDir: string, mib: number, env?: NodeJS.ProcessEnv): Promise<{ child: Child; ctl: Control; fillMs: number }> {
   const t0 = performance.now();
-  const child = new Child(`bigmem ${mib} under stasis launch`, launchArgs(p, name, ckptDir, join(p.wasmDir, 'bigmem.wasm'), [String(mib)]), 'pipe');
+  const child = new Child(`bigmem ${mib} under stasis launch`, launchArgs(p, name, ckptDir, join(p.wasmDir, 'bigmem.wasm'), [String(mib)]), 'pipe', env);
   try {
     await child.expectLine(new RegExp(`^filled mib=${mib}$`), 300_000);
     const fillMs = performance.now() - t0;
@@ -384,7 +410,11 @@ async function bigRound(p: Paths, tmp: string, mib: number, round: number): Prom
   const ckptDir = join(tmp, `big${round}.ckpt`);
   const name = `bench-big-${process.pid}-${round}`;
   step('launch + fill');
-  const { child, ctl, fillMs } = await launchBig(p, name, ckptDir, mib);
+  // As a Slurm job (SLURM_JOB_ID; there is no cluster: its requeue after the stop fails, and
+  // says so): its warning signal checkpoints and the program goes on, as before a time limit.
+  const slurmEnv: NodeJS.ProcessEnv = { ...process.env, SLURM_JOB_ID: '1' };
+  for (const k of Object.keys(slurmEnv)) if (k.startsWith('SLURM_') && k !== 'SLURM_JOB_ID') delete slurmEnv[k];
+  const { child, ctl, fillMs } = await launchBig(p, name, ckptDir, mib, slurmEnv);
   let sum: string;
   const res: Partial<BigRound> = { plainWriteMs, plainReadMs, fillMs };
   try {
@@ -413,8 +443,12 @@ async function bigRound(p: Paths, tmp: string, mib: number, round: number): Prom
     await child.expectLine(/^scattered bytes=\d+$/, 60_000);
     res.scattered = await ckpt();
     res.launcherPeakRss = [rss1, rss2, peakRss(child.pid)];
-    // A scheduler's notice: the program went on after its last checkpoint (the warning's),
-    // then SIGTERM; the launcher checkpoints what changed and exits 75 once it is durable.
+    // A scheduler's notice: its warning (SIGUSR1, a checkpoint; the program goes on), 1 % more
+    // rewritten, then SIGTERM; the launcher checkpoints what changed and exits 75 once durable.
+    step('Slurm warning (SIGUSR1)');
+    child.signal('SIGUSR1');
+    await child.expectStderr(/^stasis: checkpointed to \S+ on SIGUSR1 .*$/m, 300_000);
+    before = sizes(ckptDir);
     child.send('dirty');
     await child.expectLine(/^dirtied bytes=\d+$/, 60_000);
     child.send('sum');

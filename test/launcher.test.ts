@@ -72,7 +72,7 @@ test('capture buffer: small memories need none; a big one is prepared once, hand
     assert.equal(sink.given.length, 1);
     assert.equal(sink.given[0]!.length, size);
     assert.equal(await buf.handOver(), false, 'the guest holds one of its size already');
-    buf.giveBack(new Uint8Array(size));
+    buf.giveBack(new Uint8Array(size), 1);
     assert.equal(sink.given.length, 2);
     assert.equal(buf.ready(), true);
   } finally {
@@ -95,7 +95,7 @@ function fakeGuest(bytes: number, fill: () => number) {
         throw e;
       }
       const state: CapturedState = {
-        memory: new Uint8Array(bytes).fill(fill()), dirtyPages: null, globals: [], asyncifyData: 0,
+        memory: new Uint8Array(bytes).fill(fill()), dirtyPages: null, copyId: 1, globals: [], asyncifyData: 0,
         wasi: { args: ['prog'], env: [], preopens: [], fds: [] }, monotonicNs: '1', stdinPending: new Uint8Array(0),
         stdinReceived: 0, fileHandles: [], written: [], pauseMs: 0,
       };
@@ -160,7 +160,7 @@ test('checkpoint steps: after a failed file capture, the next image is not built
       async capture() {
         const p = plan[n++]!;
         return {
-          memory: new Uint8Array(bytes).fill(p.fill), dirtyPages: n === 1 ? null : new Uint8Array(bytes >> 16),
+          memory: new Uint8Array(bytes).fill(p.fill), dirtyPages: n === 1 ? null : new Uint8Array(bytes >> 16), copyId: n,
           globals: [], asyncifyData: 0, monotonicNs: '1', stdinPending: new Uint8Array(0), stdinReceived: 0, pauseMs: 0,
           wasi: { args: ['prog'], env: [], preopens: [], fds: p.bad ? [{ kind: 'file', fd: 5, location: { preopen: '/', rel: 'x' }, access: 'r', offset: 0, filetype: 4, rightsBase: 0, rightsInheriting: 0, fdflags: 0 }] : [] },
           fileHandles: p.bad ? [[5, 1 << 20]] : [], written: [],

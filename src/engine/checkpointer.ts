@@ -200,9 +200,9 @@ export class Checkpointer {
   private capture(): number {
     const ex = this.ex;
     this.host.flushAll();
-    const { memory, dirtyPages } = this.memory.copy(ex.memory);
+    const { memory, dirtyPages, copyId } = this.memory.copy(ex.memory);
     const snapshot: CapturedState = {
-      memory, dirtyPages,
+      memory, dirtyPages, copyId,
       globals: this.ck.globals.map((g) => {
         const v = (ex[g.name] as WebAssembly.Global).value as number | bigint;
         // JSON has no NaN or infinities: those floats are kept as strings, as i64 values are.
@@ -223,6 +223,8 @@ export class Checkpointer {
     if (this.stopAfter || Atomics.load(this.control, Control.STOP) !== 0) {
       for (;;) Atomics.wait(this.control, Control.PARKED, 0);
     }
+    // While the main thread copies the files: the memory is still as captured.
+    this.memory.afterCapture(Atomics.load(this.control, Control.TRACK_WRITES) !== 0, ex.memory);
     return released;
   }
 

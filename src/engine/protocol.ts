@@ -32,7 +32,8 @@ export const GUEST_WORKER = 'guest';
 export interface CheckpointSetup {
   /** Control words, see Control below. */
   control: SharedArrayBuffer;
-  /** The main thread hands capture buffers back on this port once their image is written. */
+  /** The main thread hands capture buffers back on this port once their image is written
+   *  (SpareBuffer messages). */
   spares: MessagePort;
   /** With each release after a capture (a Release): the files still being copied
    *  (files/guard.ts), and the generation the capture is saved as. */
@@ -73,6 +74,13 @@ export interface RestoreState {
   files: MessagePort;
 }
 
+/** A buffer for the guest's next capture: a capture's memory coming back once its image is
+ *  written (copyId names that capture's copy), or a fresh one (copyId null). */
+export interface SpareBuffer {
+  memory: Uint8Array;
+  copyId: number | null;
+}
+
 /** What the main thread posts with each release after a capture. */
 export interface Release {
   guards: FileGuard[];
@@ -94,8 +102,11 @@ export const Control = {
   REENTER: 4,
   /** Never written: a guest that must do nothing more waits on it. */
   PARKED: 5,
+  /** Set by the main thread before a request (1 or 0): a stop is expected soon, so from this
+   *  capture on the guest has the kernel track the pages the program writes (memory-copy.ts). */
+  TRACK_WRITES: 6,
 } as const;
-export const CONTROL_WORDS = 6;
+export const CONTROL_WORDS = 7;
 
 /** Wasm's page size: memory sizes are counted in it, and captures compare memory by page. */
 export const WASM_PAGE = 65536;
@@ -125,6 +136,9 @@ export interface CapturedState {
    * null when there was no previous capture to compare with (everything counts as changed).
    */
   dirtyPages: Uint8Array | null;
+  /** Which of the guest's memory copies this is (counted from 1): the buffer comes back as a
+   *  spare naming it. */
+  copyId: number;
   globals: GlobalValue[];
   asyncifyData: number;
   wasi: WasiState;

@@ -17,8 +17,9 @@ const CHECK_MS = 100;
 export interface BufferSink {
   /** The guest's memory size in bytes, as it last published it. */
   memoryBytes(): number;
-  /** Hands a buffer to the guest for its next capture. */
-  giveBuffer(memory: Uint8Array): void;
+  /** Hands a buffer to the guest for its next capture: a capture's memory (copyId names it)
+   *  or a fresh one (null). */
+  giveBuffer(memory: Uint8Array, copyId: number | null): void;
 }
 
 export class CaptureBuffer {
@@ -50,15 +51,15 @@ export class CaptureBuffer {
     const prepared = this.prepared;
     this.prepared = null;
     if (prepared === null || prepared.length !== want || this.held === want) return false;
-    this.guest.giveBuffer(prepared);
+    this.guest.giveBuffer(prepared, null);
     this.held = want;
     return true;
   }
 
   /** After a capture: its buffer goes back to the guest for the next one. */
-  giveBack(memory: Uint8Array): void {
+  giveBack(memory: Uint8Array, copyId: number): void {
     this.held = memory.length;
-    this.guest.giveBuffer(memory);
+    this.guest.giveBuffer(memory, copyId);
   }
 
   dispose(): void {

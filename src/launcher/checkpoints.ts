@@ -46,11 +46,12 @@ export class CheckpointQueue {
 
 /** The guest as the checkpoints see it (a GuestSession). */
 export interface CapturableGuest {
-  capture(stop: boolean): Promise<CapturedState>;
+  /** trackWrites: a stop is expected soon (memory-copy.ts). */
+  capture(stop: boolean, trackWrites: boolean): Promise<CapturedState>;
   /** Lets the paused guest go on, guarding the files still being copied. */
   release(guards: FileGuard[], generation: number): void;
   memoryBytes(): number;
-  giveBuffer(memory: Uint8Array): void;
+  giveBuffer(memory: Uint8Array, copyId: number | null): void;
 }
 
 /** What is constant across the checkpoints of one run. */
@@ -81,6 +82,8 @@ export class Checkpoints {
   private base: number | null = null;
   /** Copies of saved files by identity, to skip files unchanged since their last copy. */
   private readonly copies: CopyCache;
+  /** A stop is expected soon (expectStop): captures have the guest's writes tracked. */
+  private stopExpected = false;
 
   constructor(
     private readonly guest: CapturableGuest,
@@ -95,6 +98,15 @@ export class Checkpoints {
     this.buffer = new CaptureBuffer(guest);
   }
 
+  /**
+   * A stop is expected soon (a scheduler's warning came): from the next capture on, the guest
+   * has the kernel track the pages it writes, so that the capture before the stop looks at
+   * those only. Not before: each first write to a tracked page costs the program a fault.
+   */
+  expectStop(): void {
+    this.stopExpected = true;
+  }
+
   /** Whether a checkpoint now would find its capture buffer ready. */
   captureReady(): boolean {
     return this.buffer.ready();
@@ -107,7 +119,7 @@ export class Checkpoints {
       await emit(this.s.plugins, 'beforeCheckpoint', event);
       const t0 = performance.now();
       if (await this.buffer.handOver()) this.base = null; // a fresh buffer: nothing to compare with
-      const captured = await this.guest.capture(stopAfter);
+      const captured = await this.guest.capture(stopAfter, !stopAfter && this.stopExpected);
       const latencyMs = performance.now() - t0;
       const done = await this.persist(captured, await this.captureFiles(captured), t0, latencyMs);
       await emit(this.s.plugins, 'afterCheckpoint', { ...event, image: done.image, generation: done.generation, resumed: !stopAfter });
@@ -142,7 +154,7 @@ export class Checkpoints {
       // The buffer goes back holding this capture, which no image has: the next capture's
       // changed pages are not relative to any image.
       this.base = null;
-      this.buffer.giveBack(captured.memory);
+      this.buffer.giveBack(captured.memory, captured.copyId);
       throw e;
     } finally {
       // Checkpoints are taken one at a time: this capture is saved as the next generation.
@@ -181,7 +193,7 @@ export class Checkpoints {
         files: { saved: files.records.filter((r) => r.treatment === 'save').length, copied: files.staged.size },
       };
     } finally {
-      this.buffer.giveBack(captured.memory);
+      this.buffer.giveBack(captured.memory, captured.copyId);
       for (const staged of files.staged.values()) fs.rmSync(staged, { force: true }); // published ones are gone already
     }
   }

@@ -3,7 +3,7 @@
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { ImageError, StasisError } from '../errors.js';
 import {
-  CONTROL_WORDS, Control, WASM_PAGE, type CapturedState, type GuestData, type GuestMessage, type GuestResult, type Release, type RestoreState,
+  CONTROL_WORDS, Control, WASM_PAGE, type CapturedState, type GuestData, type GuestMessage, type GuestResult, type Release, type RestoreState, type SpareBuffer,
 } from '../engine/protocol.js';
 import type { FileGuard } from '../files/guard.js';
 import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from '../wasi/stdin.js';
@@ -137,11 +137,12 @@ export class GuestSession {
    * Asks the guest to checkpoint at its next safe point; resolves with what it captured.
    * With stop, the guest does nothing more afterwards (the caller saves the image and exits).
    */
-  capture(stop = false): Promise<CapturedState> {
+  capture(stop = false, trackWrites = false): Promise<CapturedState> {
     const control = this.control;
     if (control === null) throw new Error('not under checkpoint control');
     if (this.done) return Promise.reject(new StasisError('CONTROL', 'the program has exited'));
     if (stop) Atomics.store(control, Control.STOP, 1);
+    Atomics.store(control, Control.TRACK_WRITES, trackWrites ? 1 : 0);
     const request = Atomics.add(control, Control.REQUEST, 1) + 1;
     const captured = new Promise<CapturedState>((resolve, reject) => {
       this.waiting.set(request, resolve);
@@ -170,8 +171,8 @@ export class GuestSession {
   }
 
   /** Hands a buffer to the guest for its next capture (a capture's memory, or a fresh one). */
-  giveBuffer(memory: Uint8Array): void {
-    if (!this.done) this.spares.postMessage(memory, [memory.buffer as ArrayBuffer]);
+  giveBuffer(memory: Uint8Array, copyId: number | null): void {
+    if (!this.done) this.spares.postMessage({ memory, copyId } satisfies SpareBuffer, [memory.buffer as ArrayBuffer]);
   }
 
   /** The guest's memory size in bytes, as it last published it (0 before it did). */

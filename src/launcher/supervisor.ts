@@ -176,7 +176,10 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
   // writes only what changed since; the program goes on.
   const onWarning = (sig: NodeJS.Signals) => (): void => {
     if (terminating || stopping) return;
-    checkpoints.then((c) => c.take()).then((r) => report(r, `${sig} (Slurm's warning; the program goes on)`),
+    checkpoints.then((c) => {
+      c.expectStop();
+      return c.take();
+    }).then((r) => report(r, `${sig} (Slurm's warning; the program goes on)`),
       (e: Error) => process.stderr.write(`stasis: checkpoint on ${sig} failed: ${e.message}\n`));
   };
   const warnings = slurm === null ? [] : WARNING_SIGNALS.map((sig) => [sig, onWarning(sig)] as const);

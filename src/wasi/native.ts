@@ -15,6 +15,9 @@
 //
 // The launcher's process (native/process.c): an exit that does not wait for V8's background
 // compilations, and huge pages for its capture buffer; without them, process.exit and 4 KiB pages.
+//
+// The pages written since a capture (native/dirty.c, Linux >= 6.7): without them (or where the
+// kernel refuses), a capture compares the whole memory with the previous one.
 import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -54,10 +57,14 @@ interface Addon {
   exitNow?: (status: number) => never;
   /** madvise(MADV_HUGEPAGE) on a buffer: 0 or -errno (native/process.c). Absent from older addons. */
   adviseHugePages?: (buffer: Uint8Array) => number;
+  /** Write tracking (native/dirty.c). Absent from older addons. */
+  trackWrites?: (memory: ArrayBuffer) => number;
+  writtenPages?: (handle: number, memory: ArrayBuffer, out: Uint8Array, unit: number) => number;
+  untrackWrites?: (handle: number) => number;
 }
 
 /** The addon's confined operations (see native/beneath.c). */
-export type BeneathOps = Required<Pick<Addon, 'openBeneath'>> & Omit<Addon, 'futimens' | 'utimensat' | 'iovecIo' | 'openBeneath' | 'exitNow' | 'adviseHugePages'>;
+export type BeneathOps = Required<Pick<Addon, 'openBeneath'>> & Omit<Addon, 'futimens' | 'utimensat' | 'iovecIo' | 'openBeneath' | 'exitNow' | 'adviseHugePages' | 'trackWrites' | 'writtenPages' | 'untrackWrites'>;
 
 // Flag encoding shared with native/utimens.c.
 const ATIME_OMIT = 1;
@@ -121,6 +128,13 @@ export const nativeExitNow: NonNullable<Addon['exitNow']> | null =
 /** Asks the kernel for huge pages under a buffer not touched yet; or null (see native/process.c). */
 export const nativeAdviseHugePages: NonNullable<Addon['adviseHugePages']> | null =
   typeof addon?.adviseHugePages === 'function' ? addon.adviseHugePages : null;
+
+/** The kernel's record of the pages written to a buffer, or null (see native/dirty.c). Each
+ *  function returns -errno where the kernel lacks or refuses it. */
+export const nativeWriteTracking: Required<Pick<Addon, 'trackWrites' | 'writtenPages' | 'untrackWrites'>> | null =
+  typeof addon?.trackWrites === 'function' && typeof addon.writtenPages === 'function' && typeof addon.untrackWrites === 'function'
+    ? { trackWrites: addon.trackWrites, writtenPages: addon.writtenPages, untrackWrites: addon.untrackWrites }
+    : null;
 
 /** Why the addon is not in use (null when it is). For diagnostics. */
 export const nativeLoadError: string | null = addon ? null : loadError;
