@@ -10,6 +10,8 @@
 napi_status stasis_utimens_init(napi_env env, napi_value exports);
 /* io.c: iovecIo (fd_read / fd_write / fd_pread / fd_pwrite straight into wasm memory). */
 napi_status stasis_io_init(napi_env env, napi_value exports);
+/* mapped.c: a file window mapped shared (the undo journal's log). */
+napi_status stasis_mapped_init(napi_env env, napi_value exports);
 /* beneath.c: file operations confined beneath a directory fd (the sandbox's resolution). */
 napi_status stasis_beneath_init(napi_env env, napi_value exports);
 

@@ -275,6 +275,29 @@ test('an unrelated file made in the same directory after the program ended is no
   }
 });
 
+test('many files made and removed in one directory after the checkpoint: one of them made again by another process after the program stopped is a conflict (76, nothing changed); unrelated ones are not', async () => {
+  const made = Array.from({ length: 24 }, (_, i) => `/data/r${i}`);
+  const args = ['open:0:/data/f:w', 'write:0:F', 'close:0', 'pause',
+    ...made.flatMap((p, i) => [`open:${i % 4}:${p}:w`, `write:${i % 4}:R${i}`, `close:${i % 4}`]), ...made.slice(0, 20).map((p) => `unlink:${p}`),
+    'pause', 'print:end'];
+  const ref = uninterrupted(args);
+  const r = await run(args, { finish: true });
+  try {
+    writeFileSync(join(r.data, 'unrelated'), 'x');
+    writeFileSync(join(r.data, 'r7'), 'made again by another process');
+    const before = tree(r.data);
+    const x = stasis(['restart', '--quiet', r.ckpt], { input: 'go\ngo\n', cwd: r.root });
+    assert.equal(x.code, 76, x.stderr);
+    assert.match(x.stderr, /another process changed \S*\/r7,/);
+    assert.deepEqual(tree(r.data), before);
+    rmSync(join(r.data, 'r7'));
+    rmSync(join(r.data, 'unrelated'));
+    restartMatches(r, ref);
+  } finally {
+    r.cleanup();
+  }
+});
+
 // 6c. Times of a file renamed and then written (log rotation with the fd kept open): the
 // 'size' entry's times are filed under the new name, which no longer exists once the rename is
 // undone: the file keeps the rollback's own mtime.

@@ -82,6 +82,7 @@ async function run(data: GuestData, post: Post): Promise<GuestResult> {
     return ended({ exitCode: EXIT.TRAP, trap: describeTrap(e, data.modulePath) });
   } finally {
     host.flushAll();
+    changes.close();
   }
 }
 

@@ -8,16 +8,18 @@
 //   point into; `files/`: removed files, hard-linked there, or copied when the checkpoint
 //   directory is on another file system). A restart undoes it (rollback.ts).
 //
-// Each entry is one write(2) made before the change: a launcher killed at any instant leaves
-// a journal that covers every change made (an entry whose change never happened undoes to
+// Each entry is in the page cache before the change is made (line-log.ts): a launcher killed
+// at any instant leaves a journal that covers every change made (an entry whose change never happened undoes to
 // nothing). Nothing is fsynced: after a power loss the last entries may be lost with the
 // page cache, while the program's own writes may have reached the disk (docs/files.md).
 import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import { genName } from '../image/format.js';
+import { parentAt, pathOfAt, readlinkAt, statAt, type At } from '../wasi/beneath.js';
 import type { FileChangeHooks } from '../wasi/changes.js';
 import { nativeCopyRange } from '../wasi/native.js';
 import { WriteGuards } from './guard.js';
+import { LineLog, readLines } from './line-log.js';
 
 /** The journals' directory, in the checkpoint directory. */
 export const JOURNAL_DIR = 'journal';
@@ -84,7 +86,7 @@ export class ChangeRecorder implements FileChangeHooks {
   private readonly files = new Map<string, FileState>();
   /** Journal generation being recorded (null: none yet, before a launch's first checkpoint). */
   private gen: number | null;
-  private log = -1;
+  private log: LineLog | null = null;
   private blocks = -1;
   private blocksEnd = 0;
   private savedFiles = 0;
@@ -109,6 +111,12 @@ export class ChangeRecorder implements FileChangeHooks {
     const open = new Set<FileState>();
     for (const h of this.handles.values()) if (h.file !== null) open.add(h.file);
     for (const [id, f] of this.files) if (!open.has(f)) this.files.delete(id);
+  }
+
+  /** The program has ended: the journal is complete. */
+  close(): void {
+    this.closeJournal();
+    this.gen = null;
   }
 
   /** How the program has written the files it has open, by "dev:ino", where it has. */
@@ -187,26 +195,28 @@ export class ChangeRecorder implements FileChangeHooks {
     }
   }
 
-  beforeCreate(path: string, link = false): void {
-    if (this.gen === null || fs.lstatSync(path, { throwIfNoEntry: false }) !== undefined) return;
-    this.beforeSetTimes(dirname(path));
+  beforeCreate(at: At, link = false): void {
+    if (this.gen === null || statAt(at, false) !== undefined) return;
+    const path = pathOfAt(at);
+    this.beforeSetTimes(parentAt(at));
     this.append({ op: 'created', path });
     // A new name for an old file is undone as made, but the file itself is not new.
     if (!link) this.createdPaths.add(path);
   }
 
-  beforeRemove(path: string): void {
+  beforeRemove(at: At): void {
     if (this.gen === null) return;
-    const st = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
+    const st = statAt(at, false);
     if (st === undefined) return;
-    this.beforeSetTimes(dirname(path));
+    const path = pathOfAt(at);
+    this.beforeSetTimes(parentAt(at));
     const times = { atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) };
     if (st.isDirectory()) {
       if (!this.createdPaths.has(path)) this.append({ op: 'removed', path, kind: 'dir', mode: Number(st.mode & 0o7777n), ...times });
       return;
     }
     if (st.isSymbolicLink()) {
-      this.append({ op: 'removed', path, kind: 'symlink', mode: 0o777, target: fs.readlinkSync(path) });
+      this.append({ op: 'removed', path, kind: 'symlink', mode: 0o777, target: readlinkAt(at).toString('utf8') });
       return;
     }
     const f = this.files.get(`${st.dev}:${st.ino}`);
@@ -214,15 +224,17 @@ export class ChangeRecorder implements FileChangeHooks {
     this.saveRemoved(path, Number(st.mode & 0o7777n), times);
   }
 
-  beforeRename(from: string, to: string): void {
+  beforeRename(fromAt: At, toAt: At): void {
     if (this.gen === null) return;
-    const src = fs.lstatSync(from, { bigint: true, throwIfNoEntry: false });
+    const src = statAt(fromAt, false);
     if (src === undefined) return;
-    const dst = fs.lstatSync(to, { bigint: true, throwIfNoEntry: false });
+    const dst = statAt(toAt, false);
     if (dst !== undefined && dst.dev === src.dev && dst.ino === src.ino) return; // two names of one file: nothing happens
-    if (dst !== undefined) this.beforeRemove(to);
-    this.beforeSetTimes(dirname(from));
-    this.beforeSetTimes(dirname(to));
+    if (dst !== undefined) this.beforeRemove(toAt);
+    const from = pathOfAt(fromAt);
+    const to = pathOfAt(toAt);
+    this.beforeSetTimes(parentAt(fromAt));
+    this.beforeSetTimes(parentAt(toAt));
     this.append({ op: 'renamed', from, to });
     const moved = (p: string): string | null => (p === from ? to : p.startsWith(from + '/') ? to + p.slice(from.length) : null);
     for (const h of this.handles.values()) {
@@ -245,14 +257,14 @@ export class ChangeRecorder implements FileChangeHooks {
     else this.createdPaths.delete(to);
   }
 
-  beforeSetTimes(target: string | number): void {
+  beforeSetTimes(target: At | number): void {
     if (this.gen === null) return;
-    let path = typeof target === 'number' ? this.handles.get(target)?.path : target;
+    let path = typeof target === 'number' ? this.handles.get(target)?.path : pathOfAt(target);
     if (path === undefined || path === '') return;
-    if (path.endsWith('/.')) path = path.slice(0, -2); // a directory named by itself
+    if (path.endsWith('/.')) path = path.slice(0, -2); // a directory open as itself
     // Made in this generation: it had no times at the checkpoint.
     if (this.timed.has(path) || this.createdPaths.has(path)) return;
-    const st = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
+    const st = typeof target === 'number' ? fs.lstatSync(path, { bigint: true, throwIfNoEntry: false }) : statAt(target, false);
     if (st === undefined) return;
     this.timed.add(path);
     this.append({ op: 'times', path, atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) });
@@ -374,28 +386,28 @@ export class ChangeRecorder implements FileChangeHooks {
 
   /** Opens this generation's journal, replacing any left over from an earlier run. */
   private openJournal(): void {
-    if (this.log >= 0) return;
+    if (this.log !== null) return;
     const dir = this.dir();
     fs.rmSync(dir, { recursive: true, force: true });
     fs.mkdirSync(join(dir, 'files'), { recursive: true });
     this.blocks = fs.openSync(join(dir, 'blocks'), 'w', 0o600);
     this.blocksEnd = 0;
     this.savedFiles = 0;
-    this.log = fs.openSync(join(dir, 'log'), 'a', 0o600);
+    this.log = new LineLog(join(dir, 'log'), 0o600);
   }
 
   private closeJournal(): void {
-    if (this.log < 0) return;
-    fs.closeSync(this.log);
+    if (this.log === null) return;
+    this.log.close();
     fs.closeSync(this.blocks);
-    this.log = -1;
+    this.log = null;
     this.blocks = -1;
   }
 
-  /** One entry, in one write: it is in the journal before the change it undoes is made. */
+  /** One entry: it is in the journal before the change it undoes is made. */
   private append(e: JournalEntry): void {
     this.openJournal();
-    fs.writeSync(this.log, JSON.stringify(e) + '\n');
+    this.log!.append(JSON.stringify(e) + '\n');
   }
 }
 
@@ -416,6 +428,8 @@ export interface SealedState {
 
 /** The seal: what every path the journals name was when the program stopped. */
 const SEAL = 'sealed.json';
+/** Journaled names in one directory above which it is listed once rather than each looked up. */
+const LIST_AT = 16;
 
 export function stateOf(path: string): SealedState | null {
   const st = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
@@ -433,28 +447,71 @@ export function pathsOf(e: JournalEntry): string[] {
  * Seals the journals of generation `from` and later once the program has stopped for good
  * (it ended, or stopped after a checkpoint): a later restart that finds a path no longer as
  * sealed knows another process changed it, a conflict. Without a seal (the launcher was
- * killed) the program's changes cannot be told from others'.
+ * killed) the program's changes cannot be told from others'. Only paths that exist are
+ * written: a path the journals name and the seal does not was absent.
  */
 export function sealJournals(ckptDir: string, from: number): void {
   const root = join(ckptDir, JOURNAL_DIR);
-  const paths = new Set<string>();
+  const byDir = new Map<string, Set<string>>();
   for (const n of listJournals(root)) {
     if (n.generation < from) continue;
-    for (const e of readJournal(join(root, n.name), () => null)) for (const p of pathsOf(e)) paths.add(p);
+    for (const e of readJournal(join(root, n.name), () => null)) {
+      for (const p of pathsOf(e)) {
+        const d = dirname(p);
+        (byDir.get(d) ?? byDir.set(d, new Set()).get(d)!).add(p);
+      }
+    }
   }
-  if (paths.size === 0) return;
-  const states: Record<string, SealedState | null> = {};
-  for (const p of [...paths].sort()) states[p] = stateOf(p);
+  if (byDir.size === 0) return;
+  const states: Record<string, SealedState> = {};
+  for (const [dir, paths] of byDir) {
+    // A job that makes and removes many files in one directory: one listing tells which are gone.
+    const listed = paths.size > LIST_AT ? namesIn(dir) : null;
+    for (const p of paths) {
+      const name = p.slice(dir.length + 1);
+      if (listed !== null && plainName(name) && !listed.has(name)) continue;
+      const s = stateOf(p);
+      if (s !== null) states[p] = s;
+    }
+  }
   const tmp = join(root, `.${SEAL}.${process.pid}`);
-  fs.writeFileSync(tmp, JSON.stringify({ from, states }) + '\n', { mode: 0o600 });
+  fs.writeFileSync(tmp, JSON.stringify({ from, unlisted: 'absent', states }) + '\n', { mode: 0o600 });
   fs.renameSync(tmp, join(root, SEAL));
 }
 
-/** The seal, or null: none (the launcher was killed), or unreadable (then nothing is known). */
-export function readSeal(ckptDir: string): Map<string, SealedState | null> | null {
+/** The names in a directory (none if it cannot be listed: then each path is looked up). */
+function namesIn(dir: string): Set<string> | null {
   try {
-    const { states } = JSON.parse(fs.readFileSync(join(ckptDir, JOURNAL_DIR, SEAL), 'utf8')) as { states: Record<string, SealedState | null> };
-    return typeof states === 'object' && states !== null ? new Map(Object.entries(states)) : null;
+    const names = fs.readdirSync(dir);
+    // A name that is not UTF-8 does not come back as it was given: look each up instead.
+    return names.some((n) => n.includes('\ufffd')) ? null : new Set(names);
+  } catch {
+    return null;
+  }
+}
+
+const plainName = (n: string): boolean => n !== '' && n !== '.' && n !== '..' && !n.includes('/');
+
+/** What a seal says: each path's state as the program left it, for the paths named by the
+ *  journals of generation `from` and later. */
+export interface Seal {
+  from: number;
+  /** A sealed path's state (null: absent), or undefined if the seal says nothing of it:
+   *  `named` tells whether the journals of `from` and later name it. */
+  stateOf(path: string, named: boolean): SealedState | null | undefined;
+}
+
+/** The seal, or null: none (the launcher was killed), or unreadable (then nothing is known). */
+export function readSeal(ckptDir: string): Seal | null {
+  try {
+    const s = JSON.parse(fs.readFileSync(join(ckptDir, JOURNAL_DIR, SEAL), 'utf8')) as { from?: unknown; unlisted?: unknown; states?: unknown };
+    if (typeof s.states !== 'object' || s.states === null || typeof s.from !== 'number') return null;
+    const states = new Map(Object.entries(s.states as Record<string, SealedState | null>));
+    const unlistedAbsent = s.unlisted === 'absent';
+    return {
+      from: s.from,
+      stateOf: (path, named) => (states.has(path) ? states.get(path)! : unlistedAbsent && named ? null : undefined),
+    };
   } catch {
     return null;
   }
@@ -487,7 +544,7 @@ export function listJournals(root: string): { name: string; generation: number }
 export function readJournal(dir: string, damaged: (line: number) => Error | null): JournalEntry[] {
   let text: string;
   try {
-    text = fs.readFileSync(join(dir, 'log'), 'utf8');
+    text = readLines(join(dir, 'log'));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw e;

@@ -449,7 +449,7 @@ export class WasiHost {
         const d = h.dir(fd, Right.PATH_CREATE_DIRECTORY);
         const r = resolvePath(d, h.path(p, l), false);
         if (r.rel === '') throw new WasiError(Errno.EXIST);
-        if (h.changes.active) h.changes.beforeCreate?.(hostOfAt(r.at));
+        if (h.changes.active) h.changes.beforeCreate?.(r.at);
         mkdirAt(r.at);
       },
       path_filestat_get(fd: number, flags: number, p: number, l: number, out: number) {
@@ -464,7 +464,7 @@ export class WasiHost {
         const follow = follows(flags);
         const r = resolvePath(d, h.path(p, l), follow);
         const [a, m] = h.times(atim, mtim, fst);
-        if (h.changes.active) h.changes.beforeSetTimes?.(hostOfAt(r.at));
+        if (h.changes.active) h.changes.beforeSetTimes?.(r.at);
         setTimesAt(r.at, a, m); // any symlink to follow was expanded by resolvePath
       },
       path_link(
@@ -474,7 +474,7 @@ export class WasiHost {
         const dst = h.dir(newFd, Right.PATH_LINK_TARGET);
         const from = resolvePath(src, h.path(op, ol), follows(oldFlags));
         const to = resolvePath(dst, h.path(np, nl), false);
-        if (h.changes.active) h.changes.beforeCreate?.(hostOfAt(to.at), true);
+        if (h.changes.active) h.changes.beforeCreate?.(to.at, true);
         linkAt(withSlash(from), withSlash(to));
       },
       path_open(
@@ -495,7 +495,7 @@ export class WasiHost {
         const d = h.dir(fd, Right.PATH_REMOVE_DIRECTORY);
         const r = resolvePath(d, h.path(p, l), false);
         if (r.rel === '') throw new WasiError(Errno.BUSY);
-        if (h.changes.active) h.changes.beforeRemove?.(hostOfAt(r.at));
+        if (h.changes.active) h.changes.beforeRemove?.(r.at);
         removeAt(r.at, true);
         h.refreshRoots();
       },
@@ -505,7 +505,7 @@ export class WasiHost {
         const from = resolvePath(src, h.path(op, ol), false);
         const to = resolvePath(dst, h.path(np, nl), false);
         if (from.rel === '' || to.rel === '') throw new WasiError(Errno.BUSY);
-        if (h.changes.active) h.changes.beforeRename?.(hostOfAt(from.at), hostOfAt(to.at));
+        if (h.changes.active) h.changes.beforeRename?.(from.at, to.at);
         renameAt(withSlash(from), withSlash(to));
         h.refreshRoots();
       },
@@ -516,13 +516,13 @@ export class WasiHost {
         // An absolute target could never be followed inside the sandbox (as in wasmtime: EPERM).
         if (target.startsWith('/')) throw new WasiError(Errno.PERM);
         const r = resolvePath(d, h.path(np, nl), false);
-        if (h.changes.active) h.changes.beforeCreate?.(hostOfAt(r.at));
+        if (h.changes.active) h.changes.beforeCreate?.(r.at);
         symlinkAt(target, withSlash(r));
       },
       path_unlink_file(fd: number, p: number, l: number) {
         const d = h.dir(fd, Right.PATH_UNLINK_FILE);
         const r = resolvePath(d, h.path(p, l), false);
-        if (h.changes.active) h.changes.beforeRemove?.(hostOfAt(r.at));
+        if (h.changes.active) h.changes.beforeRemove?.(r.at);
         removeAt(withSlash(r), false);
       },
 
@@ -632,7 +632,7 @@ export class WasiHost {
       throw new WasiError(flags & O.O_EXCL ? Errno.EXIST : Errno.ISDIR);
     }
     if (this.changes.active) {
-      if (flags & O.O_CREAT) this.changes.beforeCreate?.(hostOfAt(r.at));
+      if (flags & O.O_CREAT) this.changes.beforeCreate?.(r.at);
       if (flags & O.O_TRUNC) {
         // Truncating a file whose checkpoint copy is still being made: its blocks go first.
         const st = statAt(r.at, false);
