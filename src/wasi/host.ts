@@ -14,7 +14,7 @@ import { errnoOf, WasiError } from './errno.js';
 import { DirFd, Fd, FileFd, filetypeOf, StdioFd } from './fds.js';
 import { Interrupted, sleep } from './interrupt.js';
 import { GuestMemory, utf8 } from './memory.js';
-import { closeFd, hostOfAt, linkAt, mkdirAt, openAt, openHostDir, readlinkAt, removeAt, renameAt, setTimesAt, statAt, symlinkAt, type At, type FileStat } from './beneath.js';
+import { closeFd, hostOfAt, linkAt, mkdirAt, openAt, openHostDir, pathOfAt, readlinkAt, removeAt, renameAt, setTimesAt, statAt, symlinkAt, type At, type FileStat } from './beneath.js';
 import { joinRel, resolvePath, withSlash, type Resolved } from './paths.js';
 import { hostPathOf, type FdState, type Location, type Mount, type Preopen, type WasiState } from './state.js';
 import { type TimeSpec } from './native.js';
@@ -211,8 +211,13 @@ export class WasiHost {
     return f;
   }
 
-  /** After a rename or removal: directory paths may have moved (see DirFd.root). */
-  private refreshRoots(): void {
+  /** After a rename or removal: directories at or below the places `gone` (a rename's source
+   *  and the directory it may replace) have moved (see DirFd.root; roots are real paths, so
+   *  a moved one starts with a gone place's path). */
+  private refreshRoots(...gone: At[]): void {
+    const paths = gone.map(pathOfAt);
+    const moved = (f: DirFd): boolean => paths.some((p) => f.root === p || f.root.startsWith(p + '/'));
+    if (!this.fds.some((f) => f instanceof DirFd && moved(f))) return;
     for (const f of this.fds) if (f instanceof DirFd) f.refreshRoot();
   }
 
@@ -497,7 +502,7 @@ export class WasiHost {
         if (r.rel === '') throw new WasiError(Errno.BUSY);
         if (h.changes.active) h.changes.beforeRemove?.(r.at);
         removeAt(r.at, true);
-        h.refreshRoots();
+        h.refreshRoots(r.at);
       },
       path_rename(fd: number, op: number, ol: number, newFd: number, np: number, nl: number) {
         const src = h.dir(fd, Right.PATH_RENAME_SOURCE);
@@ -507,7 +512,7 @@ export class WasiHost {
         if (from.rel === '' || to.rel === '') throw new WasiError(Errno.BUSY);
         if (h.changes.active) h.changes.beforeRename?.(from.at, to.at);
         renameAt(withSlash(from), withSlash(to));
-        h.refreshRoots();
+        h.refreshRoots(from.at, to.at);
       },
       path_symlink(op: number, ol: number, fd: number, np: number, nl: number) {
         const d = h.dir(fd, Right.PATH_SYMLINK);
