@@ -298,6 +298,20 @@ test('many files made and removed in one directory after the checkpoint: one of 
   }
 });
 
+test('changes that fail leave nothing wrong behind: a rename onto a non-empty directory and an rmdir of one, then the same names opened with O_CREAT and written', async () => {
+  const args = ['open:0:/data/a:w', 'write:0:CHECKPOINT-A', 'close:0', 'mkdir:/data/d', 'open:1:/data/d/x:w', 'write:1:X', 'close:1', 'pause',
+    'renameq:/data/a:/data/d', 'open:2:/data/a:w', 'write:2:LATER', 'close:2',
+    'rmdirq:/data/d', 'rename:/data/d/x:/data/d/y', 'renameq:/data/nothing:/data/b', 'open:3:/data/b:w', 'write:3:B', 'close:3',
+    'pause', 'cat:/data/a', 'print:end'];
+  const ref = uninterrupted(args);
+  const r = await run(args);
+  try {
+    restartMatches(r, ref);
+  } finally {
+    r.cleanup();
+  }
+});
+
 // 6c. Times of a file renamed and then written (log rotation with the fd kept open): the
 // 'size' entry's times are filed under the new name, which no longer exists once the rename is
 // undone: the file keeps the rollback's own mtime.

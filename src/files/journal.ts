@@ -15,7 +15,7 @@
 import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import { genName } from '../image/format.js';
-import { parentAt, pathOfAt, readlinkAt, statAt, type At } from '../wasi/beneath.js';
+import { parentAt, pathOfAt, readlinkAt, statAt, type At, type FileStat } from '../wasi/beneath.js';
 import type { FileChangeHooks } from '../wasi/changes.js';
 import { nativeCopyRange } from '../wasi/native.js';
 import { WriteGuards } from './guard.js';
@@ -91,6 +91,13 @@ export class ChangeRecorder implements FileChangeHooks {
   private blocksEnd = 0;
   private savedFiles = 0;
   private createdPaths = new Set<string>();
+  /**
+   * What this generation's own changes left at a path (null: nothing), where they tell: a
+   * lookup saved before the next change there. Forgotten when a change fails, and below a
+   * renamed directory. (Another process's changes while the program runs are not seen, with
+   * or without it.)
+   */
+  private known = new Map<string, Kind | null>();
   private timed = new Set<string>();
   private buf: Buffer | null = null;
 
@@ -105,6 +112,7 @@ export class ChangeRecorder implements FileChangeHooks {
     this.closeJournal();
     this.gen = generation;
     this.createdPaths = new Set();
+    this.known = new Map();
     this.timed = new Set();
     // What is known of files no fd is open on now is not needed any more (a checkpoint only
     // classifies open files; the journal starts afresh): memory stays bounded.
@@ -195,44 +203,77 @@ export class ChangeRecorder implements FileChangeHooks {
     }
   }
 
-  beforeCreate(at: At, link = false): void {
-    if (this.gen === null || statAt(at, false) !== undefined) return;
+  beforeCreate(at: At, made: 'file' | 'dir' | 'symlink' | 'link'): void {
+    if (this.gen === null) return;
     const path = pathOfAt(at);
+    const known = this.known.get(path);
+    if (known === undefined) {
+      const st = statAt(at, false);
+      if (st !== undefined) {
+        this.known.set(path, kindOf(st));
+        return;
+      }
+    } else if (known !== null) {
+      return;
+    }
     this.beforeSetTimes(parentAt(at));
     this.append({ op: 'created', path });
     // A new name for an old file is undone as made, but the file itself is not new.
-    if (!link) this.createdPaths.add(path);
+    if (made !== 'link') this.createdPaths.add(path);
+    this.known.set(path, made === 'dir' ? 'dir' : made === 'file' ? 'file' : 'other');
   }
 
   beforeRemove(at: At): void {
     if (this.gen === null) return;
-    const st = statAt(at, false);
-    if (st === undefined) return;
     const path = pathOfAt(at);
+    const known = this.known.get(path);
+    if (known === null) return; // nothing there: the removal fails
+    // Made in this generation: nothing of it to keep.
+    if (known !== undefined && this.createdPaths.has(path)) {
+      this.known.set(path, null);
+      return;
+    }
+    const st = statAt(at, false);
+    if (st === undefined) {
+      this.known.set(path, null);
+      return;
+    }
     this.beforeSetTimes(parentAt(at));
     const times = { atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) };
     if (st.isDirectory()) {
       if (!this.createdPaths.has(path)) this.append({ op: 'removed', path, kind: 'dir', mode: Number(st.mode & 0o7777n), ...times });
-      return;
-    }
-    if (st.isSymbolicLink()) {
+    } else if (st.isSymbolicLink()) {
       this.append({ op: 'removed', path, kind: 'symlink', mode: 0o777, target: readlinkAt(at).toString('utf8') });
-      return;
+    } else {
+      const f = this.files.get(`${st.dev}:${st.ino}`);
+      // A file made in this generation did not exist at the checkpoint.
+      if (f === undefined || f.gen !== this.gen || !f.created) this.saveRemoved(path, Number(st.mode & 0o7777n), times);
     }
-    const f = this.files.get(`${st.dev}:${st.ino}`);
-    if (f !== undefined && f.gen === this.gen && f.created) return; // did not exist at the checkpoint
-    this.saveRemoved(path, Number(st.mode & 0o7777n), times);
+    this.known.set(path, null);
   }
 
   beforeRename(fromAt: At, toAt: At): void {
     if (this.gen === null) return;
-    const src = statAt(fromAt, false);
-    if (src === undefined) return;
-    const dst = statAt(toAt, false);
-    if (dst !== undefined && dst.dev === src.dev && dst.ino === src.ino) return; // two names of one file: nothing happens
-    if (dst !== undefined) this.beforeRemove(toAt);
     const from = pathOfAt(fromAt);
     const to = pathOfAt(toAt);
+    let srcKind = this.known.get(from);
+    if (srcKind === null) return; // nothing there: the rename fails
+    let src: FileStat | undefined;
+    const lookUp = (): Kind | null => {
+      src = statAt(fromAt, false);
+      if (src === undefined) this.known.set(from, null);
+      return src === undefined ? null : kindOf(src);
+    };
+    srcKind ??= lookUp();
+    if (srcKind === null) return;
+    if (this.known.get(to) !== null) {
+      const dst = statAt(toAt, false);
+      if (dst !== undefined) {
+        if (src === undefined && lookUp() === null) return;
+        if (dst.dev === src!.dev && dst.ino === src!.ino) return; // two names of one file: nothing happens
+        this.beforeRemove(toAt);
+      }
+    }
     this.beforeSetTimes(parentAt(fromAt));
     this.beforeSetTimes(parentAt(toAt));
     this.append({ op: 'renamed', from, to });
@@ -242,7 +283,7 @@ export class ChangeRecorder implements FileChangeHooks {
       if (now !== null) h.path = now;
     }
     // What is made in this generation moves with it; what was at `to` (and below) is gone.
-    if (src.isDirectory()) {
+    if (srcKind === 'dir') {
       const made = [...this.createdPaths];
       for (const p of made) if (p.startsWith(to + '/')) this.createdPaths.delete(p);
       for (const p of made) {
@@ -252,9 +293,16 @@ export class ChangeRecorder implements FileChangeHooks {
           this.createdPaths.add(now);
         }
       }
+      for (const p of [...this.known.keys()]) if (p.startsWith(from + '/') || p.startsWith(to + '/')) this.known.delete(p);
     }
     if (this.createdPaths.delete(from)) this.createdPaths.add(to);
     else this.createdPaths.delete(to);
+    this.known.set(from, null);
+    this.known.set(to, srcKind);
+  }
+
+  failed(): void {
+    this.known.clear();
   }
 
   beforeSetTimes(target: At | number): void {
@@ -410,6 +458,9 @@ export class ChangeRecorder implements FileChangeHooks {
     this.log!.append(JSON.stringify(e) + '\n');
   }
 }
+
+type Kind = 'dir' | 'file' | 'other';
+const kindOf = (st: FileStat): Kind => (st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other');
 
 /** A read-only fd on the file open as `handle` (which may be write-only). */
 function openReadable(handle: number, path: string): number {

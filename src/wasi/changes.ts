@@ -19,13 +19,15 @@ export interface FileChangeHooks {
   opened?(handle: number, path: string): void;
   /** Host fd `handle` was closed. */
   closed?(handle: number): void;
-  /** Before something may be created at `at` (an open with O_CREAT, mkdir, symlink, link;
-   *  `link`: a new name for an existing file, not a new file). */
-  beforeCreate?(at: At, link?: boolean): void;
+  /** Before something may be created at `at`: a file (an open with O_CREAT), a directory, a
+   *  symlink, or a hard link (a new name for an existing file, not a new file). */
+  beforeCreate?(at: At, made: 'file' | 'dir' | 'symlink' | 'link'): void;
   /** Before the file, symlink or (empty) directory at `at` is removed. */
   beforeRemove?(at: At): void;
   /** Before `from` is renamed to `to` (which it may replace). */
   beforeRename?(from: At, to: At): void;
+  /** The change announced last (create, remove, rename) failed: nothing of it happened. */
+  failed?(): void;
   /** Before the timestamps of what `at` names (or host fd `handle` is open on) are set. */
   beforeSetTimes?(target: At | number): void;
 }
