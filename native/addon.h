@@ -1,4 +1,4 @@
-/* stasis_native: one addon, three parts, each adding its functions to the exports. */
+/* stasis_native: one addon, five parts, each adding its functions to the exports. */
 #ifndef STASIS_ADDON_H
 #define STASIS_ADDON_H
 #ifndef NAPI_VERSION
@@ -14,5 +14,7 @@ napi_status stasis_io_init(napi_env env, napi_value exports);
 napi_status stasis_mapped_init(napi_env env, napi_value exports);
 /* beneath.c: file operations confined beneath a directory fd (the sandbox's resolution). */
 napi_status stasis_beneath_init(napi_env env, napi_value exports);
+/* process.c: exitNow (_exit), adviseHugePages (madvise MADV_HUGEPAGE on a buffer). */
+napi_status stasis_process_init(napi_env env, napi_value exports);
 
 #endif

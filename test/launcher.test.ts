@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { fixture, tempDir } from './helpers.js';
 import { CONTROL_WORDS, Control, type CapturedState } from '../src/engine/protocol.js';
 import type { FileGuard } from '../src/files/guard.js';
@@ -201,6 +202,26 @@ test('signals: every terminating signal is handled while installed, and only the
     remove();
   }
   SIGNAL_STATUS.forEach(([sig], i) => assert.equal(process.listenerCount(sig), before[i], sig));
+});
+
+test('signals: exitProcess ends the process with the status, after its exit listeners and what it wrote', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const script = join(dir, 'exit.mjs');
+    const signals = new URL('../src/launcher/signals.js', import.meta.url).href;
+    writeFileSync(script, [
+      `import { exitProcess } from ${JSON.stringify(signals)};`,
+      `process.on('exit', (code) => process.stdout.write('exit listener saw ' + code + '\\n'));`,
+      `process.stdout.write('before\\n');`,
+      `exitProcess(75);`,
+      `process.stdout.write('after\\n');`,
+    ].join('\n'));
+    const r = spawnSync(process.execPath, [script], { encoding: 'utf8' });
+    assert.equal(r.status, 75, r.stderr);
+    assert.equal(r.stdout, 'before\nexit listener saw 75\n');
+  } finally {
+    cleanup();
+  }
 });
 
 test('protocol: control words are distinct and fit the shared array', () => {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tempDir } from './helpers.js';
 import {
+  nativeAdviseHugePages,
   nativeIovecIo,
   nativeTimestamps,
   nativeLoadError,
@@ -131,6 +132,21 @@ test('iovecIo: readv/writev straight into memory, batches, short transfers, EFAU
   } finally {
     cleanup();
   }
+});
+
+test('adviseHugePages: a hint on a buffer not touched yet; its contents as written; anything but bytes refused', { skip: nativeAdviseHugePages === null && 'addon not built' }, () => {
+  const advise = nativeAdviseHugePages!;
+  const buf = new Uint8Array(8 << 20);
+  const r = advise(buf);
+  // 0, or the kernel's refusal (no transparent huge pages): never a change to the bytes.
+  assert.ok(r === 0 || r === -22 || r === -38, `madvise: ${r}`);
+  for (let i = 0; i < buf.length; i += 4093) buf[i] = (i % 255) + 1;
+  for (let i = 0; i < buf.length; i += 4093) {
+    assert.equal(buf[i], (i % 255) + 1, `byte ${i}`);
+    if (i + 1 < buf.length) assert.equal(buf[i + 1], 0, `byte ${i + 1}`);
+  }
+  assert.equal(advise(new Uint16Array(8) as unknown as Uint8Array), -22);
+  assert.equal(advise(42 as unknown as Uint8Array), -22);
 });
 
 test('setTimesPath sets both times to odd nanosecond values', () => {

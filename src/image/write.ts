@@ -15,7 +15,7 @@ import {
 import { publishStaged } from './files.js';
 import { rememberWritten } from './provenance.js';
 import { hashChunk } from './hash.js';
-import { errno, fsyncDir, pool, rmrf, sha256hex, tmpSuffix, writeFileAtomic } from '../util/fs.js';
+import { allSettled, errno, fsyncDir, pool, renameOrRemove, rmrf, sha256hex, tmpSuffix, writeFileAtomic, writeFileSynced } from '../util/fs.js';
 import { alive } from '../util/proc.js';
 import { generations, loadManifest, type ImageRef } from './manifest.js';
 
@@ -198,6 +198,7 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
   for (const d of [IMAGES, CHUNKS, MODULES, FILES]) await mkdir(join(ckptDir, d), { recursive: true });
   const tookOverLock = await acquireLock(ckptDir);
   let tmpImage: string | undefined;
+  let latestTmp: string | undefined;
   // Store files this attempt added (module, chunks, saved copies) until an image names them:
   // a failed attempt (a full disk) removes them again, leaving the store as it was.
   const added: string[] = [];
@@ -214,7 +215,7 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
 
     const { memory: _m, stdinPending, ...state } = snap;
     const stdin = Buffer.from(stdinPending.buffer, stdinPending.byteOffset, stdinPending.length);
-    bytesWritten += await writeManifest(tmpImage, {
+    const manifest = checkedManifest({
       magic: MAGIC,
       version: FORMAT_VERSION,
       module: { sha256: moduleSha, size: opts.moduleBytes.length },
@@ -222,8 +223,22 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
       stdinPending: { size: stdin.length, sha256: sha256hex(stdin), base64: stdin.toString('base64') },
       snapshot: state,
     });
-    const published = await publish(ckptDir, tmpImage, generation, sfx, () => { added.length = 0; });
+    // Everything the image names made durable at once, each wait for the disk overlapping the
+    // others (one after another they were most of a small checkpoint's time): the store's
+    // directories (their new entries, and those of a writer that died before its own fsync,
+    // whose files this image may reuse), the manifest, and `latest`'s next content.
+    const latest = Buffer.from(`${genName(generation)}\n`);
+    latestTmp = join(ckptDir, `${TMP_PREFIX}${LATEST}-${sfx}`);
+    let manifestBytes = 0;
+    await allSettled([
+      ...[MODULES, CHUNKS, FILES].map((d) => fsyncDir(join(ckptDir, d))),
+      writeManifest(tmpImage, manifest).then((n) => { manifestBytes = n; }),
+      writeFileSynced(latestTmp, latest),
+    ]);
+    bytesWritten += manifestBytes;
+    const published = await publish(ckptDir, tmpImage, generation, sfx, latestTmp, () => { added.length = 0; });
     tmpImage = undefined;
+    latestTmp = undefined;
     bytesWritten += published.bytesWritten;
     needGc ||= published.replacedOne;
 
@@ -249,6 +264,7 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
     throw e;
   } finally {
     if (tmpImage) await rmrf(tmpImage).catch(() => {});
+    if (latestTmp) await unlink(latestTmp).catch(() => {});
     await releaseLock(ckptDir);
   }
 }
@@ -280,8 +296,7 @@ async function storeModule(ckptDir: string, moduleSha: string, bytes: Uint8Array
     added.push(final);
     written = bytes.length;
   }
-  await fsyncDir(join(ckptDir, MODULES));
-  return written;
+  return written; // the directory is fsynced with the manifest
 }
 
 interface MemoryStore { alg: ChunkHash; chunkSize: number; compress: Codec; sfx: string; added: string[]; dirty?: WriteOptions['dirty'] }
@@ -343,9 +358,8 @@ async function storeMemory(ckptDir: string, mem: Uint8Array, o: MemoryStore): Pr
     return undefined;
   };
   await pool(WRITE_CONCURRENCY, next);
-  // Always: chunks reused from a writer that died before its own directory fsync must be
-  // durable before a manifest names them.
-  await fsyncDir(join(ckptDir, CHUNKS));
+  // The directory is fsynced with the manifest (always: chunks reused from a writer that died
+  // before its own directory fsync must be durable before a manifest names them).
   return { entries, counts, bytesWritten };
 }
 
@@ -362,31 +376,38 @@ async function storeFiles(ckptDir: string, snap: Snapshot, stagedFiles: WriteOpt
     if (f.treatment === 'save' && f.copy === undefined) throw new TypeError(`writeImage: no copy of the saved file ${f.hostPath}`);
     if (f.copy !== undefined && !(await exists(join(ckptDir, f.copy.file)))) throw new TypeError(`writeImage: the copy ${f.copy.file} of ${f.hostPath} is not in the store`);
   }
-  await fsyncDir(join(ckptDir, FILES));
-  return written;
+  return written; // the directory is fsynced with the manifest
 }
 
-/** The manifest and its sha256 sidecar, durable in the unpublished image directory. */
-async function writeManifest(tmpImage: string, manifest: Manifest): Promise<number> {
-  // A manifest readers would refuse is not published (it would also stop garbage collection).
+/** `manifest`, if readers would take it: one they would refuse is not published (it would
+ *  also stop garbage collection). */
+function checkedManifest(manifest: Manifest): Manifest {
   try {
     manifestShape.check(manifest);
   } catch (e) {
     if (e instanceof ShapeError) throw new TypeError(`writeImage: the snapshot does not fit the image format (${e.message})`);
     throw e;
   }
+  return manifest;
+}
+
+/** The manifest and its sha256 sidecar, durable in the unpublished image directory. */
+async function writeManifest(tmpImage: string, manifest: Manifest): Promise<number> {
   const json = Buffer.from(JSON.stringify(manifest, null, 1) + '\n');
   const sha = sha256hex(json);
   const sum = Buffer.from(`${sha}  ${MANIFEST}\n`);
-  await writeFileAtomic(join(tmpImage, `${TMP_PREFIX}${MANIFEST}`), join(tmpImage, MANIFEST), json);
-  await writeFileAtomic(join(tmpImage, `${TMP_PREFIX}${MANIFEST_SUM}`), join(tmpImage, MANIFEST_SUM), sum);
+  await allSettled([
+    writeFileAtomic(join(tmpImage, `${TMP_PREFIX}${MANIFEST}`), join(tmpImage, MANIFEST), json),
+    writeFileAtomic(join(tmpImage, `${TMP_PREFIX}${MANIFEST_SUM}`), join(tmpImage, MANIFEST_SUM), sum),
+  ]);
   await fsyncDir(tmpImage);
   rememberWritten(sha);
   return json.length + sum.length;
 }
 
-/** The image directory renamed into place, then `latest` pointed at it. */
-async function publish(ckptDir: string, tmpImage: string, generation: number, sfx: string, onPublished: () => void): Promise<{ imageDir: string; replacedOne: boolean; bytesWritten: number }> {
+/** The image directory renamed into place, then `latest` pointed at it (its new content is
+ *  durable in `latestTmp` already). */
+async function publish(ckptDir: string, tmpImage: string, generation: number, sfx: string, latestTmp: string, onPublished: () => void): Promise<{ imageDir: string; replacedOne: boolean; bytesWritten: number }> {
   const name = genName(generation);
   const imageDir = join(ckptDir, IMAGES, name);
   let replaced: string | undefined;
@@ -404,11 +425,12 @@ async function publish(ckptDir: string, tmpImage: string, generation: number, sf
     throw e;
   }
   onPublished(); // readers may use it from here on, `latest` or not
+  // `latest` names it only once it is durable: else a crash could leave `latest` naming the
+  // image it replaced (a restart from an older image continues the numbering).
   await fsyncDir(join(ckptDir, IMAGES));
-  const latest = Buffer.from(`${name}\n`);
-  await writeFileAtomic(join(ckptDir, `${TMP_PREFIX}${LATEST}-${sfx}`), join(ckptDir, LATEST), latest);
+  await renameOrRemove(latestTmp, join(ckptDir, LATEST));
   await fsyncDir(ckptDir);
-  return { imageDir, replacedOne: replaced !== undefined, bytesWritten: latest.length };
+  return { imageDir, replacedOne: replaced !== undefined, bytesWritten: `${name}\n`.length };
 }
 
 /** --keep: images beyond the newest `keep` (this one among them) moved to the trash. */

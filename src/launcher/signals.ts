@@ -1,5 +1,6 @@
 // The process's signals, for commands that own the process (the CLI's run, launch, restart).
 import { existsSync } from 'node:fs';
+import { nativeExitNow } from '../wasi/native.js';
 import { requeueAfterStop, slurmJob, WARNING_SIGNALS } from './slurm.js';
 
 /** Exit statuses for signals that end a program (as a shell reports them). */
@@ -8,6 +9,23 @@ export const SIGNAL_STATUS: readonly (readonly [NodeJS.Signals, number])[] = [['
 /** Exit status of a program stopped after a checkpoint, or before it started: "run me again"
  *  (sysexits' "try again later"). */
 export const EXIT_CHECKPOINTED = 75;
+
+/**
+ * Ends the process with `status` as process.exit does ('exit' listeners run), without the
+ * teardown Node does after them: it waits for V8's background compilations in flight, and
+ * V8's optimizing compiler can spend hundreds of ms on one hot function of the guest, after
+ * the checkpoint a scheduler is waiting for is durable. Nothing is lost: the image is fsynced,
+ * stdio is written synchronously (Linux), the guest is parked or ended. A profile or coverage
+ * (written by that teardown) keeps Node's own exit.
+ */
+export function exitProcess(status: number): never {
+  const now = nativeExitNow;
+  const profiled = process.env['NODE_V8_COVERAGE'] !== undefined
+    || [...process.execArgv, ...(process.env['NODE_OPTIONS'] ?? '').split(/\s+/)].some((a) => /^--(cpu|heap)-prof|^--prof$/.test(a));
+  // Last of the 'exit' listeners: the others have run.
+  if (now !== null && !profiled) process.once('exit', () => now(status));
+  process.exit(status);
+}
 
 /** The handlers stopEarlyOnSignals installed, until a program's own take over. */
 let removeEarly: (() => void) | null = null;

@@ -12,7 +12,7 @@ import { listImages, type Codec } from '../image/index.js';
 import type { GlobalValue } from '../image/schema.js';
 import { Checkpoints, type CheckpointResult, type CheckpointSetting } from './checkpoints.js';
 import { GuestSession, type GuestSetup } from './session.js';
-import { EXIT_CHECKPOINTED, onTerminatingSignals } from './signals.js';
+import { EXIT_CHECKPOINTED, exitProcess, onTerminatingSignals } from './signals.js';
 import { requeueAfterStop, slurmJob, WARNING_SIGNALS } from './slurm.js';
 
 export interface ControlOptions {
@@ -124,7 +124,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
     unregister(key);
     // Last: Slurm ends the job's processes as soon as it requeues it.
     if (slurm !== null && status === EXIT_CHECKPOINTED) process.stderr.write(`stasis: ${requeueAfterStop(slurm)}\n`);
-    if (opts.ownProcess === true) process.exit(status);
+    if (opts.ownProcess === true) exitProcess(status);
     session.end(status);
   };
   // --checkpoint-at-call: the guest checkpointed by itself; save it and stop, as on SIGTERM.

@@ -118,6 +118,12 @@ export async function writeAll(fh: FileHandle, data: Uint8Array): Promise<void> 
  * rename. The caller fsyncs the directory once it has renamed everything it needs.
  */
 export async function writeFileAtomic(tmp: string, final: string, data: Uint8Array): Promise<void> {
+  await writeFileSynced(tmp, data);
+  await renameOrRemove(tmp, final);
+}
+
+/** The first half of writeFileAtomic: `data` durable in `tmp` (which must not exist), or no `tmp`. */
+export async function writeFileSynced(tmp: string, data: Uint8Array): Promise<void> {
   const fh = await open(tmp, 'wx');
   try {
     await writeAll(fh, data);
@@ -128,12 +134,22 @@ export async function writeFileAtomic(tmp: string, final: string, data: Uint8Arr
     throw e;
   }
   await fh.close();
+}
+
+/** The second half: `tmp` renamed to `final`, or removed if it cannot be. */
+export async function renameOrRemove(tmp: string, final: string): Promise<void> {
   try {
     await rename(tmp, final);
   } catch (e) {
     await unlink(tmp).catch(() => {});
     throw e;
   }
+}
+
+/** Waits for all of `steps`, then throws the first failure if any (none is left running). */
+export async function allSettled(steps: Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(steps)).find((r) => r.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
 }
 
 /**

@@ -12,6 +12,9 @@
 // File I/O: the addon's iovecIo moves an fd_read/fd_write's iovecs in one
 // readv/writev straight into/out of wasm memory (native/io.c); without it,
 // fds.ts loops over the iovecs with fs.readSync/writeSync.
+//
+// The launcher's process (native/process.c): an exit that does not wait for V8's background
+// compilations, and huge pages for its capture buffer; without them, process.exit and 4 KiB pages.
 import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -50,10 +53,14 @@ interface Addon {
   openPath: (path: string, flags: number) => number;
   closeFd: (fd: number) => number;
   openat2Used: () => boolean;
+  /** _exit (native/process.c). Absent from older addons. */
+  exitNow?: (status: number) => never;
+  /** madvise(MADV_HUGEPAGE) on a buffer: 0 or -errno (native/process.c). Absent from older addons. */
+  adviseHugePages?: (buffer: Uint8Array) => number;
 }
 
 /** The addon's confined operations (see native/beneath.c). */
-export type BeneathOps = Required<Pick<Addon, 'openBeneath'>> & Omit<Addon, 'futimens' | 'utimensat' | 'iovecIo' | 'openBeneath' | 'mapWindow' | 'unmapWindow'>;
+export type BeneathOps = Required<Pick<Addon, 'openBeneath'>> & Omit<Addon, 'futimens' | 'utimensat' | 'iovecIo' | 'openBeneath' | 'mapWindow' | 'unmapWindow' | 'exitNow' | 'adviseHugePages'>;
 
 // Flag encoding shared with native/utimens.c.
 const ATIME_OMIT = 1;
@@ -113,6 +120,14 @@ export const nativeWindows: Required<Pick<Addon, 'mapWindow' | 'unmapWindow'>> |
 
 /** The addon's operations confined beneath a directory fd, or null (see src/wasi/beneath.ts). */
 export const nativeBeneath: BeneathOps | null = typeof addon?.openBeneath === 'function' ? (addon as BeneathOps) : null;
+
+/** Ends the process at once (_exit), without Node's teardown; or null (see native/process.c). */
+export const nativeExitNow: NonNullable<Addon['exitNow']> | null =
+  typeof addon?.exitNow === 'function' ? addon.exitNow : null;
+
+/** Asks the kernel for huge pages under a buffer not touched yet; or null (see native/process.c). */
+export const nativeAdviseHugePages: NonNullable<Addon['adviseHugePages']> | null =
+  typeof addon?.adviseHugePages === 'function' ? addon.adviseHugePages : null;
 
 /** Why the addon is not in use (null when it is). For diagnostics. */
 export const nativeLoadError: string | null = addon ? null : loadError;
