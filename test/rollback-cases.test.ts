@@ -312,6 +312,25 @@ test('changes that fail leave nothing wrong behind: a rename onto a non-empty di
   }
 });
 
+test('stopped by SIGTERM (a second checkpoint), the launcher seals the journals: a restart from the first image refuses (76) when another process made again a file the program removed', async () => {
+  const made = Array.from({ length: 20 }, (_, i) => `/data/r${i}`);
+  const args = ['open:0:/data/f:w', 'write:0:F', 'close:0', 'pause',
+    ...made.flatMap((p) => [`open:0:${p}:w`, 'write:0:R', 'close:0']), ...made.map((p) => `unlink:${p}`), 'unlink:/data/f',
+    'pause', 'print:end'];
+  const r = await run(args, { term: true });
+  try {
+    const first = join(r.ckpt, 'images', readdirSync(join(r.ckpt, 'images')).sort()[0]!);
+    writeFileSync(join(r.data, 'r3'), 'made again by another process');
+    const before = tree(r.data);
+    const x = stasis(['restart', '--quiet', first], { input: 'go\ngo\n', cwd: r.root });
+    assert.equal(x.code, 76, x.stderr);
+    assert.match(x.stderr, /another process changed \S*\/r3,/);
+    assert.deepEqual(tree(r.data), before);
+  } finally {
+    r.cleanup();
+  }
+});
+
 // 6c. Times of a file renamed and then written (log rotation with the fd kept open): the
 // 'size' entry's times are filed under the new name, which no longer exists once the rename is
 // undone: the file keeps the rollback's own mtime.

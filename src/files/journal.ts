@@ -99,6 +99,9 @@ export class ChangeRecorder implements FileChangeHooks {
    */
   private known = new Map<string, Kind | null>();
   private timed = new Set<string>();
+  /** The generations journaled by this run, and every path their entries name. */
+  private readonly journaled = new Set<number>();
+  private readonly named = new Set<string>();
   private buf: Buffer | null = null;
 
   /** `root`: CKPT_DIR/journal, or null for no journal (behaviour only). */
@@ -121,10 +124,21 @@ export class ChangeRecorder implements FileChangeHooks {
     for (const [id, f] of this.files) if (!open.has(f)) this.files.delete(id);
   }
 
-  /** The program has ended: the journal is complete. */
-  close(): void {
+  /**
+   * The program has ended: the journal is complete, and sealed (see sealJournals) from what
+   * this run recorded, without reading it back. False if there was nothing to seal or it
+   * could not be written (then the launcher seals from the journals on disk).
+   */
+  close(): boolean {
     this.closeJournal();
     this.gen = null;
+    if (this.root === null || this.journaled.size === 0) return false;
+    try {
+      writeSeal(this.root, Math.min(...this.journaled), [...this.journaled], this.named);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** How the program has written the files it has open, by "dev:ino", where it has. */
@@ -456,6 +470,13 @@ export class ChangeRecorder implements FileChangeHooks {
   private append(e: JournalEntry): void {
     this.openJournal();
     this.log!.append(JSON.stringify(e) + '\n');
+    this.journaled.add(this.gen!);
+    if (e.op === 'renamed') {
+      this.named.add(e.from);
+      this.named.add(e.to);
+    } else {
+      this.named.add(e.path);
+    }
   }
 }
 
@@ -503,22 +524,29 @@ export function pathsOf(e: JournalEntry): string[] {
  */
 export function sealJournals(ckptDir: string, from: number): void {
   const root = join(ckptDir, JOURNAL_DIR);
-  const byDir = new Map<string, Set<string>>();
+  const paths = new Set<string>();
+  const gens: number[] = [];
   for (const n of listJournals(root)) {
     if (n.generation < from) continue;
-    for (const e of readJournal(join(root, n.name), () => null)) {
-      for (const p of pathsOf(e)) {
-        const d = dirname(p);
-        (byDir.get(d) ?? byDir.set(d, new Set()).get(d)!).add(p);
-      }
-    }
+    gens.push(n.generation);
+    for (const e of readJournal(join(root, n.name), () => null)) for (const p of pathsOf(e)) paths.add(p);
+  }
+  writeSeal(root, from, gens, paths);
+}
+
+/** Writes the seal of journals `gens` (of generation `from` and later), which name `paths`. */
+function writeSeal(root: string, from: number, gens: number[], paths: Iterable<string>): void {
+  const byDir = new Map<string, string[]>();
+  for (const p of paths) {
+    const d = dirname(p);
+    (byDir.get(d) ?? byDir.set(d, []).get(d)!).push(p);
   }
   if (byDir.size === 0) return;
   const states: Record<string, SealedState> = {};
-  for (const [dir, paths] of byDir) {
+  for (const [dir, inDir] of byDir) {
     // A job that makes and removes many files in one directory: one listing tells which are gone.
-    const listed = paths.size > LIST_AT ? namesIn(dir) : null;
-    for (const p of paths) {
+    const listed = inDir.length > LIST_AT ? namesIn(dir) : null;
+    for (const p of inDir) {
       const name = p.slice(dir.length + 1);
       if (listed !== null && plainName(name) && !listed.has(name)) continue;
       const s = stateOf(p);
@@ -526,7 +554,7 @@ export function sealJournals(ckptDir: string, from: number): void {
     }
   }
   const tmp = join(root, `.${SEAL}.${process.pid}`);
-  fs.writeFileSync(tmp, JSON.stringify({ from, unlisted: 'absent', states }) + '\n', { mode: 0o600 });
+  fs.writeFileSync(tmp, JSON.stringify({ from, gens: [...gens].sort((a, b) => a - b), unlisted: 'absent', states }) + '\n', { mode: 0o600 });
   fs.renameSync(tmp, join(root, SEAL));
 }
 
@@ -547,6 +575,8 @@ const plainName = (n: string): boolean => n !== '' && n !== '.' && n !== '..' &&
  *  journals of generation `from` and later. */
 export interface Seal {
   from: number;
+  /** The journals it covers (all of `from` and later when not said). */
+  covers(generation: number): boolean;
   /** A sealed path's state (null: absent), or undefined if the seal says nothing of it:
    *  `named` tells whether the journals of `from` and later name it. */
   stateOf(path: string, named: boolean): SealedState | null | undefined;
@@ -555,12 +585,15 @@ export interface Seal {
 /** The seal, or null: none (the launcher was killed), or unreadable (then nothing is known). */
 export function readSeal(ckptDir: string): Seal | null {
   try {
-    const s = JSON.parse(fs.readFileSync(join(ckptDir, JOURNAL_DIR, SEAL), 'utf8')) as { from?: unknown; unlisted?: unknown; states?: unknown };
+    const s = JSON.parse(fs.readFileSync(join(ckptDir, JOURNAL_DIR, SEAL), 'utf8')) as { from?: unknown; gens?: unknown; unlisted?: unknown; states?: unknown };
     if (typeof s.states !== 'object' || s.states === null || typeof s.from !== 'number') return null;
+    const from = s.from;
     const states = new Map(Object.entries(s.states as Record<string, SealedState | null>));
     const unlistedAbsent = s.unlisted === 'absent';
+    const gens = Array.isArray(s.gens) ? new Set(s.gens) : null;
     return {
-      from: s.from,
+      from,
+      covers: (g) => (gens === null ? g >= from : gens.has(g)),
       stateOf: (path, named) => (states.has(path) ? states.get(path)! : unlistedAbsent && named ? null : undefined),
     };
   } catch {

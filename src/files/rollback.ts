@@ -215,7 +215,7 @@ function changedByOthers(ckptDir: string, journals: readonly Journal[], touched:
   const seal = readSeal(ckptDir);
   const out = new Set<string>();
   if (seal === null) return out;
-  const named = new Set(journals.filter((j) => j.generation >= seal.from).flatMap((j) => j.entries.flatMap(pathsOf)));
+  const named = new Set(journals.filter((j) => seal.covers(j.generation)).flatMap((j) => j.entries.flatMap(pathsOf)));
   for (const p of touched) {
     const was = wasOf.get(p)!;
     const then = seal.stateOf(was, named.has(p));
