@@ -23,6 +23,8 @@ import { LineLog, readLines } from './line-log.js';
 
 /** The journals' directory, in the checkpoint directory. */
 export const JOURNAL_DIR = 'journal';
+/** Paths a run keeps in memory to seal its journals without reading them back. */
+const NAMED_MAX = 100_000;
 /** Bytes saved per first write to a block. */
 export const JOURNAL_BLOCK = 64 << 10;
 /** The most saved in one go, for a write over many blocks not saved yet. */
@@ -99,9 +101,10 @@ export class ChangeRecorder implements FileChangeHooks {
    */
   private known = new Map<string, Kind | null>();
   private timed = new Set<string>();
-  /** The generations journaled by this run, and every path their entries name. */
+  /** The generations journaled by this run, and every path their entries name (null: more
+   *  than NAMED_MAX, no longer kept; the launcher then seals from the journals on disk). */
   private readonly journaled = new Set<number>();
-  private readonly named = new Set<string>();
+  private named: Set<string> | null = new Set();
   private buf: Buffer | null = null;
 
   /** `root`: CKPT_DIR/journal, or null for no journal (behaviour only). */
@@ -132,7 +135,7 @@ export class ChangeRecorder implements FileChangeHooks {
   close(): boolean {
     this.closeJournal();
     this.gen = null;
-    if (this.root === null || this.journaled.size === 0) return false;
+    if (this.root === null || this.journaled.size === 0 || this.named === null) return false;
     try {
       writeSeal(this.root, Math.min(...this.journaled), [...this.journaled], this.named);
       return true;
@@ -471,12 +474,14 @@ export class ChangeRecorder implements FileChangeHooks {
     this.openJournal();
     this.log!.append(JSON.stringify(e) + '\n');
     this.journaled.add(this.gen!);
+    if (this.named === null) return;
     if (e.op === 'renamed') {
       this.named.add(e.from);
       this.named.add(e.to);
     } else {
       this.named.add(e.path);
     }
+    if (this.named.size > NAMED_MAX) this.named = null;
   }
 }
 
