@@ -14,6 +14,9 @@
 // Rows are plain data (ROWS below): add one by giving a name, a bench/wasm program, its guest
 // arguments, and optionally setup / beforeEach / output files / Stasis-only flags.
 //
+// Start-up, absolute (not subtracted from anything), before the rows:
+//   empty         the empty program's whole process under `stasis run` vs node:wasi
+//   launch-empty  the same under `stasis launch` with the module cached
 // After those rows come the groups for checkpointing (bench/README.md has the method):
 //   launch-*      the run overhead of `stasis launch` (instrumented, checkpointable) vs node:wasi,
 //                 same method as above, with a `stasis run` column for reference
@@ -273,6 +276,15 @@ export const LAUNCH_ROWS: RowDef[] = [
   },
 ];
 
+/** Start-up rows: the empty program's whole process, under these runtimes, against node:wasi. */
+interface StartupRow { name: string; title: string; runtimes: readonly RuntimeId[] }
+export const STARTUP_ROWS: StartupRow[] = [
+  { name: 'empty', title: 'empty program: stasis run', runtimes: ['node:wasi', 'stasis'] },
+  { name: 'launch-empty', title: 'empty program: stasis launch, module cached', runtimes: ['node:wasi', 'launch'] },
+];
+/** Start-up target: Stasis's median within this many ms of node:wasi's (issue 12). */
+const STARTUP_TARGET_MS = 40;
+
 /** First-launch instrumentation rows (bench/instrument.ts). */
 export const INST_ROWS: InstRow[] = [
   ...['compute', 'calls', 'writes', 'opens'].map((w) => ({ name: `inst-${w}`, title: `bench/wasm/${w}.wasm`, module: () => join(wasmDir, `${w}.wasm`) })),
@@ -289,6 +301,7 @@ const CKPT_EXPORT = 'ckpt-export';
 const EXPORT_MIB = 64;
 const EXPORT_ROUNDS = 3;
 const GROUPS: Record<string, string[]> = {
+  startup: STARTUP_ROWS.map((r) => r.name),
   run: ROWS.map((r) => r.name),
   launch: LAUNCH_ROWS.map((r) => r.name),
   ckpt: [CKPT_LATENCY, CKPT_BIG, CKPT_DB, CKPT_EXPORT],
@@ -432,14 +445,49 @@ function measure(row: RowDef, ctx: RowContext, opts: Options, runtimes: readonly
   return m;
 }
 
+interface StartupResult {
+  name: string;
+  title: string;
+  /** Whole-process wall times of the empty program, per runtime. */
+  runtimes: Partial<Record<RuntimeId, Samples>>;
+  /** Median under Stasis minus median under node:wasi. */
+  overMs: number;
+}
+
+/**
+ * A start-up row: the empty program's whole process under each runtime in turn (alternating who
+ * goes first), nothing subtracted. A launch row launches once untimed first, so the module is cached.
+ */
+function measureStartup(row: StartupRow, ctx: RowContext, opts: Options): StartupResult {
+  mkdirSync(ctx.host, { recursive: true });
+  const ref: Reference = { source: 'the expected output', stdout: '', files: {} };
+  const walls = new Map<RuntimeId, number[]>(row.runtimes.map((rt) => [rt, []]));
+  if (row.runtimes.includes('launch')) check('launch', EMPTY, runOnce('launch', EMPTY, ctx, opts), ref);
+  const total = opts.warmup + opts.runs;
+  for (let i = 0; i < total; i++) {
+    for (let k = 0; k < row.runtimes.length; k++) {
+      const rt = row.runtimes[(k + i) % row.runtimes.length]!;
+      const out = runOnce(rt, EMPTY, ctx, opts);
+      check(rt, EMPTY, out, ref);
+      if (i >= opts.warmup) walls.get(rt)!.push(out.wallMs);
+    }
+    process.stderr.write(`\r  ${row.name}: ${i + 1}/${total}${i + 1 === total ? '\n' : ''}`);
+  }
+  const runtimes: Partial<Record<RuntimeId, Samples>> = {};
+  for (const [rt, w] of walls) runtimes[rt] = samples(w);
+  const stasis = row.runtimes.find((rt) => rt !== 'node:wasi')!;
+  return { name: row.name, title: row.title, runtimes, overMs: runtimes[stasis]!.medianWallMs - runtimes['node:wasi']!.medianWallMs };
+}
+
 // ---- command line ------------------------------------------------------------------------------
 
-const ALL_NAMES = [...ROWS, ...LAUNCH_ROWS, ...INST_ROWS, ...defaultJournalRows(1)].map((r) => r.name).concat([CKPT_LATENCY, CKPT_BIG, CKPT_DB, CKPT_EXPORT, SLURM_REQUEUE]);
+const ALL_NAMES = [...STARTUP_ROWS, ...ROWS, ...LAUNCH_ROWS, ...INST_ROWS, ...defaultJournalRows(1)].map((r) => r.name).concat([CKPT_LATENCY, CKPT_BIG, CKPT_DB, CKPT_EXPORT, SLURM_REQUEUE]);
 
 const USAGE = `usage: node dist/bench/bench.js [options]    (npm run bench -- [options])
   --runs N              measured runs per runtime and row (default 5); the median is reported
   --warmup N            discarded runs per runtime and row before those (default 1)
   --only NAME           run only this row or group (repeatable, or comma-separated); groups:
+                        startup (${GROUPS['startup']!.join(', ')}),
                         run (${GROUPS['run']!.join(', ')}),
                         launch (${GROUPS['launch']!.join(', ')}),
                         ckpt (${GROUPS['ckpt']!.join(', ')}),
@@ -608,6 +656,23 @@ function launchTable(g: LaunchGroup, opts: Options): string {
       'Every run\'s stdout, exit code and output files were checked identical across the three runtimes.');
   }
   if (opts.baselineAsStasis) out.push('* --baseline-as-stasis: these columns ran node:wasi, not Stasis.');
+  return out.join('\n') + '\n';
+}
+
+function startupTable(results: StartupResult[], opts: Options): string {
+  const star = opts.baselineAsStasis ? '*' : '';
+  const out = ['Start-up: the empty program (bench/src/empty.c), whole process', ''];
+  out.push(...grid(['row', 'what', 'node:wasi', `stasis${star}`, 'stasis - node:wasi', `target <= +${STARTUP_TARGET_MS} ms`], results.map((r) => {
+    const stasis = Object.entries(r.runtimes).find(([rt]) => rt !== 'node:wasi')![1]!;
+    return [r.name, r.title, fmtMs(r.runtimes['node:wasi']!.medianWallMs), fmtMs(stasis.medianWallMs),
+      `${r.overMs >= 0 ? '+' : ''}${fmtMs(r.overMs)}`, verdict(r.overMs <= STARTUP_TARGET_MS)];
+  })));
+  out.push('',
+    `Median wall time of ${opts.runs} fresh \`node\` child processes per runtime (runtimes alternating, ${opts.warmup}`,
+    'warm-up run(s) each discarded), from spawn to exit, nothing subtracted: `node dist/bench/node-wasi-runner.js',
+    '--dir D::/bench empty.wasm` against `node bin/stasis.js run` (empty) and `node bin/stasis.js launch --quiet',
+    '--ckpt-dir ...` (launch-empty: launched once untimed first, so its instrumented module comes from the cache).');
+  if (opts.baselineAsStasis) out.push('* --baseline-as-stasis: the stasis column ran node:wasi, not Stasis.');
   return out.join('\n') + '\n';
 }
 
@@ -796,12 +861,18 @@ async function main(): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    const ctxFor = (row: RowDef): RowContext => ({ host: join(tmp, row.name), guest: '/bench' });
+    const ctxFor = (row: { name: string }): RowContext => ({ host: join(tmp, row.name), guest: '/bench' });
     process.stderr.write(`bench: ${opts.runs} run(s) + ${opts.warmup} warm-up per runtime and row, in ${tmp}\n`);
     const net = (row: RowDef, m: Measured, rt: RuntimeId): Net => {
       const netMs = m.row[rt]!.medianWallMs - m.startup[rt]!.medianWallMs;
       return { ...m.row[rt]!, netMs, usPerOp: row.ops ? (netMs * 1000) / row.ops : null, startup: m.startup[rt]! };
     };
+    const startup = STARTUP_ROWS.filter((r) => wanted(r.name)).map((row) => {
+      const r = measureStartup(row, ctxFor(row), opts);
+      rmSync(ctxFor(row).host, { recursive: true, force: true });
+      rmSync(`${ctxFor(row).host}.ckpt`, { recursive: true, force: true });
+      return r;
+    });
     const results: RowResult[] = [];
     for (const row of rows) {
       const m = measure(row, ctxFor(row), opts);
@@ -913,6 +984,7 @@ async function main(): Promise<number> {
         runs: opts.runs, warmup: opts.warmup,
         stasis: opts.baselineAsStasis ? 'node:wasi (--baseline-as-stasis)' : 'bin/stasis.js run',
         method: 'netMs = median wall ms of fresh child processes minus median wall ms of empty.wasm run just before each of them under the same runtime; ratio = netMs(node:wasi) / netMs(stasis)',
+        startup: { method: 'medianWallMs = median wall ms of fresh child processes running empty.wasm, nothing subtracted; overMs = stasis - node:wasi', rows: startup },
         rows: results,
         launch: { method: 'as rows, plus bin/stasis.js launch; overhead = netMs(launch) / netMs(node:wasi)', ...launch },
         instrument: inst,
@@ -927,6 +999,7 @@ async function main(): Promise<number> {
         ...(slurmSkipped !== null && { slurmRequeueSkipped: slurmSkipped }),
       }, null, 2) + '\n');
     } else {
+      if (startup.length > 0) process.stdout.write(startupTable(startup, opts) + (results.length > 0 ? '\n' : ''));
       if (results.length > 0) process.stdout.write(table(results, opts));
       if (launch.rows.length > 0 || launch.skipped.length > 0) process.stdout.write(launchTable(launch, opts));
       if (inst) process.stdout.write(instrumentTable(inst, grid));

@@ -20,4 +20,8 @@ if (process.argv[2] === 'launch' || process.argv[2] === 'restart') {
     });
   }
 }
+// The program's thread starts now: its start-up overlaps the loading of the launcher's code.
+if (['run', 'launch', 'restart'].includes(process.argv[2]) && !process.argv.includes('--dry-run')) {
+  (await import('../dist/src/launcher/guest-thread.js')).startGuestThread();
+}
 await import('../dist/src/cli/main.js');

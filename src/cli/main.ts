@@ -243,11 +243,12 @@ async function cmdLaunch(argv: string[]): Promise<number> {
   if (help(p)) return 0;
   const [module, ...args] = p.operands;
   if (module === undefined) throw new StasisError('USAGE', 'stasis launch: missing PROG.wasm; usage: stasis launch [options] PROG.wasm [ARGS...]');
-  const { launch, resume } = await api();
+  // Only what this launch runs (not the whole API: a restart's, an export's code).
+  const start = p.options.has('--resume') ? (await import('../launcher/resume.js')).resume : (await import('../launcher/launch.js')).launch;
   await warnIfWeakSandbox(p.options.has('--quiet'));
   // --resume with --inherit-env: only the variables named here are compared with the image's.
   const envGiven = p.options.has('--inherit-env') ? { envGiven: (p.options.get('--env') ?? []).map((e) => parseEnv('launch', e)) } : {};
-  return report(await (p.options.has('--resume') ? resume : launch)({
+  return report(await start({
     ...envGiven,
     module, args, env: envOf('launch', p),
     preopens: (p.options.get('--dir') ?? []).map((d) => parseDir('launch', d)),

@@ -38,12 +38,11 @@ export function serve(path: string, handler: Handler): net.Server {
     });
     conn.on('error', () => {});
   });
-  const old = process.umask(0o177); // the socket is created 0600
-  try {
-    server.listen(path);
-  } finally {
-    process.umask(old);
-  }
+  // Made 0600 by chmod, not by a umask around its creation: the umask is the process's, and the
+  // program's thread may be creating its files at that moment. (Until the chmod the socket is
+  // as the umask makes it, in a directory no other user can enter: registry.ts.)
+  server.listen(path);
+  fs.chmodSync(path, 0o600);
   server.unref();
   return server;
 }

@@ -103,13 +103,14 @@ function describeTrap(e: unknown, modulePath: string): string {
   return `trap: ${e.message}${where} (${modulePath})`;
 }
 
+// Started before there is a program to run (launcher/guest-thread.ts): it comes as the first message.
 if (parentPort !== null && workerData?.kind === GUEST_WORKER) {
   const port = parentPort;
   const post: Post = (m, transfer) => port.postMessage(m, transfer);
-  run(workerData.data as GuestData, post).then(
+  port.once('message', (data: GuestData) => void run(data, post).then(
     (result) => post({ type: 'result', ...result }),
     (e: unknown) => {
       throw e;
     },
-  );
+  ));
 }

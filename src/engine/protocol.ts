@@ -8,7 +8,7 @@ import type { FileGuard } from '../files/guard.js';
 import type { Written } from '../files/journal.js';
 import type { FdState, Mount, Preopen, WasiState } from '../wasi/state.js';
 
-/** The worker's data (workerData.data, with workerData.kind === GUEST_WORKER). */
+/** The program the guest thread runs: its first message (its workerData.kind is GUEST_WORKER). */
 export interface GuestData {
   module: WebAssembly.Module;
   modulePath: string;

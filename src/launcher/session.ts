@@ -1,14 +1,15 @@
 // A running guest, seen from the main thread: the worker that runs it, the shared memory for
 // its coalesced writes and stdin, and (under checkpoint control) the request counter.
-import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { ImageError, StasisError } from '../errors.js';
 import {
-  CONTROL_WORDS, Control, GUEST_WORKER, WASM_PAGE, type CapturedState, type GuestData, type GuestMessage, type GuestResult, type Release, type RestoreState,
+  CONTROL_WORDS, Control, WASM_PAGE, type CapturedState, type GuestData, type GuestMessage, type GuestResult, type Release, type RestoreState,
 } from '../engine/protocol.js';
 import type { FileGuard } from '../files/guard.js';
 import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from '../wasi/stdin.js';
 import { WriteBehind } from '../wasi/writebehind.js';
 import { compileMode, useCompileMode, type CompileMode } from './compile.js';
+import { guestThread } from './guest-thread.js';
 
 /** How often buffered writes are checked for staleness. */
 const FLUSH_INTERVAL_MS = 5;
@@ -84,10 +85,8 @@ export class GuestSession {
     // sees one however slow the machine (and serves it if the unwind buffer fits on the stack
     // there; else it is dropped, as every re-entry without room is).
     if (!setup.restore && reentries.includes(0)) Atomics.add(this.control!, Control.REENTER, 1);
-    this.worker = new Worker(new URL('../engine/guest.js', import.meta.url), {
-      workerData: { kind: GUEST_WORKER, data }, stdin: false, stdout: false, stderr: false,
-      transferList: transfer,
-    });
+    this.worker = guestThread();
+    this.worker.postMessage(data, transfer);
 
     // Flush a burst of small writes once no new one has come for a tick.
     let lastSeq = this.writeBehind.sequence();

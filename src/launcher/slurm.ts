@@ -2,7 +2,7 @@
 // a job stopped after a checkpoint puts itself back in the queue, so that its next attempt
 // (`launch --resume`) continues from the image instead of Slurm recording a failure. Off
 // outside Slurm. docs/slurm.md has the job scripts.
-import { execFileSync } from 'node:child_process';
+import { nodeChildProcess } from '../util/builtins.js';
 
 export interface SlurmJob {
   /** How scontrol names the job: SLURM_JOB_ID, or ARRAY_TASK for a task of a job array (the
@@ -81,7 +81,7 @@ function exitCodes(spec: string): number[] {
  *  the answer and exited; so it runs with SIGTERM ignored (kept across exec). */
 function scontrol(args: string[]): string {
   const [cmd, argv] = args[0] === 'requeue' ? ['sh', ['-c', 'trap "" TERM; exec scontrol "$@"', 'sh', ...args]] : ['scontrol', args];
-  return execFileSync(cmd, argv, { encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  return nodeChildProcess().execFileSync(cmd, argv, { encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 /**

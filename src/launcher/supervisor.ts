@@ -8,9 +8,10 @@ import { EXIT, StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
 import type { CopyCache } from '../files/capture.js';
 import { JOURNAL_DIR, sealJournals, unseal } from '../files/journal.js';
-import { listImages, type Codec } from '../image/index.js';
+import type { Codec } from '../image/format.js';
+import { listImages } from '../image/read.js';
 import type { GlobalValue } from '../image/schema.js';
-import { Checkpoints, type CheckpointResult, type CheckpointSetting } from './checkpoints.js';
+import type { Checkpoints, CheckpointResult, CheckpointSetting } from './checkpoints.js';
 import { GuestSession, type GuestSetup } from './session.js';
 import { EXIT_CHECKPOINTED, exitProcess, onTerminatingSignals } from './signals.js';
 import { requeueAfterStop, slurmJob, WARNING_SIGNALS } from './slurm.js';
@@ -105,9 +106,11 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
     },
   });
   if (s.onRestored !== undefined) void session.restored.then(s.onRestored);
-  const checkpoints = new Checkpoints(session, {
+  // The checkpoint machinery (image writer, file capture: ~30 modules) loads now, while the
+  // program's thread starts, not before: a checkpoint asked meanwhile waits for it.
+  const checkpoints: Promise<Checkpoints> = import('./checkpoints.js').then((m) => new m.Checkpoints(session, {
     ...s, ...(opts.keep !== undefined && { keep: opts.keep }), ...(opts.compress !== undefined && { compress: opts.compress }),
-  }, generation, s.unchanged);
+  }, generation, s.unchanged));
   const key = newKey();
   const socket = socketPath(key);
 
@@ -129,7 +132,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
   };
   // --checkpoint-at-call: the guest checkpointed by itself; save it and stop, as on SIGTERM.
   session.onUnrequested = (captured) => {
-    checkpoints.saveUnrequested(captured).then(
+    checkpoints.then((c) => c.saveUnrequested(captured)).then(
       () => stop(EXIT_CHECKPOINTED),
       (e: Error) => {
         process.stderr.write(`stasis: checkpoint failed: ${e.message}\n`);
@@ -145,7 +148,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
   }
 
   const interval = opts.interval !== undefined && opts.interval > 0
-    ? setInterval(() => void checkpoints.take().catch((e: Error) => process.stderr.write(`stasis: periodic checkpoint failed: ${e.message}\n`)), opts.interval * 1000)
+    ? setInterval(() => void checkpoints.then((c) => c.take()).catch((e: Error) => process.stderr.write(`stasis: periodic checkpoint failed: ${e.message}\n`)), opts.interval * 1000)
     : null;
   // SIGTERM (a scheduler's or a cloud VM's preemption notice): checkpoint, then stop. How long
   // it took is what a job's --signal or KillWait must leave: a scheduler's log always shows it.
@@ -157,7 +160,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
   const onTerm = (): void => {
     if (terminating || stopping) return; // Slurm signals every process of the job, maybe twice
     terminating = true;
-    checkpoints.take(true).then(
+    checkpoints.then((c) => c.take(true)).then(
       (r) => {
         report(r, 'SIGTERM');
         stop(EXIT_CHECKPOINTED);
@@ -173,7 +176,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
   // writes only what changed since; the program goes on.
   const onWarning = (sig: NodeJS.Signals) => (): void => {
     if (terminating || stopping) return;
-    checkpoints.take().then((r) => report(r, `${sig} (Slurm's warning; the program goes on)`),
+    checkpoints.then((c) => c.take()).then((r) => report(r, `${sig} (Slurm's warning; the program goes on)`),
       (e: Error) => process.stderr.write(`stasis: checkpoint on ${sig} failed: ${e.message}\n`));
   };
   const warnings = slurm === null ? [] : WARNING_SIGNALS.map((sig) => [sig, onWarning(sig)] as const);
@@ -183,7 +186,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
     if (!stopping && result.sealed !== true) seal(); // the program ended by itself
     return result;
   } finally {
-    checkpoints.dispose();
+    void checkpoints.then((c) => c.dispose());
     if (interval) clearInterval(interval);
     removeSignals();
     for (const [sig, h] of warnings) process.off(sig, h);
@@ -193,8 +196,9 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
 }
 
 /** Answers the control socket's requests (api.ts sends them). */
-function controlHandler(checkpoints: Checkpoints, stop: (status: number) => void, who: () => Record<string, unknown>): (req: Request) => Promise<Reply> {
+function controlHandler(loading: Promise<Checkpoints>, stop: (status: number) => void, who: () => Record<string, unknown>): (req: Request) => Promise<Reply> {
   return async (req) => {
+    const checkpoints = await loading;
     switch (req.cmd) {
       case 'checkpoint': {
         try {

@@ -1,7 +1,7 @@
 // Small file-system helpers for durable, atomic publication.
-import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, writeSync, type Stats } from 'node:fs';
 import { open, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { nodeCrypto } from './builtins.js';
 
 /**
  * File times move in the kernel's coarse clock ticks: a write just after a look at a file can
@@ -22,7 +22,7 @@ export function settledBefore(ctimeNs: bigint, lookedAt: bigint): boolean {
 }
 
 export function sha256hex(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
+  return nodeCrypto().createHash('sha256').update(data).digest('hex');
 }
 
 export function errno(e: unknown): string | undefined {
@@ -86,7 +86,7 @@ export function unreadable(e: unknown): string {
 
 /** A temporary name unique to this process and call. */
 export function tmpSuffix(): string {
-  return `${process.pid}-${randomBytes(4).toString('hex')}`;
+  return `${process.pid}-${nodeCrypto().randomBytes(4).toString('hex')}`;
 }
 
 /** fsync a directory so that entries created or renamed in it survive a crash. */

@@ -2,7 +2,6 @@
 // Calls check rights here and dispatch to the fd objects (fds.ts); paths are resolved by
 // paths.ts. Errors travel as WasiError / Node errors and become errnos at the boundary.
 import * as fs from 'node:fs';
-import { randomFillSync } from 'node:crypto';
 import {
   Errno, Eventtype, EVENTRW_HANGUP, Fdflags, FDFLAGS_ALL, Filetype, Fstflags, Lookupflags,
   Oflags, OFLAGS_ALL, Right, RIGHTS_ALL, RIGHTS_DIR, RIGHTS_NEED_WRITE,
@@ -20,6 +19,7 @@ import { hostPathOf, type FdState, type Location, type Mount, type Preopen, type
 import { type TimeSpec } from './native.js';
 import { openStdin, type StdinSource } from './stdin.js';
 import { WriteBehind } from './writebehind.js';
+import { nodeCrypto } from '../util/builtins.js';
 
 /** Thrown by proc_exit (and fatal proc_raise) to leave the guest; carries the exit status. */
 export class ProcExit {
@@ -547,7 +547,7 @@ export class WasiHost {
       random_get(buf: number, len: number) {
         h.mem.check(buf, len);
         for (let off = 0; off < len; off += 65536) {
-          randomFillSync(h.mem.bytes, buf + off, Math.min(65536, len - off));
+          nodeCrypto().randomFillSync(h.mem.bytes, buf + off, Math.min(65536, len - off));
         }
       },
 

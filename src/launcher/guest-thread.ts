@@ -1,0 +1,33 @@
+// The guest's worker thread. Starting a Node thread and loading its modules takes tens of ms:
+// the CLI starts it first thing (bin/stasis.js), so that this overlaps the launcher's own
+// start-up (its modules, reading and compiling the program); the program is handed to it later.
+import { Worker } from 'node:worker_threads';
+import { GUEST_WORKER } from '../engine/protocol.js';
+
+let early: Worker | null = null;
+
+/** Starts a guest thread now, for the next guestThread() to take. */
+export function startGuestThread(): void {
+  if (early !== null) return;
+  const w = spawn();
+  // One that fails before it is taken is not handed out (its error would go unheard).
+  const drop = (): void => {
+    if (early === w) early = null;
+  };
+  w.once('error', drop).once('exit', drop);
+  early = w;
+}
+
+/** A guest thread waiting for its program (engine/guest.ts): the one started early, else a new one. */
+export function guestThread(): Worker {
+  const w = early ?? spawn();
+  early = null;
+  return w;
+}
+
+function spawn(): Worker {
+  // engine/guest.js and its imports, bundled into one module by `npm run build` (scripts/bundle-guest.mjs).
+  return new Worker(new URL('../engine/guest.bundle.cjs', import.meta.url), {
+    workerData: { kind: GUEST_WORKER }, stdin: false, stdout: false, stderr: false,
+  });
+}
