@@ -2,12 +2,11 @@
 // closed it or was killed with it open, across the windows it maps; a full disk is an error.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LineLog, readLines } from '../src/files/line-log.js';
 import { nativeWindows } from '../src/wasi/native.js';
-import { tempDir } from './helpers.js';
+import { smallFs, tempDir } from './helpers.js';
 
 /** Lines of varied lengths (some longer than a page), 5 MiB in all: several windows. */
 function lines(): string[] {
@@ -46,15 +45,9 @@ test('a LineLog on a full disk: append throws ENOSPC, and the lines before it ar
     t.skip('the native addon is not built: the log is written with write(2), whose ENOSPC Node reports');
     return;
   }
-  const { dir, cleanup } = tempDir();
-  const mnt = join(dir, 'small');
-  mkdirSync(mnt);
-  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', mnt]);
-  if (mounted.status !== 0) {
-    cleanup();
-    t.skip(`cannot mount a small tmpfs here (${String(mounted.stderr).trim() || 'not root'})`);
-    return;
-  }
+  const small = smallFs(t, '3m');
+  if (small === null) return;
+  const mnt = small.dir;
   try {
     const log = new LineLog(join(mnt, 'log'), 0o600);
     const written: string[] = [];
@@ -69,7 +62,6 @@ test('a LineLog on a full disk: append throws ENOSPC, and the lines before it ar
     log.close();
     assert.equal(readFileSync(join(mnt, 'log'), 'utf8'), written.join(''));
   } finally {
-    spawnSync('umount', [mnt]);
-    cleanup();
+    small.cleanup();
   }
 });
