@@ -8,6 +8,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (stasis_utimens_init(env, exports) != napi_ok) return NULL;
   if (stasis_io_init(env, exports) != napi_ok) return NULL;
   if (stasis_beneath_init(env, exports) != napi_ok) return NULL;
+  if (stasis_mapped_init(env, exports) != napi_ok) return NULL;
   if (stasis_process_init(env, exports) != napi_ok) return NULL;
   if (stasis_dirty_init(env, exports) != napi_ok) return NULL;
   return exports;

@@ -1,4 +1,4 @@
-/* stasis_native: one addon, five parts, each adding its functions to the exports. */
+/* stasis_native: one addon, six parts, each adding its functions to the exports. */
 #ifndef STASIS_ADDON_H
 #define STASIS_ADDON_H
 #ifndef NAPI_VERSION
@@ -10,6 +10,8 @@
 napi_status stasis_utimens_init(napi_env env, napi_value exports);
 /* io.c: iovecIo (fd_read / fd_write / fd_pread / fd_pwrite straight into wasm memory). */
 napi_status stasis_io_init(napi_env env, napi_value exports);
+/* mapped.c: a file window mapped shared (the undo journal's log). */
+napi_status stasis_mapped_init(napi_env env, napi_value exports);
 /* beneath.c: file operations confined beneath a directory fd (the sandbox's resolution). */
 napi_status stasis_beneath_init(napi_env env, napi_value exports);
 /* process.c: exitNow (_exit), adviseHugePages (madvise MADV_HUGEPAGE on a buffer). */

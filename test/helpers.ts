@@ -1,6 +1,6 @@
 // Shared helpers for end-to-end tests: they drive the real CLI in a child process.
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,6 +44,27 @@ export function stasis(args: string[], opts: SpawnSyncOptions = {}): RunResult {
 export function tempDir(prefix = 'stasis-test-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A small file system of its own (a tmpfs of `size`, e.g. '40m'; needs root), to fill up;
+ *  null, with the test skipped and why, where it cannot be mounted. */
+export function smallFs(t: { skip(why: string): void }, size: string): { dir: string; cleanup: () => void } | null {
+  const { dir, cleanup } = tempDir();
+  const mnt = join(dir, 'small');
+  mkdirSync(mnt);
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt]);
+  if (mounted.status !== 0) {
+    cleanup();
+    t.skip(`cannot mount a small tmpfs here (${String(mounted.stderr).trim() || 'not root'})`);
+    return null;
+  }
+  return {
+    dir: mnt,
+    cleanup: () => {
+      spawnSync('umount', [mnt]);
+      cleanup();
+    },
+  };
 }
 
 /** Every file and directory below dir: contents (files), mode and kind, by relative path. */

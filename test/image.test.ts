@@ -2,7 +2,7 @@
 // crash safety (including writers killed with SIGKILL), retention.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmdirSync, statSync,
@@ -17,7 +17,7 @@ import {
   FORMAT_VERSION, ImageError, inspectImage, latestImage, listImages, readImage, writeImage, type ImageErrorCode,
   type Manifest,
 } from '../src/image/index.js';
-import { repoRoot, tempDir } from './helpers.js';
+import { repoRoot, smallFs, tempDir } from './helpers.js';
 
 const MiB = 1 << 20;
 
@@ -675,18 +675,11 @@ test('writeImage refuses module bytes that are not the snapshot\'s instrumented 
 });
 
 test('a checkpoint that runs out of disk fails, keeps the previous image, and leaves nothing behind', async (t) => {
-  const { dir, cleanup } = tempDir();
-  const mnt = join(dir, 'small');
-  mkdirSync(mnt);
-  // A 40 MiB file system of its own (needs root): room for one 24 MiB image, not two.
-  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=40m', 'tmpfs', mnt]);
-  if (mounted.status !== 0) {
-    cleanup();
-    t.skip(`cannot mount a small tmpfs here (${String(mounted.stderr).trim() || 'not root'})`);
-    return;
-  }
+  // A 40 MiB file system of its own: room for one 24 MiB image, not two.
+  const small = smallFs(t, '40m');
+  if (small === null) return;
   try {
-    const ckpt = join(mnt, 'ckpt');
+    const ckpt = join(small.dir, 'ckpt');
     const memory = new Uint8Array(24 * MiB);
     fillRandom(memory, 0, memory.length, 1000);
     const first = snapshot(memory, 1);
@@ -704,7 +697,6 @@ test('a checkpoint that runs out of disk fails, keeps the previous image, and le
     assert.equal(r.ref.generation, 1);
     assert.ok(Buffer.from(r.snapshot.memory).equals(Buffer.from(first.memory)));
   } finally {
-    spawnSync('umount', [mnt]);
-    cleanup();
+    small.cleanup();
   }
 });

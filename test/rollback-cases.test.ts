@@ -27,9 +27,8 @@ function restartMatches(r: Run, ref: { out: string; tree: Map<string, string> },
   assert.deepEqual(tree(r.data), ref.tree);
 }
 
-test('a directory made after the checkpoint, a checkpoint-time file moved into it, the directory renamed: the file comes back', async () => {
-  const args = ['open:0:/data/f:w', 'write:0:CHECKPOINT-F', 'close:0', 'pause',
-    'mkdir:/data/t', 'rename:/data/f:/data/t/f', 'rename:/data/t:/data/u', 'cat:/data/u/f', 'pause', 'print:end'];
+/** Checkpointed at its first pause, continued, killed at its second, restarted: as one uninterrupted run. */
+async function restartsAsOneRun(args: string[]): Promise<void> {
   const ref = uninterrupted(args);
   const r = await run(args);
   try {
@@ -37,6 +36,12 @@ test('a directory made after the checkpoint, a checkpoint-time file moved into i
   } finally {
     r.cleanup();
   }
+}
+
+test('a directory made after the checkpoint, a checkpoint-time file moved into it, the directory renamed: the file comes back', async () => {
+  const args = ['open:0:/data/f:w', 'write:0:CHECKPOINT-F', 'close:0', 'pause',
+    'mkdir:/data/t', 'rename:/data/f:/data/t/f', 'rename:/data/t:/data/u', 'cat:/data/u/f', 'pause', 'print:end'];
+  await restartsAsOneRun(args);
 });
 
 test('a new directory renamed away, an old one renamed to its name, a file in it unlinked: the old file comes back', async () => {
@@ -56,25 +61,13 @@ test('a new directory renamed away, an old one renamed to its name, a file in it
 test('a hard link made after the checkpoint to an old file, written through: the old file\'s contents come back', async () => {
   const args = ['open:0:/data/f:w', 'write:0:ORIGINAL', 'close:0', 'pause', 'cat:/data/f',
     'link:/data/f:/data/g', 'open:1:/data/g:rw', 'write:1:CHANGED', 'close:1', 'unlink:/data/g', 'pause', 'print:end'];
-  const ref = uninterrupted(args);
-  const r = await run(args);
-  try {
-    restartMatches(r, ref);
-  } finally {
-    r.cleanup();
-  }
+  await restartsAsOneRun(args);
 });
 
 test('a hard link made after the checkpoint, opened, then the old name unlinked: the old file comes back', async () => {
   const args = ['open:0:/data/f:w', 'write:0:ORIGINAL', 'close:0', 'pause', 'cat:/data/f',
     'link:/data/f:/data/g', 'open:1:/data/g:r', 'close:1', 'unlink:/data/f', 'unlink:/data/g', 'pause', 'print:end'];
-  const ref = uninterrupted(args);
-  const r = await run(args);
-  try {
-    restartMatches(r, ref);
-  } finally {
-    r.cleanup();
-  }
+  await restartsAsOneRun(args);
 });
 
 test('--path-map at launch moving the program\'s directory: the rollback still happens', async () => {
@@ -270,6 +263,56 @@ test('an unrelated file made in the same directory after the program ended is no
     writeFileSync(join(r.root, 'data', 'slurm-123.out'), 'unrelated\n');
     const x = stasis(['restart', '--quiet', r.ckpt], { input: 'go\ngo\n', cwd: r.root });
     assert.equal(x.code, 0, x.stderr);
+  } finally {
+    r.cleanup();
+  }
+});
+
+test('many files made and removed in one directory after the checkpoint: one of them made again by another process after the program stopped is a conflict (76, nothing changed); unrelated ones are not', async () => {
+  const made = Array.from({ length: 24 }, (_, i) => `/data/r${i}`);
+  const args = ['open:0:/data/f:w', 'write:0:F', 'close:0', 'pause',
+    ...made.flatMap((p, i) => [`open:${i % 4}:${p}:w`, `write:${i % 4}:R${i}`, `close:${i % 4}`]), ...made.slice(0, 20).map((p) => `unlink:${p}`),
+    'pause', 'print:end'];
+  const ref = uninterrupted(args);
+  const r = await run(args, { finish: true });
+  try {
+    writeFileSync(join(r.data, 'unrelated'), 'x');
+    writeFileSync(join(r.data, 'r7'), 'made again by another process');
+    const before = tree(r.data);
+    const x = stasis(['restart', '--quiet', r.ckpt], { input: 'go\ngo\n', cwd: r.root });
+    assert.equal(x.code, 76, x.stderr);
+    assert.match(x.stderr, /another process changed \S*\/r7,/);
+    assert.deepEqual(tree(r.data), before);
+    rmSync(join(r.data, 'r7'));
+    rmSync(join(r.data, 'unrelated'));
+    restartMatches(r, ref);
+  } finally {
+    r.cleanup();
+  }
+});
+
+test('changes that fail leave nothing wrong behind: a rename onto a non-empty directory and an rmdir of one, then the same names opened with O_CREAT and written', async () => {
+  const args = ['open:0:/data/a:w', 'write:0:CHECKPOINT-A', 'close:0', 'mkdir:/data/d', 'open:1:/data/d/x:w', 'write:1:X', 'close:1', 'pause',
+    'renameq:/data/a:/data/d', 'open:2:/data/a:w', 'write:2:LATER', 'close:2',
+    'rmdirq:/data/d', 'rename:/data/d/x:/data/d/y', 'renameq:/data/nothing:/data/b', 'open:3:/data/b:w', 'write:3:B', 'close:3',
+    'pause', 'cat:/data/a', 'print:end'];
+  await restartsAsOneRun(args);
+});
+
+test('stopped by SIGTERM (a second checkpoint), the launcher seals the journals: a restart from the first image refuses (76) when another process made again a file the program removed', async () => {
+  const made = Array.from({ length: 20 }, (_, i) => `/data/r${i}`);
+  const args = ['open:0:/data/f:w', 'write:0:F', 'close:0', 'pause',
+    ...made.flatMap((p) => [`open:0:${p}:w`, 'write:0:R', 'close:0']), ...made.map((p) => `unlink:${p}`), 'unlink:/data/f',
+    'pause', 'print:end'];
+  const r = await run(args, { term: true });
+  try {
+    const first = join(r.ckpt, 'images', readdirSync(join(r.ckpt, 'images')).sort()[0]!);
+    writeFileSync(join(r.data, 'r3'), 'made again by another process');
+    const before = tree(r.data);
+    const x = stasis(['restart', '--quiet', first], { input: 'go\ngo\n', cwd: r.root });
+    assert.equal(x.code, 76, x.stderr);
+    assert.match(x.stderr, /another process changed \S*\/r3,/);
+    assert.deepEqual(tree(r.data), before);
   } finally {
     r.cleanup();
   }

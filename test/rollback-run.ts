@@ -30,6 +30,8 @@ export interface RunHow {
   atCheckpoint?: (data: string) => void;
   /** Let the program run to its end (exit 0) instead of killing the launcher at its second pause. */
   finish?: boolean;
+  /** Stop it there with SIGTERM instead (a second checkpoint, exit 75). */
+  term?: boolean;
   /** Files to put in its directory before the launch. */
   files?: Record<string, string>;
   /** The host directory given with --dir (default: its directory). */
@@ -78,6 +80,10 @@ export async function checkpointContinueKill(prog: string, args: (data: string) 
       child.stdin.end('go\n');
       await closed;
       assert.equal(child.exitCode, 0, out + err);
+    } else if (how.term === true) {
+      child.kill('SIGTERM');
+      await closed;
+      assert.equal(child.exitCode, 75, out + err);
     } else {
       child.kill('SIGKILL');
       await closed;

@@ -71,18 +71,22 @@ async function run(data: GuestData, post: Post): Promise<GuestResult> {
   // (measured: a pure-compute program ran ~10 % slower to the end).
   await new Promise<void>((resolve) => setImmediate(resolve));
   const ended = (r: GuestResult): GuestResult => (engine === null ? r : { ...r, reentries: engine.reentries });
-  try {
-    for (;;) {
-      ex._start();
-      if (engine === null || !engine.unwound()) return ended({ exitCode: 0 });
-      engine.serveUnwind();
+  const result = ((): GuestResult => {
+    try {
+      for (;;) {
+        ex._start();
+        if (engine === null || !engine.unwound()) return ended({ exitCode: 0 });
+        engine.serveUnwind();
+      }
+    } catch (e) {
+      if (e instanceof ProcExit) return ended({ exitCode: e.code & 0xff });
+      return ended({ exitCode: EXIT.TRAP, trap: describeTrap(e, data.modulePath) });
+    } finally {
+      host.flushAll();
     }
-  } catch (e) {
-    if (e instanceof ProcExit) return ended({ exitCode: e.code & 0xff });
-    return ended({ exitCode: EXIT.TRAP, trap: describeTrap(e, data.modulePath) });
-  } finally {
-    host.flushAll();
-  }
+  })();
+  // It changes nothing more: its journal is complete, and sealed here (files/journal.ts).
+  return changes.close() ? { ...result, sealed: true } : result;
 }
 
 /** "unreachable executed in function 'main' (prog.wasm)": the message and first wasm frame. */

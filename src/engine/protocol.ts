@@ -120,6 +120,8 @@ export interface GuestResult {
   /** Under checkpoint control: how many times the program's stack was re-entered (rewound
    *  without a capture) to run the optimized code V8 compiled meanwhile. */
   reentries?: number;
+  /** The program's undo journals were sealed as it ended (files/journal.ts close()). */
+  sealed?: boolean;
 }
 
 export type GuestMessage =

@@ -8,19 +8,23 @@
 //   point into; `files/`: removed files, hard-linked there, or copied when the checkpoint
 //   directory is on another file system). A restart undoes it (rollback.ts).
 //
-// Each entry is one write(2) made before the change: a launcher killed at any instant leaves
-// a journal that covers every change made (an entry whose change never happened undoes to
+// Each entry is in the page cache before the change is made (line-log.ts): a launcher killed
+// at any instant leaves a journal that covers every change made (an entry whose change never happened undoes to
 // nothing). Nothing is fsynced: after a power loss the last entries may be lost with the
 // page cache, while the program's own writes may have reached the disk (docs/files.md).
 import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import { genName } from '../image/format.js';
+import { parentAt, pathOfAt, readlinkAt, statAt, type At, type FileStat } from '../wasi/beneath.js';
 import type { FileChangeHooks } from '../wasi/changes.js';
 import { nativeCopyRange } from '../wasi/native.js';
 import { WriteGuards } from './guard.js';
+import { LineLog, readLines } from './line-log.js';
 
 /** The journals' directory, in the checkpoint directory. */
 export const JOURNAL_DIR = 'journal';
+/** Paths a run keeps in memory to seal its journals without reading them back. */
+const NAMED_MAX = 100_000;
 /** Bytes saved per first write to a block. */
 export const JOURNAL_BLOCK = 64 << 10;
 /** The most saved in one go, for a write over many blocks not saved yet. */
@@ -84,12 +88,23 @@ export class ChangeRecorder implements FileChangeHooks {
   private readonly files = new Map<string, FileState>();
   /** Journal generation being recorded (null: none yet, before a launch's first checkpoint). */
   private gen: number | null;
-  private log = -1;
+  private log: LineLog | null = null;
   private blocks = -1;
   private blocksEnd = 0;
   private savedFiles = 0;
   private createdPaths = new Set<string>();
+  /**
+   * What this generation's own changes left at a path (null: nothing), where they tell: a
+   * lookup saved before the next change there. Forgotten when a change fails, and below a
+   * renamed directory. (Another process's changes while the program runs are not seen, with
+   * or without it.)
+   */
+  private known = new Map<string, Kind | null>();
   private timed = new Set<string>();
+  /** The generations journaled by this run, and every path their entries name (null: more
+   *  than NAMED_MAX, no longer kept; the launcher then seals from the journals on disk). */
+  private readonly journaled = new Set<number>();
+  private named: Set<string> | null = new Set();
   private buf: Buffer | null = null;
 
   /** `root`: CKPT_DIR/journal, or null for no journal (behaviour only). */
@@ -103,12 +118,30 @@ export class ChangeRecorder implements FileChangeHooks {
     this.closeJournal();
     this.gen = generation;
     this.createdPaths = new Set();
+    this.known = new Map();
     this.timed = new Set();
     // What is known of files no fd is open on now is not needed any more (a checkpoint only
     // classifies open files; the journal starts afresh): memory stays bounded.
     const open = new Set<FileState>();
     for (const h of this.handles.values()) if (h.file !== null) open.add(h.file);
     for (const [id, f] of this.files) if (!open.has(f)) this.files.delete(id);
+  }
+
+  /**
+   * The program has ended: the journal is complete, and sealed (see sealJournals) from what
+   * this run recorded, without reading it back. False if there was nothing to seal or it
+   * could not be written (then the launcher seals from the journals on disk).
+   */
+  close(): boolean {
+    this.closeJournal();
+    this.gen = null;
+    if (this.root === null || this.journaled.size === 0 || this.named === null) return false;
+    try {
+      writeSeal(this.root, Math.min(...this.journaled), [...this.journaled], this.named);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** How the program has written the files it has open, by "dev:ino", where it has. */
@@ -187,42 +220,79 @@ export class ChangeRecorder implements FileChangeHooks {
     }
   }
 
-  beforeCreate(path: string, link = false): void {
-    if (this.gen === null || fs.lstatSync(path, { throwIfNoEntry: false }) !== undefined) return;
-    this.beforeSetTimes(dirname(path));
+  beforeCreate(at: At, made: 'file' | 'dir' | 'symlink' | 'link'): void {
+    if (this.gen === null) return;
+    const path = pathOfAt(at);
+    const known = this.known.get(path);
+    if (known === undefined) {
+      const st = statAt(at, false);
+      if (st !== undefined) {
+        this.known.set(path, kindOf(st));
+        return;
+      }
+    } else if (known !== null) {
+      return;
+    }
+    this.beforeSetTimes(parentAt(at));
     this.append({ op: 'created', path });
     // A new name for an old file is undone as made, but the file itself is not new.
-    if (!link) this.createdPaths.add(path);
+    if (made !== 'link') this.createdPaths.add(path);
+    this.known.set(path, made === 'dir' ? 'dir' : made === 'file' ? 'file' : 'other');
   }
 
-  beforeRemove(path: string): void {
+  beforeRemove(at: At): void {
     if (this.gen === null) return;
-    const st = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
-    if (st === undefined) return;
-    this.beforeSetTimes(dirname(path));
+    const path = pathOfAt(at);
+    const known = this.known.get(path);
+    if (known === null) return; // nothing there: the removal fails
+    // Made in this generation: nothing of it to keep.
+    if (known !== undefined && this.createdPaths.has(path)) {
+      this.known.set(path, null);
+      return;
+    }
+    const st = statAt(at, false);
+    if (st === undefined) {
+      this.known.set(path, null);
+      return;
+    }
+    this.beforeSetTimes(parentAt(at));
     const times = { atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) };
     if (st.isDirectory()) {
       if (!this.createdPaths.has(path)) this.append({ op: 'removed', path, kind: 'dir', mode: Number(st.mode & 0o7777n), ...times });
-      return;
+    } else if (st.isSymbolicLink()) {
+      this.append({ op: 'removed', path, kind: 'symlink', mode: 0o777, target: readlinkAt(at).toString('utf8') });
+    } else {
+      const f = this.files.get(`${st.dev}:${st.ino}`);
+      // A file made in this generation did not exist at the checkpoint.
+      if (f === undefined || f.gen !== this.gen || !f.created) this.saveRemoved(path, Number(st.mode & 0o7777n), times);
     }
-    if (st.isSymbolicLink()) {
-      this.append({ op: 'removed', path, kind: 'symlink', mode: 0o777, target: fs.readlinkSync(path) });
-      return;
-    }
-    const f = this.files.get(`${st.dev}:${st.ino}`);
-    if (f !== undefined && f.gen === this.gen && f.created) return; // did not exist at the checkpoint
-    this.saveRemoved(path, Number(st.mode & 0o7777n), times);
+    this.known.set(path, null);
   }
 
-  beforeRename(from: string, to: string): void {
+  beforeRename(fromAt: At, toAt: At): void {
     if (this.gen === null) return;
-    const src = fs.lstatSync(from, { bigint: true, throwIfNoEntry: false });
-    if (src === undefined) return;
-    const dst = fs.lstatSync(to, { bigint: true, throwIfNoEntry: false });
-    if (dst !== undefined && dst.dev === src.dev && dst.ino === src.ino) return; // two names of one file: nothing happens
-    if (dst !== undefined) this.beforeRemove(to);
-    this.beforeSetTimes(dirname(from));
-    this.beforeSetTimes(dirname(to));
+    const from = pathOfAt(fromAt);
+    const to = pathOfAt(toAt);
+    let srcKind = this.known.get(from);
+    if (srcKind === null) return; // nothing there: the rename fails
+    let src: FileStat | undefined;
+    const lookUp = (): Kind | null => {
+      src = statAt(fromAt, false);
+      if (src === undefined) this.known.set(from, null);
+      return src === undefined ? null : kindOf(src);
+    };
+    srcKind ??= lookUp();
+    if (srcKind === null) return;
+    if (this.known.get(to) !== null) {
+      const dst = statAt(toAt, false);
+      if (dst !== undefined) {
+        if (src === undefined && lookUp() === null) return;
+        if (dst.dev === src!.dev && dst.ino === src!.ino) return; // two names of one file: nothing happens
+        this.beforeRemove(toAt);
+      }
+    }
+    this.beforeSetTimes(parentAt(fromAt));
+    this.beforeSetTimes(parentAt(toAt));
     this.append({ op: 'renamed', from, to });
     const moved = (p: string): string | null => (p === from ? to : p.startsWith(from + '/') ? to + p.slice(from.length) : null);
     for (const h of this.handles.values()) {
@@ -230,7 +300,7 @@ export class ChangeRecorder implements FileChangeHooks {
       if (now !== null) h.path = now;
     }
     // What is made in this generation moves with it; what was at `to` (and below) is gone.
-    if (src.isDirectory()) {
+    if (srcKind === 'dir') {
       const made = [...this.createdPaths];
       for (const p of made) if (p.startsWith(to + '/')) this.createdPaths.delete(p);
       for (const p of made) {
@@ -240,19 +310,26 @@ export class ChangeRecorder implements FileChangeHooks {
           this.createdPaths.add(now);
         }
       }
+      for (const p of [...this.known.keys()]) if (p.startsWith(from + '/') || p.startsWith(to + '/')) this.known.delete(p);
     }
     if (this.createdPaths.delete(from)) this.createdPaths.add(to);
     else this.createdPaths.delete(to);
+    this.known.set(from, null);
+    this.known.set(to, srcKind);
   }
 
-  beforeSetTimes(target: string | number): void {
+  failed(): void {
+    this.known.clear();
+  }
+
+  beforeSetTimes(target: At | number): void {
     if (this.gen === null) return;
-    let path = typeof target === 'number' ? this.handles.get(target)?.path : target;
+    let path = typeof target === 'number' ? this.handles.get(target)?.path : pathOfAt(target);
     if (path === undefined || path === '') return;
-    if (path.endsWith('/.')) path = path.slice(0, -2); // a directory named by itself
+    if (path.endsWith('/.')) path = path.slice(0, -2); // a directory open as itself
     // Made in this generation: it had no times at the checkpoint.
     if (this.timed.has(path) || this.createdPaths.has(path)) return;
-    const st = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
+    const st = typeof target === 'number' ? fs.lstatSync(path, { bigint: true, throwIfNoEntry: false }) : statAt(target, false);
     if (st === undefined) return;
     this.timed.add(path);
     this.append({ op: 'times', path, atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) });
@@ -374,30 +451,42 @@ export class ChangeRecorder implements FileChangeHooks {
 
   /** Opens this generation's journal, replacing any left over from an earlier run. */
   private openJournal(): void {
-    if (this.log >= 0) return;
+    if (this.log !== null) return;
     const dir = this.dir();
     fs.rmSync(dir, { recursive: true, force: true });
     fs.mkdirSync(join(dir, 'files'), { recursive: true });
     this.blocks = fs.openSync(join(dir, 'blocks'), 'w', 0o600);
     this.blocksEnd = 0;
     this.savedFiles = 0;
-    this.log = fs.openSync(join(dir, 'log'), 'a', 0o600);
+    this.log = new LineLog(join(dir, 'log'), 0o600);
   }
 
   private closeJournal(): void {
-    if (this.log < 0) return;
-    fs.closeSync(this.log);
+    if (this.log === null) return;
+    this.log.close();
     fs.closeSync(this.blocks);
-    this.log = -1;
+    this.log = null;
     this.blocks = -1;
   }
 
-  /** One entry, in one write: it is in the journal before the change it undoes is made. */
+  /** One entry: it is in the journal before the change it undoes is made. */
   private append(e: JournalEntry): void {
     this.openJournal();
-    fs.writeSync(this.log, JSON.stringify(e) + '\n');
+    this.log!.append(JSON.stringify(e) + '\n');
+    this.journaled.add(this.gen!);
+    if (this.named === null) return;
+    if (e.op === 'renamed') {
+      this.named.add(e.from);
+      this.named.add(e.to);
+    } else {
+      this.named.add(e.path);
+    }
+    if (this.named.size > NAMED_MAX) this.named = null;
   }
 }
+
+type Kind = 'dir' | 'file' | 'other';
+const kindOf = (st: FileStat): Kind => (st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other');
 
 /** A read-only fd on the file open as `handle` (which may be write-only). */
 function openReadable(handle: number, path: string): number {
@@ -416,6 +505,8 @@ export interface SealedState {
 
 /** The seal: what every path the journals name was when the program stopped. */
 const SEAL = 'sealed.json';
+/** Journaled names in one directory above which it is listed once rather than each looked up. */
+const LIST_AT = 16;
 
 export function stateOf(path: string): SealedState | null {
   const st = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
@@ -433,28 +524,83 @@ export function pathsOf(e: JournalEntry): string[] {
  * Seals the journals of generation `from` and later once the program has stopped for good
  * (it ended, or stopped after a checkpoint): a later restart that finds a path no longer as
  * sealed knows another process changed it, a conflict. Without a seal (the launcher was
- * killed) the program's changes cannot be told from others'.
+ * killed) the program's changes cannot be told from others'. Only paths that exist are
+ * written: a path the journals name and the seal does not was absent.
  */
 export function sealJournals(ckptDir: string, from: number): void {
   const root = join(ckptDir, JOURNAL_DIR);
   const paths = new Set<string>();
+  const gens: number[] = [];
   for (const n of listJournals(root)) {
     if (n.generation < from) continue;
+    gens.push(n.generation);
     for (const e of readJournal(join(root, n.name), () => null)) for (const p of pathsOf(e)) paths.add(p);
   }
-  if (paths.size === 0) return;
-  const states: Record<string, SealedState | null> = {};
-  for (const p of [...paths].sort()) states[p] = stateOf(p);
+  writeSeal(root, from, gens, paths);
+}
+
+/** Writes the seal of journals `gens` (of generation `from` and later), which name `paths`. */
+function writeSeal(root: string, from: number, gens: number[], paths: Iterable<string>): void {
+  const byDir = new Map<string, string[]>();
+  for (const p of paths) {
+    const d = dirname(p);
+    (byDir.get(d) ?? byDir.set(d, []).get(d)!).push(p);
+  }
+  if (byDir.size === 0) return;
+  const states: Record<string, SealedState> = {};
+  for (const [dir, inDir] of byDir) {
+    // A job that makes and removes many files in one directory: one listing tells which are gone.
+    const listed = inDir.length > LIST_AT ? namesIn(dir) : null;
+    for (const p of inDir) {
+      const name = p.slice(dir.length + 1);
+      if (listed !== null && plainName(name) && !listed.has(name)) continue;
+      const s = stateOf(p);
+      if (s !== null) states[p] = s;
+    }
+  }
   const tmp = join(root, `.${SEAL}.${process.pid}`);
-  fs.writeFileSync(tmp, JSON.stringify({ from, states }) + '\n', { mode: 0o600 });
+  fs.writeFileSync(tmp, JSON.stringify({ from, gens: [...gens].sort((a, b) => a - b), unlisted: 'absent', states }) + '\n', { mode: 0o600 });
   fs.renameSync(tmp, join(root, SEAL));
 }
 
-/** The seal, or null: none (the launcher was killed), or unreadable (then nothing is known). */
-export function readSeal(ckptDir: string): Map<string, SealedState | null> | null {
+/** The names in a directory (none if it cannot be listed: then each path is looked up). */
+function namesIn(dir: string): Set<string> | null {
   try {
-    const { states } = JSON.parse(fs.readFileSync(join(ckptDir, JOURNAL_DIR, SEAL), 'utf8')) as { states: Record<string, SealedState | null> };
-    return typeof states === 'object' && states !== null ? new Map(Object.entries(states)) : null;
+    const names = fs.readdirSync(dir);
+    // A name that is not UTF-8 does not come back as it was given: look each up instead.
+    return names.some((n) => n.includes('\ufffd')) ? null : new Set(names);
+  } catch {
+    return null;
+  }
+}
+
+const plainName = (n: string): boolean => n !== '' && n !== '.' && n !== '..' && !n.includes('/');
+
+/** What a seal says: each path's state as the program left it, for the paths named by the
+ *  journals of generation `from` and later. */
+export interface Seal {
+  from: number;
+  /** The journals it covers (all of `from` and later when not said). */
+  covers(generation: number): boolean;
+  /** A sealed path's state (null: absent), or undefined if the seal says nothing of it:
+   *  `named` tells whether the journals of `from` and later name it. */
+  stateOf(path: string, named: boolean): SealedState | null | undefined;
+}
+
+/** The seal, or null: none (the launcher was killed), or unreadable (then nothing is known). */
+export function readSeal(ckptDir: string): Seal | null {
+  try {
+    const s = JSON.parse(fs.readFileSync(join(ckptDir, JOURNAL_DIR, SEAL), 'utf8')) as { from?: unknown; gens?: unknown; unlisted?: unknown; states?: unknown };
+    if (typeof s.states !== 'object' || s.states === null || typeof s.from !== 'number') return null;
+    const from = s.from;
+    const states = new Map(Object.entries(s.states as Record<string, SealedState | null>));
+    const unlistedAbsent = s.unlisted === 'absent';
+    const gens = Array.isArray(s.gens) ? new Set(s.gens) : null;
+    return {
+      from,
+      covers: (g) => (gens === null ? g >= from : gens.has(g)),
+      stateOf: (path, named) => (states.has(path) ? states.get(path)! : unlistedAbsent && named ? null : undefined),
+    };
   } catch {
     return null;
   }
@@ -487,7 +633,7 @@ export function listJournals(root: string): { name: string; generation: number }
 export function readJournal(dir: string, damaged: (line: number) => Error | null): JournalEntry[] {
   let text: string;
   try {
-    text = fs.readFileSync(join(dir, 'log'), 'utf8');
+    text = readLines(join(dir, 'log'));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw e;

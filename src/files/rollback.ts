@@ -151,7 +151,7 @@ export async function planRollback(ckptDir: string, generation: number, roots: r
   }
   const touched = new Set([...changes.keys()].filter((p) => !kept.has(p)));
 
-  const conflicts = changedByOthers(ckptDir, touched, wasOf);
+  const conflicts = changedByOthers(ckptDir, journals, touched, wasOf);
   // A file the program renamed and another process then changed in place: what it held at the
   // checkpoint is in no journal (the program never wrote it), so it cannot come back.
   const lostByRename = [...new Set(journals.flatMap((j) => j.entries.flatMap((e) => (e.op === 'renamed' && touched.has(e.to) && conflicts.has(e.to) ? [e.to] : []))))];
@@ -211,14 +211,15 @@ function placed(e: JournalEntry, now: (p: string) => string | null, outside: Set
  * journal.ts): another process changed them since. Where a directory was moved (--dir), only
  * what a copy keeps (kind, size, modification time) is compared.
  */
-function changedByOthers(ckptDir: string, touched: Set<string>, wasOf: Map<string, string>): Set<string> {
+function changedByOthers(ckptDir: string, journals: readonly Journal[], touched: Set<string>, wasOf: Map<string, string>): Set<string> {
   const seal = readSeal(ckptDir);
   const out = new Set<string>();
   if (seal === null) return out;
+  const named = new Set(journals.filter((j) => seal.covers(j.generation)).flatMap((j) => j.entries.flatMap(pathsOf)));
   for (const p of touched) {
     const was = wasOf.get(p)!;
-    if (!seal.has(was)) continue;
-    const then = seal.get(was) ?? null;
+    const then = seal.stateOf(was, named.has(p));
+    if (then === undefined) continue;
     const cur = stateOf(p);
     if (!sameState(then, cur, was === p || realPath(was) === realPath(p))) out.add(p);
   }

@@ -125,7 +125,10 @@ export class GuestSession {
           if (!served) this.onUnrequested?.(m.snapshot);
         } else {
           if (m.imageError !== undefined) reject(new ImageError(m.imageError.reason, m.imageError.message));
-          else resolve({ exitCode: m.exitCode, ...(m.trap !== undefined && { trap: m.trap }), ...(m.reentries !== undefined && { reentries: m.reentries }) });
+          else {
+            const { type: _, imageError: __, ...result } = m;
+            resolve(result);
+          }
         }
       });
       this.worker.once('error', reject);

@@ -186,7 +186,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
   for (const [sig, h] of warnings) process.on(sig, h);
   try {
     const result = await session.result;
-    if (!stopping) seal(); // the program ended by itself
+    if (!stopping && result.sealed !== true) seal(); // the program ended by itself
     return result;
   } finally {
     void checkpoints.then((c) => c.dispose());

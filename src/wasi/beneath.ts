@@ -21,7 +21,7 @@ export interface At {
 /** What the host reads of a file's status (lstat semantics: a symlink is reported as one). */
 export type FileStat = Pick<
   fs.BigIntStats,
-  'dev' | 'ino' | 'nlink' | 'size' | 'atimeNs' | 'mtimeNs' | 'ctimeNs'
+  'dev' | 'ino' | 'mode' | 'nlink' | 'size' | 'atimeNs' | 'mtimeNs' | 'ctimeNs'
   | 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isCharacterDevice' | 'isBlockDevice' | 'isSocket' | 'isFIFO'
 >;
 
@@ -37,6 +37,15 @@ export const openat2Used: boolean = ops?.openat2Used() ?? false;
 
 /** The host path of a place, for messages and the path fallback. */
 export const hostOfAt = (at: At): string => (at.path === '' ? at.host + '/.' : at.host + '/' + at.path);
+
+/** The host path of a place as a plain path (a directory itself without its '/.'). */
+export const pathOfAt = (at: At): string => (at.path === '' ? at.host : at.host + '/' + at.path);
+
+/** The directory a place is in ('' = the handle's directory itself, whose own parent is not beneath). */
+export function parentAt(at: At): At {
+  const i = at.path.lastIndexOf('/');
+  return { fd: at.fd, host: at.host, path: i < 0 ? '' : at.path.slice(0, i) };
+}
 
 /**
  * Without the addon: the host path of a place whose directories on the way were just seen
@@ -100,6 +109,7 @@ class NativeStat implements FileStat {
   constructor(private readonly v: BigInt64Array) {}
   get dev(): bigint { return BigInt.asUintN(64, this.v[0]!); }
   get ino(): bigint { return BigInt.asUintN(64, this.v[1]!); }
+  get mode(): bigint { return this.v[2]!; }
   get nlink(): bigint { return this.v[3]!; }
   get size(): bigint { return this.v[4]!; }
   get atimeNs(): bigint { return this.v[5]!; }

@@ -2,7 +2,8 @@
 // copying a big file listens (files/guard.ts), so that it copies a block before the program
 // overwrites it; the undo journal listens (files/journal.ts), so that a restart can undo what
 // the program changed since its checkpoint. The host itself does not know who listens.
-// Paths are host paths, as the kernel is given them.
+// Places are beneath a directory handle, as the kernel is given them (beneath.ts).
+import type { At } from './beneath.js';
 
 export interface FileChangeHooks {
   /** False while nobody listens: the host skips the calls. */
@@ -18,15 +19,17 @@ export interface FileChangeHooks {
   opened?(handle: number, path: string): void;
   /** Host fd `handle` was closed. */
   closed?(handle: number): void;
-  /** Before something may be created at `path` (an open with O_CREAT, mkdir, symlink, link;
-   *  `link`: a new name for an existing file, not a new file). */
-  beforeCreate?(path: string, link?: boolean): void;
-  /** Before the file, symlink or (empty) directory at `path` is removed. */
-  beforeRemove?(path: string): void;
+  /** Before something may be created at `at`: a file (an open with O_CREAT), a directory, a
+   *  symlink, or a hard link (a new name for an existing file, not a new file). */
+  beforeCreate?(at: At, made: 'file' | 'dir' | 'symlink' | 'link'): void;
+  /** Before the file, symlink or (empty) directory at `at` is removed. */
+  beforeRemove?(at: At): void;
   /** Before `from` is renamed to `to` (which it may replace). */
-  beforeRename?(from: string, to: string): void;
-  /** Before the timestamps of what `path` names (or host fd `handle` is open on) are set. */
-  beforeSetTimes?(path: string | number): void;
+  beforeRename?(from: At, to: At): void;
+  /** The change announced last (create, remove, rename) failed: nothing of it happened. */
+  failed?(): void;
+  /** Before the timestamps of what `at` names (or host fd `handle` is open on) are set. */
+  beforeSetTimes?(target: At | number): void;
 }
 
 export const NO_CHANGE_HOOKS: FileChangeHooks = {

@@ -13,7 +13,7 @@ import { errnoOf, WasiError } from './errno.js';
 import { DirFd, Fd, FileFd, filetypeOf, StdioFd } from './fds.js';
 import { Interrupted, sleep } from './interrupt.js';
 import { GuestMemory, utf8 } from './memory.js';
-import { closeFd, hostOfAt, linkAt, mkdirAt, openAt, openHostDir, readlinkAt, removeAt, renameAt, setTimesAt, statAt, symlinkAt, type At, type FileStat } from './beneath.js';
+import { closeFd, hostOfAt, linkAt, mkdirAt, openAt, openHostDir, pathOfAt, readlinkAt, removeAt, renameAt, setTimesAt, statAt, symlinkAt, type At, type FileStat } from './beneath.js';
 import { joinRel, resolvePath, withSlash, type Resolved } from './paths.js';
 import { hostPathOf, type FdState, type Location, type Mount, type Preopen, type WasiState } from './state.js';
 import { type TimeSpec } from './native.js';
@@ -211,8 +211,13 @@ export class WasiHost {
     return f;
   }
 
-  /** After a rename or removal: directory paths may have moved (see DirFd.root). */
-  private refreshRoots(): void {
+  /** After a rename or removal: directories at or below the places `gone` (a rename's source
+   *  and the directory it may replace) have moved (see DirFd.root; roots are real paths, so
+   *  a moved one starts with a gone place's path). */
+  private refreshRoots(...gone: At[]): void {
+    const paths = gone.map(pathOfAt);
+    const moved = (f: DirFd): boolean => paths.some((p) => f.root === p || f.root.startsWith(p + '/'));
+    if (!this.fds.some((f) => f instanceof DirFd && moved(f))) return;
     for (const f of this.fds) if (f instanceof DirFd) f.refreshRoot();
   }
 
@@ -449,8 +454,8 @@ export class WasiHost {
         const d = h.dir(fd, Right.PATH_CREATE_DIRECTORY);
         const r = resolvePath(d, h.path(p, l), false);
         if (r.rel === '') throw new WasiError(Errno.EXIST);
-        if (h.changes.active) h.changes.beforeCreate?.(hostOfAt(r.at));
-        mkdirAt(r.at);
+        if (h.changes.active) h.changes.beforeCreate?.(r.at, 'dir');
+        h.changing(() => mkdirAt(r.at));
       },
       path_filestat_get(fd: number, flags: number, p: number, l: number, out: number) {
         const d = h.dir(fd, Right.PATH_FILESTAT_GET);
@@ -464,7 +469,7 @@ export class WasiHost {
         const follow = follows(flags);
         const r = resolvePath(d, h.path(p, l), follow);
         const [a, m] = h.times(atim, mtim, fst);
-        if (h.changes.active) h.changes.beforeSetTimes?.(hostOfAt(r.at));
+        if (h.changes.active) h.changes.beforeSetTimes?.(r.at);
         setTimesAt(r.at, a, m); // any symlink to follow was expanded by resolvePath
       },
       path_link(
@@ -474,8 +479,8 @@ export class WasiHost {
         const dst = h.dir(newFd, Right.PATH_LINK_TARGET);
         const from = resolvePath(src, h.path(op, ol), follows(oldFlags));
         const to = resolvePath(dst, h.path(np, nl), false);
-        if (h.changes.active) h.changes.beforeCreate?.(hostOfAt(to.at), true);
-        linkAt(withSlash(from), withSlash(to));
+        if (h.changes.active) h.changes.beforeCreate?.(to.at, 'link');
+        h.changing(() => linkAt(withSlash(from), withSlash(to)));
       },
       path_open(
         fd: number, dirflags: number, p: number, l: number, oflags: number,
@@ -495,9 +500,9 @@ export class WasiHost {
         const d = h.dir(fd, Right.PATH_REMOVE_DIRECTORY);
         const r = resolvePath(d, h.path(p, l), false);
         if (r.rel === '') throw new WasiError(Errno.BUSY);
-        if (h.changes.active) h.changes.beforeRemove?.(hostOfAt(r.at));
-        removeAt(r.at, true);
-        h.refreshRoots();
+        if (h.changes.active) h.changes.beforeRemove?.(r.at);
+        h.changing(() => removeAt(r.at, true));
+        h.refreshRoots(r.at);
       },
       path_rename(fd: number, op: number, ol: number, newFd: number, np: number, nl: number) {
         const src = h.dir(fd, Right.PATH_RENAME_SOURCE);
@@ -505,9 +510,9 @@ export class WasiHost {
         const from = resolvePath(src, h.path(op, ol), false);
         const to = resolvePath(dst, h.path(np, nl), false);
         if (from.rel === '' || to.rel === '') throw new WasiError(Errno.BUSY);
-        if (h.changes.active) h.changes.beforeRename?.(hostOfAt(from.at), hostOfAt(to.at));
-        renameAt(withSlash(from), withSlash(to));
-        h.refreshRoots();
+        if (h.changes.active) h.changes.beforeRename?.(from.at, to.at);
+        h.changing(() => renameAt(withSlash(from), withSlash(to)));
+        h.refreshRoots(from.at, to.at);
       },
       path_symlink(op: number, ol: number, fd: number, np: number, nl: number) {
         const d = h.dir(fd, Right.PATH_SYMLINK);
@@ -516,14 +521,14 @@ export class WasiHost {
         // An absolute target could never be followed inside the sandbox (as in wasmtime: EPERM).
         if (target.startsWith('/')) throw new WasiError(Errno.PERM);
         const r = resolvePath(d, h.path(np, nl), false);
-        if (h.changes.active) h.changes.beforeCreate?.(hostOfAt(r.at));
-        symlinkAt(target, withSlash(r));
+        if (h.changes.active) h.changes.beforeCreate?.(r.at, 'symlink');
+        h.changing(() => symlinkAt(target, withSlash(r)));
       },
       path_unlink_file(fd: number, p: number, l: number) {
         const d = h.dir(fd, Right.PATH_UNLINK_FILE);
         const r = resolvePath(d, h.path(p, l), false);
-        if (h.changes.active) h.changes.beforeRemove?.(hostOfAt(r.at));
-        removeAt(withSlash(r), false);
+        if (h.changes.active) h.changes.beforeRemove?.(r.at);
+        h.changing(() => removeAt(withSlash(r), false));
       },
 
       poll_oneoff(inPtr: number, outPtr: number, n: number, outCount: number) {
@@ -632,14 +637,24 @@ export class WasiHost {
       throw new WasiError(flags & O.O_EXCL ? Errno.EXIST : Errno.ISDIR);
     }
     if (this.changes.active) {
-      if (flags & O.O_CREAT) this.changes.beforeCreate?.(hostOfAt(r.at));
+      if (flags & O.O_CREAT) this.changes.beforeCreate?.(r.at, 'file');
       if (flags & O.O_TRUNC) {
         // Truncating a file whose checkpoint copy is still being made: its blocks go first.
         const st = statAt(r.at, false);
         if (st?.isFile()) this.changes.beforeTruncateFile(`${st.dev}:${st.ino}`, hostOfAt(r.at));
       }
     }
-    return openAt(r.at, flags, 0o666);
+    return flags & O.O_CREAT ? this.changing(() => openAt(r.at, flags, 0o666)) : openAt(r.at, flags, 0o666);
+  }
+
+  /** Makes a change the listener was told of; if it fails, the listener hears so. */
+  private changing<T>(change: () => T): T {
+    try {
+      return change();
+    } catch (e) {
+      if (this.changes.active) this.changes.failed?.();
+      throw e;
+    }
   }
 
   /** Fills buf with dirents from cookie on; returns bytes used (== len means maybe more). */

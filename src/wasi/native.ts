@@ -40,6 +40,9 @@ interface Addon {
   iovecIo?: (fd: number, memory: ArrayBuffer, iovs: number, n: number, pos: number, write: boolean) => number;
   /** Bytes copied by copy_file_range, or -errno if none (see native/io.c). Absent from older addons. */
   copyRange?: (fdIn: number, posIn: number, fdOut: number, posOut: number, len: number) => number;
+  /** A file window mapped shared, or -errno (native/mapped.c). Absent from older addons. */
+  mapWindow?: (fd: number, offset: number, length: number) => ArrayBuffer | number;
+  unmapWindow?: (window: ArrayBuffer) => void;
   /** Operations confined beneath a directory fd (native/beneath.c). Absent from older addons. */
   openBeneath?: (dirfd: number, path: string, flags: number, mode: number) => number;
   statBeneath: (dirfd: number, path: string, out: BigInt64Array) => number;
@@ -64,7 +67,7 @@ interface Addon {
 }
 
 /** The addon's confined operations (see native/beneath.c). */
-export type BeneathOps = Required<Pick<Addon, 'openBeneath'>> & Omit<Addon, 'futimens' | 'utimensat' | 'iovecIo' | 'openBeneath' | 'exitNow' | 'adviseHugePages' | 'trackWrites' | 'writtenPages' | 'untrackWrites'>;
+export type BeneathOps = Required<Pick<Addon, 'openBeneath'>> & Omit<Addon, 'futimens' | 'utimensat' | 'iovecIo' | 'openBeneath' | 'mapWindow' | 'unmapWindow' | 'exitNow' | 'adviseHugePages' | 'trackWrites' | 'writtenPages' | 'untrackWrites'>;
 
 // Flag encoding shared with native/utimens.c.
 const ATIME_OMIT = 1;
@@ -117,6 +120,10 @@ export const nativeIovecIo: NonNullable<Addon['iovecIo']> | null =
 /** The kernel's copy between two files (copy_file_range), or null. */
 export const nativeCopyRange: NonNullable<Addon['copyRange']> | null =
   typeof addon?.copyRange === 'function' ? addon.copyRange : null;
+
+/** Shared file windows (native/mapped.c), or null. */
+export const nativeWindows: Required<Pick<Addon, 'mapWindow' | 'unmapWindow'>> | null =
+  typeof addon?.mapWindow === 'function' && typeof addon.unmapWindow === 'function' ? (addon as Required<Pick<Addon, 'mapWindow' | 'unmapWindow'>>) : null;
 
 /** The addon's operations confined beneath a directory fd, or null (see src/wasi/beneath.ts). */
 export const nativeBeneath: BeneathOps | null = typeof addon?.openBeneath === 'function' ? (addon as BeneathOps) : null;
