@@ -475,12 +475,7 @@ export class ChangeRecorder implements FileChangeHooks {
     this.log!.append(JSON.stringify(e) + '\n');
     this.journaled.add(this.gen!);
     if (this.named === null) return;
-    if (e.op === 'renamed') {
-      this.named.add(e.from);
-      this.named.add(e.to);
-    } else {
-      this.named.add(e.path);
-    }
+    for (const p of pathsOf(e)) this.named.add(p);
     if (this.named.size > NAMED_MAX) this.named = null;
   }
 }
