@@ -107,7 +107,19 @@ test('a capture after a tracked one looks at the written pages only, and equals 
   const { dir, cleanup } = tempDir();
   const { port1, port2 } = new MessageChannel();
   const copier = new MemoryCopier(port1);
-  const give = (memory: Uint8Array, copyId: number | null): void => port2.postMessage({ memory, copyId }, [memory.buffer as ArrayBuffer]);
+  // As the launcher gives buffers back: the one the copier holds by its copyId alone.
+  let shared: Uint8Array | null = null;
+  const give = (memory: Uint8Array, copyId: number | null): void => {
+    if (memory === shared) return port2.postMessage({ copyId });
+    shared = memory;
+    port2.postMessage({ memory, copyId });
+  };
+  /** The launcher's view of a capture's buffer. */
+  const received = (c: { memory: Uint8Array; inShared: boolean }): Uint8Array => {
+    if (!c.inShared) shared = c.memory;
+    assert.equal(Buffer.compare(c.memory, shared!), 0);
+    return shared!;
+  };
   try {
     const mem = new WebAssembly.Memory({ initial: 64 });
     const u8 = (): Uint8Array => new Uint8Array(mem.buffer);
@@ -115,6 +127,8 @@ test('a capture after a tracked one looks at the written pages only, and equals 
     const data = dataFile(dir, 4096);
     const c1 = copier.copy(mem);
     assert.equal(c1.dirtyPages, null, 'no previous capture');
+    assert.ok(!c1.inShared && c1.memory.buffer instanceof SharedArrayBuffer, 'a fresh buffer, shared from now on');
+    const m1 = received(c1);
     copier.afterCapture(true, mem);
     // The program writes page 3 and (through the kernel) page 50, never touched before.
     u8()[3 * WASM_PAGE + 10] = 200;
@@ -122,8 +136,10 @@ test('a capture after a tracked one looks at the written pages only, and equals 
     // The buffer comes back changed where the memory was not (page 20): only a compare of the
     // whole memory would see that, a capture from tracked writes leaves it.
     c1.memory[20 * WASM_PAGE] ^= 0xff;
-    give(c1.memory, c1.copyId);
+    give(m1, c1.copyId);
     const c2 = copier.copy(mem);
+    assert.ok(c2.inShared, 'into the buffer given back by its copyId alone');
+    const m2 = received(c2);
     assert.equal(c2.copyId, c1.copyId + 1);
     assert.deepEqual(marked(c2.dirtyPages!), [3, 50]);
     assert.notEqual(c2.memory[20 * WASM_PAGE], u8()[20 * WASM_PAGE], 'the tracked writes were used');
@@ -132,27 +148,31 @@ test('a capture after a tracked one looks at the written pages only, and equals 
 
     // Tracking goes on from that capture; the memory grows before the next: compared instead.
     copier.afterCapture(true, mem);
-    give(c2.memory, c2.copyId);
+    give(m2, c2.copyId);
     u8()[7 * WASM_PAGE] = 1;
     mem.grow(2);
     u8()[65 * WASM_PAGE] = 5;
     const c3 = copier.copy(mem);
     assert.equal(c3.dirtyPages, null, 'a buffer of the old size: a fresh copy');
+    received(c3);
     assert.equal(Buffer.compare(c3.memory, u8()), 0);
 
     // A buffer that is not the tracked capture's (a fresh one): compared, not trusted.
     copier.afterCapture(true, mem);
     u8()[9 * WASM_PAGE] = 9;
-    give(new Uint8Array(mem.buffer.byteLength), null);
+    give(new Uint8Array(new SharedArrayBuffer(mem.buffer.byteLength)), null);
     const c4 = copier.copy(mem);
+    assert.ok(c4.inShared, 'into the fresh buffer given');
+    const m4 = received(c4);
     assert.equal(Buffer.compare(c4.memory, u8()), 0);
     assert.ok(c4.dirtyPages![9] === 1 && c4.dirtyPages![1] === 1);
 
     // Not tracked after a capture that does not ask: the next one compares everything.
     copier.afterCapture(false, mem);
-    give(c4.memory, c4.copyId);
+    give(m4, c4.copyId);
     u8()[11 * WASM_PAGE] = 11;
     const c5 = copier.copy(mem);
+    received(c5);
     assert.deepEqual(marked(c5.dirtyPages!), [11]);
     assert.equal(Buffer.compare(c5.memory, u8()), 0);
   } finally {

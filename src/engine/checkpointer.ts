@@ -200,9 +200,9 @@ export class Checkpointer {
   private capture(): number {
     const ex = this.ex;
     this.host.flushAll();
-    const { memory, dirtyPages, copyId } = this.memory.copy(ex.memory);
+    const { memory, inShared, dirtyPages, copyId } = this.memory.copy(ex.memory);
     const snapshot: CapturedState = {
-      memory, dirtyPages, copyId,
+      memory: inShared ? new Uint8Array(0) : memory, dirtyPages, copyId,
       globals: this.ck.globals.map((g) => {
         const v = (ex[g.name] as WebAssembly.Global).value as number | bigint;
         // JSON has no NaN or infinities: those floats are kept as strings, as i64 values are.
@@ -219,7 +219,7 @@ export class Checkpointer {
     };
     snapshot.pauseMs = performance.now() - this.pauseStart;
     const released = Atomics.load(this.control, Control.RELEASE);
-    this.post({ type: 'snapshot', request: this.served, snapshot }, [snapshot.memory.buffer as ArrayBuffer]);
+    this.post({ type: 'snapshot', request: this.served, snapshot, inShared }, []);
     if (this.stopAfter || Atomics.load(this.control, Control.STOP) !== 0) {
       for (;;) Atomics.wait(this.control, Control.PARKED, 0);
     }

@@ -20,8 +20,10 @@ interface Tracking {
 }
 
 export class MemoryCopier {
+  /** The capture buffer the main thread and this thread share (see SpareBuffer). */
+  private shared: Uint8Array | null = null;
   /** A capture buffer handed back by the main thread (a previous capture, or a fresh one). */
-  private spare: SpareBuffer | null = null;
+  private spare: { memory: Uint8Array; copyId: number | null } | null = null;
   private copies = 0;
   /** Writes tracked since a capture, for the next one. */
   private tracking: Tracking | null = null;
@@ -30,10 +32,13 @@ export class MemoryCopier {
 
   constructor(private readonly spares: MessagePort) {}
 
-  copy(memory: WebAssembly.Memory): { memory: Uint8Array; dirtyPages: Uint8Array | null; copyId: number } {
+  /** The memory copied into a capture buffer; inShared: into the shared one (else into a new one, shared from now on). */
+  copy(memory: WebAssembly.Memory): { memory: Uint8Array; inShared: boolean; dirtyPages: Uint8Array | null; copyId: number } {
     const mem = new Uint8Array(memory.buffer);
     for (let m = receiveMessageOnPort(this.spares); m !== undefined; m = receiveMessageOnPort(this.spares)) {
-      this.spare = m.message as SpareBuffer;
+      const given = m.message as SpareBuffer;
+      if (given.memory !== undefined) this.shared = given.memory;
+      this.spare = { memory: given.memory ?? this.shared!, copyId: given.copyId };
     }
     const spare = this.spare;
     this.spare = null;
@@ -42,7 +47,10 @@ export class MemoryCopier {
     this.tracking = null;
     if (spare === null || spare.memory.length !== mem.length) {
       this.endTracking(tracking);
-      return { memory: mem.slice(), dirtyPages: null, copyId };
+      const fresh = new Uint8Array(new SharedArrayBuffer(mem.length));
+      fresh.set(mem);
+      this.shared = fresh;
+      return { memory: fresh, inShared: false, dirtyPages: null, copyId };
     }
     const pages = mem.length / WASM_PAGE;
     const dirty = new Uint8Array(pages);
@@ -57,7 +65,7 @@ export class MemoryCopier {
         dirty[p] = 1;
       }
     }
-    return { memory: spare.memory, dirtyPages: dirty, copyId };
+    return { memory: spare.memory, inShared: true, dirtyPages: dirty, copyId };
   }
 
   /**

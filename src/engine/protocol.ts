@@ -74,10 +74,15 @@ export interface RestoreState {
   files: MessagePort;
 }
 
-/** A buffer for the guest's next capture: a capture's memory coming back once its image is
- *  written (copyId names that capture's copy), or a fresh one (copyId null). */
+/**
+ * A buffer for the guest's next capture: a capture's memory coming back once its image is
+ * written (copyId names that capture's copy), or a fresh one (copyId null). Capture buffers
+ * are shared memory, each handed across once: `memory` is absent when it is the buffer the
+ * guest holds already. (A new handle on a big buffer, as a transfer makes each time, counts as
+ * new external memory to V8, whose collections then pause both threads for milliseconds.)
+ */
 export interface SpareBuffer {
-  memory: Uint8Array;
+  memory?: Uint8Array;
   copyId: number | null;
 }
 
@@ -126,7 +131,9 @@ export interface GuestResult {
 
 export type GuestMessage =
   | ({ type: 'result' } & GuestResult)
-  | { type: 'snapshot'; request: number; snapshot: CapturedState }
+  // inShared: the capture is in the shared buffer the main thread handed over (snapshot.memory
+  // is then empty; see SpareBuffer), else snapshot.memory is a new shared buffer.
+  | { type: 'snapshot'; request: number; snapshot: CapturedState; inShared: boolean }
   | { type: 'loaded' } // a restart's memory is read and checked: its files may be put in place
   | { type: 'restored' }; // a restart's memory and state are in place; the program runs next
 

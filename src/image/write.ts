@@ -1,6 +1,6 @@
 // Writing checkpoint images: content-addressed chunks, atomic publication, retention.
 import { hostname } from 'node:os';
-import { link, mkdir, readFile, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { linkSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
@@ -98,9 +98,9 @@ function isZero(mem: Uint8Array, off: number, len: number): boolean {
   return view.compare(zeroBuf, 0, len) === 0; // memcmp: tens of GB/s
 }
 
-async function exists(p: string): Promise<boolean> {
+function exists(p: string): boolean {
   try {
-    await stat(p);
+    statSync(p);
     return true;
   } catch (e) {
     if (errno(e) === 'ENOENT') return false;
@@ -114,24 +114,24 @@ interface LockInfo { pid: number; host: string; time: string }
 
 
 /** Takes <ckptDir>/.lock; returns whether a previous holder died holding it. */
-async function acquireLock(ckptDir: string): Promise<boolean> {
+function acquireLock(ckptDir: string): boolean {
   const file = join(ckptDir, LOCK);
   const mine: LockInfo = { pid: process.pid, host: hostname(), time: new Date().toISOString() };
   // The lock appears with its content or not at all: written aside, then hard-linked.
   const tmp = join(ckptDir, `${TMP_PREFIX}lock-${tmpSuffix()}`);
-  await writeFile(tmp, JSON.stringify(mine));
+  writeFileSync(tmp, JSON.stringify(mine));
   let tookOver = false;
   try {
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        await link(tmp, file);
+        linkSync(tmp, file);
         return tookOver;
       } catch (e) {
         if (errno(e) !== 'EEXIST') throw e;
       }
       let held: Partial<LockInfo> = {};
       try {
-        held = JSON.parse(await readFile(file, 'utf8')) as Partial<LockInfo>;
+        held = JSON.parse(readFileSync(file, 'utf8')) as Partial<LockInfo>;
       } catch (e) {
         if (errno(e) === 'ENOENT') continue; // released meanwhile
         // unreadable: not one of ours, treat as stale
@@ -141,24 +141,37 @@ async function acquireLock(ckptDir: string): Promise<boolean> {
       if (!stale) {
         throw new ImageError('BUSY', `checkpoint directory ${ckptDir} is being written by process ${held.pid} on ${held.host} (since ${held.time}): wait for it, or if no Stasis process is writing there, delete ${file}`, file);
       }
-      await unlink(file).catch((e: unknown) => { if (errno(e) !== 'ENOENT') throw e; });
+      try {
+        unlinkSync(file);
+      } catch (e) {
+        if (errno(e) !== 'ENOENT') throw e; // released meanwhile
+      }
       tookOver = true;
     }
     throw new ImageError('BUSY', `could not take the lock ${file}: another writer keeps taking it; run one writer per checkpoint directory`, file);
   } finally {
-    await unlink(tmp).catch(() => {});
+    removeQuietly(tmp);
   }
 }
 
-async function releaseLock(ckptDir: string): Promise<void> {
-  await unlink(join(ckptDir, LOCK)).catch(() => {});
+function releaseLock(ckptDir: string): void {
+  removeQuietly(join(ckptDir, LOCK));
+}
+
+/** Removes a file this writer made, if it is there. */
+function removeQuietly(file: string): void {
+  try {
+    unlinkSync(file);
+  } catch {
+    // not made, or gone already
+  }
 }
 
 /** Removes what interrupted writers left (temporaries); returns whether there was any. */
 async function removeLeftovers(ckptDir: string): Promise<boolean> {
   let found = false;
   for (const d of [ckptDir, join(ckptDir, IMAGES), join(ckptDir, CHUNKS), join(ckptDir, MODULES), join(ckptDir, FILES)]) {
-    for (const n of await readdir(d)) {
+    for (const n of readdirSync(d)) {
       if (n.startsWith(TMP_PREFIX)) {
         // Another process's lock attempt (it will find the lock held and remove it).
         const lockTry = /^\.tmp-lock-(\d+)-/.exec(n);
@@ -194,9 +207,8 @@ function moduleHash(bytes: Uint8Array): string {
 export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOptions): Promise<WriteResult> {
   const t0 = performance.now();
   const { generation, compress, chunkSize, moduleSha } = checkWrite(snap, opts);
-  await mkdir(ckptDir, { recursive: true });
-  for (const d of [IMAGES, CHUNKS, MODULES, FILES]) await mkdir(join(ckptDir, d), { recursive: true });
-  const tookOverLock = await acquireLock(ckptDir);
+  for (const d of [IMAGES, CHUNKS, MODULES, FILES]) mkdirSync(join(ckptDir, d), { recursive: true });
+  const tookOverLock = acquireLock(ckptDir);
   let tmpImage: string | undefined;
   let latestTmp: string | undefined;
   // Store files this attempt added (module, chunks, saved copies) until an image names them:
@@ -206,7 +218,7 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
     let needGc = (await removeLeftovers(ckptDir)) || tookOverLock;
     const sfx = tmpSuffix();
     tmpImage = join(ckptDir, IMAGES, `${TMP_PREFIX}${genName(generation)}-${sfx}`);
-    await mkdir(tmpImage);
+    mkdirSync(tmpImage);
     let bytesWritten = await storeModule(ckptDir, moduleSha, opts.moduleBytes, sfx, added);
     const alg = opts.chunkHash ?? 'xxh64';
     const memory = await storeMemory(ckptDir, snap.memory, { alg, chunkSize, compress, sfx, added, ...(opts.dirty && { dirty: opts.dirty }) });
@@ -239,6 +251,7 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
     const published = await publish(ckptDir, tmpImage, generation, sfx, latestTmp, () => { added.length = 0; });
     tmpImage = undefined;
     latestTmp = undefined;
+    lastWritten.set(ckptDir, { generation, chunkSize, alg, byteLength: snap.memory.length, chunks: new Map(memory.entries.map((c) => [c.index, c])) });
     bytesWritten += published.bytesWritten;
     needGc ||= published.replacedOne;
 
@@ -260,12 +273,12 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
       chunks: memory.counts,
     };
   } catch (e) {
-    for (const file of added) await unlink(file).catch(() => {});
+    for (const file of added) removeQuietly(file);
     throw e;
   } finally {
     if (tmpImage) await rmrf(tmpImage).catch(() => {});
-    if (latestTmp) await unlink(latestTmp).catch(() => {});
-    await releaseLock(ckptDir);
+    if (latestTmp) removeQuietly(latestTmp);
+    releaseLock(ckptDir);
   }
 }
 
@@ -287,7 +300,7 @@ function checkWrite(snap: Snapshot, opts: WriteOptions): { generation: number; c
 
 /** The module, stored once per content. Returns the bytes written. */
 async function storeModule(ckptDir: string, moduleSha: string, bytes: Uint8Array, sfx: string, added: string[]): Promise<number> {
-  const modules = new Set(await readdir(join(ckptDir, MODULES)));
+  const modules = new Set(readdirSync(join(ckptDir, MODULES)));
   const modName = moduleFile(moduleSha).slice(MODULES.length + 1);
   let written = 0;
   if (!modules.has(modName)) {
@@ -305,7 +318,7 @@ interface MemoryStore { alg: ChunkHash; chunkSize: number; compress: Codec; sfx:
 async function storeMemory(ckptDir: string, mem: Uint8Array, o: MemoryStore): Promise<{ entries: ChunkEntry[]; counts: WriteResult['chunks']; bytesWritten: number }> {
   const { alg, chunkSize, compress, sfx } = o;
   const stored = new Map<string, Codec>(); // chunk key -> a codec it is stored with
-  for (const n of await readdir(join(ckptDir, CHUNKS))) {
+  for (const n of readdirSync(join(ckptDir, CHUNKS))) {
     const m = CHUNK_FILE_RE.exec(n);
     if (m && (!stored.has(m[1]!) || codecOfSuffix(m[2]) === compress)) stored.set(m[1]!, codecOfSuffix(m[2]));
   }
@@ -374,7 +387,7 @@ async function storeFiles(ckptDir: string, snap: Snapshot, stagedFiles: WriteOpt
   }
   for (const f of snap.files ?? []) {
     if (f.treatment === 'save' && f.copy === undefined) throw new TypeError(`writeImage: no copy of the saved file ${f.hostPath}`);
-    if (f.copy !== undefined && !(await exists(join(ckptDir, f.copy.file)))) throw new TypeError(`writeImage: the copy ${f.copy.file} of ${f.hostPath} is not in the store`);
+    if (f.copy !== undefined && !exists(join(ckptDir, f.copy.file))) throw new TypeError(`writeImage: the copy ${f.copy.file} of ${f.hostPath} is not in the store`);
   }
   return written; // the directory is fsynced with the manifest
 }
@@ -396,11 +409,13 @@ async function writeManifest(tmpImage: string, manifest: Manifest): Promise<numb
   const json = Buffer.from(JSON.stringify(manifest, null, 1) + '\n');
   const sha = sha256hex(json);
   const sum = Buffer.from(`${sha}  ${MANIFEST}\n`);
+  // Under their final names: the directory is not an image until it is renamed. Both files
+  // exist once their writes are called, so the directory's fsync, issued after, covers them.
   await allSettled([
-    writeFileAtomic(join(tmpImage, `${TMP_PREFIX}${MANIFEST}`), join(tmpImage, MANIFEST), json),
-    writeFileAtomic(join(tmpImage, `${TMP_PREFIX}${MANIFEST_SUM}`), join(tmpImage, MANIFEST_SUM), sum),
+    writeFileSynced(join(tmpImage, MANIFEST), json),
+    writeFileSynced(join(tmpImage, MANIFEST_SUM), sum),
+    fsyncDir(tmpImage),
   ]);
-  await fsyncDir(tmpImage);
   rememberWritten(sha);
   return json.length + sum.length;
 }
@@ -411,24 +426,30 @@ async function publish(ckptDir: string, tmpImage: string, generation: number, sf
   const name = genName(generation);
   const imageDir = join(ckptDir, IMAGES, name);
   let replaced: string | undefined;
-  if (await exists(imageDir)) {
+  if (exists(imageDir)) {
     // An image of this generation exists (a restart from an older image continues the
     // numbering): move it aside, then publish. A crash in between leaves the older images,
     // and `latest` falls back to the highest one that exists.
     replaced = join(ckptDir, IMAGES, `${TMP_PREFIX}old-${name}-${sfx}`);
-    await rename(imageDir, replaced);
+    renameSync(imageDir, replaced);
   }
   try {
-    await rename(tmpImage, imageDir);
+    renameSync(tmpImage, imageDir);
   } catch (e) {
-    if (replaced) await rename(replaced, imageDir).catch(() => {});
+    if (replaced) {
+      try {
+        renameSync(replaced, imageDir);
+      } catch {
+        // left aside: a reader falls back to the highest image there is
+      }
+    }
     throw e;
   }
   onPublished(); // readers may use it from here on, `latest` or not
   // `latest` names it only once it is durable: else a crash could leave `latest` naming the
   // image it replaced (a restart from an older image continues the numbering).
   await fsyncDir(join(ckptDir, IMAGES));
-  await renameOrRemove(latestTmp, join(ckptDir, LATEST));
+  renameOrRemove(latestTmp, join(ckptDir, LATEST));
   await fsyncDir(ckptDir);
   return { imageDir, replacedOne: replaced !== undefined, bytesWritten: `${name}\n`.length };
 }
@@ -442,14 +463,25 @@ async function retire(ckptDir: string, generation: number, keep: number, sfx: st
   for (const g of others) {
     if (keepBelow.has(g)) continue;
     const trash = join(ckptDir, IMAGES, `${TMP_PREFIX}del-${genName(g)}-${sfx}`);
-    await rename(join(ckptDir, IMAGES, genName(g)), trash);
+    renameSync(join(ckptDir, IMAGES, genName(g)), trash);
     moved = true;
   }
   if (moved) await fsyncDir(join(ckptDir, IMAGES));
 }
 
+interface MemoryLayout { byteLength: number; chunks: Map<number, ChunkEntry> }
+
+/**
+ * The memory layout of the last image this process wrote in each checkpoint directory, so that
+ * the next one's dirty hint needs no read of it. It describes what this process captured, which
+ * is what the hint is relative to; the chunks it names are looked up in the store as always.
+ */
+const lastWritten = new Map<string, MemoryLayout & { generation: number; chunkSize: number; alg: ChunkHash }>();
+
 /** The memory layout of image `generation`, if it can serve as the base of a dirty hint. */
-async function baseChunks(ckptDir: string, generation: number, chunkSize: number, alg: ChunkHash): Promise<{ byteLength: number; chunks: Map<number, ChunkEntry> } | null> {
+async function baseChunks(ckptDir: string, generation: number, chunkSize: number, alg: ChunkHash): Promise<MemoryLayout | null> {
+  const mine = lastWritten.get(ckptDir);
+  if (mine !== undefined && mine.generation === generation) return mine.chunkSize === chunkSize && mine.alg === alg ? mine : null;
   let m: Manifest;
   try {
     m = await loadManifest(join(ckptDir, IMAGES, genName(generation)));
@@ -481,9 +513,15 @@ export async function collectGarbage(ckptDir: string): Promise<void> {
   }
   for (const [dir, re, live] of [[CHUNKS, CHUNK_FILE_RE, chunks], [MODULES, MODULE_FILE_RE, modules], [FILES, FILE_NAME_RE, files]] as const) {
     let removed = false;
-    for (const n of await readdir(join(ckptDir, dir)).catch(() => [] as string[])) {
+    let names: string[] = [];
+    try {
+      names = readdirSync(join(ckptDir, dir));
+    } catch {
+      // not there: nothing to collect
+    }
+    for (const n of names) {
       if (re.test(n) && !live.has(n)) {
-        await unlink(join(ckptDir, dir, n));
+        unlinkSync(join(ckptDir, dir, n));
         removed = true;
       }
     }

@@ -73,7 +73,7 @@ export class CaptureBuffer {
     if (want < PREPARE_MIN || want === this.held || this.prepared?.length === want) return Promise.resolve();
     this.prepared = null;
     return this.preparing = new Promise<void>((done) => {
-      const buf = new Uint8Array(want);
+      const buf = new Uint8Array(new SharedArrayBuffer(want)); // see SpareBuffer
       nativeAdviseHugePages?.(buf);
       let off = 0;
       const touch = (): void => {

@@ -47,6 +47,8 @@ export class GuestSession {
   private readonly spares: MessagePort;
   private readonly guards: MessagePort;
   private readonly waiting = new Map<number, (s: CapturedState) => void>();
+  /** The capture buffer the guest and this thread share (see SpareBuffer). */
+  private shared: Uint8Array | null = null;
   private readonly reentryTimers: NodeJS.Timeout[] = [];
   private done = false;
   /** Ends the program now (its thread is stopped): `result` resolves with this exit code. */
@@ -113,6 +115,8 @@ export class GuestSession {
         } else if (m.type === 'restored') {
           this.onRestored();
         } else if (m.type === 'snapshot') {
+          if (m.inShared) m.snapshot.memory = this.shared!;
+          else this.shared = m.snapshot.memory;
           // One capture serves every request made before the guest reached its safe point.
           let served = false;
           for (const [request, done] of this.waiting) {
@@ -175,7 +179,13 @@ export class GuestSession {
 
   /** Hands a buffer to the guest for its next capture (a capture's memory, or a fresh one). */
   giveBuffer(memory: Uint8Array, copyId: number | null): void {
-    if (!this.done) this.spares.postMessage({ memory, copyId } satisfies SpareBuffer, [memory.buffer as ArrayBuffer]);
+    if (this.done) return;
+    if (memory === this.shared) {
+      this.spares.postMessage({ copyId } satisfies SpareBuffer);
+    } else {
+      this.shared = memory;
+      this.spares.postMessage({ memory, copyId } satisfies SpareBuffer);
+    }
   }
 
   /** The guest's memory size in bytes, as it last published it (0 before it did). */
