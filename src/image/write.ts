@@ -8,7 +8,7 @@ import { manifestShape, type ChunkEntry, type FileRecord, type Manifest, type Sn
 import { ShapeError } from './shape.js';
 import { ImageError } from '../errors.js';
 import {
-  CHUNK_FILE_RE, CHUNKS, CODECS, FILE_NAME_RE, FILES, FORMAT_VERSION, IMAGES, LATEST, LOCK, MAGIC, STAGE_PREFIX,
+  CHUNK_FILE_RE, CHUNKS, CODECS, FILE_NAME_RE, FILES, FORMAT_VERSION, GEN_RE, IMAGES, LATEST, LOCK, MAGIC, STAGE_PREFIX,
   MANIFEST, MANIFEST_SUM, MODULE_FILE_RE, MODULES, TMP_PREFIX, chunkFile, codecOfSuffix,
   chunkKey, defaultChunkSize, genName, moduleFile, type ChunkHash, type Codec,
 } from './format.js';
@@ -446,11 +446,20 @@ async function publish(ckptDir: string, tmpImage: string, generation: number, sf
     throw e;
   }
   onPublished(); // readers may use it from here on, `latest` or not
-  // `latest` names it only once it is durable: else a crash could leave `latest` naming the
-  // image it replaced (a restart from an older image continues the numbering).
-  await fsyncDir(join(ckptDir, IMAGES));
-  renameOrRemove(latestTmp, join(ckptDir, LATEST));
-  await fsyncDir(ckptDir);
+  const newest = !readdirSync(join(ckptDir, IMAGES)).some((n) => Number(GEN_RE.exec(n)?.[1] ?? 0) > generation);
+  if (replaced !== undefined || !newest) {
+    // `latest` names it only once it is durable: else a crash could leave `latest` naming the
+    // image it replaced (a restart from an older image continues the numbering).
+    await fsyncDir(join(ckptDir, IMAGES));
+    renameOrRemove(latestTmp, join(ckptDir, LATEST));
+    await fsyncDir(ckptDir);
+  } else {
+    // The highest generation, under a new name: if a crash keeps `latest` but not the image,
+    // `latest` names no image and readers take the highest there is, the one before it
+    // (latestGeneration). So both are made durable at once.
+    renameOrRemove(latestTmp, join(ckptDir, LATEST));
+    await allSettled([fsyncDir(join(ckptDir, IMAGES)), fsyncDir(ckptDir)]);
+  }
   return { imageDir, replacedOne: replaced !== undefined, bytesWritten: `${name}\n`.length };
 }
 
