@@ -15,7 +15,7 @@
 import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import { genName } from '../image/format.js';
-import { parentAt, pathOfAt, readlinkAt, statAt, type At, type FileStat } from '../wasi/beneath.js';
+import { parentAt, pathOfAt, readlinkAt, renameNoReplaceAvailable, statAt, type At, type FileStat } from '../wasi/beneath.js';
 import type { FileChangeHooks } from '../wasi/changes.js';
 import { nativeCopyRange } from '../wasi/native.js';
 import { WriteGuards } from './guard.js';
@@ -42,6 +42,9 @@ export type JournalEntry =
   /** What was there could not be saved (e.g. a file this user may not read): the change goes
    *  ahead, and a restart refuses to roll back rather than half-undo it. */
   | { op: 'lost'; path: string; why: string };
+
+/** In the log only: the change of entry number `entry` (from 0) failed; readJournal drops both. */
+type Cancel = { op: 'failed'; entry: number };
 
 /** Removes the journals older than generation `oldest` (no image left to restart from needs
  *  them: a restart from image G undoes journals G and later). */
@@ -89,6 +92,10 @@ export class ChangeRecorder implements FileChangeHooks {
   /** Journal generation being recorded (null: none yet, before a launch's first checkpoint). */
   private gen: number | null;
   private log: LineLog | null = null;
+  /** Entries in the log. */
+  private entries = 0;
+  /** Whether renames may be tried with RENAME_NOREPLACE (until a file system says it cannot). */
+  private noReplace = renameNoReplaceAvailable;
   private blocks = -1;
   private blocksEnd = 0;
   private savedFiles = 0;
@@ -269,12 +276,11 @@ export class ChangeRecorder implements FileChangeHooks {
     this.known.set(path, null);
   }
 
-  beforeRename(fromAt: At, toAt: At): void {
-    if (this.gen === null) return;
+  rename(fromAt: At, toAt: At, rename: (noReplace: boolean) => void): void {
+    if (this.gen === null) return rename(false);
     const from = pathOfAt(fromAt);
     const to = pathOfAt(toAt);
     let srcKind = this.known.get(from);
-    if (srcKind === null) return; // nothing there: the rename fails
     let src: FileStat | undefined;
     const lookUp = (): Kind | null => {
       src = statAt(fromAt, false);
@@ -282,18 +288,60 @@ export class ChangeRecorder implements FileChangeHooks {
       return src === undefined ? null : kindOf(src);
     };
     srcKind ??= lookUp();
-    if (srcKind === null) return;
+    if (srcKind === null) return this.unrecorded(rename); // nothing there: the rename fails
+    this.beforeSetTimes(parentAt(fromAt));
+    this.beforeSetTimes(parentAt(toAt));
+    let unsupported = false;
+    if (this.known.get(to) === undefined && this.noReplace) {
+      // Nothing known at `to`: rather than look, let the kernel rename only if nothing is
+      // there. The entry is written first; if the rename fails, `from` is still there (it
+      // was just seen or made), so the entry undoes to nothing even before it is cancelled.
+      const k = this.append({ op: 'renamed', from, to });
+      try {
+        rename(true);
+        return this.renamed(from, to, srcKind);
+      } catch (e) {
+        this.append({ op: 'failed', entry: k });
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'EEXIST' && code !== 'EINVAL') {
+          this.known.clear();
+          throw e;
+        }
+        unsupported = code === 'EINVAL'; // or a directory into itself: the rename below says which
+      }
+    }
     if (this.known.get(to) !== null) {
       const dst = statAt(toAt, false);
       if (dst !== undefined) {
-        if (src === undefined && lookUp() === null) return;
-        if (dst.dev === src!.dev && dst.ino === src!.ino) return; // two names of one file: nothing happens
+        if (src === undefined && lookUp() === null) return this.unrecorded(rename);
+        if (dst.dev === src!.dev && dst.ino === src!.ino) return this.unrecorded(rename); // two names of one file: nothing happens
         this.beforeRemove(toAt);
       }
     }
-    this.beforeSetTimes(parentAt(fromAt));
-    this.beforeSetTimes(parentAt(toAt));
-    this.append({ op: 'renamed', from, to });
+    const k = this.append({ op: 'renamed', from, to });
+    try {
+      rename(false);
+    } catch (e) {
+      this.append({ op: 'failed', entry: k });
+      this.known.clear();
+      throw e;
+    }
+    if (unsupported) this.noReplace = false;
+    this.renamed(from, to, srcKind);
+  }
+
+  /** A rename that changes nothing to record (it fails, or renames a file onto itself). */
+  private unrecorded(rename: (noReplace: boolean) => void): void {
+    try {
+      rename(false);
+    } catch (e) {
+      this.known.clear();
+      throw e;
+    }
+  }
+
+  /** After `from` was renamed to `to`: what is known moves with it. */
+  private renamed(from: string, to: string, srcKind: Kind): void {
     const moved = (p: string): string | null => (p === from ? to : p.startsWith(from + '/') ? to + p.slice(from.length) : null);
     for (const h of this.handles.values()) {
       const now = moved(h.path);
@@ -458,6 +506,7 @@ export class ChangeRecorder implements FileChangeHooks {
     this.blocks = fs.openSync(join(dir, 'blocks'), 'w', 0o600);
     this.blocksEnd = 0;
     this.savedFiles = 0;
+    this.entries = 0;
     this.log = new LineLog(join(dir, 'log'), 0o600);
   }
 
@@ -469,14 +518,16 @@ export class ChangeRecorder implements FileChangeHooks {
     this.blocks = -1;
   }
 
-  /** One entry: it is in the journal before the change it undoes is made. */
-  private append(e: JournalEntry): void {
+  /** One entry: it is in the journal before the change it undoes is made. Returns its number. */
+  private append(e: JournalEntry | Cancel): number {
     this.openJournal();
     this.log!.append(JSON.stringify(e) + '\n');
     this.journaled.add(this.gen!);
-    if (this.named === null) return;
-    for (const p of pathsOf(e)) this.named.add(p);
-    if (this.named.size > NAMED_MAX) this.named = null;
+    if (this.named !== null && e.op !== 'failed') {
+      for (const p of pathsOf(e)) this.named.add(p);
+      if (this.named.size > NAMED_MAX) this.named = null;
+    }
+    return this.entries++;
   }
 }
 
@@ -635,18 +686,24 @@ export function readJournal(dir: string, damaged: (line: number) => Error | null
   }
   const lines = text.split('\n');
   lines.pop(); // '' after the last newline, or an entry cut short
-  const out: JournalEntry[] = [];
+  const all: (JournalEntry | null)[] = [];
   for (const [i, line] of lines.entries()) {
-    let e: JournalEntry;
+    let e: JournalEntry | Cancel;
     try {
-      e = JSON.parse(line) as JournalEntry;
+      e = JSON.parse(line) as JournalEntry | Cancel;
       if (typeof e !== 'object' || e === null || typeof e.op !== 'string') throw new Error('not an entry');
+      if (e.op === 'failed' && !(Number.isSafeInteger(e.entry) && e.entry >= 0 && e.entry < i)) throw new Error('not an entry');
     } catch {
       const err = damaged(i + 1);
       if (err === null) break;
       throw err;
     }
-    out.push(e);
+    if (e.op === 'failed') {
+      all[e.entry] = null; // its change never happened
+      all.push(null);
+    } else {
+      all.push(e);
+    }
   }
-  return out;
+  return all.filter((e): e is JournalEntry => e !== null);
 }
