@@ -68,8 +68,8 @@ interface FileState {
   created: boolean;
   /** Its size when first changed in that generation. */
   origSize: number;
-  /** Blocks saved in that generation. */
-  saved: Set<number>;
+  /** Blocks saved in that generation (null: none yet). */
+  saved: Set<number> | null;
 }
 
 interface HandleState {
@@ -99,17 +99,19 @@ export class ChangeRecorder implements FileChangeHooks {
   private blocks = -1;
   private blocksEnd = 0;
   private savedFiles = 0;
-  private createdPaths = new Set<string>();
   /**
-   * What this generation's own changes left at a path (null: nothing), where they tell: a
-   * lookup saved before the next change there. Forgotten when a change fails, and below a
-   * renamed directory. (Another process's changes while the program runs are not seen, with
-   * or without it.)
+   * What this generation's own changes tell of each path they touched (see PathState): whether
+   * what is there was made in this generation, and what is there now, a lookup saved before
+   * the next change there. One map, so that a change costs one lookup per path. (Another
+   * process's changes while the program runs are not seen, with or without it.)
    */
-  private known = new Map<string, Kind | null>();
+  private paths = new Map<string, PathState>();
+  /** Moves on when a change fails: what `paths` says is there is then forgotten. */
+  private epoch = 1;
   private timed = new Set<string>();
   /** The generations journaled by this run, and every path their entries name (null: more
-   *  than NAMED_MAX, no longer kept; the launcher then seals from the journals on disk). */
+   *  than NAMED_MAX, no longer kept; the launcher then seals from the journals on disk). The
+   *  paths in `paths` are added when it is let go of, not at each entry. */
   private readonly journaled = new Set<number>();
   private named: Set<string> | null = new Set();
   private buf: Buffer | null = null;
@@ -124,8 +126,8 @@ export class ChangeRecorder implements FileChangeHooks {
     if (this.root === null) return;
     this.closeJournal();
     this.gen = generation;
-    this.createdPaths = new Set();
-    this.known = new Map();
+    this.addNamed(this.paths.keys());
+    this.paths = new Map();
     this.timed = new Set();
     // What is known of files no fd is open on now is not needed any more (a checkpoint only
     // classifies open files; the journal starts afresh): memory stays bounded.
@@ -142,6 +144,8 @@ export class ChangeRecorder implements FileChangeHooks {
   close(): boolean {
     this.closeJournal();
     this.gen = null;
+    this.addNamed(this.paths.keys());
+    this.paths = new Map();
     if (this.root === null || this.journaled.size === 0 || this.named === null) return false;
     try {
       writeSeal(this.root, Math.min(...this.journaled), [...this.journaled], this.named);
@@ -161,7 +165,7 @@ export class ChangeRecorder implements FileChangeHooks {
   opened(handle: number, path: string): void {
     const h: HandleState = { path, file: null };
     this.handles.set(handle, h);
-    if (this.gen !== null && this.createdPaths.has(path)) {
+    if (this.gen !== null && isMade(this.paths.get(path))) {
       const f = this.fileOf(h, handle);
       if (f !== null) {
         this.resetFor(f, 0);
@@ -214,7 +218,7 @@ export class ChangeRecorder implements FileChangeHooks {
       if (!st.isFile()) return;
       let f = this.files.get(id);
       if (f === undefined) {
-        f = { id, end: st.size, overwrote: false, gen: -1, created: false, origSize: 0, saved: new Set() };
+        f = { id, end: st.size, overwrote: false, gen: -1, created: false, origSize: 0, saved: null };
         this.files.set(id, f);
       }
       if (st.size > 0) f.overwrote = true;
@@ -230,11 +234,12 @@ export class ChangeRecorder implements FileChangeHooks {
   beforeCreate(at: At, made: 'file' | 'dir' | 'symlink' | 'link'): void {
     if (this.gen === null) return;
     const path = pathOfAt(at);
-    const known = this.known.get(path);
+    const was = this.paths.get(path);
+    const known = this.seen(was);
     if (known === undefined) {
       const st = statAt(at, false);
       if (st !== undefined) {
-        this.known.set(path, kindOf(st));
+        this.note(path, kindOf(st), isMade(was));
         return;
       }
     } else if (known !== null) {
@@ -243,29 +248,30 @@ export class ChangeRecorder implements FileChangeHooks {
     this.beforeSetTimes(parentAt(at));
     this.append({ op: 'created', path });
     // A new name for an old file is undone as made, but the file itself is not new.
-    if (made !== 'link') this.createdPaths.add(path);
-    this.known.set(path, made === 'dir' ? 'dir' : made === 'file' ? 'file' : 'other');
+    this.note(path, made === 'dir' ? 'dir' : made === 'file' ? 'file' : 'other', made !== 'link');
   }
 
   beforeRemove(at: At): void {
     if (this.gen === null) return;
     const path = pathOfAt(at);
-    const known = this.known.get(path);
+    const was = this.paths.get(path);
+    const known = this.seen(was);
     if (known === null) return; // nothing there: the removal fails
+    const made = isMade(was);
     // Made in this generation: nothing of it to keep.
-    if (known !== undefined && this.createdPaths.has(path)) {
-      this.known.set(path, null);
+    if (known !== undefined && made) {
+      this.note(path, null, made);
       return;
     }
     const st = statAt(at, false);
     if (st === undefined) {
-      this.known.set(path, null);
+      this.note(path, null, made);
       return;
     }
     this.beforeSetTimes(parentAt(at));
     const times = { atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) };
     if (st.isDirectory()) {
-      if (!this.createdPaths.has(path)) this.append({ op: 'removed', path, kind: 'dir', mode: Number(st.mode & 0o7777n), ...times });
+      if (!made) this.append({ op: 'removed', path, kind: 'dir', mode: Number(st.mode & 0o7777n), ...times });
     } else if (st.isSymbolicLink()) {
       this.append({ op: 'removed', path, kind: 'symlink', mode: 0o777, target: readlinkAt(at).toString('utf8') });
     } else {
@@ -273,18 +279,19 @@ export class ChangeRecorder implements FileChangeHooks {
       // A file made in this generation did not exist at the checkpoint.
       if (f === undefined || f.gen !== this.gen || !f.created) this.saveRemoved(path, Number(st.mode & 0o7777n), times);
     }
-    this.known.set(path, null);
+    this.note(path, null, made);
   }
 
   rename(fromAt: At, toAt: At, rename: (noReplace: boolean) => void): void {
     if (this.gen === null) return rename(false);
     const from = pathOfAt(fromAt);
     const to = pathOfAt(toAt);
-    let srcKind = this.known.get(from);
+    const was = this.paths.get(from);
+    let srcKind = this.seen(was);
     let src: FileStat | undefined;
     const lookUp = (): Kind | null => {
       src = statAt(fromAt, false);
-      if (src === undefined) this.known.set(from, null);
+      if (src === undefined) this.note(from, null, isMade(was));
       return src === undefined ? null : kindOf(src);
     };
     srcKind ??= lookUp();
@@ -292,25 +299,25 @@ export class ChangeRecorder implements FileChangeHooks {
     this.beforeSetTimes(parentAt(fromAt));
     this.beforeSetTimes(parentAt(toAt));
     let unsupported = false;
-    if (this.known.get(to) === undefined && this.noReplace) {
+    if (this.seen(this.paths.get(to)) === undefined && this.noReplace) {
       // Nothing known at `to`: rather than look, let the kernel rename only if nothing is
       // there. The entry is written first; if the rename fails, `from` is still there (it
       // was just seen or made), so the entry undoes to nothing even before it is cancelled.
       const k = this.append({ op: 'renamed', from, to });
       try {
         rename(true);
-        return this.renamed(from, to, srcKind);
+        return this.renamed(from, to, srcKind, isMade(was));
       } catch (e) {
         this.append({ op: 'failed', entry: k });
         const code = (e as NodeJS.ErrnoException).code;
         if (code !== 'EEXIST' && code !== 'EINVAL') {
-          this.known.clear();
+          this.epoch++;
           throw e;
         }
         unsupported = code === 'EINVAL'; // or a directory into itself: the rename below says which
       }
     }
-    if (this.known.get(to) !== null) {
+    if (this.seen(this.paths.get(to)) !== null) {
       const dst = statAt(toAt, false);
       if (dst !== undefined) {
         if (src === undefined && lookUp() === null) return this.unrecorded(rename);
@@ -323,11 +330,11 @@ export class ChangeRecorder implements FileChangeHooks {
       rename(false);
     } catch (e) {
       this.append({ op: 'failed', entry: k });
-      this.known.clear();
+      this.epoch++;
       throw e;
     }
     if (unsupported) this.noReplace = false;
-    this.renamed(from, to, srcKind);
+    this.renamed(from, to, srcKind, isMade(was));
   }
 
   /** A rename that changes nothing to record (it fails, or renames a file onto itself). */
@@ -335,39 +342,38 @@ export class ChangeRecorder implements FileChangeHooks {
     try {
       rename(false);
     } catch (e) {
-      this.known.clear();
+      this.epoch++;
       throw e;
     }
   }
 
-  /** After `from` was renamed to `to`: what is known moves with it. */
-  private renamed(from: string, to: string, srcKind: Kind): void {
+  /** After `from` was renamed to `to`: what is known moves with it. `made`: what `from` held was
+   *  made in this generation. */
+  private renamed(from: string, to: string, srcKind: Kind, made: boolean): void {
     const moved = (p: string): string | null => (p === from ? to : p.startsWith(from + '/') ? to + p.slice(from.length) : null);
     for (const h of this.handles.values()) {
       const now = moved(h.path);
       if (now !== null) h.path = now;
     }
-    // What is made in this generation moves with it; what was at `to` (and below) is gone.
+    // Below a directory: what was below `to` is gone; below `from`, what is there is no longer
+    // known, but what was made in this generation moves with it.
     if (srcKind === 'dir') {
-      const made = [...this.createdPaths];
-      for (const p of made) if (p.startsWith(to + '/')) this.createdPaths.delete(p);
-      for (const p of made) {
-        const now = p.startsWith(from + '/') ? moved(p) : null;
-        if (now !== null) {
-          this.createdPaths.delete(p);
-          this.createdPaths.add(now);
-        }
+      const below = [...this.paths].filter(([p]) => p.startsWith(from + '/') || p.startsWith(to + '/'));
+      this.addNamed(below.map(([p]) => p));
+      for (const [p] of below) this.paths.delete(p);
+      for (const [p, v] of below) {
+        const now = moved(p);
+        if (now !== null && isMade(v)) this.paths.set(now, MADE);
       }
-      for (const p of [...this.known.keys()]) if (p.startsWith(from + '/') || p.startsWith(to + '/')) this.known.delete(p);
     }
-    if (this.createdPaths.delete(from)) this.createdPaths.add(to);
-    else this.createdPaths.delete(to);
-    this.known.set(from, null);
-    this.known.set(to, srcKind);
+    // `from` keeps its mark: whatever comes there next is made in this generation too, unless
+    // an old file is linked or renamed there, which clears it.
+    this.note(from, null, made);
+    this.note(to, srcKind, made);
   }
 
   failed(): void {
-    this.known.clear();
+    this.epoch++;
   }
 
   beforeSetTimes(target: At | number): void {
@@ -376,7 +382,7 @@ export class ChangeRecorder implements FileChangeHooks {
     if (path === undefined || path === '') return;
     if (path.endsWith('/.')) path = path.slice(0, -2); // a directory open as itself
     // Made in this generation: it had no times at the checkpoint.
-    if (this.timed.has(path) || this.createdPaths.has(path)) return;
+    if (this.timed.has(path) || isMade(this.paths.get(path))) return;
     const st = typeof target === 'number' ? fs.lstatSync(path, { bigint: true, throwIfNoEntry: false }) : statAt(target, false);
     if (st === undefined) return;
     this.timed.add(path);
@@ -395,7 +401,7 @@ export class ChangeRecorder implements FileChangeHooks {
     const id = `${st.dev}:${st.ino}`;
     let f = this.files.get(id);
     if (f === undefined) {
-      f = { id, end: Number(st.size), overwrote: false, gen: -1, created: false, origSize: 0, saved: new Set() };
+      f = { id, end: Number(st.size), overwrote: false, gen: -1, created: false, origSize: 0, saved: null };
       this.files.set(id, f);
     }
     h.file = f;
@@ -406,7 +412,7 @@ export class ChangeRecorder implements FileChangeHooks {
     f.gen = this.gen!;
     f.created = false;
     f.origSize = size;
-    f.saved = new Set();
+    f.saved = null;
   }
 
   /** The file's first change in this generation: its size then is recorded. */
@@ -425,12 +431,12 @@ export class ChangeRecorder implements FileChangeHooks {
     let fd = readable ?? -1;
     try {
       for (let i = first; i <= last;) {
-        if (f.saved.has(i)) {
+        if (f.saved?.has(i) === true) {
           i++;
           continue;
         }
         let n = 1;
-        while (i + n <= last && n < JOURNAL_RUN / JOURNAL_BLOCK && !f.saved.has(i + n)) n++;
+        while (i + n <= last && n < JOURNAL_RUN / JOURNAL_BLOCK && f.saved?.has(i + n) !== true) n++;
         if (fd < 0) {
           try {
             fd = openReadable(handle, path);
@@ -458,6 +464,7 @@ export class ChangeRecorder implements FileChangeHooks {
         }
         this.blocksEnd += got;
         this.append({ op: 'block', path, pos, len: got, at });
+        f.saved ??= new Set();
         for (let k = 0; k < n; k++) f.saved.add(i + k);
         i += n;
       }
@@ -523,16 +530,44 @@ export class ChangeRecorder implements FileChangeHooks {
     this.openJournal();
     this.log!.append(JSON.stringify(e) + '\n');
     this.journaled.add(this.gen!);
-    if (this.named !== null && e.op !== 'failed') {
-      for (const p of pathsOf(e)) this.named.add(p);
-      if (this.named.size > NAMED_MAX) this.named = null;
-    }
+    // The paths of the other entries are in `paths`, added to `named` later.
+    if (e.op === 'size' || e.op === 'block' || e.op === 'times' || e.op === 'lost') this.addNamed([e.path]);
     return this.entries++;
+  }
+
+  /** What `paths` says is at a path (state `v`): a kind, null (nothing), undefined (not known). */
+  private seen(v: PathState | undefined): Kind | null | undefined {
+    if (v === undefined || Math.floor(v / EPOCH) !== this.epoch) return undefined;
+    return KINDS[v % MADE]!;
+  }
+
+  /** Records what is at `path` now, and whether it was made in this generation. */
+  private note(path: string, kind: Kind | null, made: boolean): void {
+    this.paths.set(path, this.epoch * EPOCH + (made ? MADE : 0) + KINDS.indexOf(kind));
+  }
+
+  /** Paths the journals name, for the seal. */
+  private addNamed(paths: Iterable<string>): void {
+    if (this.named === null) return;
+    for (const p of paths) this.named.add(p);
+    if (this.named.size > NAMED_MAX) this.named = null;
   }
 }
 
 type Kind = 'dir' | 'file' | 'other';
 const kindOf = (st: FileStat): Kind => (st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other');
+
+/**
+ * A path's state in ChangeRecorder.paths, in one number: epoch * EPOCH + (MADE if what is
+ * there was made in this generation: nothing of it existed at the checkpoint) + the index in
+ * KINDS of what is there (null: nothing). What is there holds only while the epoch is the
+ * recorder's (epoch 0: never, only MADE is known).
+ */
+type PathState = number;
+const KINDS: readonly (Kind | null)[] = [null, 'dir', 'file', 'other'];
+const MADE = 4;
+const EPOCH = 8;
+const isMade = (v: PathState | undefined): boolean => v !== undefined && v % EPOCH >= MADE;
 
 /** A read-only fd on the file open as `handle` (which may be write-only). */
 function openReadable(handle: number, path: string): number {
