@@ -304,6 +304,7 @@ export class ChangeRecorder implements FileChangeHooks {
       // there. The entry is written first; if the rename fails, `from` is still there (it
       // was just seen or made), so the entry undoes to nothing even before it is cancelled.
       const k = this.append({ op: 'renamed', from, to });
+      if (PAUSE_AT_RENAME) pauseForTest();
       try {
         rename(true);
         return this.renamed(from, to, srcKind, isMade(was));
@@ -568,6 +569,17 @@ const KINDS: readonly (Kind | null)[] = [null, 'dir', 'file', 'other'];
 const MADE = 4;
 const EPOCH = 8;
 const isMade = (v: PathState | undefined): boolean => v !== undefined && v % EPOCH >= MADE;
+
+/**
+ * Testing aid: with STASIS_TEST_PAUSE=journal-rename, the program's thread says so on stderr
+ * and stops for ever once a rename's entry is in the log and before the rename is made, so
+ * that a test can kill the launcher at that instant.
+ */
+const PAUSE_AT_RENAME = process.env['STASIS_TEST_PAUSE'] === 'journal-rename';
+function pauseForTest(): void {
+  fs.writeSync(2, 'stasis: paused at journal-rename (STASIS_TEST_PAUSE)\n');
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+}
 
 /** A read-only fd on the file open as `handle` (which may be write-only). */
 function openReadable(handle: number, path: string): number {
