@@ -23,6 +23,8 @@ import { LineLog, readLines } from './line-log.js';
 
 /** The journals' directory, in the checkpoint directory. */
 export const JOURNAL_DIR = 'journal';
+/** Paths the recorder keeps what it knows of (ChangeRecorder.paths). */
+const PATHS_MAX = 4096;
 /** Paths a run keeps in memory to seal its journals without reading them back. */
 const NAMED_MAX = 100_000;
 /** Bytes saved per first write to a block. */
@@ -544,6 +546,13 @@ export class ChangeRecorder implements FileChangeHooks {
 
   /** Records what is at `path` now, and whether it was made in this generation. */
   private note(path: string, kind: Kind | null, made: boolean): void {
+    // What `paths` says only saves work (a lookup, a file saved that needed none, which its
+    // `created` entry undoes anyway): past PATHS_MAX it is let go of, so that it stays small
+    // and quick to look things up in.
+    if (this.paths.size >= PATHS_MAX && !this.paths.has(path)) {
+      this.addNamed(this.paths.keys());
+      this.paths = new Map();
+    }
     this.paths.set(path, this.epoch * EPOCH + (made ? MADE : 0) + KINDS.indexOf(kind));
   }
 
