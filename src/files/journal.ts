@@ -24,7 +24,7 @@ import { LineLog, readLines } from './line-log.js';
 /** The journals' directory, in the checkpoint directory. */
 export const JOURNAL_DIR = 'journal';
 /** Paths the recorder keeps what it knows of (ChangeRecorder.paths). */
-const PATHS_MAX = 4096;
+const PATHS_MAX = 1024;
 /** Paths a run keeps in memory to seal its journals without reading them back. */
 const NAMED_MAX = 100_000;
 /** Bytes saved per first write to a block. */
