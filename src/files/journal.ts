@@ -300,7 +300,7 @@ export class ChangeRecorder implements FileChangeHooks {
     if (srcKind === null) return this.unrecorded(rename); // nothing there: the rename fails
     this.beforeSetTimes(parentAt(fromAt));
     this.beforeSetTimes(parentAt(toAt));
-    let unsupported = false;
+    let refused: string | undefined;
     if (this.seen(this.paths.get(to)) === undefined && this.noReplace) {
       // Nothing known at `to`: rather than look, let the kernel rename only if nothing is
       // there. The entry is written first; if the rename fails, `from` is still there (it
@@ -312,12 +312,9 @@ export class ChangeRecorder implements FileChangeHooks {
         return this.renamed(from, to, srcKind, isMade(was));
       } catch (e) {
         this.append({ op: 'failed', entry: k });
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code !== 'EEXIST' && code !== 'EINVAL') {
-          this.epoch++;
-          throw e;
-        }
-        unsupported = code === 'EINVAL'; // or a directory into itself: the rename below says which
+        // EEXIST: something is there, kept below. Otherwise the plain rename below says
+        // what the program gets (EINVAL, ENOSYS...: if it works, this one cannot be used here).
+        refused = (e as NodeJS.ErrnoException).code;
       }
     }
     if (this.seen(this.paths.get(to)) !== null) {
@@ -336,7 +333,7 @@ export class ChangeRecorder implements FileChangeHooks {
       this.epoch++;
       throw e;
     }
-    if (unsupported) this.noReplace = false;
+    if (refused !== undefined && refused !== 'EEXIST') this.noReplace = false;
     this.renamed(from, to, srcKind, isMade(was));
   }
 
