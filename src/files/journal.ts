@@ -546,7 +546,7 @@ export class ChangeRecorder implements FileChangeHooks {
     // What `paths` says only saves work (a lookup, a file saved that needed none, which its
     // `created` entry undoes anyway): past PATHS_MAX it is let go of, so that it stays small
     // and quick to look things up in.
-    if (this.paths.size >= PATHS_MAX && !this.paths.has(path)) {
+    if (this.paths.size >= PATHS_MAX) {
       this.addNamed(this.paths.keys());
       this.paths = new Map();
     }
