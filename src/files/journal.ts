@@ -111,9 +111,9 @@ export class ChangeRecorder implements FileChangeHooks {
   /** Moves on when a change fails: what `paths` says is there is then forgotten. */
   private epoch = 1;
   private timed = new Set<string>();
-  /** The generations journaled by this run, and every path their entries name (null: more
-   *  than NAMED_MAX, no longer kept; the launcher then seals from the journals on disk). The
-   *  paths in `paths` are added when it is let go of, not at each entry. */
+  /** The generations journaled by this run, and every path their entries name that may be
+   *  there (null: more than NAMED_MAX, no longer kept; the launcher then seals from the
+   *  journals on disk). The paths in `paths` are added when it is let go of, not at each entry. */
   private readonly journaled = new Set<number>();
   private named: Set<string> | null = new Set();
   private buf: Buffer | null = null;
@@ -128,8 +128,7 @@ export class ChangeRecorder implements FileChangeHooks {
     if (this.root === null) return;
     this.closeJournal();
     this.gen = generation;
-    this.addNamed(this.paths.keys());
-    this.paths = new Map();
+    this.letGoOfPaths();
     this.timed = new Set();
     // What is known of files no fd is open on now is not needed any more (a checkpoint only
     // classifies open files; the journal starts afresh): memory stays bounded.
@@ -145,9 +144,8 @@ export class ChangeRecorder implements FileChangeHooks {
    */
   close(): boolean {
     this.closeJournal();
+    this.letGoOfPaths();
     this.gen = null;
-    this.addNamed(this.paths.keys());
-    this.paths = new Map();
     if (this.root === null || this.journaled.size === 0 || this.named === null) return false;
     try {
       writeSeal(this.root, Math.min(...this.journaled), [...this.journaled], this.named);
@@ -546,11 +544,18 @@ export class ChangeRecorder implements FileChangeHooks {
     // What `paths` says only saves work (a lookup, a file saved that needed none, which its
     // `created` entry undoes anyway): past PATHS_MAX it is let go of, so that it stays small
     // and quick to look things up in.
-    if (this.paths.size >= PATHS_MAX) {
-      this.addNamed(this.paths.keys());
-      this.paths = new Map();
-    }
+    if (this.paths.size >= PATHS_MAX) this.letGoOfPaths();
     this.paths.set(path, this.epoch * EPOCH + (made ? MADE : 0) + KINDS.indexOf(kind));
+  }
+
+  /** Forgets what `paths` knows, keeping for the seal the paths that may be there (one this
+   *  generation's own changes left nothing at is unlisted in the seal, which says absent). */
+  private letGoOfPaths(): void {
+    if (this.named !== null) {
+      for (const [p, v] of this.paths) if (this.seen(v) !== null) this.named.add(p);
+      if (this.named.size > NAMED_MAX) this.named = null;
+    }
+    this.paths = new Map();
   }
 
   /** Paths the journals name, for the seal. */
