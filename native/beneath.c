@@ -21,6 +21,8 @@
  *   symlinkBeneath(target, dirfd, path) -> 0 | -errno
  *   readlinkBeneath(dirfd, path) -> Buffer | -errno
  *   renameBeneath(fromfd, from, tofd, to) -> 0 | -errno
+ *   renameNoReplaceBeneath(fromfd, from, tofd, to) -> 0 | -errno: renameat2 RENAME_NOREPLACE,
+ *       -EEXIST if something is at `to` (-EINVAL where the file system cannot say)
  *   linkBeneath(fromfd, from, tofd, to) -> 0 | -errno
  *   utimensBeneath(dirfd, path, atimeNs, mtimeNs, flags) -> 0 | -errno (flags as utimens.c)
  *   openPath(path, flags) -> fd | -errno: a plain open (a directory the user named)
@@ -38,6 +40,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdio.h> /* renameat2 */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,7 +291,13 @@ static napi_value js_readlink(napi_env env, napi_callback_info info) {
 }
 
 /* rename and link: two paths, each beneath its own directory. */
-static napi_value two_paths(napi_env env, napi_callback_info info, bool link) {
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+enum two_op { OP_RENAME, OP_RENAME_NOREPLACE, OP_LINK };
+
+static napi_value two_paths(napi_env env, napi_callback_info info, enum two_op op) {
+  bool link = op == OP_LINK;
   ARGS(4);
   int32_t fromfd, tofd;
   char from[PATH_BYTES], to[PATH_BYTES], last[PATH_BYTES];
@@ -302,6 +311,7 @@ static napi_value two_paths(napi_env env, napi_callback_info info, bool link) {
   r = split_beneath(tofd, to, &tp, &tname);
   if (r < 0) { done(fromfd, fp); return num(env, r); }
   if (link) r = linkat(fp, bare(fname, last), tp, tname, 0) < 0 ? -errno : 0;
+  else if (op == OP_RENAME_NOREPLACE) r = renameat2(fp, fname, tp, tname, RENAME_NOREPLACE) < 0 ? -errno : 0;
   else r = renameat(fp, fname, tp, tname) < 0 ? -errno : 0;
   done(fromfd, fp);
   done(tofd, tp);
@@ -309,11 +319,15 @@ static napi_value two_paths(napi_env env, napi_callback_info info, bool link) {
 }
 
 static napi_value js_rename(napi_env env, napi_callback_info info) {
-  return two_paths(env, info, false);
+  return two_paths(env, info, OP_RENAME);
+}
+
+static napi_value js_rename_noreplace(napi_env env, napi_callback_info info) {
+  return two_paths(env, info, OP_RENAME_NOREPLACE);
 }
 
 static napi_value js_link(napi_env env, napi_callback_info info) {
-  return two_paths(env, info, true);
+  return two_paths(env, info, OP_LINK);
 }
 
 static napi_value js_utimens(napi_env env, napi_callback_info info) {
@@ -384,6 +398,7 @@ napi_status stasis_beneath_init(napi_env env, napi_value exports) {
     {"symlinkBeneath", NULL, js_symlink, NULL, NULL, NULL, napi_enumerable, NULL},
     {"readlinkBeneath", NULL, js_readlink, NULL, NULL, NULL, napi_enumerable, NULL},
     {"renameBeneath", NULL, js_rename, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"renameNoReplaceBeneath", NULL, js_rename_noreplace, NULL, NULL, NULL, napi_enumerable, NULL},
     {"linkBeneath", NULL, js_link, NULL, NULL, NULL, napi_enumerable, NULL},
     {"utimensBeneath", NULL, js_utimens, NULL, NULL, NULL, napi_enumerable, NULL},
     {"openPath", NULL, js_open_path, NULL, NULL, NULL, napi_enumerable, NULL},

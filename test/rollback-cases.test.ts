@@ -332,3 +332,37 @@ test('another process changed in place a file the program had renamed: its check
     r.cleanup();
   }
 });
+
+test('a rename onto a name that is there (the kernel refuses it without replacing, then it is replaced): the old target comes back', async () => {
+  const args = ['open:0:/data/a:w', 'write:0:CHECKPOINT-A', 'close:0', 'open:1:/data/f:w', 'write:1:CHECKPOINT-F', 'close:1',
+    'mkdir:/data/d', 'open:2:/data/d/x:w', 'write:2:X', 'close:2', 'mkdir:/data/e', 'pause', 'cat:/data/f',
+    'rename:/data/a:/data/f', 'rename:/data/d:/data/e', 'cat:/data/f', 'cat:/data/e/x', 'pause', 'cat:/data/f', 'print:end'];
+  await restartsAsOneRun(args);
+});
+
+test('a rename that fails (a file onto a directory) after its entry is in the journal, then its source removed: the directory is left as it was', async () => {
+  const args = ['mkdir:/data/d', 'open:0:/data/d/x:w', 'write:0:CHECKPOINT-X', 'close:0', 'pause',
+    'open:1:/data/t:w', 'write:1:T', 'close:1', 'renameq:/data/t:/data/d', 'unlink:/data/t', 'pause', 'cat:/data/d/x', 'print:end'];
+  await restartsAsOneRun(args);
+});
+
+test('O_CREAT|O_EXCL of a name there at the checkpoint fails and leaves it; a name made so after the checkpoint is made again after the restart', async () => {
+  const args = ['open:0:/data/f:w', 'write:0:CHECKPOINT-F', 'close:0', 'pause',
+    'excl:/data/f', 'excl:/data/g', 'pause', 'excl:/data/f', 'excl:/data/g', 'cat:/data/f', 'print:end'];
+  await restartsAsOneRun(args);
+});
+
+for (const [what, target] of [['nothing there', '/data/b'], ['a checkpoint-time file there', '/data/f']] as const) {
+  test(`killed after a rename's journal entry, before the rename (${what}): the restart finishes as an uninterrupted run`, async () => {
+    const args = ['open:0:/data/a:w', 'write:0:CHECKPOINT-A', 'close:0', 'open:1:/data/f:w', 'write:1:CHECKPOINT-F', 'close:1', 'pause',
+      'open:2:/data/t:w', 'write:2:T', 'close:2', `rename:/data/a:${target}`, 'pause', 'cat:/data/a', `cat:${target}`, 'cat:/data/t', 'print:end'];
+    const ref = uninterrupted(args);
+    const r = await run(args, { env: { ...process.env, STASIS_TEST_PAUSE: 'journal-rename' }, killAt: 'paused at journal-rename' });
+    try {
+      assert.ok(existsSync(join(r.data, 'a')), 'the rename was not made');
+      restartMatches(r, ref);
+    } finally {
+      r.cleanup();
+    }
+  });
+}

@@ -36,6 +36,10 @@ export interface RunHow {
   files?: Record<string, string>;
   /** The host directory given with --dir (default: its directory). */
   given?: (root: string, data: string) => string;
+  /** The launcher's environment (default: this process's). */
+  env?: NodeJS.ProcessEnv;
+  /** Kill the launcher (SIGKILL) once its stderr says this, instead of at the second pause. */
+  killAt?: string;
 }
 
 /**
@@ -56,7 +60,7 @@ export async function checkpointContinueKill(prog: string, args: (data: string) 
   const options = typeof launchOptions === 'function' ? launchOptions(dir, data) : launchOptions;
   const name = `rollback-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   const child = spawn(process.execPath, [stasisBin, 'launch', '--quiet', '--name', name, '--ckpt-dir', ckpt,
-    '--dir', `${given}::/data`, ...options, prog, ...args('/data')], { stdio: ['pipe', 'pipe', 'pipe'], cwd: dir });
+    '--dir', `${given}::/data`, ...options, prog, ...args('/data')], { stdio: ['pipe', 'pipe', 'pipe'], cwd: dir, env: how.env ?? process.env });
   let out = '';
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -75,6 +79,15 @@ export async function checkpointContinueKill(prog: string, args: (data: string) 
     assert.equal(cp.code, 0, cp.stderr + err);
     how.atCheckpoint?.(data);
     child.stdin.write('go\n');
+    if (how.killAt !== undefined) {
+      while (!err.includes(how.killAt)) {
+        if (child.exitCode !== null) assert.fail(`launch ended (${child.exitCode}) before "${how.killAt}": ${out}${err}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      child.kill('SIGKILL');
+      await closed;
+      return { before, root: dir, data, ckpt, cleanup };
+    }
     await paused(2);
     if (how.finish === true) {
       child.stdin.end('go\n');

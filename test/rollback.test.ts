@@ -515,3 +515,18 @@ test('made after the checkpoint, then renamed over an old file, renamed as a dir
     run.cleanup();
   }
 });
+
+test('the same job over thousands of steps (more paths than the recorder keeps what it knows of): checkpoint, more steps, SIGKILL, restart finishes as an uninterrupted run', async () => {
+  const prog = fixture('rollback_steps');
+  const args = (d: string): string[] => [d, '150'];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    const r = stasis(['restart', '--quiet', run.ckpt], { input: 'go\ngo\n', cwd: run.root });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(run.before + r.stdout, ref.out);
+    assert.deepEqual(tree(run.data), ref.tree);
+  } finally {
+    run.cleanup();
+  }
+});

@@ -15,7 +15,7 @@
 import * as fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import { genName } from '../image/format.js';
-import { parentAt, pathOfAt, readlinkAt, statAt, type At, type FileStat } from '../wasi/beneath.js';
+import { parentAt, pathOfAt, readlinkAt, renameNoReplaceAvailable, statAt, type At, type FileStat } from '../wasi/beneath.js';
 import type { FileChangeHooks } from '../wasi/changes.js';
 import { nativeCopyRange } from '../wasi/native.js';
 import { WriteGuards } from './guard.js';
@@ -23,6 +23,8 @@ import { LineLog, readLines } from './line-log.js';
 
 /** The journals' directory, in the checkpoint directory. */
 export const JOURNAL_DIR = 'journal';
+/** Paths the recorder keeps what it knows of (ChangeRecorder.paths). */
+const PATHS_MAX = 1024;
 /** Paths a run keeps in memory to seal its journals without reading them back. */
 const NAMED_MAX = 100_000;
 /** Bytes saved per first write to a block. */
@@ -42,6 +44,9 @@ export type JournalEntry =
   /** What was there could not be saved (e.g. a file this user may not read): the change goes
    *  ahead, and a restart refuses to roll back rather than half-undo it. */
   | { op: 'lost'; path: string; why: string };
+
+/** In the log only: the change of entry number `entry` (from 0) failed; readJournal drops both. */
+type Cancel = { op: 'failed'; entry: number };
 
 /** Removes the journals older than generation `oldest` (no image left to restart from needs
  *  them: a restart from image G undoes journals G and later). */
@@ -65,8 +70,8 @@ interface FileState {
   created: boolean;
   /** Its size when first changed in that generation. */
   origSize: number;
-  /** Blocks saved in that generation. */
-  saved: Set<number>;
+  /** Blocks saved in that generation (null: none yet). */
+  saved: Set<number> | null;
 }
 
 interface HandleState {
@@ -89,20 +94,26 @@ export class ChangeRecorder implements FileChangeHooks {
   /** Journal generation being recorded (null: none yet, before a launch's first checkpoint). */
   private gen: number | null;
   private log: LineLog | null = null;
+  /** Entries in the log. */
+  private entries = 0;
+  /** Whether renames may be tried with RENAME_NOREPLACE (until a file system says it cannot). */
+  private noReplace = renameNoReplaceAvailable;
   private blocks = -1;
   private blocksEnd = 0;
   private savedFiles = 0;
-  private createdPaths = new Set<string>();
   /**
-   * What this generation's own changes left at a path (null: nothing), where they tell: a
-   * lookup saved before the next change there. Forgotten when a change fails, and below a
-   * renamed directory. (Another process's changes while the program runs are not seen, with
-   * or without it.)
+   * What this generation's own changes tell of each path they touched (see PathState): whether
+   * what is there was made in this generation, and what is there now, a lookup saved before
+   * the next change there. One map, so that a change costs one lookup per path. (Another
+   * process's changes while the program runs are not seen, with or without it.)
    */
-  private known = new Map<string, Kind | null>();
+  private paths = new Map<string, PathState>();
+  /** Moves on when a change fails: what `paths` says is there is then forgotten. */
+  private epoch = 1;
   private timed = new Set<string>();
-  /** The generations journaled by this run, and every path their entries name (null: more
-   *  than NAMED_MAX, no longer kept; the launcher then seals from the journals on disk). */
+  /** The generations journaled by this run, and every path their entries name that may be
+   *  there (null: more than NAMED_MAX, no longer kept; the launcher then seals from the
+   *  journals on disk). The paths in `paths` are added when it is let go of, not at each entry. */
   private readonly journaled = new Set<number>();
   private named: Set<string> | null = new Set();
   private buf: Buffer | null = null;
@@ -117,8 +128,7 @@ export class ChangeRecorder implements FileChangeHooks {
     if (this.root === null) return;
     this.closeJournal();
     this.gen = generation;
-    this.createdPaths = new Set();
-    this.known = new Map();
+    this.letGoOfPaths();
     this.timed = new Set();
     // What is known of files no fd is open on now is not needed any more (a checkpoint only
     // classifies open files; the journal starts afresh): memory stays bounded.
@@ -134,6 +144,7 @@ export class ChangeRecorder implements FileChangeHooks {
    */
   close(): boolean {
     this.closeJournal();
+    this.letGoOfPaths();
     this.gen = null;
     if (this.root === null || this.journaled.size === 0 || this.named === null) return false;
     try {
@@ -154,7 +165,7 @@ export class ChangeRecorder implements FileChangeHooks {
   opened(handle: number, path: string): void {
     const h: HandleState = { path, file: null };
     this.handles.set(handle, h);
-    if (this.gen !== null && this.createdPaths.has(path)) {
+    if (this.gen !== null && isMade(this.paths.get(path))) {
       const f = this.fileOf(h, handle);
       if (f !== null) {
         this.resetFor(f, 0);
@@ -207,7 +218,7 @@ export class ChangeRecorder implements FileChangeHooks {
       if (!st.isFile()) return;
       let f = this.files.get(id);
       if (f === undefined) {
-        f = { id, end: st.size, overwrote: false, gen: -1, created: false, origSize: 0, saved: new Set() };
+        f = { id, end: st.size, overwrote: false, gen: -1, created: false, origSize: 0, saved: null };
         this.files.set(id, f);
       }
       if (st.size > 0) f.overwrote = true;
@@ -223,11 +234,12 @@ export class ChangeRecorder implements FileChangeHooks {
   beforeCreate(at: At, made: 'file' | 'dir' | 'symlink' | 'link'): void {
     if (this.gen === null) return;
     const path = pathOfAt(at);
-    const known = this.known.get(path);
+    const was = this.paths.get(path);
+    const known = this.seen(was);
     if (known === undefined) {
       const st = statAt(at, false);
       if (st !== undefined) {
-        this.known.set(path, kindOf(st));
+        this.note(path, kindOf(st), isMade(was));
         return;
       }
     } else if (known !== null) {
@@ -236,29 +248,30 @@ export class ChangeRecorder implements FileChangeHooks {
     this.beforeSetTimes(parentAt(at));
     this.append({ op: 'created', path });
     // A new name for an old file is undone as made, but the file itself is not new.
-    if (made !== 'link') this.createdPaths.add(path);
-    this.known.set(path, made === 'dir' ? 'dir' : made === 'file' ? 'file' : 'other');
+    this.note(path, made === 'dir' ? 'dir' : made === 'file' ? 'file' : 'other', made !== 'link');
   }
 
   beforeRemove(at: At): void {
     if (this.gen === null) return;
     const path = pathOfAt(at);
-    const known = this.known.get(path);
+    const was = this.paths.get(path);
+    const known = this.seen(was);
     if (known === null) return; // nothing there: the removal fails
+    const made = isMade(was);
     // Made in this generation: nothing of it to keep.
-    if (known !== undefined && this.createdPaths.has(path)) {
-      this.known.set(path, null);
+    if (known !== undefined && made) {
+      this.note(path, null, made);
       return;
     }
     const st = statAt(at, false);
     if (st === undefined) {
-      this.known.set(path, null);
+      this.note(path, null, made);
       return;
     }
     this.beforeSetTimes(parentAt(at));
     const times = { atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) };
     if (st.isDirectory()) {
-      if (!this.createdPaths.has(path)) this.append({ op: 'removed', path, kind: 'dir', mode: Number(st.mode & 0o7777n), ...times });
+      if (!made) this.append({ op: 'removed', path, kind: 'dir', mode: Number(st.mode & 0o7777n), ...times });
     } else if (st.isSymbolicLink()) {
       this.append({ op: 'removed', path, kind: 'symlink', mode: 0o777, target: readlinkAt(at).toString('utf8') });
     } else {
@@ -266,60 +279,99 @@ export class ChangeRecorder implements FileChangeHooks {
       // A file made in this generation did not exist at the checkpoint.
       if (f === undefined || f.gen !== this.gen || !f.created) this.saveRemoved(path, Number(st.mode & 0o7777n), times);
     }
-    this.known.set(path, null);
+    this.note(path, null, made);
   }
 
-  beforeRename(fromAt: At, toAt: At): void {
-    if (this.gen === null) return;
+  rename(fromAt: At, toAt: At, rename: (noReplace: boolean) => void): void {
+    if (this.gen === null) return rename(false);
     const from = pathOfAt(fromAt);
     const to = pathOfAt(toAt);
-    let srcKind = this.known.get(from);
-    if (srcKind === null) return; // nothing there: the rename fails
+    const was = this.paths.get(from);
+    let srcKind = this.seen(was);
     let src: FileStat | undefined;
     const lookUp = (): Kind | null => {
       src = statAt(fromAt, false);
-      if (src === undefined) this.known.set(from, null);
+      if (src === undefined) this.note(from, null, isMade(was));
       return src === undefined ? null : kindOf(src);
     };
     srcKind ??= lookUp();
-    if (srcKind === null) return;
-    if (this.known.get(to) !== null) {
+    if (srcKind === null) return this.unrecorded(rename); // nothing there: the rename fails
+    this.beforeSetTimes(parentAt(fromAt));
+    this.beforeSetTimes(parentAt(toAt));
+    let refused: string | undefined;
+    if (this.seen(this.paths.get(to)) === undefined && this.noReplace) {
+      // Nothing known at `to`: rather than look, let the kernel rename only if nothing is
+      // there. The entry is written first; if the rename fails, `from` is still there (it
+      // was just seen or made), so the entry undoes to nothing even before it is cancelled.
+      const k = this.append({ op: 'renamed', from, to });
+      if (PAUSE_AT_RENAME) pauseForTest();
+      try {
+        rename(true);
+        return this.renamed(from, to, srcKind, isMade(was));
+      } catch (e) {
+        this.append({ op: 'failed', entry: k });
+        // EEXIST: something is there, kept below. Otherwise the plain rename below says
+        // what the program gets (EINVAL, ENOSYS...: if it works, this one cannot be used here).
+        refused = (e as NodeJS.ErrnoException).code;
+      }
+    }
+    if (this.seen(this.paths.get(to)) !== null) {
       const dst = statAt(toAt, false);
       if (dst !== undefined) {
-        if (src === undefined && lookUp() === null) return;
-        if (dst.dev === src!.dev && dst.ino === src!.ino) return; // two names of one file: nothing happens
+        if (src === undefined && lookUp() === null) return this.unrecorded(rename);
+        if (dst.dev === src!.dev && dst.ino === src!.ino) return this.unrecorded(rename); // two names of one file: nothing happens
         this.beforeRemove(toAt);
       }
     }
-    this.beforeSetTimes(parentAt(fromAt));
-    this.beforeSetTimes(parentAt(toAt));
-    this.append({ op: 'renamed', from, to });
+    const k = this.append({ op: 'renamed', from, to });
+    try {
+      rename(false);
+    } catch (e) {
+      this.append({ op: 'failed', entry: k });
+      this.epoch++;
+      throw e;
+    }
+    if (refused !== undefined && refused !== 'EEXIST') this.noReplace = false;
+    this.renamed(from, to, srcKind, isMade(was));
+  }
+
+  /** A rename that changes nothing to record (it fails, or renames a file onto itself). */
+  private unrecorded(rename: (noReplace: boolean) => void): void {
+    try {
+      rename(false);
+    } catch (e) {
+      this.epoch++;
+      throw e;
+    }
+  }
+
+  /** After `from` was renamed to `to`: what is known moves with it. `made`: what `from` held was
+   *  made in this generation. */
+  private renamed(from: string, to: string, srcKind: Kind, made: boolean): void {
     const moved = (p: string): string | null => (p === from ? to : p.startsWith(from + '/') ? to + p.slice(from.length) : null);
     for (const h of this.handles.values()) {
       const now = moved(h.path);
       if (now !== null) h.path = now;
     }
-    // What is made in this generation moves with it; what was at `to` (and below) is gone.
+    // Below a directory: what was below `to` is gone; below `from`, what is there is no longer
+    // known, but what was made in this generation moves with it.
     if (srcKind === 'dir') {
-      const made = [...this.createdPaths];
-      for (const p of made) if (p.startsWith(to + '/')) this.createdPaths.delete(p);
-      for (const p of made) {
-        const now = p.startsWith(from + '/') ? moved(p) : null;
-        if (now !== null) {
-          this.createdPaths.delete(p);
-          this.createdPaths.add(now);
-        }
+      const below = [...this.paths].filter(([p]) => p.startsWith(from + '/') || p.startsWith(to + '/'));
+      this.addNamed(below.map(([p]) => p));
+      for (const [p] of below) this.paths.delete(p);
+      for (const [p, v] of below) {
+        const now = moved(p);
+        if (now !== null && isMade(v)) this.paths.set(now, MADE);
       }
-      for (const p of [...this.known.keys()]) if (p.startsWith(from + '/') || p.startsWith(to + '/')) this.known.delete(p);
     }
-    if (this.createdPaths.delete(from)) this.createdPaths.add(to);
-    else this.createdPaths.delete(to);
-    this.known.set(from, null);
-    this.known.set(to, srcKind);
+    // `from` keeps its mark: whatever comes there next is made in this generation too, unless
+    // an old file is linked or renamed there, which clears it.
+    this.note(from, null, made);
+    this.note(to, srcKind, made);
   }
 
   failed(): void {
-    this.known.clear();
+    this.epoch++;
   }
 
   beforeSetTimes(target: At | number): void {
@@ -328,7 +380,7 @@ export class ChangeRecorder implements FileChangeHooks {
     if (path === undefined || path === '') return;
     if (path.endsWith('/.')) path = path.slice(0, -2); // a directory open as itself
     // Made in this generation: it had no times at the checkpoint.
-    if (this.timed.has(path) || this.createdPaths.has(path)) return;
+    if (this.timed.has(path) || isMade(this.paths.get(path))) return;
     const st = typeof target === 'number' ? fs.lstatSync(path, { bigint: true, throwIfNoEntry: false }) : statAt(target, false);
     if (st === undefined) return;
     this.timed.add(path);
@@ -347,7 +399,7 @@ export class ChangeRecorder implements FileChangeHooks {
     const id = `${st.dev}:${st.ino}`;
     let f = this.files.get(id);
     if (f === undefined) {
-      f = { id, end: Number(st.size), overwrote: false, gen: -1, created: false, origSize: 0, saved: new Set() };
+      f = { id, end: Number(st.size), overwrote: false, gen: -1, created: false, origSize: 0, saved: null };
       this.files.set(id, f);
     }
     h.file = f;
@@ -358,7 +410,7 @@ export class ChangeRecorder implements FileChangeHooks {
     f.gen = this.gen!;
     f.created = false;
     f.origSize = size;
-    f.saved = new Set();
+    f.saved = null;
   }
 
   /** The file's first change in this generation: its size then is recorded. */
@@ -377,12 +429,12 @@ export class ChangeRecorder implements FileChangeHooks {
     let fd = readable ?? -1;
     try {
       for (let i = first; i <= last;) {
-        if (f.saved.has(i)) {
+        if (f.saved?.has(i) === true) {
           i++;
           continue;
         }
         let n = 1;
-        while (i + n <= last && n < JOURNAL_RUN / JOURNAL_BLOCK && !f.saved.has(i + n)) n++;
+        while (i + n <= last && n < JOURNAL_RUN / JOURNAL_BLOCK && f.saved?.has(i + n) !== true) n++;
         if (fd < 0) {
           try {
             fd = openReadable(handle, path);
@@ -410,6 +462,7 @@ export class ChangeRecorder implements FileChangeHooks {
         }
         this.blocksEnd += got;
         this.append({ op: 'block', path, pos, len: got, at });
+        f.saved ??= new Set();
         for (let k = 0; k < n; k++) f.saved.add(i + k);
         i += n;
       }
@@ -458,6 +511,7 @@ export class ChangeRecorder implements FileChangeHooks {
     this.blocks = fs.openSync(join(dir, 'blocks'), 'w', 0o600);
     this.blocksEnd = 0;
     this.savedFiles = 0;
+    this.entries = 0;
     this.log = new LineLog(join(dir, 'log'), 0o600);
   }
 
@@ -469,19 +523,74 @@ export class ChangeRecorder implements FileChangeHooks {
     this.blocks = -1;
   }
 
-  /** One entry: it is in the journal before the change it undoes is made. */
-  private append(e: JournalEntry): void {
+  /** One entry: it is in the journal before the change it undoes is made. Returns its number. */
+  private append(e: JournalEntry | Cancel): number {
     this.openJournal();
     this.log!.append(JSON.stringify(e) + '\n');
     this.journaled.add(this.gen!);
+    // The paths of the other entries are in `paths`, added to `named` later.
+    if (e.op === 'size' || e.op === 'block' || e.op === 'times' || e.op === 'lost') this.addNamed([e.path]);
+    return this.entries++;
+  }
+
+  /** What `paths` says is at a path (state `v`): a kind, null (nothing), undefined (not known). */
+  private seen(v: PathState | undefined): Kind | null | undefined {
+    if (v === undefined || Math.floor(v / EPOCH) !== this.epoch) return undefined;
+    return KINDS[v % MADE]!;
+  }
+
+  /** Records what is at `path` now, and whether it was made in this generation. */
+  private note(path: string, kind: Kind | null, made: boolean): void {
+    // What `paths` says only saves work (a lookup, a file saved that needed none, which its
+    // `created` entry undoes anyway): past PATHS_MAX it is let go of, so that it stays small
+    // and quick to look things up in.
+    if (this.paths.size >= PATHS_MAX) this.letGoOfPaths();
+    this.paths.set(path, this.epoch * EPOCH + (made ? MADE : 0) + KINDS.indexOf(kind));
+  }
+
+  /** Forgets what `paths` knows, keeping for the seal the paths that may be there (one this
+   *  generation's own changes left nothing at is unlisted in the seal, which says absent). */
+  private letGoOfPaths(): void {
+    if (this.named !== null) {
+      for (const [p, v] of this.paths) if (this.seen(v) !== null) this.named.add(p);
+      if (this.named.size > NAMED_MAX) this.named = null;
+    }
+    this.paths = new Map();
+  }
+
+  /** Paths the journals name, for the seal. */
+  private addNamed(paths: Iterable<string>): void {
     if (this.named === null) return;
-    for (const p of pathsOf(e)) this.named.add(p);
+    for (const p of paths) this.named.add(p);
     if (this.named.size > NAMED_MAX) this.named = null;
   }
 }
 
 type Kind = 'dir' | 'file' | 'other';
 const kindOf = (st: FileStat): Kind => (st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other');
+
+/**
+ * A path's state in ChangeRecorder.paths, in one number: epoch * EPOCH + (MADE if what is
+ * there was made in this generation: nothing of it existed at the checkpoint) + the index in
+ * KINDS of what is there (null: nothing). What is there holds only while the epoch is the
+ * recorder's (epoch 0: never, only MADE is known).
+ */
+type PathState = number;
+const KINDS: readonly (Kind | null)[] = [null, 'dir', 'file', 'other'];
+const MADE = 4;
+const EPOCH = 8;
+const isMade = (v: PathState | undefined): boolean => v !== undefined && v % EPOCH >= MADE;
+
+/**
+ * Testing aid: with STASIS_TEST_PAUSE=journal-rename, the program's thread says so on stderr
+ * and stops for ever once a rename's entry is in the log and before the rename is made, so
+ * that a test can kill the launcher at that instant.
+ */
+const PAUSE_AT_RENAME = process.env['STASIS_TEST_PAUSE'] === 'journal-rename';
+function pauseForTest(): void {
+  fs.writeSync(2, 'stasis: paused at journal-rename (STASIS_TEST_PAUSE)\n');
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+}
 
 /** A read-only fd on the file open as `handle` (which may be write-only). */
 function openReadable(handle: number, path: string): number {
@@ -635,18 +744,24 @@ export function readJournal(dir: string, damaged: (line: number) => Error | null
   }
   const lines = text.split('\n');
   lines.pop(); // '' after the last newline, or an entry cut short
-  const out: JournalEntry[] = [];
+  const all: (JournalEntry | null)[] = [];
   for (const [i, line] of lines.entries()) {
-    let e: JournalEntry;
+    let e: JournalEntry | Cancel;
     try {
-      e = JSON.parse(line) as JournalEntry;
+      e = JSON.parse(line) as JournalEntry | Cancel;
       if (typeof e !== 'object' || e === null || typeof e.op !== 'string') throw new Error('not an entry');
+      if (e.op === 'failed' && !(Number.isSafeInteger(e.entry) && e.entry >= 0 && e.entry < i)) throw new Error('not an entry');
     } catch {
       const err = damaged(i + 1);
       if (err === null) break;
       throw err;
     }
-    out.push(e);
+    if (e.op === 'failed') {
+      all[e.entry] = null; // its change never happened
+      all.push(null);
+    } else {
+      all.push(e);
+    }
   }
-  return out;
+  return all.filter((e): e is JournalEntry => e !== null);
 }

@@ -160,7 +160,13 @@ export function readlinkAt(at: At): Buffer {
   return r;
 }
 
-export function renameAt(from: At, to: At): void {
+/** Whether renameAt can be asked not to replace what is at `to`. */
+export const renameNoReplaceAvailable: boolean = typeof ops?.renameNoReplaceBeneath === 'function';
+
+/** With `noReplace` (only where renameNoReplaceAvailable): EEXIST if something is at `to`, or
+ *  EINVAL where its file system cannot tell. */
+export function renameAt(from: At, to: At, noReplace = false): void {
+  if (noReplace) return check(ops!.renameNoReplaceBeneath!(from.fd, from.path, to.fd, to.path), 'rename', from);
   if (ops === null) return fs.renameSync(hostOfAt(from), hostOfAt(to));
   check(ops.renameBeneath(from.fd, from.path, to.fd, to.path), 'rename', from);
 }

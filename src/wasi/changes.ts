@@ -24,9 +24,12 @@ export interface FileChangeHooks {
   beforeCreate?(at: At, made: 'file' | 'dir' | 'symlink' | 'link'): void;
   /** Before the file, symlink or (empty) directory at `at` is removed. */
   beforeRemove?(at: At): void;
-  /** Before `from` is renamed to `to` (which it may replace). */
-  beforeRename?(from: At, to: At): void;
-  /** The change announced last (create, remove, rename) failed: nothing of it happened. */
+  /** Renames `from` to `to` (which it may replace) in the host's stead, having recorded it:
+   *  `rename(false)` makes the change; `rename(true)` (only where renameNoReplaceAvailable)
+   *  fails with EEXIST instead of replacing something at `to` (EINVAL where its file system
+   *  cannot tell). Throws what the rename the host asked for throws. */
+  rename?(from: At, to: At, rename: (noReplace: boolean) => void): void;
+  /** The change announced last (create, remove) failed: nothing of it happened. */
   failed?(): void;
   /** Before the timestamps of what `at` names (or host fd `handle` is open on) are set. */
   beforeSetTimes?(target: At | number): void;

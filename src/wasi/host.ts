@@ -510,8 +510,9 @@ export class WasiHost {
         const from = resolvePath(src, h.path(op, ol), false);
         const to = resolvePath(dst, h.path(np, nl), false);
         if (from.rel === '' || to.rel === '') throw new WasiError(Errno.BUSY);
-        if (h.changes.active) h.changes.beforeRename?.(from.at, to.at);
-        h.changing(() => renameAt(withSlash(from), withSlash(to)));
+        const rename = (noReplace: boolean): void => renameAt(withSlash(from), withSlash(to), noReplace);
+        if (h.changes.active && h.changes.rename !== undefined) h.changes.rename(from.at, to.at, rename);
+        else rename(false);
         h.refreshRoots(from.at, to.at);
       },
       path_symlink(op: number, ol: number, fd: number, np: number, nl: number) {

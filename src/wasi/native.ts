@@ -51,6 +51,8 @@ interface Addon {
   symlinkBeneath: (target: string, dirfd: number, path: string) => number;
   readlinkBeneath: (dirfd: number, path: string) => Buffer | number;
   renameBeneath: (fromfd: number, from: string, tofd: number, to: string) => number;
+  /** renameat2 RENAME_NOREPLACE. Absent from older addons. */
+  renameNoReplaceBeneath?: (fromfd: number, from: string, tofd: number, to: string) => number;
   linkBeneath: (fromfd: number, from: string, tofd: number, to: string) => number;
   utimensBeneath: (dirfd: number, path: string, atimeNs: bigint, mtimeNs: bigint, flags: number) => number;
   openPath: (path: string, flags: number) => number;
