@@ -1,12 +1,18 @@
-// `stasis run`: runs a WASI command to completion, with no checkpointing.
+// `stasis run`: runs a WASI command to completion, with no checkpointing. With the native
+// addon, on this (the main) thread: starting a worker and loading the host's code in it again
+// is most of a short program's start-up. Without it, in a worker (launcher/session.ts).
 import { statSync } from 'node:fs';
+import { constants } from 'node:os';
 import { resolve } from 'node:path';
 import { StasisError } from '../errors.js';
+import { runInline } from '../engine/inline.js';
 import type { GuestResult } from '../engine/protocol.js';
+import { nativeInline } from '../wasi/native.js';
+import { stdinIsFile } from '../wasi/stdin.js';
 import { loadModule } from './module.js';
 import { GuestSession } from './session.js';
-import { onTerminatingSignals } from './signals.js';
-import type { CompileMode } from './compile.js';
+import { onTerminatingSignals, SIGNAL_STATUS } from './signals.js';
+import { useCompileMode, type CompileMode } from './compile.js';
 import type { Preopen } from '../wasi/state.js';
 
 export interface RunOptions {
@@ -37,6 +43,19 @@ export function checkPreopens(preopens: Preopen[]): Preopen[] {
 }
 
 export async function runCommand(opts: RunOptions): Promise<GuestResult> {
+  const native = nativeInline;
+  if (native !== null) {
+    // A signal ends the program as it would a native one, at once, even in a loop that never
+    // returns to JavaScript; nothing it wrote is lost (its writes are not buffered here).
+    native.exitOnSignals(SIGNAL_STATUS.flatMap(([sig, status]) => [constants.signals[sig], status]));
+    const loaded = loadModule(opts.module);
+    const preopens = checkPreopens(opts.preopens);
+    if (opts.compile !== undefined) useCompileMode(opts.compile);
+    return runInline({
+      module: loaded.module, modulePath: opts.module, args: [opts.module, ...opts.args], env: opts.env, preopens,
+      stdin: stdinIsFile() ? null : { pollIn: native.pollIn },
+    });
+  }
   const loaded = loadModule(opts.module);
   const session = new GuestSession({
     module: loaded.module, modulePath: opts.module, args: [opts.module, ...opts.args],

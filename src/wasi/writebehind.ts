@@ -31,7 +31,9 @@ export class WriteBehind {
   private readonly start: Float64Array;
   private readonly data: Buffer;
 
-  constructor(readonly shared = new SharedArrayBuffer(HEADER + CAPACITY)) {
+  /** With coalesce false every write goes straight through (nothing is ever pending): for a
+   *  program on the main thread, where no other thread could flush a stale buffer. */
+  constructor(readonly shared = new SharedArrayBuffer(HEADER + CAPACITY), private readonly coalesce = true) {
     this.words = new Int32Array(shared, 0, 6);
     this.start = new Float64Array(shared, 24, 1);
     this.data = Buffer.from(shared, HEADER, CAPACITY);
@@ -42,7 +44,7 @@ export class WriteBehind {
    * directly (too big, or not contiguous and nothing could be flushed).
    */
   add(handle: number, bytes: Uint8Array, ptr: number, len: number, pos: number): boolean {
-    if (len > COALESCE_MAX) return false;
+    if (len > COALESCE_MAX || !this.coalesce) return false;
     this.lock();
     try {
       const w = this.words;
