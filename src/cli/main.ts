@@ -8,7 +8,8 @@ import { CODECS, type Codec } from '../image/format.js';
 /** Loaded per command: `run` needs none of the checkpoint machinery (image store, control). */
 const api = (): Promise<typeof import('../api.js')> => import('../api.js');
 import { COMPILE_MODES, type CompileMode } from '../launcher/compile.js';
-import { stopEarlyOnSignals } from '../launcher/signals.js';
+import { guestThreadUnused } from '../launcher/guest-thread.js';
+import { exitProcess, stopEarlyOnSignals } from '../launcher/signals.js';
 import type { Preopen } from '../wasi/state.js';
 import { parseArgs, type OptionSpec, type Parsed } from './args.js';
 
@@ -425,5 +426,8 @@ try {
     exitStatus = EXIT.INTERNAL;
   }
 }
-// Exit now: a thread waiting on the program's stdin must not keep the process alive.
+// Exit now: a thread waiting on the program's stdin must not keep the process alive. One
+// started early for a program that never came (the command ended before: bad arguments, a
+// missing file) is not waited for either: Node's exit would wait for it to finish starting.
+if (guestThreadUnused()) exitProcess(exitStatus);
 process.exit(exitStatus);
