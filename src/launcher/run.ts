@@ -5,12 +5,10 @@ import { statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { resolve } from 'node:path';
 import { StasisError } from '../errors.js';
-import { runInline } from '../engine/inline.js';
 import type { GuestResult } from '../engine/protocol.js';
 import { nativeInline } from '../wasi/native.js';
 import { stdinIsFile } from '../wasi/stdin.js';
 import { loadModule } from './module.js';
-import { GuestSession } from './session.js';
 import { onTerminatingSignals, SIGNAL_STATUS } from './signals.js';
 import { useCompileMode, type CompileMode } from './compile.js';
 import type { Preopen } from '../wasi/state.js';
@@ -51,12 +49,15 @@ export async function runCommand(opts: RunOptions): Promise<GuestResult> {
     const loaded = loadModule(opts.module);
     const preopens = checkPreopens(opts.preopens);
     if (opts.compile !== undefined) useCompileMode(opts.compile);
+    // Loaded only here: a launch imports this module too (checkPreopens) but runs in a worker.
+    const { runInline } = await import('../engine/inline.js');
     return runInline({
       module: loaded.module, modulePath: opts.module, args: [opts.module, ...opts.args], env: opts.env, preopens,
       stdin: stdinIsFile() ? null : { pollIn: native.pollIn },
     });
   }
   const loaded = loadModule(opts.module);
+  const { GuestSession } = await import('./session.js');
   const session = new GuestSession({
     module: loaded.module, modulePath: opts.module, args: [opts.module, ...opts.args],
     env: opts.env, preopens: checkPreopens(opts.preopens), ...(opts.compile && { compile: opts.compile }),
