@@ -25,12 +25,6 @@ export function guestThread(): Worker {
   return w;
 }
 
-/** True while a thread started early waits for a program nobody gave it (the command ended
- *  first: bad arguments, a missing file). */
-export function guestThreadUnused(): boolean {
-  return early !== null;
-}
-
 function spawn(): Worker {
   // engine/guest.js and its imports, bundled into one module by `npm run build` (scripts/bundle.mjs).
   return new Worker(new URL('../engine/guest.bundle.cjs', import.meta.url), {
