@@ -28,5 +28,5 @@ const inlineRun = process.argv[2] === 'run' && !process.env.STASIS_NO_NATIVE
 if (['run', 'launch', 'restart'].includes(process.argv[2]) && !process.argv.includes('--dry-run') && !inlineRun) {
   (await import('../dist/src/launcher/guest-thread.js')).startGuestThread();
 }
-// The CLI as one bundle split by command (scripts/bundle.mjs; src/cli/main.ts).
-await import('../dist/src/bundle/main.js');
+// The CLI (src/cli/main.ts) as one bundle (scripts/bundle.mjs).
+await import('../dist/src/cli/main.bundle.js');

@@ -9,12 +9,13 @@
 //   Its import.meta.url is its own file's, one level below dist/src as the modules were, so the
 //   relative URLs the modules resolve against it (the native addon's) still hold.
 // - The CLI's main thread: dist/src/cli/main.js and everything it imports, dynamic imports
-//   included, in dist/src/bundle/ (what bin/stasis.js loads): ES modules split at the dynamic
-//   imports, so a command still loads only what it needs (`run` no image writer, nothing loads
-//   node:crypto or binaryen before it must). The chunks are one level below dist/src too.
-//   Kept out of it, as their own modules: packages (binaryen), and launcher/guest-thread.js,
-//   which bin/stasis.js loads before the bundle to start the guest thread early (one copy of
-//   its state). The instrumenter's worker (instrument/thread.js) loads the unbundled modules.
+//   included (esbuild runs each of those modules' code only when it is imported), as one ES
+//   module, dist/src/cli/main.bundle.js, which bin/stasis.js loads. Kept out of it, as their own
+//   modules: packages (binaryen); launcher/guest-thread.js, which bin/stasis.js loads before the
+//   bundle to start the guest thread early (one copy of its state); and instrument/index.js,
+//   which only the instrumenter's worker imports (it loads the unbundled instrument/thread.js)
+//   and which would bring binaryen with it. Node built-ins that only some commands need are
+//   loaded at their first use (src/util/builtins.ts), not by the bundle's imports.
 import { build } from 'esbuild';
 import { fileURLToPath } from 'node:url';
 
@@ -31,14 +32,14 @@ await build({
 await build({
   ...common,
   entryPoints: ['dist/src/cli/main.js'],
-  outdir: 'dist/src/bundle',
+  outfile: 'dist/src/cli/main.bundle.js',
   format: 'esm',
-  splitting: true,
   packages: 'external',
   plugins: [{
-    name: 'guest-thread-apart',
+    name: 'own-modules',
     setup(b) {
       b.onResolve({ filter: /\/guest-thread\.js$/ }, () => ({ path: '../launcher/guest-thread.js', external: true }));
+      b.onResolve({ filter: /^\.\/index\.js$/ }, (a) => (a.importer.endsWith('/instrument/thread.js') ? { path: '../instrument/index.js', external: true } : undefined));
     },
   }],
 });
