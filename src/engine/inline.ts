@@ -1,13 +1,13 @@
 // A program without checkpoint control, run on this thread (`stasis run` on the main thread):
-// no worker to start, no second copy of the host's code to load. Nothing else runs while it
-// computes, so what a worker's main thread would do meanwhile is done otherwise: its writes go
-// straight through (no buffer left to flush on a signal), stdin is waited for with poll(2)
-// (the caller's StdinFrom), and signals end the process natively (the caller sees to it).
+// no worker to start, no second copy of the host's code to load. Nothing else runs here while
+// it computes, so what a worker's main thread would do meanwhile is done otherwise, by the
+// caller: stdin is waited for with poll(2) (its StdinFrom), and a native thread flushes the
+// coalesced writes and ends the process on a signal (native/inline.c).
 import { EXIT } from '../errors.js';
 import { ProcExit, WasiHost } from '../wasi/host.js';
 import type { Preopen } from '../wasi/state.js';
 import type { StdinFrom } from '../wasi/stdin.js';
-import { WriteBehind } from '../wasi/writebehind.js';
+import type { WriteBehind } from '../wasi/writebehind.js';
 import type { GuestResult } from './protocol.js';
 import { describeTrap } from './trap.js';
 
@@ -19,11 +19,13 @@ export interface InlineProgram {
   env: string[];
   preopens: Preopen[];
   stdin: StdinFrom;
+  /** The coalesced writes' buffer, which something else flushes when stale. */
+  writeBehind: WriteBehind;
 }
 
 export async function runInline(p: InlineProgram): Promise<GuestResult> {
   const host = new WasiHost({
-    args: p.args, env: p.env, preopens: p.preopens, stdin: p.stdin, writeBehind: new WriteBehind(undefined, false),
+    args: p.args, env: p.env, preopens: p.preopens, stdin: p.stdin, writeBehind: p.writeBehind,
   });
   const instance = new WebAssembly.Instance(p.module, { wasi_snapshot_preview1: host.imports() as WebAssembly.ModuleImports });
   const ex = instance.exports as { _start: () => void; memory: WebAssembly.Memory };

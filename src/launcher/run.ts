@@ -8,6 +8,7 @@ import { StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
 import { nativeInline } from '../wasi/native.js';
 import { stdinIsFile } from '../wasi/stdin.js';
+import { WriteBehind } from '../wasi/writebehind.js';
 import { loadModule } from './module.js';
 import { onTerminatingSignals, SIGNAL_STATUS } from './signals.js';
 import { useCompileMode, type CompileMode } from './compile.js';
@@ -43,9 +44,11 @@ export function checkPreopens(preopens: Preopen[]): Preopen[] {
 export async function runCommand(opts: RunOptions): Promise<GuestResult> {
   const native = nativeInline;
   if (native !== null) {
-    // A signal ends the program as it would a native one, at once, even in a loop that never
-    // returns to JavaScript; nothing it wrote is lost (its writes are not buffered here).
-    native.exitOnSignals(SIGNAL_STATUS.flatMap(([sig, status]) => [constants.signals[sig], status]));
+    // A native thread flushes its coalesced writes when stale, and on a signal writes them out
+    // and ends the process as the signal would a native program, at once, even in a loop that
+    // never returns to JavaScript.
+    const writeBehind = new WriteBehind();
+    native.exitOnSignals(SIGNAL_STATUS.flatMap(([sig, status]) => [constants.signals[sig], status]), new Int32Array(writeBehind.shared));
     const loaded = loadModule(opts.module);
     const preopens = checkPreopens(opts.preopens);
     if (opts.compile !== undefined) useCompileMode(opts.compile);
@@ -53,7 +56,7 @@ export async function runCommand(opts: RunOptions): Promise<GuestResult> {
     const { runInline } = await import('../engine/inline.js');
     return runInline({
       module: loaded.module, modulePath: opts.module, args: [opts.module, ...opts.args], env: opts.env, preopens,
-      stdin: stdinIsFile() ? null : { pollIn: native.pollIn },
+      stdin: stdinIsFile() ? null : { pollIn: native.pollIn }, writeBehind,
     });
   }
   const loaded = loadModule(opts.module);

@@ -66,7 +66,7 @@ interface Addon {
   untrackWrites?: (handle: number) => number;
   /** A program on the main thread (native/inline.c). Absent from older addons. */
   pollIn?: (fd: number, timeoutMs: number) => number;
-  exitOnSignals?: (pairs: number[]) => void;
+  exitOnSignals?: (pairs: number[], writeBehind?: Int32Array) => void;
 }
 
 /** The addon's confined operations (see native/beneath.c). */

@@ -7,7 +7,8 @@
 // - the guest's thread flushes before every other WASI call (so reads, stats, seeks, closes,
 //   renames... all see the data), when the buffer is full, at exit and at traps;
 // - the buffer lives in shared memory with a lock, so the launcher's main thread flushes it
-//   when it goes stale (a few ms after the last write) and before it exits on a signal.
+//   when it goes stale (a few ms after the last write) and before it exits on a signal (for a
+//   program on the main thread, a thread of the native addon does: native/inline.c).
 // A write error found by a deferred flush is reported by the next call on that fd.
 import * as fs from 'node:fs';
 
@@ -31,9 +32,7 @@ export class WriteBehind {
   private readonly start: Float64Array;
   private readonly data: Buffer;
 
-  /** With coalesce false every write goes straight through (nothing is ever pending): for a
-   *  program on the main thread, where no other thread could flush a stale buffer. */
-  constructor(readonly shared = new SharedArrayBuffer(HEADER + CAPACITY), private readonly coalesce = true) {
+  constructor(readonly shared = new SharedArrayBuffer(HEADER + CAPACITY)) {
     this.words = new Int32Array(shared, 0, 6);
     this.start = new Float64Array(shared, 24, 1);
     this.data = Buffer.from(shared, HEADER, CAPACITY);
@@ -44,7 +43,7 @@ export class WriteBehind {
    * directly (too big, or not contiguous and nothing could be flushed).
    */
   add(handle: number, bytes: Uint8Array, ptr: number, len: number, pos: number): boolean {
-    if (len > COALESCE_MAX || !this.coalesce) return false;
+    if (len > COALESCE_MAX) return false;
     this.lock();
     try {
       const w = this.words;
@@ -123,10 +122,11 @@ export class WriteBehind {
   }
 
   // A futex-style lock: 0 free, 1 held, 2 held with waiters (only then does unlock notify).
+  // A waiter also looks again every ms: the native flusher (native/inline.c) cannot notify.
   private lock(): void {
     const w = this.words;
     if (Atomics.compareExchange(w, LOCK, 0, 1) === 0) return;
-    while (Atomics.exchange(w, LOCK, 2) !== 0) Atomics.wait(w, LOCK, 2);
+    while (Atomics.exchange(w, LOCK, 2) !== 0) Atomics.wait(w, LOCK, 2, 1);
   }
 
   private unlock(): void {
