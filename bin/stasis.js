@@ -21,7 +21,12 @@ if (process.argv[2] === 'launch' || process.argv[2] === 'restart') {
   }
 }
 // The program's thread starts now: its start-up overlaps the loading of the launcher's code.
-if (['run', 'launch', 'restart'].includes(process.argv[2]) && !process.argv.includes('--dry-run')) {
+// Not for a `run` that will have the native addon: it runs its program on this thread
+// (src/launcher/run.ts; without the addon, in a thread started when needed).
+const inlineRun = process.argv[2] === 'run' && !process.env.STASIS_NO_NATIVE
+  && (await import('node:fs')).existsSync(new URL('../native/build/stasis_native.node', import.meta.url));
+if (['run', 'launch', 'restart'].includes(process.argv[2]) && !process.argv.includes('--dry-run') && !inlineRun) {
   (await import('../dist/src/launcher/guest-thread.js')).startGuestThread();
 }
-await import('../dist/src/cli/main.js');
+// The CLI (src/cli/main.ts) as one bundle (scripts/bundle.mjs).
+await import('../dist/src/cli/main.bundle.js');

@@ -11,6 +11,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (stasis_mapped_init(env, exports) != napi_ok) return NULL;
   if (stasis_process_init(env, exports) != napi_ok) return NULL;
   if (stasis_dirty_init(env, exports) != napi_ok) return NULL;
+  if (stasis_inline_init(env, exports) != napi_ok) return NULL;
   return exports;
 }
 

@@ -1,4 +1,4 @@
-/* stasis_native: one addon, six parts, each adding its functions to the exports. */
+/* stasis_native: one addon, seven parts, each adding its functions to the exports. */
 #ifndef STASIS_ADDON_H
 #define STASIS_ADDON_H
 #ifndef NAPI_VERSION
@@ -18,5 +18,8 @@ napi_status stasis_beneath_init(napi_env env, napi_value exports);
 napi_status stasis_process_init(napi_env env, napi_value exports);
 /* dirty.c: trackWrites, writtenPages, untrackWrites (the pages written since a capture, from the kernel). */
 napi_status stasis_dirty_init(napi_env env, napi_value exports);
+/* inline.c: pollIn (poll(2) for input), exitOnSignals (_exit on a signal, after a flush of the coalesced
+ * writes, which its thread also flushes when stale): a program on the main thread. */
+napi_status stasis_inline_init(napi_env env, napi_value exports);
 
 #endif

@@ -5,7 +5,7 @@
   "targets": [
     {
       "target_name": "stasis_native",
-      "sources": ["addon.c", "utimens.c", "io.c", "beneath.c", "mapped.c", "process.c", "dirty.c"],
+      "sources": ["addon.c", "utimens.c", "io.c", "beneath.c", "mapped.c", "process.c", "dirty.c", "inline.c"],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-O2", "-Wall"],
       "xcode_settings": { "OTHER_CFLAGS": ["-O2", "-Wall"] }

@@ -19,7 +19,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const sources = ['addon.c', 'utimens.c', 'io.c', 'beneath.c', 'mapped.c', 'process.c', 'dirty.c'].map((f) => join(root, 'native', f));
+const sources = ['addon.c', 'utimens.c', 'io.c', 'beneath.c', 'mapped.c', 'process.c', 'dirty.c', 'inline.c'].map((f) => join(root, 'native', f));
 const outDir = join(root, 'native', 'build');
 const out = join(outDir, 'stasis_native.node');
 

@@ -36,68 +36,121 @@ test('a trap prints one line naming the function and exits 134', () => {
   assert.match(r.stderr, /^stasis: trap: unreachable.* in function 'explode' \(.*cli_trap\.wasm\)\n$/);
 });
 
-test('poll_oneoff on stdin: times out on an idle pipe, wakes on data and on EOF', async () => {
-  // An idle pipe that stays open: the 200 ms clock must fire first.
-  const child = spawn(process.execPath, [stasisBin, 'run', fixture('cli_poll_stdin')], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  child.stdin.end();
-  assert.equal(code, 0);
-  assert.equal(out, 'timeout\n');
-  assert.equal(stasis(['run', fixture('cli_poll_stdin')], { input: 'abc\n' }).stdout, 'ready abc\n');
-  assert.equal(stasis(['run', fixture('cli_poll_stdin')], { input: '' }).stdout, 'ready eof\n');
-});
+// `run` runs its program on the main thread with the native addon, in a worker without it:
+// what the program meets (stdin, signals, its writes) is the same either way.
+const MODES: [string, NodeJS.ProcessEnv][] = [
+  ['main thread', process.env],
+  ['worker, STASIS_NO_NATIVE=1', { ...process.env, STASIS_NO_NATIVE: '1' }],
+];
 
-test('coalesced writes reach the file while the program computes, and survive SIGINT', async () => {
-  const { dir, cleanup } = tempDir();
-  try {
-    const child = spawn(process.execPath, [stasisBin, 'run', '--dir', `${dir}::/out`, fixture('cli_spin'), '/out/log.txt', '3'], { stdio: 'ignore' });
-    const expected = 'line 0\nline 1\nline 2\n';
-    // The program never makes another syscall: the data must still show up on its own.
-    const deadline = Date.now() + 10_000;
-    let seen = '';
-    while (Date.now() < deadline) {
-      try {
-        seen = readFileSync(join(dir, 'log.txt'), 'utf8');
-      } catch { /* not created yet */ }
-      if (seen === expected) break;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    assert.equal(seen, expected);
+/** The first `lines` lines a child writes on stdout, once they have come. */
+function firstLines(child: ReturnType<typeof spawn>, lines: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.split('\n').length > lines) resolve(out);
+    });
+    child.on('exit', () => reject(new Error(`exited after writing ${JSON.stringify(out)}`)));
+  });
+}
+
+for (const [mode, env] of MODES) {
+  test(`poll_oneoff on stdin: times out on an idle pipe, wakes on data and on EOF (${mode})`, async () => {
+    // An idle pipe that stays open: the 200 ms clock must fire first.
+    const child = spawn(process.execPath, [stasisBin, 'run', fixture('cli_poll_stdin')], { stdio: ['pipe', 'pipe', 'pipe'], env });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    child.stdin.end();
+    assert.equal(code, 0);
+    assert.equal(out, 'timeout\n');
+    assert.equal(stasis(['run', fixture('cli_poll_stdin')], { input: 'abc\n', env }).stdout, 'ready abc\n');
+    assert.equal(stasis(['run', fixture('cli_poll_stdin')], { input: '', env }).stdout, 'ready eof\n');
+  });
+
+  test(`poll_oneoff on stdin: input that comes while it waits wakes it (${mode})`, async () => {
+    // A one-hour timeout: only the input can end the wait.
+    const child = spawn(process.execPath, [stasisBin, 'run', fixture('cli_poll_stdin'), '3600'], { stdio: ['pipe', 'pipe', 'pipe'], env });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const seen = firstLines(child, 1);
+    assert.equal(await seen, 'waiting\n');
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stdin.end('late\n');
+    assert.equal(await exited, 0);
+    assert.equal(out, 'ready late\n');
+  });
+
+  test(`stdin through a pipe, read to its end (${mode})`, () => {
+    const data = Buffer.from('hello, stasis\n'.repeat(20000));
+    const cat = stasis(['run', fixture('cli_cat')], { input: data, env });
+    assert.equal(cat.code, 0);
+    assert.deepEqual(cat.stdoutBytes, data);
+    assert.equal(cat.stderr, `cat: ${data.length} bytes\n`);
+  });
+
+  test(`SIGINT in a compute loop: what the program printed is out, exit 130 (${mode})`, async () => {
+    const child = spawn(process.execPath, [stasisBin, 'run', fixture('cli_spin'), '-', '2'], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const exited = new Promise<[number | null, string | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    assert.equal(await firstLines(child, 2), 'line 0\nline 1\n');
     child.kill('SIGINT');
-    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
-    assert.equal(signal, null);
-    assert.equal(code, 130);
-    assert.equal(readFileSync(join(dir, 'log.txt'), 'utf8'), expected);
-  } finally {
-    cleanup();
-  }
-});
+    assert.deepEqual(await exited, [130, null]);
+    assert.equal(err, '');
+  });
 
-test('SIGTERM while writing: every byte written before it is on disk', { timeout: 300_000 }, async () => {
-  const { dir, cleanup } = tempDir();
-  try {
-    const lines = 20000;
-    const child = spawn(process.execPath, [stasisBin, 'run', '--dir', `${dir}::/out`, fixture('cli_spin'), '/out/log.txt', String(lines)], { stdio: 'ignore' });
-    const expected = Array.from({ length: lines }, (_, i) => `line ${i}\n`).join('');
-    // Until the program has written everything (then it spins): whatever the machine's speed.
-    for (;;) {
-      let size = 0;
-      try {
-        size = readFileSync(join(dir, 'log.txt')).length;
-      } catch { /* not yet */ }
-      if (size === expected.length) break;
-      await new Promise((r) => setTimeout(r, 20));
+  test(`coalesced writes reach the file while the program computes, and survive SIGINT (${mode})`, async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const child = spawn(process.execPath, [stasisBin, 'run', '--dir', `${dir}::/out`, fixture('cli_spin'), '/out/log.txt', '3'], { stdio: 'ignore', env });
+      const expected = 'line 0\nline 1\nline 2\n';
+      // The program never makes another syscall: the data must still show up on its own.
+      const deadline = Date.now() + 10_000;
+      let seen = '';
+      while (Date.now() < deadline) {
+        try {
+          seen = readFileSync(join(dir, 'log.txt'), 'utf8');
+        } catch { /* not created yet */ }
+        if (seen === expected) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal(seen, expected);
+      child.kill('SIGINT');
+      const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+      assert.equal(signal, null);
+      assert.equal(code, 130);
+      assert.equal(readFileSync(join(dir, 'log.txt'), 'utf8'), expected);
+    } finally {
+      cleanup();
     }
-    child.kill('SIGTERM');
-    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-    assert.equal(code, 143);
-    assert.equal(readFileSync(join(dir, 'log.txt'), 'utf8'), expected);
-  } finally {
-    cleanup();
-  }
-});
+  });
+
+  test(`SIGTERM while writing: every byte written before it is on disk (${mode})`, { timeout: 300_000 }, async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const lines = 20000;
+      const child = spawn(process.execPath, [stasisBin, 'run', '--dir', `${dir}::/out`, fixture('cli_spin'), '/out/log.txt', String(lines)], { stdio: 'ignore', env });
+      const expected = Array.from({ length: lines }, (_, i) => `line ${i}\n`).join('');
+      // Until the program has written everything (then it spins): whatever the machine's speed.
+      for (;;) {
+        let size = 0;
+        try {
+          size = readFileSync(join(dir, 'log.txt')).length;
+        } catch { /* not yet */ }
+        if (size === expected.length) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      child.kill('SIGTERM');
+      const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+      assert.equal(code, 143);
+      assert.equal(readFileSync(join(dir, 'log.txt'), 'utf8'), expected);
+    } finally {
+      cleanup();
+    }
+  });
+}
 
 test('bad input: one-line error, distinct exit code, nothing written', () => {
   const { dir, cleanup } = tempDir();

@@ -99,6 +99,29 @@ test('stasis instrument without -o fills the cache: the first launch then instru
   }
 });
 
+test('a damaged cache entry is not used: the launch instruments again, runs, and the entry is sound again', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const cache = join(dir, 'shared');
+    const made = stasis(['instrument', fixture('inst_sort')], { env: envWith(cache), ...SLOW });
+    assert.equal(made.code, 0, made.stderr);
+    const entry = made.stdout.trim();
+    const good = readFileSync(entry);
+    // One byte changed in the middle of the code: still a module V8 may well compile.
+    const bad = Buffer.from(good);
+    bad[bad.length >> 1] ^= 0x01;
+    writeFileSync(entry, bad);
+    const ref = stasis(['run', fixture('inst_sort'), '1']);
+    const launched = stasis(['launch', '--quiet', '--ckpt-dir', join(dir, 'ck'), fixture('inst_sort'), '1'], { env: envWith(cache), ...SLOW });
+    assert.equal(launched.code, 0, launched.stderr);
+    assert.equal(launched.stdout, ref.stdout);
+    assert.equal(noticeLines(launched.stderr).length, 1, launched.stderr);
+    assert.deepEqual(readFileSync(entry), good);
+  } finally {
+    cleanup();
+  }
+});
+
 test('a first launch says in one line that it instruments, and where it caches; the next says nothing', () => {
   const { dir, cleanup } = tempDir();
   try {

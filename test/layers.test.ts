@@ -22,13 +22,14 @@ function sources(dir = src): string[] {
   });
 }
 
-/** Relative imports of a file (static, dynamic and `import type`), as absolute .ts paths. */
+/** Relative imports of a file (static, dynamic and `import type`), as absolute .ts paths. A
+ *  file naming itself (a worker's entry: new URL('../x/self.js', import.meta.url)) is not one. */
 function importsOf(file: string): string[] {
   const text = readFileSync(file, 'utf8');
   const out: string[] = [];
   for (const m of text.matchAll(/(?:from\s+|import\s*\(\s*|new URL\(\s*)['"](\.\.?\/[^'"]+)['"]/g)) {
-    const target = resolve(dirname(file), m[1]!);
-    if (target.startsWith(src + '/')) out.push(target.replace(/\.js$/, '.ts')); // not package.json
+    const target = resolve(dirname(file), m[1]!).replace(/\.js$/, '.ts');
+    if (target.startsWith(src + '/') && target !== file) out.push(target); // not package.json
   }
   return out;
 }

@@ -276,7 +276,7 @@ test('--rollback-exempt (or `exempt` in a rules file): outputs the user wants ke
       assert.equal(run.before + r.stdout, ref.out);
       assert.deepEqual(tree(run.data), ref.tree);
       assert.match(r.stderr, /rolled back \S*scratch \(made after the checkpoint\)/);
-      assert.doesNotMatch(r.stderr, /r1/); // never moved aside
+      assert.doesNotMatch(r.stderr, /out\/r1/); // never moved aside (the temporary dir's name may hold r1)
     } finally {
       run.cleanup();
     }

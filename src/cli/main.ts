@@ -8,7 +8,7 @@ import { CODECS, type Codec } from '../image/format.js';
 /** Loaded per command: `run` needs none of the checkpoint machinery (image store, control). */
 const api = (): Promise<typeof import('../api.js')> => import('../api.js');
 import { COMPILE_MODES, type CompileMode } from '../launcher/compile.js';
-import { stopEarlyOnSignals } from '../launcher/signals.js';
+import { exitProcess, stopEarlyOnSignals } from '../launcher/signals.js';
 import type { Preopen } from '../wasi/state.js';
 import { parseArgs, type OptionSpec, type Parsed } from './args.js';
 
@@ -425,5 +425,8 @@ try {
     exitStatus = EXIT.INTERNAL;
   }
 }
-// Exit now: a thread waiting on the program's stdin must not keep the process alive.
-process.exit(exitStatus);
+// Exit now: a thread waiting on the program's stdin must not keep the process alive. And without
+// Node's teardown (signals.ts exitProcess): everything is written by now (files synchronously or
+// awaited, stdio as process.exit leaves it), and the teardown would wait for the guest's thread
+// to end (or, after an early error, to finish starting for a program that never came).
+exitProcess(exitStatus);

@@ -1,5 +1,6 @@
 // Worker-thread entry: runs one WASI program. The main thread stays free to flush buffered
 // writes on time, handle signals and serve the control socket while the guest computes.
+// (`run` with the native addon runs its program on the main thread instead: engine/inline.ts.)
 // Under checkpoint control (`launch`, `restart`) the module is an Asyncify-instrumented one
 // (src/instrument/) and a Checkpointer serves requests at its safe points.
 import { parentPort, workerData } from 'node:worker_threads';
@@ -9,6 +10,7 @@ import { POLL_IMPORT } from '../instrument/abi.js';
 import { ProcExit, WasiHost } from '../wasi/host.js';
 import { WriteBehind } from '../wasi/writebehind.js';
 import { Checkpointer, type AsyncifyExports } from './checkpointer.js';
+import { describeTrap } from './trap.js';
 import { CONTROL_WORDS, Control, GUEST_WORKER, WASM_PAGE, type GuestData, type GuestMessage, type GuestResult } from './protocol.js';
 
 type Post = (m: GuestMessage, transfer?: ArrayBuffer[]) => void;
@@ -87,20 +89,6 @@ async function run(data: GuestData, post: Post): Promise<GuestResult> {
   })();
   // It changes nothing more: its journal is complete, and sealed here (files/journal.ts).
   return changes.close() ? { ...result, sealed: true } : result;
-}
-
-/** "unreachable executed in function 'main' (prog.wasm)": the message and first wasm frame. */
-function describeTrap(e: unknown, modulePath: string): string {
-  if (!(e instanceof WebAssembly.RuntimeError) && !(e instanceof RangeError)) throw e;
-  const frame = (e.stack ?? '').split('\n').find((l) => l.includes('wasm://') || l.includes('wasm-function'));
-  let where = '';
-  if (frame !== undefined) {
-    const named = /at (\S+) \(wasm:/.exec(frame);
-    const index = /wasm-function\[(\d+)\]/.exec(frame);
-    if (named) where = ` in function '${named[1]}'`;
-    else if (index) where = ` in function #${index[1]} (module has no name section)`;
-  }
-  return `trap: ${e.message}${where} (${modulePath})`;
 }
 
 // Started before there is a program to run (launcher/guest-thread.ts): it comes as the first message.

@@ -3,11 +3,11 @@
 import { closeSync, read } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import zlib from 'node:zlib';
 import type { ChunkEntry, FilePolicyOptions, FileTreatment, Manifest, Snapshot, SnapshotMeta } from './schema.js';
 import { guestPath, type FdState, type Location, type Preopen } from '../wasi/state.js';
 import { ImageError } from '../errors.js';
 import { IMAGES, MANIFEST, MANIFEST_SUM, chunkFile, genName, moduleFile, type ChunkHash, type Codec } from './format.js';
+import { nodeZlib } from '../util/builtins.js';
 import { sha256hex } from '../util/fs.js';
 import { hashChunk } from './hash.js';
 import { xxh64hexInPlace } from './xxh64.js';
@@ -108,6 +108,7 @@ function readChunk(source: ImageSource, imageDir: string, m: Manifest, c: ChunkE
   }
   let raw: Buffer;
   try {
+    const zlib = nodeZlib(); // loaded once an image is read: a launch loads this file, not it
     raw = c.codec === 'brotli' ? zlib.brotliDecompressSync(data, { maxOutputLength: len + 1 }) : zlib.inflateRawSync(data, { maxOutputLength: len + 1 });
   } catch {
     throw corruptChunk(source, rel, imageDir, `does not decompress (${c.codec}): truncated or damaged`);

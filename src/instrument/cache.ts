@@ -1,9 +1,11 @@
 // The on-disk cache of instrumented modules: by sha256(input) + version string. Free of
-// binaryen, so a launch whose module is cached never loads it.
-import { webcrypto } from 'node:crypto';
+// binaryen, so a launch whose module is cached never loads it, and of node:crypto (tens of ms
+// to load): file names and the check of a cached module use XXH64; the sha256 of an unchanged
+// source is remembered (sourceOf).
 import { closeSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import { homedir, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
+import { xxh64hex } from '../image/xxh64.js';
 import type { InstrumentedModule, InstrumentMeta, InstrumentOptions } from './types.js';
 import { versionString } from './version.js';
 import { errno, nowNs, replaceFileSync, settledBefore, sha256hex } from '../util/fs.js';
@@ -19,7 +21,7 @@ export function defaultCacheDir(): string {
 }
 
 function paths(sourceHash: string, version: string, cacheDir: string): { wasm: string; meta: string; lock: string } {
-  const key = sha256hex(new TextEncoder().encode(`${sourceHash}\n${version}`));
+  const key = xxh64hex(new TextEncoder().encode(`${sourceHash}\n${version}`));
   return { wasm: join(cacheDir, `${key}.wasm`), meta: join(cacheDir, `${key}.json`), lock: join(cacheDir, `${key}.lock`) };
 }
 
@@ -31,18 +33,18 @@ export function cachedModulePath(sourceHash: string, opts: InstrumentOptions, ca
 /** The cached instrumentation of bytes, or null (a miss, or an entry that fails its checks). */
 export function readCache(bytes: Uint8Array, opts: InstrumentOptions, cacheDir: string = defaultCacheDir()): InstrumentedModule | null {
   const entry = readEntry(sha256hex(bytes), opts, cacheDir);
-  return entry !== null && sha256hex(entry.bytes) === entry.hash ? entry : null;
+  if (entry === null) return null;
+  const { xxh64: _, ...module } = entry;
+  return sha256hex(module.bytes) === module.hash ? module : null;
 }
 
-/** Like readCache, by the source's hash; the cached module's own hash is checked on the thread
- *  pool: `verified` settles to false if the entry is damaged, and the caller can compile the
- *  module meanwhile. */
+/** Like readCache, by the source's hash; `verified` is false if the entry is damaged (its
+ *  module's XXH64 is not the one written with it). */
 export async function lookupCache(sourceHash: string, opts: InstrumentOptions, cacheDir: string = defaultCacheDir()): Promise<{ module: InstrumentedModule; verified: Promise<boolean> } | null> {
   const entry = readEntry(sourceHash, opts, cacheDir);
   if (entry === null) return null;
-  const verified = webcrypto.subtle.digest('SHA-256', entry.bytes)
-    .then((d) => Buffer.from(d).toString('hex') === entry.hash, () => false);
-  return { module: entry, verified };
+  const { xxh64, ...module } = entry;
+  return { module, verified: Promise.resolve(xxh64 !== undefined && xxh64hex(module.bytes) === xxh64) };
 }
 
 interface SourceMemo { dev: string; ino: string; size: string; mtimeNs: string; ctimeNs: string; hashedAt: string; sha256: string }
@@ -56,7 +58,7 @@ interface SourceMemo { dev: string; ino: string; size: string; mtimeNs: string; 
 export function sourceOf(path: string, read: () => Buffer, cacheDir: string = defaultCacheDir()): { sourceHash: string; bytes: Buffer | null } {
   const st = statSync(path, { bigint: true, throwIfNoEntry: false });
   if (st === undefined || !st.isFile()) return hashed(read());
-  const memoFile = join(cacheDir, 'sources', `${sha256hex(new TextEncoder().encode(resolve(path)))}.json`);
+  const memoFile = join(cacheDir, 'sources', `${xxh64hex(new TextEncoder().encode(resolve(path)))}.json`);
   try {
     const m = JSON.parse(readFileSync(memoFile, 'utf8')) as SourceMemo;
     if (m.dev === String(st.dev) && m.ino === String(st.ino) && m.size === String(st.size)
@@ -86,16 +88,17 @@ function hashed(bytes: Buffer): { sourceHash: string; bytes: Buffer } {
   return { sourceHash: sha256hex(bytes), bytes };
 }
 
-/** The entry for a source hash whose metadata matches, its module not yet checked. */
-function readEntry(sourceHash: string, opts: InstrumentOptions, cacheDir: string): InstrumentedModule | null {
+/** The entry for a source hash whose metadata matches, its module not yet checked; xxh64 is
+ *  its module's, as written with it. */
+function readEntry(sourceHash: string, opts: InstrumentOptions, cacheDir: string): (InstrumentedModule & { xxh64?: string }) | null {
   const version = versionString(opts);
   const p = paths(sourceHash, version, cacheDir);
   try {
-    const meta = JSON.parse(readFileSync(p.meta, 'utf8')) as InstrumentMeta & { hash: string; sourceHash: string };
+    const meta = JSON.parse(readFileSync(p.meta, 'utf8')) as InstrumentMeta & { hash: string; sourceHash: string; xxh64?: string };
     if (meta.version !== version || meta.sourceHash !== sourceHash) return null;
     const out = readFileSync(p.wasm);
-    const { hash, sourceHash: _s, ...rest } = meta;
-    return { bytes: new Uint8Array(out.buffer, out.byteOffset, out.byteLength), hash, sourceHash, meta: rest };
+    const { hash, sourceHash: _s, xxh64, ...rest } = meta;
+    return { bytes: new Uint8Array(out.buffer, out.byteOffset, out.byteLength), hash, sourceHash, meta: rest, ...(xxh64 !== undefined && { xxh64 }) };
   } catch {
     return null; // miss or unreadable entry
   }
@@ -109,7 +112,7 @@ export function writeCache(result: InstrumentedModule, opts: InstrumentOptions, 
   try {
     mkdirSync(cacheDir, { recursive: true });
     replaceFileSync(p.wasm, result.bytes);
-    replaceFileSync(p.meta, JSON.stringify({ ...result.meta, hash: result.hash, sourceHash: result.sourceHash }, null, 1));
+    replaceFileSync(p.meta, JSON.stringify({ ...result.meta, hash: result.hash, sourceHash: result.sourceHash, xxh64: xxh64hex(result.bytes) }, null, 1));
     return true;
   } catch {
     return false;

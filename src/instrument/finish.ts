@@ -1,7 +1,7 @@
 // The instrumented module's last touches, on its bytes (binary.ts; no binaryen, so that the
 // thread that runs a native wasm-opt never loads it): every mutable global exported, the
 // metadata section appended.
-import { createHash } from 'node:crypto';
+import { sha256hex } from '../util/fs.js';
 import { globalExportName } from './abi.js';
 import { UnsupportedModuleError } from './errors.js';
 import { addGlobalExports, appendCustomSection, exportNames, mutableGlobals } from './binary.js';
@@ -25,7 +25,8 @@ export interface Prepared {
   meta: Pick<InstrumentMeta, 'version' | 'pollImport' | 'unwindImports'>;
 }
 
-export const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+// (node:crypto loaded when first needed: a launch whose module is cached loads this file, not it)
+export const sha256 = (b: Uint8Array): string => sha256hex(b);
 
 /** The instrumented module from Asyncify's output (with its name section). */
 export function finish(out: Uint8Array, prep: Prepared): InstrumentedModule {

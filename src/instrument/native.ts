@@ -2,7 +2,8 @@
 // `binaryen`): it is several times faster than the npm build (compiled to wasm, one thread)
 // and uses every core. The npm build stays the fallback that always works.
 // STASIS_WASM_OPT picks the tool: a path to a wasm-opt, or "npm" for the npm build.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { nodeChildProcess } from '../util/builtins.js';
 import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { bodySizes, merge, piece } from './chunks.js';
@@ -45,7 +46,7 @@ function nativeOnPath(name: string): string | null {
 }
 
 function probe(path: string): NativeTool | null {
-  const r = spawnSync(path, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+  const r = nodeChildProcess().spawnSync(path, ['--version'], { encoding: 'utf8', timeout: 10_000 });
   const m = r.status === 0 ? /version (\d+)/.exec(r.stdout) : null;
   if (m === null) return null;
   const version = Number(m[1]);
@@ -134,7 +135,7 @@ export function asyncifyNative(tool: NativeTool, input: Uint8Array, args: Asynci
   try {
     const outputs = (p?.inputs ?? [input]).map((piece, i) => {
       const { argv, outPath } = commandLine(dir, `${i}`, piece, args);
-      const r = spawnSync(tool.path, argv, { encoding: 'utf8', maxBuffer: 64 << 20 });
+      const r = nodeChildProcess().spawnSync(tool.path, argv, { encoding: 'utf8', maxBuffer: 64 << 20 });
       if (r.status !== 0) throw failure(tool, r.status, r.stderr ?? '', r.error);
       return readFileSync(outPath);
     });
@@ -163,7 +164,7 @@ export async function asyncifyNativeAsync(tool: NativeTool, input: Uint8Array, a
         const { argv, outPath } = commandLine(dir, `${i}`, inputs[i]!, args);
         inputs[i] = new Uint8Array(0); // written: not held meanwhile
         await new Promise<void>((resolve, reject) => {
-          const child = spawn(tool.path, argv, { stdio: ['ignore', 'ignore', 'pipe'], env });
+          const child = nodeChildProcess().spawn(tool.path, argv, { stdio: ['ignore', 'ignore', 'pipe'], env });
           children.add(child);
           let stderr = '';
           child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr = (stderr + d).slice(-8192); });

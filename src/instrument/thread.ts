@@ -44,7 +44,8 @@ export async function instrumentInThread(bytes: Uint8Array, opts: Omit<Instrumen
 
 function inWorker(job: Job, bytes: Uint8Array, opts: Omit<InstrumentOptions, 'onProgress'>, onPhase: (phase: string) => void): Promise<InstrumentedModule | Prepared> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL(import.meta.url), { workerData: { job, bytes, opts } });
+    // This file, by a path that holds from the CLI's bundle too (dist/src/bundle/, scripts/bundle.mjs).
+    const worker = new Worker(new URL('../instrument/thread.js', import.meta.url), { workerData: { job, bytes, opts } });
     worker.on('message', (o: Outcome) => {
       if (o.kind === 'phase') { onPhase(o.phase); return; }
       if (o.ok) resolve(o.result);

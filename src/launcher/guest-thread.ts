@@ -26,7 +26,7 @@ export function guestThread(): Worker {
 }
 
 function spawn(): Worker {
-  // engine/guest.js and its imports, bundled into one module by `npm run build` (scripts/bundle-guest.mjs).
+  // engine/guest.js and its imports, bundled into one module by `npm run build` (scripts/bundle.mjs).
   return new Worker(new URL('../engine/guest.bundle.cjs', import.meta.url), {
     workerData: { kind: GUEST_WORKER }, stdin: false, stdout: false, stderr: false,
   });

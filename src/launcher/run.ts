@@ -1,12 +1,17 @@
-// `stasis run`: runs a WASI command to completion, with no checkpointing.
+// `stasis run`: runs a WASI command to completion, with no checkpointing. With the native
+// addon, on this (the main) thread: starting a worker and loading the host's code in it again
+// is most of a short program's start-up. Without it, in a worker (launcher/session.ts).
 import { statSync } from 'node:fs';
+import { constants } from 'node:os';
 import { resolve } from 'node:path';
 import { StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
+import { nativeInline } from '../wasi/native.js';
+import { stdinIsFile } from '../wasi/stdin.js';
+import { WriteBehind } from '../wasi/writebehind.js';
 import { loadModule } from './module.js';
-import { GuestSession } from './session.js';
-import { onTerminatingSignals } from './signals.js';
-import type { CompileMode } from './compile.js';
+import { onTerminatingSignals, SIGNAL_STATUS } from './signals.js';
+import { useCompileMode, type CompileMode } from './compile.js';
 import type { Preopen } from '../wasi/state.js';
 
 export interface RunOptions {
@@ -37,7 +42,25 @@ export function checkPreopens(preopens: Preopen[]): Preopen[] {
 }
 
 export async function runCommand(opts: RunOptions): Promise<GuestResult> {
+  const native = nativeInline;
+  if (native !== null) {
+    // A native thread flushes its coalesced writes when stale, and on a signal writes them out
+    // and ends the process as the signal would a native program, at once, even in a loop that
+    // never returns to JavaScript.
+    const writeBehind = new WriteBehind();
+    native.exitOnSignals(SIGNAL_STATUS.flatMap(([sig, status]) => [constants.signals[sig], status]), new Int32Array(writeBehind.shared));
+    const loaded = loadModule(opts.module);
+    const preopens = checkPreopens(opts.preopens);
+    if (opts.compile !== undefined) useCompileMode(opts.compile);
+    // Loaded only here: a launch imports this module too (checkPreopens) but runs in a worker.
+    const { runInline } = await import('../engine/inline.js');
+    return runInline({
+      module: loaded.module, modulePath: opts.module, args: [opts.module, ...opts.args], env: opts.env, preopens,
+      stdin: stdinIsFile() ? null : { pollIn: native.pollIn }, writeBehind,
+    });
+  }
   const loaded = loadModule(opts.module);
+  const { GuestSession } = await import('./session.js');
   const session = new GuestSession({
     module: loaded.module, modulePath: opts.module, args: [opts.module, ...opts.args],
     env: opts.env, preopens: checkPreopens(opts.preopens), ...(opts.compile && { compile: opts.compile }),

@@ -1,10 +1,11 @@
 // Node built-ins that only some paths use, loaded at their first use rather than with the module
-// that needs them: each costs a thread's start-up a few ms (node:crypto ~4 ms, node:child_process
-// ~3 ms), and start-up is paid by every run, most of which never hash, draw random bytes or
-// run a command.
+// that needs them: each costs a thread's start-up a few ms (node:crypto ~4 ms, node:zlib ~4 ms,
+// node:child_process ~3 ms), and start-up is paid by every run, most of which never hash,
+// decompress or run a command.
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
 
 export const nodeCrypto = (): typeof import('node:crypto') => require('node:crypto') as typeof import('node:crypto');
 export const nodeChildProcess = (): typeof import('node:child_process') => require('node:child_process') as typeof import('node:child_process');
+export const nodeZlib = (): typeof import('node:zlib') => require('node:zlib') as typeof import('node:zlib');

@@ -85,9 +85,12 @@ export function unreadable(e: unknown): string {
   return known[err.code ?? ''] ?? String(err.code ?? err.message);
 }
 
-/** A temporary name unique to this process and call. */
+let tmpCount = 0;
+
+/** A temporary name unique to this process and call (the pid, a count), and not one another
+ *  process could guess (random; not node:crypto's, whose loading costs a launch tens of ms). */
 export function tmpSuffix(): string {
-  return `${process.pid}-${nodeCrypto().randomBytes(4).toString('hex')}`;
+  return `${process.pid}-${(tmpCount++).toString(36)}${Math.floor(Math.random() * 2 ** 32).toString(16).padStart(8, '0')}`;
 }
 
 // Durable writes: the steps that wait for the disk (fsync) or move bulk data go to the thread

@@ -17,7 +17,7 @@ import { closeFd, hostOfAt, linkAt, mkdirAt, openAt, openHostDir, pathOfAt, read
 import { joinRel, resolvePath, withSlash, type Resolved } from './paths.js';
 import { hostPathOf, type FdState, type Location, type Mount, type Preopen, type WasiState } from './state.js';
 import { type TimeSpec } from './native.js';
-import { openStdin, type StdinSource } from './stdin.js';
+import { openStdin, type StdinFrom, type StdinSource } from './stdin.js';
 import { WriteBehind } from './writebehind.js';
 import { nodeCrypto } from '../util/builtins.js';
 
@@ -38,8 +38,8 @@ export interface HostOptions {
   mounts?: Mount[];
   /** Shared write-behind buffer; pass one whose memory another thread can flush. */
   writeBehind?: WriteBehind;
-  /** Channel from a StdinPump (stdin.ts), or null when stdin is a regular file. */
-  stdin: SharedArrayBuffer | null;
+  /** Where stdin comes from (stdin.ts): a StdinPump's channel, poll(2), or null when it is a regular file. */
+  stdin: StdinFrom;
   /** Told before file bytes change (default: nobody). */
   changes?: FileChangeHooks;
   /** Rebuild this state instead of starting fresh (a restart); the fds follow (restoreFds). */

@@ -66,10 +66,13 @@ interface Addon {
   trackWrites?: (memory: ArrayBuffer) => number;
   writtenPages?: (handle: number, memory: ArrayBuffer, out: Uint8Array, unit: number) => number;
   untrackWrites?: (handle: number) => number;
+  /** A program on the main thread (native/inline.c). Absent from older addons. */
+  pollIn?: (fd: number, timeoutMs: number) => number;
+  exitOnSignals?: (pairs: number[], writeBehind?: Int32Array) => void;
 }
 
 /** The addon's confined operations (see native/beneath.c). */
-export type BeneathOps = Required<Pick<Addon, 'openBeneath'>> & Omit<Addon, 'futimens' | 'utimensat' | 'iovecIo' | 'openBeneath' | 'mapWindow' | 'unmapWindow' | 'exitNow' | 'adviseHugePages' | 'trackWrites' | 'writtenPages' | 'untrackWrites'>;
+export type BeneathOps = Required<Pick<Addon, 'openBeneath'>> & Omit<Addon, 'futimens' | 'utimensat' | 'iovecIo' | 'openBeneath' | 'mapWindow' | 'unmapWindow' | 'exitNow' | 'adviseHugePages' | 'trackWrites' | 'writtenPages' | 'untrackWrites' | 'pollIn' | 'exitOnSignals'>;
 
 // Flag encoding shared with native/utimens.c.
 const ATIME_OMIT = 1;
@@ -143,6 +146,12 @@ export const nativeAdviseHugePages: NonNullable<Addon['adviseHugePages']> | null
 export const nativeWriteTracking: Required<Pick<Addon, 'trackWrites' | 'writtenPages' | 'untrackWrites'>> | null =
   typeof addon?.trackWrites === 'function' && typeof addon.writtenPages === 'function' && typeof addon.untrackWrites === 'function'
     ? { trackWrites: addon.trackWrites, writtenPages: addon.writtenPages, untrackWrites: addon.untrackWrites }
+    : null;
+
+/** What running a program on the main thread needs (native/inline.c), or null. */
+export const nativeInline: Required<Pick<Addon, 'pollIn' | 'exitOnSignals'>> | null =
+  typeof addon?.pollIn === 'function' && typeof addon.exitOnSignals === 'function'
+    ? { pollIn: addon.pollIn, exitOnSignals: addon.exitOnSignals }
     : null;
 
 /** Why the addon is not in use (null when it is). For diagnostics. */

@@ -2,7 +2,8 @@
 // read by the launcher's main thread (StdinPump, with Node's non-blocking streams) and handed to
 // the guest's thread through shared memory, on demand: the guest can then wait for input with a
 // timeout (poll_oneoff) or not at all (fdflags.nonblock), which a blocking read(2) cannot do,
-// and no thread is ever stuck in a read that would keep the process from exiting.
+// and no thread is ever stuck in a read that would keep the process from exiting. A program on
+// the main thread (`stasis run` with the native addon) waits with poll(2) instead (PolledStdin).
 import * as fs from 'node:fs';
 import { Errno } from './constants.js';
 import { WasiError } from './errno.js';
@@ -43,9 +44,17 @@ export function stdinIsFile(): boolean {
   }
 }
 
+/**
+ * How the guest's thread gets stdin: a channel from a StdinPump (a worker's), or polled on its
+ * own thread with the addon's pollIn (the main thread's; not a regular file), or null when
+ * stdin is a regular file.
+ */
+export type StdinFrom = SharedArrayBuffer | { pollIn: (fd: number, timeoutMs: number) => number } | null;
+
 /** The guest's stdin; `pending` is input a checkpointed run had received but not read. */
-export function openStdin(channel: SharedArrayBuffer | null, pending?: Uint8Array): StdinSource {
-  return channel === null ? new FileStdin() : new StreamStdin(channel, pending);
+export function openStdin(from: StdinFrom, pending?: Uint8Array): StdinSource {
+  if (from === null) return new FileStdin();
+  return from instanceof SharedArrayBuffer ? new StreamStdin(from, pending) : new PolledStdin(from.pollIn);
 }
 
 class FileStdin implements StdinSource {
@@ -66,19 +75,27 @@ class FileStdin implements StdinSource {
   }
 }
 
-/** The guest's side: asks for a chunk and waits for the pump to fill it. */
-class StreamStdin implements StdinSource {
-  private readonly ctl: Int32Array;
-  private readonly data: Buffer;
+/** Input read ahead in chunks, handed out as the program reads; subclasses say how a chunk comes. */
+abstract class ChunkedStdin implements StdinSource {
   /** Bytes received and not yet given to the guest. */
-  private buffered = Buffer.alloc(0);
-  private eof = false;
+  protected buffered = Buffer.alloc(0);
+  protected eof = false;
   received = 0;
 
-  constructor(channel: SharedArrayBuffer, pending?: Uint8Array) {
-    this.ctl = new Int32Array(channel, 0, 4);
-    this.data = Buffer.from(channel, 16, CHUNK);
+  constructor(pending?: Uint8Array) {
     if (pending !== undefined) this.buffered = Buffer.from(pending);
+  }
+
+  /** Waits up to timeoutMs for a chunk (or EOF) and takes it in; true once one came. */
+  protected abstract fill(timeoutMs: number): boolean;
+
+  /** Takes in a chunk that has come (n > 0 bytes of data, 0 end of input, < 0 a read error). */
+  protected got(data: Buffer, n: number): void {
+    if (n > 0) {
+      this.buffered = Buffer.concat([this.buffered, data.subarray(0, n)]);
+      this.received += n;
+    } else if (n === 0) this.eof = true;
+    else throw new WasiError(Errno.IO);
   }
 
   read(buf: Buffer, ptr: number, len: number, nonblock: boolean): number {
@@ -107,12 +124,27 @@ class StreamStdin implements StdinSource {
   }
 
   pending(): Uint8Array {
-    this.take(); // a chunk delivered but not yet picked up belongs to the program too
     return new Uint8Array(this.buffered);
   }
+}
 
-  /** Asks for a chunk and waits up to timeoutMs; true once data or EOF arrived. */
-  private fill(timeoutMs: number): boolean {
+/** The guest's side in a worker: asks for a chunk and waits for the pump to fill it. */
+class StreamStdin extends ChunkedStdin {
+  private readonly ctl: Int32Array;
+  private readonly data: Buffer;
+
+  constructor(channel: SharedArrayBuffer, pending?: Uint8Array) {
+    super(pending);
+    this.ctl = new Int32Array(channel, 0, 4);
+    this.data = Buffer.from(channel, 16, CHUNK);
+  }
+
+  override pending(): Uint8Array {
+    this.take(); // a chunk delivered but not yet picked up belongs to the program too
+    return super.pending();
+  }
+
+  protected fill(timeoutMs: number): boolean {
     const ctl = this.ctl;
     if (Atomics.compareExchange(ctl, STATE, IDLE, REQUESTED) === IDLE) Atomics.notify(ctl, STATE);
     const deadline = performance.now() + timeoutMs;
@@ -131,13 +163,44 @@ class StreamStdin implements StdinSource {
     const ctl = this.ctl;
     if (Atomics.load(ctl, STATE) !== FILLED) return false;
     const n = ctl[LENGTH]!;
-    if (n > 0) {
-      this.buffered = Buffer.concat([this.buffered, this.data.subarray(0, n)]);
-      this.received += n;
-    } else if (n === 0) this.eof = true;
     Atomics.store(ctl, STATE, IDLE);
-    if (n < 0) throw new WasiError(Errno.IO);
+    this.got(this.data, n);
     return true;
+  }
+}
+
+/**
+ * Read on the program's own thread when that is the main one (`stasis run`, nothing else to
+ * serve): poll(2) waits with a timeout, and only then is the fd read, so a non-blocking fd
+ * (shared with whoever started us) is never read before it has input.
+ */
+class PolledStdin extends ChunkedStdin {
+  private readonly chunk = Buffer.alloc(CHUNK);
+
+  constructor(private readonly pollIn: (fd: number, timeoutMs: number) => number) {
+    super();
+  }
+
+  protected fill(timeoutMs: number): boolean {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const left = Math.max(0, deadline - performance.now());
+      const r = this.pollIn(0, left === Infinity ? -1 : left);
+      if (r === 0) return false;
+      let n: number;
+      try {
+        n = r < 0 ? -1 : fs.readSync(0, this.chunk, 0, CHUNK, null);
+      } catch (e) {
+        // Someone else read it first: wait again, for what is left of the time.
+        if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {
+          if (left === 0) return false;
+          continue;
+        }
+        n = -1;
+      }
+      this.got(this.chunk, n);
+      return true;
+    }
   }
 }
 

@@ -7,7 +7,8 @@
 // - the guest's thread flushes before every other WASI call (so reads, stats, seeks, closes,
 //   renames... all see the data), when the buffer is full, at exit and at traps;
 // - the buffer lives in shared memory with a lock, so the launcher's main thread flushes it
-//   when it goes stale (a few ms after the last write) and before it exits on a signal.
+//   when it goes stale (a few ms after the last write) and before it exits on a signal (for a
+//   program on the main thread, a thread of the native addon does: native/inline.c).
 // A write error found by a deferred flush is reported by the next call on that fd.
 import * as fs from 'node:fs';
 
@@ -121,10 +122,11 @@ export class WriteBehind {
   }
 
   // A futex-style lock: 0 free, 1 held, 2 held with waiters (only then does unlock notify).
+  // A waiter also looks again every ms: the native flusher (native/inline.c) cannot notify.
   private lock(): void {
     const w = this.words;
     if (Atomics.compareExchange(w, LOCK, 0, 1) === 0) return;
-    while (Atomics.exchange(w, LOCK, 2) !== 0) Atomics.wait(w, LOCK, 2);
+    while (Atomics.exchange(w, LOCK, 2) !== 0) Atomics.wait(w, LOCK, 2, 1);
   }
 
   private unlock(): void {

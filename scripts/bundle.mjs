@@ -1,0 +1,45 @@
+// Part of `npm run build`, after tsc: bundles what each of the CLI's threads loads, so that a
+// thread loads a few files instead of resolving and loading dozens of ES modules one by one
+// with Node's ES module loader (measured: tens of ms of every command's start-up).
+//
+// - The guest thread: dist/src/engine/guest.js and the ~25 modules it imports, as one CommonJS
+//   file, dist/src/engine/guest.bundle.cjs (what src/launcher/guest-thread.ts starts).
+//   Everything is in it, the image reader that only a restart's guest runs too: a module loaded
+//   beside it would have classes of its own (an ImageError it threw would not be the bundle's).
+//   Its import.meta.url is its own file's, one level below dist/src as the modules were, so the
+//   relative URLs the modules resolve against it (the native addon's) still hold.
+// - The CLI's main thread: dist/src/cli/main.js and everything it imports, dynamic imports
+//   included (esbuild runs each of those modules' code only when it is imported), as one ES
+//   module, dist/src/cli/main.bundle.js, which bin/stasis.js loads. Kept out of it, as their own
+//   modules: packages (binaryen); launcher/guest-thread.js, which bin/stasis.js loads before the
+//   bundle to start the guest thread early (one copy of its state); and instrument/index.js,
+//   which only the instrumenter's worker imports (it loads the unbundled instrument/thread.js)
+//   and which would bring binaryen with it. Node built-ins that only some commands need are
+//   loaded at their first use (src/util/builtins.ts), not by the bundle's imports.
+import { build } from 'esbuild';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const common = { absWorkingDir: root, bundle: true, platform: 'node', target: 'node20', logLevel: 'warning' };
+await build({
+  ...common,
+  entryPoints: ['dist/src/engine/guest.js'],
+  outfile: 'dist/src/engine/guest.bundle.cjs',
+  format: 'cjs',
+  define: { 'import.meta.url': 'bundleUrl' },
+  banner: { js: "const bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
+});
+await build({
+  ...common,
+  entryPoints: ['dist/src/cli/main.js'],
+  outfile: 'dist/src/cli/main.bundle.js',
+  format: 'esm',
+  packages: 'external',
+  plugins: [{
+    name: 'own-modules',
+    setup(b) {
+      b.onResolve({ filter: /\/guest-thread\.js$/ }, () => ({ path: '../launcher/guest-thread.js', external: true }));
+      b.onResolve({ filter: /^\.\/index\.js$/ }, (a) => (a.importer.endsWith('/instrument/thread.js') ? { path: '../instrument/index.js', external: true } : undefined));
+    },
+  }],
+});
