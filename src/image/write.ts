@@ -3,7 +3,6 @@ import { hostname } from 'node:os';
 import { linkSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import zlib from 'node:zlib';
 import { manifestShape, type ChunkEntry, type FileRecord, type Manifest, type Snapshot } from './schema.js';
 import { ShapeError } from './shape.js';
 import { ImageError } from '../errors.js';
@@ -17,6 +16,7 @@ import { rememberWritten } from './provenance.js';
 import { hashChunk } from './hash.js';
 import { allSettled, errno, fsyncDir, pool, renameOrRemove, rmrf, sha256hex, tmpSuffix, writeFileAtomic, writeFileSynced } from '../util/fs.js';
 import { alive } from '../util/proc.js';
+import { nodeZlib } from '../util/builtins.js';
 import { generations, loadManifest, type ImageRef } from './manifest.js';
 
 export interface WriteOptions {
@@ -58,12 +58,10 @@ export interface WriteResult extends ImageRef {
 /** Concurrent chunk writes in flight (8 measured better than 4 and as good as 16). */
 const WRITE_CONCURRENCY = 8;
 
-const brotliCompress = promisify(zlib.brotliCompress);
-const deflateRaw = promisify(zlib.deflateRaw);
-
-const BROTLI_Q1 = {
-  params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 1 },
-};
+// node:zlib loads at the first compressed write (every command loads this file).
+const brotliCompress = (raw: Uint8Array, opts: import('node:zlib').BrotliOptions): Promise<Buffer> => promisify(nodeZlib().brotliCompress)(raw, opts);
+const deflateRaw = (raw: Uint8Array, opts: import('node:zlib').ZlibOptions): Promise<Buffer> => promisify(nodeZlib().deflateRaw)(raw, opts);
+const brotliQuality1 = (): import('node:zlib').BrotliOptions => ({ params: { [nodeZlib().constants.BROTLI_PARAM_QUALITY]: 1 } });
 
 /**
  * Whether a chunk looks incompressible: brotli quality 1 on four 16 KiB samples (~70 us).
@@ -77,7 +75,7 @@ function looksIncompressible(raw: Uint8Array): boolean {
     const at = Math.floor((raw.length - piece) * k / 3);
     sample.set(raw.subarray(at, at + piece), k * piece);
   }
-  return zlib.brotliCompressSync(sample, BROTLI_Q1).length > 0.9 * sample.length;
+  return nodeZlib().brotliCompressSync(sample, brotliQuality1()).length > 0.9 * sample.length;
 }
 
 async function encode(codec: Codec, raw: Uint8Array): Promise<Uint8Array> {
@@ -85,8 +83,8 @@ async function encode(codec: Codec, raw: Uint8Array): Promise<Uint8Array> {
   if (codec === 'deflate') return deflateRaw(raw, { level: 1 });
   return brotliCompress(raw, {
     params: {
-      [zlib.constants.BROTLI_PARAM_QUALITY]: 1,
-      [zlib.constants.BROTLI_PARAM_SIZE_HINT]: raw.length,
+      [nodeZlib().constants.BROTLI_PARAM_QUALITY]: 1,
+      [nodeZlib().constants.BROTLI_PARAM_SIZE_HINT]: raw.length,
     },
   });
 }
