@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fixture, stasis, stasisBin, tree } from './helpers.js';
-import { checkpointContinueKill, uninterrupted as oneRun, type Run, type RunHow } from './rollback-run.js';
+import { checkpointContinueKill, restartMatches, uninterrupted as oneRun, type Run, type RunHow } from './rollback-run.js';
 
 const PROG = fixture('files_ops');
 
@@ -19,13 +19,6 @@ type How = RunHow & {
 const run = (args: string[], how: How = {}): Promise<Run> => checkpointContinueKill(PROG, () => args, how.options ?? [], undefined, how);
 const uninterrupted = (args: string[], files: Record<string, string> = {}): { out: string; tree: Map<string, string> } => oneRun(PROG, () => args, files);
 
-/** Restart and check it finishes as one uninterrupted run. */
-function restartMatches(r: Run, ref: { out: string; tree: Map<string, string> }, extra: string[] = []): void {
-  const x = stasis(['restart', '--quiet', ...extra, r.ckpt], { input: 'go\ngo\n', cwd: r.root });
-  assert.equal(r.before + x.stdout, ref.out, `exit ${x.code}\n${x.stderr}`);
-  assert.equal(x.code, 0, x.stderr);
-  assert.deepEqual(tree(r.data), ref.tree);
-}
 
 /** Checkpointed at its first pause, continued, killed at its second, restarted: as one uninterrupted run. */
 async function restartsAsOneRun(args: string[]): Promise<void> {

@@ -122,3 +122,11 @@ export function uninterrupted(prog: string, args: (data: string) => string[], fi
     cleanup();
   }
 }
+
+/** Restart and check it finishes as one uninterrupted run (`ref`: uninterrupted's). */
+export function restartMatches(r: Run, ref: { out: string; tree: Map<string, string> }, extra: string[] = []): void {
+  const x = stasis(['restart', '--quiet', ...extra, r.ckpt], { input: 'go\ngo\n', cwd: r.root });
+  assert.equal(r.before + x.stdout, ref.out, `exit ${x.code}\n${x.stderr}`);
+  assert.equal(x.code, 0, x.stderr);
+  assert.deepEqual(tree(r.data), ref.tree);
+}
