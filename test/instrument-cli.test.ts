@@ -80,13 +80,18 @@ for (const tool of TOOLS) {
   });
 }
 
+/** `stasis instrument PROG` into the cache `cache`; returns the entry it printed. */
+function instrumentInto(cache: string, prog: string): string {
+  const made = stasis(['instrument', prog], { env: envWith(cache), ...SLOW });
+  assert.equal(made.code, 0, made.stderr);
+  return made.stdout.trim();
+}
+
 test('stasis instrument without -o fills the cache: the first launch then instruments nothing', () => {
   const { dir, cleanup } = tempDir();
   try {
     const cache = join(dir, 'shared');
-    const made = stasis(['instrument', fixture('inst_sort')], { env: envWith(cache), ...SLOW });
-    assert.equal(made.code, 0, made.stderr);
-    const entry = made.stdout.trim();
+    const entry = instrumentInto(cache, fixture('inst_sort'));
     assert.equal(entry, cachedModulePath(sha256hex(readFileSync(fixture('inst_sort'))), { polls: true }, cache));
     assert.ok(existsSync(entry));
     const ref = stasis(['run', fixture('inst_sort'), '1']);
@@ -103,9 +108,7 @@ test('a damaged cache entry is not used: the launch instruments again, runs, and
   const { dir, cleanup } = tempDir();
   try {
     const cache = join(dir, 'shared');
-    const made = stasis(['instrument', fixture('inst_sort')], { env: envWith(cache), ...SLOW });
-    assert.equal(made.code, 0, made.stderr);
-    const entry = made.stdout.trim();
+    const entry = instrumentInto(cache, fixture('inst_sort'));
     const good = readFileSync(entry);
     // One byte changed in the middle of the code: still a module V8 may well compile.
     const bad = Buffer.from(good);
