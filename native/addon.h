@@ -6,6 +6,10 @@
 #endif
 #include <node_api.h>
 
+/* One exported function, for a part's table of them; a part ends its init with STASIS_EXPORT. */
+#define STASIS_FN(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL}
+#define STASIS_EXPORT(env, exports, props) napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props)
+
 /* utimens.c: futimens, utimensat (nanosecond-exact timestamps). */
 napi_status stasis_utimens_init(napi_env env, napi_value exports);
 /* io.c: iovecIo (fd_read / fd_write / fd_pread / fd_pwrite straight into wasm memory). */

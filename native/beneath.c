@@ -391,19 +391,19 @@ napi_status stasis_beneath_init(napi_env env, napi_value exports) {
   use_openat2 = off == NULL || off[0] == '\0' || strcmp(off, "0") == 0;
 #endif
   napi_property_descriptor props[] = {
-    {"openBeneath", NULL, js_open, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"statBeneath", NULL, js_stat, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"mkdirBeneath", NULL, js_mkdir, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"unlinkBeneath", NULL, js_unlink, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"symlinkBeneath", NULL, js_symlink, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"readlinkBeneath", NULL, js_readlink, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"renameBeneath", NULL, js_rename, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"renameNoReplaceBeneath", NULL, js_rename_noreplace, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"linkBeneath", NULL, js_link, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"utimensBeneath", NULL, js_utimens, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"openPath", NULL, js_open_path, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"closeFd", NULL, js_close, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"openat2Used", NULL, js_openat2_used, NULL, NULL, NULL, napi_enumerable, NULL},
+    STASIS_FN("openBeneath", js_open),
+    STASIS_FN("statBeneath", js_stat),
+    STASIS_FN("mkdirBeneath", js_mkdir),
+    STASIS_FN("unlinkBeneath", js_unlink),
+    STASIS_FN("symlinkBeneath", js_symlink),
+    STASIS_FN("readlinkBeneath", js_readlink),
+    STASIS_FN("renameBeneath", js_rename),
+    STASIS_FN("renameNoReplaceBeneath", js_rename_noreplace),
+    STASIS_FN("linkBeneath", js_link),
+    STASIS_FN("utimensBeneath", js_utimens),
+    STASIS_FN("openPath", js_open_path),
+    STASIS_FN("closeFd", js_close),
+    STASIS_FN("openat2Used", js_openat2_used),
   };
-  return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return STASIS_EXPORT(env, exports, props);
 }

@@ -191,9 +191,9 @@ static napi_value js_untrack_writes(napi_env env, napi_callback_info info) {
 
 napi_status stasis_dirty_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-    {"trackWrites", NULL, js_track_writes, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"writtenPages", NULL, js_written_pages, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"untrackWrites", NULL, js_untrack_writes, NULL, NULL, NULL, napi_enumerable, NULL},
+    STASIS_FN("trackWrites", js_track_writes),
+    STASIS_FN("writtenPages", js_written_pages),
+    STASIS_FN("untrackWrites", js_untrack_writes),
   };
-  return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return STASIS_EXPORT(env, exports, props);
 }

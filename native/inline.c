@@ -241,8 +241,8 @@ fail:
 
 napi_status stasis_inline_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-    {"pollIn", NULL, js_poll_in, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"exitOnSignals", NULL, js_exit_on_signals, NULL, NULL, NULL, napi_enumerable, NULL},
+    STASIS_FN("pollIn", js_poll_in),
+    STASIS_FN("exitOnSignals", js_exit_on_signals),
   };
-  return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return STASIS_EXPORT(env, exports, props);
 }

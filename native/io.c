@@ -150,8 +150,8 @@ static napi_value js_copy_range(napi_env env, napi_callback_info info) {
 
 napi_status stasis_io_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-    {"iovecIo", NULL, js_iovec_io, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"copyRange", NULL, js_copy_range, NULL, NULL, NULL, napi_enumerable, NULL},
+    STASIS_FN("iovecIo", js_iovec_io),
+    STASIS_FN("copyRange", js_copy_range),
   };
-  return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return STASIS_EXPORT(env, exports, props);
 }

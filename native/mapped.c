@@ -99,8 +99,8 @@ static napi_value js_unmap(napi_env env, napi_callback_info info) {
 
 napi_status stasis_mapped_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-    {"mapWindow", NULL, js_map, NULL, NULL, NULL, napi_default, NULL},
-    {"unmapWindow", NULL, js_unmap, NULL, NULL, NULL, napi_default, NULL},
+    STASIS_FN("mapWindow", js_map),
+    STASIS_FN("unmapWindow", js_unmap),
   };
-  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return STASIS_EXPORT(env, exports, props);
 }

@@ -69,8 +69,8 @@ done:
 
 napi_status stasis_process_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-    {"exitNow", NULL, js_exit_now, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"adviseHugePages", NULL, js_advise_huge_pages, NULL, NULL, NULL, napi_enumerable, NULL},
+    STASIS_FN("exitNow", js_exit_now),
+    STASIS_FN("adviseHugePages", js_advise_huge_pages),
   };
-  return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return STASIS_EXPORT(env, exports, props);
 }

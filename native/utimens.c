@@ -260,8 +260,8 @@ static napi_value js_utimensat(napi_env env, napi_callback_info info) {
 
 napi_status stasis_utimens_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-    {"futimens", NULL, js_futimens, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"utimensat", NULL, js_utimensat, NULL, NULL, NULL, napi_enumerable, NULL},
+    STASIS_FN("futimens", js_futimens),
+    STASIS_FN("utimensat", js_utimensat),
   };
-  return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return STASIS_EXPORT(env, exports, props);
 }
