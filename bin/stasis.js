@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { fileURLToPath } from 'node:url';
 // A launch or restart told to stop before its code has loaded stops as it would a moment later
 // (exit 75 and, in a Slurm job, a requeue; nothing written): Node's default for SIGTERM would end
 // it with 143. The signal is kept until the launcher's own handlers take over and get it
@@ -28,5 +29,5 @@ const inlineRun = process.argv[2] === 'run' && !process.env.STASIS_NO_NATIVE
 if (['run', 'launch', 'restart'].includes(process.argv[2]) && !process.argv.includes('--dry-run') && !inlineRun) {
   (await import('../dist/src/launcher/guest-thread.js')).startGuestThread();
 }
-// The CLI (src/cli/main.ts) as one bundle (scripts/bundle.mjs).
-await import('../dist/src/cli/main.bundle.js');
+// The CLI (src/cli/main.ts) as one bundle, from V8's code cache (scripts/bundle.mjs, src/cli/load.ts).
+(await import('../dist/src/cli/load.js')).runBundle(fileURLToPath(new URL('../dist/src/cli/main.bundle.cjs', import.meta.url)));

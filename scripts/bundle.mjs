@@ -9,15 +9,21 @@
 //   Its import.meta.url is its own file's, one level below dist/src as the modules were, so the
 //   relative URLs the modules resolve against it (the native addon's) still hold.
 // - The CLI's main thread: dist/src/cli/main.js and everything it imports, dynamic imports
-//   included (esbuild runs each of those modules' code only when it is imported), as one ES
-//   module, dist/src/cli/main.bundle.js, which bin/stasis.js loads. Kept out of it, as their own
-//   modules: packages (binaryen); launcher/guest-thread.js, which bin/stasis.js loads before the
-//   bundle to start the guest thread early (one copy of its state); and instrument/index.js,
-//   which only the instrumenter's worker imports (it loads the unbundled instrument/thread.js)
-//   and which would bring binaryen with it. Node built-ins that only some commands need are
-//   loaded at their first use (src/util/builtins.ts), not by the bundle's imports.
+//   included (esbuild runs each of those modules' code only when it is imported), as one
+//   CommonJS file, dist/src/cli/main.bundle.cjs, with V8's code cache for it beside it (written
+//   here, by the Node that builds: src/cli/load.ts), which bin/stasis.js loads. Kept out of it:
+//   packages (binaryen), and instrument/index.js, which only the instrumenter's worker imports
+//   (it loads the unbundled instrument/thread.js) and which would bring binaryen with it.
+//   launcher/guest-thread.js is in it and also loaded by bin/stasis.js before it, to start the
+//   guest thread early: the two copies share the thread through a global. Node built-ins that
+//   only some commands need are loaded at their first use (src/util/builtins.ts), not by the
+//   bundle's imports.
 import { build } from 'esbuild';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeCache } from '../dist/src/cli/load.js';
+
+const MAIN_BUNDLE = 'dist/src/cli/main.bundle.cjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const common = { absWorkingDir: root, bundle: true, platform: 'node', target: 'node20', logLevel: 'warning' };
@@ -32,14 +38,16 @@ await build({
 await build({
   ...common,
   entryPoints: ['dist/src/cli/main.js'],
-  outfile: 'dist/src/cli/main.bundle.js',
-  format: 'esm',
+  outfile: MAIN_BUNDLE,
+  format: 'cjs',
+  define: { 'import.meta.url': 'bundleUrl' },
+  banner: { js: "const bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   packages: 'external',
   plugins: [{
     name: 'own-modules',
     setup(b) {
-      b.onResolve({ filter: /\/guest-thread\.js$/ }, () => ({ path: '../launcher/guest-thread.js', external: true }));
       b.onResolve({ filter: /^\.\/index\.js$/ }, (a) => (a.importer.endsWith('/instrument/thread.js') ? { path: '../instrument/index.js', external: true } : undefined));
     },
   }],
 });
+writeCache(join(root, MAIN_BUNDLE));

@@ -413,20 +413,19 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-let exitStatus: number;
-try {
-  exitStatus = await main(process.argv.slice(2));
-} catch (e) {
+// Not a top-level await: the CLI is loaded as a script (bin/stasis.js), for V8's code cache.
+void main(process.argv.slice(2)).catch((e: unknown) => {
   if (e instanceof StasisError) {
     process.stderr.write(`stasis: ${e.message.replace(/^stasis:? /, '')}\n`);
-    exitStatus = e.exitCode;
-  } else {
-    process.stderr.write(`stasis: internal error: ${(e as Error).stack ?? String(e)}\n`);
-    exitStatus = EXIT.INTERNAL;
+    return e.exitCode;
   }
-}
-// Exit now: a thread waiting on the program's stdin must not keep the process alive. And without
-// Node's teardown (signals.ts exitProcess): everything is written by now (files synchronously or
-// awaited, stdio as process.exit leaves it), and the teardown would wait for the guest's thread
-// to end (or, after an early error, to finish starting for a program that never came).
-exitProcess(exitStatus);
+  process.stderr.write(`stasis: internal error: ${(e as Error).stack ?? String(e)}\n`);
+  return EXIT.INTERNAL;
+}).then((exitStatus) => {
+  // Exit now: a thread waiting on the program's stdin must not keep the process alive. And
+  // without Node's teardown (signals.ts exitProcess): everything is written by now (files
+  // synchronously or awaited, stdio as process.exit leaves it), and the teardown would wait for
+  // the guest's thread to end (or, after an early error, to finish starting for a program that
+  // never came).
+  exitProcess(exitStatus);
+});

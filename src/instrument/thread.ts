@@ -4,7 +4,7 @@
 // before wasm-opt starts: its heap (hundreds of MB on a big program) is freed, not held while
 // wasm-opt needs its own. The main thread then waits for wasm-opt and does the last, byte-level
 // step (finish.ts), without loading binaryen.
-import { parentPort, Worker, workerData } from 'node:worker_threads';
+import { parentPort, Worker, workerData, type MessagePort } from 'node:worker_threads';
 import { UnsupportedModuleError as Refused } from './errors.js';
 import { finish, type Prepared } from './finish.js';
 import { asyncifyNativeAsync, nativeWasmOpt } from './native.js';
@@ -56,8 +56,10 @@ function inWorker(job: Job, bytes: Uint8Array, opts: Omit<InstrumentOptions, 'on
   });
 }
 
-if (parentPort !== null && workerData?.job !== undefined) {
-  const port = parentPort;
+if (parentPort !== null && workerData?.job !== undefined) void runJob(parentPort);
+
+/** The worker's side: does the job it was given and posts the outcome. */
+async function runJob(port: MessagePort): Promise<void> {
   const job = workerData.job as Job;
   const { instrumentVariant, prepare, DEFAULT_VARIANT, UnsupportedModuleError } = await import('./index.js');
   let outcome: Outcome;

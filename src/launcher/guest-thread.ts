@@ -4,24 +4,27 @@
 import { Worker } from 'node:worker_threads';
 import { GUEST_WORKER } from '../engine/protocol.js';
 
-let early: Worker | null = null;
+// The thread started early, where both copies of this module see it: bin/stasis.js loads this
+// file, and the CLI's bundle has its own copy (scripts/bundle.mjs).
+const EARLY = Symbol.for('stasis.guestThread');
+const slot = ((globalThis as Record<symbol, unknown>)[EARLY] ??= { worker: null }) as { worker: Worker | null };
 
 /** Starts a guest thread now, for the next guestThread() to take. */
 export function startGuestThread(): void {
-  if (early !== null) return;
+  if (slot.worker !== null) return;
   const w = spawn();
   // One that fails before it is taken is not handed out (its error would go unheard).
   const drop = (): void => {
-    if (early === w) early = null;
+    if (slot.worker === w) slot.worker = null;
   };
   w.once('error', drop).once('exit', drop);
-  early = w;
+  slot.worker = w;
 }
 
 /** A guest thread waiting for its program (engine/guest.ts): the one started early, else a new one. */
 export function guestThread(): Worker {
-  const w = early ?? spawn();
-  early = null;
+  const w = slot.worker ?? spawn();
+  slot.worker = null;
   return w;
 }
 
