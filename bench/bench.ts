@@ -288,6 +288,8 @@ const STARTUP_TARGET_MS = 40;
 /** First-launch instrumentation rows (bench/instrument.ts). */
 export const INST_ROWS: InstRow[] = [
   ...['compute', 'calls', 'writes', 'opens'].map((w) => ({ name: `inst-${w}`, title: `bench/wasm/${w}.wasm`, module: () => join(wasmDir, `${w}.wasm`) })),
+  // A 1-2 MB program: SQLite's amalgamation and a small job on it (test/fixtures/src/sqlite_job.c).
+  { name: 'inst-sqlite', title: 'SQLite 3 job (test fixture)', module: () => join(repoRoot, 'test', 'fixtures', 'wasm', 'sqlite_job.wasm') },
   { name: 'inst-flite', title: 'flite 2.3', module: fliteModule, missing: `${FLITE_PACKAGE} is not installed` },
   { name: 'inst-yosys', title: 'yosys 0.55 (YoWASP)', module: yosysModule, missing: YOSYS_MISSING },
 ];

@@ -6,20 +6,17 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import * as vm from 'node:vm';
+import { lendImporter } from '../util/import.js';
 
 /** Where the code cache of a bundle is kept. */
 export const cacheOf = (bundle: string): string => `${bundle}.v8cache`;
 
 function compile(bundle: string, cachedData?: Buffer): vm.Script {
   const source = `(function (exports, require, module, __filename, __dirname) {${readFileSync(bundle, 'utf8')}\n})`;
-  const url = pathToFileURL(bundle);
   return new vm.Script(source, {
     filename: bundle,
     ...(cachedData !== undefined && { cachedData }),
-    // The bundle's dynamic import()s (binaryen, modules kept out of it), resolved from where it is.
-    importModuleDynamically: ((specifier: string) => import(specifier.startsWith('.') ? new URL(specifier, url).href : specifier)) as never,
   });
 }
 
@@ -31,6 +28,8 @@ export function runBundle(bundle: string): void {
   } catch {
     // none: compiled from its source
   }
+  // A script's import() has no loader: the bundle imports (plugins) with this module's.
+  lendImporter((url) => import(url));
   const module = { exports: {} };
   const fn = compile(bundle, cachedData).runInThisContext() as (...a: unknown[]) => void;
   fn.call(module.exports, module.exports, createRequire(bundle), module, bundle, dirname(bundle));

@@ -6,6 +6,7 @@ import { pathToFileURL } from 'node:url';
 import type { FileTreatment } from '../image/schema.js';
 import { StasisError } from '../errors.js';
 import { checkRegularFile, unreadable } from '../util/fs.js';
+import { importModule } from '../util/import.js';
 
 /** An open regular file as a plugin sees it at a checkpoint (the program is paused). */
 export interface OpenFile {
@@ -177,7 +178,7 @@ export async function loadPlugins(specs: readonly string[]): Promise<StasisPlugi
     }
     let mod: { default?: unknown };
     try {
-      mod = (await import(pathToFileURL(path).href)) as { default?: unknown };
+      mod = (await importModule(pathToFileURL(path).href)) as { default?: unknown };
     } catch (e) {
       const why = (e as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' ? 'not found' : (e as Error).message.split('\n')[0];
       throw new StasisError('BAD_CONFIG', `--plugin ${spec}: cannot load ${path}: ${why}`);
