@@ -229,29 +229,35 @@ test('a second image after dirtying 1% of memory writes under 5% of the first', 
     const second = await writeImage(ckpt, snapshot(mem, 2), { moduleBytes: moduleA });
     assert.ok(second.bytesWritten <= 0.05 * first.bytesWritten, `${second.bytesWritten} vs ${first.bytesWritten}`);
     assert.equal(second.chunks.written, 2);
-    // The same with the engine's dirty hint: clean chunks are neither read nor hashed.
+    // The same with the engine's dirty hint: clean chunks are neither read nor hashed, and of
+    // the two changed chunks only the changed pages are written, in the image's pages file.
     fillRandom(mem, dirtyOff, dirtyLen, 9);
     const seen: number[] = [];
+    const changed = (off: number, len: number): boolean => off < dirtyOff + dirtyLen && dirtyOff < off + len;
     const third = await writeImage(ckpt, snapshot(mem, 3), {
       moduleBytes: moduleA,
-      dirty: {
-        base: 2,
-        isDirty: (off, len) => {
-          seen.push(off);
-          return off < dirtyOff + dirtyLen && dirtyOff < off + len;
-        },
-      },
+      dirty: { base: 2, isDirty: (off, len) => { seen.push(off); return changed(off, len); } },
     });
-    assert.equal(seen.length, 64);
-    assert.deepEqual(third.chunks, { written: 2, reused: 46, zero: 16 });
-    assert.ok(third.bytesWritten <= 0.05 * first.bytesWritten);
+    // Every chunk asked once; pages asked only within the changed chunks.
+    assert.deepEqual([...new Set(seen.filter((off) => off % MiB === 0))].length, 64);
+    assert.ok(seen.every((off) => off % MiB === 0 || changed(Math.floor(off / MiB) * MiB, MiB)));
+    assert.deepEqual(third.chunks, { written: 0, reused: 48, zero: 16 });
+    const pagesFrom = Math.floor(dirtyOff / 65536) * 65536;
+    const pagesLen = Math.ceil((dirtyOff + dirtyLen) / 65536) * 65536 - pagesFrom;
+    const m3 = JSON.parse(readFileSync(join(ckpt, 'images', 'gen-000003', 'manifest.json'), 'utf8')) as Manifest;
+    assert.equal(m3.version, 3);
+    assert.deepEqual(m3.memory.pages?.runs.map((r) => [r.offset, r.length]), [[pagesFrom, pagesLen]]);
+    assert.equal(statSync(join(ckpt, 'images', 'gen-000003', 'pages')).size, pagesLen);
+    assert.ok(third.bytesWritten <= pagesLen + 16384, `${third.bytesWritten} bytes for ${pagesLen} bytes of pages`);
     assertSameSnapshot((await readImage(ckpt)).snapshot, snapshot(mem, 3));
     // Memory grew: the new chunk is beyond the base image, so it is hashed whatever the hint.
     const grown = new Uint8Array(65 * MiB);
     grown.set(mem);
     fillRandom(grown, 64 * MiB, MiB, 10);
+    // The pages image 3 stored are stored again (its chunks there are as in image 2).
     const fourth = await writeImage(ckpt, snapshot(grown, 4), { moduleBytes: moduleA, dirty: { base: 3, isDirty: () => false } });
     assert.deepEqual(fourth.chunks, { written: 1, reused: 48, zero: 16 });
+    assert.equal(statSync(join(ckpt, 'images', 'gen-000004', 'pages')).size, pagesLen);
     assertSameSnapshot((await readImage(ckpt)).snapshot, snapshot(grown, 4));
     // Older generations are intact.
     const m1 = new Uint8Array(64 * MiB);

@@ -118,13 +118,13 @@ export async function fsyncDir(path: string): Promise<void> {
   }
 }
 
-/** All of `data` written at the start of the empty file `fd`. */
-async function writeAll(fd: number, data: Uint8Array): Promise<void> {
+/** All of `data` written at `at` in the file `fd`. */
+async function writeAll(fd: number, data: Uint8Array, at = 0): Promise<void> {
   let done = 0;
   while (done < data.length) {
     const n = data.length - done <= SMALL_WRITE
-      ? writeSync(fd, data, done, data.length - done, done)
-      : (await writeAsync(fd, data, done, data.length - done, done)).bytesWritten;
+      ? writeSync(fd, data, done, data.length - done, at + done)
+      : (await writeAsync(fd, data, done, data.length - done, at + done)).bytesWritten;
     if (n <= 0) throw new Error('write returned 0 bytes');
     done += n;
   }
@@ -140,14 +140,18 @@ export async function writeFileAtomic(tmp: string, final: string, data: Uint8Arr
 }
 
 /**
- * The first half of writeFileAtomic: `data` durable in `tmp` (which must not exist), or no
- * `tmp`. The file exists once this returns its promise (an fsync of its directory issued after
- * the call covers it).
+ * The first half of writeFileAtomic: `data` (or its pieces one after another) durable in `tmp`
+ * (which must not exist), or no `tmp`. The file exists once this returns its promise (an fsync
+ * of its directory issued after the call covers it).
  */
-export async function writeFileSynced(tmp: string, data: Uint8Array): Promise<void> {
+export async function writeFileSynced(tmp: string, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
   const fd = openSync(tmp, 'wx');
   try {
-    await writeAll(fd, data);
+    let at = 0;
+    for (const piece of data instanceof Uint8Array ? [data] : data) {
+      await writeAll(fd, piece, at);
+      at += piece.length;
+    }
     await fsyncAsync(fd);
   } catch (e) {
     closeSync(fd);
