@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MessageChannel } from 'node:worker_threads';
 import { MemoryCopier } from '../src/engine/memory-copy.js';
@@ -250,3 +250,64 @@ for (const grow of [false, true]) {
     }
   });
 }
+
+test('checkpoints after a warning store the changed pages in their own files: each image restarts as an uninterrupted run, from its directory and from an export', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const work = join(dir, 'work');
+    mkdirSync(work);
+    writeFileSync(join(work, 'data.bin'), Buffer.from(Array.from({ length: 4000 }, (_, i) => (i * 11) & 0xff)));
+    const prog = [`--dir`, `${work}::/work`, fixture('ckpt_tracked'), '/work/data.bin'];
+    // A full image, then two that change a few pages each (a file read into the buffer, the
+    // program's own buffers): each stores its pages and those of the one before.
+    const steps = [['write', 'sum'], ['read', 'sum'], ['sum']];
+    const resumed = ['write', 'read', 'sum', 'quit'];
+    const ref = stasis(['run', ...prog], { input: [...steps.flat(), ...resumed].join('\n') + '\n' });
+    assert.equal(ref.code, 0, ref.stderr);
+    const refLines = ref.stdout.split('\n');
+
+    const ckpt = join(dir, 'ckpt');
+    const env: NodeJS.ProcessEnv = { ...process.env, SLURM_JOB_ID: '4243' };
+    for (const k of Object.keys(env)) if (k.startsWith('SLURM_') && k !== 'SLURM_JOB_ID') delete env[k];
+    const p = interactive(['launch', '--ckpt-dir', ckpt, ...prog], env);
+    let sent = 0;
+    try {
+      await p.stderrHas(/ running \(pid/);
+      for (const [k, cmds] of steps.entries()) {
+        for (const c of cmds) p.send(c);
+        sent += cmds.length;
+        await p.lines(sent);
+        if (k < steps.length - 1) {
+          p.child.kill('SIGUSR1');
+          await p.stderrHas(new RegExp(`(on SIGUSR1[^]*){${k + 1}}`));
+        }
+      }
+      p.child.kill('SIGTERM');
+      assert.equal(await p.exit, CHECKPOINTED, p.stderr());
+    } finally {
+      p.child.kill('SIGKILL');
+    }
+    assert.equal(p.stdout(), refLines.slice(0, sent).join('\n') + '\n');
+    const manifest = (g: number): { version: number; memory: { pages?: { runs: unknown[] } } } =>
+      JSON.parse(readFileSync(join(ckpt, 'images', `gen-00000${g}`, 'manifest.json'), 'utf8')) as { version: number; memory: { pages?: { runs: unknown[] } } };
+    assert.equal(manifest(1).memory.pages, undefined);
+    for (const g of [2, 3]) {
+      assert.equal(manifest(g).version, 3);
+      assert.ok((manifest(g).memory.pages?.runs.length ?? 0) > 0, `generation ${g} stores pages`);
+    }
+    // Each image goes on from where it was taken, as the uninterrupted run did.
+    const file = join(dir, 'three.tar');
+    const ex = stasis(['export', ckpt, '-o', file]);
+    assert.equal(ex.code, 0, ex.stderr);
+    let at = 0;
+    for (const [g, path] of [[1, join(ckpt, 'images', 'gen-000001')], [2, join(ckpt, 'images', 'gen-000002')], [3, ckpt], [3, file]] as const) {
+      at = steps.slice(0, g).flat().length;
+      const rest = [...steps.slice(g).flat(), ...resumed];
+      const r = stasis(['restart', '--quiet', ...(path === file ? ['--ckpt-dir', join(dir, 'from-export')] : []), path], { input: rest.join('\n') + '\n' });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, refLines.slice(at).join('\n'), `restart from generation ${g} (${path})`);
+    }
+  } finally {
+    cleanup();
+  }
+});

@@ -2,7 +2,7 @@
 // crash safety (including writers killed with SIGKILL), retention.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmdirSync, statSync,
@@ -263,6 +263,69 @@ test('a second image after dirtying 1% of memory writes under 5% of the first', 
     const m1 = new Uint8Array(64 * MiB);
     fillRandom(m1, 0, 48 * MiB, 7);
     assertSameSnapshot((await readImage(ckpt, 1)).snapshot, snapshot(m1, 1));
+  } finally {
+    cleanup();
+  }
+});
+
+test('a chain of images storing changed pages reads byte for byte, after keep N, from an export; a damaged pages file is refused', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const ckpt = join(dir, 'ckpt');
+    const mem = new Uint8Array(32 * MiB);
+    fillRandom(mem, 0, 24 * MiB, 11);
+    await writeImage(ckpt, snapshot(mem, 1), { moduleBytes: moduleA, keep: 3 });
+    const states = new Map<number, Uint8Array>([[1, mem.slice()]]);
+    const pagesOf = (g: number): Manifest['memory']['pages'] => (JSON.parse(readFileSync(join(ckpt, 'images', `gen-00000${g}`, 'manifest.json'), 'utf8')) as Manifest).memory.pages;
+    // Each generation rewrites a few pages somewhere (some in all-zero chunks, some where the
+    // one before wrote): the pages file holds those and the ones its base stored.
+    const changes = [[5 * MiB + 3 * 65536, 2 * 65536], [28 * MiB, 65536], [5 * MiB + 4 * 65536 + 100, 3000], [17 * MiB - 65536, 2 * 65536]];
+    let expectPages = new Set<number>();
+    for (let g = 2; g <= 5; g++) {
+      const [off, len] = changes[g - 2]!;
+      fillRandom(mem, off, len, 20 + g);
+      const changed = (o: number, l: number): boolean => o < off + len && off < o + l;
+      const r = await writeImage(ckpt, snapshot(mem, g), { moduleBytes: moduleA, keep: 3, dirty: { base: g - 1, isDirty: changed } });
+      assert.equal(r.chunks.written, 0, `generation ${g} writes no chunk`);
+      for (let p = Math.floor(off / 65536); p * 65536 < off + len; p++) expectPages.add(p);
+      const runs = pagesOf(g)!.runs;
+      const stored = new Set(runs.flatMap((run) => Array.from({ length: run.length / 65536 }, (_, k) => run.offset / 65536 + k)));
+      assert.deepEqual([...stored].sort((a, b) => a - b), [...expectPages].sort((a, b) => a - b));
+      states.set(g, mem.slice());
+    }
+    // keep 3: generations 3 to 5 remain, each as it was written.
+    assert.deepEqual((await listImages(ckpt)).map((i) => i.generation), [3, 4, 5]);
+    for (const g of [3, 4, 5]) assertSameSnapshot((await readImage(ckpt, g)).snapshot, snapshot(states.get(g)!, g));
+    // An export holds the pages file; it reads the same.
+    const file = join(dir, 'five.tar');
+    const ex = spawnSync(process.execPath, [join(repoRoot, 'bin', 'stasis.js'), 'export', ckpt, '-o', file], { encoding: 'utf8' });
+    assert.equal(ex.status, 0, ex.stderr);
+    assert.ok(readFileSync(file).includes('images/gen-000005/pages'));
+    assertSameSnapshot((await readImage(file)).snapshot, snapshot(states.get(5)!, 5));
+    // A damaged pages file: one line naming it, nothing changed; a truncated one the same.
+    const pagesPath = join(ckpt, 'images', 'gen-000005', 'pages');
+    const good = readFileSync(pagesPath);
+    const bad = Buffer.from(good);
+    bad[bad.length - 10]! ^= 1;
+    for (const damaged of [bad, good.subarray(0, good.length - 4096)]) {
+      writeFileSync(pagesPath, damaged);
+      const before = tree(ckpt);
+      await assert.rejects(readImage(ckpt), (e: unknown) => e instanceof ImageError && e.reason === 'CORRUPT' && /memory pages file .*gen-000005\/pages/.test(e.message));
+      const v = spawnSync(process.execPath, [join(repoRoot, 'bin', 'stasis.js'), 'inspect', '--verify', ckpt], { encoding: 'utf8' });
+      assert.equal(v.status, 73, v.stderr);
+      assert.match(v.stderr, /^stasis: memory pages file \S+gen-000005\/pages of checkpoint image \S+ (does not match|has \d+ bytes instead)/);
+      assert.equal(v.stderr.trim().split('\n').length, 1, v.stderr);
+      assert.deepEqual(tree(ckpt), before);
+    }
+    writeFileSync(pagesPath, good);
+    // Many pages changed: every chunk with pages that differ from its file is written whole,
+    // and the pages file starts anew (none here).
+    fillRandom(mem, 0, 4 * MiB, 30);
+    const whole = await writeImage(ckpt, snapshot(mem, 6), { moduleBytes: moduleA, keep: 3, dirty: { base: 5, isDirty: (o) => o < 4 * MiB } });
+    assert.equal(whole.chunks.written, 4 + 4); // chunks 0-3, and 5, 16, 17, 28 (their pages)
+    assert.equal(pagesOf(6), undefined);
+    assertSameSnapshot((await readImage(ckpt, 6)).snapshot, snapshot(mem, 6));
+    assertSameSnapshot((await readImage(ckpt, 5)).snapshot, snapshot(states.get(5)!, 5));
   } finally {
     cleanup();
   }
