@@ -516,6 +516,13 @@ test('a manifest with a malformed field is CORRUPT, and the message names the fi
       ['memory.chunkSize: expected a positive integer, got 0', (m) => { m.memory.chunkSize = 0; }],
       ['module.sha256', (m) => { m.module.sha256 = 'nope'; }],
       ['stdinPending: expected an object, got null', (m) => { m.stdinPending = null; }],
+      // Pages: a version-2 reader would ignore them, so only version 3 may have them; runs apart,
+      // page-aligned, within the memory, adding up to the size.
+      ['version: expected 3 or more (the image has memory.pages), got 2', (m) => { m.version = 2; m.memory.pages = { size: 65536, runs: [{ offset: 0, length: 65536, hash: '0123456789abcdef' }] }; }],
+      ['memory.pages.runs[0].offset', (m) => { m.version = 3; m.memory.pages = { size: 65536, runs: [{ offset: 4096, length: 65536, hash: '0123456789abcdef' }] }; }],
+      ['memory.pages.runs[1].offset', (m) => { m.version = 3; m.memory.pages = { size: 2 * 65536, runs: [{ offset: 0, length: 65536, hash: '0123456789abcdef' }, { offset: 0, length: 65536, hash: '0123456789abcdef' }] }; }],
+      ['memory.pages.runs[0].length', (m) => { m.version = 3; m.memory.pages = { size: 65536, runs: [{ offset: m.memory.byteLength - 65536, length: 2 * 65536, hash: '0123456789abcdef' }] }; }],
+      ['memory.pages.size', (m) => { m.version = 3; m.memory.pages = { size: 5, runs: [{ offset: 0, length: 65536, hash: '0123456789abcdef' }] }; }],
     ];
     for (const [mention, edit] of cases) {
       const e = await assertImageError(edited(edit), 'CORRUPT', mention);

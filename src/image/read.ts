@@ -320,6 +320,8 @@ export interface Verified {
   image: string;
   memoryBytes: number;
   chunks: number;
+  /** Bytes of the image's own pages file (format 3; 0 without). */
+  pagesBytes: number;
   savedCopies: number;
 }
 
@@ -331,7 +333,7 @@ export async function verifyImage(path: string, generation?: number): Promise<Ve
   const r = await readImage(path, { ...(generation !== undefined && { generation }), memory: false });
   await verifyStored(r);
   const m = r.manifest;
-  return { image: r.ref.path, memoryBytes: m.memory.byteLength, chunks: m.memory.chunks.length, savedCopies: (m.snapshot.files ?? []).filter((f) => f.copy !== undefined).length };
+  return { image: r.ref.path, memoryBytes: m.memory.byteLength, chunks: m.memory.chunks.length, pagesBytes: m.memory.pages?.size ?? 0, savedCopies: (m.snapshot.files ?? []).filter((f) => f.copy !== undefined).length };
 }
 
 /** The images of a checkpoint directory whose manifests pass their checks, oldest first. */
