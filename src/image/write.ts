@@ -14,7 +14,7 @@ import {
 import { publishStaged } from './files.js';
 import { rememberWritten } from './provenance.js';
 import { hashChunk } from './hash.js';
-import { allSettled, errno, fsyncDir, pool, renameOrRemove, rmrf, sha256hex, tmpSuffix, writeFileAtomic, writeFileSynced } from '../util/fs.js';
+import { allSettled, errno, fsyncDir, pool, renameOrRemove, rmrf, sha256hex, tmpSuffix, writeFileAtomic, writeFilesSynced } from '../util/fs.js';
 import { alive } from '../util/proc.js';
 import { nodeZlib } from '../util/builtins.js';
 import { generations, loadManifest, type ImageRef } from './manifest.js';
@@ -239,22 +239,27 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
       stdinPending: { size: stdin.length, sha256: sha256hex(stdin), base64: stdin.toString('base64') },
       snapshot: state,
     });
-    // Everything the image names made durable at once, each wait for the disk overlapping the
-    // others (one after another they were most of a small checkpoint's time): the image's own
-    // files (pages first, the largest; manifest), `latest`'s next content, and the store's
+    // Everything the image names made durable in one round (writeFilesSynced; one after another
+    // the waits for the disk were most of a small checkpoint's time): the image's own files
+    // (pages, manifest, sidecar) and directory, `latest`'s next content, and the store's
     // directories this write added to. After a writer that died (its leftovers, or its lock),
     // all three: its entries, which this image may reuse, may not be durable yet. Otherwise
     // every entry there was made durable by the writer that added it, before its image.
     const storeDirs = [MODULES, CHUNKS, FILES].filter((d) => needGc || added.some((f) => f.startsWith(join(ckptDir, d) + sep)));
     const latest = Buffer.from(`${genName(generation)}\n`);
     latestTmp = join(ckptDir, `${TMP_PREFIX}${LATEST}-${sfx}`);
-    let manifestBytes = 0;
-    await allSettled([
-      writeImageFiles(tmpImage, manifest, pages.data).then((n) => { manifestBytes = n; }),
-      writeFileSynced(latestTmp, latest),
-      ...storeDirs.map((d) => fsyncDir(join(ckptDir, d))),
-    ]);
-    bytesWritten += manifestBytes;
+    const json = Buffer.from(JSON.stringify(manifest, null, 1) + '\n');
+    const sha = sha256hex(json);
+    const sum = Buffer.from(`${sha}  ${MANIFEST}\n`);
+    // The image's files under their final names: the directory is not an image until renamed.
+    await writeFilesSynced([
+      ...(pages.data.length > 0 ? [{ path: join(tmpImage, PAGES), data: pages.data }] : []),
+      { path: join(tmpImage, MANIFEST), data: json },
+      { path: join(tmpImage, MANIFEST_SUM), data: sum },
+      { path: latestTmp, data: latest },
+    ], [tmpImage, ...storeDirs.map((d) => join(ckptDir, d))]);
+    rememberWritten(sha);
+    bytesWritten += json.length + sum.length;
     const published = await publish(ckptDir, tmpImage, generation, sfx, latestTmp, () => { added.length = 0; });
     tmpImage = undefined;
     latestTmp = undefined;
@@ -465,24 +470,6 @@ function checkedManifest(manifest: Manifest): Manifest {
     throw e;
   }
   return manifest;
-}
-
-/** The image's pages file (if it has pages), manifest and sha256 sidecar, durable in the
- *  unpublished image directory. Returns the bytes of the manifest and sidecar. */
-async function writeImageFiles(tmpImage: string, manifest: Manifest, pages: Uint8Array[]): Promise<number> {
-  const json = Buffer.from(JSON.stringify(manifest, null, 1) + '\n');
-  const sha = sha256hex(json);
-  const sum = Buffer.from(`${sha}  ${MANIFEST}\n`);
-  // Under their final names: the directory is not an image until it is renamed. The files
-  // exist once their writes are called, so the directory's fsync, issued after, covers them.
-  await allSettled([
-    ...(pages.length > 0 ? [writeFileSynced(join(tmpImage, PAGES), pages)] : []),
-    writeFileSynced(join(tmpImage, MANIFEST), json),
-    writeFileSynced(join(tmpImage, MANIFEST_SUM), sum),
-    fsyncDir(tmpImage),
-  ]);
-  rememberWritten(sha);
-  return json.length + sum.length;
 }
 
 /** The image directory renamed into place, then `latest` pointed at it (its new content is

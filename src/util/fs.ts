@@ -140,18 +140,14 @@ export async function writeFileAtomic(tmp: string, final: string, data: Uint8Arr
 }
 
 /**
- * The first half of writeFileAtomic: `data` (or its pieces one after another) durable in `tmp`
- * (which must not exist), or no `tmp`. The file exists once this returns its promise (an fsync
- * of its directory issued after the call covers it).
+ * The first half of writeFileAtomic: `data` durable in `tmp` (which must not exist), or no
+ * `tmp`. The file exists once this returns its promise (an fsync of its directory issued after
+ * the call covers it).
  */
-export async function writeFileSynced(tmp: string, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+export async function writeFileSynced(tmp: string, data: Uint8Array): Promise<void> {
   const fd = openSync(tmp, 'wx');
   try {
-    let at = 0;
-    for (const piece of data instanceof Uint8Array ? [data] : data) {
-      await writeAll(fd, piece, at);
-      at += piece.length;
-    }
+    await writeAll(fd, data);
     await fsyncAsync(fd);
   } catch (e) {
     closeSync(fd);
@@ -159,6 +155,37 @@ export async function writeFileSynced(tmp: string, data: Uint8Array | readonly U
     throw e;
   }
   closeSync(fd);
+}
+
+/** A new file's content: its bytes, or pieces of them one after another. */
+export interface NewFile { path: string; data: Uint8Array | readonly Uint8Array[] }
+
+/**
+ * New files (which must not exist) and directories made durable in one round: every file is
+ * written first, then every fsync issued at once, so that one journal commit can serve them all
+ * (an fsync issued while the commit of another runs waits for the next one). On failure none of
+ * the files is left.
+ */
+export async function writeFilesSynced(files: readonly NewFile[], dirs: readonly string[] = []): Promise<void> {
+  const fds: number[] = [];
+  try {
+    for (const f of files) fds.push(openSync(f.path, 'wx'));
+    await allSettled(files.map(async (f, i) => {
+      let at = 0;
+      for (const piece of f.data instanceof Uint8Array ? [f.data] : f.data) {
+        await writeAll(fds[i]!, piece, at);
+        at += piece.length;
+      }
+    }));
+    await allSettled([...fds.map((fd) => fsyncAsync(fd)), ...dirs.map(fsyncDir)]);
+  } catch (e) {
+    fds.forEach((fd, i) => {
+      closeSync(fd);
+      rmSync(files[i]!.path, { force: true });
+    });
+    throw e;
+  }
+  for (const fd of fds) closeSync(fd);
 }
 
 /** The second half: `tmp` renamed to `final`, or removed if it cannot be. */
