@@ -33,7 +33,13 @@ export interface WriteOptions {
    * only those pages are written (in the image's pages file, over the chunk it had). A wrong
    * answer makes a wrong image.
    */
-  dirty?: { base: number; isDirty(offset: number, length: number): boolean };
+  dirty?: {
+    base: number;
+    isDirty(offset: number, length: number): boolean;
+    /** false: chunks that differ from the base are stored whole, and the image has no pages
+     *  (the next image's pages are then only those changed after it). Default true. */
+    pages?: boolean;
+  };
   /** Memory chunk size in bytes, a multiple of 64 KiB (default: defaultChunkSize()). */
   chunkSize?: number;
   /**
@@ -379,7 +385,7 @@ async function storeMemory(ckptDir: string, mem: Uint8Array, o: MemoryStore): Pr
     differ.set(c, over);
     differing += over.length;
   }
-  const usePages = differing * PAGE <= byteLength * PAGES_SHARE;
+  const usePages = o.dirty?.pages !== false && differing * PAGE <= byteLength * PAGES_SHARE;
   let i = 0;
   const next = (): (() => Promise<void>) | undefined => {
     for (; i < nChunks; i++) {
