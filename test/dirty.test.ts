@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MessageChannel } from 'node:worker_threads';
 import { MemoryCopier } from '../src/engine/memory-copy.js';
@@ -250,3 +250,66 @@ for (const grow of [false, true]) {
     }
   });
 }
+
+test('checkpoints store the changed pages in their own files, the one on a warning none: each image restarts as an uninterrupted run, from its directory and from an export', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const work = join(dir, 'work');
+    mkdirSync(work);
+    writeFileSync(join(work, 'data.bin'), Buffer.from(Array.from({ length: 4000 }, (_, i) => (i * 11) & 0xff)));
+    const prog = [`--dir`, `${work}::/work`, fixture('ckpt_tracked'), '/work/data.bin'];
+    // A full image; one after a file read into the buffer (a few pages changed: a pages file);
+    // one on Slurm's warning after a write to many pages (chunks stored whole, no pages); and
+    // the stop's, after another read (only the pages changed since the warning).
+    const steps = [['write', 'sum'], ['read', 'sum'], ['write', 'sum'], ['read', 'sum']];
+    const how = ['control', 'control', 'SIGUSR1', 'SIGTERM'] as const;
+    const resumed = ['write', 'read', 'sum', 'quit'];
+    const ref = stasis(['run', ...prog], { input: [...steps.flat(), ...resumed].join('\n') + '\n' });
+    assert.equal(ref.code, 0, ref.stderr);
+    const refLines = ref.stdout.split('\n');
+
+    const ckpt = join(dir, 'ckpt');
+    const name = `pages-${process.pid}`;
+    const env: NodeJS.ProcessEnv = { ...process.env, SLURM_JOB_ID: '4243' };
+    for (const k of Object.keys(env)) if (k.startsWith('SLURM_') && k !== 'SLURM_JOB_ID') delete env[k];
+    const p = interactive(['launch', '--name', name, '--ckpt-dir', ckpt, ...prog], env);
+    let sent = 0;
+    try {
+      await p.stderrHas(/ running \(pid/);
+      for (const [k, cmds] of steps.entries()) {
+        for (const c of cmds) p.send(c);
+        sent += cmds.length;
+        await p.lines(sent);
+        if (how[k] === 'control') {
+          const cp = stasis(['checkpoint', name], { env });
+          assert.equal(cp.code, 0, cp.stderr);
+        } else if (how[k] === 'SIGUSR1') {
+          p.child.kill('SIGUSR1');
+          await p.stderrHas(/on SIGUSR1/);
+        } else {
+          p.child.kill('SIGTERM');
+          assert.equal(await p.exit, CHECKPOINTED, p.stderr());
+        }
+      }
+    } finally {
+      p.child.kill('SIGKILL');
+    }
+    assert.equal(p.stdout(), refLines.slice(0, sent).join('\n') + '\n');
+    type M = { version: number; memory: { pages?: { runs: unknown[] } } };
+    const manifest = (g: number): M => JSON.parse(readFileSync(join(ckpt, 'images', `gen-00000${g}`, 'manifest.json'), 'utf8')) as M;
+    assert.deepEqual([1, 2, 3, 4].map((g) => [manifest(g).version, manifest(g).memory.pages !== undefined]), [[2, false], [3, true], [2, false], [3, true]]);
+    // Each image goes on from where it was taken, as the uninterrupted run did.
+    const file = join(dir, 'four.tar');
+    const ex = stasis(['export', ckpt, '-o', file]);
+    assert.equal(ex.code, 0, ex.stderr);
+    const from = [1, 2, 3, 4].map((g) => [g, join(ckpt, 'images', `gen-00000${g}`)] as const);
+    for (const [g, path] of [...from, [4, file] as const]) {
+      const rest = [...steps.slice(g).flat(), ...resumed];
+      const r = stasis(['restart', '--quiet', ...(path === file ? ['--ckpt-dir', join(dir, 'from-export')] : []), path], { input: rest.join('\n') + '\n' });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, refLines.slice(steps.slice(0, g).flat().length).join('\n'), `restart from generation ${g} (${path})`);
+    }
+  } finally {
+    cleanup();
+  }
+});

@@ -2,7 +2,7 @@
 // crash safety (including writers killed with SIGKILL), retention.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmdirSync, statSync,
@@ -229,34 +229,103 @@ test('a second image after dirtying 1% of memory writes under 5% of the first', 
     const second = await writeImage(ckpt, snapshot(mem, 2), { moduleBytes: moduleA });
     assert.ok(second.bytesWritten <= 0.05 * first.bytesWritten, `${second.bytesWritten} vs ${first.bytesWritten}`);
     assert.equal(second.chunks.written, 2);
-    // The same with the engine's dirty hint: clean chunks are neither read nor hashed.
+    // The same with the engine's dirty hint: clean chunks are neither read nor hashed, and of
+    // the two changed chunks only the changed pages are written, in the image's pages file.
     fillRandom(mem, dirtyOff, dirtyLen, 9);
     const seen: number[] = [];
+    const changed = (off: number, len: number): boolean => off < dirtyOff + dirtyLen && dirtyOff < off + len;
     const third = await writeImage(ckpt, snapshot(mem, 3), {
       moduleBytes: moduleA,
-      dirty: {
-        base: 2,
-        isDirty: (off, len) => {
-          seen.push(off);
-          return off < dirtyOff + dirtyLen && dirtyOff < off + len;
-        },
-      },
+      dirty: { base: 2, isDirty: (off, len) => { seen.push(off); return changed(off, len); } },
     });
-    assert.equal(seen.length, 64);
-    assert.deepEqual(third.chunks, { written: 2, reused: 46, zero: 16 });
-    assert.ok(third.bytesWritten <= 0.05 * first.bytesWritten);
+    // Every chunk asked once; pages asked only within the changed chunks.
+    assert.deepEqual([...new Set(seen.filter((off) => off % MiB === 0))].length, 64);
+    assert.ok(seen.every((off) => off % MiB === 0 || changed(Math.floor(off / MiB) * MiB, MiB)));
+    assert.deepEqual(third.chunks, { written: 0, reused: 48, zero: 16 });
+    const pagesFrom = Math.floor(dirtyOff / 65536) * 65536;
+    const pagesLen = Math.ceil((dirtyOff + dirtyLen) / 65536) * 65536 - pagesFrom;
+    const m3 = JSON.parse(readFileSync(join(ckpt, 'images', 'gen-000003', 'manifest.json'), 'utf8')) as Manifest;
+    assert.equal(m3.version, 3);
+    assert.deepEqual(m3.memory.pages?.runs.map((r) => [r.offset, r.length]), [[pagesFrom, pagesLen]]);
+    assert.equal(statSync(join(ckpt, 'images', 'gen-000003', 'pages')).size, pagesLen);
+    assert.ok(third.bytesWritten <= pagesLen + 16384, `${third.bytesWritten} bytes for ${pagesLen} bytes of pages`);
     assertSameSnapshot((await readImage(ckpt)).snapshot, snapshot(mem, 3));
     // Memory grew: the new chunk is beyond the base image, so it is hashed whatever the hint.
     const grown = new Uint8Array(65 * MiB);
     grown.set(mem);
     fillRandom(grown, 64 * MiB, MiB, 10);
+    // The pages image 3 stored are stored again (its chunks there are as in image 2).
     const fourth = await writeImage(ckpt, snapshot(grown, 4), { moduleBytes: moduleA, dirty: { base: 3, isDirty: () => false } });
     assert.deepEqual(fourth.chunks, { written: 1, reused: 48, zero: 16 });
+    assert.equal(statSync(join(ckpt, 'images', 'gen-000004', 'pages')).size, pagesLen);
     assertSameSnapshot((await readImage(ckpt)).snapshot, snapshot(grown, 4));
     // Older generations are intact.
     const m1 = new Uint8Array(64 * MiB);
     fillRandom(m1, 0, 48 * MiB, 7);
     assertSameSnapshot((await readImage(ckpt, 1)).snapshot, snapshot(m1, 1));
+  } finally {
+    cleanup();
+  }
+});
+
+test('a chain of images storing changed pages reads byte for byte, after keep N, from an export; a damaged pages file is refused', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const ckpt = join(dir, 'ckpt');
+    const mem = new Uint8Array(32 * MiB);
+    fillRandom(mem, 0, 24 * MiB, 11);
+    await writeImage(ckpt, snapshot(mem, 1), { moduleBytes: moduleA, keep: 3 });
+    const states = new Map<number, Uint8Array>([[1, mem.slice()]]);
+    const pagesOf = (g: number): Manifest['memory']['pages'] => (JSON.parse(readFileSync(join(ckpt, 'images', `gen-00000${g}`, 'manifest.json'), 'utf8')) as Manifest).memory.pages;
+    // Each generation rewrites a few pages somewhere (some in all-zero chunks, some where the
+    // one before wrote): the pages file holds those and the ones its base stored.
+    const changes = [[5 * MiB + 3 * 65536, 2 * 65536], [28 * MiB, 65536], [5 * MiB + 4 * 65536 + 100, 3000], [17 * MiB - 65536, 2 * 65536]];
+    let expectPages = new Set<number>();
+    for (let g = 2; g <= 5; g++) {
+      const [off, len] = changes[g - 2]!;
+      fillRandom(mem, off, len, 20 + g);
+      const changed = (o: number, l: number): boolean => o < off + len && off < o + l;
+      const r = await writeImage(ckpt, snapshot(mem, g), { moduleBytes: moduleA, keep: 3, dirty: { base: g - 1, isDirty: changed } });
+      assert.equal(r.chunks.written, 0, `generation ${g} writes no chunk`);
+      for (let p = Math.floor(off / 65536); p * 65536 < off + len; p++) expectPages.add(p);
+      const runs = pagesOf(g)!.runs;
+      const stored = new Set(runs.flatMap((run) => Array.from({ length: run.length / 65536 }, (_, k) => run.offset / 65536 + k)));
+      assert.deepEqual([...stored].sort((a, b) => a - b), [...expectPages].sort((a, b) => a - b));
+      states.set(g, mem.slice());
+    }
+    // keep 3: generations 3 to 5 remain, each as it was written.
+    assert.deepEqual((await listImages(ckpt)).map((i) => i.generation), [3, 4, 5]);
+    for (const g of [3, 4, 5]) assertSameSnapshot((await readImage(ckpt, g)).snapshot, snapshot(states.get(g)!, g));
+    // An export holds the pages file; it reads the same.
+    const file = join(dir, 'five.tar');
+    const ex = spawnSync(process.execPath, [join(repoRoot, 'bin', 'stasis.js'), 'export', ckpt, '-o', file], { encoding: 'utf8' });
+    assert.equal(ex.status, 0, ex.stderr);
+    assert.ok(readFileSync(file).includes('images/gen-000005/pages'));
+    assertSameSnapshot((await readImage(file)).snapshot, snapshot(states.get(5)!, 5));
+    // A damaged pages file: one line naming it, nothing changed; a truncated one the same.
+    const pagesPath = join(ckpt, 'images', 'gen-000005', 'pages');
+    const good = readFileSync(pagesPath);
+    const bad = Buffer.from(good);
+    bad[bad.length - 10]! ^= 1;
+    for (const damaged of [bad, good.subarray(0, good.length - 4096)]) {
+      writeFileSync(pagesPath, damaged);
+      const before = tree(ckpt);
+      await assert.rejects(readImage(ckpt), (e: unknown) => e instanceof ImageError && e.reason === 'CORRUPT' && /memory pages file .*gen-000005\/pages/.test(e.message));
+      const v = spawnSync(process.execPath, [join(repoRoot, 'bin', 'stasis.js'), 'inspect', '--verify', ckpt], { encoding: 'utf8' });
+      assert.equal(v.status, 73, v.stderr);
+      assert.match(v.stderr, /^stasis: memory pages file \S+gen-000005\/pages of checkpoint image \S+ (does not match|has \d+ bytes instead)/);
+      assert.equal(v.stderr.trim().split('\n').length, 1, v.stderr);
+      assert.deepEqual(tree(ckpt), before);
+    }
+    writeFileSync(pagesPath, good);
+    // Many pages changed: every chunk with pages that differ from its file is written whole,
+    // and the pages file starts anew (none here).
+    fillRandom(mem, 0, 4 * MiB, 30);
+    const whole = await writeImage(ckpt, snapshot(mem, 6), { moduleBytes: moduleA, keep: 3, dirty: { base: 5, isDirty: (o) => o < 4 * MiB } });
+    assert.equal(whole.chunks.written, 4 + 4); // chunks 0-3, and 5, 16, 17, 28 (their pages)
+    assert.equal(pagesOf(6), undefined);
+    assertSameSnapshot((await readImage(ckpt, 6)).snapshot, snapshot(mem, 6));
+    assertSameSnapshot((await readImage(ckpt, 5)).snapshot, snapshot(states.get(5)!, 5));
   } finally {
     cleanup();
   }
@@ -447,6 +516,13 @@ test('a manifest with a malformed field is CORRUPT, and the message names the fi
       ['memory.chunkSize: expected a positive integer, got 0', (m) => { m.memory.chunkSize = 0; }],
       ['module.sha256', (m) => { m.module.sha256 = 'nope'; }],
       ['stdinPending: expected an object, got null', (m) => { m.stdinPending = null; }],
+      // Pages: a version-2 reader would ignore them, so only version 3 may have them; runs apart,
+      // page-aligned, within the memory, adding up to the size.
+      ['version: expected 3 or more (the image has memory.pages), got 2', (m) => { m.version = 2; m.memory.pages = { size: 65536, runs: [{ offset: 0, length: 65536, hash: '0123456789abcdef' }] }; }],
+      ['memory.pages.runs[0].offset', (m) => { m.version = 3; m.memory.pages = { size: 65536, runs: [{ offset: 4096, length: 65536, hash: '0123456789abcdef' }] }; }],
+      ['memory.pages.runs[1].offset', (m) => { m.version = 3; m.memory.pages = { size: 2 * 65536, runs: [{ offset: 0, length: 65536, hash: '0123456789abcdef' }, { offset: 0, length: 65536, hash: '0123456789abcdef' }] }; }],
+      ['memory.pages.runs[0].length', (m) => { m.version = 3; m.memory.pages = { size: 65536, runs: [{ offset: m.memory.byteLength - 65536, length: 2 * 65536, hash: '0123456789abcdef' }] }; }],
+      ['memory.pages.size', (m) => { m.version = 3; m.memory.pages = { size: 5, runs: [{ offset: 0, length: 65536, hash: '0123456789abcdef' }] }; }],
     ];
     for (const [mention, edit] of cases) {
       const e = await assertImageError(edited(edit), 'CORRUPT', mention);

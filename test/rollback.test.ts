@@ -431,20 +431,23 @@ test('a crash during a checkpoint: the launcher killed after the second capture,
     const before = out;
     // The first checkpoint: let it through its pause.
     const first = spawn(process.execPath, [stasisBin, 'checkpoint', name], { stdio: 'ignore' });
+    const firstClosed = new Promise((r) => first.on('close', r));
     await until(() => count(err, 'paused at checkpoint') === 1);
     writeFileSync(go, '');
-    assert.equal(await new Promise((r) => first.on('close', r)), 0);
+    assert.equal(await firstClosed, 0);
     rmSync(go);
     child.stdin.write('go\n');
     await until(() => count(out, 'paused\n') === 2);
     // The second: captured, the program released, its image not written yet.
     const second = spawn(process.execPath, [stasisBin, 'checkpoint', name], { stdio: 'ignore' });
+    // Listened to from the start: it may end before the launcher's close is seen.
+    const secondClosed = new Promise((r) => second.on('close', r));
     await until(() => count(err, 'paused at checkpoint') === 2);
     child.stdin.end('go\n');
     await until(() => out.includes('final state: '));
     child.kill('SIGKILL');
     await closed;
-    await new Promise((r) => second.on('close', r));
+    await secondClosed;
     assert.deepEqual(readdirSync(join(ckpt, 'images')), ['gen-000001']);
     // (Generation 2's journal holds what the program did after the second capture.)
     assert.deepEqual(readdirSync(join(ckpt, 'journal')).filter((n) => n.startsWith('gen-')).sort(), ['gen-000001', 'gen-000002']);

@@ -357,7 +357,7 @@ async function cmdInspect(argv: string[]): Promise<number> {
   if (p.options.has('--verify')) {
     const v = await verify(path);
     process.stdout.write(p.options.has('--json') ? JSON.stringify(v) + '\n'
-      : `image ${v.image} verified: module, ${v.chunks} memory chunks (${v.memoryBytes} bytes), ${v.savedCopies} saved file copies\n`);
+      : `image ${v.image} verified: module, ${v.chunks} memory chunks${v.pagesBytes > 0 ? ` and ${v.pagesBytes} bytes of pages` : ''} (${v.memoryBytes} bytes), ${v.savedCopies} saved file copies\n`);
     return 0;
   }
   const info = await inspect(path);

@@ -7,14 +7,15 @@
 // written, the padding, and (through the manifest's hashes) every stored byte.
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { ImageError, StasisError } from '../errors.js';
-import { CHUNK_FILE_RE, FILE_NAME_RE, GEN_RE, IMAGES, MANIFEST, MANIFEST_SUM, MODULE_FILE_RE, chunkFile, genName, moduleFile } from './format.js';
+import { CHUNK_FILE_RE, FILE_NAME_RE, GEN_RE, IMAGES, MANIFEST, MANIFEST_SUM, MODULE_FILE_RE, PAGES, chunkFile, genName, moduleFile, pagesFile } from './format.js';
 import type { Manifest } from './schema.js';
 import { readStored, type ImageSource, type StoredFile } from './source.js';
 import { errno, sha256hex } from '../util/fs.js';
 
 /** The first entry's name; the file's first bytes are this name and a NUL. */
 export const EXPORT_INDEX = 'stasis-export';
-export const EXPORT_VERSION = 1;
+/** 2: may hold an image's pages file (image format 3); written only by exports that do. */
+export const EXPORT_VERSION = 2;
 const BLOCK = 512;
 const MAGIC_BYTES = Buffer.from(`${EXPORT_INDEX}\0`);
 /** An index names a few thousand files at most (chunks are 1-4 MiB); this bounds its read. */
@@ -87,6 +88,8 @@ export function storedFiles(m: Manifest): { rel: string; size: number | null; ma
     const len = Math.min(m.memory.chunkSize, m.memory.byteLength - c.index * m.memory.chunkSize);
     out.push({ rel, size: c.codec === 'none' ? len : null, max: len });
   }
+  const pages = m.memory.pages;
+  if (pages !== undefined) out.push({ rel: pagesFile(m.snapshot.meta.generation), size: pages.size, max: pages.size });
   for (const f of m.snapshot.files ?? []) {
     if (f.copy === undefined || seen.has(f.copy.file)) continue;
     seen.add(f.copy.file);
@@ -118,7 +121,7 @@ export async function writeExport(
   const list = [{ rel: `${image}/${MANIFEST}`, size: files.manifest.length }, { rel: `${image}/${MANIFEST_SUM}`, size: files.sum.length }, ...stored];
   let total = 0;
   const lines = (size: number): string => [
-    `${EXPORT_INDEX} ${EXPORT_VERSION}`, `image ${image}`, `size ${size}`, ...list.map((e) => `file ${e.rel} ${e.size}`), '',
+    `${EXPORT_INDEX} ${m.memory.pages !== undefined ? EXPORT_VERSION : 1}`, `image ${image}`, `size ${size}`, ...list.map((e) => `file ${e.rel} ${e.size}`), '',
   ].join('\n');
   // The index states the total size, which includes the index: its length settles in a few rounds.
   for (let guess = 0; ;) {
@@ -212,7 +215,7 @@ const INDEX_LINE: Record<string, RegExp> = {
 /** Whether a path inside an export is one a checkpoint directory can hold for `image`. */
 function allowedName(rel: string, image: string): boolean {
   const [dir, name, ...rest] = rel.split('/');
-  if (rest.length > 0 || name === undefined) return rel === `${image}/${MANIFEST}` || rel === `${image}/${MANIFEST_SUM}`;
+  if (rest.length > 0 || name === undefined) return rel === `${image}/${MANIFEST}` || rel === `${image}/${MANIFEST_SUM}` || rel === `${image}/${PAGES}`;
   return (dir === 'chunks' && CHUNK_FILE_RE.test(name)) || (dir === 'modules' && MODULE_FILE_RE.test(name)) || (dir === 'files' && FILE_NAME_RE.test(name));
 }
 

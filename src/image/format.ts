@@ -3,6 +3,7 @@
 //   <ckptDir>/latest                      "gen-000007\n": the latest complete image
 //   <ckptDir>/images/gen-000007/manifest.json
 //   <ckptDir>/images/gen-000007/manifest.sha256   "<hex>  manifest.json\n"
+//   <ckptDir>/images/gen-000007/pages             memory pages of this image alone (format 3)
 //   <ckptDir>/chunks/<alg>-<hash>[.deflate|.br]   memory chunks, content-addressed, shared
 //   <ckptDir>/modules/<sha256>.wasm               instrumented modules, content-addressed
 //   <ckptDir>/files/xxh64-<hash>                  saved copies of open files, content-addressed
@@ -11,8 +12,14 @@
 // The manifest's fields: schema.ts.
 
 export const MAGIC = 'stasis-image';
-/** 2: snapshot.files (saved open files); a version-1 reader would restart without them. */
-export const FORMAT_VERSION = 2;
+/** 2: snapshot.files (saved open files); a version-1 reader would restart without them.
+ *  3: memory.pages (pages stored in the image's own directory, over its chunks); written only
+ *  by images that have them, so images without stay readable by version-2 readers. */
+export const FORMAT_VERSION = 3;
+/** The version an image without memory.pages is written with. */
+export const FORMAT_VERSION_NO_PAGES = 2;
+/** Granularity of memory.pages: a WebAssembly page. */
+export const PAGE = 65536;
 
 /**
  * Default memory chunk size: 1 MiB up to 256 MiB of memory, then the power of two that makes
@@ -38,6 +45,8 @@ export const LATEST = 'latest';
 export const LOCK = '.lock';
 export const MANIFEST = 'manifest.json';
 export const MANIFEST_SUM = 'manifest.sha256';
+/** An image's own memory pages (memory.pages), in its directory. */
+export const PAGES = 'pages';
 /** Prefix of every temporary name a writer creates; readers skip them, writers remove them. */
 export const TMP_PREFIX = '.tmp-';
 
@@ -72,6 +81,11 @@ export function chunkFile(alg: ChunkHash, hash: string, codec: Codec): string {
 
 export function codecOfSuffix(suffix: string | undefined): Codec {
   return suffix === '.deflate' ? 'deflate' : suffix === '.br' ? 'brotli' : 'none';
+}
+
+/** Path of image `generation`'s pages file relative to the checkpoint directory. */
+export function pagesFile(generation: number): string {
+  return `${IMAGES}/${genName(generation)}/${PAGES}`;
 }
 
 export function moduleFile(sha256: string): string {

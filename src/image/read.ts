@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import type { ChunkEntry, FilePolicyOptions, FileTreatment, Manifest, Snapshot, SnapshotMeta } from './schema.js';
 import { guestPath, type FdState, type Location, type Preopen } from '../wasi/state.js';
 import { ImageError } from '../errors.js';
-import { IMAGES, MANIFEST, MANIFEST_SUM, chunkFile, genName, moduleFile, type ChunkHash, type Codec } from './format.js';
+import { IMAGES, MANIFEST, MANIFEST_SUM, chunkFile, genName, moduleFile, pagesFile, type ChunkHash, type Codec } from './format.js';
 import { nodeZlib } from '../util/builtins.js';
 import { sha256hex } from '../util/fs.js';
 import { hashChunk } from './hash.js';
@@ -14,7 +14,7 @@ import { xxh64hexInPlace } from './xxh64.js';
 import { generations, latestPointer, latestGeneration, loadManifest, parseManifest, readManifestFiles, resolveImage, type ImageRef } from './manifest.js';
 import { writtenHere } from './provenance.js';
 import { checkExportEntries, exportSource, openExport } from './export.js';
-import { dirSource, readStoredAll, type ImageSource, type StoredFile } from './source.js';
+import { dirSource, readStored, readStoredAll, type ImageSource, type StoredFile } from './source.js';
 import { readCopy } from './files.js';
 
 export interface ReadOptions {
@@ -127,6 +127,37 @@ function checkChunk(source: ImageSource, imageDir: string, m: Manifest, c: Chunk
   }
 }
 
+/**
+ * Reads the image's pages file over `memory` (after its chunks), checking each run against its
+ * hash (in place for a wasm memory). `memory` null: checks the runs without keeping them.
+ */
+function readPages(source: ImageSource, imageDir: string, m: Manifest, memory: Uint8Array | null, wasm: WebAssembly.Memory | null): void {
+  const pages = m.memory.pages;
+  if (pages === undefined) return;
+  const rel = pagesFile(m.snapshot.meta.generation);
+  const f = openStored(source, rel, imageDir, 'memory pages file');
+  const damaged = (what: string): ImageError => new ImageError('CORRUPT', `memory pages file ${f.name} of checkpoint image ${imageDir} ${what}: the image cannot be restored; ${source.remedy}`, f.name);
+  try {
+    if (f.size !== pages.size) throw damaged(`has ${f.size} bytes instead of ${pages.size} (truncated or damaged)`);
+    let at = 0;
+    let scratch: Uint8Array | null = null;
+    for (const r of pages.runs) {
+      let dest: Uint8Array;
+      if (memory !== null) dest = memory.subarray(r.offset, r.offset + r.length);
+      else {
+        if (scratch === null || scratch.length < r.length) scratch = new Uint8Array(r.length);
+        dest = scratch.subarray(0, r.length);
+      }
+      readStored(f, dest, at);
+      const hash = memory !== null && wasm && m.memory.hash === 'xxh64' ? xxh64hexInPlace(wasm, r.offset, r.length) : hashChunk(m.memory.hash, dest);
+      if (hash !== r.hash) throw damaged(`does not match its ${m.memory.hash} hash at bytes ${at} to ${at + r.length} (damaged)`);
+      at += r.length;
+    }
+  } finally {
+    closeSync(f.fd);
+  }
+}
+
 /** An image's manifest (checked) and where its stored files are: a checkpoint directory's
  *  image, or an export file (its index checked against the manifest). */
 async function locate(path: string, generation?: number): Promise<{ ref: ImageRef; imageDir: string; source: ImageSource; m: Manifest; sha: string }> {
@@ -218,6 +249,7 @@ export async function readImage(path: string, opts: ReadOptions | number = {}): 
   }
   await Promise.all(reading);
   if (!zeroed) zeroGaps(memory, m);
+  readPages(source, imageDir, m, memory, wasm);
   return result(memory);
 }
 
@@ -275,6 +307,7 @@ export async function verifyStored(image: ReadResult): Promise<void> {
     await readChunk(source, imageDir, m, c, buf.subarray(0, len));
     checkChunk(source, imageDir, m, c, buf, null, 0);
   }
+  readPages(source, imageDir, m, null, null);
   for (const f of m.snapshot.files ?? []) {
     if (f.copy === undefined || checked.has(f.copy.file)) continue;
     checked.add(f.copy.file);
@@ -287,6 +320,8 @@ export interface Verified {
   image: string;
   memoryBytes: number;
   chunks: number;
+  /** Bytes of the image's own pages file (format 3; 0 without). */
+  pagesBytes: number;
   savedCopies: number;
 }
 
@@ -298,7 +333,7 @@ export async function verifyImage(path: string, generation?: number): Promise<Ve
   const r = await readImage(path, { ...(generation !== undefined && { generation }), memory: false });
   await verifyStored(r);
   const m = r.manifest;
-  return { image: r.ref.path, memoryBytes: m.memory.byteLength, chunks: m.memory.chunks.length, savedCopies: (m.snapshot.files ?? []).filter((f) => f.copy !== undefined).length };
+  return { image: r.ref.path, memoryBytes: m.memory.byteLength, chunks: m.memory.chunks.length, pagesBytes: m.memory.pages?.size ?? 0, savedCopies: (m.snapshot.files ?? []).filter((f) => f.copy !== undefined).length };
 }
 
 /** The images of a checkpoint directory whose manifests pass their checks, oldest first. */
@@ -352,6 +387,8 @@ export interface ImageSummary {
     storedBytes: number;
     /** Stored chunks by codec. */
     codecs: Partial<Record<Codec, number>>;
+    /** (Format 3) Pages the image stores in its own pages file, over its chunks. */
+    pages?: { runs: number; bytes: number };
   };
   /** How many globals. */
   globals: number;
@@ -426,6 +463,13 @@ export async function inspectImage(path: string, generation?: number): Promise<I
     const { len } = span(m, c.index);
     if (c.codec === 'none' && size !== len) problems.push(`${rel}: ${size} bytes instead of ${len}`);
   }
+  let pagesBytes = 0;
+  if (m.memory.pages !== undefined) {
+    const rel = pagesFile(s.meta.generation);
+    const size = sizeOf(rel);
+    if (size !== null && size !== m.memory.pages.size) problems.push(`${rel}: ${size} bytes instead of ${m.memory.pages.size}`);
+    pagesBytes = size ?? 0;
+  }
   const modRel = moduleFile(m.module.sha256);
   const modSize = sizeOf(modRel);
   if (modSize !== null && modSize !== m.module.size) problems.push(`${modRel}: ${modSize} bytes instead of ${m.module.size}`);
@@ -457,6 +501,7 @@ export async function inspectImage(path: string, generation?: number): Promise<I
       zeroChunks: nChunks - m.memory.chunks.length,
       storedBytes,
       codecs,
+      ...(m.memory.pages !== undefined && { pages: { runs: m.memory.pages.runs.length, bytes: pagesBytes } }),
     },
     globals: s.globals.length,
     asyncifyData: s.asyncifyData,

@@ -4,7 +4,7 @@
 // shapes, so what is checked is what the code is typed for; the WASI state keeps its types in
 // src/wasi/state.ts, and its shapes here are declared against them.
 import type { DirFdState, FdState, FileFdState, Location, Preopen, StdioFdState, WasiState } from '../wasi/state.js';
-import { CHUNK_HASHES, CODECS, FILE_NAME_RE, FILES, FORMAT_VERSION, HASH_RE, HEX64_RE, MAGIC } from './format.js';
+import { CHUNK_HASHES, CODECS, FILE_NAME_RE, FILES, FORMAT_VERSION, HASH_RE, HEX64_RE, MAGIC, PAGE } from './format.js';
 import {
   array, boolean, checkAt, declared, fail, int, leaf, match, nullable, number, object, oneOf, optional, refine, string, tuple,
   uint, variant, type Infer,
@@ -196,12 +196,26 @@ const chunkEntry = object({
 /** One stored (non-zero) chunk of linear memory. */
 export type ChunkEntry = Infer<typeof chunkEntry>;
 
+const pageRun = object({
+  /** Where the run lies in memory: a multiple of PAGE. */
+  offset: uint,
+  /** Its bytes: a multiple of PAGE, or up to byteLength. */
+  length: positive,
+  /** Hash (hex, algorithm memory.hash) of the run's bytes. */
+  hash: string,
+});
+/** A run of memory pages stored in the image's pages file. */
+export type PageRun = Infer<typeof pageRun>;
+
 const memory = refine(object({
   byteLength: uint,
   chunkSize: positive,
   hash: oneOf(...CHUNK_HASHES),
   /** The non-zero chunks, by increasing index. */
   chunks: array(chunkEntry),
+  /** (Format 3) Pages stored in the image's own `pages` file, which replace what the chunks
+   *  hold there: the runs' bytes one after another, `size` bytes in all. */
+  pages: optional(object({ size: uint, runs: array(pageRun) })),
 }), (mem) => {
   const n = Math.ceil(mem.byteLength / mem.chunkSize);
   const re = HASH_RE[mem.hash];
@@ -211,6 +225,19 @@ const memory = refine(object({
     if (!re.test(c.hash)) fail(`a ${mem.hash} hash in lower-case hex`, c.hash, 'chunks', i, 'hash');
     prev = c.index;
   });
+  if (mem.pages === undefined) return;
+  let end = 0;
+  let size = 0;
+  mem.pages.runs.forEach((r, i) => {
+    if (r.offset % PAGE !== 0 || r.offset < end) fail(`a multiple of ${PAGE} from ${end} on (runs by increasing offset, apart)`, r.offset, 'pages', 'runs', i, 'offset');
+    if (r.offset + r.length > mem.byteLength || (r.length % PAGE !== 0 && r.offset + r.length !== mem.byteLength)) {
+      fail(`a multiple of ${PAGE} within byteLength (${mem.byteLength})`, r.length, 'pages', 'runs', i, 'length');
+    }
+    if (!re.test(r.hash)) fail(`a ${mem.hash} hash in lower-case hex`, r.hash, 'pages', 'runs', i, 'hash');
+    end = r.offset + r.length;
+    size += r.length;
+  });
+  if (mem.pages.size !== size) fail(`the runs' total length (${size})`, mem.pages.size, 'pages', 'size');
 });
 
 export const manifestShape = refine(object({
@@ -223,6 +250,8 @@ export const manifestShape = refine(object({
   stdinPending: object({ size: uint, sha256, base64: string }),
   snapshot: snapshotState,
 }), (m) => {
+  // A reader of format 2 would ignore the pages and restore the wrong memory: never written so.
+  if (m.memory.pages !== undefined && m.version < 3) fail('3 or more (the image has memory.pages)', m.version, 'version');
   const s = m.snapshot;
   if (s.instrumentedHash !== m.module.sha256) fail(`module.sha256 (${m.module.sha256})`, s.instrumentedHash, 'snapshot', 'instrumentedHash');
   // Every place an image names is below one of its preopens.

@@ -1,20 +1,20 @@
 // Writing checkpoint images: content-addressed chunks, atomic publication, retention.
 import { hostname } from 'node:os';
 import { linkSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, sep } from 'node:path';
 import { promisify } from 'node:util';
-import { manifestShape, type ChunkEntry, type FileRecord, type Manifest, type Snapshot } from './schema.js';
+import { manifestShape, type ChunkEntry, type FileRecord, type Manifest, type PageRun, type Snapshot } from './schema.js';
 import { ShapeError } from './shape.js';
 import { ImageError } from '../errors.js';
 import {
-  CHUNK_FILE_RE, CHUNKS, CODECS, FILE_NAME_RE, FILES, FORMAT_VERSION, GEN_RE, IMAGES, LATEST, LOCK, MAGIC, STAGE_PREFIX,
-  MANIFEST, MANIFEST_SUM, MODULE_FILE_RE, MODULES, TMP_PREFIX, chunkFile, codecOfSuffix,
+  CHUNK_FILE_RE, CHUNKS, CODECS, FILE_NAME_RE, FILES, FORMAT_VERSION, FORMAT_VERSION_NO_PAGES, GEN_RE, IMAGES, LATEST, LOCK, MAGIC,
+  MANIFEST, MANIFEST_SUM, MODULE_FILE_RE, MODULES, PAGE, PAGES, STAGE_PREFIX, TMP_PREFIX, chunkFile, codecOfSuffix,
   chunkKey, defaultChunkSize, genName, moduleFile, type ChunkHash, type Codec,
 } from './format.js';
 import { publishStaged } from './files.js';
 import { rememberWritten } from './provenance.js';
 import { hashChunk } from './hash.js';
-import { allSettled, errno, fsyncDir, pool, renameOrRemove, rmrf, sha256hex, tmpSuffix, writeFileAtomic, writeFileSynced } from '../util/fs.js';
+import { allSettled, errno, fsyncDir, pool, renameOrRemove, rmrf, sha256hex, tmpSuffix, writeFileAtomic, writeFilesSynced } from '../util/fs.js';
 import { alive } from '../util/proc.js';
 import { nodeZlib } from '../util/builtins.js';
 import { generations, loadManifest, type ImageRef } from './manifest.js';
@@ -29,9 +29,17 @@ export interface WriteOptions {
   /**
    * Optional hint from the engine: which memory changed since the image of generation `base`
    * (in the same checkpoint directory) was captured. Chunks for which isDirty() is false are
-   * taken from that image without being read or hashed. A wrong answer makes a wrong image.
+   * taken from that image without being read or hashed; of a chunk with a few changed pages,
+   * only those pages are written (in the image's pages file, over the chunk it had). A wrong
+   * answer makes a wrong image.
    */
-  dirty?: { base: number; isDirty(offset: number, length: number): boolean };
+  dirty?: {
+    base: number;
+    isDirty(offset: number, length: number): boolean;
+    /** false: chunks that differ from the base are stored whole, and the image has no pages
+     *  (the next image's pages are then only those changed after it). Default true. */
+    pages?: boolean;
+  };
   /** Memory chunk size in bytes, a multiple of 64 KiB (default: defaultChunkSize()). */
   chunkSize?: number;
   /**
@@ -225,31 +233,43 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
 
     const { memory: _m, stdinPending, ...state } = snap;
     const stdin = Buffer.from(stdinPending.buffer, stdinPending.byteOffset, stdinPending.length);
+    const pages = memory.pages;
     const manifest = checkedManifest({
       magic: MAGIC,
-      version: FORMAT_VERSION,
+      version: pages.runs.length > 0 ? FORMAT_VERSION : FORMAT_VERSION_NO_PAGES,
       module: { sha256: moduleSha, size: opts.moduleBytes.length },
-      memory: { byteLength: snap.memory.length, chunkSize, hash: alg, chunks: memory.entries },
+      memory: {
+        byteLength: snap.memory.length, chunkSize, hash: alg, chunks: memory.entries,
+        ...(pages.runs.length > 0 && { pages: { size: pages.size, runs: pages.runs } }),
+      },
       stdinPending: { size: stdin.length, sha256: sha256hex(stdin), base64: stdin.toString('base64') },
       snapshot: state,
     });
-    // Everything the image names made durable at once, each wait for the disk overlapping the
-    // others (one after another they were most of a small checkpoint's time): the store's
-    // directories (their new entries, and those of a writer that died before its own fsync,
-    // whose files this image may reuse), the manifest, and `latest`'s next content.
+    // Everything the image names made durable in one round (writeFilesSynced; one after another
+    // the waits for the disk were most of a small checkpoint's time): the image's own files
+    // (pages, manifest, sidecar) and directory, `latest`'s next content, and the store's
+    // directories this write added to. After a writer that died (its leftovers, or its lock),
+    // all three: its entries, which this image may reuse, may not be durable yet. Otherwise
+    // every entry there was made durable by the writer that added it, before its image.
+    const storeDirs = [MODULES, CHUNKS, FILES].filter((d) => needGc || added.some((f) => f.startsWith(join(ckptDir, d) + sep)));
     const latest = Buffer.from(`${genName(generation)}\n`);
     latestTmp = join(ckptDir, `${TMP_PREFIX}${LATEST}-${sfx}`);
-    let manifestBytes = 0;
-    await allSettled([
-      ...[MODULES, CHUNKS, FILES].map((d) => fsyncDir(join(ckptDir, d))),
-      writeManifest(tmpImage, manifest).then((n) => { manifestBytes = n; }),
-      writeFileSynced(latestTmp, latest),
-    ]);
-    bytesWritten += manifestBytes;
+    const json = Buffer.from(JSON.stringify(manifest, null, 1) + '\n');
+    const sha = sha256hex(json);
+    const sum = Buffer.from(`${sha}  ${MANIFEST}\n`);
+    // The image's files under their final names: the directory is not an image until renamed.
+    await writeFilesSynced([
+      ...(pages.data.length > 0 ? [{ path: join(tmpImage, PAGES), data: pages.data }] : []),
+      { path: join(tmpImage, MANIFEST), data: json },
+      { path: join(tmpImage, MANIFEST_SUM), data: sum },
+      { path: latestTmp, data: latest },
+    ], [tmpImage, ...storeDirs.map((d) => join(ckptDir, d))]);
+    rememberWritten(sha);
+    bytesWritten += json.length + sum.length;
     const published = await publish(ckptDir, tmpImage, generation, sfx, latestTmp, () => { added.length = 0; });
     tmpImage = undefined;
     latestTmp = undefined;
-    lastWritten.set(ckptDir, { generation, chunkSize, alg, byteLength: snap.memory.length, chunks: new Map(memory.entries.map((c) => [c.index, c])) });
+    lastWritten.set(ckptDir, { generation, chunkSize, alg, ...layoutOf(snap.memory.length, memory.entries, pages.runs) });
     bytesWritten += published.bytesWritten;
     needGc ||= published.replacedOne;
 
@@ -258,8 +278,10 @@ export async function writeImage(ckptDir: string, snap: Snapshot, opts: WriteOpt
       await retire(ckptDir, generation, opts.keep, sfx);
       needGc = true; // with a retention limit there are few images: always collect
     }
-    await removeLeftovers(ckptDir);
-    if (needGc) await collectGarbage(ckptDir);
+    if (needGc) {
+      await removeLeftovers(ckptDir); // images retired or replaced, a dead writer's files
+      await collectGarbage(ckptDir);
+    }
 
     return {
       dir: ckptDir,
@@ -298,12 +320,10 @@ function checkWrite(snap: Snapshot, opts: WriteOptions): { generation: number; c
 
 /** The module, stored once per content. Returns the bytes written. */
 async function storeModule(ckptDir: string, moduleSha: string, bytes: Uint8Array, sfx: string, added: string[]): Promise<number> {
-  const modules = new Set(readdirSync(join(ckptDir, MODULES)));
-  const modName = moduleFile(moduleSha).slice(MODULES.length + 1);
+  const final = join(ckptDir, moduleFile(moduleSha));
   let written = 0;
-  if (!modules.has(modName)) {
-    const final = join(ckptDir, moduleFile(moduleSha));
-    await writeFileAtomic(join(ckptDir, MODULES, `${TMP_PREFIX}${modName}-${sfx}`), final, bytes);
+  if (!exists(final)) {
+    await writeFileAtomic(join(ckptDir, MODULES, `${TMP_PREFIX}${moduleFile(moduleSha).slice(MODULES.length + 1)}-${sfx}`), final, bytes);
     added.push(final);
     written = bytes.length;
   }
@@ -312,8 +332,20 @@ async function storeModule(ckptDir: string, moduleSha: string, bytes: Uint8Array
 
 interface MemoryStore { alg: ChunkHash; chunkSize: number; compress: Codec; sfx: string; added: string[]; dirty?: WriteOptions['dirty'] }
 
-/** Memory as chunks by content; what the store has is not written again. */
-async function storeMemory(ckptDir: string, mem: Uint8Array, o: MemoryStore): Promise<{ entries: ChunkEntry[]; counts: WriteResult['chunks']; bytesWritten: number }> {
+/** The pages an image stores in its own pages file: runs, and their bytes in order. */
+interface StoredPages { size: number; runs: PageRun[]; data: Uint8Array[] }
+
+/** The pages an image may store in its pages file: at most this share of its memory. Above it,
+ *  the chunks they lie in are written whole (the pages then start again from none). */
+const PAGES_SHARE = 1 / 16;
+
+/**
+ * Memory as chunks by content; what the store has is not written again. With a dirty hint, the
+ * chunks of the base image keep the base's chunk files, and the pages that differ (changed
+ * since, or stored in the base's own pages file) go into this image's pages file, if they are
+ * few (PAGES_SHARE): a small change writes its pages, not whole chunks, and no store file.
+ */
+async function storeMemory(ckptDir: string, mem: Uint8Array, o: MemoryStore): Promise<{ entries: ChunkEntry[]; pages: StoredPages; counts: WriteResult['chunks']; bytesWritten: number }> {
   const { alg, chunkSize, compress, sfx } = o;
   const stored = new Map<string, Codec>(); // chunk key -> a codec it is stored with
   for (const n of readdirSync(join(ckptDir, CHUNKS))) {
@@ -324,24 +356,51 @@ async function storeMemory(ckptDir: string, mem: Uint8Array, o: MemoryStore): Pr
   const nChunks = Math.ceil(byteLength / chunkSize);
   const base = o.dirty ? await baseChunks(ckptDir, o.dirty.base, chunkSize, alg) : null;
   const entries: ChunkEntry[] = [];
+  const paged: number[] = []; // pages for the pages file, increasing
   const pending = new Map<string, ChunkEntry[]>(); // chunk key -> entries waiting for its write
   const counts = { written: 0, reused: 0, zero: 0 };
   let bytesWritten = 0;
+  /** The pages of [off, off + len) that differ from the base image's chunk: changed since, or
+   *  stored in its pages file. */
+  const pagesOver = (off: number, len: number): number[] => {
+    const out: number[] = [];
+    const inBase = base!.paged !== null && base!.paged.subarray(off / PAGE, Math.ceil((off + len) / PAGE)).includes(1);
+    if (!inBase && !o.dirty!.isDirty(off, len)) return out;
+    for (let at = off; at < off + len; at += PAGE) {
+      const p = at / PAGE;
+      if (base!.paged?.[p] === 1 || o.dirty!.isDirty(at, Math.min(PAGE, off + len - at))) out.push(p);
+    }
+    return out;
+  };
+  // A chunk that lay wholly inside the base image's memory (and whose file is in the store) is
+  // as the base's chunk there, but for the pages that differ.
+  const differ = new Map<number, number[]>();
+  let differing = 0;
+  for (let c = 0; base !== null && c < nChunks; c++) {
+    const off = c * chunkSize;
+    const len = Math.min(chunkSize, byteLength - off);
+    const prev = base.chunks.get(c);
+    if (off + len > base.byteLength || (prev !== undefined && !stored.has(chunkKey(alg, prev.hash)))) continue;
+    const over = pagesOver(off, len);
+    differ.set(c, over);
+    differing += over.length;
+  }
+  const usePages = o.dirty?.pages !== false && differing * PAGE <= byteLength * PAGES_SHARE;
   let i = 0;
   const next = (): (() => Promise<void>) | undefined => {
     for (; i < nChunks; i++) {
       const off = i * chunkSize;
       const len = Math.min(chunkSize, byteLength - off);
-      // A clean chunk that lay wholly inside the base image's memory is as it was there.
-      if (base && off + len <= base.byteLength && !o.dirty!.isDirty(off, len)) {
-        const prev = base.chunks.get(i);
-        if (prev === undefined) { counts.zero++; continue; }
-        const have = stored.get(chunkKey(alg, prev.hash));
-        if (have !== undefined) {
-          entries.push({ index: i, hash: prev.hash, codec: have });
+      const over = differ.get(i);
+      if (over !== undefined && (over.length === 0 || usePages)) {
+        const prev = base!.chunks.get(i);
+        if (prev === undefined) counts.zero++;
+        else {
+          entries.push({ index: i, hash: prev.hash, codec: stored.get(chunkKey(alg, prev.hash))! });
           counts.reused++;
-          continue;
         }
+        paged.push(...over);
+        continue;
       }
       if (isZero(mem, off, len)) { counts.zero++; continue; }
       const view = mem.subarray(off, off + len);
@@ -371,7 +430,24 @@ async function storeMemory(ckptDir: string, mem: Uint8Array, o: MemoryStore): Pr
   await pool(WRITE_CONCURRENCY, next);
   // The directory is fsynced with the manifest (always: chunks reused from a writer that died
   // before its own directory fsync must be durable before a manifest names them).
-  return { entries, counts, bytesWritten };
+  const pages = pageRuns(mem, paged, alg);
+  return { entries, pages, counts, bytesWritten: bytesWritten + pages.size };
+}
+
+/** Runs of consecutive pages, each hashed, with their bytes (views of `mem`). */
+function pageRuns(mem: Uint8Array, paged: readonly number[], alg: ChunkHash): StoredPages {
+  const out: StoredPages = { size: 0, runs: [], data: [] };
+  for (let k = 0; k < paged.length;) {
+    let end = k + 1;
+    while (end < paged.length && paged[end] === paged[end - 1]! + 1) end++;
+    const offset = paged[k]! * PAGE;
+    const view = mem.subarray(offset, Math.min(mem.length, paged[end - 1]! * PAGE + PAGE));
+    out.runs.push({ offset, length: view.length, hash: hashChunk(alg, view) });
+    out.data.push(view);
+    out.size += view.length;
+    k = end;
+  }
+  return out;
 }
 
 /** Saved files: staged copies get their content names; every saved record needs a copy. */
@@ -400,22 +476,6 @@ function checkedManifest(manifest: Manifest): Manifest {
     throw e;
   }
   return manifest;
-}
-
-/** The manifest and its sha256 sidecar, durable in the unpublished image directory. */
-async function writeManifest(tmpImage: string, manifest: Manifest): Promise<number> {
-  const json = Buffer.from(JSON.stringify(manifest, null, 1) + '\n');
-  const sha = sha256hex(json);
-  const sum = Buffer.from(`${sha}  ${MANIFEST}\n`);
-  // Under their final names: the directory is not an image until it is renamed. Both files
-  // exist once their writes are called, so the directory's fsync, issued after, covers them.
-  await allSettled([
-    writeFileSynced(join(tmpImage, MANIFEST), json),
-    writeFileSynced(join(tmpImage, MANIFEST_SUM), sum),
-    fsyncDir(tmpImage),
-  ]);
-  rememberWritten(sha);
-  return json.length + sum.length;
 }
 
 /** The image directory renamed into place, then `latest` pointed at it (its new content is
@@ -476,7 +536,21 @@ async function retire(ckptDir: string, generation: number, keep: number, sfx: st
   if (moved) await fsyncDir(join(ckptDir, IMAGES));
 }
 
-interface MemoryLayout { byteLength: number; chunks: Map<number, ChunkEntry> }
+interface MemoryLayout {
+  byteLength: number;
+  chunks: Map<number, ChunkEntry>;
+  /** One byte per page: 1 where the image's pages file holds the page (null: none does). */
+  paged: Uint8Array | null;
+}
+
+function layoutOf(byteLength: number, chunks: readonly ChunkEntry[], runs: readonly PageRun[] | undefined): MemoryLayout {
+  let paged: Uint8Array | null = null;
+  if (runs !== undefined && runs.length > 0) {
+    paged = new Uint8Array(Math.ceil(byteLength / PAGE));
+    for (const r of runs) paged.fill(1, r.offset / PAGE, Math.ceil((r.offset + r.length) / PAGE));
+  }
+  return { byteLength, chunks: new Map(chunks.map((c) => [c.index, c])), paged };
+}
 
 /**
  * The memory layout of the last image this process wrote in each checkpoint directory, so that
@@ -496,7 +570,7 @@ async function baseChunks(ckptDir: string, generation: number, chunkSize: number
     return null; // no such image (or unreadable): hash everything
   }
   if (m.memory.chunkSize !== chunkSize || m.memory.hash !== alg) return null;
-  return { byteLength: m.memory.byteLength, chunks: new Map(m.memory.chunks.map((c) => [c.index, c])) };
+  return layoutOf(m.memory.byteLength, m.memory.chunks, m.memory.pages?.runs);
 }
 
 /**

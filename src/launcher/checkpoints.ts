@@ -119,9 +119,10 @@ export class Checkpoints {
       await emit(this.s.plugins, 'beforeCheckpoint', event);
       const t0 = performance.now();
       if (await this.buffer.handOver()) this.base = null; // a fresh buffer: nothing to compare with
-      const captured = await this.guest.capture(stopAfter, !stopAfter && this.stopExpected);
+      const beforeStop = !stopAfter && this.stopExpected;
+      const captured = await this.guest.capture(stopAfter, beforeStop);
       const latencyMs = performance.now() - t0;
-      const done = await this.persist(captured, await this.captureFiles(captured), t0, latencyMs);
+      const done = await this.persist(captured, await this.captureFiles(captured), t0, latencyMs, beforeStop);
       await emit(this.s.plugins, 'afterCheckpoint', { ...event, image: done.image, generation: done.generation, resumed: !stopAfter });
       return done;
     });
@@ -163,13 +164,17 @@ export class Checkpoints {
     }
   }
 
-  /** Writes the image; the capture's buffer then goes back to the guest. */
-  private async persist(captured: CapturedState, files: Files, t0: number, latencyMs: number): Promise<CheckpointResult> {
+  /**
+   * Writes the image; the capture's buffer then goes back to the guest. Before a stop (after a
+   * scheduler's warning), changed chunks are stored whole, with no pages carried over from
+   * earlier images: the stop's image then writes only the pages changed after this one.
+   */
+  private async persist(captured: CapturedState, files: Files, t0: number, latencyMs: number, beforeStop = false): Promise<CheckpointResult> {
     const snapshot = this.snapshot(captured, files, ++this.generation);
     const pages = captured.dirtyPages;
     const base = this.base;
     const dirty = pages !== null && base !== null
-      ? { base, isDirty: (off: number, len: number) => pages.subarray(Math.floor(off / WASM_PAGE), Math.ceil((off + len) / WASM_PAGE)).includes(1) }
+      ? { base, pages: !beforeStop, isDirty: (off: number, len: number) => pages.subarray(Math.floor(off / WASM_PAGE), Math.ceil((off + len) / WASM_PAGE)).includes(1) }
       : undefined;
     this.base = null;
     try {

@@ -118,13 +118,13 @@ export async function fsyncDir(path: string): Promise<void> {
   }
 }
 
-/** All of `data` written at the start of the empty file `fd`. */
-async function writeAll(fd: number, data: Uint8Array): Promise<void> {
+/** All of `data` written at `at` in the file `fd`. */
+async function writeAll(fd: number, data: Uint8Array, at = 0): Promise<void> {
   let done = 0;
   while (done < data.length) {
     const n = data.length - done <= SMALL_WRITE
-      ? writeSync(fd, data, done, data.length - done, done)
-      : (await writeAsync(fd, data, done, data.length - done, done)).bytesWritten;
+      ? writeSync(fd, data, done, data.length - done, at + done)
+      : (await writeAsync(fd, data, done, data.length - done, at + done)).bytesWritten;
     if (n <= 0) throw new Error('write returned 0 bytes');
     done += n;
   }
@@ -155,6 +155,37 @@ export async function writeFileSynced(tmp: string, data: Uint8Array): Promise<vo
     throw e;
   }
   closeSync(fd);
+}
+
+/** A new file's content: its bytes, or pieces of them one after another. */
+export interface NewFile { path: string; data: Uint8Array | readonly Uint8Array[] }
+
+/**
+ * New files (which must not exist) and directories made durable in one round: every file is
+ * written first, then every fsync issued at once, so that one journal commit can serve them all
+ * (an fsync issued while the commit of another runs waits for the next one). On failure none of
+ * the files is left.
+ */
+export async function writeFilesSynced(files: readonly NewFile[], dirs: readonly string[] = []): Promise<void> {
+  const fds: number[] = [];
+  try {
+    for (const f of files) fds.push(openSync(f.path, 'wx'));
+    await allSettled(files.map(async (f, i) => {
+      let at = 0;
+      for (const piece of f.data instanceof Uint8Array ? [f.data] : f.data) {
+        await writeAll(fds[i]!, piece, at);
+        at += piece.length;
+      }
+    }));
+    await allSettled([...fds.map((fd) => fsyncAsync(fd)), ...dirs.map(fsyncDir)]);
+  } catch (e) {
+    fds.forEach((fd, i) => {
+      closeSync(fd);
+      rmSync(files[i]!.path, { force: true });
+    });
+    throw e;
+  }
+  for (const fd of fds) closeSync(fd);
 }
 
 /** The second half: `tmp` renamed to `final`, or removed if it cannot be. */
