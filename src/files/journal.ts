@@ -374,7 +374,7 @@ export class ChangeRecorder implements FileChangeHooks {
   private dirTimes(at: At): void {
     const i = at.path.lastIndexOf('/');
     // Most changes are in a directory of the program's own: its path is a string already made.
-    const path = this.untimed(i < 0 ? at.host : at.host + '/' + at.path.slice(0, i));
+    const path = this.untimed(i <= 0 ? at.host : at.host + '/' + at.path.slice(0, i));
     if (path !== null) this.recordTimes(path, statAt(parentAt(at), false));
   }
 
