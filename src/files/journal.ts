@@ -99,6 +99,8 @@ export class ChangeRecorder implements FileChangeHooks {
   /** Moves on when a change fails: what `paths` says is there is then forgotten. */
   private epoch = 1;
   private timed = new Set<string>();
+  /** The path last found in `timed`. */
+  private lastTimed = '';
   /** The generations journaled by this run, and every path their entries name that may be
    *  there (null: more than NAMED_MAX, no longer kept; the launcher then seals from the
    *  journals on disk). The paths in `paths` are added when it is let go of, not at each entry. */
@@ -118,6 +120,7 @@ export class ChangeRecorder implements FileChangeHooks {
     this.gen = generation;
     this.letGoOfPaths();
     this.timed = new Set();
+    this.lastTimed = '';
     // What is known of files no fd is open on now is not needed any more (a checkpoint only
     // classifies open files; the journal starts afresh): memory stays bounded.
     const open = new Set<FileState>();
@@ -382,13 +385,19 @@ export class ChangeRecorder implements FileChangeHooks {
    *  already, or made in this generation (it had no times at the checkpoint). */
   private untimed(path: string | undefined): string | null {
     if (path === undefined || path === '') return null;
+    if (path === this.lastTimed) return null; // most changes are in the directory of the last
     if (path.endsWith('/.')) path = path.slice(0, -2); // a directory open as itself
-    return this.timed.has(path) || isMade(this.paths.get(path)) ? null : path;
+    if (this.timed.has(path)) {
+      this.lastTimed = path;
+      return null;
+    }
+    return isMade(this.paths.get(path)) ? null : path;
   }
 
   private recordTimes(path: string, st: FileStat | undefined): void {
     if (st === undefined) return;
     this.timed.add(path);
+    this.lastTimed = path;
     this.append({ op: 'times', path, atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) });
   }
 
