@@ -4,11 +4,11 @@
 //   existing bytes or truncated them (a database). A checkpoint classifies open files by it.
 // - The undo journal: from each checkpoint on, every change below the preopens is recorded
 //   *before* it is made, once per block or path per generation, in
-//   CKPT_DIR/journal/gen-NNNNNN/ (`log`: one JSON entry a line; `blocks`: the bytes the entries
-//   point into; `files/`: removed files, hard-linked there, or copied when the checkpoint
+//   CKPT_DIR/journal/gen-NNNNNN/ (`log`: the entries, journal-log.ts; `blocks`: the bytes the
+//   entries point into; `files/`: removed files, hard-linked there, or copied when the checkpoint
 //   directory is on another file system). A restart undoes it (rollback.ts).
 //
-// Each entry is in the page cache before the change is made (line-log.ts): a launcher killed
+// Each entry is in the page cache before the change is made (record-log.ts): a launcher killed
 // at any instant leaves a journal that covers every change made (an entry whose change never happened undoes to
 // nothing). Nothing is fsynced: after a power loss the last entries may be lost with the
 // page cache, while the program's own writes may have reached the disk (docs/files.md).
@@ -19,7 +19,10 @@ import { parentAt, pathOfAt, readlinkAt, renameNoReplaceAvailable, statAt, type 
 import type { FileChangeHooks } from '../wasi/changes.js';
 import { nativeCopyRange } from '../wasi/native.js';
 import { WriteGuards } from './guard.js';
-import { LineLog, readLines } from './line-log.js';
+import { decodeEntries, EntryEncoder, type Cancel, type JournalEntry } from './journal-log.js';
+import { RecordLog } from './record-log.js';
+
+export type { JournalEntry } from './journal-log.js';
 
 /** The journals' directory, in the checkpoint directory. */
 export const JOURNAL_DIR = 'journal';
@@ -31,22 +34,6 @@ const NAMED_MAX = 100_000;
 export const JOURNAL_BLOCK = 64 << 10;
 /** The most saved in one go, for a write over many blocks not saved yet. */
 const JOURNAL_RUN = 1 << 20;
-
-/** One change, as it is undone. Paths are host paths; `saved` is relative to the journal. */
-export type JournalEntry =
-  | { op: 'created'; path: string }
-  | { op: 'removed'; path: string; kind: 'file' | 'dir' | 'symlink'; mode: number; saved?: string; target?: string; atimeNs?: string; mtimeNs?: string }
-  | { op: 'renamed'; from: string; to: string }
-  /** The file's first change in the generation: its size and times then. */
-  | { op: 'size'; path: string; size: number; atimeNs?: string; mtimeNs?: string }
-  | { op: 'block'; path: string; pos: number; len: number; at: number }
-  | { op: 'times'; path: string; atimeNs: string; mtimeNs: string }
-  /** What was there could not be saved (e.g. a file this user may not read): the change goes
-   *  ahead, and a restart refuses to roll back rather than half-undo it. */
-  | { op: 'lost'; path: string; why: string };
-
-/** In the log only: the change of entry number `entry` (from 0) failed; readJournal drops both. */
-type Cancel = { op: 'failed'; entry: number };
 
 /** Removes the journals older than generation `oldest` (no image left to restart from needs
  *  them: a restart from image G undoes journals G and later). */
@@ -93,7 +80,8 @@ export class ChangeRecorder implements FileChangeHooks {
   private readonly files = new Map<string, FileState>();
   /** Journal generation being recorded (null: none yet, before a launch's first checkpoint). */
   private gen: number | null;
-  private log: LineLog | null = null;
+  private log: RecordLog | null = null;
+  private encoder = new EntryEncoder();
   /** Entries in the log. */
   private entries = 0;
   /** Whether renames may be tried with RENAME_NOREPLACE (until a file system says it cannot). */
@@ -111,6 +99,8 @@ export class ChangeRecorder implements FileChangeHooks {
   /** Moves on when a change fails: what `paths` says is there is then forgotten. */
   private epoch = 1;
   private timed = new Set<string>();
+  /** The path last found in `timed`. */
+  private lastTimed = '';
   /** The generations journaled by this run, and every path their entries name that may be
    *  there (null: more than NAMED_MAX, no longer kept; the launcher then seals from the
    *  journals on disk). The paths in `paths` are added when it is let go of, not at each entry. */
@@ -130,6 +120,7 @@ export class ChangeRecorder implements FileChangeHooks {
     this.gen = generation;
     this.letGoOfPaths();
     this.timed = new Set();
+    this.lastTimed = '';
     // What is known of files no fd is open on now is not needed any more (a checkpoint only
     // classifies open files; the journal starts afresh): memory stays bounded.
     const open = new Set<FileState>();
@@ -165,7 +156,7 @@ export class ChangeRecorder implements FileChangeHooks {
   opened(handle: number, path: string): void {
     const h: HandleState = { path, file: null };
     this.handles.set(handle, h);
-    if (this.gen !== null && isMade(this.paths.get(path))) {
+    if (this.gen !== null && this.paths.size !== 0 && isMade(this.paths.get(path))) {
       const f = this.fileOf(h, handle);
       if (f !== null) {
         this.resetFor(f, 0);
@@ -245,7 +236,7 @@ export class ChangeRecorder implements FileChangeHooks {
     } else if (known !== null) {
       return;
     }
-    this.beforeSetTimes(parentAt(at));
+    this.dirTimes(at);
     this.append({ op: 'created', path });
     // A new name for an old file is undone as made, but the file itself is not new.
     this.note(path, made === 'dir' ? 'dir' : made === 'file' ? 'file' : 'other', made !== 'link');
@@ -268,7 +259,7 @@ export class ChangeRecorder implements FileChangeHooks {
       this.note(path, null, made);
       return;
     }
-    this.beforeSetTimes(parentAt(at));
+    this.dirTimes(at);
     const times = { atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) };
     if (st.isDirectory()) {
       if (!made) this.append({ op: 'removed', path, kind: 'dir', mode: Number(st.mode & 0o7777n), ...times });
@@ -296,10 +287,11 @@ export class ChangeRecorder implements FileChangeHooks {
     };
     srcKind ??= lookUp();
     if (srcKind === null) return this.unrecorded(rename); // nothing there: the rename fails
-    this.beforeSetTimes(parentAt(fromAt));
-    this.beforeSetTimes(parentAt(toAt));
+    this.dirTimes(fromAt);
+    this.dirTimes(toAt);
     let refused: string | undefined;
-    if (this.seen(this.paths.get(to)) === undefined && this.noReplace) {
+    const atTo = this.seen(this.paths.get(to));
+    if (atTo === undefined && this.noReplace) {
       // Nothing known at `to`: rather than look, let the kernel rename only if nothing is
       // there. The entry is written first; if the rename fails, `from` is still there (it
       // was just seen or made), so the entry undoes to nothing even before it is cancelled.
@@ -315,7 +307,7 @@ export class ChangeRecorder implements FileChangeHooks {
         refused = (e as NodeJS.ErrnoException).code;
       }
     }
-    if (this.seen(this.paths.get(to)) !== null) {
+    if (atTo !== null) {
       const dst = statAt(toAt, false);
       if (dst !== undefined) {
         if (src === undefined && lookUp() === null) return this.unrecorded(rename);
@@ -376,14 +368,36 @@ export class ChangeRecorder implements FileChangeHooks {
 
   beforeSetTimes(target: At | number): void {
     if (this.gen === null) return;
-    let path = typeof target === 'number' ? this.handles.get(target)?.path : pathOfAt(target);
-    if (path === undefined || path === '') return;
+    const path = this.untimed(typeof target === 'number' ? this.handles.get(target)?.path : pathOfAt(target));
+    if (path === null) return;
+    this.recordTimes(path, typeof target === 'number' ? fs.lstatSync(path, { bigint: true, throwIfNoEntry: false }) : statAt(target, false));
+  }
+
+  /** Before an entry is made, removed or renamed in the directory `at` is in: its times. */
+  private dirTimes(at: At): void {
+    const i = at.path.lastIndexOf('/');
+    // Most changes are in a directory of the program's own: its path is a string already made.
+    const path = this.untimed(i <= 0 ? at.host : at.host + '/' + at.path.slice(0, i));
+    if (path !== null) this.recordTimes(path, statAt(parentAt(at), false));
+  }
+
+  /** The path whose times are to be recorded before it changes, or null: none, recorded
+   *  already, or made in this generation (it had no times at the checkpoint). */
+  private untimed(path: string | undefined): string | null {
+    if (path === undefined || path === '') return null;
+    if (path === this.lastTimed) return null; // most changes are in the directory of the last
     if (path.endsWith('/.')) path = path.slice(0, -2); // a directory open as itself
-    // Made in this generation: it had no times at the checkpoint.
-    if (this.timed.has(path) || isMade(this.paths.get(path))) return;
-    const st = typeof target === 'number' ? fs.lstatSync(path, { bigint: true, throwIfNoEntry: false }) : statAt(target, false);
+    if (this.timed.has(path)) {
+      this.lastTimed = path;
+      return null;
+    }
+    return isMade(this.paths.get(path)) ? null : path;
+  }
+
+  private recordTimes(path: string, st: FileStat | undefined): void {
     if (st === undefined) return;
     this.timed.add(path);
+    this.lastTimed = path;
     this.append({ op: 'times', path, atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) });
   }
 
@@ -512,7 +526,9 @@ export class ChangeRecorder implements FileChangeHooks {
     this.blocksEnd = 0;
     this.savedFiles = 0;
     this.entries = 0;
-    this.log = new LineLog(join(dir, 'log'), 0o600);
+    this.log = new RecordLog(join(dir, 'log'), 0o600);
+    this.encoder = new EntryEncoder();
+    this.journaled.add(this.gen!);
   }
 
   private closeJournal(): void {
@@ -526,8 +542,9 @@ export class ChangeRecorder implements FileChangeHooks {
   /** One entry: it is in the journal before the change it undoes is made. Returns its number. */
   private append(e: JournalEntry | Cancel): number {
     this.openJournal();
-    this.log!.append(JSON.stringify(e) + '\n');
-    this.journaled.add(this.gen!);
+    const n = this.encoder.encode(e);
+    this.log!.append(this.encoder.bytes, n);
+    this.encoder.written();
     // The paths of the other entries are in `paths`, added to `named` later.
     if (e.op === 'size' || e.op === 'block' || e.op === 'times' || e.op === 'lost') this.addNamed([e.path]);
     return this.entries++;
@@ -730,32 +747,20 @@ export function listJournals(root: string): { name: string; generation: number }
 }
 
 /**
- * The entries of one journal; a last line cut short (the launcher killed while writing it) is
- * not there yet, and its change was not made. `damaged` says what to throw for a bad line
+ * The entries of one journal; a last one cut short (the launcher killed while writing it) is
+ * not there yet, and its change was not made. `damaged` says what to throw for a bad entry
  * (null: stop reading there).
  */
-export function readJournal(dir: string, damaged: (line: number) => Error | null): JournalEntry[] {
-  let text: string;
+export function readJournal(dir: string, damaged: (entry: number) => Error | null): JournalEntry[] {
+  let log: Buffer;
   try {
-    text = readLines(join(dir, 'log'));
+    log = fs.readFileSync(join(dir, 'log'));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw e;
   }
-  const lines = text.split('\n');
-  lines.pop(); // '' after the last newline, or an entry cut short
   const all: (JournalEntry | null)[] = [];
-  for (const [i, line] of lines.entries()) {
-    let e: JournalEntry | Cancel;
-    try {
-      e = JSON.parse(line) as JournalEntry | Cancel;
-      if (typeof e !== 'object' || e === null || typeof e.op !== 'string') throw new Error('not an entry');
-      if (e.op === 'failed' && !(Number.isSafeInteger(e.entry) && e.entry >= 0 && e.entry < i)) throw new Error('not an entry');
-    } catch {
-      const err = damaged(i + 1);
-      if (err === null) break;
-      throw err;
-    }
+  for (const e of decodeEntries(log, damaged)) {
     if (e.op === 'failed') {
       all[e.entry] = null; // its change never happened
       all.push(null);

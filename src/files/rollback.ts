@@ -93,7 +93,7 @@ export async function planRollback(ckptDir: string, generation: number, roots: r
     .filter((j) => j.generation >= generation)
     .map((j) => {
       const dir = join(root, j.name);
-      const all = readJournal(dir, (line) => new StasisError('CORRUPT_IMAGE', `restart refused, nothing changed: the undo journal ${join(dir, 'log')} is damaged at line ${line}; restart with --no-rollback to leave the files as they are`));
+      const all = readJournal(dir, (entry) => new StasisError('CORRUPT_IMAGE', `restart refused, nothing changed: the undo journal ${join(dir, 'log')} is damaged at entry ${entry}; restart with --no-rollback to leave the files as they are`));
       const todo = all.length - undoneOf(dir);
       const entries: JournalEntry[] = [];
       const lines: number[] = [];

@@ -1,13 +1,15 @@
-// An append-only file of lines in which each line is in the page cache before append()
+// An append-only file of records in which each record is in the page cache before append()
 // returns: a writer killed at any later instant (SIGKILL) leaves it in the file. The undo
-// journal's log (journal.ts) is one.
+// journal's log (journal.ts, records in journal-log.ts) is one.
 //
-// With the native addon the file is written through a shared mapping of a window of it (a
-// store instead of a write(2) per line: the journal writes one line per change the program
-// makes). The window's blocks are reserved first, so a full disk is an error here, not a
-// SIGBUS later; the bytes after the last line are zeros until close() cuts them off, and a
-// reader stops at the first zero byte (readLines). Without the addon, or where the file
-// system cannot reserve blocks, each line is one positioned write(2).
+// A record's first byte is never zero, and a reader stops where a record would start with a
+// zero byte. With the native addon the file is written through a shared mapping of a window of
+// it (stores instead of a write(2) per record: the journal writes one record per change the
+// program makes), the first byte last, so that a writer killed in the middle of a record
+// leaves a zero where it starts. The window's blocks are reserved first, so a full disk is an
+// error here, not a SIGBUS later; the bytes after the last record are zeros until close() cuts
+// them off. Without the addon, or where the file system cannot reserve blocks, each record is
+// one positioned write(2): one cut short leaves the file shorter than the record says.
 import * as fs from 'node:fs';
 import { nativeWindows } from '../wasi/native.js';
 
@@ -16,11 +18,11 @@ const ALIGN = 64 << 10;
 const FIRST_WINDOW = 1 << 20;
 const MAX_WINDOW = 16 << 20;
 
-export class LineLog {
+export class RecordLog {
   private readonly fd: number;
-  /** Bytes of lines in the file. */
+  /** Bytes of records in the file. */
   private end = 0;
-  private window: Buffer | null = null;
+  private window: Uint8Array | null = null;
   private windowAt = 0;
   private windowBytes = FIRST_WINDOW;
   private mapped = nativeWindows !== null;
@@ -30,15 +32,16 @@ export class LineLog {
     this.fd = fs.openSync(path, 'w+', mode); // read-write: a shared mapping needs it
   }
 
-  /** `line` must end with a newline and hold no zero byte. */
-  append(line: string): void {
-    const n = Buffer.byteLength(line);
+  /** Appends rec[0, n); rec[0] must not be zero. */
+  append(rec: Uint8Array, n: number): void {
     if (this.mapped && (this.window === null || this.end + n > this.windowAt + this.window.length)) this.remap(n);
-    if (this.window !== null) {
-      this.window.write(line, this.end - this.windowAt, n, 'utf8');
+    const w = this.window;
+    if (w !== null) {
+      const at = this.end - this.windowAt;
+      for (let i = 1; i < n; i++) w[at + i] = rec[i]!;
+      w[at] = rec[0]!; // last: until then, a reader sees no record here
     } else {
-      const b = Buffer.from(line);
-      for (let w = 0; w < n;) w += fs.writeSync(this.fd, b, w, n - w, this.end + w);
+      for (let put = 0; put < n;) put += fs.writeSync(this.fd, rec, put, n - put, this.end + put);
     }
     this.end += n;
   }
@@ -53,7 +56,7 @@ export class LineLog {
     }
   }
 
-  /** Maps a window from the last line's page on, with room for `n` more bytes. */
+  /** Maps a window from the last record's page on, with room for `n` more bytes. */
   private remap(n: number): void {
     this.unmap();
     const at = Math.floor(this.end / ALIGN) * ALIGN;
@@ -62,7 +65,7 @@ export class LineLog {
     this.windowBytes = Math.min(this.windowBytes * 2, MAX_WINDOW);
     const r = nativeWindows!.mapWindow(this.fd, at, len);
     if (typeof r !== 'number') {
-      this.window = Buffer.from(r);
+      this.window = new Uint8Array(r);
       this.windowAt = at;
       return;
     }
@@ -80,12 +83,4 @@ export class LineLog {
     nativeWindows!.unmapWindow(this.window.buffer as ArrayBuffer);
     this.window = null;
   }
-}
-
-/** The text of a LineLog's file: its lines, without the zeros after them (a writer killed
- *  before close). */
-export function readLines(path: string): string {
-  const text = fs.readFileSync(path, 'utf8');
-  const z = text.indexOf('\0');
-  return z < 0 ? text : text.slice(0, z);
 }
