@@ -26,6 +26,8 @@ const CASES: Case[] = [
   { name: 'ckpt_sleep', args: ['4', '30'], calls: [1, 2, 3, 4, 6, 8, 10, 12, 14, 16] },
   { name: 'ckpt_stdin', args: [], input: 'alpha\nbeta\ngamma\ndelta\n', calls: [1, 2, 3, 4, 5, 6, 7, 9, 11] },
   { name: 'ckpt_fds', args: ['/work'], dir: true, calls: [1, 5, 13, 40, 77, 150, 300, 420, 600] },
+  // Calls 1-4 are checkpointed; 5 is the failure report on the way to abort(): not served.
+  { name: 'ckpt_ending', args: ['3'], calls: [1, 2, 3, 4, 5] },
 ];
 
 function runArgs(c: Case, work: string): string[] {
@@ -99,6 +101,29 @@ function launchInBackground(args: string[], env = process.env, stdin: 'ignore' |
   const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code))); // its output read to the end
   return { child, out: () => out, exit };
 }
+
+test('a checkpoint asked on the way to a trap is not served: the program reports and traps as it would', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const ref = stasis(['run', fixture('ckpt_ending'), '3']);
+    assert.equal(ref.code, 134, ref.stderr);
+    assert.match(ref.stderr, /^xalloc: cannot allocate 1073741824 bytes\nxalloc: giving up\nstasis: trap: unreachable in function 'abort'/);
+    // Calls 5 and 6 are the report's two writes to stderr (1-4: isatty, three lines of stdout).
+    for (const n of [5, 6]) {
+      const ckpt = join(dir, `ckpt${n}`);
+      const r = stasis(['launch', '--quiet', '--ckpt-dir', ckpt, '--checkpoint-at-call', String(n), fixture('ckpt_ending'), '3']);
+      assert.equal(r.code, 134, `call ${n}: ${r.stderr}`);
+      assert.equal(r.stdout, ref.stdout);
+      assert.equal(r.stderr.replace(/\([^)]*\)\n$/, ''), ref.stderr.replace(/\([^)]*\)\n$/, ''), `call ${n}`);
+      assert.ok(!existsSync(join(ckpt, 'images')) || readdirSync(join(ckpt, 'images')).length === 0, `call ${n}: an image was written`);
+    }
+    // The call before them is served.
+    const before = stasis(['launch', '--quiet', '--ckpt-dir', join(dir, 'ckpt4'), '--checkpoint-at-call', '4', fixture('ckpt_ending'), '3']);
+    assert.equal(before.code, CHECKPOINTED, before.stderr);
+  } finally {
+    cleanup();
+  }
+});
 
 test('checkpoint at timed instants inside pure compute, kill, restart elsewhere', async () => {
   const { dir, cleanup } = tempDir();

@@ -11,7 +11,7 @@ import binaryen from 'binaryen';
 import { fixture } from './helpers.js';
 import { ASYNCIFY_EXPORTS } from '../src/instrument/abi.js';
 import {
-  instrument, instrumentCached, stats, UnsupportedModuleError, type InstrumentedModule,
+  instrument, instrumentCached, prepare, stats, UnsupportedModuleError, type InstrumentedModule,
 } from '../src/instrument/index.js';
 
 const cacheDir = mkdtempSync(join(tmpdir(), 'stasis-inst-cache-'));
@@ -263,6 +263,18 @@ test('the cache lookup (lookupCache, sourceOf) loads no binaryen', () => {
   }
 });
 
+test('a call on the way to a trap (report, then abort) is gated and leaves its caller uninstrumented', () => {
+  const bytes = readFileSync(fixture('ckpt_ending'));
+  const prep = prepare(bytes, { polls: true });
+  assert.ok(prep.only !== null);
+  // xalloc reaches fd_write only through its failure report, which abort() follows.
+  assert.ok(!prep.only.includes('xalloc'), 'xalloc is instrumented');
+  assert.ok(prep.only.includes('main') && prep.only.includes('fprintf'));
+  const inst = instrument(bytes, { polls: true });
+  assert.ok(inst.meta.endingGate !== null && inst.meta.endingGate !== undefined);
+  assert.ok(inst.meta.globals.some((g) => g.name === inst.meta.endingGate));
+});
+
 test('instrument() is deterministic', () => {
   const bytes = readFileSync(fixture('inst_spin'));
   const a = instrument(bytes, { polls: true });
@@ -320,4 +332,5 @@ test('a minimal module instruments, and onProgress reports phases', () => {
   assert.deepEqual(phases, ['parse', 'analyse', 'polls', 'asyncify', 'emit']);
   assert.ok(WebAssembly.validate(r.bytes as Uint8Array<ArrayBuffer>));
   assert.equal(r.meta.stackPointer, 'stasis_g0');
+  assert.equal(r.meta.endingGate, null); // no call on the way to a trap: no gate
 });

@@ -113,7 +113,7 @@ function setting(ckptDir: string): CheckpointSetting {
   const moduleBytes = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]);
   return {
     name: 'unit', ckptDir, moduleBytes, moduleHash: 'a'.repeat(64), instrumentedHash: createHash('sha256').update(moduleBytes).digest('hex'),
-    engine: { unwindImports: [], poll: false, stackPointer: null, maxFrameBytes: 16 },
+    engine: { unwindImports: [], poll: false, stackPointer: null, maxFrameBytes: 16, endingGate: null },
     policy: { checkpointOpenFiles: false, allowFileOverwrite: false, rules: [], pathMap: [] },
     plugins: [], where: { saved: [], dirs: [], pathMap: [], allowOverwrite: false },
   };
@@ -231,12 +231,12 @@ test('protocol: control words are distinct and fit the shared array', () => {
 });
 
 /** A session under checkpoint control for an instrumented module. */
-function sessionFor(inst: { bytes: Uint8Array; meta: { unwindImports: string[]; pollImport: unknown; stackPointer: string | null; globals: { name: string; type: 'i32' | 'i64' | 'f32' | 'f64' }[] } }, args: string[]): GuestSession {
+function sessionFor(inst: { bytes: Uint8Array; meta: { unwindImports: string[]; pollImport: unknown; stackPointer: string | null; endingGate?: string | null; globals: { name: string; type: 'i32' | 'i64' | 'f32' | 'f64' }[] } }, args: string[]): GuestSession {
   return new GuestSession({
     module: new WebAssembly.Module(inst.bytes as Uint8Array<ArrayBuffer>), modulePath: args[0]!, args, env: [], preopens: [],
     checkpoint: {
       unwindImports: inst.meta.unwindImports.map((i) => i.slice(WASI_MODULE.length + 1)),
-      poll: inst.meta.pollImport !== null, stackPointer: inst.meta.stackPointer,
+      poll: inst.meta.pollImport !== null, stackPointer: inst.meta.stackPointer, endingGate: inst.meta.endingGate ?? null,
       maxFrameBytes: maxFrameBytes(inst.bytes), globals: inst.meta.globals,
     },
   });

@@ -50,6 +50,9 @@ export class Checkpointer {
   private pauseStart = 0;
   /** The stack pointer's initial value (the top of the shadow stack). */
   private spInit = 0;
+  /** The ending gate (instrument/ending.ts): set, the program is on its way to a trap, with
+   *  frames on the stack that cannot be unwound. */
+  private gate: WebAssembly.Global | null = null;
   /** Where a re-entry's unwind buffer goes, found when the re-entry was taken (finding it walks
    *  the stack, so it is not done twice). */
   private reentryRoom: { start: number; end: number } | null = null;
@@ -73,6 +76,7 @@ export class Checkpointer {
     this.ex = ex;
     const sp = this.ck.stackPointer;
     this.spInit = sp === null ? 0 : Number((ex[sp] as WebAssembly.Global).value);
+    this.gate = this.ck.endingGate === null ? null : ex[this.ck.endingGate] as WebAssembly.Global;
   }
 
   /** The WASI imports with a safe point before each unwindable one. */
@@ -89,9 +93,10 @@ export class Checkpointer {
         try {
           return base(a, b, c, d, e, f, g, h, i);
         } catch (x) {
-          if (x instanceof Interrupted) return this.unwind(); // a wait cut short by a request
-          throw x;
+          if (!(x instanceof Interrupted)) throw x;
+          if (this.unwindable()) return this.unwind(); // a wait cut short by a request
         }
+        return base(a, b, c, d, e, f, g, h, i); // on the way to a trap: the wait goes on
       }) as Call;
       out[name] = this.ck.checkpointAtCall === undefined ? safe : this.countCalls(safe);
     }
@@ -163,16 +168,26 @@ export class Checkpointer {
     this.rewind(r.asyncifyData);
   }
 
-  /** A checkpoint or re-entry request is waiting (checked at every safe point: cheap). */
+  /** A checkpoint or re-entry request is waiting (checked at every safe point: cheap), and the
+   *  stack can be unwound here. */
   private pending(): boolean {
-    if (Atomics.load(this.control, Control.REQUEST) !== this.served) return true;
+    if (Atomics.load(this.control, Control.REQUEST) !== this.served) return this.unwindable();
     const reenter = Atomics.load(this.control, Control.REENTER);
     if (reenter === this.reentered) return false;
     this.reentered = reenter;
+    if (!this.unwindable()) return false;
     // A re-entry only where the unwind buffer fits on the shadow stack: in fresh pages, it
     // would grow the program's memory each time.
     this.reentryRoom = this.room();
     return this.reentryRoom !== null;
+  }
+
+  /** False once the program is on its way to a trap (the ending gate is set). A request then
+   *  stays unserved, and no longer cuts its blocking waits short (so they do not spin). */
+  private unwindable(): boolean {
+    if (this.gate === null || this.gate.value === 0) return true;
+    setInterruptWord(this.control, Control.REQUEST, Atomics.load(this.control, Control.REQUEST));
+    return false;
   }
 
   private room(): { start: number; end: number } | null {

@@ -48,6 +48,8 @@ export interface CheckpointSetup {
   globals: { name: string; type: GlobalValue['type'] }[];
   /** Export name of the shadow stack pointer global, if the module has one. */
   stackPointer: string | null;
+  /** Export name of the ending gate global (instrument/ending.ts): no unwind while it is set. */
+  endingGate: string | null;
   /** Whether the module calls stasis.poll in loops. */
   poll: boolean;
   /** The largest frame the module can put in the asyncify buffer (stack.ts). */

@@ -66,6 +66,9 @@ const engineInfo = object({
   /** The largest frame the module can put in the asyncify buffer (absent in images written
    *  before it was recorded: a restart computes it from the module). */
   maxFrameBytes: optional(uint),
+  /** Export name of the ending gate global (the engine does not unwind while it is set), or
+   *  null; absent in images written before it existed (none). */
+  endingGate: optional(nullable(string)),
 });
 /** How the instrumented module is driven (from the instrumenter); needed to restart it. */
 export type EngineInfo = Infer<typeof engineInfo>;

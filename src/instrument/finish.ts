@@ -19,9 +19,10 @@ export interface Prepared {
   only: string[] | null;
   /** The same functions as `only`, by position among the defined functions. */
   onlyDefined: number[] | null;
-  /** Global indices of the shadow-stack pointer and the poll budget, or null. */
+  /** Global indices of the shadow-stack pointer, the poll budget and the ending gate, or null. */
   stackPointer: number | null;
   pollBudget: number | null;
+  endingGate: number | null;
   meta: Pick<InstrumentMeta, 'version' | 'pollImport' | 'unwindImports'>;
 }
 
@@ -33,6 +34,7 @@ export function finish(out: Uint8Array, prep: Prepared): InstrumentedModule {
   const globals: InstrumentMeta['globals'] = [];
   let stackPointer: string | null = null;
   let pollBudget: string | null = null;
+  let endingGate: string | null = null;
   const taken = exportNames(out);
   const add: { name: string; index: number }[] = [];
   for (const g of mutableGlobals(out)) {
@@ -43,10 +45,12 @@ export function finish(out: Uint8Array, prep: Prepared): InstrumentedModule {
     globals.push({ name: exportName, type: g.type });
     if (g.index === prep.stackPointer) stackPointer = exportName;
     if (g.index === prep.pollBudget) pollBudget = exportName;
+    if (g.index === prep.endingGate) endingGate = exportName;
   }
   if (prep.pollBudget !== null && pollBudget === null) throw new Error('the poll budget global is missing after Asyncify (instrumenter bug)');
+  if (prep.endingGate !== null && endingGate === null) throw new Error('the ending gate global is missing after Asyncify (instrumenter bug)');
   if (prep.stackPointer !== null && stackPointer === null) throw new Error('the stack pointer global is missing after Asyncify (instrumenter bug)');
-  const meta: InstrumentMeta = { ...prep.meta, globals, stackPointer, pollBudget };
+  const meta: InstrumentMeta = { ...prep.meta, globals, stackPointer, pollBudget, endingGate };
   const bytes = appendCustomSection(addGlobalExports(out, add), META_SECTION, encodeMeta({ meta, sourceHash: prep.sourceHash }));
   return { bytes, hash: sha256(bytes), sourceHash: prep.sourceHash, meta };
 }

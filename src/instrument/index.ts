@@ -10,6 +10,7 @@ import {
 import { ASYNCIFY_OPTIMIZE_LEVEL, asyncifyNative, nativeWasmOpt, type NativeTool } from './native.js';
 import { finish, sha256, type Prepared } from './finish.js';
 import { insertPolls } from './polls.js';
+import { gateEndingCalls } from './ending.js';
 import { embeddedMeta } from './embedded.js';
 import { defaultCacheDir, readCache, writeCache } from './cache.js';
 import {
@@ -89,6 +90,7 @@ export function prepare(bytes: Uint8Array, opts: InstrumentOptions, variant: Pol
     progress('analyse');
     const a = analyseModule(m);
     const stackPointer = stackPointerGlobal(m);
+    const ending = gateEndingCalls(m, a, freeGlobalName(m, 'stasis_ending'));
 
     const unwindImports: string[] = [];
     const unwindImportNames = new Set<string>();
@@ -124,7 +126,7 @@ export function prepare(bytes: Uint8Array, opts: InstrumentOptions, variant: Pol
     const pre = m.emitBinary();
     const listed = only.length > 0 && only.every(listable);
     return {
-      pre, sourceHash, stackPointer, pollBudget,
+      pre, sourceHash, stackPointer, pollBudget, endingGate: ending === null ? null : globalIndex(m, ending.gate),
       imports: unwindImports.length > 0 ? unwindImports : ['stasis.none'],
       only: listed ? only : null,
       onlyDefined: listed ? onlyDefined : null,
@@ -211,6 +213,15 @@ function stackPointerGlobal(m: binaryen.Module): number | null {
     firstI32 ??= i;
   }
   return firstI32;
+}
+
+/** `base`, or `base` and a number, that no global of m is named. */
+function freeGlobalName(m: binaryen.Module, base: string): string {
+  const taken = new Set<string>();
+  for (let i = 0; i < m.getNumGlobals(); i++) taken.add(binaryen.getGlobalInfo(m.getGlobalByIndex(i)).name);
+  let name = base;
+  for (let i = 0; taken.has(name); i++) name = `${base}${i}`;
+  return name;
 }
 
 function globalIndex(m: binaryen.Module, name: string): number {

@@ -22,6 +22,10 @@ export interface InstrumentMeta {
   pollImport: PollImport | null;
   /** Export name of the poll budget global (in `globals` too), or null without polls. */
   pollBudget: string | null;
+  /** Export name of the ending gate (in `globals` too; ending.ts): while it is not 0 the program
+   *  is on its way to a trap and must not be unwound. Null if the module has no ending calls
+   *  (and in modules instrumented before it existed). */
+  endingGate?: string | null;
   /** The imports an unwind may start at (module.name). */
   unwindImports: string[];
 }

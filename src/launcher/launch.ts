@@ -46,6 +46,7 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
     poll: inst.meta.pollImport !== null,
     stackPointer: inst.meta.stackPointer,
     maxFrameBytes: maxFrameBytes(inst.bytes),
+    endingGate: inst.meta.endingGate ?? null,
   };
   return supervise({
     name, ckptDir, opts,

@@ -148,7 +148,7 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
     return await supervise({
       name, ckptDir, opts,
       moduleBytes: image.moduleBytes, moduleHash: snap.moduleHash, instrumentedHash: snap.instrumentedHash,
-      engine: { ...snap.engine, maxFrameBytes: snap.engine.maxFrameBytes ?? maxFrameBytes(image.moduleBytes) },
+      engine: { ...snap.engine, maxFrameBytes: snap.engine.maxFrameBytes ?? maxFrameBytes(image.moduleBytes), endingGate: snap.engine.endingGate ?? null },
       globals: snap.globals.map(({ name, type }) => ({ name, type })),
       policy, plugins, where,
       setup: {
