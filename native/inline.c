@@ -1,7 +1,7 @@
 /*
- * What a program run on the launcher's main thread needs (`stasis run`, src/launcher/run.ts):
- * there, no JavaScript runs while the program computes, so neither Node's signal handlers nor
- * its streams can serve it.
+ * What a program run on the launcher's main thread needs (`stasis run`, src/launcher/run.ts; `launch`
+ * and `restart`, src/launcher/main-thread.ts): there, no JavaScript runs while the program computes,
+ * so neither Node's signal handlers nor its streams can serve it.
  *
  * Exports:
  *   pollIn(fd: number, timeoutMs: number): number

@@ -34,6 +34,10 @@ export async function superviseProgram(s: Supervised): Promise<GuestResult> {
 
 async function superviseOnMainThread(s: Supervised): Promise<GuestResult> {
   const native = nativeInline!;
+  // From here on the side thread gets the signals. One Node caught just before is handled now,
+  // as before any program ran (stopEarlyOnSignals): nothing is registered or changed yet.
+  forwardSignals(slurmJob() === null ? [] : WARNING_SIGNALS);
+  await new Promise<void>((resolve) => setImmediate(resolve));
   const sv = supervisor(s);
   const run = await beginRun(sv);
   const { program, link } = openLink({ ...s.setup, checkpoint: checkpointSetup(sv, run) }, { pollIn: native.pollIn });
@@ -43,7 +47,6 @@ async function superviseOnMainThread(s: Supervised): Promise<GuestResult> {
   if (fd < 0) throw new StasisError('INTERNAL', `cannot make the control socket ${socket} (errno ${-fd})`);
   try {
     announce(sv, key, socket);
-    forwardSignals(slurmJob() === null ? [] : WARNING_SIGNALS);
     const side = takeThread(SIDE_WORKER);
     side.on('error', () => {}); // it reports its own failure, and ends the process (side.ts)
     const guest = new MessageChannel();

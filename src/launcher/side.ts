@@ -8,7 +8,7 @@ import { EXIT } from '../errors.js';
 import { loadPlugins } from '../files/plugin.js';
 import { builtinPolicy } from '../files/policy.js';
 import { GuestSession, type SessionLink } from './session.js';
-import { exitProcess, onForwardedSignals } from './signals.js';
+import { exitProcess, onForwardedSignals, pauseForTest } from './signals.js';
 import { superviseSession, type RunStart, type Supervisor } from './supervisor.js';
 import { SIDE_WORKER } from './threads.js';
 
@@ -28,6 +28,7 @@ export interface SideData {
 async function superviseFromSide(d: SideData): Promise<void> {
   const { policy, opts } = d.supervisor;
   const s: Supervisor = { ...d.supervisor, plugins: [...builtinPolicy(policy), ...await loadPlugins(opts.plugins ?? [])] };
+  await pauseForTest('side');
   await superviseSession(s, d.run, new GuestSession(d.link, d.guest), {
     key: d.key, socket: d.socket, serve: (handler) => serve(d.socket, handler, d.fd), signals: onForwardedSignals,
   });

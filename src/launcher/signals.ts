@@ -146,11 +146,12 @@ export function stopEarlyOnSignals(): void {
  * Testing aid: with STASIS_TEST_PAUSE=PHASE, the launcher says so on stderr when it reaches
  * PHASE ('load': bin/stasis.js, before any module loads; 'instrument': a first launch's instrumentation has started; 'restart': a restart's
  * image is read and its file plan checked, nothing changed yet; 'checkpoint': a checkpoint's
- * capture is done and the program goes on, its image not written yet) and waits there (for ever, or
+ * capture is done and the program goes on, its image not written yet; 'side': a side thread
+ * has its run, before it supervises it (main-thread.ts), while the program runs) and waits there (for ever, or
  * until the file STASIS_TEST_CONTINUE names exists), so that a test can signal it, or change
  * the program's files, at that instant without racing it.
  */
-export async function pauseForTest(phase: 'instrument' | 'restart' | 'checkpoint'): Promise<void> {
+export async function pauseForTest(phase: 'instrument' | 'restart' | 'checkpoint' | 'side'): Promise<void> {
   if (process.env['STASIS_TEST_PAUSE'] !== phase) return;
   process.stderr.write(`stasis: paused at ${phase} (STASIS_TEST_PAUSE)\n`);
   // Until the file STASIS_TEST_CONTINUE names exists (the test made its change), or for ever.
