@@ -40,9 +40,9 @@ export type SignalSource = (end: (status: number) => void, override: Partial<Rec
 
 /** A SignalSource from Node's signal events (on the main thread, whose event loop is free). */
 export const onProcessSignals: SignalSource = (end, override) => {
-  const removeTerminating = onTerminatingSignals(end, override);
   const others = Object.entries(override).filter(([sig]) => !SIGNAL_STATUS.some(([t]) => t === sig)) as [NodeJS.Signals, () => void][];
   for (const [sig, h] of others) process.on(sig, h);
+  const removeTerminating = onTerminatingSignals(end, override);
   return () => {
     removeTerminating();
     for (const [sig, h] of others) process.off(sig, h);
@@ -89,12 +89,21 @@ let removeEarly: (() => void) | null = null;
  * the handlers.
  */
 export function onTerminatingSignals(end: (status: number) => void, override: Partial<Record<NodeJS.Signals, () => void>> = {}): () => void {
+  const remove = install(end, override);
   removeEarly?.();
   removeEarly = null;
-  return install(end, override);
+  return remove;
 }
 
+// New handlers are added before the ones they replace are removed, here and in the callers:
+// Node closes a signal's handle with its last listener, and a signal that handle had caught but
+// not yet dispatched is lost with it.
 function install(end: (status: number) => void, override: Partial<Record<NodeJS.Signals, () => void>>): () => void {
+  const installed = SIGNAL_STATUS.map(([sig, status]) => {
+    const h = override[sig] ?? ((): void => end(status));
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
   // bin/stasis.js's handler, there before any module loaded: these take over from it, and
   // get a SIGTERM it kept.
   const key = Symbol.for('stasis.earlyStop');
@@ -103,11 +112,6 @@ function install(end: (status: number) => void, override: Partial<Record<NodeJS.
     process.off('SIGTERM', early.handler);
     delete (globalThis as Record<symbol, unknown>)[key];
   }
-  const installed = SIGNAL_STATUS.map(([sig, status]) => {
-    const h = override[sig] ?? ((): void => end(status));
-    process.on(sig, h);
-    return [sig, h] as const;
-  });
   if (early?.sigterm === true) process.nextTick(() => process.emit('SIGTERM', 'SIGTERM'));
   return () => {
     for (const [sig, h] of installed) process.off(sig, h);
