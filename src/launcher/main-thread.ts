@@ -1,9 +1,8 @@
 // The CLI's `launch` and `restart` with the native addon: the program runs on this (the main)
-// thread as soon as it is ready, as `run`'s does, and a side thread (side.ts), started first
-// thing by bin/stasis.js, supervises it: control socket, checkpoints, --interval, signals,
-// flushing of coalesced writes. A worker takes tens of ms to start, which a program in one
-// would wait for; the side thread's start-up is on no one's way (an empty program ends before
-// it is needed). What must exist before the program runs is made here, synchronously: the
+// thread as soon as it is ready, as `run`'s does, and a side thread (side.ts), started just
+// before, supervises it: control socket, checkpoints, --interval, signals, flushing of
+// coalesced writes. A worker takes tens of ms to start, which a program in one would wait for;
+// the side thread's start-up is on no one's way (an empty program ends before it is needed). What must exist before the program runs is made here, synchronously: the
 // control socket listening (its connections wait for the side thread), the registry entry,
 // and the native handling of signals, which the side thread receives (Node gives a worker no
 // signals, and no JavaScript handler runs on a thread that computes).
@@ -22,7 +21,7 @@ import { announce, beginRun, checkpointSetup, sealRun, supervise, supervisor, ty
 import { SIDE_WORKER, takeThread } from './threads.js';
 
 /** Whether a program of these options runs on the main thread (bin/stasis.js decides alike,
- *  before any of this loads, to start the side thread early). */
+ *  before any of this loads, not to start a guest thread early). */
 export function onMainThread(opts: ControlOptions): boolean {
   return opts.ownProcess === true && nativeInline !== null;
 }

@@ -1,8 +1,10 @@
 // The launcher's second thread: the guest's worker (engine/guest.ts), or, when the program runs
 // on the main thread, the side thread that supervises it (side.ts). Starting a Node thread and
-// loading its modules takes tens of ms: the CLI starts it first thing (bin/stasis.js), so that
-// this overlaps the launcher's own start-up (its modules, reading and compiling the program);
-// its work is handed to it later.
+// loading its modules takes tens of ms: the CLI starts the guest's first thing (bin/stasis.js),
+// so that this overlaps the launcher's own start-up (its modules, reading and compiling the
+// program); its work is handed to it later. (The side thread is started when the program is
+// about to run: the program does not wait for it, and started earlier it would slow the main
+// thread's own start-up.)
 import { Worker } from 'node:worker_threads';
 import { GUEST_WORKER } from '../engine/protocol.js';
 
