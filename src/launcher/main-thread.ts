@@ -6,7 +6,6 @@
 // control socket listening (its connections wait for the side thread), the registry entry,
 // and the native handling of signals, which the side thread receives (Node gives a worker no
 // signals, and no JavaScript handler runs on a thread that computes).
-import * as fs from 'node:fs';
 import { MessageChannel } from 'node:worker_threads';
 import { newKey, socketPath, unregister } from '../control/registry.js';
 import { ImageError, StasisError } from '../errors.js';
@@ -68,7 +67,6 @@ async function superviseOnMainThread(s: Supervised): Promise<GuestResult> {
     if (result.sealed !== true) sealRun(sv, run); // the program ended by itself
     return result;
   } finally {
-    unregister(key);
-    fs.rmSync(socket, { force: true });
+    unregister(key); // the entry and the socket
   }
 }
