@@ -6,7 +6,11 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { nativeInline } from '../src/wasi/native.js';
 import { fixture, stasis, stasisBin, tempDir } from './helpers.js';
+
+/** The tests of the main-thread arrangement itself need it (the addon in use). */
+const mainThread = { skip: nativeInline === null ? 'the native addon is not in use: the CLI runs the program in a worker' : false };
 
 const MODES: [string, NodeJS.ProcessEnv][] = [
   ['main thread', process.env],
@@ -36,7 +40,7 @@ function background(args: string[], env: NodeJS.ProcessEnv, stdin: 'ignore' | 'p
 const images = (ckpt: string): string[] => (existsSync(join(ckpt, 'images')) ? readdirSync(join(ckpt, 'images')).filter((n) => n.startsWith('gen-')).sort() : []);
 
 for (const [mode, env] of MODES) {
-  test(`SIGTERM in a compute loop that never calls out: checkpoint, exit 75; the restart goes on from there and stops alike (${mode})`, async () => {
+  test(`SIGTERM in a compute loop that never calls out: checkpoint, exit 75; the restart goes on from there and stops alike (${mode})`, mode === 'main thread' ? mainThread : {}, async () => {
     const { dir, cleanup } = tempDir();
     try {
       const ckpt = join(dir, 'ckpt');
@@ -62,7 +66,7 @@ for (const [mode, env] of MODES) {
   });
 }
 
-test('a SIGTERM that comes before the side thread supervises is kept: checkpoint, exit 75, restart matches an uninterrupted run', async () => {
+test('a SIGTERM that comes before the side thread supervises is kept: checkpoint, exit 75, restart matches an uninterrupted run', mainThread, async () => {
   const { dir, cleanup } = tempDir();
   try {
     const args = [fixture('ckpt_compute'), '12', '25000000'];
@@ -83,7 +87,7 @@ test('a SIGTERM that comes before the side thread supervises is kept: checkpoint
   }
 });
 
-test('`stasis checkpoint` works from the program\'s first output on, before the side thread supervises; the program waiting for input is checkpointed there', async () => {
+test('`stasis checkpoint` works from the program\'s first output on, before the side thread supervises; the program waiting for input is checkpointed there', mainThread, async () => {
   const { dir, cleanup } = tempDir();
   try {
     const lines = ['alpha\n', 'beta\n', 'gamma\n'];
