@@ -6,7 +6,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { runProgram, type Post } from './program.js';
 import { GUEST_WORKER, type GuestData } from './protocol.js';
 
-// Started before there is a program to run (launcher/guest-thread.ts): it comes as the first message.
+// Started before there is a program to run (launcher/threads.ts): it comes as the first message.
 if (parentPort !== null && workerData?.kind === GUEST_WORKER) {
   const port = parentPort;
   const post: Post = (m, transfer) => port.postMessage(m, transfer);
