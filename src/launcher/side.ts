@@ -46,8 +46,12 @@ if (parentPort !== null && workerData?.kind === SIDE_WORKER) {
       return true;
     }) as typeof stream.write;
   }
-  parentPort.once('message', (d: SideData) => void superviseFromSide(d).catch((e: unknown) => {
+  // Without this thread the program would run on unsupervised, deaf to SIGTERM: a failure here
+  // ends the process.
+  const fail = (e: unknown): void => {
     process.stderr.write(`stasis: internal error in the supervising thread: ${(e as Error).stack ?? String(e)}\n`);
     exitProcess(EXIT.INTERNAL);
-  }));
+  };
+  process.on('uncaughtException', fail);
+  parentPort.once('message', (d: SideData) => void superviseFromSide(d).catch(fail));
 }

@@ -5,7 +5,10 @@
 // program); its work is handed to it later. (The side thread is started when the program is
 // about to run: the program does not wait for it, and started earlier it would slow the main
 // thread's own start-up.)
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { StasisError } from '../errors.js';
 import { GUEST_WORKER } from '../engine/protocol.js';
 
 /** workerData.kind of the side thread. */
@@ -39,6 +42,10 @@ export function takeThread(kind: ThreadKind): Worker {
 
 function spawn(kind: ThreadKind): Worker {
   // Each entry and its imports, bundled into one file by `npm run build` (scripts/bundle.mjs).
-  const entry = kind === GUEST_WORKER ? new URL('../engine/guest.bundle.cjs', import.meta.url) : new URL('./side.bundle.cjs', import.meta.url);
+  // Named from dist/src/*/ (this module's place, and the CLI bundle's, which holds a copy).
+  const entry = new URL(kind === GUEST_WORKER ? '../engine/guest.bundle.cjs' : '../launcher/side.bundle.cjs', import.meta.url);
+  // Said now: a thread that cannot load fails later, unheard while the program computes on the
+  // main thread.
+  if (!existsSync(entry)) throw new StasisError('INTERNAL', `${fileURLToPath(entry)} is missing: build Stasis again (npm run build)`);
   return new Worker(entry, { workerData: { kind }, stdin: false, stdout: false, stderr: false });
 }
