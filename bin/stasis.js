@@ -21,13 +21,15 @@ if (process.argv[2] === 'launch' || process.argv[2] === 'restart') {
     });
   }
 }
-// The program's thread starts now: its start-up overlaps the loading of the launcher's code.
-// Not for a `run` that will have the native addon: it runs its program on this thread
-// (src/launcher/run.ts; without the addon, in a thread started when needed).
-const inlineRun = process.argv[2] === 'run' && !process.env.STASIS_NO_NATIVE
-  && (await import('node:fs')).existsSync(new URL('../native/build/stasis_native.node', import.meta.url));
-if (['run', 'launch', 'restart'].includes(process.argv[2]) && !process.argv.includes('--dry-run') && !inlineRun) {
-  (await import('../dist/src/launcher/guest-thread.js')).startGuestThread();
+// The program's thread starts now: its start-up overlaps the loading of the launcher's code
+// (src/launcher/threads.ts). Not with the native addon: `run`, `launch` and `restart` then run
+// their program on this thread (src/launcher/run.ts, src/launcher/main-thread.ts, which decides
+// alike); a launch's side thread starts only when the program is ready to run, as one started
+// now would slow this thread's start-up by contending with it.
+const command = process.argv[2];
+if (['run', 'launch', 'restart'].includes(command) && !process.argv.includes('--dry-run')
+  && (process.env.STASIS_NO_NATIVE || !(await import('node:fs')).existsSync(new URL('../native/build/stasis_native.node', import.meta.url)))) {
+  (await import('../dist/src/launcher/threads.js')).startThread('guest');
 }
 // The CLI (src/cli/main.ts) as one bundle, from V8's code cache (scripts/bundle.mjs, src/cli/load.ts).
 (await import('../dist/src/cli/load.js')).runBundle(fileURLToPath(new URL('../dist/src/cli/main.bundle.cjs', import.meta.url)));

@@ -23,7 +23,9 @@ napi_status stasis_process_init(napi_env env, napi_value exports);
 /* dirty.c: trackWrites, writtenPages, untrackWrites (the pages written since a capture, from the kernel). */
 napi_status stasis_dirty_init(napi_env env, napi_value exports);
 /* inline.c: pollIn (poll(2) for input), exitOnSignals (_exit on a signal, after a flush of the coalesced
- * writes, which its thread also flushes when stale): a program on the main thread. */
+ * writes, which its thread also flushes when stale), forwardSignals / onSignals (signals noted and handed
+ * to another thread), listenUnix (a control socket listening before a thread serves it): a program on
+ * the main thread. */
 napi_status stasis_inline_init(napi_env env, napi_value exports);
 
 #endif

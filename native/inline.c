@@ -1,7 +1,7 @@
 /*
- * What a program run on the launcher's main thread needs (`stasis run`, src/launcher/run.ts):
- * there, no JavaScript runs while the program computes, so neither Node's signal handlers nor
- * its streams can serve it.
+ * What a program run on the launcher's main thread needs (`stasis run`, src/launcher/run.ts; `launch`
+ * and `restart`, src/launcher/main-thread.ts): there, no JavaScript runs while the program computes,
+ * so neither Node's signal handlers nor its streams can serve it.
  *
  * Exports:
  *   pollIn(fd: number, timeoutMs: number): number
@@ -21,6 +21,18 @@
  *     Same layout and lock as writebehind.ts; this side never blocks in it, so a holder of the
  *     lock here is never waited for by a sleeping JavaScript thread for long (it waits with a
  *     timeout).
+ *   forwardSignals(signals: number[]): void
+ *     Under checkpoint control (`launch`, `restart` on the main thread): from now on each of
+ *     these signals is noted by the process, whatever its threads are doing, and handed to the
+ *     callback onSignals gave (on that callback's thread, which may be a worker: Node delivers
+ *     no signal to a worker), or kept until there is one. Replaces Node's handlers for them.
+ *   onSignals(callback: (signal: number) => void): void
+ *     The callback of forwardSignals, called on this thread's event loop once per signal noted
+ *     (signals noted before it was given included). Keeps this thread's event loop alive.
+ *   listenUnix(path: string): number
+ *     A Unix stream socket bound at path (any file there removed first), made 0600 and
+ *     listening: its fd (close-on-exec, non-blocking), or -errno. A client can connect at
+ *     once; its connection waits until a server takes the fd (net.Server listen({ fd })).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -35,6 +47,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -239,10 +254,176 @@ fail:
   return NULL;
 }
 
+/* forwardSignals / onSignals: the handler notes the signal and wakes a thread of this file's,
+ * which hands what was noted to the callback's thread (a thread-safe function). */
+static uint64_t fwd_noted; /* one bit per signal */
+static int fwd_fd = -1;
+static pthread_mutex_t fwd_lock = PTHREAD_MUTEX_INITIALIZER;
+static napi_threadsafe_function fwd_tsfn; /* under fwd_lock; NULL until onSignals */
+
+static void note_signal(int sig) {
+  int saved = errno;
+  __atomic_or_fetch(&fwd_noted, (uint64_t)1 << sig, __ATOMIC_SEQ_CST);
+  uint64_t one = 1;
+  if (write(fwd_fd, &one, sizeof one) < 0) { /* the count is full: a wake-up is pending anyway */ }
+  errno = saved;
+}
+
+/* Hands what was noted to the callback, if there is one (else it stays noted). */
+static void fwd_deliver(void) {
+  pthread_mutex_lock(&fwd_lock);
+  if (fwd_tsfn != NULL) {
+    uint64_t noted = __atomic_exchange_n(&fwd_noted, 0, __ATOMIC_SEQ_CST) & ~(uint64_t)1;
+    for (int sig = 1; sig < 64 && noted != 0; sig++) {
+      if ((noted & ((uint64_t)1 << sig)) == 0) continue;
+      noted &= ~((uint64_t)1 << sig);
+      napi_call_threadsafe_function(fwd_tsfn, (void *)(intptr_t)sig, napi_tsfn_nonblocking);
+    }
+  }
+  pthread_mutex_unlock(&fwd_lock);
+}
+
+static void *forwarder(void *arg) {
+  (void)arg;
+  for (;;) {
+    uint64_t n;
+    if (read(fwd_fd, &n, sizeof n) < 0 && errno != EINTR && errno != EAGAIN) return NULL;
+    fwd_deliver();
+  }
+  return NULL;
+}
+
+static void fwd_call_js(napi_env env, napi_value cb, void *context, void *data) {
+  (void)context;
+  if (env == NULL || cb == NULL) return;
+  napi_value undefined, arg;
+  napi_get_undefined(env, &undefined);
+  napi_create_int32(env, (int32_t)(intptr_t)data, &arg);
+  napi_call_function(env, undefined, cb, 1, &arg, NULL);
+}
+
+static void fwd_finalize(napi_env env, void *data, void *hint) {
+  (void)env; (void)data; (void)hint;
+  pthread_mutex_lock(&fwd_lock);
+  fwd_tsfn = NULL; /* its thread has ended: signals are kept again */
+  pthread_mutex_unlock(&fwd_lock);
+}
+
+static napi_value js_forward_signals(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  uint32_t n = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) goto fail;
+  if (napi_get_array_length(env, argv[0], &n) != napi_ok) goto fail;
+  if (fwd_fd < 0) {
+    int fd = eventfd(0, EFD_CLOEXEC);
+    if (fd < 0) {
+      napi_throw_error(env, NULL, strerror(errno));
+      return NULL;
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pthread_t t_;
+    fwd_fd = fd;
+    int e = pthread_create(&t_, NULL, forwarder, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e != 0) {
+      fwd_fd = -1;
+      close(fd);
+      napi_throw_error(env, NULL, strerror(e));
+      return NULL;
+    }
+    pthread_detach(t_);
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v;
+    int32_t sig = 0;
+    if (napi_get_element(env, argv[0], i, &v) != napi_ok || napi_get_value_int32(env, v, &sig) != napi_ok) goto fail;
+    if (sig <= 0 || sig >= 64) goto fail;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = note_signal;
+    sa.sa_flags = SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    if (sigaction(sig, &sa, NULL) != 0) {
+      napi_throw_error(env, NULL, strerror(errno));
+      return NULL;
+    }
+  }
+  return NULL;
+fail:
+  napi_throw_type_error(env, NULL, "forwardSignals: expected [signal, ...]");
+  return NULL;
+}
+
+static napi_value js_on_signals(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], name;
+  napi_valuetype t;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1
+      || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_function) {
+    napi_throw_type_error(env, NULL, "onSignals: expected a function");
+    return NULL;
+  }
+  napi_create_string_utf8(env, "stasis.signals", NAPI_AUTO_LENGTH, &name);
+  napi_threadsafe_function tsfn;
+  if (napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, fwd_finalize, NULL, fwd_call_js, &tsfn) != napi_ok) {
+    napi_throw_error(env, NULL, "onSignals: cannot create the thread-safe function");
+    return NULL;
+  }
+  pthread_mutex_lock(&fwd_lock);
+  napi_threadsafe_function old = fwd_tsfn;
+  fwd_tsfn = tsfn;
+  pthread_mutex_unlock(&fwd_lock);
+  if (old != NULL) napi_release_threadsafe_function(old, napi_tsfn_abort);
+  if (fwd_fd >= 0) note_signal(0); /* hands over what was noted before (bit 0 is never a signal) */
+  return NULL;
+}
+
+static napi_value js_listen_unix(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+  size_t len = 0;
+  int r;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1
+      || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "listenUnix: expected a path");
+    return NULL;
+  }
+  if (len + 1 >= sizeof path) {
+    r = -ENAMETOOLONG;
+  } else {
+    struct sockaddr_un a;
+    memset(&a, 0, sizeof a);
+    a.sun_family = AF_UNIX;
+    memcpy(a.sun_path, path, len + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+      r = -errno;
+    } else {
+      unlink(path);
+      /* chmod, not a umask: see src/control/channel.ts. */
+      if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || chmod(path, 0600) != 0 || listen(fd, 511) != 0) {
+        r = -errno;
+        close(fd);
+      } else {
+        r = fd;
+      }
+    }
+  }
+  napi_create_int32(env, r, &result);
+  return result;
+}
+
 napi_status stasis_inline_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     STASIS_FN("pollIn", js_poll_in),
     STASIS_FN("exitOnSignals", js_exit_on_signals),
+    STASIS_FN("forwardSignals", js_forward_signals),
+    STASIS_FN("onSignals", js_on_signals),
+    STASIS_FN("listenUnix", js_listen_unix),
   };
   return STASIS_EXPORT(env, exports, props);
 }

@@ -3,7 +3,8 @@
 // with Node's ES module loader (measured: tens of ms of every command's start-up).
 //
 // - The guest thread: dist/src/engine/guest.js and the ~25 modules it imports, as one CommonJS
-//   file, dist/src/engine/guest.bundle.cjs (what src/launcher/guest-thread.ts starts).
+//   file, dist/src/engine/guest.bundle.cjs (what src/launcher/threads.ts starts); the side
+//   thread that supervises a program on the main thread likewise, dist/src/launcher/side.bundle.cjs.
 //   Everything is in it, the image reader that only a restart's guest runs too: a module loaded
 //   beside it would have classes of its own (an ImageError it threw would not be the bundle's).
 //   Its import.meta.url is its own file's, one level below dist/src as the modules were, so the
@@ -14,7 +15,7 @@
 //   here, by the Node that builds: src/cli/load.ts), which bin/stasis.js loads. Kept out of it:
 //   packages (binaryen), and instrument/index.js, which only the instrumenter's worker imports
 //   (it loads the unbundled instrument/thread.js) and which would bring binaryen with it.
-//   launcher/guest-thread.js is in it and also loaded by bin/stasis.js before it, to start the
+//   launcher/threads.js is in it and also loaded by bin/stasis.js before it, to start the
 //   guest thread early: the two copies share the thread through a global. Node built-ins that
 //   only some commands need are loaded at their first use (src/util/builtins.ts), not by the
 //   bundle's imports.
@@ -31,6 +32,15 @@ await build({
   ...common,
   entryPoints: ['dist/src/engine/guest.js'],
   outfile: 'dist/src/engine/guest.bundle.cjs',
+  format: 'cjs',
+  define: { 'import.meta.url': 'bundleUrl' },
+  banner: { js: "const bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
+});
+// The side thread (src/launcher/side.ts), likewise.
+await build({
+  ...common,
+  entryPoints: ['dist/src/launcher/side.js'],
+  outfile: 'dist/src/launcher/side.bundle.cjs',
   format: 'cjs',
   define: { 'import.meta.url': 'bundleUrl' },
   banner: { js: "const bundleUrl = require('node:url').pathToFileURL(__filename).href;" },

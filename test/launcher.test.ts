@@ -14,7 +14,7 @@ import { readImage } from '../src/image/index.js';
 import { CaptureBuffer } from '../src/launcher/capture-buffer.js';
 import { CheckpointQueue, Checkpoints, type CapturableGuest, type CheckpointSetting } from '../src/launcher/checkpoints.js';
 import { onTerminatingSignals, SIGNAL_STATUS } from '../src/launcher/signals.js';
-import { GuestSession } from '../src/launcher/session.js';
+import { guestInWorker, type GuestSession } from '../src/launcher/session.js';
 import { WASI_MODULE } from '../src/instrument/abi.js';
 import { instrument, instrumentCached } from '../src/instrument/index.js';
 import binaryen from 'binaryen';
@@ -232,7 +232,7 @@ test('protocol: control words are distinct and fit the shared array', () => {
 
 /** A session under checkpoint control for an instrumented module. */
 function sessionFor(inst: { bytes: Uint8Array; meta: { unwindImports: string[]; pollImport: unknown; stackPointer: string | null; endingGate?: string | null; globals: { name: string; type: 'i32' | 'i64' | 'f32' | 'f64' }[] } }, args: string[]): GuestSession {
-  return new GuestSession({
+  return guestInWorker({
     module: new WebAssembly.Module(inst.bytes as Uint8Array<ArrayBuffer>), modulePath: args[0]!, args, env: [], preopens: [],
     checkpoint: {
       unwindImports: inst.meta.unwindImports.map((i) => i.slice(WASI_MODULE.length + 1)),

@@ -12,8 +12,10 @@ export type Reply = { ok: true; [k: string]: unknown } | { ok: false; error: str
 
 export type Handler = (req: Request) => Promise<Reply>;
 
-export function serve(path: string, handler: Handler): net.Server {
-  fs.rmSync(path, { force: true });
+/** Serves the socket at path, made here; or, given fd, the one listening there already (made
+ *  before this thread could serve it, by the native addon's listenUnix). */
+export function serve(path: string, handler: Handler, fd?: number): net.Server {
+  if (fd === undefined) fs.rmSync(path, { force: true });
   const server = net.createServer((conn) => {
     let buf = '';
     conn.setEncoding('utf8');
@@ -41,8 +43,12 @@ export function serve(path: string, handler: Handler): net.Server {
   // Made 0600 by chmod, not by a umask around its creation: the umask is the process's, and the
   // program's thread may be creating its files at that moment. (Until the chmod the socket is
   // as the umask makes it, in a directory no other user can enter: registry.ts.)
-  server.listen(path);
-  fs.chmodSync(path, 0o600);
+  if (fd !== undefined) {
+    server.listen({ fd });
+  } else {
+    server.listen(path);
+    fs.chmodSync(path, 0o600);
+  }
   server.unref();
   return server;
 }

@@ -143,7 +143,7 @@ export class Checkpointer {
    * Why an image's engine state cannot be put into this module, or null: checked before a
    * restart changes any file (an image may come from elsewhere).
    */
-  restoreProblem(r: RestoreState): string | null {
+  restoreProblem(r: Omit<RestoreState, 'files'>): string | null {
     for (const g of r.globals) {
       const glob = this.ex[g.name];
       if (!(glob instanceof WebAssembly.Global)) return `it names global ${g.name}, which the module lacks`;
@@ -160,7 +160,7 @@ export class Checkpointer {
   }
 
   /** A restart: globals from the image (its memory is in place already, checked by restoreProblem), then the rewind. */
-  restore(r: RestoreState): void {
+  restore(r: Omit<RestoreState, 'files'>): void {
     for (const g of r.globals) {
       const glob = this.ex[g.name] as WebAssembly.Global;
       glob.value = g.type === 'i64' ? BigInt(g.value!) : typeof g.value === 'string' ? Number(g.value) : (g.value ?? 0);

@@ -76,6 +76,11 @@ export interface RestoreState {
   files: MessagePort;
 }
 
+/** A restart's state as the thread running the program takes it: what puts its files in place
+ *  once the guest has read its memory (and found the image sound), returning [guest fd, host fd]
+ *  of the files it opened, instead of the worker's `files` port. */
+export type RestoreSetup = Omit<RestoreState, 'files'> & { putFiles: () => Promise<[number, number][]> };
+
 /**
  * A buffer for the guest's next capture: a capture's memory coming back once its image is
  * written (copyId names that capture's copy), or a fresh one (copyId null). Capture buffers

@@ -13,7 +13,8 @@ import { WASI_MODULE } from '../instrument/abi.js';
 import { instrumentedModule } from './instrumented.js';
 import { checkPreopens, type RunOptions } from './run.js';
 import { stopEarlyOnSignals } from './signals.js';
-import { checkpointDir, supervise, type ControlOptions } from './supervisor.js';
+import { checkpointDir, type ControlOptions } from './supervisor.js';
+import { superviseProgram } from './main-thread.js';
 
 export interface LaunchOptions extends RunOptions, ControlOptions {
   /** --checkpoint-open-files: save every open file with each checkpoint. */
@@ -48,7 +49,7 @@ export async function launch(opts: LaunchOptions): Promise<GuestResult> {
     maxFrameBytes: maxFrameBytes(inst.bytes),
     endingGate: inst.meta.endingGate ?? null,
   };
-  return supervise({
+  return superviseProgram({
     name, ckptDir, opts,
     moduleBytes: inst.bytes, moduleHash: inst.sourceHash, instrumentedHash: inst.hash,
     engine, globals: inst.meta.globals, policy, plugins, where: { saved: preopens, dirs: [], pathMap: policy.pathMap, allowOverwrite: false },

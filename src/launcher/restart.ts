@@ -18,7 +18,8 @@ import type { CompileMode } from './compile.js';
 import { progress } from './progress.js';
 import { checkPreopens } from './run.js';
 import { pauseForTest, stopEarlyOnSignals } from './signals.js';
-import { checkpointDir, supervise, type ControlOptions } from './supervisor.js';
+import { checkpointDir, type ControlOptions } from './supervisor.js';
+import { superviseProgram } from './main-thread.js';
 
 export interface RestartOptions extends ControlOptions {
   /** An image directory, a checkpoint directory (its latest image), or an export file
@@ -145,7 +146,7 @@ export async function restart(opts: RestartOptions): Promise<GuestResult> {
     } catch (e) {
       throw new StasisError('BAD_IMAGE', `${image.ref.path}: stored module does not compile: ${(e as Error).message}`);
     }
-    return await supervise({
+    return await superviseProgram({
       name, ckptDir, opts,
       moduleBytes: image.moduleBytes, moduleHash: snap.moduleHash, instrumentedHash: snap.instrumentedHash,
       engine: { ...snap.engine, maxFrameBytes: snap.engine.maxFrameBytes ?? maxFrameBytes(image.moduleBytes), endingGate: snap.engine.endingGate ?? null },

@@ -60,8 +60,8 @@ export async function runCommand(opts: RunOptions): Promise<GuestResult> {
     });
   }
   const loaded = loadModule(opts.module);
-  const { GuestSession } = await import('./session.js');
-  const session = new GuestSession({
+  const { guestInWorker } = await import('./session.js');
+  const session = guestInWorker({
     module: loaded.module, modulePath: opts.module, args: [opts.module, ...opts.args],
     env: opts.env, preopens: checkPreopens(opts.preopens), ...(opts.compile && { compile: opts.compile }),
   });

@@ -1,15 +1,17 @@
-// A running guest, seen from the main thread: the worker that runs it, the shared memory for
-// its coalesced writes and stdin, and (under checkpoint control) the request counter.
-import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
+// A running guest, seen from the thread that supervises it: the thread that runs it (a worker,
+// or the main thread when a side thread supervises: main-thread.ts), the shared memory for its
+// coalesced writes and stdin, and (under checkpoint control) the request counter.
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { ImageError, StasisError } from '../errors.js';
 import {
-  CONTROL_WORDS, Control, WASM_PAGE, type CapturedState, type GuestData, type GuestMessage, type GuestResult, type Release, type RestoreState, type SpareBuffer,
+  CONTROL_WORDS, Control, GUEST_WORKER, WASM_PAGE, type CapturedState, type GuestData, type GuestMessage, type GuestResult, type Release, type RestoreSetup, type SpareBuffer,
 } from '../engine/protocol.js';
+import type { Program } from '../engine/program.js';
 import type { FileGuard } from '../files/guard.js';
 import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from '../wasi/stdin.js';
 import { WriteBehind } from '../wasi/writebehind.js';
 import { compileMode, useCompileMode, type CompileMode } from './compile.js';
-import { guestThread } from './guest-thread.js';
+import { takeThread } from './threads.js';
 
 /** How often buffered writes are checked for staleness. */
 const FLUSH_INTERVAL_MS = 5;
@@ -30,22 +32,93 @@ function reentrySchedule(): number[] {
 
 export type GuestSetup = Omit<GuestData, 'writeBehind' | 'stdin' | 'checkpoint' | 'restore'> & {
   checkpoint?: Omit<NonNullable<GuestData['checkpoint']>, 'control' | 'spares' | 'guards'>;
-  /** For a restart: its state, and what puts its files in place once the guest has read its
-   *  memory (and found the image sound), returning [guest fd, host fd] of the files it opened. */
-  restore?: Omit<RestoreState, 'files'> & { putFiles: () => Promise<[number, number][]> };
+  /** For a restart: its state, and what puts its files in place. */
+  restore?: RestoreSetup;
   /** How V8 compiles the program (process-wide, see compile.ts); absent: as it is. */
   compile?: CompileMode;
 };
 
+/**
+ * What the guest's thread and the supervising one share: shared memory and the supervisor's
+ * ends of the ports. Made by the thread that starts first (openLink), and posted to the other
+ * in the main-thread arrangement (launcher/main-thread.ts).
+ */
+export interface SessionLink {
+  writeBehind: SharedArrayBuffer;
+  /** A StdinPump's channel, or null (stdin is a regular file, or polled by the guest itself). */
+  stdin: SharedArrayBuffer | null;
+  /** Under checkpoint control: the control words and the ports of SpareBuffer and Release messages. */
+  control: SharedArrayBuffer | null;
+  spares: MessagePort | null;
+  guards: MessagePort | null;
+  /** When (ms) the supervisor re-enters the program (the re-entries at 0 are asked already). */
+  reentries: number[];
+  /** A restart: re-entries count from when the program is restored. */
+  restart: boolean;
+}
+
+/**
+ * The guest's program and the link to it, for a program about to start: its compile mode set,
+ * its first re-entry asked. With `polled`, stdin is waited for by the guest's own thread with
+ * poll(2) (a program on the main thread), else pumped by the supervisor's (StdinPump).
+ */
+export function openLink(setup: GuestSetup, polled: Program['stdin'] | null = null): { program: Program; link: SessionLink; transfer: MessagePort[] } {
+  const file = stdinIsFile();
+  const stdin = file || polled !== null ? null : stdinChannel();
+  const control = setup.checkpoint ? new SharedArrayBuffer(4 * CONTROL_WORDS) : null;
+  const { checkpoint, compile, ...rest } = setup;
+  if (compile !== undefined) useCompileMode(compile);
+  const writeBehind = new WriteBehind().shared;
+  const program: Program = { ...rest, writeBehind, stdin: file ? null : polled ?? stdin };
+  const link: SessionLink = { writeBehind, stdin, control, spares: null, guards: null, reentries: [], restart: setup.restore !== undefined };
+  const transfer: MessagePort[] = [];
+  if (checkpoint && control) {
+    const spares = new MessageChannel();
+    const guards = new MessageChannel();
+    program.checkpoint = { ...checkpoint, control, spares: spares.port2, guards: guards.port2 };
+    link.spares = spares.port1;
+    link.guards = guards.port1;
+    transfer.push(spares.port2, guards.port2);
+    link.reentries = compileMode() !== 'optimized' ? reentrySchedule() : [];
+    // A launch's re-entries at 0 ms are asked before the guest starts, so its first safe point
+    // sees one however slow the machine (and serves it if the unwind buffer fits on the stack
+    // there; else it is dropped, as every re-entry without room is).
+    if (!setup.restore && link.reentries.includes(0)) Atomics.add(new Int32Array(control), Control.REENTER, 1);
+  }
+  return { program, link, transfer };
+}
+
+/** The guest in a worker (the API's arrangement, and the CLI's without the addon). */
+export function guestInWorker(setup: GuestSetup): GuestSession {
+  const { program, link, transfer } = openLink(setup);
+  const { restore, stdin: _, ...rest } = program;
+  const data: GuestData = { ...rest, stdin: link.stdin };
+  const files = restore ? new MessageChannel() : null;
+  if (restore) {
+    const { putFiles: _p, ...state } = restore;
+    data.restore = { ...state, files: files!.port2 };
+    transfer.push(files!.port2);
+  }
+  const worker = takeThread(GUEST_WORKER);
+  worker.postMessage(data, transfer);
+  return new GuestSession(link, worker, restore && (() => restore.putFiles().then((handles) => {
+    files!.port1.postMessage(handles);
+    files!.port1.close();
+  })));
+}
+
+/** The guest's thread as the supervisor sees it: a worker it started, or the port the main
+ *  thread running the program posts to (launcher/main-thread.ts). */
+export type GuestEndpoint = Worker | MessagePort;
+
 export class GuestSession {
   readonly result: Promise<GuestResult>;
-  private readonly worker: Worker;
-  private readonly writeBehind = new WriteBehind();
+  private readonly writeBehind: WriteBehind;
   private readonly stdin: SharedArrayBuffer | null;
   private readonly control: Int32Array | null;
   private readonly timer: NodeJS.Timeout;
-  private readonly spares: MessagePort;
-  private readonly guards: MessagePort;
+  private readonly spares: MessagePort | null;
+  private readonly guards: MessagePort | null;
   private readonly waiting = new Map<number, (s: CapturedState) => void>();
   /** The capture buffer the guest and this thread share (see SpareBuffer). */
   private shared: Uint8Array | null = null;
@@ -59,36 +132,14 @@ export class GuestSession {
   /** Called with captures nobody asked for (the guest's own --checkpoint-at-call). */
   onUnrequested: ((s: CapturedState) => void) | null = null;
 
-  constructor(setup: GuestSetup) {
-    this.stdin = stdinIsFile() ? null : stdinChannel();
-    const control = setup.checkpoint ? new SharedArrayBuffer(4 * CONTROL_WORDS) : null;
-    this.control = control && new Int32Array(control);
-    const { checkpoint, compile, restore, ...rest } = setup;
-    if (compile !== undefined) useCompileMode(compile);
-    const data: GuestData = { ...rest, writeBehind: this.writeBehind.shared, stdin: this.stdin };
-    const spares = new MessageChannel();
-    const guards = new MessageChannel();
-    const files = restore ? new MessageChannel() : null;
-    this.spares = spares.port1;
-    this.guards = guards.port1;
-    const transfer: MessagePort[] = [];
-    if (checkpoint && control) {
-      data.checkpoint = { ...checkpoint, control, spares: spares.port2, guards: guards.port2 };
-      transfer.push(spares.port2, guards.port2);
-    }
-    if (restore) {
-      const { putFiles: _, ...state } = restore;
-      data.restore = { ...state, files: files!.port2 };
-      transfer.push(files!.port2);
-    }
+  /** putFiles: a worker's restart has read its memory ('loaded'): put its files in place. */
+  constructor(link: SessionLink, private readonly guest: GuestEndpoint, putFiles?: () => Promise<void>) {
+    this.writeBehind = new WriteBehind(link.writeBehind);
+    this.stdin = link.stdin;
+    this.control = link.control && new Int32Array(link.control);
+    this.spares = link.spares;
+    this.guards = link.guards;
     if (this.stdin !== null) new StdinPump(this.stdin).start();
-    const reentries = this.control !== null && compileMode() !== 'optimized' ? reentrySchedule() : [];
-    // A launch's re-entries at 0 ms are asked before the guest starts, so its first safe point
-    // sees one however slow the machine (and serves it if the unwind buffer fits on the stack
-    // there; else it is dropped, as every re-entry without room is).
-    if (!setup.restore && reentries.includes(0)) Atomics.add(this.control!, Control.REENTER, 1);
-    this.worker = guestThread();
-    this.worker.postMessage(data, transfer);
 
     // Flush a burst of small writes once no new one has come for a tick.
     let lastSeq = this.writeBehind.sequence();
@@ -99,19 +150,16 @@ export class GuestSession {
     }, FLUSH_INTERVAL_MS);
 
     this.restored = new Promise<void>((resolve) => { this.onRestored = resolve; });
-    void (setup.restore ? this.restored : Promise.resolve()).then(() => {
-      for (const ms of reentries) {
-        if (ms > 0 || setup.restore) this.reentryTimers.push(setTimeout(() => this.reenter(), ms));
+    void (link.restart ? this.restored : Promise.resolve()).then(() => {
+      for (const ms of link.reentries) {
+        if (ms > 0 || link.restart) this.reentryTimers.push(setTimeout(() => this.reenter(), ms));
       }
     });
     this.result = new Promise<GuestResult>((resolve, reject) => {
       this.end = (exitCode) => resolve({ exitCode });
-      this.worker.on('message', (m: GuestMessage) => {
+      guest.on('message', (m: GuestMessage) => {
         if (m.type === 'loaded') {
-          restore!.putFiles().then((handles) => {
-            files!.port1.postMessage(handles);
-            files!.port1.close();
-          }, reject);
+          putFiles!().catch(reject);
         } else if (m.type === 'restored') {
           this.onRestored();
         } else if (m.type === 'snapshot') {
@@ -135,8 +183,10 @@ export class GuestSession {
           }
         }
       });
-      this.worker.once('error', reject);
-      this.worker.once('exit', (code) => reject(new StasisError('INTERNAL', `guest thread exited (${code}) without a result`)));
+      if (guest instanceof Worker) {
+        guest.once('error', reject);
+        guest.once('exit', (code) => reject(new StasisError('INTERNAL', `guest thread exited (${code}) without a result`)));
+      }
     }).finally(() => this.stop());
   }
 
@@ -167,7 +217,7 @@ export class GuestSession {
    */
   release(guards: FileGuard[], generation: number): void {
     if (this.control === null) return;
-    this.guards.postMessage({ guards, generation } satisfies Release);
+    this.guards!.postMessage({ guards, generation } satisfies Release);
     Atomics.add(this.control, Control.RELEASE, 1);
     Atomics.notify(this.control, Control.RELEASE);
   }
@@ -181,10 +231,10 @@ export class GuestSession {
   giveBuffer(memory: Uint8Array, copyId: number | null): void {
     if (this.done) return;
     if (memory === this.shared) {
-      this.spares.postMessage({ copyId } satisfies SpareBuffer);
+      this.spares!.postMessage({ copyId } satisfies SpareBuffer);
     } else {
       this.shared = memory;
-      this.spares.postMessage({ memory, copyId } satisfies SpareBuffer);
+      this.spares!.postMessage({ memory, copyId } satisfies SpareBuffer);
     }
   }
 
@@ -203,10 +253,11 @@ export class GuestSession {
     this.done = true;
     clearInterval(this.timer);
     for (const t of this.reentryTimers) clearTimeout(t);
-    this.spares.close();
-    this.guards.close();
+    this.spares?.close();
+    this.guards?.close();
     this.writeBehind.flush();
     // Not awaited: the CLI exits right after, and nothing else holds the worker.
-    void this.worker.terminate();
+    if (this.guest instanceof Worker) void this.guest.terminate();
+    else this.guest.close();
   }
 }

@@ -1,7 +1,11 @@
 // A program under checkpoint control, launched or restarted: its guest session, its
 // checkpoints, and what asks for them — the control socket, the --interval timer, signals.
+// The supervision is the same wherever the program runs (superviseSession): in a worker
+// started from here (supervise), or on the main thread while a side thread supervises it
+// (main-thread.ts, side.ts).
 import * as fs from 'node:fs';
-import { serve, type Reply, type Request } from '../control/channel.js';
+import type * as net from 'node:net';
+import { serve, type Handler, type Reply, type Request } from '../control/channel.js';
 import { newKey, register, socketPath, unregister } from '../control/registry.js';
 import { join, resolve } from 'node:path';
 import { EXIT, StasisError } from '../errors.js';
@@ -12,8 +16,8 @@ import type { Codec } from '../image/format.js';
 import { listImages } from '../image/read.js';
 import type { GlobalValue } from '../image/schema.js';
 import type { Checkpoints, CheckpointResult, CheckpointSetting } from './checkpoints.js';
-import { GuestSession, type GuestSetup } from './session.js';
-import { EXIT_CHECKPOINTED, exitProcess, onTerminatingSignals } from './signals.js';
+import { guestInWorker, type GuestSession, type GuestSetup } from './session.js';
+import { EXIT_CHECKPOINTED, exitProcess, onProcessSignals, type SignalSource } from './signals.js';
 import { requeueAfterStop, slurmJob, WARNING_SIGNALS } from './slurm.js';
 
 export interface ControlOptions {
@@ -82,37 +86,99 @@ export interface Supervised extends Omit<CheckpointSetting, 'keep' | 'compress'>
   unchanged?: CopyCache;
 }
 
-export async function supervise(s: Supervised): Promise<GuestResult> {
-  const { opts } = s;
+/** What supervising a running program needs, wherever it runs (not how to start it). */
+export type Supervisor = Omit<Supervised, 'setup' | 'onRestored'> & { modulePath: string };
+
+/** A run's start, as its supervisor needs it: the latest generation in its checkpoint directory
+ *  then, and whether the run journals its changes. */
+export interface RunStart {
+  generation: number;
+  journaled: boolean;
+}
+
+/** Before the program runs: its checkpoint directory made, the run's journals unsealed. */
+export async function beginRun(s: Supervisor): Promise<RunStart> {
   fs.mkdirSync(s.ckptDir, { recursive: true });
   const generation = Math.max(0, ...(await listImages(s.ckptDir)).map((r) => r.generation));
   const journaled = s.policy.noRollback !== true;
   if (journaled) unseal(s.ckptDir);
-  /** Once the program can change nothing more: what its journals name, as it left it. */
-  const seal = (): void => {
-    if (!journaled) return;
-    try {
-      sealJournals(s.ckptDir, s.restartedFrom ?? generation + 1);
-    } catch (e) {
-      process.stderr.write(`stasis: could not record the files' state for a later restart's conflict check (${(e as Error).message}); a restart will not tell another process's changes from the program's\n`);
-    }
+  return { generation, journaled };
+}
+
+/** Once the program can change nothing more: what its journals name, as it left it. */
+export function sealRun(s: Supervisor, run: RunStart): void {
+  if (!run.journaled) return;
+  try {
+    sealJournals(s.ckptDir, s.restartedFrom ?? run.generation + 1);
+  } catch (e) {
+    process.stderr.write(`stasis: could not record the files' state for a later restart's conflict check (${(e as Error).message}); a restart will not tell another process's changes from the program's\n`);
+  }
+}
+
+/** The guest's side of checkpoint control. */
+export function checkpointSetup(s: Supervisor, run: RunStart): NonNullable<GuestSetup['checkpoint']> {
+  return {
+    ...s.engine, globals: s.globals,
+    ...(run.journaled && { journal: { dir: join(s.ckptDir, JOURNAL_DIR), generation: s.restartedFrom ?? null } }),
+    ...(s.opts.checkpointAtCall !== undefined && { checkpointAtCall: s.opts.checkpointAtCall }),
   };
-  const session = new GuestSession({
-    ...s.setup,
-    checkpoint: {
-      ...s.engine, globals: s.globals,
-      ...(journaled && { journal: { dir: join(s.ckptDir, JOURNAL_DIR), generation: s.restartedFrom ?? null } }),
-      ...(opts.checkpointAtCall !== undefined && { checkpointAtCall: opts.checkpointAtCall }),
-    },
-  });
+}
+
+/** Where `stasis checkpoint` and the others find the program: its registry entry, and the line
+ *  saying so. Its control socket is listening by then. */
+export function announce(s: Supervisor, key: string, socket: string): void {
+  register(key, { name: s.name, pid: process.pid, socket, ckptDir: s.ckptDir, module: s.modulePath, startedAt: new Date().toISOString() });
+  if (!s.opts.quiet) {
+    process.stderr.write(`stasis: ${s.name} running (pid ${process.pid}); control socket ${socket}; images in ${s.ckptDir}\n`);
+  }
+}
+
+/** The program in a worker, supervised from this thread (the API's arrangement; the CLI's
+ *  without the native addon). */
+export async function supervise(s: Supervised): Promise<GuestResult> {
+  const sv = supervisor(s);
+  const run = await beginRun(sv);
+  const session = guestInWorker({ ...s.setup, checkpoint: checkpointSetup(sv, run) });
   if (s.onRestored !== undefined) void session.restored.then(s.onRestored);
+  const key = newKey();
+  const socket = socketPath(key);
+  return superviseSession(sv, run, session, {
+    key, socket,
+    serve: (handler) => {
+      const server = serve(socket, handler);
+      announce(sv, key, socket);
+      return server;
+    },
+    signals: onProcessSignals,
+  });
+}
+
+export function supervisor(s: Supervised): Supervisor {
+  const { setup, onRestored: _, ...rest } = s;
+  return { ...rest, modulePath: setup.modulePath };
+}
+
+/** How the supervisor is reached and signalled where it runs. */
+export interface Reach {
+  /** The registry key and the control socket's path. */
+  key: string;
+  socket: string;
+  /** Serves the control socket (and announces the program, if not done yet). */
+  serve: (handler: Handler) => net.Server;
+  /** Handles the process's terminating signals (signals.ts's SignalSource). */
+  signals: SignalSource;
+}
+
+/** Supervises a running program: checkpoints on request (control socket), on a timer and on
+ *  signals, until it ends or is stopped. */
+export async function superviseSession(s: Supervisor, run: RunStart, session: GuestSession, reach: Reach): Promise<GuestResult> {
+  const { opts } = s;
   // The checkpoint machinery (image writer, file capture: ~30 modules) loads now, while the
   // program's thread starts, not before: a checkpoint asked meanwhile waits for it.
   const checkpoints: Promise<Checkpoints> = import('./checkpoints.js').then((m) => new m.Checkpoints(session, {
     ...s, ...(opts.keep !== undefined && { keep: opts.keep }), ...(opts.compress !== undefined && { compress: opts.compress }),
-  }, generation, s.unchanged));
-  const key = newKey();
-  const socket = socketPath(key);
+  }, run.generation, s.unchanged));
+  const { key, socket } = reach;
 
   // A Slurm job (slurm.ts): warning signals checkpoint, and a stop after a checkpoint requeues.
   const slurm = opts.ownProcess === true ? slurmJob() : null;
@@ -123,7 +189,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
     stopping = true;
     session.flush();
     // Stopped after a checkpoint: the program is held, it changes nothing more.
-    if (status === EXIT_CHECKPOINTED) seal();
+    if (status === EXIT_CHECKPOINTED) sealRun(s, run);
     unregister(key);
     // Last: Slurm ends the job's processes as soon as it requeues it.
     if (slurm !== null && status === EXIT_CHECKPOINTED) process.stderr.write(`stasis: ${requeueAfterStop(slurm)}\n`);
@@ -141,11 +207,7 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
     );
   };
 
-  const server = serve(socket, controlHandler(checkpoints, stop, () => ({ name: s.name, pid: process.pid, ckptDir: s.ckptDir, socket })));
-  register(key, { name: s.name, pid: process.pid, socket, ckptDir: s.ckptDir, module: s.setup.modulePath, startedAt: new Date().toISOString() });
-  if (!opts.quiet) {
-    process.stderr.write(`stasis: ${s.name} running (pid ${process.pid}); control socket ${socket}; images in ${s.ckptDir}\n`);
-  }
+  const server = reach.serve(controlHandler(checkpoints, stop, () => ({ name: s.name, pid: process.pid, ckptDir: s.ckptDir, socket })));
 
   const interval = opts.interval !== undefined && opts.interval > 0
     ? setInterval(() => void checkpoints.then((c) => c.take()).catch((e: Error) => process.stderr.write(`stasis: periodic checkpoint failed: ${e.message}\n`)), opts.interval * 1000)
@@ -171,7 +233,6 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
       },
     );
   };
-  const removeSignals = opts.ownProcess === true ? onTerminatingSignals(stop, { SIGTERM: onTerm }) : () => {};
   // Slurm's warning (--signal=[B:]USR1@SECONDS): a checkpoint now, so that the one at the end
   // writes only what changed since; the program goes on.
   const onWarning = (sig: NodeJS.Signals) => (): void => {
@@ -182,17 +243,16 @@ export async function supervise(s: Supervised): Promise<GuestResult> {
     }).then((r) => report(r, `${sig} (Slurm's warning; the program goes on)`),
       (e: Error) => process.stderr.write(`stasis: checkpoint on ${sig} failed: ${e.message}\n`));
   };
-  const warnings = slurm === null ? [] : WARNING_SIGNALS.map((sig) => [sig, onWarning(sig)] as const);
-  for (const [sig, h] of warnings) process.on(sig, h);
+  const warnings = Object.fromEntries((slurm === null ? [] : WARNING_SIGNALS).map((sig) => [sig, onWarning(sig)]));
+  const removeSignals = opts.ownProcess === true ? reach.signals(stop, { SIGTERM: onTerm, ...warnings }) : () => {};
   try {
     const result = await session.result;
-    if (!stopping && result.sealed !== true) seal(); // the program ended by itself
+    if (!stopping && result.sealed !== true) sealRun(s, run); // the program ended by itself
     return result;
   } finally {
     void checkpoints.then((c) => c.dispose());
     if (interval) clearInterval(interval);
     removeSignals();
-    for (const [sig, h] of warnings) process.off(sig, h);
     server.close();
     unregister(key);
   }

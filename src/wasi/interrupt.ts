@@ -21,6 +21,11 @@ export function setInterruptWord(w: Int32Array, i: number, value: number): void 
   seen = value;
 }
 
+/** Whether a request can cut a wait short (a word is watched: the program is under checkpoint control). */
+export function interruptible(): boolean {
+  return word !== null;
+}
+
 export function interruptPending(): boolean {
   return word !== null && Atomics.load(word, index) !== seen;
 }

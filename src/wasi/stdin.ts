@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import { Errno } from './constants.js';
 import { WasiError } from './errno.js';
-import { Interrupted, interruptPending } from './interrupt.js';
+import { Interrupted, interruptPending, interruptible } from './interrupt.js';
 
 export interface StdinSource {
   /** Reads up to len bytes into buf at ptr; blocks unless nonblock (then EAGAIN). 0 = EOF. */
@@ -54,7 +54,7 @@ export type StdinFrom = SharedArrayBuffer | { pollIn: (fd: number, timeoutMs: nu
 /** The guest's stdin; `pending` is input a checkpointed run had received but not read. */
 export function openStdin(from: StdinFrom, pending?: Uint8Array): StdinSource {
   if (from === null) return new FileStdin();
-  return from instanceof SharedArrayBuffer ? new StreamStdin(from, pending) : new PolledStdin(from.pollIn);
+  return from instanceof SharedArrayBuffer ? new StreamStdin(from, pending) : new PolledStdin(from.pollIn, pending);
 }
 
 class FileStdin implements StdinSource {
@@ -169,24 +169,34 @@ class StreamStdin extends ChunkedStdin {
   }
 }
 
+/** Under checkpoint control, how long a poll(2) for stdin waits before it looks for a
+ *  checkpoint request (which cannot wake it): the most a request waits for a program that is
+ *  waiting for input. */
+const REQUEST_CHECK_MS = 20;
+
 /**
- * Read on the program's own thread when that is the main one (`stasis run`, nothing else to
- * serve): poll(2) waits with a timeout, and only then is the fd read, so a non-blocking fd
- * (shared with whoever started us) is never read before it has input.
+ * Read on the program's own thread when that is the main one (`stasis run`; `launch` and
+ * `restart` with the native addon): poll(2) waits with a timeout, and only then is the fd read,
+ * so a non-blocking fd (shared with whoever started us) is never read before it has input.
  */
 class PolledStdin extends ChunkedStdin {
   private readonly chunk = Buffer.alloc(CHUNK);
 
-  constructor(private readonly pollIn: (fd: number, timeoutMs: number) => number) {
-    super();
+  constructor(private readonly pollIn: (fd: number, timeoutMs: number) => number, pending?: Uint8Array) {
+    super(pending);
   }
 
   protected fill(timeoutMs: number): boolean {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
+      if (interruptPending()) throw new Interrupted();
       const left = Math.max(0, deadline - performance.now());
-      const r = this.pollIn(0, left === Infinity ? -1 : left);
-      if (r === 0) return false;
+      const wait = interruptible() ? Math.min(left, REQUEST_CHECK_MS) : left;
+      const r = this.pollIn(0, wait === Infinity ? -1 : wait);
+      if (r === 0) {
+        if (wait < left) continue;
+        return false;
+      }
       let n: number;
       try {
         n = r < 0 ? -1 : fs.readSync(0, this.chunk, 0, CHUNK, null);
