@@ -7,7 +7,10 @@
  *   pollIn(fd: number, timeoutMs: number): number
  *     poll(2) for input on fd, up to timeoutMs (< 0: no limit; fractions round up to the next
  *     ms). 1 once a read would not block (data, end of input, an error to report), 0 when the
- *     time is up, -errno on failure. Other signals' interruptions are waited out.
+ *     time is up, 2 when wakePollIn was called (from any thread: a checkpoint request for a
+ *     program waiting for input), -errno on failure. Other signals' interruptions are waited out.
+ *   wakePollIn(): void
+ *     Ends the current or next pollIn with 2 (once per call, however many calls came before).
  *   exitOnSignals(pairs: number[], writeBehind?: Int32Array): void
  *     pairs = [signal, status, signal, status, ...]: from now on each such signal ends the
  *     process at once with _exit(status), from whatever the thread is doing (the program's
@@ -154,6 +157,21 @@ static double now_ms(void) {
   return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
 }
 
+/* The wake-up of pollIn: an eventfd shared by every thread (made once, never closed). */
+static int poll_wake_fd = -1;
+static pthread_once_t poll_wake_once = PTHREAD_ONCE_INIT;
+static void make_poll_wake(void) { poll_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+
+static napi_value js_wake_poll_in(napi_env env, napi_callback_info info) {
+  (void)info;
+  pthread_once(&poll_wake_once, make_poll_wake);
+  uint64_t one = 1;
+  if (poll_wake_fd >= 0 && write(poll_wake_fd, &one, sizeof one) < 0) { /* the count is full: a wake-up is pending anyway */ }
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  return undefined;
+}
+
 static napi_value js_poll_in(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2], result;
@@ -163,6 +181,7 @@ static napi_value js_poll_in(napi_env env, napi_callback_info info) {
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) goto done;
   if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) goto done;
   if (napi_get_value_double(env, argv[1], &timeout) != napi_ok) goto done;
+  pthread_once(&poll_wake_once, make_poll_wake);
   {
     int forever = !(timeout >= 0) || isinf(timeout);
     double deadline = now_ms() + (forever ? 0 : timeout);
@@ -172,8 +191,14 @@ static napi_value js_poll_in(napi_env env, napi_callback_info info) {
         double left = ceil(deadline - now_ms());
         wait = left <= 0 ? 0 : left > 2147483647.0 ? 2147483647 : (int)left;
       }
-      struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
-      int n = poll(&p, 1, wait);
+      struct pollfd p[2] = {{.fd = fd, .events = POLLIN, .revents = 0}, {.fd = poll_wake_fd, .events = POLLIN, .revents = 0}};
+      int n = poll(p, poll_wake_fd >= 0 ? 2 : 1, wait);
+      if (n > 0 && p[0].revents == 0) {
+        uint64_t count;
+        if (read(poll_wake_fd, &count, sizeof count) < 0) { /* another pollIn took it */ }
+        r = 2;
+        break;
+      }
       if (n >= 0) {
         r = n > 0 ? 1 : 0;
         break;
@@ -420,6 +445,7 @@ static napi_value js_listen_unix(napi_env env, napi_callback_info info) {
 napi_status stasis_inline_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     STASIS_FN("pollIn", js_poll_in),
+    STASIS_FN("wakePollIn", js_wake_poll_in),
     STASIS_FN("exitOnSignals", js_exit_on_signals),
     STASIS_FN("forwardSignals", js_forward_signals),
     STASIS_FN("onSignals", js_on_signals),

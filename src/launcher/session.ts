@@ -8,6 +8,7 @@ import {
 } from '../engine/protocol.js';
 import type { Program } from '../engine/program.js';
 import type { FileGuard } from '../files/guard.js';
+import { nativeInline } from '../wasi/native.js';
 import { StdinPump, stdinChannel, stdinIsFile, wakeStdinWaiter } from '../wasi/stdin.js';
 import { WriteBehind } from '../wasi/writebehind.js';
 import { compileMode, useCompileMode, type CompileMode } from './compile.js';
@@ -205,9 +206,11 @@ export class GuestSession {
       this.waiting.set(request, resolve);
       this.result.then(() => reject(new StasisError('CONTROL', 'the program exited before it reached a safe point')), reject);
     });
-    // Wake the guest if it is sleeping in poll_oneoff or waiting for stdin.
+    // Wake the guest if it is sleeping in poll_oneoff or waiting for stdin (through this
+    // thread's pump, or in poll(2) on its own thread).
     Atomics.notify(control, Control.REQUEST);
     if (this.stdin !== null) wakeStdinWaiter(this.stdin);
+    else nativeInline?.wakePollIn();
     return captured;
   }
 

@@ -68,6 +68,7 @@ interface Addon {
   untrackWrites?: (handle: number) => number;
   /** A program on the main thread (native/inline.c). Absent from older addons. */
   pollIn?: (fd: number, timeoutMs: number) => number;
+  wakePollIn?: () => void;
   exitOnSignals?: (pairs: number[], writeBehind?: Int32Array) => void;
   /** Signals noted natively and handed to another thread's callback (native/inline.c). */
   forwardSignals?: (signals: number[]) => void;
@@ -77,7 +78,7 @@ interface Addon {
 }
 
 /** The addon's confined operations (see native/beneath.c). */
-export type BeneathOps = Required<Pick<Addon, 'openBeneath'>> & Omit<Addon, 'futimens' | 'utimensat' | 'iovecIo' | 'openBeneath' | 'mapWindow' | 'unmapWindow' | 'exitNow' | 'adviseHugePages' | 'trackWrites' | 'writtenPages' | 'untrackWrites' | 'pollIn' | 'exitOnSignals' | 'forwardSignals' | 'onSignals' | 'listenUnix'>;
+export type BeneathOps = Required<Pick<Addon, 'openBeneath'>> & Omit<Addon, 'futimens' | 'utimensat' | 'iovecIo' | 'openBeneath' | 'mapWindow' | 'unmapWindow' | 'exitNow' | 'adviseHugePages' | 'trackWrites' | 'writtenPages' | 'untrackWrites' | 'pollIn' | 'wakePollIn' | 'exitOnSignals' | 'forwardSignals' | 'onSignals' | 'listenUnix'>;
 
 // Flag encoding shared with native/utimens.c.
 const ATIME_OMIT = 1;
@@ -154,10 +155,10 @@ export const nativeWriteTracking: Required<Pick<Addon, 'trackWrites' | 'writtenP
     : null;
 
 /** What running a program on the main thread needs (native/inline.c), or null. */
-export const nativeInline: Required<Pick<Addon, 'pollIn' | 'exitOnSignals' | 'forwardSignals' | 'onSignals' | 'listenUnix'>> | null =
-  typeof addon?.pollIn === 'function' && typeof addon.exitOnSignals === 'function' && typeof addon.forwardSignals === 'function'
+export const nativeInline: Required<Pick<Addon, 'pollIn' | 'wakePollIn' | 'exitOnSignals' | 'forwardSignals' | 'onSignals' | 'listenUnix'>> | null =
+  typeof addon?.pollIn === 'function' && typeof addon.wakePollIn === 'function' && typeof addon.exitOnSignals === 'function' && typeof addon.forwardSignals === 'function'
     && typeof addon.onSignals === 'function' && typeof addon.listenUnix === 'function'
-    ? { pollIn: addon.pollIn, exitOnSignals: addon.exitOnSignals, forwardSignals: addon.forwardSignals, onSignals: addon.onSignals, listenUnix: addon.listenUnix }
+    ? { pollIn: addon.pollIn, wakePollIn: addon.wakePollIn, exitOnSignals: addon.exitOnSignals, forwardSignals: addon.forwardSignals, onSignals: addon.onSignals, listenUnix: addon.listenUnix }
     : null;
 
 /** Why the addon is not in use (null when it is). For diagnostics. */

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import { Errno } from './constants.js';
 import { WasiError } from './errno.js';
-import { Interrupted, interruptPending, interruptible } from './interrupt.js';
+import { Interrupted, interruptPending } from './interrupt.js';
 
 export interface StdinSource {
   /** Reads up to len bytes into buf at ptr; blocks unless nonblock (then EAGAIN). 0 = EOF. */
@@ -169,11 +169,6 @@ class StreamStdin extends ChunkedStdin {
   }
 }
 
-/** Under checkpoint control, how long a poll(2) for stdin waits before it looks for a
- *  checkpoint request (which cannot wake it): the most a request waits for a program that is
- *  waiting for input. */
-const REQUEST_CHECK_MS = 20;
-
 /**
  * Read on the program's own thread when that is the main one (`stasis run`; `launch` and
  * `restart` with the native addon): poll(2) waits with a timeout, and only then is the fd read,
@@ -191,12 +186,9 @@ class PolledStdin extends ChunkedStdin {
     for (;;) {
       if (interruptPending()) throw new Interrupted();
       const left = Math.max(0, deadline - performance.now());
-      const wait = interruptible() ? Math.min(left, REQUEST_CHECK_MS) : left;
-      const r = this.pollIn(0, wait === Infinity ? -1 : wait);
-      if (r === 0) {
-        if (wait < left) continue;
-        return false;
-      }
+      const r = this.pollIn(0, left === Infinity ? -1 : left);
+      if (r === 2) continue; // woken for a checkpoint request (wakePollIn), looked for above
+      if (r === 0) return false;
       let n: number;
       try {
         n = r < 0 ? -1 : fs.readSync(0, this.chunk, 0, CHUNK, null);
