@@ -1,5 +1,5 @@
 // The control channel: newline-delimited JSON over a Unix socket readable only by its owner.
-import * as fs from 'node:fs';
+import { chmodSync, rmSync } from 'node:fs';
 import * as net from 'node:net';
 import { StasisError } from '../errors.js';
 
@@ -15,7 +15,7 @@ export type Handler = (req: Request) => Promise<Reply>;
 /** Serves the socket at path, made here; or, given fd, the one listening there already (made
  *  before this thread could serve it, by the native addon's listenUnix). */
 export function serve(path: string, handler: Handler, fd?: number): net.Server {
-  if (fd === undefined) fs.rmSync(path, { force: true });
+  if (fd === undefined) rmSync(path, { force: true });
   const server = net.createServer((conn) => {
     let buf = '';
     conn.setEncoding('utf8');
@@ -47,7 +47,7 @@ export function serve(path: string, handler: Handler, fd?: number): net.Server {
     server.listen({ fd });
   } else {
     server.listen(path);
-    fs.chmodSync(path, 0o600);
+    chmodSync(path, 0o600);
   }
   server.unref();
   return server;

@@ -1,7 +1,7 @@
 // Where running programs can be found: one entry per launched program in a private runtime
 // directory (mode 0700), next to its control socket. Targets are named by program name,
 // launcher pid, or checkpoint directory.
-import * as fs from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { StasisError } from '../errors.js';
@@ -27,15 +27,15 @@ export function runtimeDir(): string {
   const uid = userInfo().uid;
   const base = process.env.XDG_RUNTIME_DIR ?? tmpdir();
   const dir = join(base, `stasis-${uid}`);
-  fs.mkdirSync(base, { recursive: true });
+  mkdirSync(base, { recursive: true });
   try {
-    fs.mkdirSync(dir, { mode: 0o700 });
+    mkdirSync(dir, { mode: 0o700 });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
   }
-  const st = fs.lstatSync(dir);
+  const st = lstatSync(dir);
   const way = `remove it if it is not yours to keep, or set XDG_RUNTIME_DIR to a directory only you can write`;
-  if (st.isSymbolicLink()) throw new StasisError('FILE_ACCESS', `runtime directory ${dir} is a symbolic link (to ${fs.readlinkSync(dir)}), not a directory Stasis made; ${way}`);
+  if (st.isSymbolicLink()) throw new StasisError('FILE_ACCESS', `runtime directory ${dir} is a symbolic link (to ${readlinkSync(dir)}), not a directory Stasis made; ${way}`);
   if (!st.isDirectory()) throw new StasisError('FILE_ACCESS', `runtime directory ${dir} is not a directory; ${way}`);
   if (st.uid !== uid) throw new StasisError('FILE_ACCESS', `runtime directory ${dir} belongs to uid ${st.uid}, not to you (uid ${uid}); ${way}`);
   if ((st.mode & 0o077) !== 0) throw new StasisError('FILE_ACCESS', `runtime directory ${dir} has mode 0${(st.mode & 0o777).toString(8)}, not 0700: others could reach its sockets; chmod 700 it, or ${way}`);
@@ -61,18 +61,18 @@ export function register(key: string, e: Entry): void {
 }
 
 export function unregister(key: string): void {
-  for (const f of [`${key}.json`, `${key}.sock`]) fs.rmSync(join(runtimeDir(), f), { force: true });
+  for (const f of [`${key}.json`, `${key}.sock`]) rmSync(join(runtimeDir(), f), { force: true });
 }
 
 /** Live entries (stale ones, whose launcher is gone, are removed). */
 export function entries(): Entry[] {
   const dir = runtimeDir();
   const out: Entry[] = [];
-  for (const f of fs.readdirSync(dir)) {
+  for (const f of readdirSync(dir)) {
     if (!f.endsWith('.json')) continue;
     let e: Entry;
     try {
-      e = JSON.parse(fs.readFileSync(join(dir, f), 'utf8')) as Entry;
+      e = JSON.parse(readFileSync(join(dir, f), 'utf8')) as Entry;
     } catch {
       continue;
     }

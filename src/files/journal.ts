@@ -12,7 +12,7 @@
 // at any instant leaves a journal that covers every change made (an entry whose change never happened undoes to
 // nothing). Nothing is fsynced: after a power loss the last entries may be lost with the
 // page cache, while the program's own writes may have reached the disk (docs/files.md).
-import * as fs from 'node:fs';
+import { BigIntStats, closeSync, constants, copyFileSync, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { genName } from '../image/format.js';
 import { parentAt, pathOfAt, readlinkAt, renameNoReplaceAvailable, statAt, type At, type FileStat } from '../wasi/beneath.js';
@@ -39,7 +39,7 @@ const JOURNAL_RUN = 1 << 20;
  *  them: a restart from image G undoes journals G and later). */
 export function pruneJournals(ckptDir: string, oldest: number): void {
   const root = join(ckptDir, JOURNAL_DIR);
-  for (const j of listJournals(root)) if (j.generation < oldest) fs.rmSync(join(root, j.name), { recursive: true, force: true });
+  for (const j of listJournals(root)) if (j.generation < oldest) rmSync(join(root, j.name), { recursive: true, force: true });
 }
 
 /** How the program has written a file: only at its end, or over existing bytes. */
@@ -67,7 +67,7 @@ interface HandleState {
   file: FileState | null;
 }
 
-const PROC_FD = fs.existsSync('/proc/self/fd') ? '/proc/self/fd/' : null;
+const PROC_FD = existsSync('/proc/self/fd') ? '/proc/self/fd/' : null;
 
 /**
  * The listener the host of a checkpointed program gets: records behaviour and the journal,
@@ -200,12 +200,12 @@ export class ChangeRecorder implements FileChangeHooks {
     if (this.guards.active) this.guards.beforeTruncateFile(id, path);
     let fd: number;
     try {
-      fd = fs.openSync(path, 'r');
+      fd = openSync(path, 'r');
     } catch {
       return; // the open will fail too, or truncates nothing we could read
     }
     try {
-      const st = fs.fstatSync(fd);
+      const st = fstatSync(fd);
       if (!st.isFile()) return;
       let f = this.files.get(id);
       if (f === undefined) {
@@ -218,7 +218,7 @@ export class ChangeRecorder implements FileChangeHooks {
       if (f.gen !== this.gen) this.begin(f, path, fd);
       if (!f.created && f.origSize > 0) this.saveBlocks(f, path, fd, 0, f.origSize, fd);
     } finally {
-      fs.closeSync(fd);
+      closeSync(fd);
     }
   }
 
@@ -370,7 +370,7 @@ export class ChangeRecorder implements FileChangeHooks {
     if (this.gen === null) return;
     const path = this.untimed(typeof target === 'number' ? this.handles.get(target)?.path : pathOfAt(target));
     if (path === null) return;
-    this.recordTimes(path, typeof target === 'number' ? fs.lstatSync(path, { bigint: true, throwIfNoEntry: false }) : statAt(target, false));
+    this.recordTimes(path, typeof target === 'number' ? lstatSync(path, { bigint: true, throwIfNoEntry: false }) : statAt(target, false));
   }
 
   /** Before an entry is made, removed or renamed in the directory `at` is in: its times. */
@@ -403,9 +403,9 @@ export class ChangeRecorder implements FileChangeHooks {
 
   /** The state of the file open as `handle` (shared by every handle on it). */
   private fileOf(h: HandleState, handle: number): FileState | null {
-    let st: fs.BigIntStats;
+    let st: BigIntStats;
     try {
-      st = fs.fstatSync(handle, { bigint: true });
+      st = fstatSync(handle, { bigint: true });
     } catch {
       return null;
     }
@@ -429,7 +429,7 @@ export class ChangeRecorder implements FileChangeHooks {
 
   /** The file's first change in this generation: its size then is recorded. */
   private begin(f: FileState, path: string, handle: number): void {
-    const st = fs.fstatSync(handle, { bigint: true });
+    const st = fstatSync(handle, { bigint: true });
     const size = Number(st.size);
     this.resetFor(f, size);
     this.append({ op: 'size', path, size, atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) });
@@ -468,11 +468,11 @@ export class ChangeRecorder implements FileChangeHooks {
           const buf = (this.buf ??= Buffer.allocUnsafe(JOURNAL_RUN));
           got = 0;
           while (got < want) {
-            const r = fs.readSync(fd, buf, got, want - got, pos + got);
+            const r = readSync(fd, buf, got, want - got, pos + got);
             if (r === 0) break; // shorter now than when first changed (another process)
             got += r;
           }
-          for (let w = 0; w < got;) w += fs.writeSync(this.blocks, buf, w, got - w, at + w);
+          for (let w = 0; w < got;) w += writeSync(this.blocks, buf, w, got - w, at + w);
         }
         this.blocksEnd += got;
         this.append({ op: 'block', path, pos, len: got, at });
@@ -481,7 +481,7 @@ export class ChangeRecorder implements FileChangeHooks {
         i += n;
       }
     } finally {
-      if (fd >= 0 && fd !== readable) fs.closeSync(fd);
+      if (fd >= 0 && fd !== readable) closeSync(fd);
     }
   }
 
@@ -492,11 +492,11 @@ export class ChangeRecorder implements FileChangeHooks {
     const dest = join(this.dir(), saved);
     let linked = true;
     try {
-      fs.linkSync(path, dest);
+      linkSync(path, dest);
     } catch {
       linked = false;
       try {
-        fs.copyFileSync(path, dest, fs.constants.COPYFILE_FICLONE);
+        copyFileSync(path, dest, constants.COPYFILE_FICLONE);
       } catch (e) {
         this.lost(path, e);
         return;
@@ -520,9 +520,9 @@ export class ChangeRecorder implements FileChangeHooks {
   private openJournal(): void {
     if (this.log !== null) return;
     const dir = this.dir();
-    fs.rmSync(dir, { recursive: true, force: true });
-    fs.mkdirSync(join(dir, 'files'), { recursive: true });
-    this.blocks = fs.openSync(join(dir, 'blocks'), 'w', 0o600);
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(join(dir, 'files'), { recursive: true });
+    this.blocks = openSync(join(dir, 'blocks'), 'w', 0o600);
     this.blocksEnd = 0;
     this.savedFiles = 0;
     this.entries = 0;
@@ -534,7 +534,7 @@ export class ChangeRecorder implements FileChangeHooks {
   private closeJournal(): void {
     if (this.log === null) return;
     this.log.close();
-    fs.closeSync(this.blocks);
+    closeSync(this.blocks);
     this.log = null;
     this.blocks = -1;
   }
@@ -605,13 +605,13 @@ const isMade = (v: PathState | undefined): boolean => v !== undefined && v % EPO
  */
 const PAUSE_AT_RENAME = process.env['STASIS_TEST_PAUSE'] === 'journal-rename';
 function pauseForTest(): void {
-  fs.writeSync(2, 'stasis: paused at journal-rename (STASIS_TEST_PAUSE)\n');
+  writeSync(2, 'stasis: paused at journal-rename (STASIS_TEST_PAUSE)\n');
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
 }
 
 /** A read-only fd on the file open as `handle` (which may be write-only). */
 function openReadable(handle: number, path: string): number {
-  return fs.openSync(PROC_FD !== null ? PROC_FD + handle : path, 'r');
+  return openSync(PROC_FD !== null ? PROC_FD + handle : path, 'r');
 }
 
 /** What a path was when the program stopped: lstat's identity, size and times, or null if absent. */
@@ -630,7 +630,7 @@ const SEAL = 'sealed.json';
 const LIST_AT = 16;
 
 export function stateOf(path: string): SealedState | null {
-  const st = fs.lstatSync(path, { bigint: true, throwIfNoEntry: false });
+  const st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
   if (st === undefined) return null;
   const kind = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
   return { kind, dev: String(st.dev), ino: String(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) };
@@ -680,14 +680,14 @@ function writeSeal(root: string, from: number, gens: number[], paths: Iterable<s
     }
   }
   const tmp = join(root, `.${SEAL}.${process.pid}`);
-  fs.writeFileSync(tmp, JSON.stringify({ from, gens: [...gens].sort((a, b) => a - b), unlisted: 'absent', states }) + '\n', { mode: 0o600 });
-  fs.renameSync(tmp, join(root, SEAL));
+  writeFileSync(tmp, JSON.stringify({ from, gens: [...gens].sort((a, b) => a - b), unlisted: 'absent', states }) + '\n', { mode: 0o600 });
+  renameSync(tmp, join(root, SEAL));
 }
 
 /** The names in a directory (none if it cannot be listed: then each path is looked up). */
 function namesIn(dir: string): Set<string> | null {
   try {
-    const names = fs.readdirSync(dir);
+    const names = readdirSync(dir);
     // A name that is not UTF-8 does not come back as it was given: look each up instead.
     return names.some((n) => n.includes('\ufffd')) ? null : new Set(names);
   } catch {
@@ -711,7 +711,7 @@ export interface Seal {
 /** The seal, or null: none (the launcher was killed), or unreadable (then nothing is known). */
 export function readSeal(ckptDir: string): Seal | null {
   try {
-    const s = JSON.parse(fs.readFileSync(join(ckptDir, JOURNAL_DIR, SEAL), 'utf8')) as { from?: unknown; gens?: unknown; unlisted?: unknown; states?: unknown };
+    const s = JSON.parse(readFileSync(join(ckptDir, JOURNAL_DIR, SEAL), 'utf8')) as { from?: unknown; gens?: unknown; unlisted?: unknown; states?: unknown };
     if (typeof s.states !== 'object' || s.states === null || typeof s.from !== 'number') return null;
     const from = s.from;
     const states = new Map(Object.entries(s.states as Record<string, SealedState | null>));
@@ -729,14 +729,14 @@ export function readSeal(ckptDir: string): Seal | null {
 
 /** A run about to change files: a seal left by an earlier one says nothing of what this one does. */
 export function unseal(ckptDir: string): void {
-  fs.rmSync(join(ckptDir, JOURNAL_DIR, SEAL), { force: true });
+  rmSync(join(ckptDir, JOURNAL_DIR, SEAL), { force: true });
 }
 
 /** The journals in `root` (CKPT_DIR/journal), by generation. */
 export function listJournals(root: string): { name: string; generation: number }[] {
   let names: string[];
   try {
-    names = fs.readdirSync(root);
+    names = readdirSync(root);
   } catch {
     return [];
   }
@@ -754,7 +754,7 @@ export function listJournals(root: string): { name: string; generation: number }
 export function readJournal(dir: string, damaged: (entry: number) => Error | null): JournalEntry[] {
   let log: Buffer;
   try {
-    log = fs.readFileSync(join(dir, 'log'));
+    log = readFileSync(join(dir, 'log'));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw e;

@@ -10,7 +10,7 @@
 // error here, not a SIGBUS later; the bytes after the last record are zeros until close() cuts
 // them off. Without the addon, or where the file system cannot reserve blocks, each record is
 // one positioned write(2): one cut short leaves the file shorter than the record says.
-import * as fs from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, writeSync } from 'node:fs';
 import { nativeWindows } from '../wasi/native.js';
 
 /** Window offsets are multiples of this (a multiple of every page size in use). */
@@ -29,7 +29,7 @@ export class RecordLog {
 
   /** Creates (or empties) the file. */
   constructor(path: string, mode: number) {
-    this.fd = fs.openSync(path, 'w+', mode); // read-write: a shared mapping needs it
+    this.fd = openSync(path, 'w+', mode); // read-write: a shared mapping needs it
   }
 
   /** Appends rec[0, n); rec[0] must not be zero. */
@@ -41,7 +41,7 @@ export class RecordLog {
       for (let i = 1; i < n; i++) w[at + i] = rec[i]!;
       w[at] = rec[0]!; // last: until then, a reader sees no record here
     } else {
-      for (let put = 0; put < n;) put += fs.writeSync(this.fd, rec, put, n - put, this.end + put);
+      for (let put = 0; put < n;) put += writeSync(this.fd, rec, put, n - put, this.end + put);
     }
     this.end += n;
   }
@@ -50,9 +50,9 @@ export class RecordLog {
   close(): void {
     this.unmap();
     try {
-      if (fs.fstatSync(this.fd).size !== this.end) fs.ftruncateSync(this.fd, this.end);
+      if (fstatSync(this.fd).size !== this.end) ftruncateSync(this.fd, this.end);
     } finally {
-      fs.closeSync(this.fd);
+      closeSync(this.fd);
     }
   }
 

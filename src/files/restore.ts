@@ -1,7 +1,7 @@
 // The file side of a restart: a plan (one line per open file: reopen, cut a log, restore a
 // copy, or refuse), checked completely before anything on disk changes; then carried out so
 // that every byte replaced or cut is kept in <ckptDir>/kept/ and reported.
-import * as fs from 'node:fs';
+import { closeSync, constants, copyFileSync, existsSync, fchmodSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import type { FileRecord, SavedCopy, Snapshot } from '../image/schema.js';
 import { ImageError, StasisError } from '../errors.js';
@@ -109,11 +109,11 @@ function anchorOf(o: PlanOptions, loc: Location, restartPath?: string): Anchor |
 
 /** Runs fn with the anchor as a place beneath a handle on its root. */
 function beneath<T>(a: Anchor, fn: (at: At) => T): T {
-  const fd = fs.openSync(a.root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  const fd = openSync(a.root, constants.O_RDONLY | constants.O_DIRECTORY);
   try {
     return fn({ fd, host: a.root, path: a.rel });
   } finally {
-    fs.closeSync(fd);
+    closeSync(fd);
   }
 }
 
@@ -133,7 +133,7 @@ function linkOnTheWay(a: Anchor): string | null {
 const sizeOf = (p: string): number | null | string => {
   let st;
   try {
-    st = fs.statSync(p, { throwIfNoEntry: false });
+    st = statSync(p, { throwIfNoEntry: false });
   } catch (e) {
     return `cannot be looked at (${(e as NodeJS.ErrnoException).code})`;
   }
@@ -290,7 +290,7 @@ export function applyPlan(plan: FilePlan, snap: Snapshot, source: ImageSource, c
   }
 }
 
-const PROC_FD = fs.existsSync('/proc/self/fd') ? '/proc/self/fd/' : null;
+const PROC_FD = existsSync('/proc/self/fd') ? '/proc/self/fd/' : null;
 
 /**
  * Paths to the steps' targets through handles on their directories, opened beneath the
@@ -306,7 +306,7 @@ class Places {
   /** The target of a step, or `name` beside it. */
   path(s: Step, name = basename(s.target)): string {
     if (s.anchor === null || PROC_FD === null) {
-      const made = fs.mkdirSync(dirname(s.target), { recursive: true });
+      const made = mkdirSync(dirname(s.target), { recursive: true });
       if (made !== undefined) this.made.push(made);
       return join(dirname(s.target), name);
     }
@@ -324,7 +324,7 @@ class Places {
       const at: At = { fd, host, path: name };
       let next: number;
       try {
-        next = openAt(at, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, 0);
+        next = openAt(at, constants.O_RDONLY | constants.O_DIRECTORY, 0);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
           closeFd(fd);
@@ -332,7 +332,7 @@ class Places {
         }
         mkdirAt(at);
         this.made.push(join(host, name));
-        next = openAt(at, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, 0);
+        next = openAt(at, constants.O_RDONLY | constants.O_DIRECTORY, 0);
       }
       closeFd(fd);
       fd = next;
@@ -359,25 +359,25 @@ function stageCopies(plan: FilePlan, source: ImageSource, ckptDir: string, place
       if (s.kind !== 'restore' && s.kind !== 'replace' && s.kind !== 'restore-deleted') continue;
       const name = `.stasis-restore-${process.pid}-${temps.size}-${basename(s.target)}`;
       if (s.kind === 'restore-deleted') {
-        const made = fs.mkdirSync(ckptDir, { recursive: true });
+        const made = mkdirSync(ckptDir, { recursive: true });
         if (made !== undefined) madeDirs.push(made);
       }
       const tmp = s.kind === 'restore-deleted' ? join(ckptDir, name) : places.path(s, name);
       temps.set(s, tmp);
-      const fd = fs.openSync(tmp, 'wx', s.record.mode & 0o777);
+      const fd = openSync(tmp, 'wx', s.record.mode & 0o777);
       try {
         readCopy(source, s.record.copy!, s.record.hostPath, (piece, pos) => {
-          for (let w = 0; w < piece.length;) w += fs.writeSync(fd, piece, w, piece.length - w, pos + w);
+          for (let w = 0; w < piece.length;) w += writeSync(fd, piece, w, piece.length - w, pos + w);
         });
-        fs.fchmodSync(fd, s.record.mode & 0o7777);
-        fs.fsyncSync(fd);
+        fchmodSync(fd, s.record.mode & 0o7777);
+        fsyncSync(fd);
       } finally {
-        fs.closeSync(fd);
+        closeSync(fd);
       }
     }
   } catch (e) {
-    for (const t of temps.values()) fs.rmSync(t, { force: true });
-    for (const d of madeDirs.reverse()) fs.rmSync(d, { recursive: true, force: true });
+    for (const t of temps.values()) rmSync(t, { force: true });
+    for (const d of madeDirs.reverse()) rmSync(d, { recursive: true, force: true });
     if (e instanceof ImageError) throw new StasisError(e.code, `restart refused, nothing changed: ${e.message}`);
     const err = e as NodeJS.ErrnoException;
     if (typeof err.code === 'string') throw new StasisError('FILE_ACCESS', `restart refused, nothing changed: cannot prepare ${err.path ?? 'a file'} (${err.code}); fix the permissions or free space there, or map the file elsewhere with --path-map OLD=NEW`);
@@ -392,7 +392,7 @@ function putFiles(plan: FilePlan, temps: Map<Step, string>, places: Places, kept
   const kept: string[] = [];
   const report: { path: string; kept: string; what: string; bytes: number }[] = [];
   const keep = (s: Step, what: string, bytes: number, put: (dest: string) => void): void => {
-    fs.mkdirSync(keptDir, { recursive: true });
+    mkdirSync(keptDir, { recursive: true });
     const dest = join(keptDir, `${report.length + 1}-${basename(s.target)}${what === 'tail' ? '.tail' : ''}`);
     put(dest);
     report.push({ path: s.target, kept: dest, what, bytes });
@@ -405,23 +405,23 @@ function putFiles(plan: FilePlan, temps: Map<Step, string>, places: Places, kept
     if (s.kind === 'reopen' || s.kind === 'restore-deleted') continue;
     const target = places.path(s);
     if (s.kind === 'cut') {
-      const fd = fs.openSync(target, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW);
+      const fd = openSync(target, constants.O_RDWR | constants.O_NOFOLLOW);
       try {
         keep(s, 'tail', s.current! - r.size, (dest) => copyRange(fd, dest, r.size, s.current!));
-        fs.ftruncateSync(fd, r.size);
+        ftruncateSync(fd, r.size);
       } finally {
-        fs.closeSync(fd);
+        closeSync(fd);
       }
     } else if (s.kind === 'create-empty') {
-      fs.writeFileSync(target, '', { mode: r.mode & 0o7777, flag: 'wx' });
+      writeFileSync(target, '', { mode: r.mode & 0o7777, flag: 'wx' });
     } else if (s.kind === 'replace') {
       keep(s, 'backup', s.current!, (dest) => moveFile(target, dest));
-      fs.renameSync(temps.get(s)!, target);
+      renameSync(temps.get(s)!, target);
     } else if (s.kind === 'restore') {
-      fs.renameSync(temps.get(s)!, target);
+      renameSync(temps.get(s)!, target);
     }
   }
-  if (report.length > 0) fs.writeFileSync(join(keptDir, 'kept.json'), JSON.stringify(report, null, 1) + '\n');
+  if (report.length > 0) writeFileSync(join(keptDir, 'kept.json'), JSON.stringify(report, null, 1) + '\n');
   return kept;
 }
 
@@ -429,7 +429,7 @@ function putFiles(plan: FilePlan, temps: Map<Step, string>, places: Places, kept
  *  open. Saved files found identical to their copies are remembered (the next checkpoint
  *  shares the copy). */
 function reopen(plan: FilePlan, snap: Snapshot, temps: Map<Step, string>): Omit<Applied, 'kept'> {
-  const access = (a: 'r' | 'w' | 'rw'): number => (a === 'rw' ? fs.constants.O_RDWR : a === 'w' ? fs.constants.O_WRONLY : fs.constants.O_RDONLY);
+  const access = (a: 'r' | 'w' | 'rw'): number => (a === 'rw' ? constants.O_RDWR : a === 'w' ? constants.O_WRONLY : constants.O_RDONLY);
   const byFd = new Map(snap.wasi.fds.filter((f): f is FileFdState => f.kind === 'file').map((f) => [f.fd, f]));
   const handles: [number, number][] = [];
   const unchanged: CopyCache = new Map();
@@ -439,42 +439,42 @@ function reopen(plan: FilePlan, snap: Snapshot, temps: Map<Step, string>): Omit<
     for (const fd of s.record.fds) {
       const st = byFd.get(fd);
       if (st === undefined) continue;
-      const flags = access(st.access) | fs.constants.O_NOFOLLOW;
-      const handle = s.anchor !== null && s.kind !== 'restore-deleted' ? beneath(s.anchor, (at) => openAt(at, flags, 0)) : fs.openSync(path, flags);
+      const flags = access(st.access) | constants.O_NOFOLLOW;
+      const handle = s.anchor !== null && s.kind !== 'restore-deleted' ? beneath(s.anchor, (at) => openAt(at, flags, 0)) : openSync(path, flags);
       handles.push([fd, handle]);
       opened ??= handle;
     }
     if (s.comparedAt !== undefined && s.record.copy !== undefined && opened !== undefined) {
       // As at a checkpoint (capture.ts): trusted only if the file had not changed for a while
       // before the comparison, so that a later write cannot hide in the same timestamp.
-      const now = fs.fstatSync(opened, { bigint: true });
+      const now = fstatSync(opened, { bigint: true });
       if (settledBefore(now.ctimeNs, s.comparedAt)) {
         unchanged.set(`${now.dev}:${now.ino}`, { size: now.size, mtimeNs: now.mtimeNs, ctimeNs: now.ctimeNs, copiedAt: s.comparedAt, copy: s.record.copy });
       }
     }
   }
-  for (const s of plan.steps) if (s.kind === 'restore-deleted') fs.unlinkSync(temps.get(s)!);
+  for (const s of plan.steps) if (s.kind === 'restore-deleted') unlinkSync(temps.get(s)!);
   return { handles, unchanged };
 }
 
 /** Copies bytes [from, to) of the open file src into a new file dest. */
 function copyRange(src: number, dest: string, from: number, to: number): void {
-  const o = fs.openSync(dest, 'wx', 0o600);
+  const o = openSync(dest, 'wx', 0o600);
   try {
     copyRangeSync(src, o, from, to, Buffer.allocUnsafe(Math.min(4 << 20, Math.max(1, to - from))), 0);
-    fs.fsyncSync(o);
+    fsyncSync(o);
   } finally {
-    fs.closeSync(o);
+    closeSync(o);
   }
 }
 
 /** Moves a file (a rename, or a copy and unlink across file systems). */
 function moveFile(src: string, dest: string): void {
   try {
-    fs.renameSync(src, dest);
+    renameSync(src, dest);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
-    fs.copyFileSync(src, dest, fs.constants.COPYFILE_EXCL);
-    fs.unlinkSync(src);
+    copyFileSync(src, dest, constants.COPYFILE_EXCL);
+    unlinkSync(src);
   }
 }

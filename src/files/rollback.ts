@@ -4,7 +4,7 @@
 // change never happened (the launcher was killed between the entry and the change), so an
 // interrupted rollback can simply be run again. What the rollback replaces or removes is kept
 // (moved, not deleted) in CKPT_DIR/kept/ and reported.
-import * as fs from 'node:fs';
+import { Stats, closeSync, constants, copyFileSync, existsSync, fchmodSync, ftruncateSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { StasisError } from '../errors.js';
 import { genName } from '../image/format.js';
@@ -175,7 +175,7 @@ export async function planRollback(ckptDir: string, generation: number, roots: r
 function undoneOf(dir: string): number {
   let text: string;
   try {
-    text = fs.readFileSync(join(dir, UNDONE), 'utf8');
+    text = readFileSync(join(dir, UNDONE), 'utf8');
   } catch {
     return 0;
   }
@@ -243,7 +243,7 @@ function sameState(a: SealedState | null, b: SealedState | null, samePlace: bool
 function describe(journals: Journal[], touched: Set<string>): string[] {
   interface Node { from: string | null; kind: string; contents: boolean }
   const overlay = new Map<string, Node | null>();
-  const onDisk = (p: string): fs.Stats | undefined => fs.lstatSync(p, { throwIfNoEntry: false });
+  const onDisk = (p: string): Stats | undefined => lstatSync(p, { throwIfNoEntry: false });
   const get = (p: string): Node | null => {
     if (overlay.has(p)) return overlay.get(p)!;
     const st = onDisk(p);
@@ -307,7 +307,7 @@ export function applyRollback(plan: RollbackPlan, keptDir: string): string[] {
   // Where what is at a path now was before the rollback renamed it back: named so in reports.
   const was = new Map<string, string>();
   const keepAside = (path: string, what: string, move: boolean): void => {
-    if (!fs.existsSync(keptDir)) fs.mkdirSync(keptDir, { recursive: true });
+    if (!existsSync(keptDir)) mkdirSync(keptDir, { recursive: true });
     const shown = was.get(path) ?? path;
     const name = `${report.length + 1}-${basename(shown)}`;
     if (move) moveOut(at(path), { fd: dirFd(keptDir), host: keptDir, path: name });
@@ -321,12 +321,12 @@ export function applyRollback(plan: RollbackPlan, keptDir: string): string[] {
   try {
     for (const j of plan.journals) {
       let blocks = -1;
-      const progress = fs.openSync(join(j.dir, UNDONE), fs.constants.O_WRONLY | fs.constants.O_CREAT, 0o600);
+      const progress = openSync(join(j.dir, UNDONE), constants.O_WRONLY | constants.O_CREAT, 0o600);
       try {
         for (let k = j.entries.length - 1; k >= 0; k--) {
           const e = j.entries[k]!;
           // Entries before this one in the log are all that is left to undo, from now on.
-          if (k < j.entries.length - 1) fs.writeSync(progress, `${String(j.count - j.lines[k + 1]!).padStart(12)}\n`, 0);
+          if (k < j.entries.length - 1) writeSync(progress, `${String(j.count - j.lines[k + 1]!).padStart(12)}\n`, 0);
           if (!pathsOf(e).every((p) => plan.touched.has(p))) continue;
           switch (e.op) {
             case 'created': {
@@ -343,7 +343,7 @@ export function applyRollback(plan: RollbackPlan, keptDir: string): string[] {
               }
               if (e.kind === 'dir') {
                 mkdirAt(at(e.path));
-                withFd(at(e.path), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, (fd) => fs.fchmodSync(fd, e.mode));
+                withFd(at(e.path), constants.O_RDONLY | constants.O_DIRECTORY, (fd) => fchmodSync(fd, e.mode));
               } else if (e.kind === 'symlink') {
                 symlinkAt(e.target!, at(e.path));
               } else {
@@ -375,15 +375,15 @@ export function applyRollback(plan: RollbackPlan, keptDir: string): string[] {
                 keepAside(e.path, 'its contents changed after the checkpoint', false);
               }
               if (e.op === 'size') {
-                withFd(at(e.path), fs.constants.O_WRONLY, (fd) => fs.ftruncateSync(fd, e.size));
+                withFd(at(e.path), constants.O_WRONLY, (fd) => ftruncateSync(fd, e.size));
                 if (e.mtimeNs !== undefined) times.set(e.path, e); // the oldest wins: set once the contents are back
               } else {
-                if (blocks < 0) blocks = fs.openSync(join(j.dir, 'blocks'), 'r');
+                if (blocks < 0) blocks = openSync(join(j.dir, 'blocks'), 'r');
                 const buf = Buffer.allocUnsafe(e.len);
-                const got = fs.readSync(blocks, buf, 0, e.len, e.at);
+                const got = readSync(blocks, buf, 0, e.len, e.at);
                 if (got !== e.len) throw new StasisError('CORRUPT_IMAGE', `the undo journal ${j.dir} is missing saved bytes of ${e.path}; its rollback is incomplete`);
-                withFd(at(e.path), fs.constants.O_WRONLY, (fd) => {
-                  for (let w = 0; w < got;) w += fs.writeSync(fd, buf, w, got - w, e.pos + w);
+                withFd(at(e.path), constants.O_WRONLY, (fd) => {
+                  for (let w = 0; w < got;) w += writeSync(fd, buf, w, got - w, e.pos + w);
                 });
               }
               break;
@@ -394,8 +394,8 @@ export function applyRollback(plan: RollbackPlan, keptDir: string): string[] {
           }
         }
       } finally {
-        if (blocks >= 0) fs.closeSync(blocks);
-        fs.closeSync(progress);
+        if (blocks >= 0) closeSync(blocks);
+        closeSync(progress);
       }
     }
     // Last: putting things back changed the times of their directories.
@@ -409,8 +409,8 @@ export function applyRollback(plan: RollbackPlan, keptDir: string): string[] {
   } finally {
     for (const fd of fds.values()) closeFd(fd);
   }
-  if (report.length > 0) fs.writeFileSync(join(keptDir, 'kept.json'), JSON.stringify(report, null, 1) + '\n');
-  for (const j of plan.journals) fs.rmSync(j.dir, { recursive: true, force: true });
+  if (report.length > 0) writeFileSync(join(keptDir, 'kept.json'), JSON.stringify(report, null, 1) + '\n');
+  for (const j of plan.journals) rmSync(j.dir, { recursive: true, force: true });
   if (plan.journals.length > 0) unseal(plan.ckptDir); // it was about the journals just undone
   return kept;
 }
@@ -426,14 +426,14 @@ function withFd<T>(place: At, flags: number, fn: (fd: number) => T): T {
 }
 
 function isEmptyDir(place: At): boolean {
-  return withFd(place, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, (fd) => listFd(fd, place).length === 0);
+  return withFd(place, constants.O_RDONLY | constants.O_DIRECTORY, (fd) => listFd(fd, place).length === 0);
 }
 
-const PROC_FD = fs.existsSync('/proc/self/fd') ? '/proc/self/fd/' : null;
+const PROC_FD = existsSync('/proc/self/fd') ? '/proc/self/fd/' : null;
 
 /** The names in a directory open as fd (by its host path where there is no /proc). */
 function listFd(fd: number, place: At): string[] {
-  return fs.readdirSync(PROC_FD !== null ? PROC_FD + fd : join(place.host, place.path));
+  return readdirSync(PROC_FD !== null ? PROC_FD + fd : join(place.host, place.path));
 }
 
 /** A file or tree moved to `dest` (kept/): a rename, or a copy and removal across file systems. */
@@ -452,21 +452,21 @@ function moveOut(src: At, dest: At): void {
 function copyOut(src: At, dest: string): void {
   const st = statAt(src);
   if (st.isSymbolicLink()) {
-    fs.symlinkSync(readlinkAt(src), dest);
+    symlinkSync(readlinkAt(src), dest);
   } else if (st.isDirectory()) {
-    fs.mkdirSync(dest);
-    withFd(src, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, (fd) => {
+    mkdirSync(dest);
+    withFd(src, constants.O_RDONLY | constants.O_DIRECTORY, (fd) => {
       for (const name of listFd(fd, src)) copyOut({ fd, host: join(src.host, src.path), path: name }, join(dest, name));
     });
   } else if (st.isFile()) {
-    withFd(src, fs.constants.O_RDONLY, (fd) => {
+    withFd(src, constants.O_RDONLY, (fd) => {
       // Through the open fd itself: a reflink where the file system has them.
-      if (PROC_FD !== null) return fs.copyFileSync(PROC_FD + fd, dest, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
-      const out = fs.openSync(dest, 'wx', 0o600);
+      if (PROC_FD !== null) return copyFileSync(PROC_FD + fd, dest, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+      const out = openSync(dest, 'wx', 0o600);
       try {
         copyRangeSync(fd, out, 0, Number(st.size), Buffer.allocUnsafe(1 << 20));
       } finally {
-        fs.closeSync(out);
+        closeSync(out);
       }
     });
   }
@@ -476,7 +476,7 @@ function removeTree(place: At): void {
   const st = statAt(place, false);
   if (st === undefined) return;
   if (st.isDirectory()) {
-    withFd(place, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY, (fd) => {
+    withFd(place, constants.O_RDONLY | constants.O_DIRECTORY, (fd) => {
       for (const name of listFd(fd, place)) removeTree({ fd, host: join(place.host, place.path), path: name });
     });
   }
@@ -492,9 +492,9 @@ function putBack(saved: At, to: At, mode: number): void {
     if ((e as NodeJS.ErrnoException).code !== 'EXDEV') throw e;
   }
   const st = statAt(saved);
-  withFd(saved, fs.constants.O_RDONLY, (src) => withFd(to, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, (out) => {
+  withFd(saved, constants.O_RDONLY, (src) => withFd(to, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, (out) => {
     copyRangeSync(src, out, 0, Number(st.size), Buffer.allocUnsafe(1 << 20));
-    fs.fchmodSync(out, mode);
+    fchmodSync(out, mode);
   }));
 }
 
@@ -520,7 +520,7 @@ export function rollbackKeptDir(ckptDir: string, generation: number): string {
 
 function realOr(p: string): string {
   try {
-    return fs.realpathSync(p);
+    return realpathSync(p);
   } catch {
     return p;
   }

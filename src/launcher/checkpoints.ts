@@ -1,7 +1,7 @@
 // Taking checkpoints of a supervised program, step by step: ask the guest for its state at its
 // next safe point, capture its open files while it waits, let it go on, write the image.
 import { hostname } from 'node:os';
-import * as fs from 'node:fs';
+import { rmSync } from 'node:fs';
 import { WASM_PAGE, type CapturedState } from '../engine/protocol.js';
 import { captureFiles, type CopyCache, type FileCapture } from '../files/capture.js';
 import { copyGuarded, type FileGuard } from '../files/guard.js';
@@ -199,7 +199,7 @@ export class Checkpoints {
       };
     } finally {
       this.buffer.giveBack(captured.memory, captured.copyId);
-      for (const staged of files.staged.values()) fs.rmSync(staged, { force: true }); // published ones are gone already
+      for (const staged of files.staged.values()) rmSync(staged, { force: true }); // published ones are gone already
     }
   }
 

@@ -1,6 +1,6 @@
 // `stasis restart`: a program continued from an image, in this process. Its files are put
 // as the image's plan says (files/restore.ts), then it runs under supervision as if launched.
-import * as fs from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
@@ -183,7 +183,7 @@ function remapPreopens(saved: Preopen[], dirs: Preopen[], where: (p: Preopen) =>
   }
   const merged = saved.map((p) => ({ guest: p.guest, host: where(p) }));
   for (const p of merged) {
-    if (!fs.existsSync(p.host)) {
+    if (!existsSync(p.host)) {
       throw new StasisError('BAD_DIR', `directory ${p.host} (the program's ${p.guest}) is missing; restore it, or give --dir NEWHOST::${p.guest} or --path-map ${p.host}=NEWHOST`);
     }
   }
@@ -199,7 +199,7 @@ function checkOtherFds(snap: Snapshot, where: PlanOptions, rollback: RollbackPla
   for (const f of snap.wasi.fds) {
     if (f.kind === 'stdio' || recorded.has(f.fd) || (f.kind === 'dir' && f.location.rel === '')) continue;
     const host = physicalPath(where, f.location);
-    if (host !== null && (fs.existsSync(host) || rollsBack(rollback, host))) continue;
+    if (host !== null && (existsSync(host) || rollsBack(rollback, host))) continue;
     throw new StasisError('MISSING_FILE', `the program had ${f.kind === 'dir' ? 'the directory ' : ''}${guestPath(f.location)} open (fd ${f.fd}), but ${host ?? 'its preopen'} is missing; put it back, or map it with --path-map or --dir NEWHOST::${f.location.preopen}`);
   }
 }

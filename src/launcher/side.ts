@@ -1,7 +1,7 @@
 // The side thread's entry: it supervises a program that runs on the main thread
 // (main-thread.ts), as the main thread supervises one in a worker (supervisor.ts's
 // superviseSession). The main thread hands it the run as its first message.
-import * as fs from 'node:fs';
+import { writeSync } from 'node:fs';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { serve } from '../control/channel.js';
 import { EXIT } from '../errors.js';
@@ -40,7 +40,7 @@ if (parentPort !== null && workerData?.kind === SIDE_WORKER) {
   for (const [stream, fd] of [[process.stdout, 1], [process.stderr, 2]] as const) {
     stream.write = ((chunk: string | Uint8Array, encoding?: unknown, done?: unknown): boolean => {
       const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-      for (let off = 0; off < bytes.length;) off += fs.writeSync(fd, bytes, off);
+      for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off);
       const cb = typeof encoding === 'function' ? encoding : done;
       if (typeof cb === 'function') process.nextTick(cb as () => void);
       return true;

@@ -3,7 +3,7 @@
 // The supervision is the same wherever the program runs (superviseSession): in a worker
 // started from here (supervise), or on the main thread while a side thread supervises it
 // (main-thread.ts, side.ts).
-import * as fs from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import type * as net from 'node:net';
 import { serve, type Handler, type Reply, type Request } from '../control/channel.js';
 import { newKey, register, socketPath, unregister } from '../control/registry.js';
@@ -64,7 +64,7 @@ export const EXIT_KILLED = 137;
  *  (it is created later, when missing). */
 export function checkpointDir(dir: string): string {
   const path = resolve(dir);
-  const st = fs.statSync(path, { throwIfNoEntry: false });
+  const st = statSync(path, { throwIfNoEntry: false });
   if (st !== undefined && !st.isDirectory()) {
     const kind = st.isFile() ? 'a file' : st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : 'not a directory';
     throw new StasisError('USAGE', `--ckpt-dir ${dir}: ${path} is ${kind}; give a directory (it is created if missing)`);
@@ -98,7 +98,7 @@ export interface RunStart {
 
 /** Before the program runs: its checkpoint directory made, the run's journals unsealed. */
 export async function beginRun(s: Supervisor): Promise<RunStart> {
-  fs.mkdirSync(s.ckptDir, { recursive: true });
+  mkdirSync(s.ckptDir, { recursive: true });
   const generation = Math.max(0, ...(await listImages(s.ckptDir)).map((r) => r.generation));
   const journaled = s.policy.noRollback !== true;
   if (journaled) unseal(s.ckptDir);

@@ -7,7 +7,7 @@
 // leaving the sandbox. Without the addon the same operations go by host path: paths.ts's
 // checks still keep the program's own calls inside, but a concurrent swap between the check
 // and the use can escape (`sandboxWeakness` says why, once, at start-up).
-import * as fs from 'node:fs';
+import { BigIntStats, closeSync, constants, linkSync, lstatSync, mkdirSync, openSync, readlinkSync, renameSync, rmdirSync, symlinkSync, unlinkSync } from 'node:fs';
 import { getSystemErrorName } from 'node:util';
 import { nativeBeneath, nativeLoadError, setTimesPath, timeFlags, timeNs, type TimeSpec } from './native.js';
 
@@ -20,7 +20,7 @@ export interface At {
 
 /** What the host reads of a file's status (lstat semantics: a symlink is reported as one). */
 export type FileStat = Pick<
-  fs.BigIntStats,
+  BigIntStats,
   'dev' | 'ino' | 'mode' | 'nlink' | 'size' | 'atimeNs' | 'mtimeNs' | 'ctimeNs'
   | 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isCharacterDevice' | 'isBlockDevice' | 'isSocket' | 'isFIFO'
 >;
@@ -53,7 +53,7 @@ export function parentAt(at: At): At {
  */
 function checkedHostOf(at: At): string {
   for (let i = at.path.indexOf('/'); i > 0; i = at.path.indexOf('/', i + 1)) {
-    const st = fs.lstatSync(at.host + '/' + at.path.slice(0, i), { throwIfNoEntry: false });
+    const st = lstatSync(at.host + '/' + at.path.slice(0, i), { throwIfNoEntry: false });
     if (st !== undefined && !st.isDirectory()) fail(st.isSymbolicLink() ? -40 /* ELOOP */ : -20 /* ENOTDIR */, 'lstat', at);
   }
   return hostOfAt(at);
@@ -81,22 +81,22 @@ const check = (r: number, syscall: string, at: At): void => {
 
 /** Opens a directory the user named (a --dir): the root places are beneath. Closed with closeFd. */
 export function openHostDir(path: string): number {
-  if (ops === null) return fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-  const r = ops.openPath(path, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  if (ops === null) return openSync(path, constants.O_RDONLY | constants.O_DIRECTORY);
+  const r = ops.openPath(path, constants.O_RDONLY | constants.O_DIRECTORY);
   check(r, 'open', { fd: -1, host: path, path: '' });
   return r;
 }
 
 /** Closes an fd opened here (openAt, openHostDir). */
 export function closeFd(fd: number): void {
-  if (ops === null) return fs.closeSync(fd);
+  if (ops === null) return closeSync(fd);
   const r = ops.closeFd(fd);
   if (r < 0) fail(r, 'close', { fd, host: `fd ${fd}`, path: '' });
 }
 
 /** Opens a place without following a symlink in its last name (O_NOFOLLOW is added). Closed with closeFd. */
 export function openAt(at: At, flags: number, mode: number): number {
-  if (ops === null) return fs.openSync(checkedHostOf(at), flags | fs.constants.O_NOFOLLOW, mode);
+  if (ops === null) return openSync(checkedHostOf(at), flags | constants.O_NOFOLLOW, mode);
   const r = ops.openBeneath(at.fd, at.path, flags, mode);
   check(r, 'open', at);
   return r;
@@ -129,7 +129,7 @@ class NativeStat implements FileStat {
 export function statAt(at: At, throwIfNoEntry: false): FileStat | undefined;
 export function statAt(at: At): FileStat;
 export function statAt(at: At, throwIfNoEntry = true): FileStat | undefined {
-  if (ops === null) return fs.lstatSync(checkedHostOf(at), { bigint: true, throwIfNoEntry });
+  if (ops === null) return lstatSync(checkedHostOf(at), { bigint: true, throwIfNoEntry });
   const out = new BigInt64Array(8);
   const r = ops.statBeneath(at.fd, at.path, out);
   if (r === -2 /* ENOENT */ && !throwIfNoEntry) return undefined;
@@ -138,23 +138,23 @@ export function statAt(at: At, throwIfNoEntry = true): FileStat | undefined {
 }
 
 export function mkdirAt(at: At): void {
-  if (ops === null) return fs.mkdirSync(hostOfAt(at));
+  if (ops === null) return mkdirSync(hostOfAt(at));
   check(ops.mkdirBeneath(at.fd, at.path, 0o777), 'mkdir', at);
 }
 
 /** unlink, or rmdir with `dir`. */
 export function removeAt(at: At, dir: boolean): void {
-  if (ops === null) return dir ? fs.rmdirSync(hostOfAt(at)) : fs.unlinkSync(hostOfAt(at));
+  if (ops === null) return dir ? rmdirSync(hostOfAt(at)) : unlinkSync(hostOfAt(at));
   check(ops.unlinkBeneath(at.fd, at.path, dir), dir ? 'rmdir' : 'unlink', at);
 }
 
 export function symlinkAt(target: string, at: At): void {
-  if (ops === null) return fs.symlinkSync(target, hostOfAt(at));
+  if (ops === null) return symlinkSync(target, hostOfAt(at));
   check(ops.symlinkBeneath(target, at.fd, at.path), 'symlink', at);
 }
 
 export function readlinkAt(at: At): Buffer {
-  if (ops === null) return fs.readlinkSync(hostOfAt(at), { encoding: 'buffer' });
+  if (ops === null) return readlinkSync(hostOfAt(at), { encoding: 'buffer' });
   const r = ops.readlinkBeneath(at.fd, at.path);
   if (typeof r === 'number') fail(r, 'readlink', at);
   return r;
@@ -167,13 +167,13 @@ export const renameNoReplaceAvailable: boolean = typeof ops?.renameNoReplaceBene
  *  EINVAL where its file system cannot tell. */
 export function renameAt(from: At, to: At, noReplace = false): void {
   if (noReplace) return check(ops!.renameNoReplaceBeneath!(from.fd, from.path, to.fd, to.path), 'rename', from);
-  if (ops === null) return fs.renameSync(hostOfAt(from), hostOfAt(to));
+  if (ops === null) return renameSync(hostOfAt(from), hostOfAt(to));
   check(ops.renameBeneath(from.fd, from.path, to.fd, to.path), 'rename', from);
 }
 
 /** A hard link; a symlink as `from` is linked itself, not followed. */
 export function linkAt(from: At, to: At): void {
-  if (ops === null) return fs.linkSync(hostOfAt(from), hostOfAt(to));
+  if (ops === null) return linkSync(hostOfAt(from), hostOfAt(to));
   check(ops.linkBeneath(from.fd, from.path, to.fd, to.path), 'link', from);
 }
 

@@ -1,7 +1,7 @@
 // The WASI preview-1 host: every wasi_snapshot_preview1 function, over the real file system.
 // Calls check rights here and dispatch to the fd objects (fds.ts); paths are resolved by
 // paths.ts. Errors travel as WasiError / Node errors and become errnos at the boundary.
-import * as fs from 'node:fs';
+import { constants as fsConstants, fstatSync } from 'node:fs';
 import {
   Errno, Eventtype, EVENTRW_HANGUP, Fdflags, FDFLAGS_ALL, Filetype, Fstflags, Lookupflags,
   Oflags, OFLAGS_ALL, Right, RIGHTS_ALL, RIGHTS_DIR, RIGHTS_NEED_WRITE,
@@ -46,7 +46,7 @@ export interface HostOptions {
   restore?: { monotonicNs: bigint; stdinPending: Uint8Array; pollDeadlines?: string[] };
 }
 
-const O = fs.constants;
+const O = fsConstants;
 const SIGNAL_NAMES = [
   '', 'SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGILL', 'SIGTRAP', 'SIGABRT', 'SIGBUS', 'SIGFPE', 'SIGKILL',
   'SIGUSR1', 'SIGSEGV', 'SIGUSR2', 'SIGPIPE', 'SIGALRM', 'SIGTERM', 'SIGCHLD', 'SIGCONT',
@@ -809,7 +809,7 @@ type Call = (...a: never[]) => number | void;
 
 function stdioFiletype(stream: number): number {
   try {
-    return filetypeOf(fs.fstatSync(stream));
+    return filetypeOf(fstatSync(stream));
   } catch {
     return Filetype.UNKNOWN;
   }

@@ -4,7 +4,7 @@
 // timeout (poll_oneoff) or not at all (fdflags.nonblock), which a blocking read(2) cannot do,
 // and no thread is ever stuck in a read that would keep the process from exiting. A program on
 // the main thread (`stasis run` with the native addon) waits with poll(2) instead (PolledStdin).
-import * as fs from 'node:fs';
+import { fstatSync, readSync } from 'node:fs';
 import { Errno } from './constants.js';
 import { WasiError } from './errno.js';
 import { Interrupted, interruptPending } from './interrupt.js';
@@ -38,7 +38,7 @@ export function stdinChannel(): SharedArrayBuffer {
 /** True if standard input is a regular file, which the guest reads directly. */
 export function stdinIsFile(): boolean {
   try {
-    return fs.fstatSync(0).isFile();
+    return fstatSync(0).isFile();
   } catch {
     return false;
   }
@@ -60,7 +60,7 @@ export function openStdin(from: StdinFrom, pending?: Uint8Array): StdinSource {
 class FileStdin implements StdinSource {
   received = 0;
   read(buf: Buffer, ptr: number, len: number): number {
-    const n = fs.readSync(0, buf, ptr, len, null);
+    const n = readSync(0, buf, ptr, len, null);
     this.received += n;
     return n;
   }
@@ -191,7 +191,7 @@ class PolledStdin extends ChunkedStdin {
       if (r === 0) return false;
       let n: number;
       try {
-        n = r < 0 ? -1 : fs.readSync(0, this.chunk, 0, CHUNK, null);
+        n = r < 0 ? -1 : readSync(0, this.chunk, 0, CHUNK, null);
       } catch (e) {
         // Someone else read it first: wait again, for what is left of the time.
         if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {

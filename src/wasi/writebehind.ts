@@ -10,7 +10,7 @@
 //   when it goes stale (a few ms after the last write) and before it exits on a signal (for a
 //   program on the main thread, a thread of the native addon does: native/inline.c).
 // A write error found by a deferred flush is reported by the next call on that fd.
-import * as fs from 'node:fs';
+import { writeSync } from 'node:fs';
 
 const CAPACITY = 64 * 1024;
 /** Writes at least this large skip the buffer. */
@@ -109,7 +109,7 @@ export class WriteBehind {
     let done = 0;
     try {
       while (done < n) {
-        const k = fs.writeSync(handle, this.data, done, n - done, pos);
+        const k = writeSync(handle, this.data, done, n - done, pos);
         done += k;
         pos += k;
       }
