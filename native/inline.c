@@ -214,6 +214,18 @@ done:
   return result;
 }
 
+/* Installs handler for sig, every signal blocked while it runs; false (a JS error thrown) on failure. */
+static int handle_signal(napi_env env, int sig, void (*handler)(int), int flags) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = handler;
+  sa.sa_flags = flags;
+  sigfillset(&sa.sa_mask);
+  if (sigaction(sig, &sa, NULL) == 0) return 1;
+  napi_throw_error(env, NULL, strerror(errno));
+  return 0;
+}
+
 static napi_value js_exit_on_signals(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -264,14 +276,7 @@ static napi_value js_exit_on_signals(napi_env env, napi_callback_info info) {
     if (napi_get_element(env, argv[0], i + 1, &v) != napi_ok || napi_get_value_int32(env, v, &status) != napi_ok) goto fail;
     if (sig <= 0 || sig >= MAX_SIGNAL) goto fail;
     exit_status[sig] = status & 0xff;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = exit_on_signal;
-    sigfillset(&sa.sa_mask);
-    if (sigaction(sig, &sa, NULL) != 0) {
-      napi_throw_error(env, NULL, strerror(errno));
-      return NULL;
-    }
+    if (!handle_signal(env, sig, exit_on_signal, 0)) return NULL;
   }
   return NULL;
 fail:
@@ -366,15 +371,7 @@ static napi_value js_forward_signals(napi_env env, napi_callback_info info) {
     int32_t sig = 0;
     if (napi_get_element(env, argv[0], i, &v) != napi_ok || napi_get_value_int32(env, v, &sig) != napi_ok) goto fail;
     if (sig <= 0 || sig >= 64) goto fail;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = note_signal;
-    sa.sa_flags = SA_RESTART;
-    sigfillset(&sa.sa_mask);
-    if (sigaction(sig, &sa, NULL) != 0) {
-      napi_throw_error(env, NULL, strerror(errno));
-      return NULL;
-    }
+    if (!handle_signal(env, sig, note_signal, SA_RESTART)) return NULL;
   }
   return NULL;
 fail:
