@@ -214,6 +214,19 @@ done:
   return result;
 }
 
+/* Starts a detached thread of this file's that takes no signal (they go to the others, whose handler
+ * wakes it); 0 or pthread_create's error. */
+static int start_thread(void *(*run)(void *)) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  pthread_t t;
+  int e = pthread_create(&t, NULL, run, NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (e == 0) pthread_detach(t);
+  return e;
+}
+
 /* Installs handler for sig, every signal blocked while it runs; false (a JS error thrown) on failure. */
 static int handle_signal(napi_env env, int sig, void (*handler)(int), int flags) {
   struct sigaction sa;
@@ -250,14 +263,8 @@ static napi_value js_exit_on_signals(napi_env env, napi_callback_info info) {
         return NULL;
       }
       wb_words = (int32_t *)data;
-      /* The thread takes no signal: they go to the others, whose handler wakes it. */
-      sigset_t all, old;
-      sigfillset(&all);
-      pthread_sigmask(SIG_BLOCK, &all, &old);
-      pthread_t t_;
       wake_fd = fd;
-      int e = pthread_create(&t_, NULL, flusher, NULL);
-      pthread_sigmask(SIG_SETMASK, &old, NULL);
+      int e = start_thread(flusher);
       if (e != 0) {
         wake_fd = -1;
         close(fd);
@@ -265,7 +272,6 @@ static napi_value js_exit_on_signals(napi_env env, napi_callback_info info) {
         napi_throw_error(env, NULL, strerror(e));
         return NULL;
       }
-      pthread_detach(t_);
     }
   }
   if (napi_get_array_length(env, argv[0], &n) != napi_ok || n % 2 != 0) goto fail;
@@ -351,20 +357,14 @@ static napi_value js_forward_signals(napi_env env, napi_callback_info info) {
       napi_throw_error(env, NULL, strerror(errno));
       return NULL;
     }
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    pthread_t t_;
     fwd_fd = fd;
-    int e = pthread_create(&t_, NULL, forwarder, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int e = start_thread(forwarder);
     if (e != 0) {
       fwd_fd = -1;
       close(fd);
       napi_throw_error(env, NULL, strerror(e));
       return NULL;
     }
-    pthread_detach(t_);
   }
   for (uint32_t i = 0; i < n; i++) {
     napi_value v;
