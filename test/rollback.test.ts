@@ -527,3 +527,17 @@ test('the same job over thousands of steps (more paths than the recorder keeps w
     run.cleanup();
   }
 });
+
+test('one file reached two ways (below its preopen, and below the preopen opened again as a directory): made through one name, an old file renamed over it through the other, then written through the first; a restart finishes as one run', async () => {
+  const prog = fixture('files_ops');
+  const files = { old: 'OLD CONTENT' };
+  const args = (d: string): string[] => ['pause', `opendir:5:${d}`, 'createat:6:5:x', 'close:6', `rename:${d}/old:${d}/x`,
+    'openat:7:5:x', 'dump:7', 'write:7:NEW', 'pause', 'dump:7', 'print:end'];
+  const ref = uninterrupted(prog, args, files);
+  const run = await checkpointContinueKill(prog, args, [], undefined, { files });
+  try {
+    restartMatches(run, ref);
+  } finally {
+    run.cleanup();
+  }
+});

@@ -386,7 +386,6 @@ export class ChangeRecorder implements FileChangeHooks {
   private untimed(path: string | undefined): string | null {
     if (path === undefined || path === '') return null;
     if (path === this.lastTimed) return null; // most changes are in the directory of the last
-    if (path.endsWith('/.')) path = path.slice(0, -2); // a directory open as itself
     if (this.timed.has(path)) {
       this.lastTimed = path;
       return null;

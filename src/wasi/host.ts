@@ -615,7 +615,8 @@ export class WasiHost {
         closeFd(handle);
         throw new WasiError(Errno.ISDIR);
       }
-      return this.mounted(new DirFd(handle, hostOfAt(r.at), location, base & RIGHTS_DIR, inheriting, fdflags));
+      // Its plain path (no '/.'): one place has one host path, as the undo journal keys them.
+      return this.mounted(new DirFd(handle, pathOfAt(r.at), location, base & RIGHTS_DIR, inheriting, fdflags));
     }
     // Without O_DIRECTORY a read-only open may still have found a directory; its type is
     // looked up when first needed (asDir), saving an fstat on every open.
