@@ -19,6 +19,7 @@ import { parentAt, pathOfAt, readlinkAt, renameNoReplaceAvailable, statAt, type 
 import type { FileChangeHooks } from '../wasi/changes.js';
 import { nativeCopyRange } from '../wasi/native.js';
 import { WriteGuards } from './guard.js';
+import { PathStates } from './path-states.js';
 import { decodeEntries, EntryEncoder, type Cancel, type JournalEntry } from './journal-log.js';
 import { RecordLog } from './record-log.js';
 
@@ -95,7 +96,7 @@ export class ChangeRecorder implements FileChangeHooks {
    * the next change there. One map, so that a change costs one lookup per path. (Another
    * process's changes while the program runs are not seen, with or without it.)
    */
-  private paths = new Map<string, PathState>();
+  private paths = new PathStates();
   /** Moves on when a change fails: what `paths` says is there is then forgotten. */
   private epoch = 1;
   private timed = new Set<string>();
@@ -153,10 +154,10 @@ export class ChangeRecorder implements FileChangeHooks {
     return [...out];
   }
 
-  opened(handle: number, path: string): void {
+  opened(handle: number, path: string, created = false): void {
     const h: HandleState = { path, file: null };
     this.handles.set(handle, h);
-    if (this.gen !== null && this.paths.size !== 0 && isMade(this.paths.get(path))) {
+    if (this.gen !== null && (created || (this.paths.size !== 0 && isMade(this.paths.get(path))))) {
       const f = this.fileOf(h, handle);
       if (f !== null) {
         this.resetFor(f, 0);
@@ -224,41 +225,40 @@ export class ChangeRecorder implements FileChangeHooks {
 
   beforeCreate(at: At, made: 'file' | 'dir' | 'symlink' | 'link'): void {
     if (this.gen === null) return;
-    const path = pathOfAt(at);
-    const was = this.paths.get(path);
+    const was = this.paths.getAt(at);
     const known = this.seen(was);
     if (known === undefined) {
       const st = statAt(at, false);
       if (st !== undefined) {
-        this.note(path, kindOf(st), isMade(was));
+        this.note(at, kindOf(st), isMade(was));
         return;
       }
     } else if (known !== null) {
       return;
     }
     this.dirTimes(at);
-    this.append({ op: 'created', path });
+    this.append({ op: 'created', path: pathOfAt(at) });
     // A new name for an old file is undone as made, but the file itself is not new.
-    this.note(path, made === 'dir' ? 'dir' : made === 'file' ? 'file' : 'other', made !== 'link');
+    this.note(at, made === 'dir' ? 'dir' : made === 'file' ? 'file' : 'other', made !== 'link');
   }
 
   beforeRemove(at: At): void {
     if (this.gen === null) return;
-    const path = pathOfAt(at);
-    const was = this.paths.get(path);
+    const was = this.paths.getAt(at);
     const known = this.seen(was);
     if (known === null) return; // nothing there: the removal fails
     const made = isMade(was);
     // Made in this generation: nothing of it to keep.
     if (known !== undefined && made) {
-      this.note(path, null, made);
+      this.note(at, null, made);
       return;
     }
     const st = statAt(at, false);
     if (st === undefined) {
-      this.note(path, null, made);
+      this.note(at, null, made);
       return;
     }
+    const path = pathOfAt(at);
     this.dirTimes(at);
     const times = { atimeNs: String(st.atimeNs), mtimeNs: String(st.mtimeNs) };
     if (st.isDirectory()) {
@@ -270,19 +270,19 @@ export class ChangeRecorder implements FileChangeHooks {
       // A file made in this generation did not exist at the checkpoint.
       if (f === undefined || f.gen !== this.gen || !f.created) this.saveRemoved(path, Number(st.mode & 0o7777n), times);
     }
-    this.note(path, null, made);
+    this.note(at, null, made);
   }
 
   rename(fromAt: At, toAt: At, rename: (noReplace: boolean) => void): void {
     if (this.gen === null) return rename(false);
     const from = pathOfAt(fromAt);
     const to = pathOfAt(toAt);
-    const was = this.paths.get(from);
+    const was = this.paths.getAt(fromAt);
     let srcKind = this.seen(was);
     let src: FileStat | undefined;
     const lookUp = (): Kind | null => {
       src = statAt(fromAt, false);
-      if (src === undefined) this.note(from, null, isMade(was));
+      if (src === undefined) this.note(fromAt, null, isMade(was));
       return src === undefined ? null : kindOf(src);
     };
     srcKind ??= lookUp();
@@ -290,7 +290,7 @@ export class ChangeRecorder implements FileChangeHooks {
     this.dirTimes(fromAt);
     this.dirTimes(toAt);
     let refused: string | undefined;
-    const atTo = this.seen(this.paths.get(to));
+    const atTo = this.seen(this.paths.getAt(toAt));
     if (atTo === undefined && this.noReplace) {
       // Nothing known at `to`: rather than look, let the kernel rename only if nothing is
       // there. The entry is written first; if the rename fails, `from` is still there (it
@@ -299,7 +299,7 @@ export class ChangeRecorder implements FileChangeHooks {
       if (PAUSE_AT_RENAME) pauseForTest();
       try {
         rename(true);
-        return this.renamed(from, to, srcKind, isMade(was));
+        return this.renamed(fromAt, toAt, from, to, srcKind, isMade(was));
       } catch (e) {
         this.append({ op: 'failed', entry: k });
         // EEXIST: something is there, kept below. Otherwise the plain rename below says
@@ -324,7 +324,7 @@ export class ChangeRecorder implements FileChangeHooks {
       throw e;
     }
     if (refused !== undefined && refused !== 'EEXIST') this.noReplace = false;
-    this.renamed(from, to, srcKind, isMade(was));
+    this.renamed(fromAt, toAt, from, to, srcKind, isMade(was));
   }
 
   /** A rename that changes nothing to record (it fails, or renames a file onto itself). */
@@ -339,7 +339,7 @@ export class ChangeRecorder implements FileChangeHooks {
 
   /** After `from` was renamed to `to`: what is known moves with it. `made`: what `from` held was
    *  made in this generation. */
-  private renamed(from: string, to: string, srcKind: Kind, made: boolean): void {
+  private renamed(fromAt: At, toAt: At, from: string, to: string, srcKind: Kind, made: boolean): void {
     const moved = (p: string): string | null => (p === from ? to : p.startsWith(from + '/') ? to + p.slice(from.length) : null);
     for (const h of this.handles.values()) {
       const now = moved(h.path);
@@ -348,9 +348,8 @@ export class ChangeRecorder implements FileChangeHooks {
     // Below a directory: what was below `to` is gone; below `from`, what is there is no longer
     // known, but what was made in this generation moves with it.
     if (srcKind === 'dir') {
-      const below = [...this.paths].filter(([p]) => p.startsWith(from + '/') || p.startsWith(to + '/'));
+      const below = [...this.paths.takeBelow(from), ...this.paths.takeBelow(to)];
       this.addNamed(below.map(([p]) => p));
-      for (const [p] of below) this.paths.delete(p);
       for (const [p, v] of below) {
         const now = moved(p);
         if (now !== null && isMade(v)) this.paths.set(now, MADE);
@@ -358,8 +357,8 @@ export class ChangeRecorder implements FileChangeHooks {
     }
     // `from` keeps its mark: whatever comes there next is made in this generation too, unless
     // an old file is linked or renamed there, which clears it.
-    this.note(from, null, made);
-    this.note(to, srcKind, made);
+    this.note(fromAt, null, made);
+    this.note(toAt, srcKind, made);
   }
 
   failed(): void {
@@ -555,23 +554,23 @@ export class ChangeRecorder implements FileChangeHooks {
     return KINDS[v % MADE]!;
   }
 
-  /** Records what is at `path` now, and whether it was made in this generation. */
-  private note(path: string, kind: Kind | null, made: boolean): void {
+  /** Records what is at `at` now, and whether it was made in this generation. */
+  private note(at: At, kind: Kind | null, made: boolean): void {
     // What `paths` says only saves work (a lookup, a file saved that needed none, which its
     // `created` entry undoes anyway): past PATHS_MAX it is let go of, so that it stays small
     // and quick to look things up in.
     if (this.paths.size >= PATHS_MAX) this.letGoOfPaths();
-    this.paths.set(path, this.epoch * EPOCH + (made ? MADE : 0) + KINDS.indexOf(kind));
+    this.paths.setAt(at, this.epoch * EPOCH + (made ? MADE : 0) + KINDS.indexOf(kind));
   }
 
   /** Forgets what `paths` knows, keeping for the seal the paths that may be there (one this
    *  generation's own changes left nothing at is unlisted in the seal, which says absent). */
   private letGoOfPaths(): void {
     if (this.named !== null) {
-      for (const [p, v] of this.paths) if (this.seen(v) !== null) this.named.add(p);
+      for (const [p, v] of this.paths.entries()) if (this.seen(v) !== null) this.named.add(p);
       if (this.named.size > NAMED_MAX) this.named = null;
     }
-    this.paths = new Map();
+    this.paths = new PathStates();
   }
 
   /** Paths the journals name, for the seal. */

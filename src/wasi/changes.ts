@@ -15,8 +15,9 @@ export interface FileChangeHooks {
   /** Before the file with identity "dev:ino" at `path` is truncated some other way (an open
    *  with O_TRUNC). */
   beforeTruncateFile(id: string, path: string): void;
-  /** A file was opened as host fd `handle` by `path` (a restart's reopened files too). */
-  opened?(handle: number, path: string): void;
+  /** A file was opened as host fd `handle` by `path` (a restart's reopened files too);
+   *  `created`: the open made it (O_CREAT|O_EXCL). */
+  opened?(handle: number, path: string, created?: boolean): void;
   /** Host fd `handle` was closed. */
   closed?(handle: number): void;
   /** Before something may be created at `at`: a file (an open with O_CREAT), a directory, a

@@ -162,10 +162,12 @@ export class FileFd extends Fd {
     rightsInheriting: number,
     fdflags: number,
     public offset = 0,
+    /** Opened with O_CREAT|O_EXCL: the file is new. */
+    created = false,
   ) {
     super(rightsBase, rightsInheriting, fdflags);
     this.type = filetype;
-    if (changes.active) changes.opened?.(handle, openedAt);
+    if (changes.active) changes.opened?.(handle, openedAt, created);
   }
 
   get filetype(): number {

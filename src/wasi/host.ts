@@ -622,7 +622,8 @@ export class WasiHost {
     // looked up when first needed (asDir), saving an fstat on every open.
     const access = write ? (read ? 'rw' : 'w') : 'r';
     const filetype = oflags & Oflags.CREAT ? Filetype.REGULAR_FILE : undefined;
-    return new FileFd(this.writeBehind, this.changes, handle, hostOfAt(r.at), location, access, filetype, base, inheriting, fdflags);
+    const created = (oflags & Oflags.CREAT) !== 0 && (oflags & Oflags.EXCL) !== 0;
+    return new FileFd(this.writeBehind, this.changes, handle, hostOfAt(r.at), location, access, filetype, base, inheriting, fdflags, 0, created);
   }
 
   /** If fd is a FileFd that turns out to be a directory, replaces it by a DirFd. */

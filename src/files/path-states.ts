@@ -1,0 +1,86 @@
+// A map from host paths to small numbers, kept by directory then name. The undo journal looks a
+// path up before nearly every change (journal.ts), and most changes name one entry of a
+// directory the program holds a handle on: its host path is then a string the host already
+// has, so a lookup hashes only the entry's name, not a full path built for it.
+import type { At } from '../wasi/beneath.js';
+
+export class PathStates {
+  private dirs = new Map<string, Map<string, number>>();
+  /** Entries in all directories. */
+  size = 0;
+  /** The place last split (see place), and its directory and name. */
+  private at: At | null = null;
+  private dir = '';
+  private name = '';
+
+  /** The state at `at`, or undefined. */
+  getAt(at: At): number | undefined {
+    this.place(at);
+    return this.dirs.get(this.dir)?.get(this.name);
+  }
+
+  setAt(at: At, v: number): void {
+    this.place(at);
+    this.put(this.dir, this.name, v);
+  }
+
+  /** The state at a full host path. */
+  get(path: string): number | undefined {
+    const i = path.lastIndexOf('/');
+    return this.dirs.get(path.slice(0, i))?.get(path.slice(i + 1));
+  }
+
+  set(path: string, v: number): void {
+    const i = path.lastIndexOf('/');
+    this.put(path.slice(0, i), path.slice(i + 1), v);
+  }
+
+  /** Every path with its state. */
+  *entries(): IterableIterator<[string, number]> {
+    for (const [dir, names] of this.dirs) for (const [name, v] of names) yield [`${dir}/${name}`, v];
+  }
+
+  /** Takes out the paths below `dir` (not `dir` itself), with their states. */
+  takeBelow(dir: string): [string, number][] {
+    const out: [string, number][] = [];
+    for (const [d, names] of this.dirs) {
+      if (d !== dir && !d.startsWith(dir + '/')) continue;
+      for (const [name, v] of names) out.push([`${d}/${name}`, v]);
+      this.dirs.delete(d);
+      this.size -= names.size;
+    }
+    return out;
+  }
+
+  private put(dir: string, name: string, v: number): void {
+    let names = this.dirs.get(dir);
+    if (names === undefined) this.dirs.set(dir, (names = new Map()));
+    const before = names.size;
+    names.set(name, v);
+    this.size += names.size - before;
+  }
+
+  /**
+   * Splits `at` into its directory's host path and its name. One place has one host path
+   * (directory handles' paths are real paths), so it has one key, whichever handle it was
+   * reached through.
+   */
+  private place(at: At): void {
+    if (at === this.at) return;
+    this.at = at;
+    const p = at.path;
+    const host = at.host === '/' ? '' : at.host;
+    const i = p.lastIndexOf('/');
+    if (i >= 0) {
+      this.dir = host + '/' + p.slice(0, i);
+      this.name = p.slice(i + 1);
+    } else if (p !== '') {
+      this.dir = host;
+      this.name = p;
+    } else {
+      const j = host.lastIndexOf('/');
+      this.dir = host.slice(0, Math.max(j, 0));
+      this.name = host.slice(j + 1);
+    }
+  }
+}

@@ -1,0 +1,29 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { PathStates } from '../src/files/path-states.js';
+
+const at = (host: string, path: string) => ({ fd: -1, host, path });
+
+test('one place has one key, whichever directory handle it is reached through', () => {
+  const s = new PathStates();
+  s.setAt(at('/data', 'sub/x'), 1);
+  assert.equal(s.getAt(at('/data/sub', 'x')), 1);
+  assert.equal(s.get('/data/sub/x'), 1);
+  s.setAt(at('/data/sub', ''), 2); // the directory itself, through its own handle
+  assert.equal(s.getAt(at('/data', 'sub')), 2);
+  s.setAt(at('/', 'top'), 3); // below the root directory
+  assert.equal(s.get('/top'), 3);
+  assert.equal(s.getAt(at('/', 'top')), 3);
+  assert.equal(s.size, 3);
+  s.setAt(at('/data', 'sub/x'), 4); // replaced, not added
+  assert.equal(s.size, 3);
+  assert.deepEqual([...s.entries()].sort(), [['/data/sub', 2], ['/data/sub/x', 4], ['/top', 3]]);
+});
+
+test('takeBelow takes the paths below a directory, not the directory itself nor its namesakes', () => {
+  const s = new PathStates();
+  for (const p of ['/d/a', '/d/a/b', '/d/a/b/c', '/d/ab/x', '/d/a2']) s.set(p, 1);
+  assert.deepEqual(s.takeBelow('/d/a').map(([p]) => p).sort(), ['/d/a/b', '/d/a/b/c']);
+  assert.deepEqual([...s.entries()].map(([p]) => p).sort(), ['/d/a', '/d/a2', '/d/ab/x']);
+  assert.equal(s.size, 3);
+});
