@@ -541,3 +541,20 @@ test('one file reached two ways (below its preopen, and below the preopen opened
     run.cleanup();
   }
 });
+
+test('files the program made with O_CREAT|O_EXCL are classified by what it did to them: one written over is a database, one only appended to a log', async () => {
+  const prog = fixture('files_ops');
+  const args = (d: string): string[] => [`opendir:5:${d}`, 'createat:6:5:db', 'write:6:AAAA', 'seek:6:1', 'write:6:B', 'seek:6:4',
+    'createat:7:5:log', 'write:7:one\\n', 'write:7:two\\n', 'pause', 'write:6:C', 'write:7:three\\n', 'pause', 'dump:6', 'dump:7'];
+  const ref = uninterrupted(prog, args);
+  const run = await checkpointContinueKill(prog, args);
+  try {
+    const info = JSON.parse(stasis(['inspect', '--json', run.ckpt]).stdout) as { files: { path: string; treatment: string; reason: string }[] };
+    const reason = (name: string): string => info.files.find((f) => f.path.endsWith(`/${name}`))!.reason;
+    assert.match(reason('db'), /^database \(observed/);
+    assert.match(reason('log'), /^log \(observed/);
+    restartMatches(run, ref);
+  } finally {
+    run.cleanup();
+  }
+});

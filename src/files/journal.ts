@@ -47,7 +47,7 @@ export function pruneJournals(ckptDir: string, oldest: number): void {
 export type Written = 'append' | 'overwrite';
 
 interface FileState {
-  /** "dev:ino". */
+  /** "dev:ino" ('' for a file this run made, until a checkpoint asks: see written). */
   id: string;
   /** The end of the file as the program's writes left it (behaviour: a write before it overwrites). */
   end: number;
@@ -150,14 +150,31 @@ export class ChangeRecorder implements FileChangeHooks {
   /** How the program has written the files it has open, by "dev:ino", where it has. */
   written(): [string, Written][] {
     const out = new Map<string, Written>();
-    for (const h of this.handles.values()) if (h.file !== null) out.set(h.file.id, h.file.overwrote ? 'overwrite' : 'append');
+    for (const [handle, h] of this.handles) {
+      const f = h.file;
+      if (f === null) continue;
+      if (f.id === '') {
+        try {
+          f.id = idOf(fstatSync(handle, { bigint: true }));
+        } catch {
+          continue;
+        }
+        if (!this.files.has(f.id)) this.files.set(f.id, f);
+      }
+      out.set(f.id, f.overwrote ? 'overwrite' : 'append');
+    }
     return [...out];
   }
 
   opened(handle: number, path: string, created = false): void {
     const h: HandleState = { path, file: null };
     this.handles.set(handle, h);
-    if (this.gen !== null && (created || (this.paths.size !== 0 && isMade(this.paths.get(path))))) {
+    if (created) {
+      // New and empty: nothing to look up, and nothing of it to save in this generation.
+      h.file = { id: '', end: 0, overwrote: false, gen: this.gen ?? -1, created: true, origSize: 0, saved: null };
+      return;
+    }
+    if (this.gen !== null && this.paths.size !== 0 && isMade(this.paths.get(path))) {
       const f = this.fileOf(h, handle);
       if (f !== null) {
         this.resetFor(f, 0);
@@ -266,7 +283,7 @@ export class ChangeRecorder implements FileChangeHooks {
     } else if (st.isSymbolicLink()) {
       this.append({ op: 'removed', path, kind: 'symlink', mode: 0o777, target: readlinkAt(at).toString('utf8') });
     } else {
-      const f = this.files.get(`${st.dev}:${st.ino}`);
+      const f = this.files.get(idOf(st));
       // A file made in this generation did not exist at the checkpoint.
       if (f === undefined || f.gen !== this.gen || !f.created) this.saveRemoved(path, Number(st.mode & 0o7777n), times);
     }
@@ -408,7 +425,7 @@ export class ChangeRecorder implements FileChangeHooks {
       return null;
     }
     if (!st.isFile()) return null;
-    const id = `${st.dev}:${st.ino}`;
+    const id = idOf(st);
     let f = this.files.get(id);
     if (f === undefined) {
       f = { id, end: Number(st.size), overwrote: false, gen: -1, created: false, origSize: 0, saved: null };
@@ -580,6 +597,8 @@ export class ChangeRecorder implements FileChangeHooks {
     if (this.named.size > NAMED_MAX) this.named = null;
   }
 }
+
+const idOf = (st: { dev: bigint; ino: bigint }): string => `${st.dev}:${st.ino}`;
 
 type Kind = 'dir' | 'file' | 'other';
 const kindOf = (st: FileStat): Kind => (st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other');
