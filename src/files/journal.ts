@@ -13,7 +13,7 @@
 // nothing). Nothing is fsynced: after a power loss the last entries may be lost with the
 // page cache, while the program's own writes may have reached the disk (docs/files.md).
 import { BigIntStats, closeSync, constants, copyFileSync, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { genName } from '../image/format.js';
 import { parentAt, pathOfAt, readlinkAt, renameNoReplaceAvailable, statAt, type At, type FileStat } from '../wasi/beneath.js';
 import type { FileChangeHooks } from '../wasi/changes.js';
@@ -106,7 +106,7 @@ export class ChangeRecorder implements FileChangeHooks {
    *  there (null: more than NAMED_MAX, no longer kept; the launcher then seals from the
    *  journals on disk). The paths in `paths` are added when it is let go of, not at each entry. */
   private readonly journaled = new Set<number>();
-  private named: Set<string> | null = new Set();
+  private named: PathStates | null = new PathStates();
   private buf: Buffer | null = null;
 
   /** `root`: CKPT_DIR/journal, or null for no journal (behaviour only). */
@@ -584,7 +584,7 @@ export class ChangeRecorder implements FileChangeHooks {
    *  generation's own changes left nothing at is unlisted in the seal, which says absent). */
   private letGoOfPaths(): void {
     if (this.named !== null) {
-      for (const [p, v] of this.paths.entries()) if (this.seen(v) !== null) this.named.add(p);
+      for (const [dir, names] of this.paths.byDir()) for (const [name, v] of names) if (this.seen(v) !== null) this.named.setIn(dir, name, 1);
       if (this.named.size > NAMED_MAX) this.named = null;
     }
     this.paths = new PathStates();
@@ -593,7 +593,7 @@ export class ChangeRecorder implements FileChangeHooks {
   /** Paths the journals name, for the seal. */
   private addNamed(paths: Iterable<string>): void {
     if (this.named === null) return;
-    for (const p of paths) this.named.add(p);
+    for (const p of paths) this.named.set(p, 1);
     if (this.named.size > NAMED_MAX) this.named = null;
   }
 }
@@ -667,31 +667,26 @@ export function pathsOf(e: JournalEntry): string[] {
  */
 export function sealJournals(ckptDir: string, from: number): void {
   const root = join(ckptDir, JOURNAL_DIR);
-  const paths = new Set<string>();
+  const paths = new PathStates();
   const gens: number[] = [];
   for (const n of listJournals(root)) {
     if (n.generation < from) continue;
     gens.push(n.generation);
-    for (const e of readJournal(join(root, n.name), () => null)) for (const p of pathsOf(e)) paths.add(p);
+    for (const e of readJournal(join(root, n.name), () => null)) for (const p of pathsOf(e)) paths.set(p, 1);
   }
   writeSeal(root, from, gens, paths);
 }
 
 /** Writes the seal of journals `gens` (of generation `from` and later), which name `paths`. */
-function writeSeal(root: string, from: number, gens: number[], paths: Iterable<string>): void {
-  const byDir = new Map<string, string[]>();
-  for (const p of paths) {
-    const d = dirname(p);
-    (byDir.get(d) ?? byDir.set(d, []).get(d)!).push(p);
-  }
-  if (byDir.size === 0) return;
+function writeSeal(root: string, from: number, gens: number[], paths: PathStates): void {
+  if (paths.size === 0) return;
   const states: Record<string, SealedState> = {};
-  for (const [dir, inDir] of byDir) {
+  for (const [dir, names] of paths.byDir()) {
     // A job that makes and removes many files in one directory: one listing tells which are gone.
-    const listed = inDir.length > LIST_AT ? namesIn(dir) : null;
-    for (const p of inDir) {
-      const name = p.slice(dir.length + 1);
+    const listed = names.size > LIST_AT ? namesIn(dir === '' ? '/' : dir) : null;
+    for (const name of names.keys()) {
       if (listed !== null && plainName(name) && !listed.has(name)) continue;
+      const p = `${dir}/${name}`;
       const s = stateOf(p);
       if (s !== null) states[p] = s;
     }

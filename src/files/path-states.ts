@@ -21,7 +21,7 @@ export class PathStates {
 
   setAt(at: At, v: number): void {
     this.place(at);
-    this.put(this.dir, this.name, v);
+    this.setIn(this.dir, this.name, v);
   }
 
   /** The state at a full host path. */
@@ -32,12 +32,21 @@ export class PathStates {
 
   set(path: string, v: number): void {
     const i = path.lastIndexOf('/');
-    this.put(path.slice(0, i), path.slice(i + 1), v);
+    this.setIn(path.slice(0, i), path.slice(i + 1), v);
   }
 
-  /** Every path with its state. */
-  *entries(): IterableIterator<[string, number]> {
-    for (const [dir, names] of this.dirs) for (const [name, v] of names) yield [`${dir}/${name}`, v];
+  /** The state of `name` in the directory `dir` ('' for the root directory). */
+  setIn(dir: string, name: string, v: number): void {
+    let names = this.dirs.get(dir);
+    if (names === undefined) this.dirs.set(dir, (names = new Map()));
+    const before = names.size;
+    names.set(name, v);
+    this.size += names.size - before;
+  }
+
+  /** Each directory ('' for the root directory) with its names' states. */
+  byDir(): IterableIterator<[string, ReadonlyMap<string, number>]> {
+    return this.dirs.entries();
   }
 
   /** Takes out the paths below `dir` (not `dir` itself), with their states. */
@@ -50,14 +59,6 @@ export class PathStates {
       this.size -= names.size;
     }
     return out;
-  }
-
-  private put(dir: string, name: string, v: number): void {
-    let names = this.dirs.get(dir);
-    if (names === undefined) this.dirs.set(dir, (names = new Map()));
-    const before = names.size;
-    names.set(name, v);
-    this.size += names.size - before;
   }
 
   /**
