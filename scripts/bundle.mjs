@@ -12,7 +12,7 @@
 // - The CLI's main thread: dist/src/cli/main.js and everything it imports, dynamic imports
 //   included (esbuild runs each of those modules' code only when it is imported), as one
 //   CommonJS file, dist/src/cli/main.bundle.cjs, with V8's code cache for it beside it (written
-//   here, by the Node that builds: src/cli/load.ts), which bin/stasis.js loads. Kept out of it:
+//   here, by the Node that builds: src/cli/load.cts), which bin/stasis.js loads. Kept out of it:
 //   packages (binaryen), and instrument/index.js, which only the instrumenter's worker imports
 //   (it loads the unbundled instrument/thread.js) and which would bring binaryen with it.
 //   launcher/threads.js is in it and also loaded by bin/stasis.js before it, to start the
@@ -22,7 +22,7 @@
 import { build } from 'esbuild';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeCache } from '../dist/src/cli/load.js';
+import { writeCache } from '../dist/src/cli/load.cjs';
 
 const MAIN_BUNDLE = 'dist/src/cli/main.bundle.cjs';
 
@@ -51,7 +51,9 @@ await build({
   outfile: MAIN_BUNDLE,
   format: 'cjs',
   define: { 'import.meta.url': 'bundleUrl' },
-  banner: { js: "const bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
+  // One function expression, as Node wraps a CommonJS module: load.cts compiles it as it is.
+  banner: { js: "(function (exports, require, module, __filename, __dirname) {const bundleUrl = require('node:url').pathToFileURL(__filename).href;" },
+  footer: { js: '})' },
   packages: 'external',
   plugins: [{
     name: 'own-modules',

@@ -11,6 +11,7 @@ import { newKey, socketPath, unregister } from '../control/registry.js';
 import { ImageError, StasisError } from '../errors.js';
 import { runProgram, type Post } from '../engine/program.js';
 import type { GuestResult } from '../engine/protocol.js';
+import { writeAllSync } from '../util/fs.js';
 import { nativeInline } from '../wasi/native.js';
 import { openLink } from './session.js';
 import type { SideData } from './side.js';
@@ -47,6 +48,8 @@ async function superviseOnMainThread(s: Supervised): Promise<GuestResult> {
     announce(sv, key, socket);
     const side = takeThread(SIDE_WORKER);
     side.on('error', () => {}); // it reports its own failure, and ends the process (side.ts)
+    // What it wrote before its writes went to the file descriptors directly.
+    for (const [stream, fd] of [[side.stdout, 1], [side.stderr, 2]] as const) stream.on('data', (chunk: Buffer) => writeAllSync(fd, chunk));
     const guest = new MessageChannel();
     const post: Post = (m, transfer) => {
       if (m.type === 'restored') s.onRestored?.();

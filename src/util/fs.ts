@@ -204,6 +204,11 @@ export async function allSettled(steps: Promise<unknown>[]): Promise<void> {
   if (failed !== undefined) throw failed.reason;
 }
 
+/** Writes all of `bytes` to `fd`, synchronously (a pipe may take them in parts). */
+export function writeAllSync(fd: number, bytes: Uint8Array): void {
+  for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off);
+}
+
 /**
  * Replaces `path` with `data` in one step, for files readers may look at any time (a registry
  * entry, a cache entry): written beside it under a unique name, then renamed over it. Not

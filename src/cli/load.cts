@@ -1,35 +1,39 @@
-// Loading the CLI's bundle (scripts/bundle.mjs) with V8's code cache: compiling its ~370 KB
+// Loading the CLI's bundle (scripts/bundle.mjs) with V8's code cache: compiling its ~440 KB
 // costs every command ~15 ms of the main thread, which start-up pays before the program runs;
 // from the cache written beside it at build time, ~4 ms. Node 20 keeps no code cache for ES
 // modules, so the bundle is CommonJS, compiled here as a vm.Script with the cache. A cache from
 // another Node (V8) or other V8 flags is rejected by V8, and the bundle is then compiled as usual.
+// This file is CommonJS too (bin/stasis.js requires it): each ES module costs start-up ~1 ms in
+// Node's ES module loader, and each Node built-in it imports a facade copied export by export
+// (node:fs's loads Node's streams with it).
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
-import * as vm from 'node:vm';
-import { lendImporter } from '../util/import.js';
+import { Script } from 'node:vm';
 
 /** Where the code cache of a bundle is kept. */
 export const cacheOf = (bundle: string): string => `${bundle}.v8cache`;
 
-function compile(bundle: string, cachedData?: Buffer): vm.Script {
-  const source = `(function (exports, require, module, __filename, __dirname) {${readFileSync(bundle, 'utf8')}\n})`;
-  return new vm.Script(source, {
-    filename: bundle,
-    ...(cachedData !== undefined && { cachedData }),
-  });
+// The bundle is one function expression, `(function (exports, require, module, __filename,
+// __dirname) {...})` (scripts/bundle.mjs): its text is compiled as it was read, not copied
+// into a wrapper first (a second string of its size, which start-up would also collect).
+function compile(bundle: string, cachedData?: Buffer): Script {
+  return new Script(readFileSync(bundle, 'utf8'), { filename: bundle, ...(cachedData !== undefined && { cachedData }) });
 }
 
-/** Runs a CommonJS bundle as Node would require it, from its code cache when that is usable. */
-export function runBundle(bundle: string): void {
+/**
+ * Runs a CommonJS bundle as Node would require it, from its code cache when that is usable.
+ * A script's import() has no loader: the bundle imports (plugins) with `importer`, an ES
+ * module's import() (src/util/import.ts).
+ */
+export function runBundle(bundle: string, importer: (url: string) => Promise<unknown>): void {
   let cachedData: Buffer | undefined;
   try {
     cachedData = readFileSync(cacheOf(bundle));
   } catch {
     // none: compiled from its source
   }
-  // A script's import() has no loader: the bundle imports (plugins) with this module's.
-  lendImporter((url) => import(url));
+  (globalThis as Record<symbol, unknown>)[Symbol.for('stasis.import')] = importer;
   const module = { exports: {} };
   const fn = compile(bundle, cachedData).runInThisContext() as (...a: unknown[]) => void;
   fn.call(module.exports, module.exports, createRequire(bundle), module, bundle, dirname(bundle));
