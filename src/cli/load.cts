@@ -24,7 +24,8 @@ function compile(bundle: string, cachedData?: Buffer): Script {
 /**
  * Runs a CommonJS bundle as Node would require it, from its code cache when that is usable.
  * A script's import() has no loader: the bundle imports (plugins) with `importer`, an ES
- * module's import() (src/util/import.ts).
+ * module's import() (src/util/import.ts). With STASIS_CODE_CACHE_AFTER_RUN=1 (scripts/bundle.mjs),
+ * the code cache is written again as the process exits, with the functions this run compiled.
  */
 export function runBundle(bundle: string, importer: (url: string) => Promise<unknown>): void {
   let cachedData: Buffer | undefined;
@@ -35,14 +36,20 @@ export function runBundle(bundle: string, importer: (url: string) => Promise<unk
   }
   (globalThis as Record<symbol, unknown>)[Symbol.for('stasis.import')] = importer;
   const module = { exports: {} };
-  const fn = compile(bundle, cachedData).runInThisContext() as (...a: unknown[]) => void;
+  const script = compile(bundle, cachedData);
+  if (process.env['STASIS_CODE_CACHE_AFTER_RUN'] === '1') process.once('exit', () => save(bundle, script));
+  const fn = script.runInThisContext() as (...a: unknown[]) => void;
   fn.call(module.exports, module.exports, createRequire(bundle), module, bundle, dirname(bundle));
 }
 
-/** Writes a bundle's code cache (at build time, by the Node that will run it). */
+/** Writes a bundle's code cache (at build time, by the Node that will run it): the functions V8
+ *  compiles at once, not those it compiles at their first call. */
 export function writeCache(bundle: string): void {
-  const data = compile(bundle).createCachedData();
+  save(bundle, compile(bundle));
+}
+
+function save(bundle: string, script: Script): void {
   const tmp = `${cacheOf(bundle)}.tmp`;
-  writeFileSync(tmp, data);
+  writeFileSync(tmp, script.createCachedData());
   renameSync(tmp, cacheOf(bundle));
 }
