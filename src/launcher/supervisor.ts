@@ -13,7 +13,6 @@ import type { GuestResult } from '../engine/protocol.js';
 import type { CopyCache } from '../files/capture.js';
 import { JOURNAL_DIR, sealJournals, unseal } from '../files/journal.js';
 import { IMAGES, type Codec } from '../image/format.js';
-import { listImages } from '../image/read.js';
 import type { GlobalValue } from '../image/schema.js';
 import type { Checkpoints, CheckpointResult, CheckpointSetting } from './checkpoints.js';
 import { guestInWorker, type GuestSession, type GuestSetup } from './session.js';
@@ -99,9 +98,10 @@ export interface RunStart {
 /** Before the program runs: its checkpoint directory made, the run's journals unsealed. */
 export async function beginRun(s: Supervisor): Promise<RunStart> {
   mkdirSync(s.ckptDir, { recursive: true });
-  // A new checkpoint directory has none to list (listing is asynchronous: the thread pool's first
-  // use, and turns of the event loop, on a launch's way to its program).
-  const images = existsSync(join(s.ckptDir, IMAGES)) ? await listImages(s.ckptDir) : [];
+  // A new checkpoint directory has none to list (nor the image reader loaded: listing is
+  // asynchronous, the thread pool's first use and turns of the event loop, on a launch's way to
+  // its program).
+  const images = existsSync(join(s.ckptDir, IMAGES)) ? await (await import('../image/read.js')).listImages(s.ckptDir) : [];
   const generation = Math.max(0, ...images.map((r) => r.generation));
   const journaled = s.policy.noRollback !== true;
   if (journaled) unseal(s.ckptDir);

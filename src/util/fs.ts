@@ -1,6 +1,7 @@
 // Small file-system helpers for durable, atomic publication.
-import { closeSync, constants, fstatSync, fsync, openSync, readFileSync, readSync, renameSync, rmSync, unlinkSync, write, writeFileSync, writeSync, type Stats } from 'node:fs';
-import { rm } from 'node:fs/promises';
+// node:fs's callbacks, promisified, not node:fs/promises: loading that costs every command's
+// start-up ~1.5 ms (and its allocations a collection of the young generation, sooner).
+import { closeSync, constants, fstatSync, fsync, openSync, readFileSync, readSync, renameSync, rm, rmSync, unlinkSync, write, writeFileSync, writeSync, type Stats } from 'node:fs';
 import { promisify } from 'node:util';
 import { nodeCrypto } from './builtins.js';
 
@@ -230,7 +231,7 @@ export function replaceFileSync(path: string, data: Uint8Array | string, mode = 
 }
 
 export async function rmrf(path: string): Promise<void> {
-  await rm(path, { recursive: true, force: true, maxRetries: 2 });
+  await promisify(rm)(path, { recursive: true, force: true, maxRetries: 2 });
 }
 
 /**
