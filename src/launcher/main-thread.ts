@@ -60,7 +60,12 @@ async function superviseOnMainThread(s: Supervised): Promise<GuestResult> {
     const handOver = (): void => {
       const { plugins: _, ...supervised } = sv;
       const data: SideData = { supervisor: supervised, run, link, guest: guest.port2, key, socket, fd };
-      side.postMessage(data, [link.spares!, link.guards!, guest.port2]);
+      // The instrumented module's bytes (for the images) are moved, not copied on this thread's
+      // way to the program (tens of ms for a big one), when they are a buffer of their own: this
+      // thread has compiled them and needs them no more.
+      const bytes = sv.moduleBytes;
+      const own = bytes.buffer instanceof ArrayBuffer && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
+      side.postMessage(data, [link.spares!, link.guards!, guest.port2, ...own ? [bytes.buffer as ArrayBuffer] : []]);
     };
     const restore = program.restore;
     if (restore === undefined) handOver();
