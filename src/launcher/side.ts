@@ -6,11 +6,11 @@ import { serve } from '../control/channel.js';
 import { EXIT } from '../errors.js';
 import { loadPlugins } from '../files/plugin.js';
 import { builtinPolicy } from '../files/policy.js';
+import { writeAllSync } from '../util/fs.js';
 import { GuestSession, type SessionLink } from './session.js';
 import { exitProcess, onForwardedSignals, pauseForTest } from './signals.js';
 import { superviseSession, type RunStart, type Supervisor } from './supervisor.js';
 import { SIDE_WORKER } from './threads.js';
-import { writeAllSync } from '../util/fs.js';
 
 /** The run, from the main thread. */
 export interface SideData {
