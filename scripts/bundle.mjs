@@ -22,7 +22,6 @@
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeCache } from '../dist/src/cli/load.cjs';
@@ -79,7 +78,7 @@ trainCache();
 function trainCache() {
   const program = join(root, 'bench', 'wasm', 'empty.wasm');
   if (!existsSync(program)) return;
-  const tmp = mkdtempSync(join(tmpdir(), 'stasis-build-'));
+  const tmp = mkdtempSync(join(root, 'dist', 'train-')); // written by this build already: writable
   const stasis = (args, env = {}) => spawnSync(process.execPath, [join(root, 'bin', 'stasis.js'), ...args], {
     env: { ...process.env, STASIS_CACHE_DIR: join(tmp, 'modules'), ...env }, stdio: ['ignore', 'ignore', 'pipe'], timeout: 300_000,
   });
