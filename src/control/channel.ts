@@ -1,7 +1,8 @@
 // The control channel: newline-delimited JSON over a Unix socket readable only by its owner.
 import { chmodSync, rmSync } from 'node:fs';
-import * as net from 'node:net';
+import type * as net from 'node:net';
 import { StasisError } from '../errors.js';
+import { nodeNet } from '../util/builtins.js';
 
 export type Request =
   | { cmd: 'checkpoint'; exit?: boolean }
@@ -16,7 +17,7 @@ export type Handler = (req: Request) => Promise<Reply>;
  *  before this thread could serve it, by the native addon's listenUnix). */
 export function serve(path: string, handler: Handler, fd?: number): net.Server {
   if (fd === undefined) rmSync(path, { force: true });
-  const server = net.createServer((conn) => {
+  const server = nodeNet().createServer((conn) => {
     let buf = '';
     conn.setEncoding('utf8');
     conn.on('data', (chunk: string) => {
@@ -56,7 +57,7 @@ export function serve(path: string, handler: Handler, fd?: number): net.Server {
 /** Sends one request and waits for its reply. */
 export function request(path: string, req: Request, timeoutMs = 0): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const conn = net.createConnection(path);
+    const conn = nodeNet().createConnection(path);
     let buf = '';
     const timer = timeoutMs > 0 ? setTimeout(() => {
       conn.destroy();

@@ -24,16 +24,22 @@ export interface Entry {
  * directory of another user's in a sticky /tmp cannot be swapped once checked.
  */
 export function runtimeDir(): string {
-  const uid = userInfo().uid;
+  // The effective uid, as userInfo() has it, without its look-up in the user database.
+  const uid = process.geteuid?.() ?? userInfo().uid;
   const base = process.env.XDG_RUNTIME_DIR ?? tmpdir();
   const dir = join(base, `stasis-${uid}`);
-  mkdirSync(base, { recursive: true });
-  try {
-    mkdirSync(dir, { mode: 0o700 });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  // Made when missing (looked at first: a launch asks several times, and a refused mkdir costs
+  // an exception each time).
+  let st = lstatSync(dir, { throwIfNoEntry: false });
+  if (st === undefined) {
+    mkdirSync(base, { recursive: true });
+    try {
+      mkdirSync(dir, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    st = lstatSync(dir);
   }
-  const st = lstatSync(dir);
   const way = `remove it if it is not yours to keep, or set XDG_RUNTIME_DIR to a directory only you can write`;
   if (st.isSymbolicLink()) throw new StasisError('FILE_ACCESS', `runtime directory ${dir} is a symbolic link (to ${readlinkSync(dir)}), not a directory Stasis made; ${way}`);
   if (!st.isDirectory()) throw new StasisError('FILE_ACCESS', `runtime directory ${dir} is not a directory; ${way}`);

@@ -17,7 +17,10 @@ import { CONTROL_WORDS, Control, WASM_PAGE, type GuestData, type GuestMessage, t
 export type Post = (m: GuestMessage, transfer?: ArrayBuffer[]) => void;
 
 /** The program as the thread that runs it gets it. */
-export interface Program extends Omit<GuestData, 'stdin' | 'restore'> {
+export interface Program extends Omit<GuestData, 'module' | 'stdin' | 'restore'> {
+  /** The module, or its compilation still under way (a launch compiles a cached module in the
+   *  background while it sets up: launcher/instrumented.ts). */
+  module: WebAssembly.Module | Promise<WebAssembly.Module>;
   stdin: StdinFrom;
   restore?: RestoreSetup;
 }
@@ -45,7 +48,7 @@ export async function runProgram(data: Program, post: Post): Promise<GuestResult
     if (ck.poll) imports[POLL_IMPORT.module] = { [POLL_IMPORT.name]: () => checkpointer.poll() };
     engine = checkpointer;
   }
-  const instance = new WebAssembly.Instance(data.module, imports);
+  const instance = new WebAssembly.Instance(await data.module, imports);
   const ex = instance.exports as AsyncifyExports;
   engine?.attach(ex);
   // Under checkpoint control, publish the memory size: the main thread prepares a capture

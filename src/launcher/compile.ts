@@ -1,5 +1,5 @@
 // How V8 compiles a program's wasm functions, chosen per command (`--compile`).
-import { setFlagsFromString } from 'node:v8';
+import { nodeV8 } from '../util/builtins.js';
 
 /**
  * - 'optimized': by the optimizing compiler (TurboFan) at each function's first call. Best for
@@ -19,7 +19,7 @@ let applied: CompileMode | null = null;
  * it holds for every program in the process from then on (the CLI runs one per process).
  */
 export function useCompileMode(mode: CompileMode): void {
-  setFlagsFromString(mode === 'optimized' ? '--no-liftoff' : '--liftoff');
+  nodeV8().setFlagsFromString(mode === 'optimized' ? '--no-liftoff' : '--liftoff');
   applied = mode;
 }
 

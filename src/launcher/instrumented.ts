@@ -19,9 +19,13 @@ const OPTS: InstrumentOptions = { polls: true };
 /** How often a process waiting for another one's instrumentation looks for the entry. */
 const WAIT_POLL_MS = 200;
 
+/** A module compiled, or compiling in V8's background threads (a cache hit's). */
+type Compiled = WebAssembly.Module | Promise<WebAssembly.Module>;
+
 /** The program instrumented and compiled: from the cache (the original is neither compiled nor
- *  hashed twice; the cached module's hash is checked while it compiles), else vetted and built. */
-export async function instrumentedModule(path: string): Promise<{ inst: InstrumentedModule; module: WebAssembly.Module }> {
+ *  hashed twice; the cached module's hash is checked while it compiles, and its compilation
+ *  goes on while the launch sets up), else vetted and built. */
+export async function instrumentedModule(path: string): Promise<{ inst: InstrumentedModule; module: Compiled }> {
   const cacheDir = defaultCacheDir();
   const source = sourceOf(path, () => readModuleBytes(path), cacheDir);
   const hit = await cached(source.sourceHash, cacheDir);
@@ -101,17 +105,18 @@ async function build(path: string, bytes: Uint8Array, sourceHash: string, style:
   }
 }
 
-/** A cache hit, compiled, with its hash checked; null on a miss or a damaged entry. */
-async function cached(sourceHash: string, cacheDir: string): Promise<{ inst: InstrumentedModule; module: WebAssembly.Module } | null> {
+/** A cache hit with its hash checked, compiling; null on a miss or a damaged entry (rebuilt). */
+async function cached(sourceHash: string, cacheDir: string): Promise<{ inst: InstrumentedModule; module: Compiled } | null> {
   const found = await lookupCache(sourceHash, OPTS, cacheDir);
   if (found === null) return null;
-  let module: WebAssembly.Module | null = null;
-  try {
-    module = new WebAssembly.Module(found.module.bytes as Uint8Array<ArrayBuffer>);
-  } catch {
-    // a damaged entry: rebuilt
-  }
-  return await found.verified && module !== null ? { inst: found.module, module } : null;
+  // In V8's threads, while this one checks the hash and sets the launch up (the program waits for
+  // it: engine/program.ts). Its bytes are those written after their instrumentation: one that
+  // does not compile is a fault, not damage, and fails the launch there.
+  const module = WebAssembly.compile(found.module.bytes as Uint8Array<ArrayBuffer>).catch((e: Error) => {
+    throw new StasisError('INTERNAL', `the cached module ${cachedModulePath(sourceHash, OPTS, cacheDir)} does not compile (${e.message}); remove it to instrument the program again`);
+  });
+  module.catch(() => {}); // awaited later: not an unhandled rejection meanwhile
+  return await found.verified ? { inst: found.module, module } : null;
 }
 
 /** The module as it is, compiled, if `stasis instrument` made it (for this version of Stasis). */

@@ -11,6 +11,7 @@ import { newKey, socketPath, unregister } from '../control/registry.js';
 import { ImageError, StasisError } from '../errors.js';
 import { runProgram, type Post } from '../engine/program.js';
 import type { GuestResult } from '../engine/protocol.js';
+import { writeAllSync } from '../util/fs.js';
 import { nativeInline } from '../wasi/native.js';
 import { openLink } from './session.js';
 import type { SideData } from './side.js';
@@ -47,6 +48,8 @@ async function superviseOnMainThread(s: Supervised): Promise<GuestResult> {
     announce(sv, key, socket);
     const side = takeThread(SIDE_WORKER);
     side.on('error', () => {}); // it reports its own failure, and ends the process (side.ts)
+    // What it wrote before its writes went to the file descriptors directly.
+    for (const [stream, fd] of [[side.stdout, 1], [side.stderr, 2]] as const) stream.on('data', (chunk: Buffer) => writeAllSync(fd, chunk));
     const guest = new MessageChannel();
     const post: Post = (m, transfer) => {
       if (m.type === 'restored') s.onRestored?.();
@@ -57,7 +60,12 @@ async function superviseOnMainThread(s: Supervised): Promise<GuestResult> {
     const handOver = (): void => {
       const { plugins: _, ...supervised } = sv;
       const data: SideData = { supervisor: supervised, run, link, guest: guest.port2, key, socket, fd };
-      side.postMessage(data, [link.spares!, link.guards!, guest.port2]);
+      // The instrumented module's bytes (for the images) are moved, not copied on this thread's
+      // way to the program (tens of ms for a big one), when they are a buffer of their own: this
+      // thread has compiled them and needs them no more.
+      const bytes = sv.moduleBytes;
+      const own = bytes.buffer instanceof ArrayBuffer && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
+      side.postMessage(data, [link.spares!, link.guards!, guest.port2, ...own ? [bytes.buffer as ArrayBuffer] : []]);
     };
     const restore = program.restore;
     if (restore === undefined) handOver();

@@ -31,7 +31,8 @@ function reentrySchedule(): number[] {
   return env.split(',').filter((x) => x !== '').map(Number).filter((x) => Number.isFinite(x) && x >= 0);
 }
 
-export type GuestSetup = Omit<GuestData, 'writeBehind' | 'stdin' | 'checkpoint' | 'restore'> & {
+export type GuestSetup = Omit<GuestData, 'module' | 'writeBehind' | 'stdin' | 'checkpoint' | 'restore'> & {
+  module: Program['module'];
   checkpoint?: Omit<NonNullable<GuestData['checkpoint']>, 'control' | 'spares' | 'guards'>;
   /** For a restart: its state, and what puts its files in place. */
   restore?: RestoreSetup;
@@ -89,11 +90,11 @@ export function openLink(setup: GuestSetup, polled: Program['stdin'] | null = nu
   return { program, link, transfer };
 }
 
-/** The guest in a worker (the API's arrangement, and the CLI's without the addon). */
-export function guestInWorker(setup: GuestSetup): GuestSession {
+/** The guest in a worker (the API's arrangement, and the CLI's without the addon), its module compiled. */
+export function guestInWorker(setup: GuestSetup & { module: WebAssembly.Module }): GuestSession {
   const { program, link, transfer } = openLink(setup);
   const { restore, stdin: _, ...rest } = program;
-  const data: GuestData = { ...rest, stdin: link.stdin };
+  const data: GuestData = { ...rest, module: setup.module, stdin: link.stdin };
   const files = restore ? new MessageChannel() : null;
   if (restore) {
     const { putFiles: _p, ...state } = restore;

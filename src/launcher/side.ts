@@ -1,12 +1,12 @@
 // The side thread's entry: it supervises a program that runs on the main thread
 // (main-thread.ts), as the main thread supervises one in a worker (supervisor.ts's
 // superviseSession). The main thread hands it the run as its first message.
-import { writeSync } from 'node:fs';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { serve } from '../control/channel.js';
 import { EXIT } from '../errors.js';
 import { loadPlugins } from '../files/plugin.js';
 import { builtinPolicy } from '../files/policy.js';
+import { writeAllSync } from '../util/fs.js';
 import { GuestSession, type SessionLink } from './session.js';
 import { exitProcess, onForwardedSignals, pauseForTest } from './signals.js';
 import { superviseSession, type RunStart, type Supervisor } from './supervisor.js';
@@ -39,8 +39,7 @@ if (parentPort !== null && workerData?.kind === SIDE_WORKER) {
   // turn while the program computes: what this thread says is written directly.
   for (const [stream, fd] of [[process.stdout, 1], [process.stderr, 2]] as const) {
     stream.write = ((chunk: string | Uint8Array, encoding?: unknown, done?: unknown): boolean => {
-      const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-      for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off);
+      writeAllSync(fd, typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
       const cb = typeof encoding === 'function' ? encoding : done;
       if (typeof cb === 'function') process.nextTick(cb as () => void);
       return true;

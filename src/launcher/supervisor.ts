@@ -3,7 +3,7 @@
 // The supervision is the same wherever the program runs (superviseSession): in a worker
 // started from here (supervise), or on the main thread while a side thread supervises it
 // (main-thread.ts, side.ts).
-import { mkdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import type * as net from 'node:net';
 import { serve, type Handler, type Reply, type Request } from '../control/channel.js';
 import { newKey, register, socketPath, unregister } from '../control/registry.js';
@@ -12,8 +12,7 @@ import { EXIT, StasisError } from '../errors.js';
 import type { GuestResult } from '../engine/protocol.js';
 import type { CopyCache } from '../files/capture.js';
 import { JOURNAL_DIR, sealJournals, unseal } from '../files/journal.js';
-import type { Codec } from '../image/format.js';
-import { listImages } from '../image/read.js';
+import { IMAGES, type Codec } from '../image/format.js';
 import type { GlobalValue } from '../image/schema.js';
 import type { Checkpoints, CheckpointResult, CheckpointSetting } from './checkpoints.js';
 import { guestInWorker, type GuestSession, type GuestSetup } from './session.js';
@@ -99,7 +98,11 @@ export interface RunStart {
 /** Before the program runs: its checkpoint directory made, the run's journals unsealed. */
 export async function beginRun(s: Supervisor): Promise<RunStart> {
   mkdirSync(s.ckptDir, { recursive: true });
-  const generation = Math.max(0, ...(await listImages(s.ckptDir)).map((r) => r.generation));
+  // A new checkpoint directory has none to list (nor the image reader loaded: listing is
+  // asynchronous, the thread pool's first use and turns of the event loop, on a launch's way to
+  // its program).
+  const images = existsSync(join(s.ckptDir, IMAGES)) ? await (await import('../image/read.js')).listImages(s.ckptDir) : [];
+  const generation = Math.max(0, ...images.map((r) => r.generation));
   const journaled = s.policy.noRollback !== true;
   if (journaled) unseal(s.ckptDir);
   return { generation, journaled };
@@ -138,7 +141,7 @@ export function announce(s: Supervisor, key: string, socket: string): void {
 export async function supervise(s: Supervised): Promise<GuestResult> {
   const sv = supervisor(s);
   const run = await beginRun(sv);
-  const session = guestInWorker({ ...s.setup, checkpoint: checkpointSetup(sv, run) });
+  const session = guestInWorker({ ...s.setup, module: await s.setup.module, checkpoint: checkpointSetup(sv, run) });
   if (s.onRestored !== undefined) void session.restored.then(s.onRestored);
   const key = newKey();
   const socket = socketPath(key);

@@ -47,5 +47,9 @@ function spawn(kind: ThreadKind): Worker {
   // Said now: a thread that cannot load fails later, unheard while the program computes on the
   // main thread.
   if (!existsSync(entry)) throw new StasisError('INTERNAL', `${fileURLToPath(entry)} is missing: build Stasis again (npm run build)`);
-  return new Worker(entry, { workerData: { kind }, stdin: false, stdout: false, stderr: false });
+  // The side thread writes to its stdout and stderr directly (side.ts): they are not piped into
+  // this thread's process.stdout and stderr, which would cost a launch's start-up ~2.5 ms of
+  // this thread's time (making those streams); main-thread.ts copies what it wrote before.
+  const own = kind === SIDE_WORKER;
+  return new Worker(entry, { workerData: { kind }, stdin: false, stdout: own, stderr: own });
 }

@@ -2,7 +2,7 @@
 // (host.ts) checks rights and dispatches to them instead of switching on the kind.
 // Each fd holds its plain state (offset, flags, rights, location) next to its live host handle,
 // and state() returns the former as data.
-import * as fs from 'node:fs';
+import { existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, readSync, readdirSync, readlinkSync, writeSync, type BigIntStats, type Stats } from 'node:fs';
 import { Errno, Fdflags, Filetype, RIGHTS_FILE, Whence } from './constants.js';
 import { WasiError } from './errno.js';
 import { pause } from './interrupt.js';
@@ -28,7 +28,7 @@ export abstract class Fd {
   /** Releases the live host handle. */
   abstract close(): void;
   /** Host metadata, for fd_filestat_get. */
-  abstract stat(): fs.BigIntStats;
+  abstract stat(): BigIntStats;
 
   /** Reads into the guest's iovecs; returns bytes read. */
   read(_mem: GuestMemory, _iovs: number, _n: number): number {
@@ -113,7 +113,7 @@ function iovecIo(
     if (len === 0) continue;
     let done: number;
     try {
-      done = write ? fs.writeSync(handle, bytes, ptr, len, pos) : fs.readSync(handle, bytes, ptr, len, pos);
+      done = write ? writeSync(handle, bytes, ptr, len, pos) : readSync(handle, bytes, ptr, len, pos);
     } catch (e) {
       if (total > 0) break;
       throw e;
@@ -132,7 +132,7 @@ function iovecBytes(mem: GuestMemory, iovs: number, n: number): number {
   return total;
 }
 
-export function filetypeOf(st: Pick<fs.Stats, 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isCharacterDevice' | 'isBlockDevice' | 'isSocket'>): number {
+export function filetypeOf(st: Pick<Stats, 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isCharacterDevice' | 'isBlockDevice' | 'isSocket'>): number {
   if (st.isFile()) return Filetype.REGULAR_FILE;
   if (st.isDirectory()) return Filetype.DIRECTORY;
   if (st.isSymbolicLink()) return Filetype.SYMBOLIC_LINK;
@@ -171,7 +171,7 @@ export class FileFd extends Fd {
   }
 
   get filetype(): number {
-    this.type ??= filetypeOf(fs.fstatSync(this.handle));
+    this.type ??= filetypeOf(fstatSync(this.handle));
     if (this.type !== Filetype.DIRECTORY) this.rightsBase &= RIGHTS_FILE;
     return this.type;
   }
@@ -201,8 +201,8 @@ export class FileFd extends Fd {
     this.writeBehind.takeError(this.handle);
   }
 
-  stat(): fs.BigIntStats {
-    return fs.fstatSync(this.handle, { bigint: true });
+  stat(): BigIntStats {
+    return fstatSync(this.handle, { bigint: true });
   }
 
   override read(mem: GuestMemory, iovs: number, n: number): number {
@@ -273,7 +273,7 @@ export class FileFd extends Fd {
 
   override setSize(size: number): void {
     if (this.changes.active) this.changes.beforeTruncate(this.handle, size);
-    fs.ftruncateSync(this.handle, size);
+    ftruncateSync(this.handle, size);
   }
 
   override allocate(offset: number, len: number): void {
@@ -281,7 +281,7 @@ export class FileFd extends Fd {
     const end = offset + len;
     if (end <= Number(this.stat().size)) return;
     if (this.changes.active) this.changes.beforeTruncate(this.handle, end);
-    fs.ftruncateSync(this.handle, end);
+    ftruncateSync(this.handle, end);
   }
 
   override setTimes(atime: TimeSpec, mtime: TimeSpec): void {
@@ -291,8 +291,8 @@ export class FileFd extends Fd {
 
   override sync(dataOnly: boolean): void {
     this.writeBehind.takeError(this.handle);
-    if (dataOnly) fs.fdatasyncSync(this.handle);
-    else fs.fsyncSync(this.handle);
+    if (dataOnly) fdatasyncSync(this.handle);
+    else fsyncSync(this.handle);
   }
 
   override readReady(): { ready: boolean; nbytes: number } {
@@ -302,7 +302,7 @@ export class FileFd extends Fd {
 }
 
 /** On Linux, /proc/self/fd/N names the very directory a handle was opened on. */
-const PROC_FD = fs.existsSync('/proc/self/fd') ? '/proc/self/fd/' : null;
+const PROC_FD = existsSync('/proc/self/fd') ? '/proc/self/fd/' : null;
 
 /** A directory: an open host handle (its identity), and a readdir listing. */
 export class DirFd extends Fd {
@@ -337,7 +337,7 @@ export class DirFd extends Fd {
   refreshRoot(): void {
     if (PROC_FD === null) return; // no way to ask the kernel; keep the path
     const link = PROC_FD + this.handle;
-    const now = fs.readlinkSync(link);
+    const now = readlinkSync(link);
     this.root = now.startsWith('/') && !now.endsWith(' (deleted)') ? now : link;
   }
 
@@ -362,8 +362,8 @@ export class DirFd extends Fd {
     closeFd(this.handle);
   }
 
-  stat(): fs.BigIntStats {
-    return fs.fstatSync(this.handle, { bigint: true });
+  stat(): BigIntStats {
+    return fstatSync(this.handle, { bigint: true });
   }
 
   override read(): number {
@@ -391,7 +391,7 @@ export class DirFd extends Fd {
     setTimesFd(this.handle, atime, mtime);
   }
   override sync(): void {
-    fs.fsyncSync(this.handle);
+    fsyncSync(this.handle);
   }
 
   /**
@@ -400,7 +400,7 @@ export class DirFd extends Fd {
    */
   entries(cookie: number): string[] {
     if (cookie === 0 || this.listing === null) {
-      this.listing = fs.readdirSync(this.root).sort();
+      this.listing = readdirSync(this.root).sort();
     }
     return ['.', '..', ...this.listing].slice(cookie);
   }
@@ -428,8 +428,8 @@ export class StdioFd extends Fd {
 
   close(): void {}
 
-  stat(): fs.BigIntStats {
-    return fs.fstatSync(this.stream, { bigint: true });
+  stat(): BigIntStats {
+    return fstatSync(this.stream, { bigint: true });
   }
 
   override read(mem: GuestMemory, iovs: number, n: number): number {
@@ -466,8 +466,8 @@ export class StdioFd extends Fd {
 
   override sync(dataOnly: boolean): void {
     try {
-      if (dataOnly) fs.fdatasyncSync(this.stream);
-      else fs.fsyncSync(this.stream);
+      if (dataOnly) fdatasyncSync(this.stream);
+      else fsyncSync(this.stream);
     } catch (e) {
       // Terminals and pipes cannot be synced; there is nothing to make durable.
       if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
@@ -489,7 +489,7 @@ function writeAll(h: number, buf: Buffer, ptr: number, len: number): number {
   let done = 0;
   while (done < len) {
     try {
-      done += fs.writeSync(h, buf, ptr + done, len - done);
+      done += writeSync(h, buf, ptr + done, len - done);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') {
         if (done > 0) return done;

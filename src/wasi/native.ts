@@ -19,7 +19,7 @@
 // The pages written since a capture (native/dirty.c, Linux >= 6.7): without them (or where the
 // kernel refuses), a capture compares the whole memory with the previous one.
 import { createRequire } from 'node:module';
-import * as fs from 'node:fs';
+import { existsSync, fstatSync, futimesSync, lstatSync, lutimesSync, statSync, utimesSync, type BigIntStats } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { getSystemErrorName } from 'node:util';
 
@@ -104,7 +104,7 @@ function loadAddon(): Addon | null {
   const require = createRequire(import.meta.url);
   for (const rel of CANDIDATES) {
     const file = new URL(rel, import.meta.url);
-    if (!fs.existsSync(file)) continue;
+    if (!existsSync(file)) continue;
     try {
       const m = require(fileURLToPath(file)) as Partial<Addon>;
       if (typeof m.futimens === 'function' && typeof m.utimensat === 'function') {
@@ -229,11 +229,11 @@ function fallbackTime(t: TimeSpec, current: () => bigint): number {
 function fallback(
   atime: TimeSpec,
   mtime: TimeSpec,
-  stat: () => fs.BigIntStats,
+  stat: () => BigIntStats,
   set: (a: number, m: number) => void,
 ): void {
-  let st: fs.BigIntStats | undefined;
-  const cur = (): fs.BigIntStats => (st ??= stat());
+  let st: BigIntStats | undefined;
+  const cur = (): BigIntStats => (st ??= stat());
   const a = fallbackTime(atime, () => cur().atimeNs);
   const m = fallbackTime(mtime, () => cur().mtimeNs);
   set(a, m);
@@ -244,7 +244,7 @@ function fallback(
 /** Sets an open file's access/modification times (futimens). */
 export function setTimesFd(fd: number, atimeNs: TimeSpec, mtimeNs: TimeSpec): void {
   if (atimeNs === null && mtimeNs === null) {
-    fs.fstatSync(fd); // nothing to change, but still report a bad fd
+    fstatSync(fd); // nothing to change, but still report a bad fd
     return;
   }
   if (addon) {
@@ -258,8 +258,8 @@ export function setTimesFd(fd: number, atimeNs: TimeSpec, mtimeNs: TimeSpec): vo
   fallback(
     atimeNs,
     mtimeNs,
-    () => fs.fstatSync(fd, { bigint: true }),
-    (a, m) => fs.futimesSync(fd, a, m),
+    () => fstatSync(fd, { bigint: true }),
+    (a, m) => futimesSync(fd, a, m),
   );
 }
 
@@ -276,8 +276,8 @@ export function setTimesPath(
   if (atimeNs === null && mtimeNs === null) {
     // Nothing to change, but report a missing path (Linux utimensat with both
     // UTIME_OMIT succeeds even when the file does not exist).
-    if (followSymlinks) fs.statSync(path);
-    else fs.lstatSync(path);
+    if (followSymlinks) statSync(path);
+    else lstatSync(path);
     return;
   }
   if (addon) {
@@ -291,7 +291,7 @@ export function setTimesPath(
   fallback(
     atimeNs,
     mtimeNs,
-    () => (followSymlinks ? fs.statSync(path, { bigint: true }) : fs.lstatSync(path, { bigint: true })),
-    (a, m) => (followSymlinks ? fs.utimesSync(path, a, m) : fs.lutimesSync(path, a, m)),
+    () => (followSymlinks ? statSync(path, { bigint: true }) : lstatSync(path, { bigint: true })),
+    (a, m) => (followSymlinks ? utimesSync(path, a, m) : lutimesSync(path, a, m)),
   );
 }
