@@ -12,7 +12,7 @@
 // at any instant leaves a journal that covers every change made (an entry whose change never happened undoes to
 // nothing). Nothing is fsynced: after a power loss the last entries may be lost with the
 // page cache, while the program's own writes may have reached the disk (docs/files.md).
-import { BigIntStats, closeSync, constants, copyFileSync, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { BigIntStats, closeSync, constants, copyFileSync, existsSync, fstatSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { genName } from '../image/format.js';
 import { parentAt, pathOfAt, readlinkAt, renameNoReplaceAvailable, statAt, type At, type FileStat } from '../wasi/beneath.js';
@@ -741,7 +741,12 @@ export function readSeal(ckptDir: string): Seal | null {
 
 /** A run about to change files: a seal left by an earlier one says nothing of what this one does. */
 export function unseal(ckptDir: string): void {
-  rmSync(join(ckptDir, JOURNAL_DIR, SEAL), { force: true });
+  // unlink, not rmSync: on every launch's path, and rmSync loads Node's recursive remover.
+  try {
+    unlinkSync(join(ckptDir, JOURNAL_DIR, SEAL));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && (e as NodeJS.ErrnoException).code !== 'ENOTDIR') throw e;
+  }
 }
 
 /** The journals in `root` (CKPT_DIR/journal), by generation. */
