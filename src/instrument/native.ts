@@ -104,12 +104,6 @@ function pieceCodeBytes(): number {
   return Number.isInteger(set) && set > 0 ? set : 3 << 20;
 }
 
-/** A module with at least twice this much instrumented code is cut in at least two pieces, so
- *  that two cores share even the parts of wasm-opt that use one thread (reading, validating,
- *  writing). Smaller pieces are not worth a second wasm-opt's fixed costs. The count depends on
- *  the module alone, not on the machine: the output is the same everywhere. */
-const MIN_PARALLEL_PIECE_BYTES = 256 << 10;
-
 interface Plan { inputs: Uint8Array[]; owner: Int32Array }
 
 /** The pieces to run wasm-opt on, or null to run it on the whole module (no only-list: which
@@ -120,15 +114,13 @@ function plan(pre: Uint8Array, args: AsyncifyArgs): Plan | null {
   const owner = new Int32Array(sizes.length).fill(-1);
   let total = 0;
   for (const d of args.onlyDefined) total += sizes[d]!;
-  const count = Math.max(1, Math.ceil(total / pieceCodeBytes()), Math.min(2, Math.floor(total / MIN_PARALLEL_PIECE_BYTES)));
-  // Biggest functions first, each to the piece with the least code so far: the pieces end up
-  // within one function's size of each other.
-  const load = new Array<number>(count).fill(0);
-  for (const d of [...args.onlyDefined].sort((x, y) => sizes[y]! - sizes[x]! || x - y)) {
-    let k = 0;
-    for (let i = 1; i < count; i++) if (load[i]! < load[k]!) k = i;
+  const count = Math.max(1, Math.ceil(total / pieceCodeBytes()));
+  const per = total / count;
+  let k = 0, acc = 0;
+  for (const d of args.onlyDefined) {
+    if (acc >= per * (k + 1) && k < count - 1) k++;
     owner[d] = k;
-    load[k] = load[k]! + sizes[d]!;
+    acc += sizes[d]!;
   }
   const inputs: Uint8Array[] = [];
   for (let i = 0; i < count; i++) inputs.push(piece(pre, (d) => owner[d] === i));
@@ -161,10 +153,9 @@ export async function asyncifyNativeAsync(tool: NativeTool, input: Uint8Array, a
   const dir = mkdtempSync(join(tmpdir(), 'stasis-asyncify-'));
   const children = new Set<ChildProcess>();
   try {
-    const cores = availableParallelism();
-    const parallel = Math.min(inputs.length, cores);
-    // Several processes: the cores shared among them (the serial parts of each run overlap too).
-    const env = parallel > 1 ? { ...process.env, BINARYEN_CORES: String(Math.max(1, Math.floor(cores / parallel))) } : process.env;
+    const parallel = Math.min(inputs.length, availableParallelism());
+    // More processes than one: one thread each (the serial parts of each run overlap too).
+    const env = parallel > 1 ? { ...process.env, BINARYEN_CORES: '1' } : process.env;
     const outputs: Uint8Array[] = new Array(inputs.length);
     let next = 0;
     const worker = async (): Promise<void> => {
