@@ -201,45 +201,84 @@ export function callees(a: ModuleAnalysis, f: FuncInfo): string[] {
   return out;
 }
 
+/** The call graph among defined functions, by position in `a.defined`: each function's
+ *  callees (direct, then indirect by signature, as `callees` lists them), each once. Built once
+ *  per search: the greedy search below recomputes the components of a shrinking set many times
+ *  (168 rounds on SQLite's component of 1023 functions). */
+interface CallGraph { names: string[]; succ: Int32Array[]; selfLoop: Uint8Array }
+
+function callGraph(a: ModuleAnalysis): CallGraph {
+  const names = a.defined.map((f) => f.name);
+  const index = new Map(names.map((n, i) => [n, i]));
+  const selfLoop = new Uint8Array(names.length);
+  const succ = a.defined.map((f, v) => {
+    const out: number[] = [];
+    const seen = new Set<number>();
+    for (const c of callees(a, f)) {
+      const w = index.get(c);
+      if (w === undefined || seen.has(w)) continue;
+      seen.add(w);
+      out.push(w);
+      if (w === v) selfLoop[v] = 1;
+    }
+    return Int32Array.from(out);
+  });
+  return { names, succ, selfLoop };
+}
+
 /** Strongly connected components of the call graph among defined functions (Tarjan, iterative).
  *  Returns the components that contain a cycle (size > 1, or a function calling itself). */
 export function cyclicComponents(a: ModuleAnalysis, restrictTo?: Set<string>): string[][] {
-  const index = new Map<string, number>();
-  const low = new Map<string, number>();
-  const onStack = new Set<string>();
-  const stack: string[] = [];
-  const result: string[][] = [];
+  const g = callGraph(a);
+  let nodes = g.names.map((_, i) => i);
+  let member: Uint8Array | null = null;
+  if (restrictTo) {
+    const index = new Map(g.names.map((n, i) => [n, i]));
+    nodes = [...restrictTo].flatMap((n) => index.get(n) ?? []);
+    member = new Uint8Array(g.names.length);
+    for (const v of nodes) member[v] = 1;
+  }
+  return components(g, nodes, member).map((c) => c.map((v) => g.names[v]!));
+}
+
+/** Tarjan's algorithm from `nodes` (in order) over the subgraph of `member` (null: all). */
+function components(g: CallGraph, nodes: Iterable<number>, member: Uint8Array | null): number[][] {
+  const n = g.names.length;
+  const index = new Int32Array(n).fill(-1);
+  const low = new Int32Array(n);
+  const onStack = new Uint8Array(n);
+  const stack: number[] = [];
+  const result: number[][] = [];
   let next = 0;
-  const succ = (name: string): string[] =>
-    callees(a, a.funcs.get(name)!).filter((c) => !a.funcs.get(c)?.imported && (!restrictTo || restrictTo.has(c)));
-  const nodes = restrictTo ? [...restrictTo] : a.defined.map((f) => f.name);
+  const work: { v: number; i: number }[] = [];
+  const open = (v: number): void => {
+    index[v] = low[v] = next++;
+    stack.push(v); onStack[v] = 1;
+    work.push({ v, i: 0 });
+  };
   for (const root of nodes) {
-    if (index.has(root)) continue;
-    const work: { v: string; it: string[]; i: number }[] = [];
-    const open = (v: string): void => {
-      index.set(v, next); low.set(v, next); next++;
-      stack.push(v); onStack.add(v);
-      work.push({ v, it: succ(v), i: 0 });
-    };
+    if (index[root]! >= 0) continue;
     open(root);
     while (work.length > 0) {
       const top = work[work.length - 1]!;
-      if (top.i < top.it.length) {
-        const w = top.it[top.i++]!;
-        if (!index.has(w)) open(w);
-        else if (onStack.has(w)) low.set(top.v, Math.min(low.get(top.v)!, index.get(w)!));
+      const outs = g.succ[top.v]!;
+      if (top.i < outs.length) {
+        const w = outs[top.i++]!;
+        if (member !== null && member[w] === 0) continue;
+        if (index[w]! < 0) open(w);
+        else if (onStack[w]) low[top.v] = Math.min(low[top.v]!, index[w]!);
         continue;
       }
       work.pop();
       if (work.length > 0) {
         const parent = work[work.length - 1]!;
-        low.set(parent.v, Math.min(low.get(parent.v)!, low.get(top.v)!));
+        low[parent.v] = Math.min(low[parent.v]!, low[top.v]!);
       }
-      if (low.get(top.v) === index.get(top.v)) {
-        const comp: string[] = [];
-        let w: string;
-        do { w = stack.pop()!; onStack.delete(w); comp.push(w); } while (w !== top.v);
-        if (comp.length > 1 || succ(comp[0]!).includes(comp[0]!)) result.push(comp);
+      if (low[top.v] === index[top.v]) {
+        const comp: number[] = [];
+        let w: number;
+        do { w = stack.pop()!; onStack[w] = 0; comp.push(w); } while (w !== top.v);
+        if (comp.length > 1 || g.selfLoop[comp[0]!]) result.push(comp);
       }
     }
   }
@@ -249,30 +288,38 @@ export function cyclicComponents(a: ModuleAnalysis, restrictTo?: Set<string>): s
 /** A small set of functions that meets every call-graph cycle (greedy feedback vertex set):
  *  a poll at the entry of each of them bounds the calls made between two polls. */
 export function cycleBreakers(a: ModuleAnalysis): Set<string> {
+  const g = callGraph(a);
+  const n = g.names.length;
   const chosen = new Set<string>();
-  let comps = cyclicComponents(a);
+  const inComp = new Uint8Array(n);
+  const indeg = new Int32Array(n);
+  let comps = components(g, g.names.map((_, i) => i), null);
   while (comps.length > 0) {
-    const rest = new Set<string>();
+    const rest: number[] = [];
     for (const comp of comps) {
       if (comp.length > GREEDY_MAX) {
-        for (const v of backEdgeHeads(a, comp)) chosen.add(v);
+        for (const v of backEdgeHeads(g, comp)) chosen.add(g.names[v]!);
         continue;
       }
-      const inComp = new Set(comp);
+      for (const v of comp) inComp[v] = 1;
+      for (const v of comp) for (const w of g.succ[v]!) if (inComp[w]) indeg[w]++;
       // A self-recursive function must be chosen; otherwise take the one with most in*out edges.
       let best = comp[0]!;
       let bestScore = -1;
-      const indeg = new Map<string, number>();
-      for (const v of comp) for (const w of new Set(callees(a, a.funcs.get(v)!))) if (inComp.has(w)) indeg.set(w, (indeg.get(w) ?? 0) + 1);
       for (const v of comp) {
-        const outs = new Set(callees(a, a.funcs.get(v)!).filter((w) => inComp.has(w)));
-        const score = outs.has(v) ? Infinity : outs.size * (indeg.get(v) ?? 0);
+        let outs = 0;
+        for (const w of g.succ[v]!) if (inComp[w]) outs++;
+        const score = g.selfLoop[v] ? Infinity : outs * indeg[v]!;
         if (score > bestScore) { best = v; bestScore = score; }
       }
-      chosen.add(best);
-      for (const v of comp) if (v !== best) rest.add(v);
+      for (const v of comp) { inComp[v] = 0; indeg[v] = 0; }
+      chosen.add(g.names[best]!);
+      for (const v of comp) if (v !== best) rest.push(v);
     }
-    comps = rest.size > 0 ? cyclicComponents(a, rest) : [];
+    if (rest.length === 0) break;
+    const member = new Uint8Array(n);
+    for (const v of rest) member[v] = 1;
+    comps = components(g, rest, member);
   }
   return chosen;
 }
@@ -285,22 +332,23 @@ const GREEDY_MAX = 2000;
 /** A feedback vertex set of a component in linear time: the targets of the back edges of a
  *  depth-first search (every cycle has one). Searching from the best-connected functions first
  *  makes them the ancestors that most back edges point to. */
-function backEdgeHeads(a: ModuleAnalysis, comp: string[]): Set<string> {
+function backEdgeHeads(g: CallGraph, comp: number[]): Set<number> {
   const inComp = new Set(comp);
-  const succ = new Map<string, string[]>();
-  const indeg = new Map<string, number>();
+  const succ = new Map<number, number[]>();
+  const indeg = new Map<number, number>();
   for (const v of comp) {
-    const outs = [...new Set(callees(a, a.funcs.get(v)!))].filter((w) => inComp.has(w));
+    const outs = [...g.succ[v]!].filter((w) => inComp.has(w));
     succ.set(v, outs);
     for (const w of outs) indeg.set(w, (indeg.get(w) ?? 0) + 1);
   }
-  const score = (v: string): number => succ.get(v)!.length * (indeg.get(v) ?? 0);
-  const roots = [...comp].sort((x, y) => score(y) - score(x) || (x < y ? -1 : x > y ? 1 : 0));
-  const heads = new Set<string>();
-  const state = new Map<string, 1 | 2>(); // 1: on the search path, 2: done
+  const score = (v: number): number => succ.get(v)!.length * (indeg.get(v) ?? 0);
+  const name = (v: number): string => g.names[v]!;
+  const roots = [...comp].sort((x, y) => score(y) - score(x) || (name(x) < name(y) ? -1 : name(x) > name(y) ? 1 : 0));
+  const heads = new Set<number>();
+  const state = new Map<number, 1 | 2>(); // 1: on the search path, 2: done
   for (const root of roots) {
     if (state.has(root)) continue;
-    const work: { v: string; i: number }[] = [{ v: root, i: 0 }];
+    const work: { v: number; i: number }[] = [{ v: root, i: 0 }];
     state.set(root, 1);
     while (work.length > 0) {
       const top = work[work.length - 1]!;
