@@ -558,3 +558,17 @@ test('files the program made with O_CREAT|O_EXCL are classified by what it did t
     run.cleanup();
   }
 });
+
+test('a directory, symlink or link made where something already was fails, and the restart leaves what was there (the journal recorded the attempt without looking first)', async () => {
+  const prog = fixture('files_ops');
+  const files = { 'd/in': 'inside', f: 'file f', t: 'file t' };
+  const args = (d: string): string[] => ['pause', `mkdirq:${d}/d`, `mkdirq:${d}/f`, `symlinkq:t:${d}/f`, `symlinkq:t:${d}/d`, `linkq:${d}/t:${d}/f`,
+    `linkq:${d}/t:${d}/d`, `mkdir:${d}/new`, `symlink:../t:${d}/new/s`, `link:${d}/t:${d}/new/l`, 'pause', `cat:${d}/f`, `cat:${d}/d/in`, `cat:${d}/new/l`];
+  const ref = uninterrupted(prog, args, files);
+  const run = await checkpointContinueKill(prog, args, [], undefined, { files });
+  try {
+    restartMatches(run, ref);
+  } finally {
+    run.cleanup();
+  }
+});

@@ -28,7 +28,7 @@ export type { JournalEntry } from './journal-log.js';
 /** The journals' directory, in the checkpoint directory. */
 export const JOURNAL_DIR = 'journal';
 /** Paths the recorder keeps what it knows of (ChangeRecorder.paths). */
-const PATHS_MAX = 1024;
+const PATHS_MAX = 16_384;
 /** Paths a run keeps in memory to seal its journals without reading them back. */
 const NAMED_MAX = 100_000;
 /** Bytes saved per first write to a block. */
@@ -99,6 +99,9 @@ export class ChangeRecorder implements FileChangeHooks {
   private paths = new PathStates();
   /** Moves on when a change fails: what `paths` says is there is then forgotten. */
   private epoch = 1;
+  /** The last create's entry, made without looking whether something was there, until the
+   *  next create or remove: failed() cancels it. */
+  private unsure: { entry: number; at: At; was: PathState | undefined } | null = null;
   private timed = new Set<string>();
   /** The path last found in `timed`. */
   private lastTimed = '';
@@ -119,6 +122,7 @@ export class ChangeRecorder implements FileChangeHooks {
     if (this.root === null) return;
     this.closeJournal();
     this.gen = generation;
+    this.unsure = null;
     this.letGoOfPaths();
     this.timed = new Set();
     this.lastTimed = '';
@@ -241,25 +245,31 @@ export class ChangeRecorder implements FileChangeHooks {
   }
 
   beforeCreate(at: At, made: 'file' | 'dir' | 'symlink' | 'link'): void {
+    this.unsure = null;
     if (this.gen === null) return;
     const was = this.paths.getAt(at);
     const known = this.seen(was);
-    if (known === undefined) {
+    if (known === undefined && made === 'file') {
+      // An open with O_CREAT may find a file there: whether it makes one is looked up.
       const st = statAt(at, false);
       if (st !== undefined) {
         this.note(at, kindOf(st), isMade(was));
         return;
       }
-    } else if (known !== null) {
+    } else if (known !== undefined && known !== null) {
       return;
     }
     this.dirTimes(at);
-    this.append({ op: 'created', path: pathOfAt(at) });
+    const entry = this.append({ op: 'created', path: pathOfAt(at) });
+    // A directory, symlink or link is made only where nothing is (else EEXIST): rather than
+    // look first, the entry is cancelled if the change fails (failed).
+    if (known === undefined) this.unsure = { entry, at, was };
     // A new name for an old file is undone as made, but the file itself is not new.
     this.note(at, made === 'dir' ? 'dir' : made === 'file' ? 'file' : 'other', made !== 'link');
   }
 
   beforeRemove(at: At): void {
+    this.unsure = null;
     if (this.gen === null) return;
     const was = this.paths.getAt(at);
     const known = this.seen(was);
@@ -291,6 +301,7 @@ export class ChangeRecorder implements FileChangeHooks {
   }
 
   rename(fromAt: At, toAt: At, rename: (noReplace: boolean) => void): void {
+    this.unsure = null;
     if (this.gen === null) return rename(false);
     const from = pathOfAt(fromAt);
     const to = pathOfAt(toAt);
@@ -379,6 +390,12 @@ export class ChangeRecorder implements FileChangeHooks {
   }
 
   failed(): void {
+    if (this.unsure !== null) {
+      // Nothing was made: the entry undoes nothing, and what was known of the place stands.
+      this.append({ op: 'failed', entry: this.unsure.entry });
+      this.paths.setAt(this.unsure.at, this.unsure.was ?? 0);
+      this.unsure = null;
+    }
     this.epoch++;
   }
 
