@@ -130,3 +130,14 @@ export function restartMatches(r: Run, ref: { out: string; tree: Map<string, str
   assert.equal(x.code, 0, x.stderr);
   assert.deepEqual(tree(r.data), ref.tree);
 }
+
+/** The common case: launched, checkpointed, continued, killed, restarted: it finishes as one uninterrupted run. */
+export async function restartsAsOneRun(prog: string, args: (data: string) => string[], files: Record<string, string> = {}): Promise<void> {
+  const ref = uninterrupted(prog, args, files);
+  const run = await checkpointContinueKill(prog, args, [], undefined, { files });
+  try {
+    restartMatches(run, ref);
+  } finally {
+    run.cleanup();
+  }
+}

@@ -9,7 +9,7 @@ import { appendFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fixture, stasis, stasisBin, tempDir, tree } from './helpers.js';
-import { checkpointContinueKill, restartMatches, uninterrupted } from './rollback-run.js';
+import { checkpointContinueKill, restartMatches, restartsAsOneRun, uninterrupted } from './rollback-run.js';
 
 test('a data file written sequentially, then updated in place with pwrite: saved as a database (observed), restored; the restarted run prints what an uninterrupted one does', async () => {
   const prog = fixture('rollback_records');
@@ -507,25 +507,13 @@ test('made after the checkpoint, then renamed over an old file, renamed as a dir
     `open:1:${d}/tmp:w`, 'write:1:NEW', 'close:1', `rename:${d}/tmp:${d}/keep`,
     `mkdir:${d}/d1`, `open:2:${d}/d1/x:w`, 'write:2:X', 'close:2', `rename:${d}/d1:${d}/d2`, `unlink:${d}/d2/x`, `rmdir:${d}/d2`,
     `open:3:${d}/gone:rwc`, 'write:3:G1', `unlink:${d}/gone`, 'pause', 'write:3:G2', 'dump:3', 'print:end'];
-  const ref = uninterrupted(prog, args);
-  const run = await checkpointContinueKill(prog, args);
-  try {
-    restartMatches(run, ref);
-  } finally {
-    run.cleanup();
-  }
+  await restartsAsOneRun(prog, args);
 });
 
 test('the same job over thousands of steps (more paths than the recorder keeps what it knows of): checkpoint, more steps, SIGKILL, restart finishes as an uninterrupted run', async () => {
   const prog = fixture('rollback_steps');
   const args = (d: string): string[] => [d, '150'];
-  const ref = uninterrupted(prog, args);
-  const run = await checkpointContinueKill(prog, args);
-  try {
-    restartMatches(run, ref);
-  } finally {
-    run.cleanup();
-  }
+  await restartsAsOneRun(prog, args);
 });
 
 test('one file reached two ways (below its preopen, and below the preopen opened again as a directory): made through one name, an old file renamed over it through the other, then written through the first; a restart finishes as one run', async () => {
@@ -533,13 +521,7 @@ test('one file reached two ways (below its preopen, and below the preopen opened
   const files = { old: 'OLD CONTENT' };
   const args = (d: string): string[] => ['pause', `opendir:5:${d}`, 'createat:6:5:x', 'close:6', `rename:${d}/old:${d}/x`,
     'openat:7:5:x', 'dump:7', 'write:7:NEW', 'pause', 'dump:7', 'print:end'];
-  const ref = uninterrupted(prog, args, files);
-  const run = await checkpointContinueKill(prog, args, [], undefined, { files });
-  try {
-    restartMatches(run, ref);
-  } finally {
-    run.cleanup();
-  }
+  await restartsAsOneRun(prog, args, files);
 });
 
 test('files the program made with O_CREAT|O_EXCL are classified by what it did to them: one written over is a database, one only appended to a log', async () => {
@@ -564,11 +546,5 @@ test('a directory, symlink or link made where something already was fails, and t
   const files = { 'd/in': 'inside', f: 'file f', t: 'file t' };
   const args = (d: string): string[] => ['pause', `mkdirq:${d}/d`, `mkdirq:${d}/f`, `symlinkq:t:${d}/f`, `symlinkq:t:${d}/d`, `linkq:${d}/t:${d}/f`,
     `linkq:${d}/t:${d}/d`, `mkdir:${d}/new`, `symlink:../t:${d}/new/s`, `link:${d}/t:${d}/new/l`, 'pause', `cat:${d}/f`, `cat:${d}/d/in`, `cat:${d}/new/l`];
-  const ref = uninterrupted(prog, args, files);
-  const run = await checkpointContinueKill(prog, args, [], undefined, { files });
-  try {
-    restartMatches(run, ref);
-  } finally {
-    run.cleanup();
-  }
+  await restartsAsOneRun(prog, args, files);
 });
