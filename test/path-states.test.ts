@@ -28,3 +28,17 @@ test('takeBelow takes the paths below a directory, not the directory itself nor 
   assert.deepEqual(entries(s).map(([p]) => p), ['/d/a', '/d/a2', '/d/ab/x']);
   assert.equal(s.size, 3);
 });
+
+test('a place looked up and then set lands in its directory however the directory came to be known meanwhile', () => {
+  const s = new PathStates();
+  const a = at('/d', 'x');
+  assert.equal(s.getAt(a), undefined); // nothing known in /d yet
+  s.set('/d/y', 1); // /d becomes known by another way
+  s.setAt(a, 2);
+  assert.equal(s.get('/d/x'), 2);
+  assert.equal(s.get('/d/y'), 1);
+  s.takeBelow('/d'); // everything below /d goes
+  assert.equal(s.getAt(a), undefined);
+  s.setAt(a, 3);
+  assert.deepEqual(entries(s), [['/d/x', 3]]);
+});

@@ -408,7 +408,7 @@ export class ChangeRecorder implements FileChangeHooks {
 
   /** Before an entry is made, removed or renamed in the directory `at` is in: its times. */
   private dirTimes(at: At): void {
-    const i = at.path.lastIndexOf('/');
+    const i = at.path.indexOf('/') < 0 ? -1 : at.path.lastIndexOf('/');
     // Most changes are in a directory of the program's own: its path is a string already made.
     const path = this.untimed(i <= 0 ? at.host : at.host + '/' + at.path.slice(0, i));
     if (path !== null) this.recordTimes(path, statAt(parentAt(at), false));

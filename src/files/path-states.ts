@@ -8,20 +8,25 @@ export class PathStates {
   private dirs = new Map<string, Map<string, number>>();
   /** Entries in all directories. */
   size = 0;
-  /** The place last split (see place), and its directory and name. */
+  /** The place last split (see place): its directory, the names known there, its name. A
+   *  change looks its place up and then records it: one split and one directory lookup. */
   private at: At | null = null;
   private dir = '';
+  private names: Map<string, number> | undefined;
   private name = '';
 
   /** The state at `at`, or undefined. */
   getAt(at: At): number | undefined {
     this.place(at);
-    return this.dirs.get(this.dir)?.get(this.name);
+    return this.names?.get(this.name);
   }
 
   setAt(at: At, v: number): void {
     this.place(at);
-    this.setIn(this.dir, this.name, v);
+    if (this.names === undefined) this.dirs.set(this.dir, (this.names = new Map()));
+    const before = this.names.size;
+    this.names.set(this.name, v);
+    this.size += this.names.size - before;
   }
 
   /** The state at a full host path. */
@@ -38,7 +43,10 @@ export class PathStates {
   /** The state of `name` in the directory `dir` ('' for the root directory). */
   setIn(dir: string, name: string, v: number): void {
     let names = this.dirs.get(dir);
-    if (names === undefined) this.dirs.set(dir, (names = new Map()));
+    if (names === undefined) {
+      this.dirs.set(dir, (names = new Map()));
+      this.at = null; // it may be the directory place() last found nothing in
+    }
     const before = names.size;
     names.set(name, v);
     this.size += names.size - before;
@@ -57,6 +65,7 @@ export class PathStates {
       for (const [name, v] of names) out.push([`${d}/${name}`, v]);
       this.dirs.delete(d);
       this.size -= names.size;
+      this.at = null;
     }
     return out;
   }
@@ -71,7 +80,7 @@ export class PathStates {
     this.at = at;
     const p = at.path;
     const host = at.host === '/' ? '' : at.host;
-    const i = p.lastIndexOf('/');
+    const i = p.indexOf('/') < 0 ? -1 : p.lastIndexOf('/'); // indexOf is the quicker call, and most paths have no '/'
     if (i >= 0) {
       this.dir = host + '/' + p.slice(0, i);
       this.name = p.slice(i + 1);
@@ -83,5 +92,6 @@ export class PathStates {
       this.dir = host.slice(0, Math.max(j, 0));
       this.name = host.slice(j + 1);
     }
+    this.names = this.dirs.get(this.dir);
   }
 }
