@@ -142,15 +142,8 @@ export function decodeEntries(log: Buffer, damaged: (entry: number) => Error | n
     const start = at + HEAD;
     const end = start + log.readUInt32LE(at + 1);
     if (end > log.length) break;
-    let e: JournalEntry | Cancel;
-    try {
-      e = decodeRecord(log, log[at]!, start, end, paths);
-      checkEntry(e, out.length);
-    } catch {
-      const err = damaged(out.length + 1);
-      if (err === null) break;
-      throw err;
-    }
+    const e = checked(() => decodeRecord(log, log[at]!, start, end, paths), out.length, damaged);
+    if (e === null) break;
     out.push(e);
     at = end;
   }
@@ -193,6 +186,20 @@ class PathReader {
 
 const isHighSurrogate = (c: number): boolean => c >= 0xd800 && c <= 0xdbff;
 
+/** Entry number `n` (from 0) decoded and checked, or null where reading stops at a bad one
+ *  (else what `damaged` says is thrown). */
+function checked(decode: () => JournalEntry | Cancel, n: number, damaged: (entry: number) => Error | null): JournalEntry | Cancel | null {
+  try {
+    const e = decode();
+    checkEntry(e, n);
+    return e;
+  } catch {
+    const err = damaged(n + 1);
+    if (err === null) return null;
+    throw err;
+  }
+}
+
 /** Entry number `n`, as far as the reader relies on it. */
 function checkEntry(e: JournalEntry | Cancel, n: number): void {
   if (typeof e !== 'object' || e === null || typeof e.op !== 'string') throw new Error('not an entry');
@@ -206,15 +213,8 @@ function decodeLines(log: Buffer, damaged: (entry: number) => Error | null): (Jo
   lines.pop(); // '' after the last newline, or an entry cut short
   const out: (JournalEntry | Cancel)[] = [];
   for (const line of lines) {
-    let e: JournalEntry | Cancel;
-    try {
-      e = JSON.parse(line) as JournalEntry | Cancel;
-      checkEntry(e, out.length);
-    } catch {
-      const err = damaged(out.length + 1);
-      if (err === null) break;
-      throw err;
-    }
+    const e = checked(() => JSON.parse(line) as JournalEntry | Cancel, out.length, damaged);
+    if (e === null) break;
     out.push(e);
   }
   return out;
